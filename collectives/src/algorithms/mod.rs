@@ -1,0 +1,35 @@
+//! Collective algorithms over a [`Transport`](crate::transport::Transport).
+//!
+//! Contract: an algorithm sees only the transport interface and the call's buffers; it sends and
+//! receives whole messages tagged with its step, and returns the same result on every transport.
+//! Ranks are renumbered relative to the root (`vrank = (rank - root) mod size`) so one tree shape
+//! serves every root. `docs/algorithms.md` lists each algorithm's steps and bytes on the wire.
+
+mod allgather_ring;
+mod allreduce_reduce_bcast;
+mod barrier_dissemination;
+mod bcast_binomial;
+mod reduce_binomial;
+
+pub(crate) use allgather_ring::allgather_ring;
+pub(crate) use allreduce_reduce_bcast::allreduce_reduce_bcast;
+pub(crate) use barrier_dissemination::barrier_dissemination;
+pub(crate) use bcast_binomial::bcast_binomial;
+pub(crate) use reduce_binomial::reduce_binomial;
+
+use crate::error::{CollectiveError, Result};
+use crate::transport::{Ctx, Transport};
+
+/// Receives a message that must be exactly `len` bytes long.
+fn recv_exact<T: Transport + ?Sized>(t: &mut T, ctx: &Ctx, src: usize, tag: u32, len: usize) -> Result<Vec<u8>> {
+    let data = t.recv(ctx, src, tag)?;
+    if data.len() != len {
+        return Err(CollectiveError::Protocol {
+            rank: t.rank(),
+            call: ctx.describe(),
+            what: format!("rank {src} sent {} bytes where {len} were expected", data.len()),
+        }
+        .into());
+    }
+    Ok(data)
+}

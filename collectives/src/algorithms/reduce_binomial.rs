@@ -1,0 +1,47 @@
+//! Reduce along a binomial tree: in round k a rank whose bit k is set sends its partial result to the
+//! rank without that bit and stops; the others fold what they receive. ceil(log2 p) rounds.
+
+use super::recv_exact;
+use crate::error::{CollectiveError, Result};
+use crate::ops::fold;
+use crate::transport::{Ctx, Transport};
+use crate::types::{DType, Op};
+
+/// Folds every rank's `acc` into `acc` on `root`. On other ranks `acc` is used as scratch and ends
+/// holding a partial result.
+pub(crate) fn reduce_binomial<T: Transport + ?Sized>(
+    t: &mut T,
+    ctx: &Ctx,
+    acc: &mut [u8],
+    dtype: DType,
+    op: Op,
+    root: usize,
+    tag: u32,
+) -> Result<()> {
+    let (rank, size) = (t.rank(), t.size());
+    let vrank = (rank + size - root) % size;
+    let mut mask = 1;
+    while mask < size {
+        if vrank & mask == 0 {
+            let child = vrank | mask;
+            if child < size {
+                let src = (child + root) % size;
+                let part = recv_exact(t, ctx, src, tag, acc.len())?;
+                if !fold(dtype, op, acc, &part) {
+                    return Err(CollectiveError::Protocol {
+                        rank,
+                        call: ctx.describe(),
+                        what: format!("cannot fold {op} over {dtype}"),
+                    }
+                    .into());
+                }
+            }
+        } else {
+            let parent = (vrank & !mask) % size;
+            t.send(ctx, (parent + root) % size, tag, acc)?;
+            break;
+        }
+        mask <<= 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,405 @@
+//! The communicator: the collectives a rank calls.
+
+use crate::algorithms;
+use crate::bootstrap::{self, JobInfo};
+use crate::config::{Config, TransportKind};
+use crate::error::{Result, UsageError};
+use crate::transport::udp::Udp;
+use crate::transport::{Ctx, Stats, Transport};
+use crate::types::{Coll, DType, Element, Op, Signature};
+
+/// Which data path carried a collective.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Userspace UDP sockets.
+    Udp,
+}
+
+impl Path {
+    /// `"udp"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Path::Udp => "udp",
+        }
+    }
+}
+
+impl std::fmt::Display for Path {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// All the ranks of a job, and the collectives they call together.
+///
+/// Every rank must call the same collectives in the same order with matching arguments (same count,
+/// dtype, op and root); a mismatch is reported as an error on the ranks that see it, and the others
+/// are told the collective failed. Dropping the communicator delivers what it still has to send
+/// (like [`Communicator::finalize`], but printing an error instead of returning it).
+pub struct Communicator {
+    info: JobInfo,
+    cfg: Config,
+    transport: Udp,
+    seq: u32,
+    last_path: Option<Path>,
+    finalized: bool,
+}
+
+/// Joins the job this process belongs to (or a job of one rank when not started by `boadrun`).
+pub fn init() -> Result<Communicator> {
+    Communicator::from_env()
+}
+
+impl Communicator {
+    /// Joins the job described by the environment (see [`init`]).
+    pub fn from_env() -> Result<Communicator> {
+        let info = JobInfo::from_env()?;
+        let cfg = Config::from_env()?;
+        match cfg.transport {
+            TransportKind::Auto | TransportKind::Udp => {}
+            TransportKind::Kernel | TransportKind::Shm => {
+                return Err(UsageError::Config {
+                    name: "BOAD_TRANSPORT",
+                    value: format!("{:?}", cfg.transport).to_lowercase(),
+                    why: "this transport is not implemented yet; use udp or auto".into(),
+                }
+                .into())
+            }
+        }
+        let (sock, port) = Udp::bind(info.rank, info.bind)?;
+        let joined = bootstrap::rendezvous(&info, port, cfg.timeout)?;
+        let transport = Udp::new(
+            info.rank,
+            info.job,
+            sock,
+            &joined.table,
+            joined.conn,
+            joined.leftover,
+            cfg.clone(),
+        )?;
+        Ok(Communicator {
+            info,
+            cfg,
+            transport,
+            seq: 0,
+            last_path: None,
+            finalized: false,
+        })
+    }
+
+    /// This rank, in `0..size()`.
+    pub fn rank(&self) -> usize {
+        self.info.rank
+    }
+
+    /// Number of ranks.
+    pub fn size(&self) -> usize {
+        self.info.size
+    }
+
+    /// This rank's index among the ranks on its host.
+    pub fn local_rank(&self) -> usize {
+        self.info.local_rank
+    }
+
+    /// Number of ranks on this host.
+    pub fn local_size(&self) -> usize {
+        self.info.local_size
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Payload bytes per datagram (`BOAD_CHUNK_BYTES`).
+    pub fn chunk_bytes(&self) -> usize {
+        self.cfg.chunk_bytes
+    }
+
+    /// The path the last completed collective took (None before the first).
+    pub fn last_path(&self) -> Option<Path> {
+        self.last_path
+    }
+
+    /// This rank's traffic counters.
+    pub fn stats(&self) -> Stats {
+        self.transport.stats()
+    }
+
+    /// Runs one collective: numbers it, validates, runs `body`, and on failure tells the peers.
+    fn run(
+        &mut self,
+        sig: Signature,
+        body: impl FnOnce(&mut Udp, &Ctx) -> Result<()>,
+    ) -> Result<()> {
+        let ctx = Ctx { seq: self.seq, sig };
+        self.seq = self.seq.wrapping_add(1);
+        let t = &mut self.transport;
+        let r = t.begin(&ctx).and_then(|()| body(t, &ctx));
+        match &r {
+            Ok(()) => {
+                t.end(&ctx);
+                self.last_path = Some(Path::Udp);
+            }
+            Err(e) => t.fail(&ctx, e),
+        }
+        r
+    }
+
+    fn sig(coll: Coll, op: Option<Op>, dtype: DType, bytes: usize, root: usize) -> Signature {
+        Signature {
+            coll,
+            op,
+            dtype: Some(dtype),
+            count: (bytes / dtype.size()) as u64,
+            root: root as u32,
+        }
+    }
+
+    fn check_root(&self, root: usize) -> Result<()> {
+        if root >= self.size() {
+            return Err(UsageError::InvalidRoot {
+                rank: self.rank(),
+                root,
+                size: self.size(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    fn check_len(&self, what: &'static str, got: usize, expected: usize, dtype: DType) -> Result<()> {
+        if got != expected {
+            return Err(UsageError::BufferLength {
+                rank: self.rank(),
+                what,
+                expected: expected / dtype.size(),
+                got: got / dtype.size(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    fn check_op(&self, op: Op, dtype: DType) -> Result<()> {
+        if !op.supports(dtype) {
+            return Err(UsageError::OpNotSupported {
+                rank: self.rank(),
+                op,
+                dtype,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    fn check_bytes(&self, what: &'static str, len: usize, dtype: DType) -> Result<()> {
+        if len % dtype.size() != 0 {
+            return Err(UsageError::BufferLength {
+                rank: self.rank(),
+                what,
+                expected: len.div_ceil(dtype.size()),
+                got: len / dtype.size(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    // ----- untyped API (bytes + dtype), used by the typed API and the C and Python bindings -----
+
+    /// [`bcast`](Self::bcast) over raw bytes holding elements of `dtype`.
+    pub fn bcast_raw(&mut self, buf: &mut [u8], dtype: DType, root: usize) -> Result<()> {
+        let sig = Self::sig(Coll::Bcast, None, dtype, buf.len(), root);
+        let checks = self.check_bytes("the buffer", buf.len(), dtype).and(self.check_root(root));
+        self.run(sig, |t, ctx| {
+            checks?;
+            algorithms::bcast_binomial(t, ctx, buf, root)
+        })
+    }
+
+    /// [`reduce`](Self::reduce) over raw bytes. `recv` is needed on the root only.
+    pub fn reduce_raw(
+        &mut self,
+        send: &[u8],
+        recv: Option<&mut [u8]>,
+        dtype: DType,
+        op: Op,
+        root: usize,
+    ) -> Result<()> {
+        let sig = Self::sig(Coll::Reduce, Some(op), dtype, send.len(), root);
+        let is_root = self.rank() == root;
+        let mut checks = self
+            .check_bytes("the send buffer", send.len(), dtype)
+            .and(self.check_root(root))
+            .and(self.check_op(op, dtype));
+        if is_root {
+            let got = recv.as_ref().map_or(0, |r| r.len());
+            checks = checks.and(self.check_len("the receive buffer", got, send.len(), dtype));
+        }
+        self.run(sig, |t, ctx| {
+            checks?;
+            match recv {
+                Some(r) if is_root => {
+                    r.copy_from_slice(send);
+                    algorithms::reduce_binomial(t, ctx, r, dtype, op, root, 0)
+                }
+                _ => {
+                    let mut scratch = send.to_vec();
+                    algorithms::reduce_binomial(t, ctx, &mut scratch, dtype, op, root, 0)
+                }
+            }
+        })
+    }
+
+    /// [`reduce_in_place`](Self::reduce_in_place) over raw bytes.
+    pub fn reduce_in_place_raw(&mut self, buf: &mut [u8], dtype: DType, op: Op, root: usize) -> Result<()> {
+        if self.rank() == root {
+            let sig = Self::sig(Coll::Reduce, Some(op), dtype, buf.len(), root);
+            let checks = self
+                .check_bytes("the buffer", buf.len(), dtype)
+                .and(self.check_root(root))
+                .and(self.check_op(op, dtype));
+            self.run(sig, |t, ctx| {
+                checks?;
+                algorithms::reduce_binomial(t, ctx, buf, dtype, op, root, 0)
+            })
+        } else {
+            self.reduce_raw(buf, None, dtype, op, root)
+        }
+    }
+
+    /// [`allreduce`](Self::allreduce) over raw bytes.
+    pub fn allreduce_raw(&mut self, send: &[u8], recv: &mut [u8], dtype: DType, op: Op) -> Result<()> {
+        let sig = Self::sig(Coll::Allreduce, Some(op), dtype, send.len(), 0);
+        let checks = self
+            .check_bytes("the send buffer", send.len(), dtype)
+            .and(self.check_len("the receive buffer", recv.len(), send.len(), dtype))
+            .and(self.check_op(op, dtype));
+        self.run(sig, |t, ctx| {
+            checks?;
+            recv.copy_from_slice(send);
+            algorithms::allreduce_reduce_bcast(t, ctx, recv, dtype, op)
+        })
+    }
+
+    /// [`allreduce_in_place`](Self::allreduce_in_place) over raw bytes.
+    pub fn allreduce_in_place_raw(&mut self, buf: &mut [u8], dtype: DType, op: Op) -> Result<()> {
+        let sig = Self::sig(Coll::Allreduce, Some(op), dtype, buf.len(), 0);
+        let checks = self
+            .check_bytes("the buffer", buf.len(), dtype)
+            .and(self.check_op(op, dtype));
+        self.run(sig, |t, ctx| {
+            checks?;
+            algorithms::allreduce_reduce_bcast(t, ctx, buf, dtype, op)
+        })
+    }
+
+    /// [`allgather`](Self::allgather) over raw bytes.
+    pub fn allgather_raw(&mut self, send: &[u8], recv: &mut [u8], dtype: DType) -> Result<()> {
+        let sig = Self::sig(Coll::Allgather, None, dtype, send.len(), 0);
+        let block = send.len();
+        let checks = self
+            .check_bytes("the send buffer", send.len(), dtype)
+            .and(self.check_len("the receive buffer", recv.len(), block * self.size(), dtype));
+        let rank = self.rank();
+        self.run(sig, |t, ctx| {
+            checks?;
+            recv[rank * block..(rank + 1) * block].copy_from_slice(send);
+            algorithms::allgather_ring(t, ctx, recv, block)
+        })
+    }
+
+    // ----- typed API -----
+
+    /// Copies `buf` on `root` into `buf` on every rank. Every rank passes a buffer of the same length.
+    pub fn bcast<T: Element>(&mut self, buf: &mut [T], root: usize) -> Result<()> {
+        self.bcast_raw(bytemuck::cast_slice_mut(buf), T::DTYPE, root)
+    }
+
+    /// Reduces every rank's `send` with `op` into `recv` on `root`. `recv` must be as long as `send`
+    /// on the root and is not touched elsewhere (pass `&mut []` there).
+    pub fn reduce<T: Element>(&mut self, send: &[T], recv: &mut [T], op: Op, root: usize) -> Result<()> {
+        let recv = (self.rank() == root).then_some(bytemuck::cast_slice_mut(recv));
+        self.reduce_raw(bytemuck::cast_slice(send), recv, T::DTYPE, op, root)
+    }
+
+    /// Like [`reduce`](Self::reduce) with `buf` as both contribution and, on `root`, result; on other
+    /// ranks `buf` is left unchanged.
+    pub fn reduce_in_place<T: Element>(&mut self, buf: &mut [T], op: Op, root: usize) -> Result<()> {
+        self.reduce_in_place_raw(bytemuck::cast_slice_mut(buf), T::DTYPE, op, root)
+    }
+
+    /// Reduces every rank's `send` with `op` into `recv` on every rank.
+    pub fn allreduce<T: Element>(&mut self, send: &[T], recv: &mut [T], op: Op) -> Result<()> {
+        self.allreduce_raw(
+            bytemuck::cast_slice(send),
+            bytemuck::cast_slice_mut(recv),
+            T::DTYPE,
+            op,
+        )
+    }
+
+    /// Like [`allreduce`](Self::allreduce) with `buf` as both contribution and result.
+    pub fn allreduce_in_place<T: Element>(&mut self, buf: &mut [T], op: Op) -> Result<()> {
+        self.allreduce_in_place_raw(bytemuck::cast_slice_mut(buf), T::DTYPE, op)
+    }
+
+    /// Gathers every rank's `send` into `recv` on every rank, in rank order: `recv` is
+    /// `size() * send.len()` long.
+    pub fn allgather<T: Element>(&mut self, send: &[T], recv: &mut [T]) -> Result<()> {
+        self.allgather_raw(bytemuck::cast_slice(send), bytemuck::cast_slice_mut(recv), T::DTYPE)
+    }
+
+    /// Returns once every rank has called `barrier`.
+    pub fn barrier(&mut self) -> Result<()> {
+        let sig = Signature {
+            coll: Coll::Barrier,
+            op: None,
+            dtype: None,
+            count: 0,
+            root: 0,
+        };
+        self.run(sig, algorithms::barrier_dissemination)
+    }
+
+    /// Delivers what this rank still has to send, prints the counters if `BOAD_STATS` is set, and
+    /// leaves the job. Returns an error an earlier collective raised on another rank, if any.
+    pub fn finalize(mut self) -> Result<()> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if self.finalized {
+            return Ok(());
+        }
+        self.finalized = true;
+        let r = self.transport.flush();
+        if self.cfg.stats {
+            let s = self.stats();
+            eprintln!(
+                "boad stats: rank {} path={} collectives={} datagrams_sent={} send_calls={} datagrams_received={} bytes_sent={} retransmits={} dropped_injected={} foreign={}",
+                self.rank(),
+                self.last_path.unwrap_or(Path::Udp),
+                s.collectives_udp,
+                s.datagrams_sent,
+                s.send_calls,
+                s.datagrams_received,
+                s.bytes_sent,
+                s.retransmits,
+                s.dropped_injected,
+                s.foreign
+            );
+        }
+        r
+    }
+}
+
+impl Drop for Communicator {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish() {
+            eprintln!("boad: {e}");
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Run-time settings read from the environment (`BOAD_*`).
+
+use std::time::Duration;
+
+use crate::error::UsageError;
+
+/// Which transport a job uses (`BOAD_TRANSPORT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportKind {
+    /// The best available (today: UDP).
+    Auto,
+    /// Userspace UDP.
+    Udp,
+    /// The eBPF kernel path (not implemented yet: an error).
+    Kernel,
+    /// Shared memory (not implemented yet: an error).
+    Shm,
+}
+
+/// Settings, from `BOAD_*` environment variables.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `BOAD_TIMEOUT_MS` (default 60000): how long a peer may stay silent while this rank waits for it.
+    pub timeout: Duration,
+    /// `BOAD_CHUNK_BYTES` (default 8192): payload bytes per datagram; a multiple of 8, 8..=65000.
+    pub chunk_bytes: usize,
+    /// `BOAD_WINDOW` (default 64): datagrams of one message in flight before an acknowledgement.
+    pub window: u32,
+    /// `BOAD_DROP_RATE` (default 0): fraction of received datagrams to drop, to test loss recovery.
+    pub drop_rate: f64,
+    /// `BOAD_DROP_SEED` (default 1): seed of the drop decisions (mixed with the rank).
+    pub drop_seed: u64,
+    /// `BOAD_STATS=1`: print per-rank counters to stderr at finalize.
+    pub stats: bool,
+    /// `BOAD_TRANSPORT` (default `auto`).
+    pub transport: TransportKind,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            timeout: Duration::from_millis(60_000),
+            chunk_bytes: 8192,
+            window: 64,
+            drop_rate: 0.0,
+            drop_seed: 1,
+            stats: false,
+            transport: TransportKind::Auto,
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, UsageError>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Err(_) => Ok(None),
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => v.trim().parse().map(Some).map_err(|e: T::Err| UsageError::Config {
+            name,
+            value: v,
+            why: e.to_string(),
+        }),
+    }
+}
+
+fn check(ok: bool, name: &'static str, value: impl ToString, why: &str) -> Result<(), UsageError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(UsageError::Config {
+            name,
+            value: value.to_string(),
+            why: why.into(),
+        })
+    }
+}
+
+impl Config {
+    /// Reads the settings from the environment, with defaults for the unset ones.
+    pub fn from_env() -> Result<Config, UsageError> {
+        let mut c = Config::default();
+        if let Some(ms) = parse::<u64>("BOAD_TIMEOUT_MS")? {
+            check(ms > 0, "BOAD_TIMEOUT_MS", ms, "must be positive")?;
+            c.timeout = Duration::from_millis(ms);
+        }
+        if let Some(b) = parse::<usize>("BOAD_CHUNK_BYTES")? {
+            check(
+                (8..=65000).contains(&b) && b % 8 == 0,
+                "BOAD_CHUNK_BYTES",
+                b,
+                "must be a multiple of 8 between 8 and 65000",
+            )?;
+            c.chunk_bytes = b;
+        }
+        if let Some(w) = parse::<u32>("BOAD_WINDOW")? {
+            check((1..=4096).contains(&w), "BOAD_WINDOW", w, "must be between 1 and 4096")?;
+            c.window = w;
+        }
+        if let Some(r) = parse::<f64>("BOAD_DROP_RATE")? {
+            check((0.0..1.0).contains(&r), "BOAD_DROP_RATE", r, "must be in [0, 1)")?;
+            c.drop_rate = r;
+        }
+        if let Some(s) = parse::<u64>("BOAD_DROP_SEED")? {
+            c.drop_seed = s;
+        }
+        if let Some(s) = parse::<String>("BOAD_STATS")? {
+            c.stats = !matches!(s.as_str(), "0" | "false" | "no" | "off");
+        }
+        if let Some(t) = parse::<String>("BOAD_TRANSPORT")? {
+            c.transport = match t.as_str() {
+                "auto" => TransportKind::Auto,
+                "udp" => TransportKind::Udp,
+                "kernel" => TransportKind::Kernel,
+                "shm" => TransportKind::Shm,
+                _ => {
+                    return Err(UsageError::Config {
+                        name: "BOAD_TRANSPORT",
+                        value: t,
+                        why: "must be one of auto, udp, kernel, shm".into(),
+                    })
+                }
+            };
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,31 @@
+//! boad: MPI-like collectives for Linux.
+//!
+//! ```no_run
+//! use boad::Op;
+//! let mut comm = boad::init()?;
+//! let mut v = vec![comm.rank() as i64; 4];
+//! comm.allreduce_in_place(&mut v, Op::Sum)?;
+//! let n = comm.size() as i64;
+//! assert_eq!(v, vec![n * (n - 1) / 2; 4]);
+//! # Ok::<(), boad::Error>(())
+//! ```
+//!
+//! Run it with `boadrun -n 4 ./app`. A program started without `boadrun` is a job of one rank.
+#![deny(missing_docs)]
+
+mod algorithms;
+pub mod bootstrap;
+mod comm;
+pub mod config;
+mod error;
+pub mod ops;
+mod transport;
+mod types;
+
+pub use comm::{init, Communicator, Path};
+pub use error::{CollectiveError, Error, Result, TransportError, UsageError};
+pub use transport::Stats;
+pub use types::{Coll, DType, Element, Op, Signature};
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("boad's wire format assumes a little-endian host");

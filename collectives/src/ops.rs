@@ -1,0 +1,186 @@
+//! Local reductions: fold one buffer of contributions into another.
+//!
+//! These define the result of every op for every dtype; the kernel path's programs must compute the
+//! same values (the tests compare both paths element by element).
+
+use crate::types::{DType, Op};
+
+/// One element type's arithmetic.
+trait Arith: bytemuck::Pod + PartialOrd {
+    fn apply(op: Op, a: Self, b: Self) -> Self;
+}
+
+macro_rules! int_arith {
+    ($($t:ty),*) => {$(
+        impl Arith for $t {
+            #[inline(always)]
+            fn apply(op: Op, a: Self, b: Self) -> Self {
+                match op {
+                    Op::Sum => a.wrapping_add(b),
+                    Op::Prod => a.wrapping_mul(b),
+                    Op::Min => a.min(b),
+                    Op::Max => a.max(b),
+                    Op::Band => a & b,
+                    Op::Bor => a | b,
+                    Op::Bxor => a ^ b,
+                    Op::Land => (a != 0 && b != 0) as $t,
+                    Op::Lor => (a != 0 || b != 0) as $t,
+                }
+            }
+        }
+    )*};
+}
+int_arith!(i8, i16, i32, i64, u8, u16, u32, u64);
+
+macro_rules! float_arith {
+    ($($t:ty),*) => {$(
+        impl Arith for $t {
+            #[inline(always)]
+            fn apply(op: Op, a: Self, b: Self) -> Self {
+                match op {
+                    Op::Sum => a + b,
+                    Op::Prod => a * b,
+                    // NaN wins; otherwise IEEE total order, so -0.0 < 0.0 (what the kernel's
+                    // bit-pattern comparison computes too).
+                    Op::Min if a.is_nan() => a,
+                    Op::Min if b.is_nan() => b,
+                    Op::Min => if b.total_cmp(&a).is_lt() { b } else { a },
+                    Op::Max if a.is_nan() => a,
+                    Op::Max if b.is_nan() => b,
+                    Op::Max => if b.total_cmp(&a).is_gt() { b } else { a },
+                    // Rejected by `fold` before we get here.
+                    Op::Band | Op::Bor | Op::Bxor | Op::Land | Op::Lor => a,
+                }
+            }
+        }
+    )*};
+}
+float_arith!(f32, f64);
+
+#[inline(always)]
+fn fold_op<T: Arith>(op: Op, acc: &mut [u8], other: &[u8]) {
+    match (
+        bytemuck::try_cast_slice_mut::<u8, T>(acc),
+        bytemuck::try_cast_slice::<u8, T>(other),
+    ) {
+        (Ok(a), Ok(b)) => {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x = T::apply(op, *x, *y);
+            }
+        }
+        (a, _) => {
+            // Unaligned buffers (e.g. a datagram payload): element by element through copies.
+            let acc = match a {
+                Ok(t) => bytemuck::cast_slice_mut::<T, u8>(t),
+                Err(_) => acc,
+            };
+            let n = std::mem::size_of::<T>();
+            for (x, y) in acc.chunks_exact_mut(n).zip(other.chunks_exact(n)) {
+                let r = T::apply(
+                    op,
+                    bytemuck::pod_read_unaligned(x),
+                    bytemuck::pod_read_unaligned(y),
+                );
+                x.copy_from_slice(bytemuck::bytes_of(&r));
+            }
+        }
+    }
+}
+
+/// Monomorphises `fold_op` per op so the inner loop has no branch on the op.
+fn fold_typed<T: Arith>(op: Op, acc: &mut [u8], other: &[u8]) {
+    match op {
+        Op::Sum => fold_op::<T>(Op::Sum, acc, other),
+        Op::Prod => fold_op::<T>(Op::Prod, acc, other),
+        Op::Min => fold_op::<T>(Op::Min, acc, other),
+        Op::Max => fold_op::<T>(Op::Max, acc, other),
+        Op::Band => fold_op::<T>(Op::Band, acc, other),
+        Op::Bor => fold_op::<T>(Op::Bor, acc, other),
+        Op::Bxor => fold_op::<T>(Op::Bxor, acc, other),
+        Op::Land => fold_op::<T>(Op::Land, acc, other),
+        Op::Lor => fold_op::<T>(Op::Lor, acc, other),
+    }
+}
+
+/// `acc[i] = op(acc[i], other[i])` for every element; `acc` and `other` hold little-endian elements of
+/// `dtype` and have the same length. Returns false (and changes nothing) if `op` is not defined on
+/// `dtype` or the lengths do not match.
+pub fn fold(dtype: DType, op: Op, acc: &mut [u8], other: &[u8]) -> bool {
+    if !op.supports(dtype) || acc.len() != other.len() || acc.len() % dtype.size() != 0 {
+        return false;
+    }
+    match dtype {
+        DType::I8 => fold_typed::<i8>(op, acc, other),
+        DType::I16 => fold_typed::<i16>(op, acc, other),
+        DType::I32 => fold_typed::<i32>(op, acc, other),
+        DType::I64 => fold_typed::<i64>(op, acc, other),
+        DType::U8 => fold_typed::<u8>(op, acc, other),
+        DType::U16 => fold_typed::<u16>(op, acc, other),
+        DType::U32 => fold_typed::<u32>(op, acc, other),
+        DType::U64 => fold_typed::<u64>(op, acc, other),
+        DType::F32 => fold_typed::<f32>(op, acc, other),
+        DType::F64 => fold_typed::<f64>(op, acc, other),
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f<T: bytemuck::Pod>(dtype: DType, op: Op, a: &[T], b: &[T]) -> Vec<T> {
+        let mut acc = a.to_vec();
+        assert!(fold(dtype, op, bytemuck::cast_slice_mut(&mut acc), bytemuck::cast_slice(b)));
+        acc
+    }
+
+    #[test]
+    fn integer_ops() {
+        let a = [3i32, -4, 0, i32::MAX];
+        let b = [5i32, 2, 7, 1];
+        assert_eq!(f(DType::I32, Op::Sum, &a, &b), [8, -2, 7, i32::MIN]);
+        assert_eq!(f(DType::I32, Op::Prod, &a, &b), [15, -8, 0, i32::MAX]);
+        assert_eq!(f(DType::I32, Op::Min, &a, &b), [3, -4, 0, 1]);
+        assert_eq!(f(DType::I32, Op::Max, &a, &b), [5, 2, 7, i32::MAX]);
+        assert_eq!(f(DType::I32, Op::Band, &a, &b), [1, 0, 0, 1]);
+        assert_eq!(f(DType::I32, Op::Bor, &a, &b), [7, -2, 7, i32::MAX]);
+        assert_eq!(f(DType::I32, Op::Bxor, &a, &b), [6, -2, 7, i32::MAX - 1]);
+        assert_eq!(f(DType::I32, Op::Land, &a, &b), [1, 1, 0, 1]);
+        assert_eq!(f(DType::I32, Op::Lor, &[0i32, 0, 2], &[0, 3, 0]), [0, 1, 1]);
+    }
+
+    #[test]
+    fn float_min_max_nan_and_signed_zero() {
+        let a = [1.0f32, f32::NAN, -0.0, 2.0];
+        let b = [f32::NAN, 1.0, 0.0, -3.0];
+        let m = f(DType::F32, Op::Min, &a, &b);
+        assert!(m[0].is_nan() && m[1].is_nan());
+        assert!(m[2] == 0.0 && m[2].is_sign_negative());
+        assert_eq!(m[3], -3.0);
+        let m = f(DType::F32, Op::Max, &a, &b);
+        assert!(m[2] == 0.0 && m[2].is_sign_positive());
+        assert_eq!(m[3], 2.0);
+    }
+
+    #[test]
+    fn rejects_bitwise_on_floats_and_bad_lengths() {
+        let mut acc = [0u8; 8];
+        assert!(!fold(DType::F64, Op::Band, &mut acc, &[0u8; 8]));
+        assert!(!fold(DType::I32, Op::Sum, &mut acc, &[0u8; 4]));
+        assert!(!fold(DType::I32, Op::Sum, &mut acc[..6], &[0u8; 6]));
+    }
+
+    #[test]
+    fn unaligned_matches_aligned() {
+        let a: Vec<u64> = (0..33).map(|i| i * 0x1234_5678_9abc).collect();
+        let b: Vec<u64> = (0..33).map(|i| i * 77 + 5).collect();
+        let want = f(DType::U64, Op::Sum, &a, &b);
+        let mut acc = vec![0u8; 8 * 33 + 1];
+        acc[1..].copy_from_slice(bytemuck::cast_slice(&a));
+        let mut other = vec![0u8; 8 * 33 + 3];
+        other[3..].copy_from_slice(bytemuck::cast_slice(&b));
+        assert!(fold(DType::U64, Op::Sum, &mut acc[1..], &other[3..]));
+        let got: Vec<u64> = acc[1..].chunks_exact(8).map(bytemuck::pod_read_unaligned).collect();
+        assert_eq!(got, want);
+    }
+}

@@ -1,0 +1,979 @@
+//! Userspace UDP transport: reliable, chunked messages over one UDP socket per rank.
+//!
+//! Each message is cut into chunks of `BOAD_CHUNK_BYTES`, each sent as one datagram behind the shared
+//! [`Header`]. The receiver acknowledges (`ACK`: all chunks below `next` plus a 64-chunk bitmap) every
+//! few chunks, on a gap and on completion; the sender keeps a message until it is fully acknowledged,
+//! keeps at most `BOAD_WINDOW` chunks of it unacknowledged, resends holes an ACK reveals, and resends
+//! everything unacknowledged when no ACK came for a retransmission timeout (doubling up to 1 s). A
+//! receiver waiting for a message sends `PROBE`s (also carrying its bitmap, so a probe is a NACK); a
+//! sender that has not produced the message yet answers `STATUS` with its current call, which is how a
+//! live-but-busy peer is told from a dead one and how mismatched calls are found.
+//!
+//! Completed messages are numbered per (sender, receiver) pair, so a resent chunk of a finished
+//! message is acknowledged again but never delivered twice.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io::{ErrorKind, Read};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use boad_common::{flags, kind, Header, HEADER_LEN, MAGIC, VERSION};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use rand::{Rng, SeedableRng};
+
+use super::{Ctx, Stats, Transport};
+use crate::bootstrap::protocol::{Line, PeerEntry};
+use crate::config::Config;
+use crate::error::{CollectiveError, Error, Result, TransportError, UsageError};
+use crate::types::Signature;
+
+const SOCK: Token = Token(0);
+const LAUNCHER: Token = Token(1);
+/// Largest datagram we read (header + the largest chunk).
+const MAX_DATAGRAM: usize = 65_536;
+const RTO_BASE: Duration = Duration::from_millis(20);
+const RTO_MAX: Duration = Duration::from_secs(1);
+/// A hole an ACK reveals is resent at most this often.
+const FAST_GAP: Duration = Duration::from_millis(2);
+const PROBE_BASE: Duration = Duration::from_millis(30);
+const PROBE_MAX: Duration = Duration::from_millis(500);
+/// ACK after this many chunks of one message even without a gap.
+const ACK_EVERY: u32 = 16;
+/// How many past collectives' calls a rank remembers to answer probes.
+const SIG_LOG: usize = 256;
+
+/// A fixed-size bit set.
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(n: u32) -> Bits {
+        Bits(vec![0; (n as usize).div_ceil(64)])
+    }
+    fn get(&self, i: u32) -> bool {
+        self.0[(i / 64) as usize] & (1 << (i % 64)) != 0
+    }
+    /// Sets bit `i`; true if it was clear.
+    fn set(&mut self, i: u32) -> bool {
+        let w = &mut self.0[(i / 64) as usize];
+        let was = *w & (1 << (i % 64)) != 0;
+        *w |= 1 << (i % 64);
+        !was
+    }
+    /// (first clear bit below `n`, bitmap of the 64 bits from it).
+    fn ack_state(&self, n: u32) -> (u32, u64) {
+        let next = (0..n).find(|&i| !self.get(i)).unwrap_or(n);
+        let mut map = 0u64;
+        for i in 0..64 {
+            if next + i < n && self.get(next + i) {
+                map |= 1 << i;
+            }
+        }
+        (next, map)
+    }
+}
+
+/// Message ids completed from one sender.
+#[derive(Default)]
+struct DoneSet {
+    below: u32,
+    above: BTreeSet<u32>,
+}
+
+impl DoneSet {
+    fn contains(&self, m: u32) -> bool {
+        m < self.below || self.above.contains(&m)
+    }
+    fn insert(&mut self, m: u32) {
+        self.above.insert(m);
+        while self.above.remove(&self.below) {
+            self.below += 1;
+        }
+    }
+}
+
+struct Peer {
+    addr: SocketAddr,
+    next_msg: u32,
+    last_heard: Instant,
+    exited: Option<i32>,
+    done: DoneSet,
+}
+
+struct OutMsg {
+    dst: usize,
+    msg: u32,
+    seq: u32,
+    tag: u32,
+    sig: Signature,
+    data: Vec<u8>,
+    chunk: usize,
+    nchunks: u32,
+    acked: Bits,
+    n_acked: u32,
+    sent_upto: u32,
+    last_tx: Vec<Option<Instant>>,
+    last_progress: Instant,
+    rto: Duration,
+}
+
+struct InMsg {
+    seq: u32,
+    tag: u32,
+    sig: Signature,
+    nchunks: u32,
+    got: Bits,
+    n_got: u32,
+    since_ack: u32,
+    buf: Vec<u8>,
+}
+
+struct Status {
+    cur: u32,
+    sig: Option<Signature>,
+    aborted: Option<String>,
+}
+
+/// The socket and what is needed to put datagrams on it.
+struct Wire {
+    rank: usize,
+    job: u64,
+    sock: UdpSocket,
+    tx: Vec<u8>,
+    stats: Stats,
+    blocked: bool,
+}
+
+impl Wire {
+    fn header(&self, kind: u8, dst: usize, seq: u32, sig: &Signature) -> Header {
+        let (coll, op, dtype) = sig.codes();
+        Header {
+            magic: MAGIC,
+            version: VERSION,
+            kind,
+            coll,
+            op,
+            dtype,
+            src: self.rank as u32,
+            job: self.job,
+            seq,
+            count: sig.count,
+            root: sig.root,
+            dst: dst as u32,
+            ..Header::default()
+        }
+    }
+
+    /// Sends one datagram; false if the socket buffer is full (the caller retries later).
+    fn send(&mut self, mut h: Header, payload: &[u8], to: SocketAddr) -> Result<bool> {
+        h.len = payload.len() as u32;
+        self.tx.clear();
+        self.tx.extend_from_slice(bytemuck::bytes_of(&h));
+        self.tx.extend_from_slice(payload);
+        self.stats.send_calls += 1;
+        match self.sock.send_to(&self.tx, to) {
+            Ok(_) => {
+                self.stats.datagrams_sent += 1;
+                if h.kind == kind::DATA {
+                    self.stats.bytes_sent += payload.len() as u64;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                self.blocked = true;
+                Ok(false)
+            }
+            // A peer's socket that is gone makes the kernel report ECONNREFUSED on a later send; the
+            // launcher tells us about exits, so this is not an error of ours.
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(true),
+            Err(source) => Err(TransportError::Io {
+                rank: self.rank,
+                what: "sending a datagram",
+                source,
+            }
+            .into()),
+        }
+    }
+}
+
+/// Sets a socket buffer size past `net.core.*mem_max` (needs CAP_NET_ADMIN); false if refused.
+fn set_buffer_force(s: &socket2::Socket, opt: libc::c_int, bytes: libc::c_int) -> bool {
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a pointer to a live c_int, and the fd is
+    // owned by `s` for the duration of the call.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// Reliable messages over UDP.
+pub(crate) struct Udp {
+    wire: Wire,
+    size: usize,
+    cfg: Config,
+    poll: Poll,
+    events: Events,
+    rx: Vec<u8>,
+    peers: Vec<Peer>,
+    out: Vec<OutMsg>,
+    partial: HashMap<(usize, u32), InMsg>,
+    inbox: HashMap<(usize, u32, u32), (Signature, Vec<u8>)>,
+    status: HashMap<(usize, u32), Status>,
+    aborts: HashMap<u32, (usize, String)>,
+    my_aborts: HashMap<u32, String>,
+    reported: BTreeSet<u32>,
+    sig_log: VecDeque<(u32, Signature)>,
+    cur_seq: u32,
+    launcher: Option<UnixStream>,
+    launcher_buf: Vec<u8>,
+    drop_rng: rand::rngs::SmallRng,
+}
+
+impl Udp {
+    /// Binds a socket on `bind`, without peers yet; returns it with its port.
+    pub fn bind(rank: usize, bind: std::net::IpAddr) -> Result<(UdpSocket, u16)> {
+        let io = |what| {
+            move |source| -> Error {
+                TransportError::Io {
+                    rank,
+                    what,
+                    source,
+                }
+                .into()
+            }
+        };
+        let domain = if bind.is_ipv4() {
+            socket2::Domain::IPV4
+        } else {
+            socket2::Domain::IPV6
+        };
+        let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+            .map_err(io("creating the UDP socket"))?;
+        // Large buffers absorb a burst from several senders; FORCE works as root, else the plain
+        // call is capped by net.core.{r,w}mem_max, which is fine too.
+        if !set_buffer_force(&s, libc::SO_RCVBUFFORCE, 8 << 20) {
+            let _ = s.set_recv_buffer_size(8 << 20);
+        }
+        if !set_buffer_force(&s, libc::SO_SNDBUFFORCE, 4 << 20) {
+            let _ = s.set_send_buffer_size(4 << 20);
+        }
+        s.set_nonblocking(true).map_err(io("making the socket non-blocking"))?;
+        s.bind(&SocketAddr::new(bind, 0).into())
+            .map_err(io("binding the UDP socket"))?;
+        let sock: UdpSocket = s.into();
+        let port = sock.local_addr().map_err(io("reading the socket address"))?.port();
+        Ok((sock, port))
+    }
+
+    /// A transport for `rank` of `table.len()` ranks over `sock`.
+    pub fn new(
+        rank: usize,
+        job: u64,
+        sock: UdpSocket,
+        table: &[PeerEntry],
+        launcher: Option<UnixStream>,
+        launcher_buf: Vec<u8>,
+        cfg: Config,
+    ) -> Result<Udp> {
+        let io = |what| {
+            move |source| -> Error {
+                TransportError::Io {
+                    rank,
+                    what,
+                    source,
+                }
+                .into()
+            }
+        };
+        let poll = Poll::new().map_err(io("creating the poller"))?;
+        poll.registry()
+            .register(
+                &mut SourceFd(&sock.as_raw_fd()),
+                SOCK,
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(io("registering the socket"))?;
+        if let Some(l) = &launcher {
+            l.set_nonblocking(true)
+                .map_err(io("making the launcher connection non-blocking"))?;
+            poll.registry()
+                .register(&mut SourceFd(&l.as_raw_fd()), LAUNCHER, Interest::READABLE)
+                .map_err(io("registering the launcher connection"))?;
+        }
+        let now = Instant::now();
+        let peers = table
+            .iter()
+            .map(|e| Peer {
+                addr: SocketAddr::new(e.ip, e.port),
+                next_msg: 0,
+                last_heard: now,
+                exited: None,
+                done: DoneSet::default(),
+            })
+            .collect();
+        let seed = cfg.drop_seed ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut t = Udp {
+            wire: Wire {
+                rank,
+                job,
+                sock,
+                tx: Vec::with_capacity(MAX_DATAGRAM),
+                stats: Stats::default(),
+                blocked: false,
+            },
+            size: table.len(),
+            cfg,
+            poll,
+            events: Events::with_capacity(64),
+            rx: vec![0; MAX_DATAGRAM],
+            peers,
+            out: Vec::new(),
+            partial: HashMap::new(),
+            inbox: HashMap::new(),
+            status: HashMap::new(),
+            aborts: HashMap::new(),
+            my_aborts: HashMap::new(),
+            reported: BTreeSet::new(),
+            sig_log: VecDeque::new(),
+            cur_seq: 0,
+            launcher,
+            launcher_buf: Vec::new(),
+            drop_rng: rand::rngs::SmallRng::seed_from_u64(seed),
+        };
+        t.launcher_bytes(&launcher_buf);
+        Ok(t)
+    }
+
+    fn rank_(&self) -> usize {
+        self.wire.rank
+    }
+
+    fn launcher_bytes(&mut self, bytes: &[u8]) {
+        self.launcher_buf.extend_from_slice(bytes);
+        while let Some(nl) = self.launcher_buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.launcher_buf.drain(..=nl).collect();
+            if let Some(Line::Exit { rank, code }) = Line::parse(&String::from_utf8_lossy(&line)) {
+                if let Some(p) = self.peers.get_mut(rank) {
+                    if rank != self.wire.rank {
+                        p.exited = Some(code);
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_launcher(&mut self) {
+        let mut buf = [0u8; 1024];
+        loop {
+            let Some(l) = self.launcher.as_mut() else {
+                return;
+            };
+            match l.read(&mut buf) {
+                Ok(0) => {
+                    // The launcher is gone; its death signal ends us soon. Stop polling it.
+                    if let Some(l) = self.launcher.take() {
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&l.as_raw_fd()));
+                    }
+                    return;
+                }
+                Ok(n) => self.launcher_bytes(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Waits for events up to `timeout`, then handles every datagram and timer.
+    fn progress(&mut self, timeout: Duration) -> Result<()> {
+        let timeout = if self.wire.blocked {
+            timeout.min(Duration::from_millis(1))
+        } else {
+            timeout
+        };
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(TransportError::Io {
+                    rank: self.rank_(),
+                    what: "waiting for datagrams",
+                    source,
+                }
+                .into())
+            }
+        }
+        let launcher_ready = self.events.iter().any(|e| e.token() == LAUNCHER);
+        if self.events.iter().any(|e| e.token() == SOCK && e.is_writable()) {
+            self.wire.blocked = false;
+        }
+        if launcher_ready {
+            self.read_launcher();
+        }
+        self.drain()?;
+        self.pump()
+    }
+
+    /// Reads every datagram waiting on the socket.
+    fn drain(&mut self) -> Result<()> {
+        loop {
+            match self.wire.sock.recv_from(&mut self.rx) {
+                Ok((n, from)) => self.on_datagram(n, from)?,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // ICMP errors of earlier sends surface here; they carry no datagram.
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
+                Err(source) => {
+                    return Err(TransportError::Io {
+                        rank: self.rank_(),
+                        what: "receiving a datagram",
+                        source,
+                    }
+                    .into())
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, n: usize, from: SocketAddr) -> Result<()> {
+        if self.cfg.drop_rate > 0.0 && self.drop_rng.gen::<f64>() < self.cfg.drop_rate {
+            self.wire.stats.dropped_injected += 1;
+            return Ok(());
+        }
+        let Some(h) = self.rx.get(..HEADER_LEN).map(bytemuck::pod_read_unaligned::<Header>) else {
+            self.wire.stats.foreign += 1;
+            return Ok(());
+        };
+        let src = h.src as usize;
+        let sane = h.magic == MAGIC
+            && h.version == VERSION
+            && h.job == self.wire.job
+            && h.comm == 0
+            && h.dst as usize == self.wire.rank
+            && src < self.size
+            && src != self.wire.rank
+            && h.len as usize == n - HEADER_LEN
+            && self.peers[src].addr == from;
+        let sig = Signature::from_codes(h.coll, h.op, h.dtype, h.count, h.root);
+        let (true, Some(sig)) = (sane, sig) else {
+            self.wire.stats.foreign += 1;
+            return Ok(());
+        };
+        self.wire.stats.datagrams_received += 1;
+        self.peers[src].last_heard = Instant::now();
+        let payload = HEADER_LEN..n;
+        match h.kind {
+            kind::DATA => self.on_data(&h, sig, payload),
+            kind::ACK | kind::PROBE => {
+                let map = self.bitmap(payload);
+                self.on_ack(&h, map)
+            }
+            kind::STATUS => {
+                let reason = String::from_utf8_lossy(&self.rx[payload]).into_owned();
+                self.status.insert(
+                    (src, h.seq),
+                    Status {
+                        cur: h.tag,
+                        sig: (h.flags & flags::HAS_SIG != 0).then_some(sig),
+                        aborted: (h.flags & flags::ABORTED != 0).then_some(reason),
+                    },
+                );
+                Ok(())
+            }
+            kind::ABORT => {
+                let reason = String::from_utf8_lossy(&self.rx[payload]).into_owned();
+                self.aborts.entry(h.seq).or_insert((src, reason));
+                Ok(())
+            }
+            _ => {
+                self.wire.stats.foreign += 1;
+                Ok(())
+            }
+        }
+    }
+
+    fn bitmap(&self, payload: std::ops::Range<usize>) -> u64 {
+        self.rx
+            .get(payload)
+            .and_then(|p| p.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    }
+
+    fn on_data(&mut self, h: &Header, sig: Signature, payload: std::ops::Range<usize>) -> Result<()> {
+        let src = h.src as usize;
+        let (len, total, chunk, nchunks) = (h.len as usize, h.total as usize, h.chunk, h.nchunks);
+        if self.peers[src].done.contains(h.msg) {
+            return self.send_ack(src, h.msg, nchunks, 0, h);
+        }
+        let off = if chunk + 1 == nchunks {
+            total.checked_sub(len)
+        } else {
+            (chunk as usize).checked_mul(len)
+        };
+        let valid = nchunks >= 1
+            && chunk < nchunks
+            && (len > 0 || nchunks == 1)
+            && off.is_some_and(|o| o + len <= total);
+        let m = self.partial.entry((src, h.msg)).or_insert_with(|| InMsg {
+            seq: h.seq,
+            tag: h.tag,
+            sig,
+            nchunks,
+            got: Bits::new(nchunks),
+            n_got: 0,
+            since_ack: 0,
+            buf: vec![0; total],
+        });
+        if !valid || m.nchunks != nchunks || m.buf.len() != total || m.seq != h.seq || m.tag != h.tag {
+            self.wire.stats.foreign += 1;
+            return Ok(());
+        }
+        let off = off.unwrap_or(0);
+        let fresh = m.got.set(chunk);
+        if fresh {
+            m.buf[off..off + len].copy_from_slice(&self.rx[payload]);
+            m.n_got += 1;
+            m.since_ack += 1;
+        }
+        if m.n_got == m.nchunks {
+            let m = self.partial.remove(&(src, h.msg)).expect("entry present");
+            self.peers[src].done.insert(h.msg);
+            self.inbox.insert((src, m.seq, m.tag), (m.sig, m.buf));
+            return self.send_ack(src, h.msg, nchunks, 0, h);
+        }
+        let (next, map) = m.got.ack_state(m.nchunks);
+        let gap = next < chunk;
+        if !fresh || gap || m.since_ack >= ACK_EVERY {
+            m.since_ack = 0;
+            return self.send_ack(src, h.msg, next, map, h);
+        }
+        Ok(())
+    }
+
+    fn send_ack(&mut self, dst: usize, msg: u32, next: u32, map: u64, about: &Header) -> Result<()> {
+        let sig = self.sig_of(about.seq).unwrap_or(Signature {
+            coll: crate::types::Coll::Barrier,
+            op: None,
+            dtype: None,
+            count: 0,
+            root: 0,
+        });
+        let mut h = self.wire.header(kind::ACK, dst, about.seq, &sig);
+        h.tag = about.tag;
+        h.msg = msg;
+        h.chunk = next;
+        let addr = self.peers[dst].addr;
+        self.wire.send(h, &map.to_le_bytes(), addr).map(|_| ())
+    }
+
+    fn sig_of(&self, seq: u32) -> Option<Signature> {
+        self.sig_log.iter().rev().find(|(s, _)| *s == seq).map(|(_, g)| *g)
+    }
+
+    /// ACK or PROBE from the receiver `h.src` of one of our messages.
+    fn on_ack(&mut self, h: &Header, map: u64) -> Result<()> {
+        let src = h.src as usize;
+        let idx = if h.kind == kind::ACK {
+            self.out.iter().position(|m| m.dst == src && m.msg == h.msg)
+        } else {
+            self.out
+                .iter()
+                .position(|m| m.dst == src && m.seq == h.seq && m.tag == h.tag)
+        };
+        let Some(i) = idx else {
+            if h.kind == kind::PROBE {
+                return self.send_status(src, h.seq);
+            }
+            return Ok(()); // a late ACK of a message already done
+        };
+        let now = Instant::now();
+        let m = &mut self.out[i];
+        let mut progressed = false;
+        for c in 0..h.chunk.min(m.nchunks) {
+            if m.acked.set(c) {
+                m.n_acked += 1;
+                progressed = true;
+            }
+        }
+        let mut top = h.chunk;
+        for b in 0..64 {
+            let c = h.chunk + b;
+            if map & (1 << b) != 0 && c < m.nchunks {
+                top = c;
+                if m.acked.set(c) {
+                    m.n_acked += 1;
+                    progressed = true;
+                }
+            }
+        }
+        if progressed {
+            m.last_progress = now;
+            m.rto = RTO_BASE;
+        }
+        if m.n_acked == m.nchunks {
+            self.out.swap_remove(i);
+            return Ok(());
+        }
+        // Resend holes: below the highest chunk the receiver has (ACK), or everything outstanding
+        // (PROBE: the receiver is stuck waiting).
+        let limit = if h.kind == kind::PROBE { m.sent_upto } else { top.min(m.sent_upto) };
+        let force = h.kind == kind::PROBE;
+        let holes: Vec<u32> = (h.chunk..limit)
+            .filter(|&c| !m.acked.get(c))
+            .filter(|&c| force || m.last_tx[c as usize].is_none_or(|t| now - t >= FAST_GAP))
+            .take(self.cfg.window as usize)
+            .collect();
+        for c in holes {
+            if !self.send_chunk(i, c, true)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn send_status(&mut self, dst: usize, seq: u32) -> Result<()> {
+        let sig = self.sig_of(seq);
+        let mut h = self.wire.header(
+            kind::STATUS,
+            dst,
+            seq,
+            &sig.unwrap_or(Signature {
+                coll: crate::types::Coll::Barrier,
+                op: None,
+                dtype: None,
+                count: 0,
+                root: 0,
+            }),
+        );
+        h.tag = self.cur_seq;
+        if sig.is_some() {
+            h.flags |= flags::HAS_SIG;
+        }
+        let reason = self.my_aborts.get(&seq).cloned().unwrap_or_default();
+        if self.my_aborts.contains_key(&seq) {
+            h.flags |= flags::ABORTED;
+        }
+        let addr = self.peers[dst].addr;
+        self.wire.send(h, reason.as_bytes(), addr).map(|_| ())
+    }
+
+    /// Sends chunk `c` of `self.out[i]`; false if the socket is full.
+    fn send_chunk(&mut self, i: usize, c: u32, again: bool) -> Result<bool> {
+        let m = &mut self.out[i];
+        let off = c as usize * m.chunk;
+        let end = (off + m.chunk).min(m.data.len());
+        let mut h = self.wire.header(kind::DATA, m.dst, m.seq, &m.sig);
+        h.tag = m.tag;
+        h.msg = m.msg;
+        h.chunk = c;
+        h.nchunks = m.nchunks;
+        h.total = m.data.len() as u32;
+        let addr = self.peers[m.dst].addr;
+        let sent = self.wire.send(h, &m.data[off..end], addr)?;
+        if sent {
+            m.last_tx[c as usize] = Some(Instant::now());
+            if again {
+                self.wire.stats.retransmits += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Sends new chunks where windows allow, and resends after a retransmission timeout.
+    fn pump(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let window = self.cfg.window;
+        for i in 0..self.out.len() {
+            if self.peers[self.out[i].dst].exited.is_some() {
+                continue;
+            }
+            let m = &self.out[i];
+            if m.sent_upto > m.n_acked && now - m.last_progress >= m.rto {
+                let todo: Vec<u32> = (0..m.sent_upto)
+                    .filter(|&c| !m.acked.get(c))
+                    .take(window as usize)
+                    .collect();
+                let m = &mut self.out[i];
+                m.last_progress = now;
+                m.rto = (m.rto * 2).min(RTO_MAX);
+                for c in todo {
+                    if !self.send_chunk(i, c, true)? {
+                        return Ok(());
+                    }
+                }
+            }
+            loop {
+                let m = &self.out[i];
+                if m.sent_upto >= m.nchunks || m.sent_upto - m.n_acked.min(m.sent_upto) >= window {
+                    break;
+                }
+                let c = m.sent_upto;
+                if !self.send_chunk(i, c, false)? {
+                    return Ok(());
+                }
+                self.out[i].sent_upto += 1;
+            }
+        }
+        // Messages to ranks that exited can never be acknowledged.
+        let peers = &self.peers;
+        self.out.retain(|m| peers[m.dst].exited.is_none());
+        Ok(())
+    }
+
+    /// When the next retransmission timer fires.
+    fn next_timer(&self) -> Option<Instant> {
+        self.out
+            .iter()
+            .filter(|m| m.sent_upto > m.n_acked)
+            .map(|m| m.last_progress + m.rto)
+            .min()
+    }
+
+    fn probe(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<()> {
+        let (next, map) = self
+            .partial
+            .iter()
+            .find(|((s, _), m)| *s == src && m.seq == ctx.seq && m.tag == tag)
+            .map_or((0, 0), |(_, m)| m.got.ack_state(m.nchunks));
+        let mut h = self.wire.header(kind::PROBE, src, ctx.seq, &ctx.sig);
+        h.tag = tag;
+        h.msg = u32::MAX;
+        h.chunk = next;
+        let addr = self.peers[src].addr;
+        self.wire.send(h, &map.to_le_bytes(), addr).map(|_| ())
+    }
+
+    fn check_status(&self, ctx: &Ctx, src: usize) -> Result<()> {
+        let rank = self.rank_();
+        if let Some((by, reason)) = self.aborts.get(&ctx.seq) {
+            return Err(CollectiveError::Aborted {
+                rank,
+                seq: ctx.seq,
+                by: *by,
+                reason: reason.clone(),
+            }
+            .into());
+        }
+        if let Some(st) = self.status.get(&(src, ctx.seq)) {
+            if let Some(reason) = &st.aborted {
+                return Err(CollectiveError::Aborted {
+                    rank,
+                    seq: ctx.seq,
+                    by: src,
+                    reason: reason.clone(),
+                }
+                .into());
+            }
+            match st.sig {
+                Some(theirs) if theirs != ctx.sig => {
+                    return Err(CollectiveError::Mismatch {
+                        rank,
+                        seq: ctx.seq,
+                        peer: src,
+                        mine: ctx.sig,
+                        theirs,
+                    }
+                    .into())
+                }
+                Some(_) if st.cur > ctx.seq => {
+                    return Err(CollectiveError::Protocol {
+                        rank,
+                        call: ctx.describe(),
+                        what: format!(
+                            "rank {src} finished this collective without sending this rank the data it waits for (do all ranks pass the same root?)"
+                        ),
+                    }
+                    .into())
+                }
+                _ => {}
+            }
+        }
+        if let Some(code) = self.peers[src].exited {
+            return Err(CollectiveError::PeerExited {
+                rank,
+                call: ctx.describe(),
+                peer: src,
+                code,
+            }
+            .into());
+        }
+        let silent = self.peers[src].last_heard.elapsed();
+        if silent > self.cfg.timeout {
+            return Err(CollectiveError::Timeout {
+                rank,
+                call: ctx.describe(),
+                peer: src,
+                waited_ms: silent.as_millis() as u64,
+                timeout_ms: self.cfg.timeout.as_millis() as u64,
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
+impl Transport for Udp {
+    fn rank(&self) -> usize {
+        self.wire.rank
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn begin(&mut self, ctx: &Ctx) -> Result<()> {
+        self.cur_seq = ctx.seq;
+        self.sig_log.push_back((ctx.seq, ctx.sig));
+        if self.sig_log.len() > SIG_LOG {
+            self.sig_log.pop_front();
+        }
+        // Leftovers of aborted collectives.
+        self.inbox.retain(|(_, s, _), _| *s >= ctx.seq);
+        self.status.retain(|(_, s), _| *s >= ctx.seq);
+        let cutoff = ctx.seq.saturating_sub(SIG_LOG as u32);
+        self.my_aborts.retain(|s, _| *s >= cutoff);
+        // An earlier collective that finished here but failed elsewhere.
+        self.drain()?;
+        let failed = self
+            .aborts
+            .iter()
+            .filter(|(s, _)| **s < ctx.seq && !self.reported.contains(s) && !self.my_aborts.contains_key(s))
+            .min_by_key(|(s, _)| **s)
+            .map(|(s, (by, reason))| (*s, *by, reason.clone()));
+        if let Some((seq, by, reason)) = failed {
+            self.reported.insert(seq);
+            return Err(CollectiveError::Aborted {
+                rank: self.rank(),
+                seq,
+                by,
+                reason,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, ctx: &Ctx, dst: usize, tag: u32, data: &[u8]) -> Result<()> {
+        let max = u32::MAX as usize;
+        if data.len() > max {
+            return Err(UsageError::TooLarge {
+                rank: self.rank(),
+                bytes: data.len(),
+                max,
+            }
+            .into());
+        }
+        if dst == self.rank() {
+            self.inbox.insert((dst, ctx.seq, tag), (ctx.sig, data.to_vec()));
+            return Ok(());
+        }
+        let chunk = self.cfg.chunk_bytes;
+        let nchunks = data.len().div_ceil(chunk).max(1) as u32;
+        let peer = &mut self.peers[dst];
+        let msg = peer.next_msg;
+        peer.next_msg += 1;
+        self.out.push(OutMsg {
+            dst,
+            msg,
+            seq: ctx.seq,
+            tag,
+            sig: ctx.sig,
+            data: data.to_vec(),
+            chunk,
+            nchunks,
+            acked: Bits::new(nchunks),
+            n_acked: 0,
+            sent_upto: 0,
+            last_tx: vec![None; nchunks as usize],
+            last_progress: Instant::now(),
+            rto: RTO_BASE,
+        });
+        self.pump()
+    }
+
+    fn recv(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<Vec<u8>> {
+        let mut probe_every = PROBE_BASE;
+        let mut next_probe = Instant::now() + probe_every;
+        loop {
+            if let Some((theirs, data)) = self.inbox.remove(&(src, ctx.seq, tag)) {
+                if theirs != ctx.sig {
+                    return Err(CollectiveError::Mismatch {
+                        rank: self.rank(),
+                        seq: ctx.seq,
+                        peer: src,
+                        mine: ctx.sig,
+                        theirs,
+                    }
+                    .into());
+                }
+                return Ok(data);
+            }
+            self.check_status(ctx, src)?;
+            let now = Instant::now();
+            if now >= next_probe {
+                self.probe(ctx, src, tag)?;
+                probe_every = (probe_every * 2).min(PROBE_MAX);
+                next_probe = now + probe_every;
+            }
+            let mut deadline = next_probe.min(self.peers[src].last_heard + self.cfg.timeout);
+            if let Some(t) = self.next_timer() {
+                deadline = deadline.min(t);
+            }
+            self.progress(deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50))?;
+        }
+    }
+
+    fn end(&mut self, _ctx: &Ctx) {
+        self.wire.stats.collectives_udp += 1;
+    }
+
+    fn fail(&mut self, ctx: &Ctx, err: &Error) {
+        let reason = err.to_string();
+        self.my_aborts.insert(ctx.seq, reason.clone());
+        for dst in 0..self.size {
+            if dst != self.rank() && self.peers[dst].exited.is_none() {
+                let h = self.wire.header(kind::ABORT, dst, ctx.seq, &ctx.sig);
+                let addr = self.peers[dst].addr;
+                // Best effort: peers that miss it learn it from a STATUS when they probe us.
+                let _ = self.wire.send(h, reason.as_bytes(), addr);
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        loop {
+            self.pump()?;
+            let Some(m) = self.out.first() else {
+                return Ok(());
+            };
+            let dst = m.dst;
+            let silent = self.peers[dst].last_heard.elapsed();
+            if silent > self.cfg.timeout {
+                self.out.clear();
+                return Err(CollectiveError::Timeout {
+                    rank: self.rank(),
+                    call: "finalize (delivering the last messages)".into(),
+                    peer: dst,
+                    waited_ms: silent.as_millis() as u64,
+                    timeout_ms: self.cfg.timeout.as_millis() as u64,
+                }
+                .into());
+            }
+            let deadline = self
+                .next_timer()
+                .unwrap_or_else(|| Instant::now() + RTO_BASE)
+                .min(self.peers[dst].last_heard + self.cfg.timeout);
+            self.progress(deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50))?;
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        self.wire.stats
+    }
+}

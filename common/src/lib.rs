@@ -1,0 +1,193 @@
+//! Definitions shared by boad's userspace runtime and its eBPF programs.
+//!
+//! Everything here is `no_std`, `#[repr(C)]` and free of pointers so the same bytes mean the same thing
+//! to a Rust program in userspace and to the XDP/TC programs in the kernel. All multi-byte fields are
+//! little-endian on the wire: boad runs on little-endian hosts only (x86_64, aarch64), and the eBPF
+//! target is `bpfel`, so the in-memory layout *is* the wire layout.
+#![no_std]
+#![deny(missing_docs)]
+
+/// `"BOAD"` read as a little-endian `u32`: the first four bytes of every boad datagram.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"BOAD");
+/// Version of the wire format. A datagram with another version is ignored and counted as foreign.
+pub const VERSION: u8 = 1;
+/// Size of [`Header`] in bytes.
+pub const HEADER_LEN: usize = core::mem::size_of::<Header>();
+
+/// Kind of a datagram (the `kind` field of [`Header`]).
+pub mod kind {
+    /// A chunk of a point-to-point message of the userspace transport.
+    pub const DATA: u8 = 1;
+    /// Receiver to sender: which chunks of a message have arrived (`chunk` = all below received,
+    /// payload = 8-byte bitmap of the 64 chunks after it).
+    pub const ACK: u8 = 2;
+    /// Receiver to sender: "I am waiting for message (seq, tag) from you"; same payload as ACK.
+    pub const PROBE: u8 = 3;
+    /// Answer to a PROBE when the message does not exist yet: the responder is alive; `tag` holds the
+    /// responder's current collective sequence number, the signature fields hold its call for `seq`
+    /// when `flags & flags::HAS_SIG`.
+    pub const STATUS: u8 = 4;
+    /// A collective failed on the sender; the payload is a UTF-8 reason.
+    pub const ABORT: u8 = 5;
+    /// Kernel path: a contribution to an in-kernel reduction.
+    pub const CONTRIB: u8 = 16;
+    /// Kernel path: the folded result of an in-kernel reduction.
+    pub const RESULT: u8 = 17;
+    /// Kernel path: a datagram the TC program clones to every member of a communicator.
+    pub const BCAST: u8 = 18;
+}
+
+/// Bits of the `flags` field of [`Header`].
+pub mod flags {
+    /// STATUS: the signature fields are valid.
+    pub const HAS_SIG: u8 = 1;
+    /// STATUS: the responder aborted collective `seq`.
+    pub const ABORTED: u8 = 2;
+    /// Set on clones made by the TC program so it does not clone them again.
+    pub const CLONED: u8 = 4;
+}
+
+/// Collective kind codes (the `coll` field of [`Header`]).
+pub mod coll {
+    /// Broadcast.
+    pub const BCAST: u8 = 1;
+    /// Reduce to a root.
+    pub const REDUCE: u8 = 2;
+    /// Reduce, result on every rank.
+    pub const ALLREDUCE: u8 = 3;
+    /// Gather every rank's block on every rank.
+    pub const ALLGATHER: u8 = 4;
+    /// Barrier.
+    pub const BARRIER: u8 = 5;
+}
+
+/// Reduction operation codes (the `op` field of [`Header`]).
+pub mod op {
+    /// Sum (wrapping for integers).
+    pub const SUM: u8 = 0;
+    /// Product (wrapping for integers).
+    pub const PROD: u8 = 1;
+    /// Minimum.
+    pub const MIN: u8 = 2;
+    /// Maximum.
+    pub const MAX: u8 = 3;
+    /// Bitwise and (integers only).
+    pub const BAND: u8 = 4;
+    /// Bitwise or (integers only).
+    pub const BOR: u8 = 5;
+    /// Bitwise xor (integers only).
+    pub const BXOR: u8 = 6;
+    /// Logical and, result 0 or 1 (integers only).
+    pub const LAND: u8 = 7;
+    /// Logical or, result 0 or 1 (integers only).
+    pub const LOR: u8 = 8;
+    /// Number of op codes.
+    pub const COUNT: u8 = 9;
+    /// No reduction (bcast, allgather, barrier).
+    pub const NONE: u8 = 255;
+}
+
+/// Element type codes (the `dtype` field of [`Header`]).
+pub mod dtype {
+    /// `i8`
+    pub const I8: u8 = 0;
+    /// `i16`
+    pub const I16: u8 = 1;
+    /// `i32`
+    pub const I32: u8 = 2;
+    /// `i64`
+    pub const I64: u8 = 3;
+    /// `u8`
+    pub const U8: u8 = 4;
+    /// `u16`
+    pub const U16: u8 = 5;
+    /// `u32`
+    pub const U32: u8 = 6;
+    /// `u64`
+    pub const U64: u8 = 7;
+    /// `f32`
+    pub const F32: u8 = 8;
+    /// `f64`
+    pub const F64: u8 = 9;
+    /// Number of dtype codes.
+    pub const COUNT: u8 = 10;
+    /// No element type (barrier).
+    pub const NONE: u8 = 255;
+
+    /// Size in bytes of one element of `code`, 0 for an unknown code.
+    pub const fn size(code: u8) -> usize {
+        match code {
+            I8 | U8 => 1,
+            I16 | U16 => 2,
+            I32 | U32 | F32 => 4,
+            I64 | U64 | F64 => 8,
+            _ => 0,
+        }
+    }
+}
+
+/// Index of the reduction program for (`op`, `dtype`) in the kernel path's program array.
+pub const fn prog_index(op: u8, dtype: u8) -> u32 {
+    (op as u32) * (dtype::COUNT as u32) + dtype as u32
+}
+
+/// The header at the start of every boad datagram (72 bytes, little-endian fields).
+///
+/// The signature fields (`coll`, `op`, `dtype`, `count`, `root`) describe the collective call of the
+/// sender, so a receiver can tell a mismatched call (other count, dtype, op or root) from a good one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// Always [`MAGIC`].
+    pub magic: u32,
+    /// Always [`VERSION`].
+    pub version: u8,
+    /// One of [`kind`].
+    pub kind: u8,
+    /// Collective of the sender's call, one of [`coll`].
+    pub coll: u8,
+    /// Reduction op of the sender's call, one of [`op`].
+    pub op: u8,
+    /// Element type of the sender's call, one of [`dtype`].
+    pub dtype: u8,
+    /// Bits from [`flags`].
+    pub flags: u8,
+    /// Zero.
+    pub reserved: u16,
+    /// Rank of the sender.
+    pub src: u32,
+    /// Job key: datagrams of another job are ignored.
+    pub job: u64,
+    /// Communicator id.
+    pub comm: u32,
+    /// Collective sequence number within the communicator.
+    pub seq: u32,
+    /// Algorithm step within the collective.
+    pub tag: u32,
+    /// Message id, numbered per (sender, receiver) pair.
+    pub msg: u32,
+    /// Index of this chunk within the message.
+    pub chunk: u32,
+    /// Number of chunks of the message.
+    pub nchunks: u32,
+    /// Element count of the sender's call.
+    pub count: u64,
+    /// Root of the sender's call (0 where there is none).
+    pub root: u32,
+    /// Payload bytes in this datagram.
+    pub len: u32,
+    /// Bytes of the whole message.
+    pub total: u32,
+    /// Rank of the receiver.
+    pub dst: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: Header is repr(C), every field is an integer, and the fields leave no padding (checked by
+// the size assertion below), so every bit pattern is a valid Header.
+unsafe impl bytemuck::Pod for Header {}
+#[cfg(feature = "user")]
+// SAFETY: all-zero bytes are a valid Header (see the Pod impl).
+unsafe impl bytemuck::Zeroable for Header {}
+
+const _: () = assert!(core::mem::size_of::<Header>() == 72);
