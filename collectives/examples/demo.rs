@@ -15,7 +15,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Times `f` ITERS times and returns the median in microseconds, maximised over ranks.
-fn timed(comm: &mut Communicator, mut f: impl FnMut(&mut Communicator) -> boad::Result<()>) -> boad::Result<f64> {
+fn timed(
+    comm: &mut Communicator,
+    mut f: impl FnMut(&mut Communicator) -> boad::Result<()>,
+) -> boad::Result<f64> {
     let mut t = Vec::with_capacity(ITERS);
     for _ in 0..ITERS {
         comm.barrier()?;
@@ -54,7 +57,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 vec![0.0; n]
             };
             c.bcast(&mut v, root)?;
-            assert!(v.iter().enumerate().all(|(i, x)| *x == i as f64 * 0.5), "bcast result");
+            assert!(
+                v.iter().enumerate().all(|(i, x)| *x == i as f64 * 0.5),
+                "bcast result"
+            );
             Ok(())
         })?;
         row(&comm, &format!("bcast     {n:>7} x f64 root={root}"), us);
@@ -75,14 +81,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok(())
         })?;
-        row(&comm, &format!("reduce    {n:>7} x i64 sum root={root}"), us);
+        row(
+            &comm,
+            &format!("reduce    {n:>7} x i64 sum root={root}"),
+            us,
+        );
 
         // allreduce (max), in place
         let us = timed(&mut comm, |c| {
-            let mut v: Vec<f32> = (0..n).map(|i| ((i * 7 + c.rank() * 13) % 101) as f32).collect();
+            let mut v: Vec<f32> = (0..n)
+                .map(|i| ((i * 7 + c.rank() * 13) % 101) as f32)
+                .collect();
             c.allreduce_in_place(&mut v, Op::Max)?;
-            let want = |i: usize| (0..size).map(|r| ((i * 7 + r * 13) % 101) as f32).fold(f32::MIN, f32::max);
-            assert!(v.iter().enumerate().all(|(i, x)| *x == want(i)), "allreduce result");
+            let want = |i: usize| {
+                (0..size)
+                    .map(|r| ((i * 7 + r * 13) % 101) as f32)
+                    .fold(f32::MIN, f32::max)
+            };
+            assert!(
+                v.iter().enumerate().all(|(i, x)| *x == want(i)),
+                "allreduce result"
+            );
             Ok(())
         })?;
         row(&comm, &format!("allreduce {n:>7} x f32 max"), us);
@@ -93,7 +112,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let send = vec![c.rank() as u32; per];
             let mut recv = vec![0u32; per * size];
             c.allgather(&send, &mut recv)?;
-            assert!(recv.iter().enumerate().all(|(i, x)| *x as usize == i / per), "allgather result");
+            assert!(
+                recv.iter().enumerate().all(|(i, x)| *x as usize == i / per),
+                "allgather result"
+            );
             Ok(())
         })?;
         row(&comm, &format!("allgather {per:>7} x u32 per rank"), us);

@@ -107,6 +107,11 @@ impl Communicator {
         self.info.local_size
     }
 
+    /// The address of this rank's UDP socket (None if it cannot be read).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.transport.local_addr()
+    }
+
     /// The settings in force.
     pub fn config(&self) -> &Config {
         &self.cfg
@@ -169,7 +174,13 @@ impl Communicator {
         Ok(())
     }
 
-    fn check_len(&self, what: &'static str, got: usize, expected: usize, dtype: DType) -> Result<()> {
+    fn check_len(
+        &self,
+        what: &'static str,
+        got: usize,
+        expected: usize,
+        dtype: DType,
+    ) -> Result<()> {
         if got != expected {
             return Err(UsageError::BufferLength {
                 rank: self.rank(),
@@ -195,7 +206,7 @@ impl Communicator {
     }
 
     fn check_bytes(&self, what: &'static str, len: usize, dtype: DType) -> Result<()> {
-        if len % dtype.size() != 0 {
+        if !len.is_multiple_of(dtype.size()) {
             return Err(UsageError::BufferLength {
                 rank: self.rank(),
                 what,
@@ -212,7 +223,9 @@ impl Communicator {
     /// [`bcast`](Self::bcast) over raw bytes holding elements of `dtype`.
     pub fn bcast_raw(&mut self, buf: &mut [u8], dtype: DType, root: usize) -> Result<()> {
         let sig = Self::sig(Coll::Bcast, None, dtype, buf.len(), root);
-        let checks = self.check_bytes("the buffer", buf.len(), dtype).and(self.check_root(root));
+        let checks = self
+            .check_bytes("the buffer", buf.len(), dtype)
+            .and(self.check_root(root));
         self.run(sig, |t, ctx| {
             checks?;
             algorithms::bcast_binomial(t, ctx, buf, root)
@@ -254,7 +267,13 @@ impl Communicator {
     }
 
     /// [`reduce_in_place`](Self::reduce_in_place) over raw bytes.
-    pub fn reduce_in_place_raw(&mut self, buf: &mut [u8], dtype: DType, op: Op, root: usize) -> Result<()> {
+    pub fn reduce_in_place_raw(
+        &mut self,
+        buf: &mut [u8],
+        dtype: DType,
+        op: Op,
+        root: usize,
+    ) -> Result<()> {
         if self.rank() == root {
             let sig = Self::sig(Coll::Reduce, Some(op), dtype, buf.len(), root);
             let checks = self
@@ -271,7 +290,13 @@ impl Communicator {
     }
 
     /// [`allreduce`](Self::allreduce) over raw bytes.
-    pub fn allreduce_raw(&mut self, send: &[u8], recv: &mut [u8], dtype: DType, op: Op) -> Result<()> {
+    pub fn allreduce_raw(
+        &mut self,
+        send: &[u8],
+        recv: &mut [u8],
+        dtype: DType,
+        op: Op,
+    ) -> Result<()> {
         let sig = Self::sig(Coll::Allreduce, Some(op), dtype, send.len(), 0);
         let checks = self
             .check_bytes("the send buffer", send.len(), dtype)
@@ -320,14 +345,25 @@ impl Communicator {
 
     /// Reduces every rank's `send` with `op` into `recv` on `root`. `recv` must be as long as `send`
     /// on the root and is not touched elsewhere (pass `&mut []` there).
-    pub fn reduce<T: Element>(&mut self, send: &[T], recv: &mut [T], op: Op, root: usize) -> Result<()> {
+    pub fn reduce<T: Element>(
+        &mut self,
+        send: &[T],
+        recv: &mut [T],
+        op: Op,
+        root: usize,
+    ) -> Result<()> {
         let recv = (self.rank() == root).then_some(bytemuck::cast_slice_mut(recv));
         self.reduce_raw(bytemuck::cast_slice(send), recv, T::DTYPE, op, root)
     }
 
     /// Like [`reduce`](Self::reduce) with `buf` as both contribution and, on `root`, result; on other
     /// ranks `buf` is left unchanged.
-    pub fn reduce_in_place<T: Element>(&mut self, buf: &mut [T], op: Op, root: usize) -> Result<()> {
+    pub fn reduce_in_place<T: Element>(
+        &mut self,
+        buf: &mut [T],
+        op: Op,
+        root: usize,
+    ) -> Result<()> {
         self.reduce_in_place_raw(bytemuck::cast_slice_mut(buf), T::DTYPE, op, root)
     }
 
@@ -349,7 +385,11 @@ impl Communicator {
     /// Gathers every rank's `send` into `recv` on every rank, in rank order: `recv` is
     /// `size() * send.len()` long.
     pub fn allgather<T: Element>(&mut self, send: &[T], recv: &mut [T]) -> Result<()> {
-        self.allgather_raw(bytemuck::cast_slice(send), bytemuck::cast_slice_mut(recv), T::DTYPE)
+        self.allgather_raw(
+            bytemuck::cast_slice(send),
+            bytemuck::cast_slice_mut(recv),
+            T::DTYPE,
+        )
     }
 
     /// Returns once every rank has called `barrier`.

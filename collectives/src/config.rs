@@ -57,11 +57,15 @@ where
     match std::env::var(name) {
         Err(_) => Ok(None),
         Ok(v) if v.trim().is_empty() => Ok(None),
-        Ok(v) => v.trim().parse().map(Some).map_err(|e: T::Err| UsageError::Config {
-            name,
-            value: v,
-            why: e.to_string(),
-        }),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e: T::Err| UsageError::Config {
+                name,
+                value: v,
+                why: e.to_string(),
+            }),
     }
 }
 
@@ -87,7 +91,7 @@ impl Config {
         }
         if let Some(b) = parse::<usize>("BOAD_CHUNK_BYTES")? {
             check(
-                (8..=65000).contains(&b) && b % 8 == 0,
+                (8..=65000).contains(&b) && b.is_multiple_of(8),
                 "BOAD_CHUNK_BYTES",
                 b,
                 "must be a multiple of 8 between 8 and 65000",
@@ -95,11 +99,21 @@ impl Config {
             c.chunk_bytes = b;
         }
         if let Some(w) = parse::<u32>("BOAD_WINDOW")? {
-            check((1..=4096).contains(&w), "BOAD_WINDOW", w, "must be between 1 and 4096")?;
+            check(
+                (1..=4096).contains(&w),
+                "BOAD_WINDOW",
+                w,
+                "must be between 1 and 4096",
+            )?;
             c.window = w;
         }
         if let Some(r) = parse::<f64>("BOAD_DROP_RATE")? {
-            check((0.0..1.0).contains(&r), "BOAD_DROP_RATE", r, "must be in [0, 1)")?;
+            check(
+                (0.0..1.0).contains(&r),
+                "BOAD_DROP_RATE",
+                r,
+                "must be in [0, 1)",
+            )?;
             c.drop_rate = r;
         }
         if let Some(s) = parse::<u64>("BOAD_DROP_SEED")? {

@@ -125,7 +125,9 @@ pub enum CollectiveError {
         code: i32,
     },
     /// Two ranks made different calls for the same collective.
-    #[error("rank {rank}: collective #{seq}: this rank called {mine} but rank {peer} called {theirs}")]
+    #[error(
+        "rank {rank}: collective #{seq}: this rank called {mine} but rank {peer} called {theirs}"
+    )]
     Mismatch {
         /// This rank.
         rank: usize,

@@ -106,7 +106,7 @@ fn fold_typed<T: Arith>(op: Op, acc: &mut [u8], other: &[u8]) {
 /// `dtype` and have the same length. Returns false (and changes nothing) if `op` is not defined on
 /// `dtype` or the lengths do not match.
 pub fn fold(dtype: DType, op: Op, acc: &mut [u8], other: &[u8]) -> bool {
-    if !op.supports(dtype) || acc.len() != other.len() || acc.len() % dtype.size() != 0 {
+    if !op.supports(dtype) || acc.len() != other.len() || !acc.len().is_multiple_of(dtype.size()) {
         return false;
     }
     match dtype {
@@ -130,7 +130,12 @@ mod tests {
 
     fn f<T: bytemuck::Pod>(dtype: DType, op: Op, a: &[T], b: &[T]) -> Vec<T> {
         let mut acc = a.to_vec();
-        assert!(fold(dtype, op, bytemuck::cast_slice_mut(&mut acc), bytemuck::cast_slice(b)));
+        assert!(fold(
+            dtype,
+            op,
+            bytemuck::cast_slice_mut(&mut acc),
+            bytemuck::cast_slice(b)
+        ));
         acc
     }
 
@@ -180,7 +185,10 @@ mod tests {
         let mut other = vec![0u8; 8 * 33 + 3];
         other[3..].copy_from_slice(bytemuck::cast_slice(&b));
         assert!(fold(DType::U64, Op::Sum, &mut acc[1..], &other[3..]));
-        let got: Vec<u64> = acc[1..].chunks_exact(8).map(bytemuck::pod_read_unaligned).collect();
+        let got: Vec<u64> = acc[1..]
+            .chunks_exact(8)
+            .map(bytemuck::pod_read_unaligned)
+            .collect();
         assert_eq!(got, want);
     }
 }

@@ -196,9 +196,15 @@ pub enum Coll {
 impl Coll {
     /// The collective with wire code `code`.
     pub fn from_code(code: u8) -> Option<Coll> {
-        [Coll::Bcast, Coll::Reduce, Coll::Allreduce, Coll::Allgather, Coll::Barrier]
-            .into_iter()
-            .find(|c| *c as u8 == code)
+        [
+            Coll::Bcast,
+            Coll::Reduce,
+            Coll::Allreduce,
+            Coll::Allgather,
+            Coll::Barrier,
+        ]
+        .into_iter()
+        .find(|c| *c as u8 == code)
     }
 
     /// Lower-case name.
@@ -242,8 +248,16 @@ impl Signature {
     pub(crate) fn from_codes(c: u8, o: u8, d: u8, count: u64, root: u32) -> Option<Signature> {
         Some(Signature {
             coll: Coll::from_code(c)?,
-            op: if o == op::NONE { None } else { Some(Op::from_code(o)?) },
-            dtype: if d == dtype::NONE { None } else { Some(DType::from_code(d)?) },
+            op: if o == op::NONE {
+                None
+            } else {
+                Some(Op::from_code(o)?)
+            },
+            dtype: if d == dtype::NONE {
+                None
+            } else {
+                Some(DType::from_code(d)?)
+            },
             count,
             root,
         })

@@ -191,3 +191,109 @@ unsafe impl bytemuck::Pod for Header {}
 unsafe impl bytemuck::Zeroable for Header {}
 
 const _: () = assert!(core::mem::size_of::<Header>() == 72);
+
+/// Map layouts and limits of the kernel path, shared by the eBPF programs (`collectives-ebpf`) and
+/// their userspace loader (`boad::kernel`). Added for the kernel fast path; nothing above depends on it.
+pub mod kernel {
+    /// Largest payload (bytes after the [`Header`](super::Header)) one CONTRIB datagram may carry to be
+    /// folded in the kernel: 1024 `u8`/`i8`, 512 16-bit, 256 32-bit or 128 64-bit elements. A longer
+    /// CONTRIB is passed to the socket unfolded (counter [`counter::UNFOLDED`]).
+    pub const MAX_PAYLOAD: usize = 1024;
+    /// Ranks per communicator the kernel path serves: contributors must have `src < MAX_RANKS`, and the
+    /// broadcast program clones to at most this many members.
+    pub const MAX_RANKS: u32 = 128;
+    /// Communicators the kernel path can serve at once (entries of the `COMMS` map; each has a block of
+    /// `MAX_RANKS` entries in the `MEMBERS` array starting at [`CommInfo::members_base`]).
+    pub const MAX_COMMS: u32 = 16;
+    /// Reduction slots (entries of the `SLOTS` array), a power of two.
+    pub const NSLOTS: u32 = 1024;
+    /// Value of `skb->mark` on the clones the broadcast program makes.
+    pub const BCAST_MARK: u32 = 0xB0AD_0C10;
+    /// Bits of the values of the `PORTS` hash map (key: UDP destination port in host byte order, `u16`;
+    /// value: `u32`).
+    pub mod port {
+        /// CONTRIBs to this port are folded by the XDP program.
+        pub const REDUCE: u32 = 1;
+        /// BCAST datagrams to this port are cloned to the communicator's members by the TC program.
+        pub const BCAST: u32 = 2;
+    }
+
+    /// Indices into the per-CPU `COUNTERS` array (each a `u64`, summed over CPUs by userspace).
+    pub mod counter {
+        /// Contributions folded into a slot (including the last one of each reduction).
+        pub const FOLDED: u32 = 0;
+        /// Contributions folded and dropped (all but the last of each reduction).
+        pub const DROPPED: u32 = 1;
+        /// RESULT datagrams passed to the socket (one per completed reduction).
+        pub const PASSED: u32 = 2;
+        /// Contributions dropped because the slot had one from the same `src` already.
+        pub const DUPLICATES: u32 = 3;
+        /// Datagrams to a boad port with the wrong magic, version or job key, passed untouched.
+        pub const FOREIGN: u32 = 4;
+        /// CONTRIBs of this job passed to the socket unfolded: op/dtype without a kernel program (float
+        /// sum/prod), payload over [`MAX_PAYLOAD`](super::MAX_PAYLOAD), unknown communicator, `src` out
+        /// of range, length mismatch, or slot held by another unfinished reduction.
+        pub const UNFOLDED: u32 = 5;
+        /// Clones sent by the broadcast program.
+        pub const CLONES: u32 = 6;
+        /// Clones the broadcast program failed to send.
+        pub const CLONE_ERRORS: u32 = 7;
+        /// BCAST datagrams the broadcast program consumed (each replaced by its clones).
+        pub const BCASTS: u32 = 8;
+        /// Number of counters.
+        pub const COUNT: u32 = 9;
+    }
+
+    /// Value of the one-entry `CONFIG` array.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Config {
+        /// Job key; datagrams with another `job` are foreign. 0 = not configured: everything passes.
+        pub job: u64,
+    }
+
+    /// Value of the `COMMS` hash map (key: communicator id, `u32`).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct CommInfo {
+        /// CONTRIBs that complete one (seq, chunk) of a reduction (e.g. size - 1 when the root does
+        /// not send to itself).
+        pub contribs: u32,
+        /// Members the broadcast program clones to (≤ [`MAX_RANKS`]).
+        pub nmembers: u32,
+        /// Index of member 0 in the `MEMBERS` array (a multiple of [`MAX_RANKS`]).
+        pub members_base: u32,
+        /// Zero.
+        pub reserved: u32,
+    }
+
+    /// Value of the `MEMBERS` array: where the broadcast program sends member `i`'s clone.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Member {
+        /// IPv4 destination address, network byte order (as the bytes on the wire).
+        pub ip_be: u32,
+        /// UDP destination port, network byte order.
+        pub port_be: u16,
+        /// Zero.
+        pub reserved: u16,
+        /// Rank written into the clone's header `dst`.
+        pub rank: u32,
+        /// Interface to send the clone out of; 0 = the one the original leaves by.
+        pub ifindex: u32,
+        /// Destination MAC; all zero = keep the original's (on `lo`).
+        pub mac: [u8; 6],
+        /// Zero.
+        pub reserved2: [u8; 2],
+    }
+
+    /// Slot of the reduction of (`comm`, `seq`, `chunk`) in the `SLOTS` array.
+    pub const fn slot_index(comm: u32, seq: u32, chunk: u32) -> u32 {
+        (comm.wrapping_mul(0x9E37_79B1) ^ seq.wrapping_mul(64)).wrapping_add(chunk) & (NSLOTS - 1)
+    }
+
+    const _: () = assert!(core::mem::size_of::<Config>() == 8);
+    const _: () = assert!(core::mem::size_of::<CommInfo>() == 16);
+    const _: () = assert!(core::mem::size_of::<Member>() == 24);
+    const _: () = assert!(NSLOTS.is_power_of_two() && MAX_RANKS.is_multiple_of(64));
+}

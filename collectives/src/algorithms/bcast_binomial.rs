@@ -6,7 +6,12 @@ use crate::error::Result;
 use crate::transport::{Ctx, Transport};
 
 /// `buf` on `root` is copied into `buf` on every rank.
-pub(crate) fn bcast_binomial<T: Transport + ?Sized>(t: &mut T, ctx: &Ctx, buf: &mut [u8], root: usize) -> Result<()> {
+pub(crate) fn bcast_binomial<T: Transport + ?Sized>(
+    t: &mut T,
+    ctx: &Ctx,
+    buf: &mut [u8],
+    root: usize,
+) -> Result<()> {
     let (rank, size) = (t.rank(), t.size());
     let vrank = (rank + size - root) % size;
     let mut mask = 1;

@@ -21,13 +21,22 @@ use crate::error::{CollectiveError, Result};
 use crate::transport::{Ctx, Transport};
 
 /// Receives a message that must be exactly `len` bytes long.
-fn recv_exact<T: Transport + ?Sized>(t: &mut T, ctx: &Ctx, src: usize, tag: u32, len: usize) -> Result<Vec<u8>> {
+fn recv_exact<T: Transport + ?Sized>(
+    t: &mut T,
+    ctx: &Ctx,
+    src: usize,
+    tag: u32,
+    len: usize,
+) -> Result<Vec<u8>> {
     let data = t.recv(ctx, src, tag)?;
     if data.len() != len {
         return Err(CollectiveError::Protocol {
             rank: t.rank(),
             call: ctx.describe(),
-            what: format!("rank {src} sent {} bytes where {len} were expected", data.len()),
+            what: format!(
+                "rank {src} sent {} bytes where {len} were expected",
+                data.len()
+            ),
         }
         .into());
     }

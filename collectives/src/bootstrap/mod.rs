@@ -90,11 +90,15 @@ where
 {
     match std::env::var(name) {
         Err(_) => Ok(None),
-        Ok(v) => v.trim().parse().map(Some).map_err(|e: T::Err| BootstrapError::BadEnv {
-            name,
-            value: v,
-            why: e.to_string(),
-        }),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e: T::Err| BootstrapError::BadEnv {
+                name,
+                value: v,
+                why: e.to_string(),
+            }),
     }
 }
 
@@ -109,17 +113,27 @@ impl JobInfo {
             value,
             why: why.into(),
         };
-        let rank = var::<usize>(ENV_RANK)?.ok_or_else(|| bad(ENV_RANK, String::new(), "missing"))?;
+        let rank =
+            var::<usize>(ENV_RANK)?.ok_or_else(|| bad(ENV_RANK, String::new(), "missing"))?;
         if size == 0 || rank >= size {
-            return Err(bad(ENV_RANK, rank.to_string(), &format!("must be below {ENV_SIZE}={size}")));
+            return Err(bad(
+                ENV_RANK,
+                rank.to_string(),
+                &format!("must be below {ENV_SIZE}={size}"),
+            ));
         }
         let job = match std::env::var(ENV_JOB) {
-            Ok(v) => u64::from_str_radix(v.trim(), 16).map_err(|e| bad(ENV_JOB, v.clone(), &e.to_string()))?,
+            Ok(v) => u64::from_str_radix(v.trim(), 16)
+                .map_err(|e| bad(ENV_JOB, v.clone(), &e.to_string()))?,
             Err(_) => 0,
         };
         let rendezvous = std::env::var_os(ENV_RENDEZVOUS).map(PathBuf::from);
         if size > 1 && rendezvous.is_none() {
-            return Err(bad(ENV_RENDEZVOUS, String::new(), "missing for a job of more than one rank"));
+            return Err(bad(
+                ENV_RENDEZVOUS,
+                String::new(),
+                "missing for a job of more than one rank",
+            ));
         }
         Ok(JobInfo {
             rank,
@@ -180,31 +194,48 @@ pub fn rendezvous(info: &JobInfo, port: u16, timeout: Duration) -> Result<Joined
     };
     let mut stream = UnixStream::connect(path).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream.write_all(Line::Hello(me).format().as_bytes()).map_err(io)?;
+    stream
+        .write_all(Line::Hello(me).format().as_bytes())
+        .map_err(io)?;
     let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
     let mut next = || -> Result<Line, BootstrapError> {
         let mut s = String::new();
         let n = reader.read_line(&mut s).map_err(io)?;
         if n == 0 {
-            return Err(BootstrapError::Protocol("the launcher closed the connection".into()));
+            return Err(BootstrapError::Protocol(
+                "the launcher closed the connection".into(),
+            ));
         }
         Line::parse(&s).ok_or_else(|| BootstrapError::Protocol(format!("unexpected line {s:?}")))
     };
     let n = match next()? {
         Line::Table(n) if n == info.size => n,
         Line::Abort(why) => return Err(BootstrapError::Aborted(why)),
-        other => return Err(BootstrapError::Protocol(format!("expected TABLE {}, got {other:?}", info.size))),
+        other => {
+            return Err(BootstrapError::Protocol(format!(
+                "expected TABLE {}, got {other:?}",
+                info.size
+            )))
+        }
     };
     let mut table = Vec::with_capacity(n);
     for i in 0..n {
         match next()? {
             Line::Entry(e) if e.rank == i => table.push(e),
-            other => return Err(BootstrapError::Protocol(format!("expected entry {i}, got {other:?}"))),
+            other => {
+                return Err(BootstrapError::Protocol(format!(
+                    "expected entry {i}, got {other:?}"
+                )))
+            }
         }
     }
     match next()? {
         Line::End => {}
-        other => return Err(BootstrapError::Protocol(format!("expected END, got {other:?}"))),
+        other => {
+            return Err(BootstrapError::Protocol(format!(
+                "expected END, got {other:?}"
+            )))
+        }
     }
     let leftover = reader.buffer().to_vec();
     stream.set_read_timeout(None).map_err(io)?;

@@ -229,6 +229,8 @@ pub(crate) struct Udp {
     aborts: HashMap<u32, (usize, String)>,
     my_aborts: HashMap<u32, String>,
     reported: BTreeSet<u32>,
+    /// Collectives for which a peer's message showed a call different from ours: (peer, its call).
+    mismatches: HashMap<u32, (usize, Signature)>,
     sig_log: VecDeque<(u32, Signature)>,
     cur_seq: u32,
     launcher: Option<UnixStream>,
@@ -239,16 +241,7 @@ pub(crate) struct Udp {
 impl Udp {
     /// Binds a socket on `bind`, without peers yet; returns it with its port.
     pub fn bind(rank: usize, bind: std::net::IpAddr) -> Result<(UdpSocket, u16)> {
-        let io = |what| {
-            move |source| -> Error {
-                TransportError::Io {
-                    rank,
-                    what,
-                    source,
-                }
-                .into()
-            }
-        };
+        let io = |what| move |source| -> Error { TransportError::Io { rank, what, source }.into() };
         let domain = if bind.is_ipv4() {
             socket2::Domain::IPV4
         } else {
@@ -264,11 +257,15 @@ impl Udp {
         if !set_buffer_force(&s, libc::SO_SNDBUFFORCE, 4 << 20) {
             let _ = s.set_send_buffer_size(4 << 20);
         }
-        s.set_nonblocking(true).map_err(io("making the socket non-blocking"))?;
+        s.set_nonblocking(true)
+            .map_err(io("making the socket non-blocking"))?;
         s.bind(&SocketAddr::new(bind, 0).into())
             .map_err(io("binding the UDP socket"))?;
         let sock: UdpSocket = s.into();
-        let port = sock.local_addr().map_err(io("reading the socket address"))?.port();
+        let port = sock
+            .local_addr()
+            .map_err(io("reading the socket address"))?
+            .port();
         Ok((sock, port))
     }
 
@@ -282,16 +279,7 @@ impl Udp {
         launcher_buf: Vec<u8>,
         cfg: Config,
     ) -> Result<Udp> {
-        let io = |what| {
-            move |source| -> Error {
-                TransportError::Io {
-                    rank,
-                    what,
-                    source,
-                }
-                .into()
-            }
-        };
+        let io = |what| move |source| -> Error { TransportError::Io { rank, what, source }.into() };
         let poll = Poll::new().map_err(io("creating the poller"))?;
         poll.registry()
             .register(
@@ -341,6 +329,7 @@ impl Udp {
             aborts: HashMap::new(),
             my_aborts: HashMap::new(),
             reported: BTreeSet::new(),
+            mismatches: HashMap::new(),
             sig_log: VecDeque::new(),
             cur_seq: 0,
             launcher,
@@ -353,6 +342,11 @@ impl Udp {
 
     fn rank_(&self) -> usize {
         self.wire.rank
+    }
+
+    /// The address of this rank's socket.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.wire.sock.local_addr().ok()
     }
 
     fn launcher_bytes(&mut self, bytes: &[u8]) {
@@ -379,7 +373,10 @@ impl Udp {
                 Ok(0) => {
                     // The launcher is gone; its death signal ends us soon. Stop polling it.
                     if let Some(l) = self.launcher.take() {
-                        let _ = self.poll.registry().deregister(&mut SourceFd(&l.as_raw_fd()));
+                        let _ = self
+                            .poll
+                            .registry()
+                            .deregister(&mut SourceFd(&l.as_raw_fd()));
                     }
                     return;
                 }
@@ -410,7 +407,11 @@ impl Udp {
             }
         }
         let launcher_ready = self.events.iter().any(|e| e.token() == LAUNCHER);
-        if self.events.iter().any(|e| e.token() == SOCK && e.is_writable()) {
+        if self
+            .events
+            .iter()
+            .any(|e| e.token() == SOCK && e.is_writable())
+        {
             self.wire.blocked = false;
         }
         if launcher_ready {
@@ -446,7 +447,11 @@ impl Udp {
             self.wire.stats.dropped_injected += 1;
             return Ok(());
         }
-        let Some(h) = self.rx.get(..HEADER_LEN).map(bytemuck::pod_read_unaligned::<Header>) else {
+        let Some(h) = self
+            .rx
+            .get(..HEADER_LEN)
+            .map(bytemuck::pod_read_unaligned::<Header>)
+        else {
             self.wire.stats.foreign += 1;
             return Ok(());
         };
@@ -505,7 +510,12 @@ impl Udp {
             .map_or(0, u64::from_le_bytes)
     }
 
-    fn on_data(&mut self, h: &Header, sig: Signature, payload: std::ops::Range<usize>) -> Result<()> {
+    fn on_data(
+        &mut self,
+        h: &Header,
+        sig: Signature,
+        payload: std::ops::Range<usize>,
+    ) -> Result<()> {
         let src = h.src as usize;
         let (len, total, chunk, nchunks) = (h.len as usize, h.total as usize, h.chunk, h.nchunks);
         if self.peers[src].done.contains(h.msg) {
@@ -530,7 +540,12 @@ impl Udp {
             since_ack: 0,
             buf: vec![0; total],
         });
-        if !valid || m.nchunks != nchunks || m.buf.len() != total || m.seq != h.seq || m.tag != h.tag {
+        if !valid
+            || m.nchunks != nchunks
+            || m.buf.len() != total
+            || m.seq != h.seq
+            || m.tag != h.tag
+        {
             self.wire.stats.foreign += 1;
             return Ok(());
         }
@@ -544,6 +559,9 @@ impl Udp {
         if m.n_got == m.nchunks {
             let m = self.partial.remove(&(src, h.msg)).expect("entry present");
             self.peers[src].done.insert(h.msg);
+            if self.sig_of(m.seq).is_some_and(|mine| mine != m.sig) {
+                self.mismatches.entry(m.seq).or_insert((src, m.sig));
+            }
             self.inbox.insert((src, m.seq, m.tag), (m.sig, m.buf));
             return self.send_ack(src, h.msg, nchunks, 0, h);
         }
@@ -556,7 +574,14 @@ impl Udp {
         Ok(())
     }
 
-    fn send_ack(&mut self, dst: usize, msg: u32, next: u32, map: u64, about: &Header) -> Result<()> {
+    fn send_ack(
+        &mut self,
+        dst: usize,
+        msg: u32,
+        next: u32,
+        map: u64,
+        about: &Header,
+    ) -> Result<()> {
         let sig = self.sig_of(about.seq).unwrap_or(Signature {
             coll: crate::types::Coll::Barrier,
             op: None,
@@ -573,7 +598,11 @@ impl Udp {
     }
 
     fn sig_of(&self, seq: u32) -> Option<Signature> {
-        self.sig_log.iter().rev().find(|(s, _)| *s == seq).map(|(_, g)| *g)
+        self.sig_log
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, g)| *g)
     }
 
     /// ACK or PROBE from the receiver `h.src` of one of our messages.
@@ -622,7 +651,11 @@ impl Udp {
         }
         // Resend holes: below the highest chunk the receiver has (ACK), or everything outstanding
         // (PROBE: the receiver is stuck waiting).
-        let limit = if h.kind == kind::PROBE { m.sent_upto } else { top.min(m.sent_upto) };
+        let limit = if h.kind == kind::PROBE {
+            m.sent_upto
+        } else {
+            top.min(m.sent_upto)
+        };
         let force = h.kind == kind::PROBE;
         let holes: Vec<u32> = (h.chunk..limit)
             .filter(|&c| !m.acked.get(c))
@@ -749,8 +782,71 @@ impl Udp {
         self.wire.send(h, &map.to_le_bytes(), addr).map(|_| ())
     }
 
-    fn check_status(&self, ctx: &Ctx, src: usize) -> Result<()> {
+    /// The first error, not reported yet, that peers raised for a collective before `seq` which this
+    /// rank finished (an abort, or a message showing a different call); all such are marked reported.
+    fn deferred(&mut self, seq: u32) -> Option<Error> {
         let rank = self.rank_();
+        // Messages of finished collectives nobody consumed: a different call (e.g. another root).
+        for ((src, s, _), (theirs, _)) in &self.inbox {
+            if *s < seq && self.sig_of(*s).is_some_and(|mine| mine != *theirs) {
+                self.mismatches.entry(*s).or_insert((*src, *theirs));
+            }
+        }
+        let fresh =
+            |s: &u32| *s < seq && !self.reported.contains(s) && !self.my_aborts.contains_key(s);
+        let abort = self
+            .aborts
+            .iter()
+            .filter(|(s, _)| fresh(s))
+            .min_by_key(|(s, _)| **s);
+        let mismatch = self
+            .mismatches
+            .iter()
+            .filter(|(s, _)| fresh(s))
+            .min_by_key(|(s, _)| **s);
+        let err: Error = match (abort, mismatch) {
+            (_, Some((s, (peer, theirs)))) if abort.is_none_or(|(a, _)| s <= a) => {
+                CollectiveError::Mismatch {
+                    rank,
+                    seq: *s,
+                    peer: *peer,
+                    mine: self.sig_of(*s)?,
+                    theirs: *theirs,
+                }
+                .into()
+            }
+            (Some((s, (by, reason))), _) => CollectiveError::Aborted {
+                rank,
+                seq: *s,
+                by: *by,
+                reason: reason.clone(),
+            }
+            .into(),
+            _ => return None,
+        };
+        let done: Vec<u32> = self
+            .aborts
+            .keys()
+            .chain(self.mismatches.keys())
+            .copied()
+            .filter(fresh)
+            .collect();
+        self.reported.extend(done);
+        Some(err)
+    }
+
+    fn check_status(&mut self, ctx: &Ctx, src: usize) -> Result<()> {
+        let rank = self.rank_();
+        if let Some((peer, theirs)) = self.mismatches.get(&ctx.seq) {
+            return Err(CollectiveError::Mismatch {
+                rank,
+                seq: ctx.seq,
+                peer: *peer,
+                mine: ctx.sig,
+                theirs: *theirs,
+            }
+            .into());
+        }
         if let Some((by, reason)) = self.aborts.get(&ctx.seq) {
             return Err(CollectiveError::Aborted {
                 rank,
@@ -833,26 +929,32 @@ impl Transport for Udp {
         if self.sig_log.len() > SIG_LOG {
             self.sig_log.pop_front();
         }
-        // Leftovers of aborted collectives.
-        self.inbox.retain(|(_, s, _), _| *s >= ctx.seq);
         self.status.retain(|(_, s), _| *s >= ctx.seq);
         let cutoff = ctx.seq.saturating_sub(SIG_LOG as u32);
         self.my_aborts.retain(|s, _| *s >= cutoff);
+        self.aborts.retain(|s, _| *s >= cutoff);
         // An earlier collective that finished here but failed elsewhere.
         self.drain()?;
-        let failed = self
-            .aborts
+        let deferred = self.deferred(ctx.seq);
+        // Leftovers of aborted or mismatched collectives.
+        self.inbox.retain(|(_, s, _), _| *s >= ctx.seq);
+        self.mismatches.retain(|s, _| *s >= ctx.seq);
+        if let Some(e) = deferred {
+            return Err(e);
+        }
+        // Messages for this collective that arrived before it started, from a different call.
+        let early = self
+            .inbox
             .iter()
-            .filter(|(s, _)| **s < ctx.seq && !self.reported.contains(s) && !self.my_aborts.contains_key(s))
-            .min_by_key(|(s, _)| **s)
-            .map(|(s, (by, reason))| (*s, *by, reason.clone()));
-        if let Some((seq, by, reason)) = failed {
-            self.reported.insert(seq);
-            return Err(CollectiveError::Aborted {
+            .find(|((_, s, _), (theirs, _))| *s == ctx.seq && *theirs != ctx.sig)
+            .map(|((src, _, _), (theirs, _))| (*src, *theirs));
+        if let Some((peer, theirs)) = early {
+            return Err(CollectiveError::Mismatch {
                 rank: self.rank(),
-                seq,
-                by,
-                reason,
+                seq: ctx.seq,
+                peer,
+                mine: ctx.sig,
+                theirs,
             }
             .into());
         }
@@ -870,7 +972,8 @@ impl Transport for Udp {
             .into());
         }
         if dst == self.rank() {
-            self.inbox.insert((dst, ctx.seq, tag), (ctx.sig, data.to_vec()));
+            self.inbox
+                .insert((dst, ctx.seq, tag), (ctx.sig, data.to_vec()));
             return Ok(());
         }
         let chunk = self.cfg.chunk_bytes;
@@ -901,6 +1004,10 @@ impl Transport for Udp {
         let mut probe_every = PROBE_BASE;
         let mut next_probe = Instant::now() + probe_every;
         loop {
+            // Errors of earlier collectives first: the message we wait for may have come with them.
+            if let Some(e) = self.deferred(ctx.seq) {
+                return Err(e);
+            }
             if let Some((theirs, data)) = self.inbox.remove(&(src, ctx.seq, tag)) {
                 if theirs != ctx.sig {
                     return Err(CollectiveError::Mismatch {
@@ -925,7 +1032,9 @@ impl Transport for Udp {
             if let Some(t) = self.next_timer() {
                 deadline = deadline.min(t);
             }
-            self.progress(deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50))?;
+            self.progress(
+                deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50),
+            )?;
         }
     }
 
@@ -969,7 +1078,9 @@ impl Transport for Udp {
                 .next_timer()
                 .unwrap_or_else(|| Instant::now() + RTO_BASE)
                 .min(self.peers[dst].last_heard + self.cfg.timeout);
-            self.progress(deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50))?;
+            self.progress(
+                deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50),
+            )?;
         }
     }
 

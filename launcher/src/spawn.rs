@@ -1,0 +1,118 @@
+//! Starting ranks and forwarding their output.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Sender;
+use std::thread;
+
+use crate::error::Error;
+
+/// What every rank of a job is started with.
+pub struct Launch<'a> {
+    /// Resolved program path.
+    pub program: &'a Path,
+    /// The program name as the user wrote it (the ranks' `argv[0]`).
+    pub argv0: &'a OsString,
+    /// Its arguments.
+    pub args: &'a [OsString],
+    /// Environment variables common to all ranks.
+    pub env: Vec<(&'static str, OsString)>,
+    /// Prefix output lines with the rank.
+    pub tag_output: bool,
+}
+
+/// Starts `rank` of `size` in its own process group, with stdin from `/dev/null` and its stdout and
+/// stderr forwarded line by line by two threads, each of which sends `()` on `done` when its stream
+/// closes.
+///
+/// Must be called from the main thread: `PR_SET_PDEATHSIG` fires when the *thread* that forked the
+/// child exits, so a child forked from a short-lived thread would be killed early.
+pub fn spawn_rank(
+    launch: &Launch<'_>,
+    rank: usize,
+    size: usize,
+    done: &Sender<()>,
+) -> Result<Child, Error> {
+    let mut cmd = Command::new(launch.program);
+    cmd.arg0(launch.argv0)
+        .args(launch.args)
+        .envs(launch.env.iter().map(|(k, v)| (*k, v)))
+        .env(boad::bootstrap::ENV_RANK, rank.to_string())
+        .env(boad::bootstrap::ENV_SIZE, size.to_string())
+        .env(boad::bootstrap::ENV_LOCAL_RANK, rank.to_string())
+        .env(boad::bootstrap::ENV_LOCAL_SIZE, size.to_string())
+        .env(boad::bootstrap::ENV_HOST_ID, "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let launcher = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
+    // functions (prctl, getppid, _exit); it allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            let (sig, zero): (libc::c_ulong, libc::c_ulong) = (libc::SIGKILL as _, 0);
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig, zero, zero, zero) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The launcher may have died between fork and prctl: then nobody would kill us.
+            if libc::getppid() != launcher {
+                libc::_exit(1);
+            }
+            Ok(())
+        })
+    };
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+        rank,
+        program: launch.argv0.to_string_lossy().into_owned(),
+        source,
+    })?;
+    let prefix = launch.tag_output.then(|| format!("[{rank}] "));
+    if let Some(out) = child.stdout.take() {
+        forward(out, prefix.clone(), false, done.clone());
+    }
+    if let Some(err) = child.stderr.take() {
+        forward(err, prefix, true, done.clone());
+    }
+    Ok(child)
+}
+
+/// Copies `stream` to our stdout (or stderr) a whole line at a time, each under the stream's lock so
+/// that lines of different ranks never mix. A last line without newline gets one.
+fn forward(
+    stream: impl Read + Send + 'static,
+    prefix: Option<String>,
+    to_stderr: bool,
+    done: Sender<()>,
+) {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let prefix = prefix.unwrap_or_default().into_bytes();
+        let mut line = Vec::with_capacity(256);
+        let mut broken = false; // our own output is gone: keep draining so the rank never blocks
+        loop {
+            line.clear();
+            line.extend_from_slice(&prefix);
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if broken => continue,
+                Ok(_) => {}
+            }
+            if line.last() != Some(&b'\n') {
+                line.push(b'\n');
+            }
+            // One write per line, so that not even a terminal shared by stdout and stderr splits it.
+            broken = if to_stderr {
+                let mut e = std::io::stderr().lock();
+                e.write_all(&line).and_then(|()| e.flush()).is_err()
+            } else {
+                let mut o = std::io::stdout().lock();
+                o.write_all(&line).and_then(|()| o.flush()).is_err()
+            };
+        }
+        let _ = done.send(());
+    });
+}

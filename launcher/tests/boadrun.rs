@@ -1,0 +1,298 @@
+//! End-to-end tests of `boadrun` with real processes (`sh` and `python3` as ranks).
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BOADRUN: &str = env!("CARGO_BIN_EXE_boadrun");
+
+fn boadrun(args: &[&str]) -> Output {
+    Command::new(BOADRUN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run boadrun")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn sorted_lines(b: &[u8]) -> Vec<String> {
+    let mut v: Vec<String> = text(b).lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn runs_every_rank() {
+    let out = boadrun(&[
+        "-n",
+        "3",
+        "sh",
+        "-c",
+        "echo rank=$BOAD_RANK size=$BOAD_SIZE",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        sorted_lines(&out.stdout),
+        ["rank=0 size=3", "rank=1 size=3", "rank=2 size=3"]
+    );
+}
+
+#[test]
+fn tag_output_prefixes_every_line() {
+    let out = boadrun(&[
+        "--tag-output",
+        "-n",
+        "2",
+        "sh",
+        "-c",
+        "echo a$BOAD_RANK; echo e$BOAD_RANK >&2; printf tail$BOAD_RANK",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        sorted_lines(&out.stdout),
+        ["[0] a0", "[0] tail0", "[1] a1", "[1] tail1"]
+    );
+    assert_eq!(sorted_lines(&out.stderr), ["[0] e0", "[1] e1"]);
+}
+
+#[test]
+fn exports_the_job_environment() {
+    let script = "echo $BOAD_RANK $BOAD_SIZE $BOAD_LOCAL_RANK $BOAD_LOCAL_SIZE $BOAD_HOST_ID \
+                  $BOAD_JOB $BOAD_BIND_ADDR $BOAD_TIMEOUT_MS $BOAD_RENDEZVOUS; \
+                  test -S \"$BOAD_RENDEZVOUS\" && echo socket-ok; read x; echo stdin=$?";
+    let out = boadrun(&[
+        "-n",
+        "2",
+        "--timeout-ms",
+        "1234",
+        "--bind",
+        "127.0.0.2",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let lines = sorted_lines(&out.stdout);
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    let rows: Vec<Vec<&str>> = lines[..2].iter().map(|l| l.split(' ').collect()).collect();
+    for (r, row) in rows.iter().enumerate() {
+        let r = r.to_string();
+        assert_eq!(row[..5], [r.as_str(), "2", r.as_str(), "2", "0"]);
+        assert!(
+            row[5].len() == 16 && row[5].chars().all(|c| c.is_ascii_hexdigit()),
+            "{row:?}"
+        );
+        assert_eq!(row[6..8], ["127.0.0.2", "1234"]);
+        assert!(row[8].ends_with("/rdv.sock"));
+    }
+    assert_eq!(rows[0][5], rows[1][5], "one job key for all ranks");
+    assert_eq!(rows[0][8], rows[1][8]);
+    assert_eq!(lines[2..], ["socket-ok", "socket-ok", "stdin=1", "stdin=1"]);
+    let dir = std::path::Path::new(rows[0][8])
+        .parent()
+        .expect("socket dir");
+    assert!(!dir.exists(), "temporary directory {dir:?} was not removed");
+}
+
+#[test]
+fn missing_or_unrunnable_program() {
+    let out = boadrun(&["-n", "2", "./no-such-boad-app"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        text(&out.stderr).contains("boadrun: ./no-such-boad-app: no such file"),
+        "{out:?}"
+    );
+    let out = boadrun(&["no-such-boad-app-in-path"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(text(&out.stderr).contains("command not found"), "{out:?}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("app");
+    std::fs::write(&file, "#!/bin/sh\necho ran\n").expect("write");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = boadrun(&[file.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(126));
+    assert!(text(&out.stderr).contains("is not executable"), "{out:?}");
+    assert!(out.stdout.is_empty());
+    let out = boadrun(&[dir.path().to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(126));
+    assert!(text(&out.stderr).contains("is a directory"), "{out:?}");
+}
+
+#[test]
+fn singleton_exit_codes() {
+    let out = boadrun(&["sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert!(text(&out.stderr).contains("rank 0 (pid "), "{out:?}");
+    let out = boadrun(&["-n", "1", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(out.status.code(), Some(137));
+    assert!(
+        text(&out.stderr).contains("was killed by signal SIGKILL"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn failing_rank_ends_the_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Rank 1 fails; rank 2 ignores SIGTERM, so it takes SIGKILL to stop it.
+    let script = "echo $$ > \"$D/pid.$BOAD_RANK\"; \
+                  if [ $BOAD_RANK = 1 ]; then sleep 0.3; exit 3; fi; \
+                  if [ $BOAD_RANK = 2 ]; then trap '' TERM; fi; exec sleep 30";
+    let start = Instant::now();
+    let out = Command::new(BOADRUN)
+        .args(["-n", "3", "--kill-grace-ms", "300", "sh", "-c", script])
+        .env("D", dir.path())
+        .output()
+        .expect("run boadrun");
+    let took = start.elapsed();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("boadrun: rank 1 (pid ") && err.contains("exited with status 3"),
+        "{err}"
+    );
+    for r in [0, 2] {
+        let pid = std::fs::read_to_string(dir.path().join(format!("pid.{r}"))).expect("pid file");
+        let proc = format!("/proc/{}", pid.trim());
+        assert!(
+            !std::path::Path::new(&proc).exists(),
+            "rank {r} ({proc}) outlived boadrun"
+        );
+    }
+}
+
+#[test]
+fn forwards_sigterm() {
+    let script = "trap 'echo got term $BOAD_RANK; exit 0' TERM; echo ready; sleep 30 & wait";
+    let mut child = Command::new(BOADRUN)
+        .args(["-n", "2", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn boadrun");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for _ in 0..2 {
+        assert_eq!(lines.next().expect("a line").expect("read"), "ready");
+    }
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill() has no memory-safety preconditions; `pid` is our unreaped child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let start = Instant::now();
+    let mut rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().expect("wait");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    rest.sort();
+    assert_eq!(rest, ["got term 0", "got term 1"]);
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A rank speaking the rendezvous protocol: says HELLO as rank `$CLAIM` (default its own), prints
+/// every line it gets until `END` or `ABORT`; then rank 1 exits 5 and rank 0 prints one more line.
+const PY_RANK: &str = r#"
+import os, socket, sys
+r = int(os.environ["BOAD_RANK"])
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ["BOAD_RENDEZVOUS"])
+s.sendall(f"HELLO {os.environ.get('CLAIM', r)} 0 127.0.0.1 {5000 + r}\n".encode())
+f = s.makefile()
+while True:
+    line = f.readline().rstrip("\n")
+    print(f"{r}: {line}", flush=True)
+    if line in ("END", "") or line.startswith("ABORT"):
+        break
+if line == "END":
+    if r == 1:
+        sys.exit(5)
+    print(f"{r}: {f.readline().rstrip()}", flush=True)
+"#;
+
+#[test]
+fn rendezvous_table_and_exit_lines() {
+    let out = boadrun(&["-n", "2", "python3", "-c", PY_RANK]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let mut want = Vec::new();
+    for r in 0..2 {
+        for l in ["TABLE 2", "0 0 127.0.0.1 5000", "1 0 127.0.0.1 5001", "END"] {
+            want.push(format!("{r}: {l}"));
+        }
+    }
+    want.push("0: EXIT 1 5".to_string());
+    want.sort();
+    assert_eq!(sorted_lines(&out.stdout), want);
+}
+
+#[test]
+fn rendezvous_aborts() {
+    // Both ranks claim rank 0.
+    let out = Command::new(BOADRUN)
+        .args(["-n", "2", "python3", "-c", PY_RANK])
+        .env("CLAIM", "0")
+        .output()
+        .expect("run boadrun");
+    let lines = sorted_lines(&out.stdout);
+    assert_eq!(
+        lines,
+        [
+            "0: ABORT rank 0 joined twice",
+            "1: ABORT rank 0 joined twice"
+        ],
+        "{out:?}"
+    );
+    // Rank 1 leaves without joining.
+    let script = "if [ $BOAD_RANK = 1 ]; then exit 0; fi; exec python3 -c \"$PY\"";
+    let out = Command::new(BOADRUN)
+        .args(["-n", "2", "sh", "-c", script])
+        .env("PY", PY_RANK)
+        .output()
+        .expect("run boadrun");
+    assert_eq!(
+        text(&out.stdout),
+        "0: ABORT rank 1 exited with status 0 before joining the job\n",
+        "{out:?}"
+    );
+}
+
+#[test]
+fn help_mentions_every_flag() {
+    let out = boadrun(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for flag in [
+        "--np",
+        "-n",
+        "--tag-output",
+        "--timeout-ms",
+        "--kill-grace-ms",
+        "--rendezvous-timeout-ms",
+        "--bind",
+        "PROGRAM",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn rendezvous_timeout_aborts_the_ranks_that_joined() {
+    let script = "if [ $BOAD_RANK = 1 ]; then exec sleep 1; fi; exec python3 -c \"$PY\"";
+    let out = Command::new(BOADRUN)
+        .args([
+            "-n",
+            "2",
+            "--rendezvous-timeout-ms",
+            "300",
+            "sh",
+            "-c",
+            script,
+        ])
+        .env("PY", PY_RANK)
+        .output()
+        .expect("run boadrun");
+    let why = "rendezvous timed out after 300 ms: rank(s) 1 never joined";
+    assert_eq!(text(&out.stdout), format!("0: ABORT {why}\n"), "{out:?}");
+    assert!(text(&out.stderr).contains(why), "{out:?}");
+}

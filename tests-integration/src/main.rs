@@ -1,0 +1,536 @@
+//! `boad-check MODE`: a rank program for the multi-process tests, run under `boadrun`.
+//!
+//! Every rank generates its contribution from a seed shared by all ranks, runs the collective, and
+//! compares the result with a reference it computes itself from every rank's (re-generated) data.
+//! A wrong result prints the case and exits 1; a collective error exits 2 unless the mode expects it.
+//!
+//! Modes:
+//! - `matrix [--quick]`: every collective x op x dtype x size (0, 1, odd, one chunk, chunk + 1,
+//!   multi-chunk, 1 MiB for a subset) x root (0, middle, last), in place and not; then random cases
+//!   drawn by proptest from a seed shared by all ranks.
+//! - `big`: bcast and allreduce of 16 MiB.
+//! - `foreign`: every rank sprays foreign datagrams at every peer's port, then runs a quick matrix.
+//! - `mismatch`: count, dtype, op and root mismatches; every rank must get an error, then a good
+//!   collective must still work.
+//! - `exit-mid RANK`: RANK exits with status 3 before an allreduce; the others must get an error
+//!   naming it.
+//! - `hang RANK`: RANK sleeps 30 s before an allreduce; the others must time out naming it.
+#![deny(missing_docs)]
+
+use std::process::ExitCode;
+
+use boad::{Communicator, DType, Element, Op};
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use rand::{Rng, SeedableRng};
+
+/// Values a test element can take, and the reference arithmetic.
+trait Val: Element + PartialEq + std::fmt::Debug {
+    fn gen(rng: &mut rand::rngs::StdRng, special: bool) -> Self;
+    fn reference(op: Op, a: Self, b: Self) -> Self;
+    fn same(a: Self, b: Self) -> bool;
+}
+
+macro_rules! int_val {
+    ($($t:ty),*) => {$(
+        impl Val for $t {
+            fn gen(rng: &mut rand::rngs::StdRng, _: bool) -> Self {
+                // Mostly full range; some zeros and small values so logical ops see both answers.
+                match rng.gen_range(0..4) {
+                    0 => 0,
+                    1 => rng.gen_range(0..3) as $t,
+                    _ => rng.gen(),
+                }
+            }
+            fn reference(op: Op, a: Self, b: Self) -> Self {
+                match op {
+                    Op::Sum => a.wrapping_add(b),
+                    Op::Prod => a.wrapping_mul(b),
+                    Op::Min => if a < b { a } else { b },
+                    Op::Max => if a > b { a } else { b },
+                    Op::Band => a & b,
+                    Op::Bor => a | b,
+                    Op::Bxor => a ^ b,
+                    Op::Land => if a != 0 && b != 0 { 1 } else { 0 },
+                    Op::Lor => if a != 0 || b != 0 { 1 } else { 0 },
+                }
+            }
+            fn same(a: Self, b: Self) -> bool { a == b }
+        }
+    )*};
+}
+int_val!(i8, i16, i32, i64, u8, u16, u32, u64);
+
+macro_rules! float_val {
+    ($($t:ty),*) => {$(
+        impl Val for $t {
+            fn gen(rng: &mut rand::rngs::StdRng, special: bool) -> Self {
+                // Small dyadic values: sums and products of up to 16 of them are exact in any order.
+                const V: [$t; 8] = [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0];
+                if special && rng.gen_range(0..8) == 0 {
+                    return [<$t>::NAN, -0.0, <$t>::INFINITY, <$t>::NEG_INFINITY][rng.gen_range(0..4)];
+                }
+                V[rng.gen_range(0..V.len())]
+            }
+            fn reference(op: Op, a: Self, b: Self) -> Self {
+                match op {
+                    Op::Sum => a + b,
+                    Op::Prod => a * b,
+                    Op::Min | Op::Max if a.is_nan() || b.is_nan() => <$t>::NAN,
+                    // -0.0 orders below 0.0
+                    Op::Min => if (a, a.is_sign_positive()) <= (b, b.is_sign_positive()) { a } else { b },
+                    Op::Max => if (a, a.is_sign_positive()) >= (b, b.is_sign_positive()) { a } else { b },
+                    _ => unreachable!("float with a bitwise op is never generated"),
+                }
+            }
+            fn same(a: Self, b: Self) -> bool {
+                (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits()
+            }
+        }
+    )*};
+}
+float_val!(f32, f64);
+
+/// A collective call to check.
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    Bcast,
+    Reduce { in_place: bool },
+    Allreduce { in_place: bool },
+    Allgather,
+    Barrier,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    call: Call,
+    op: Op,
+    dtype: DType,
+    count: usize,
+    root: usize,
+    seed: u64,
+}
+
+fn data<T: Val>(case: &Case, rank: usize) -> Vec<T> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(case.seed ^ ((rank as u64 + 1) << 40));
+    let special = matches!(case.op, Op::Min | Op::Max);
+    (0..case.count).map(|_| T::gen(&mut rng, special)).collect()
+}
+
+fn check<T: Val>(comm: &mut Communicator, case: &Case) -> Result<Result<(), String>, boad::Error> {
+    let (rank, size) = (comm.rank(), comm.size());
+    let mine = data::<T>(case, rank);
+    let all = || (0..size).map(|r| data::<T>(case, r));
+    let reduced = || {
+        all()
+            .reduce(|a, b| {
+                a.iter()
+                    .zip(&b)
+                    .map(|(x, y)| T::reference(case.op, *x, *y))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (got, want): (Vec<T>, Vec<T>) = match case.call {
+        Call::Bcast => {
+            let mut buf = if rank == case.root {
+                mine
+            } else {
+                vec![T::zeroed(); case.count]
+            };
+            comm.bcast(&mut buf, case.root)?;
+            (buf, data::<T>(case, case.root))
+        }
+        Call::Reduce { in_place: false } => {
+            let mut recv = vec![T::zeroed(); if rank == case.root { case.count } else { 0 }];
+            comm.reduce(&mine, &mut recv, case.op, case.root)?;
+            if rank == case.root {
+                (recv, reduced())
+            } else {
+                (recv, vec![])
+            }
+        }
+        Call::Reduce { in_place: true } => {
+            let mut buf = mine.clone();
+            comm.reduce_in_place(&mut buf, case.op, case.root)?;
+            if rank == case.root {
+                (buf, reduced())
+            } else {
+                (buf, mine)
+            }
+        }
+        Call::Allreduce { in_place: false } => {
+            let mut recv = vec![T::zeroed(); case.count];
+            comm.allreduce(&mine, &mut recv, case.op)?;
+            (recv, reduced())
+        }
+        Call::Allreduce { in_place: true } => {
+            let mut buf = mine;
+            comm.allreduce_in_place(&mut buf, case.op)?;
+            (buf, reduced())
+        }
+        Call::Allgather => {
+            let mut recv = vec![T::zeroed(); case.count * size];
+            comm.allgather(&mine, &mut recv)?;
+            (recv, all().flatten().collect())
+        }
+        Call::Barrier => {
+            comm.barrier()?;
+            (vec![], vec![])
+        }
+    };
+    if got.len() != want.len() {
+        return Ok(Err(format!("length {} != {}", got.len(), want.len())));
+    }
+    if let Some(i) = (0..got.len()).find(|&i| !T::same(got[i], want[i])) {
+        return Ok(Err(format!(
+            "element {i}: got {:?}, want {:?}",
+            got[i], want[i]
+        )));
+    }
+    Ok(Ok(()))
+}
+
+fn run_case(comm: &mut Communicator, case: &Case) -> Result<Result<(), String>, boad::Error> {
+    match case.dtype {
+        DType::I8 => check::<i8>(comm, case),
+        DType::I16 => check::<i16>(comm, case),
+        DType::I32 => check::<i32>(comm, case),
+        DType::I64 => check::<i64>(comm, case),
+        DType::U8 => check::<u8>(comm, case),
+        DType::U16 => check::<u16>(comm, case),
+        DType::U32 => check::<u32>(comm, case),
+        DType::U64 => check::<u64>(comm, case),
+        DType::F32 => check::<f32>(comm, case),
+        DType::F64 => check::<f64>(comm, case),
+    }
+}
+
+/// The fixed matrix.
+fn matrix_cases(size: usize, chunk: usize, quick: bool) -> Vec<Case> {
+    let mut cases = Vec::new();
+    let mut seed = 1u64;
+    let roots: Vec<usize> = {
+        let mut r = vec![0, size / 2, size - 1];
+        r.dedup();
+        r
+    };
+    for dtype in DType::ALL {
+        let e = dtype.size();
+        let mut counts = vec![0, 1, 37, chunk / e, chunk / e + 1, 3 * chunk / e + 5];
+        if quick {
+            counts = vec![0, 1, chunk / e + 1, 3 * chunk / e + 5];
+        }
+        for &count in &counts {
+            let mut push = |call, op, root| {
+                seed += 1;
+                cases.push(Case {
+                    call,
+                    op,
+                    dtype,
+                    count,
+                    root,
+                    seed,
+                });
+            };
+            for &root in &roots {
+                push(Call::Bcast, Op::Sum, root);
+            }
+            push(Call::Allgather, Op::Sum, 0);
+            for op in Op::ALL.into_iter().filter(|o| o.supports(dtype)) {
+                for (i, &root) in roots.iter().enumerate() {
+                    push(Call::Reduce { in_place: i == 1 }, op, root);
+                }
+                push(Call::Allreduce { in_place: false }, op, 0);
+                push(Call::Allreduce { in_place: true }, op, 0);
+            }
+        }
+        if !quick {
+            // 1 MiB, a few ops per dtype.
+            let count = (1 << 20) / e;
+            let ops = if dtype.is_float() {
+                [Op::Sum, Op::Max]
+            } else {
+                [Op::Sum, Op::Bxor]
+            };
+            for op in ops {
+                seed += 1;
+                cases.push(Case {
+                    call: Call::Allreduce { in_place: true },
+                    op,
+                    dtype,
+                    count,
+                    root: 0,
+                    seed,
+                });
+            }
+            seed += 1;
+            cases.push(Case {
+                call: Call::Bcast,
+                op: Op::Sum,
+                dtype,
+                count,
+                root: size - 1,
+                seed,
+            });
+        }
+    }
+    cases.push(Case {
+        call: Call::Barrier,
+        op: Op::Sum,
+        dtype: DType::U8,
+        count: 0,
+        root: 0,
+        seed: 0,
+    });
+    cases
+}
+
+/// Random cases, identical on every rank: proptest draws them from a fixed seed (no shrinking, which
+/// could not be coordinated across ranks; a failing case is printed whole instead).
+fn random_cases(size: usize, chunk: usize, n: usize) -> Vec<Case> {
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+    );
+    let strat = (
+        0..5usize,
+        0..9usize,
+        0..10usize,
+        0..(4 * chunk),
+        0..size,
+        proptest::num::u64::ANY,
+    );
+    let mut out = Vec::new();
+    while out.len() < n {
+        let Ok(tree) = strat.new_tree(&mut runner) else {
+            break;
+        };
+        let (c, o, d, count, root, seed) = tree.current();
+        let (op, dtype) = (Op::ALL[o], DType::ALL[d]);
+        if !op.supports(dtype) {
+            continue;
+        }
+        let call = [
+            Call::Bcast,
+            Call::Reduce {
+                in_place: seed % 2 == 0,
+            },
+            Call::Allreduce {
+                in_place: seed % 2 == 1,
+            },
+            Call::Allgather,
+            Call::Barrier,
+        ][c];
+        out.push(Case {
+            call,
+            op,
+            dtype,
+            count: count / dtype.size(),
+            root,
+            seed,
+        });
+    }
+    out
+}
+
+fn run_all(comm: &mut Communicator, cases: &[Case]) -> ExitCode {
+    let mut bad = 0;
+    for case in cases {
+        match run_case(comm, case) {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => {
+                bad += 1;
+                eprintln!("rank {}: WRONG RESULT {case:?}: {why}", comm.rank());
+            }
+            Err(e) => {
+                eprintln!("rank {}: ERROR in {case:?}: {e}", comm.rank());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let s = comm.stats();
+    println!(
+        "rank {}: {} cases, {} wrong; datagrams sent {} received {} retransmits {} dropped_injected {} foreign {}",
+        comm.rank(),
+        cases.len(),
+        bad,
+        s.datagrams_sent,
+        s.datagrams_received,
+        s.retransmits,
+        s.dropped_injected,
+        s.foreign
+    );
+    if bad > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Sends datagrams no rank should accept to every peer's socket.
+fn spray_foreign(comm: &mut Communicator) -> Result<(), boad::Error> {
+    let me = comm.local_addr().expect("socket address");
+    let port = [u32::from(me.port())];
+    let mut ports = vec![0u32; comm.size()];
+    comm.allgather(&port, &mut ports)?;
+    let sock = std::net::UdpSocket::bind((me.ip(), 0)).expect("bind a spare socket");
+    for (r, p) in ports.iter().enumerate() {
+        if r == comm.rank() {
+            continue;
+        }
+        let to = (me.ip(), *p as u16);
+        let mut good_looking = [0u8; 72 + 16];
+        good_looking[..4].copy_from_slice(b"BOAD");
+        good_looking[4] = 1; // version
+        good_looking[5] = 1; // DATA
+        good_looking[16..24].copy_from_slice(&0xdead_beef_u64.to_le_bytes()); // wrong job key
+        for d in [&b"hello"[..], &[0u8; 200][..], &good_looking[..]] {
+            for _ in 0..10 {
+                let _ = sock.send_to(d, to);
+            }
+        }
+    }
+    comm.barrier()
+}
+
+fn expect_errors(comm: &mut Communicator) -> ExitCode {
+    let (rank, size) = (comm.rank(), comm.size());
+    let ok = std::cell::Cell::new(true);
+    let expect_err = |what: &str, r: boad::Result<()>| match r {
+        Ok(()) => {
+            eprintln!("rank {rank}: {what}: expected an error, got Ok");
+            ok.set(false);
+        }
+        Err(e) => println!("rank {rank}: {what}: error as expected: {e}"),
+    };
+    let odd = rank == size - 1;
+    let mut v = vec![1i32; if odd { 11 } else { 10 }];
+    expect_err("count mismatch", comm.allreduce_in_place(&mut v, Op::Sum));
+    let mut good = [rank as i64];
+    if let Err(e) = comm.allreduce_in_place(&mut good, Op::Sum) {
+        eprintln!("rank {rank}: allreduce after a mismatch failed: {e}");
+        ok.set(false);
+    }
+    let r = if odd {
+        comm.allreduce_in_place(&mut [1u32; 4], Op::Sum)
+    } else {
+        comm.allreduce_in_place(&mut [1i32; 4], Op::Sum)
+    };
+    expect_err("dtype mismatch", r);
+    let op = if odd { Op::Max } else { Op::Min };
+    expect_err("op mismatch", comm.allreduce_in_place(&mut [1u8; 4], op));
+    expect_err(
+        "float with band",
+        comm.allreduce_in_place(&mut [1.0f32; 2], Op::Band),
+    );
+    // A rank that believes it is the root of a bcast hears from nobody, so a wrong root can only be
+    // seen by the ranks it sends to; the others learn it at their next collective at the latest.
+    let root = if odd { 1 } else { 0 };
+    let first = comm.bcast(&mut [7u16; 3], root);
+    let then = comm.barrier();
+    expect_err("root mismatch", first.and(then));
+    let n = size as i64;
+    if good[0] != n * (n - 1) / 2 {
+        eprintln!("rank {rank}: allreduce after a mismatch gave {}", good[0]);
+        ok.set(false);
+    }
+    if ok.get() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = args.first().map(String::as_str).unwrap_or("matrix");
+    let mut comm = match boad::init() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("boad-check: init failed: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (size, chunk) = (comm.size(), comm.chunk_bytes());
+    let victim = args
+        .get(1)
+        .and_then(|a| a.parse::<usize>().ok())
+        .unwrap_or(1);
+    match mode {
+        "matrix" => {
+            let quick = args.iter().any(|a| a == "--quick");
+            let mut cases = matrix_cases(size, chunk, quick);
+            cases.extend(random_cases(size, chunk, if quick { 20 } else { 100 }));
+            run_all(&mut comm, &cases)
+        }
+        "big" => {
+            let n = 16 << 20;
+            let cases = [
+                Case {
+                    call: Call::Bcast,
+                    op: Op::Sum,
+                    dtype: DType::U8,
+                    count: n,
+                    root: size - 1,
+                    seed: 3,
+                },
+                Case {
+                    call: Call::Allreduce { in_place: true },
+                    op: Op::Sum,
+                    dtype: DType::I32,
+                    count: n / 4,
+                    root: 0,
+                    seed: 4,
+                },
+            ];
+            run_all(&mut comm, &cases)
+        }
+        "foreign" => {
+            if let Err(e) = spray_foreign(&mut comm) {
+                eprintln!("rank {}: {e}", comm.rank());
+                return ExitCode::from(2);
+            }
+            let code = run_all(&mut comm, &matrix_cases(size, chunk, true));
+            if comm.stats().foreign == 0 && size > 1 {
+                eprintln!("rank {}: no foreign datagram was counted", comm.rank());
+                return ExitCode::from(1);
+            }
+            code
+        }
+        "mismatch" => expect_errors(&mut comm),
+        "exit-mid" | "hang" => {
+            let mut v = [1u64; 100];
+            if let Err(e) = comm.allreduce_in_place(&mut v, Op::Sum) {
+                eprintln!("rank {}: first allreduce failed: {e}", comm.rank());
+                return ExitCode::from(2);
+            }
+            if comm.rank() == victim {
+                if mode == "exit-mid" {
+                    std::process::exit(3);
+                }
+                std::thread::sleep(std::time::Duration::from_secs(30));
+            }
+            match comm.allreduce_in_place(&mut v, Op::Sum) {
+                Ok(()) => {
+                    eprintln!(
+                        "rank {}: allreduce without rank {victim} succeeded",
+                        comm.rank()
+                    );
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("rank {}: error as expected: {e}", comm.rank());
+                    ExitCode::from(4)
+                }
+            }
+        }
+        other => {
+            eprintln!("boad-check: unknown mode {other}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Real multi-process jobs: `boadrun -n N boad-check MODE` for the modes of the worker (see
+//! `src/main.rs`). Heavy jobs run one at a time (2-core CI machines).
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn target_dir() -> PathBuf {
+    // .../target/<profile>/deps/multirank-<hash>
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+fn boadrun() -> PathBuf {
+    let p = target_dir().join("boadrun");
+    if !p.exists() {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-p", "boadrun"]);
+        if target_dir().ends_with("release") {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().expect("cargo build -p boadrun").success());
+    }
+    p
+}
+
+struct Job {
+    out: Output,
+    secs: f64,
+}
+
+impl Job {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    fn code(&self) -> Option<i32> {
+        self.out.status.code()
+    }
+    fn assert_ok(&self) {
+        assert!(
+            self.out.status.success(),
+            "job failed ({:?}) after {:.1} s\nstdout:\n{}\nstderr:\n{}",
+            self.out.status,
+            self.secs,
+            self.stdout(),
+            self.stderr()
+        );
+    }
+}
+
+/// Runs `boadrun <launcher_args> -n N boad-check <args>` with `env`, killing it after `limit`.
+fn run(
+    n: usize,
+    launcher_args: &[&str],
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> Job {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cmd = Command::new(boadrun());
+    cmd.args(launcher_args)
+        .args(["-n", &n.to_string()])
+        .arg(env!("CARGO_BIN_EXE_boad-check"))
+        .args(args)
+        .env("BOAD_CHUNK_BYTES", "1024")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let child = cmd.spawn().expect("start boadrun");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => Job {
+            out: out.expect("wait for boadrun"),
+            secs: start.elapsed().as_secs_f64(),
+        },
+        Err(_) => {
+            // SIGKILL boadrun (ours, by pid); its ranks die with it (PDEATHSIG).
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let out = rx.recv().expect("boadrun output").expect("wait");
+            panic!(
+                "{args:?} on {n} ranks hung for {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+const LIMIT: Duration = Duration::from_secs(240);
+
+fn matrix(n: usize) {
+    let job = run(n, &[], &["matrix"], &[], LIMIT);
+    job.assert_ok();
+    let lines = job
+        .stdout()
+        .lines()
+        .filter(|l| l.contains(" 0 wrong"))
+        .count();
+    assert_eq!(lines, n, "every rank reports its cases:\n{}", job.stdout());
+}
+
+#[test]
+fn matrix_1_rank() {
+    matrix(1);
+}
+
+#[test]
+fn matrix_2_ranks() {
+    matrix(2);
+}
+
+#[test]
+fn matrix_3_ranks() {
+    matrix(3);
+}
+
+#[test]
+fn matrix_4_ranks() {
+    matrix(4);
+}
+
+#[test]
+fn matrix_9_ranks() {
+    matrix(9);
+}
+
+#[test]
+fn matrix_default_chunk_size() {
+    let job = run(
+        5,
+        &[],
+        &["matrix", "--quick"],
+        &[("BOAD_CHUNK_BYTES", "")],
+        LIMIT,
+    );
+    job.assert_ok();
+}
+
+#[test]
+fn sixteen_mib() {
+    let job = run(3, &[], &["big"], &[("BOAD_CHUNK_BYTES", "")], LIMIT);
+    job.assert_ok();
+}
+
+fn with_loss(rate: &str) {
+    let job = run(
+        4,
+        &[],
+        &["matrix", "--quick"],
+        &[("BOAD_DROP_RATE", rate), ("BOAD_DROP_SEED", "42")],
+        LIMIT,
+    );
+    job.assert_ok();
+    for line in job
+        .stdout()
+        .lines()
+        .filter(|l| l.contains("dropped_injected"))
+    {
+        let dropped: u64 = line
+            .split("dropped_injected ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .expect("dropped count");
+        assert!(dropped > 0, "loss was injected: {line}");
+    }
+}
+
+#[test]
+fn loss_5_percent() {
+    with_loss("0.05");
+}
+
+#[test]
+fn loss_20_percent() {
+    with_loss("0.2");
+}
+
+#[test]
+fn foreign_datagrams_are_ignored() {
+    let job = run(3, &[], &["foreign"], &[], LIMIT);
+    job.assert_ok();
+    assert!(job.stdout().contains("foreign"), "{}", job.stdout());
+}
+
+#[test]
+fn mismatched_calls_are_errors_on_every_rank() {
+    let job = run(4, &[], &["mismatch"], &[], LIMIT);
+    job.assert_ok();
+    let out = job.stdout();
+    for what in ["count", "dtype", "op", "root"] {
+        let n = out
+            .matches(&format!("{what} mismatch: error as expected"))
+            .count();
+        assert_eq!(n, 4, "every rank reports the {what} mismatch:\n{out}");
+    }
+    assert!(out.contains("this rank called allreduce(count=10"), "{out}");
+    assert!(out.contains("is not defined on f32"), "{out}");
+}
+
+#[test]
+fn a_rank_exiting_mid_job_fails_the_others_naming_it() {
+    let job = run(
+        4,
+        &[],
+        &["exit-mid", "2"],
+        &[("BOAD_TIMEOUT_MS", "60000")],
+        LIMIT,
+    );
+    let err = job.stderr();
+    assert_eq!(
+        job.code(),
+        Some(3),
+        "boadrun exits with the rank's status:\n{err}"
+    );
+    assert!(
+        err.contains("rank 2") && err.contains("exited with status 3"),
+        "{err}"
+    );
+    // The others failed fast (told by the launcher), well before the 60 s timeout.
+    assert_eq!(err.matches("error as expected").count(), 3, "{err}");
+    assert!(job.secs < 30.0, "took {:.1} s", job.secs);
+}
+
+#[test]
+fn a_silent_rank_times_out_naming_it() {
+    let job = run(
+        3,
+        &["--kill-grace-ms", "500"],
+        &["hang", "1"],
+        &[("BOAD_TIMEOUT_MS", "1500")],
+        LIMIT,
+    );
+    let err = job.stderr();
+    assert_ne!(job.code(), Some(0), "{err}");
+    assert!(err.contains("rank 1 sent nothing"), "{err}");
+    assert!(job.secs < 25.0, "took {:.1} s", job.secs);
+}
+
+#[test]
+fn singleton_without_boadrun() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(env!("CARGO_BIN_EXE_boad-check"))
+        .args(["matrix", "--quick"])
+        .env_remove("BOAD_SIZE")
+        .output()
+        .expect("run boad-check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn demo_runs_on_9_ranks() {
+    let demo = target_dir().join("examples").join("demo");
+    if !demo.exists() {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-p", "boad", "--example", "demo"]);
+        if target_dir().ends_with("release") {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().expect("build the demo").success());
+    }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(boadrun())
+        .args(["-n", "9"])
+        .arg(&demo)
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("all collectives returned the expected results on all 9 ranks"),
+        "{stdout}"
+    );
+}
