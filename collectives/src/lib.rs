@@ -18,8 +18,6 @@ pub mod bootstrap;
 mod comm;
 pub mod config;
 mod error;
-#[cfg(feature = "kernel")]
-pub mod kernel;
 pub mod ops;
 mod transport;
 mod types;
