@@ -336,6 +336,28 @@ impl Communicator {
         })
     }
 
+    /// Fails the next collective, of kind `coll`, on this rank with `what` (an argument a binding
+    /// rejected before calling boad), and tells the other ranks so they fail it at once instead of
+    /// waiting for this rank. Returns the error to hand to the caller.
+    pub fn fail_collective(&mut self, coll: Coll, what: impl Into<String>) -> crate::Error {
+        let err: crate::Error = UsageError::Invalid {
+            rank: self.rank(),
+            what: what.into(),
+        }
+        .into();
+        let sig = Signature {
+            coll,
+            op: None,
+            dtype: None,
+            count: 0,
+            root: 0,
+        };
+        let ctx = Ctx { seq: self.seq, sig };
+        self.seq = self.seq.wrapping_add(1);
+        self.transport.fail(&ctx, &err);
+        err
+    }
+
     // ----- typed API -----
 
     /// Copies `buf` on `root` into `buf` on every rank. Every rank passes a buffer of the same length.

@@ -68,6 +68,14 @@ pub enum UsageError {
         /// The limit.
         max: usize,
     },
+    /// A binding (C, Python) rejected an argument of a collective.
+    #[error("rank {rank}: {what}")]
+    Invalid {
+        /// This rank.
+        rank: usize,
+        /// What was wrong.
+        what: String,
+    },
     /// An environment setting is invalid.
     #[error("{name}={value:?} is invalid: {why}")]
     Config {

@@ -8,6 +8,7 @@
 //! - `matrix [--quick]`: every collective x op x dtype x size (0, 1, odd, one chunk, chunk + 1,
 //!   multi-chunk, 1 MiB for a subset) x root (0, middle, last), in place and not; then random cases
 //!   drawn by proptest from a seed shared by all ranks.
+//! - `random N`: N random cases only (for large jobs).
 //! - `big`: bcast and allreduce of 16 MiB.
 //! - `foreign`: every rank sprays foreign datagrams at every peer's port, then runs a quick matrix.
 //! - `mismatch`: count, dtype, op and root mismatches; every rank must get an error, then a good
@@ -427,6 +428,13 @@ fn expect_errors(comm: &mut Communicator) -> ExitCode {
         "float with band",
         comm.allreduce_in_place(&mut [1.0f32; 2], Op::Band),
     );
+    // An argument rejected by a binding on one rank fails the collective everywhere, at once.
+    let r = if odd {
+        Err(comm.fail_collective(boad::Coll::Allreduce, "rejected by the binding"))
+    } else {
+        comm.allreduce_in_place(&mut [1i32; 4], Op::Sum)
+    };
+    expect_err("local error", r);
     // A rank that believes it is the root of a bcast hears from nobody, so a wrong root can only be
     // seen by the ranks it sends to; the others learn it at their next collective at the latest.
     let root = if odd { 1 } else { 0 };
@@ -466,6 +474,10 @@ fn main() -> ExitCode {
             let mut cases = matrix_cases(size, chunk, quick);
             cases.extend(random_cases(size, chunk, if quick { 20 } else { 100 }));
             run_all(&mut comm, &cases)
+        }
+        "random" => {
+            let n = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(50);
+            run_all(&mut comm, &random_cases(size, chunk, n))
         }
         "big" => {
             let n = 16 << 20;

@@ -139,6 +139,18 @@ fn matrix_9_ranks() {
 }
 
 #[test]
+fn twenty_ranks_random_cases() {
+    let job = run(20, &[], &["random", "100"], &[], LIMIT);
+    job.assert_ok();
+    assert_eq!(
+        job.stdout().matches(" 0 wrong").count(),
+        20,
+        "{}",
+        job.stdout()
+    );
+}
+
+#[test]
 fn matrix_default_chunk_size() {
     let job = run(
         5,
@@ -208,6 +220,11 @@ fn mismatched_calls_are_errors_on_every_rank() {
             .count();
         assert_eq!(n, 4, "every rank reports the {what} mismatch:\n{out}");
     }
+    for what in ["float with band", "local error"] {
+        let n = out.matches(&format!("{what}: error as expected")).count();
+        assert_eq!(n, 4, "every rank reports the {what}:\n{out}");
+    }
+    assert!(out.contains("rejected by the binding"), "{out}");
     assert!(out.contains("this rank called allreduce(count=10"), "{out}");
     assert!(out.contains("is not defined on f32"), "{out}");
 }
