@@ -39,7 +39,7 @@ impl std::fmt::Display for Path {
 pub struct Communicator {
     info: JobInfo,
     cfg: Config,
-    transport: Udp,
+    transport: Box<dyn Transport>,
     seq: u32,
     last_path: Option<Path>,
     finalized: bool,
@@ -80,7 +80,7 @@ impl Communicator {
         Ok(Communicator {
             info,
             cfg,
-            transport,
+            transport: Box::new(transport),
             seq: 0,
             last_path: None,
             finalized: false,
@@ -136,16 +136,16 @@ impl Communicator {
     fn run(
         &mut self,
         sig: Signature,
-        body: impl FnOnce(&mut Udp, &Ctx) -> Result<()>,
+        body: impl FnOnce(&mut dyn Transport, &Ctx) -> Result<()>,
     ) -> Result<()> {
         let ctx = Ctx { seq: self.seq, sig };
         self.seq = self.seq.wrapping_add(1);
-        let t = &mut self.transport;
+        let t = self.transport.as_mut();
         let r = t.begin(&ctx).and_then(|()| body(t, &ctx));
         match &r {
             Ok(()) => {
                 t.end(&ctx);
-                self.last_path = Some(Path::Udp);
+                self.last_path = Some(t.path());
             }
             Err(e) => t.fail(&ctx, e),
         }
@@ -423,7 +423,7 @@ impl Communicator {
             count: 0,
             root: 0,
         };
-        self.run(sig, algorithms::barrier_dissemination)
+        self.run(sig, |t, ctx| algorithms::barrier_dissemination(t, ctx))
     }
 
     /// Delivers what this rank still has to send, prints the counters if `BOAD_STATS` is set, and

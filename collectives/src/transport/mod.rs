@@ -75,4 +75,10 @@ pub(crate) trait Transport {
     fn flush(&mut self) -> Result<()>;
     /// Traffic counters.
     fn stats(&self) -> Stats;
+    /// The data path this transport is.
+    fn path(&self) -> crate::Path;
+    /// The address of this rank's socket, for transports that have one.
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
 }

@@ -344,11 +344,6 @@ impl Udp {
         self.wire.rank
     }
 
-    /// The address of this rank's socket.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.wire.sock.local_addr().ok()
-    }
-
     fn launcher_bytes(&mut self, bytes: &[u8]) {
         self.launcher_buf.extend_from_slice(bytes);
         while let Some(nl) = self.launcher_buf.iter().position(|&b| b == b'\n') {
@@ -1086,5 +1081,13 @@ impl Transport for Udp {
 
     fn stats(&self) -> Stats {
         self.wire.stats
+    }
+
+    fn path(&self) -> crate::Path {
+        crate::Path::Udp
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.wire.sock.local_addr().ok()
     }
 }
