@@ -54,7 +54,8 @@ impl Communicator {
     /// Joins the job described by the environment (see [`init`]).
     pub fn from_env() -> Result<Communicator> {
         let info = JobInfo::from_env()?;
-        let cfg = Config::from_env()?;
+        let mut cfg = Config::from_env()?;
+        cfg.resolve(info.bind);
         match cfg.transport {
             TransportKind::Auto | TransportKind::Udp => {}
             TransportKind::Kernel | TransportKind::Shm => {

@@ -22,9 +22,11 @@ pub enum TransportKind {
 pub struct Config {
     /// `BOAD_TIMEOUT_MS` (default 60000): how long a peer may stay silent while this rank waits for it.
     pub timeout: Duration,
-    /// `BOAD_CHUNK_BYTES` (default 8192): payload bytes per datagram; a multiple of 8, 8..=65000.
+    /// `BOAD_CHUNK_BYTES`: payload bytes per datagram; a multiple of 8, 8..=65000. Default (0 until
+    /// [`Config::resolve`]): 32768 on loopback, 1400 elsewhere (a 1500-byte MTU with no fragments).
     pub chunk_bytes: usize,
-    /// `BOAD_WINDOW` (default 64): datagrams of one message in flight before an acknowledgement.
+    /// `BOAD_WINDOW`: datagrams of one message in flight before an acknowledgement. Default (0 until
+    /// [`Config::resolve`]): 1 MiB worth of chunks, between 4 and 256.
     pub window: u32,
     /// `BOAD_DROP_RATE` (default 0): fraction of received datagrams to drop, to test loss recovery.
     pub drop_rate: f64,
@@ -40,8 +42,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             timeout: Duration::from_millis(60_000),
-            chunk_bytes: 8192,
-            window: 64,
+            chunk_bytes: 0,
+            window: 0,
             drop_rate: 0.0,
             drop_seed: 1,
             stats: false,
@@ -82,6 +84,16 @@ fn check(ok: bool, name: &'static str, value: impl ToString, why: &str) -> Resul
 }
 
 impl Config {
+    /// Fills in the defaults that depend on where the rank's socket is bound.
+    pub fn resolve(&mut self, bind: std::net::IpAddr) {
+        if self.chunk_bytes == 0 {
+            self.chunk_bytes = if bind.is_loopback() { 32768 } else { 1400 };
+        }
+        if self.window == 0 {
+            self.window = ((1 << 20) / self.chunk_bytes).clamp(4, 256) as u32;
+        }
+    }
+
     /// Reads the settings from the environment, with defaults for the unset ones.
     pub fn from_env() -> Result<Config, UsageError> {
         let mut c = Config::default();
