@@ -25,6 +25,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// Options that do not fit together.
+    #[error("{0}")]
+    Usage(String),
     /// Setting up the job (temporary directory, socket, signal handlers) failed.
     #[error("{what}: {source}")]
     Setup {
@@ -44,7 +47,7 @@ impl Error {
             Error::IsDirectory(_) | Error::NotExecutable(_) => 126,
             Error::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 127,
             Error::Spawn { .. } => 126,
-            Error::Setup { .. } => 125,
+            Error::Setup { .. } | Error::Usage(_) => 125,
         }
     }
 

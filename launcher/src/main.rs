@@ -3,6 +3,7 @@
 //! failed.
 #![deny(missing_docs)]
 
+mod cluster;
 mod error;
 mod program;
 mod rendezvous;
@@ -18,14 +19,14 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use boad::bootstrap::{ENV_BIND_ADDR, ENV_JOB, ENV_RENDEZVOUS};
+use boad::bootstrap::{ENV_JOB, ENV_RENDEZVOUS};
 use clap::Parser;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use error::Error;
 use rendezvous::Server;
-use spawn::{spawn_rank, Launch};
+use spawn::{spawn_rank, Launch, Placement};
 
 /// Collective timeout variable read by the library.
 const ENV_TIMEOUT_MS: &str = "BOAD_TIMEOUT_MS";
@@ -74,6 +75,11 @@ struct Args {
     /// IP address the ranks bind their sockets to, exported as BOAD_BIND_ADDR.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
     bind: IpAddr,
+    /// Run the ranks on a virtual cluster of H hosts: network namespaces joined by veth pairs and a
+    /// bridge (host h is 198.18.0.(h+1)), ranks placed in contiguous blocks. Needs root; everything
+    /// is removed when boadrun exits, even by SIGKILL. Overrides --bind.
+    #[arg(long, value_name = "H", value_parser = clap::value_parser!(u32).range(1..=cluster::MAX_HOSTS as i64))]
+    hosts: Option<u32>,
     /// The program to run (searched in PATH if it has no '/'), then its arguments, passed as they
     /// are (options after PROGRAM belong to it).
     #[arg(value_name = "PROGRAM", required = true, num_args = 1..,
@@ -198,10 +204,37 @@ fn run(args: &Args) -> Result<i32, Error> {
         }
     });
 
+    let hosts = args.hosts.map_or(1, |h| h as usize);
+    if hosts > size {
+        return Err(Error::Usage(format!(
+            "--hosts {hosts} needs at least as many ranks (-n {size})"
+        )));
+    }
+    let cluster = match args.hosts {
+        Some(h) => Some(cluster::Cluster::create(h as usize)?),
+        None => None,
+    };
+    let placements: Vec<Placement> = (0..size)
+        .map(|r| {
+            let h = cluster::host_of(r, size, hosts);
+            let first = (0..size).position(|q| cluster::host_of(q, size, hosts) == h);
+            let local_size = (0..size)
+                .filter(|&q| cluster::host_of(q, size, hosts) == h)
+                .count();
+            Placement {
+                host_id: h,
+                local_rank: r - first.unwrap_or(r),
+                local_size,
+                bind: cluster
+                    .as_ref()
+                    .map_or(args.bind, |c| IpAddr::V4(c.hosts[h].ip)),
+                netns: cluster.as_ref().map(|c| c.hosts[h].netns_fd()),
+            }
+        })
+        .collect();
     let mut env = vec![
         (ENV_JOB, format!("{:016x}", job_key()?).into()),
         (ENV_RENDEZVOUS, sock.clone().into_os_string()),
-        (ENV_BIND_ADDR, args.bind.to_string().into()),
     ];
     if let Some(ms) = args.timeout_ms {
         env.push((ENV_TIMEOUT_MS, ms.to_string().into()));
@@ -216,7 +249,7 @@ fn run(args: &Args) -> Result<i32, Error> {
     let (done_tx, done_rx) = mpsc::channel();
     let mut ranks: Vec<Rank> = Vec::with_capacity(size);
     for r in 0..size {
-        match spawn_rank(&launch, r, size, &done_tx) {
+        match spawn_rank(&launch, r, size, &placements[r], &done_tx) {
             Ok(child) => ranks.push(Rank {
                 child,
                 exited: false,
@@ -311,6 +344,7 @@ fn run(args: &Args) -> Result<i32, Error> {
             break;
         }
     }
+    drop(cluster);
     drop(dir);
     Ok(first_failure.unwrap_or(0))
 }

@@ -24,7 +24,21 @@ pub struct Launch<'a> {
     pub tag_output: bool,
 }
 
-/// Starts `rank` of `size` in its own process group, with stdin from `/dev/null` and its stdout and
+/// Where one rank runs.
+pub struct Placement {
+    /// Host id (0 without a virtual cluster).
+    pub host_id: usize,
+    /// Rank among the ranks of its host.
+    pub local_rank: usize,
+    /// Ranks on its host.
+    pub local_size: usize,
+    /// Address it binds its socket to.
+    pub bind: std::net::IpAddr,
+    /// Network namespace to enter (a virtual cluster's host), or None for boadrun's own.
+    pub netns: Option<std::os::fd::RawFd>,
+}
+
+/// Starts `rank` of `size` at `place`, in its own process group, with stdin from `/dev/null` and its stdout and
 /// stderr forwarded line by line by two threads, each of which sends `()` on `done` when its stream
 /// closes.
 ///
@@ -34,6 +48,7 @@ pub fn spawn_rank(
     launch: &Launch<'_>,
     rank: usize,
     size: usize,
+    place: &Placement,
     done: &Sender<()>,
 ) -> Result<Child, Error> {
     let mut cmd = Command::new(launch.program);
@@ -42,16 +57,25 @@ pub fn spawn_rank(
         .envs(launch.env.iter().map(|(k, v)| (*k, v)))
         .env(boad::bootstrap::ENV_RANK, rank.to_string())
         .env(boad::bootstrap::ENV_SIZE, size.to_string())
-        .env(boad::bootstrap::ENV_LOCAL_RANK, rank.to_string())
-        .env(boad::bootstrap::ENV_LOCAL_SIZE, size.to_string())
-        .env(boad::bootstrap::ENV_HOST_ID, "0")
+        .env(
+            boad::bootstrap::ENV_LOCAL_RANK,
+            place.local_rank.to_string(),
+        )
+        .env(
+            boad::bootstrap::ENV_LOCAL_SIZE,
+            place.local_size.to_string(),
+        )
+        .env(boad::bootstrap::ENV_HOST_ID, place.host_id.to_string())
+        .env(boad::bootstrap::ENV_BIND_ADDR, place.bind.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
     let launcher = std::process::id() as libc::pid_t;
+    let netns = place.netns;
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (prctl, getppid, _exit); it allocates nothing and touches no lock.
+    // functions (prctl, getppid, setns, _exit); it allocates nothing and touches no lock. `netns`
+    // is a descriptor the cluster keeps open until every rank has been started.
     unsafe {
         cmd.pre_exec(move || {
             let (sig, zero): (libc::c_ulong, libc::c_ulong) = (libc::SIGKILL as _, 0);
@@ -61,6 +85,11 @@ pub fn spawn_rank(
             // The launcher may have died between fork and prctl: then nobody would kill us.
             if libc::getppid() != launcher {
                 libc::_exit(1);
+            }
+            if let Some(fd) = netns {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         })

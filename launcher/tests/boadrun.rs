@@ -296,3 +296,86 @@ fn rendezvous_timeout_aborts_the_ranks_that_joined() {
     assert_eq!(text(&out.stdout), format!("0: ABORT {why}\n"), "{out:?}");
     assert!(text(&out.stderr).contains(why), "{out:?}");
 }
+
+/// The virtual cluster needs root (network namespaces); CI runs as root.
+fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if uid != 0 {
+        eprintln!("skipped: --hosts needs root");
+    }
+    uid == 0
+}
+
+#[test]
+fn virtual_cluster_places_ranks_on_hosts() {
+    if !root() {
+        return;
+    }
+    let script = "echo rank=$BOAD_RANK host=$BOAD_HOST_ID local=$BOAD_LOCAL_RANK/$BOAD_LOCAL_SIZE \
+                  bind=$BOAD_BIND_ADDR if=$(ip -br -4 addr show eth0 | tr -s ' ' | cut -d' ' -f3)";
+    let out = boadrun(&["--hosts", "3", "-n", "5", "sh", "-c", script]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        sorted_lines(&out.stdout),
+        [
+            "rank=0 host=0 local=0/2 bind=198.18.0.1 if=198.18.0.1/24",
+            "rank=1 host=0 local=1/2 bind=198.18.0.1 if=198.18.0.1/24",
+            "rank=2 host=1 local=0/2 bind=198.18.0.2 if=198.18.0.2/24",
+            "rank=3 host=1 local=1/2 bind=198.18.0.2 if=198.18.0.2/24",
+            "rank=4 host=2 local=0/1 bind=198.18.0.3 if=198.18.0.3/24",
+        ]
+    );
+    // (That the hosts reach each other is shown by the collective tests on a cluster.)
+    let out = boadrun(&["--hosts", "3", "-n", "2", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(text(&out.stderr).contains("--hosts 3 needs at least as many ranks"));
+}
+
+/// The namespace (inode) of every live process.
+fn live_netns() -> std::collections::HashSet<String> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path().join("ns/net")).ok())
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn virtual_cluster_is_gone_after_sigkill() {
+    if !root() {
+        return;
+    }
+    let before = live_netns();
+    let mut child = Command::new(BOADRUN)
+        .args(["--hosts", "3", "-n", "3", "sleep", "30"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start boadrun");
+    // Wait until the three hosts and the switch exist.
+    let start = Instant::now();
+    let ours = loop {
+        let new: Vec<String> = live_netns().difference(&before).cloned().collect();
+        if new.len() >= 4 || start.elapsed() > Duration::from_secs(10) {
+            break new;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(ours.len() >= 4, "namespaces of the cluster: {ours:?}");
+    child.kill().expect("SIGKILL boadrun");
+    child.wait().expect("reap boadrun");
+    let start = Instant::now();
+    loop {
+        let left: Vec<&String> = ours.iter().filter(|n| live_netns().contains(*n)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "namespaces left: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -150,6 +150,51 @@ fn twenty_ranks_random_cases() {
     );
 }
 
+/// The virtual cluster needs root (network namespaces); CI runs as root.
+fn root() -> bool {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .and_then(|u| u.parse::<u32>().ok())
+        });
+    if uid != Some(0) {
+        eprintln!("skipped: the virtual cluster needs root");
+    }
+    uid == Some(0)
+}
+
+#[test]
+fn matrix_on_a_virtual_cluster_of_3_hosts() {
+    if !root() {
+        return;
+    }
+    let job = run(9, &["--hosts", "3"], &["matrix", "--quick"], &[], LIMIT);
+    job.assert_ok();
+    assert_eq!(
+        job.stdout().matches(" 0 wrong").count(),
+        9,
+        "{}",
+        job.stdout()
+    );
+}
+
+#[test]
+fn random_cases_on_a_virtual_cluster_of_4_hosts_with_loss() {
+    if !root() {
+        return;
+    }
+    let env = [("BOAD_DROP_RATE", "0.05"), ("BOAD_CHUNK_BYTES", "")];
+    let job = run(4, &["--hosts", "4"], &["random", "100"], &env, LIMIT);
+    job.assert_ok();
+}
+
 #[test]
 fn matrix_default_chunk_size() {
     let job = run(
