@@ -248,8 +248,8 @@ fn run(args: &Args) -> Result<i32, Error> {
     };
     let (done_tx, done_rx) = mpsc::channel();
     let mut ranks: Vec<Rank> = Vec::with_capacity(size);
-    for r in 0..size {
-        match spawn_rank(&launch, r, size, &placements[r], &done_tx) {
+    for (r, place) in placements.iter().enumerate() {
+        match spawn_rank(&launch, r, size, place, &done_tx) {
             Ok(child) => ranks.push(Rank {
                 child,
                 exited: false,
