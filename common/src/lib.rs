@@ -205,8 +205,10 @@ pub mod kernel {
     /// Communicators the kernel path can serve at once (entries of the `COMMS` map; each has a block of
     /// `MAX_RANKS` entries in the `MEMBERS` array starting at [`CommInfo::members_base`]).
     pub const MAX_COMMS: u32 = 16;
-    /// Reduction slots (entries of the `SLOTS` array), a power of two.
-    pub const NSLOTS: u32 = 1024;
+    /// Reduction slots (entries of the `SLOTS` array, about 1 KiB each), a power of two. With
+    /// [`slot_index`], the chunks `0..64` of `NSLOTS / 64` consecutive `seq`s of one communicator
+    /// use distinct slots: the in-flight window of the kernel path.
+    pub const NSLOTS: u32 = 4096;
     /// Value of `skb->mark` on the clones the broadcast program makes.
     pub const BCAST_MARK: u32 = 0xB0AD_0C10;
     /// Bits of the values of the `PORTS` hash map (key: UDP destination port in host byte order, `u16`;
@@ -287,7 +289,8 @@ pub mod kernel {
         pub reserved2: [u8; 2],
     }
 
-    /// Slot of the reduction of (`comm`, `seq`, `chunk`) in the `SLOTS` array.
+    /// Slot of the reduction of (`comm`, `seq`, `chunk`) in the `SLOTS` array: distinct for
+    /// `chunk < 64` and `seq`s less than `NSLOTS / 64` apart.
     pub const fn slot_index(comm: u32, seq: u32, chunk: u32) -> u32 {
         (comm.wrapping_mul(0x9E37_79B1) ^ seq.wrapping_mul(64)).wrapping_add(chunk) & (NSLOTS - 1)
     }

@@ -1,0 +1,528 @@
+//! Kernel fast path: loads boad's eBPF programs (crate `collectives-ebpf`, embedded at build time with
+//! the `kernel` feature), attaches them, and fills their maps.
+//!
+//! # Contract
+//!
+//! * **Reduce (XDP, `boad_xdp` + `fold_<op>_<dtype>`).** On an interface where
+//!   [`KernelPath::attach_xdp`] attached it, a UDP/IPv4 datagram (no IP options, not a fragment) to a
+//!   port registered with [`KernelPath::add_port`]`(port, `[`PortRole::Reduce`]`)`, carrying a boad
+//!   [`Header`](boad_common::Header) with this job's key ([`KernelPath::set_job`]) and
+//!   `kind == CONTRIB`, is folded in the kernel when its (op, dtype) has a program
+//!   ([`folds_in_kernel`]: every integer op on every integer type, float min/max), its communicator
+//!   is registered ([`KernelPath::set_comm`]), `src < MAX_RANKS` and `0 < len ≤ MAX_PAYLOAD` bytes.
+//!   The contributions of one (job, comm, seq, chunk) must all have the same `len`. Each distinct
+//!   `src` counts once (a resent datagram is dropped as a duplicate); the datagram completing
+//!   `contribs` contributions is rewritten in place into a `RESULT` (same header otherwise, `reserved`
+//!   = number of contributions folded, UDP checksum 0, payload = the fold, equal to
+//!   [`crate::ops::fold`] over the contributions in any order) and delivered to the socket; the
+//!   others are dropped. Anything else passes untouched: a CONTRIB the kernel cannot fold arrives as a
+//!   CONTRIB and userspace must fold it (counter `unfolded`); a datagram to a registered port with a
+//!   wrong magic/version/job counts as `foreign`.
+//! * **In-flight window.** Reductions of one communicator have distinct kernel slots while their
+//!   `seq`s are less than 64 apart and `chunk < 64` (`NSLOTS / 64`, see
+//!   `boad_common::kernel::slot_index`). A reduction still incomplete when a CONTRIB 64 or more `seq`s
+//!   newer takes its slot is abandoned: its partial fold is lost and its later CONTRIBs pass
+//!   unfolded. The runtime must keep contributors within the window (or fall back to userspace and
+//!   have contributors resend).
+//! * **Broadcast (TC egress, `boad_tc_bcast`).** On an interface where
+//!   [`KernelPath::attach_tc_egress`] attached it, a datagram of `kind == BCAST` of this job, without
+//!   `flags::CLONED`, leaving for a port registered with [`PortRole::Bcast`], is cloned to every
+//!   member given to [`KernelPath::set_comm`] for its `comm` (destination IP, port, header `dst` and,
+//!   when given, MAC rewritten; IP and UDP checksums fixed; `flags::CLONED` set) and the original is
+//!   dropped. On one host's `lo`, XDP does not see these clones: broadcast and in-kernel reduction
+//!   compose only across hosts (veth/bridge or real NICs).
+//! * Everything attached is detached when the [`KernelPath`] is dropped (or by
+//!   [`KernelPath::detach_all`]); nothing is pinned, so nothing outlives the process.
+//! * Needs root (CAP_BPF + CAP_NET_ADMIN) and a kernel with BTF, bpf_spin_lock and TCX (6.6+).
+#![deny(missing_docs)]
+
+use std::collections::HashMap as StdHashMap;
+use std::net::SocketAddrV4;
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray};
+use aya::programs::tc::{SchedClassifierLinkId, TcAttachType};
+use aya::programs::xdp::XdpLinkId;
+use aya::programs::{SchedClassifier, Xdp};
+use aya::{Ebpf, EbpfLoader};
+use boad_common::kernel::{counter, port, CommInfo, Config, Member, MAX_COMMS};
+use boad_common::prog_index;
+
+pub use boad_common::kernel::{MAX_PAYLOAD, MAX_RANKS};
+
+use crate::types::{DType, Op};
+
+/// The eBPF object built by `build.rs` from `collectives-ebpf`.
+static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/boad-collectives-ebpf"));
+
+const XDP_PROG: &str = "boad_xdp";
+const TC_PROG: &str = "boad_tc_bcast";
+
+/// Errors of the kernel path.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// The object could not be parsed or its maps created.
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program failed to load (verifier) or attach.
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        /// Program name.
+        name: String,
+        /// What went wrong.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A map operation failed.
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// What went wrong.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// The object lacks a program or map the loader needs (object and loader out of sync).
+    #[error("the eBPF object has no {0}")]
+    Missing(String),
+    /// An interface name that cannot name an interface.
+    #[error("bad interface name {0:?}")]
+    Interface(String),
+    /// A request over the kernel path's fixed limits.
+    #[error("kernel path limit: {0}")]
+    Limit(String),
+}
+
+/// Result of the kernel path's operations.
+pub type Result<T> = std::result::Result<T, KernelError>;
+
+/// How [`KernelPath::attach_xdp`] attaches the XDP program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Generic (SKB) mode: works on every interface; the only mode on `lo`.
+    Generic,
+    /// Driver (native) mode: veth and NICs with XDP support.
+    Driver,
+    /// Driver mode, falling back to generic mode where the driver refuses.
+    Auto,
+}
+
+/// What the programs do with datagrams to a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortRole {
+    /// XDP folds CONTRIBs to this port (a reducing rank's port).
+    Reduce,
+    /// TC clones BCAST datagrams sent to this port (a root's trigger port).
+    Bcast,
+    /// Both.
+    Both,
+}
+
+impl PortRole {
+    fn bits(self) -> u32 {
+        match self {
+            PortRole::Reduce => port::REDUCE,
+            PortRole::Bcast => port::BCAST,
+            PortRole::Both => port::REDUCE | port::BCAST,
+        }
+    }
+}
+
+/// One destination of the broadcast program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BcastMember {
+    /// Where the clone goes.
+    pub addr: SocketAddrV4,
+    /// Rank written into the clone's header `dst`.
+    pub rank: u32,
+    /// Interface the clone leaves by; 0 = the original's.
+    pub ifindex: u32,
+    /// Destination MAC (needed off `lo`); `None` keeps the original's.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Counters of the programs, summed over CPUs (see `boad_common::kernel::counter`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Contributions folded (all of them, including each reduction's last).
+    pub folded: u64,
+    /// Contributions folded and dropped (all but each reduction's last).
+    pub dropped: u64,
+    /// RESULT datagrams delivered.
+    pub passed: u64,
+    /// Resent contributions dropped.
+    pub duplicates: u64,
+    /// Datagrams to a boad port with a wrong magic, version or job key.
+    pub foreign: u64,
+    /// CONTRIBs passed to the socket unfolded.
+    pub unfolded: u64,
+    /// Broadcast clones sent.
+    pub clones: u64,
+    /// Broadcast clones that failed.
+    pub clone_errors: u64,
+    /// BCAST datagrams replaced by clones.
+    pub bcasts: u64,
+}
+
+/// True if the kernel folds `op` on `dtype` (the others pass to userspace as CONTRIBs).
+pub const fn folds_in_kernel(op: Op, dtype: DType) -> bool {
+    if dtype.is_float() {
+        matches!(op, Op::Min | Op::Max)
+    } else {
+        true
+    }
+}
+
+/// Name of the reduction program for (`op`, `dtype`) in the object.
+fn fold_prog_name(op: Op, dtype: DType) -> String {
+    format!("fold_{}_{}", op.name(), dtype.name())
+}
+
+// aya reads and writes map values as plain bytes of types implementing its `Pod`; the shared types
+// live in boad-common, which does not depend on aya, hence these wrappers.
+macro_rules! pod_wrapper {
+    ($($w:ident($t:ty)),*) => {$(
+        #[derive(Clone, Copy)]
+        #[repr(transparent)]
+        struct $w($t);
+        // SAFETY: the wrapped type is repr(C), made of integers and integer arrays only, without
+        // padding (boad-common asserts its size), so every byte pattern is a valid value.
+        unsafe impl aya::Pod for $w {}
+    )*};
+}
+pod_wrapper!(PodConfig(Config), PodCommInfo(CommInfo), PodMember(Member));
+
+/// The loaded programs and their maps; detaches everything on drop.
+pub struct KernelPath {
+    ebpf: Ebpf,
+    /// Communicator id -> its block in MEMBERS.
+    comm_blocks: StdHashMap<u32, u32>,
+    xdp_links: Vec<XdpLinkId>,
+    tc_links: Vec<SchedClassifierLinkId>,
+}
+
+impl Drop for KernelPath {
+    fn drop(&mut self) {
+        // Dropping `ebpf` would detach too; doing it first keeps the order explicit.
+        let _ = self.detach_all();
+    }
+}
+
+impl std::fmt::Debug for KernelPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelPath")
+            .field("comms", &self.comm_blocks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn program_err(name: &str) -> impl FnOnce(aya::programs::ProgramError) -> KernelError + '_ {
+    move |source| KernelError::Program {
+        name: name.to_string(),
+        source,
+    }
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> KernelError {
+    move |source| KernelError::Map { name, source }
+}
+
+impl KernelPath {
+    /// Loads the embedded programs (the verifier runs on each: a few seconds) without attaching them.
+    pub fn load() -> Result<Self> {
+        Self::load_object(OBJECT, |_, _| true)
+    }
+
+    /// Like [`KernelPath::load`], but loads only the reduction programs of the (op, dtype) pairs
+    /// `wanted` accepts (each costs a verifier run); CONTRIBs of the others pass unfolded.
+    pub fn load_folds(wanted: impl Fn(Op, DType) -> bool) -> Result<Self> {
+        Self::load_object(OBJECT, wanted)
+    }
+
+    /// Loads the programs from an eBPF object built from `collectives-ebpf`, with the reduction
+    /// programs `wanted` accepts.
+    pub fn load_object(object: &[u8], wanted: impl Fn(Op, DType) -> bool) -> Result<Self> {
+        let mut ebpf = EbpfLoader::new().load(object)?;
+        let mut folds = Vec::new();
+        for op in Op::ALL {
+            for dtype in DType::ALL {
+                if folds_in_kernel(op, dtype) && wanted(op, dtype) {
+                    folds.push((op, dtype, fold_prog_name(op, dtype)));
+                }
+            }
+        }
+        for name in [XDP_PROG, TC_PROG]
+            .into_iter()
+            .chain(folds.iter().map(|(_, _, n)| n.as_str()))
+        {
+            let prog = ebpf
+                .program_mut(name)
+                .ok_or_else(|| KernelError::Missing(format!("program {name}")))?;
+            if name == TC_PROG {
+                let tc: &mut SchedClassifier = prog.try_into().map_err(program_err(name))?;
+                tc.load().map_err(program_err(name))?;
+            } else {
+                let xdp: &mut Xdp = prog.try_into().map_err(program_err(name))?;
+                xdp.load().map_err(program_err(name))?;
+            }
+        }
+        let mut table = Vec::new();
+        for (op, dtype, name) in &folds {
+            let prog = ebpf
+                .program(name)
+                .ok_or_else(|| KernelError::Missing(format!("program {name}")))?;
+            let fd = prog
+                .fd()
+                .map_err(program_err(name))?
+                .try_clone()
+                .map_err(|e| program_err(name)(aya::programs::ProgramError::IOError(e)))?;
+            table.push((prog_index(*op as u8, *dtype as u8), fd));
+        }
+        let mut progs: ProgramArray<&mut MapData> = ProgramArray::try_from(
+            ebpf.map_mut("PROGS")
+                .ok_or_else(|| KernelError::Missing("map PROGS".into()))?,
+        )
+        .map_err(map_err("PROGS"))?;
+        for (index, fd) in &table {
+            progs.set(*index, fd, 0).map_err(map_err("PROGS"))?;
+        }
+        Ok(KernelPath {
+            ebpf,
+            comm_blocks: StdHashMap::new(),
+            xdp_links: Vec::new(),
+            tc_links: Vec::new(),
+        })
+    }
+
+    fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or_else(|| KernelError::Missing(format!("map {name}")))
+    }
+
+    /// Sets the job key: datagrams with another key are foreign. 0 turns both programs off.
+    pub fn set_job(&mut self, job: u64) -> Result<()> {
+        let mut config: Array<_, PodConfig> =
+            Array::try_from(self.map("CONFIG")?).map_err(map_err("CONFIG"))?;
+        config
+            .set(0, PodConfig(Config { job }), 0)
+            .map_err(map_err("CONFIG"))
+    }
+
+    /// Registers UDP port `port` (host order) with `role`, replacing its previous role.
+    pub fn add_port(&mut self, port: u16, role: PortRole) -> Result<()> {
+        let mut ports: HashMap<_, u16, u32> =
+            HashMap::try_from(self.map("PORTS")?).map_err(map_err("PORTS"))?;
+        ports.insert(port, role.bits(), 0).map_err(map_err("PORTS"))
+    }
+
+    /// Unregisters `port`; datagrams to it pass untouched again.
+    pub fn remove_port(&mut self, port: u16) -> Result<()> {
+        let mut ports: HashMap<_, u16, u32> =
+            HashMap::try_from(self.map("PORTS")?).map_err(map_err("PORTS"))?;
+        match ports.remove(&port) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("PORTS")(e)),
+        }
+    }
+
+    /// Registers communicator `comm`: `contribs` CONTRIBs complete one (seq, chunk) of a reduction,
+    /// and `members` (at most [`MAX_RANKS`]) receive its broadcasts. Replaces a previous registration.
+    pub fn set_comm(&mut self, comm: u32, contribs: u32, members: &[BcastMember]) -> Result<()> {
+        if members.len() > MAX_RANKS as usize || contribs > MAX_RANKS {
+            return Err(KernelError::Limit(format!(
+                "communicator {comm}: {} members / {contribs} contributions, at most {MAX_RANKS}",
+                members.len()
+            )));
+        }
+        let block = match self.comm_blocks.get(&comm) {
+            Some(b) => *b,
+            None => (0..MAX_COMMS)
+                .find(|b| !self.comm_blocks.values().any(|used| used == b))
+                .ok_or_else(|| {
+                    KernelError::Limit(format!("more than {MAX_COMMS} communicators"))
+                })?,
+        };
+        let base = block * MAX_RANKS;
+        {
+            let mut table: Array<_, PodMember> =
+                Array::try_from(self.map("MEMBERS")?).map_err(map_err("MEMBERS"))?;
+            for (i, m) in members.iter().enumerate() {
+                let member = Member {
+                    ip_be: u32::from_ne_bytes(m.addr.ip().octets()),
+                    port_be: u16::from_ne_bytes(m.addr.port().to_be_bytes()),
+                    rank: m.rank,
+                    ifindex: m.ifindex,
+                    mac: m.mac.unwrap_or([0; 6]),
+                    ..Member::default()
+                };
+                table
+                    .set(base + i as u32, PodMember(member), 0)
+                    .map_err(map_err("MEMBERS"))?;
+            }
+        }
+        let mut comms: HashMap<_, u32, PodCommInfo> =
+            HashMap::try_from(self.map("COMMS")?).map_err(map_err("COMMS"))?;
+        let info = CommInfo {
+            contribs,
+            nmembers: members.len() as u32,
+            members_base: base,
+            reserved: 0,
+        };
+        comms
+            .insert(comm, PodCommInfo(info), 0)
+            .map_err(map_err("COMMS"))?;
+        self.comm_blocks.insert(comm, block);
+        Ok(())
+    }
+
+    /// Unregisters communicator `comm`: its CONTRIBs pass unfolded, its BCASTs are not cloned.
+    pub fn remove_comm(&mut self, comm: u32) -> Result<()> {
+        let mut comms: HashMap<_, u32, PodCommInfo> =
+            HashMap::try_from(self.map("COMMS")?).map_err(map_err("COMMS"))?;
+        match comms.remove(&comm) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err("COMMS")(e)),
+        }
+        self.comm_blocks.remove(&comm);
+        Ok(())
+    }
+
+    /// Attaches the XDP program to interface `iface` (use [`XdpMode::Generic`] on `lo`).
+    pub fn attach_xdp(&mut self, iface: &str, mode: XdpMode) -> Result<()> {
+        let ifindex = ifindex(iface)?;
+        let xdp: &mut Xdp = self
+            .ebpf
+            .program_mut(XDP_PROG)
+            .ok_or_else(|| KernelError::Missing(format!("program {XDP_PROG}")))?
+            .try_into()
+            .map_err(program_err(XDP_PROG))?;
+        let attach = |xdp: &mut Xdp, m| xdp.attach_to_if_index(ifindex, m);
+        let res = match mode {
+            XdpMode::Generic => attach(xdp, aya::programs::XdpMode::Skb),
+            XdpMode::Driver => attach(xdp, aya::programs::XdpMode::Driver),
+            XdpMode::Auto => attach(xdp, aya::programs::XdpMode::Driver)
+                .or_else(|_| attach(xdp, aya::programs::XdpMode::Skb)),
+        };
+        let id = res.map_err(program_err(XDP_PROG))?;
+        self.xdp_links.push(id);
+        Ok(())
+    }
+
+    /// Attaches the broadcast program to `iface`'s egress (TCX).
+    pub fn attach_tc_egress(&mut self, iface: &str) -> Result<()> {
+        ifindex(iface)?;
+        let tc: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(TC_PROG)
+            .ok_or_else(|| KernelError::Missing(format!("program {TC_PROG}")))?
+            .try_into()
+            .map_err(program_err(TC_PROG))?;
+        let id = tc
+            .attach(iface, TcAttachType::Egress)
+            .map_err(program_err(TC_PROG))?;
+        self.tc_links.push(id);
+        Ok(())
+    }
+
+    /// Detaches every attachment made through this `KernelPath` (also done on drop); the programs
+    /// stay loaded and the maps keep their contents.
+    pub fn detach_all(&mut self) -> Result<()> {
+        let mut first_err = None;
+        if let Some(prog) = self.ebpf.program_mut(XDP_PROG) {
+            let xdp: &mut Xdp = prog.try_into().map_err(program_err(XDP_PROG))?;
+            for id in self.xdp_links.drain(..) {
+                if let Err(e) = xdp.detach(id) {
+                    first_err.get_or_insert(program_err(XDP_PROG)(e));
+                }
+            }
+        }
+        if let Some(prog) = self.ebpf.program_mut(TC_PROG) {
+            let tc: &mut SchedClassifier = prog.try_into().map_err(program_err(TC_PROG))?;
+            for id in self.tc_links.drain(..) {
+                if let Err(e) = tc.detach(id) {
+                    first_err.get_or_insert(program_err(TC_PROG)(e));
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Reads the counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters> {
+        let map = self
+            .ebpf
+            .map("COUNTERS")
+            .ok_or_else(|| KernelError::Missing("map COUNTERS".into()))?;
+        let table: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_err("COUNTERS"))?;
+        let get = |i: u32| -> Result<u64> {
+            let values = table.get(&i, 0).map_err(map_err("COUNTERS"))?;
+            Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
+        };
+        Ok(Counters {
+            folded: get(counter::FOLDED)?,
+            dropped: get(counter::DROPPED)?,
+            passed: get(counter::PASSED)?,
+            duplicates: get(counter::DUPLICATES)?,
+            foreign: get(counter::FOREIGN)?,
+            unfolded: get(counter::UNFOLDED)?,
+            clones: get(counter::CLONES)?,
+            clone_errors: get(counter::CLONE_ERRORS)?,
+            bcasts: get(counter::BCASTS)?,
+        })
+    }
+}
+
+/// Index of interface `name`, checked so a bad name is an error, not a panic.
+fn ifindex(name: &str) -> Result<u32> {
+    if name.is_empty() || name.len() >= libc::IF_NAMESIZE || name.contains(['\0', '/']) {
+        return Err(KernelError::Interface(name.to_string()));
+    }
+    let c = std::ffi::CString::new(name).map_err(|_| KernelError::Interface(name.to_string()))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(KernelError::Interface(name.to_string()));
+    }
+    Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_folds_integers_and_float_min_max_only() {
+        let n = Op::ALL
+            .iter()
+            .flat_map(|op| DType::ALL.iter().map(move |d| (*op, *d)))
+            .filter(|(op, d)| folds_in_kernel(*op, *d))
+            .count();
+        assert_eq!(n, 9 * 8 + 2 * 2);
+        assert!(!folds_in_kernel(Op::Sum, DType::F32));
+        assert!(!folds_in_kernel(Op::Prod, DType::F64));
+        assert!(folds_in_kernel(Op::Max, DType::F64));
+        assert_eq!(fold_prog_name(Op::Band, DType::U16), "fold_band_u16");
+    }
+
+    #[test]
+    fn bad_interface_names_are_errors() {
+        for name in ["", "a\0b", "../lo", "averyveryverylongname0"] {
+            assert!(
+                matches!(ifindex(name), Err(KernelError::Interface(_))),
+                "{name:?}"
+            );
+        }
+        assert!(matches!(
+            ifindex("boad-no-such-if"),
+            Err(KernelError::Interface(_))
+        ));
+    }
+
+    #[test]
+    fn embedded_object_is_an_ebpf_elf() {
+        assert_eq!(&OBJECT[..4], b"\x7fELF");
+        // EM_BPF = 247 at offset 18 (little-endian).
+        assert_eq!(u16::from_le_bytes([OBJECT[18], OBJECT[19]]), 247);
+    }
+}

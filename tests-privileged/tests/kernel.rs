@@ -1,0 +1,702 @@
+//! The kernel path's real programs, attached inside throwaway network namespaces, fed with real UDP
+//! datagrams from sockets inside them.
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::time::Duration;
+
+use boad::kernel::{BcastMember, Counters, KernelPath, PortRole, XdpMode, MAX_PAYLOAD};
+use boad::{DType, Op};
+use boad_common::{flags, kind};
+use boad_tests_privileged::{
+    assert_lo_clean, cmd, contrib, datagram, header, parse, privileged, tcx_programs, Netns,
+};
+use rand::{Rng, SeedableRng};
+
+const JOB: u64 = 0x5eed_b0ad_0000_0001;
+const COMM: u32 = 7;
+const REDUCE_PORT: u16 = 40_100;
+const TRIGGER_PORT: u16 = 40_200;
+const RECV_TIMEOUT: Duration = Duration::from_secs(2);
+const QUIET: Duration = Duration::from_millis(150);
+
+fn delta(after: Counters, before: Counters) -> Counters {
+    Counters {
+        folded: after.folded - before.folded,
+        dropped: after.dropped - before.dropped,
+        passed: after.passed - before.passed,
+        duplicates: after.duplicates - before.duplicates,
+        foreign: after.foreign - before.foreign,
+        unfolded: after.unfolded - before.unfolded,
+        clones: after.clones - before.clones,
+        clone_errors: after.clone_errors - before.clone_errors,
+        bcasts: after.bcasts - before.bcasts,
+    }
+}
+
+/// Receives one datagram, or None after `timeout`.
+fn recv(sock: &UdpSocket, timeout: Duration) -> Option<Vec<u8>> {
+    sock.set_read_timeout(Some(timeout)).expect("set timeout");
+    let mut buf = vec![0u8; 65536];
+    match sock.recv(&mut buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            Some(buf)
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        Err(e) => panic!("recv: {e}"),
+    }
+}
+
+/// Loads the programs, registers the job, the reduce port and `COMM` with `contribs`, attaches XDP
+/// to `iface` (inside the calling thread's namespace).
+fn reducer_on(iface: &str, mode: XdpMode, contribs: u32) -> KernelPath {
+    let mut k = KernelPath::load().expect("load eBPF programs");
+    k.set_job(JOB).expect("job");
+    k.add_port(REDUCE_PORT, PortRole::Reduce).expect("port");
+    k.set_comm(COMM, contribs, &[]).expect("comm");
+    k.attach_xdp(iface, mode)
+        .expect("attach XDP inside the namespace");
+    k
+}
+
+fn reducer_on_lo(contribs: u32) -> KernelPath {
+    reducer_on("lo", XdpMode::Generic, contribs)
+}
+
+/// `n` random payloads of `len` bytes for `dtype`; float payloads get NaNs, infinities and both
+/// zeros among random values.
+fn payloads(rng: &mut impl Rng, dtype: DType, n: usize, len: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let mut p: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            match dtype {
+                DType::F32 => {
+                    let specials = [f32::NAN, -0.0, 0.0, f32::INFINITY, f32::NEG_INFINITY, 1.5];
+                    for (j, c) in p.chunks_exact_mut(4).enumerate() {
+                        let v = if j % 3 == 0 {
+                            specials[(i + j) % specials.len()]
+                        } else {
+                            rng.gen_range(-1e3f32..1e3)
+                        };
+                        c.copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+                DType::F64 => {
+                    let specials = [-0.0, f64::NAN, 0.0, f64::NEG_INFINITY, f64::INFINITY, -2.5];
+                    for (j, c) in p.chunks_exact_mut(8).enumerate() {
+                        let v = if j % 3 == 0 {
+                            specials[(i + j) % specials.len()]
+                        } else {
+                            rng.gen_range(-1e3f64..1e3)
+                        };
+                        c.copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+                _ => {}
+            }
+            p
+        })
+        .collect()
+}
+
+/// SO_RCVBUFFORCE (root may exceed net.core.rmem_max).
+fn set_rcvbuf(sock: &UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: valid socket fd, option value is a c_int that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+}
+
+fn userspace_fold(dtype: DType, op: Op, parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut acc = parts[0].clone();
+    for p in &parts[1..] {
+        assert!(
+            boad::ops::fold(dtype, op, &mut acc, p),
+            "userspace fold {op}/{dtype}"
+        );
+    }
+    acc
+}
+
+fn finish(ns: Netns) {
+    let path = format!("/run/netns/{}", ns.name());
+    drop(ns);
+    assert!(!std::path::Path::new(&path).exists(), "{path} left behind");
+    assert_lo_clean();
+}
+
+/// (a) N contributions fold into one RESULT equal to the userspace fold, for many (op, dtype).
+#[test]
+fn contributions_fold_into_one_result() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new().expect("netns");
+    ns.run(|| {
+        const N: u32 = 5;
+        let k = reducer_on_lo(N);
+        let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
+        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind contributor");
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(42);
+        let cases = [
+            (Op::Sum, DType::I32, 1024),
+            (Op::Sum, DType::U64, 200),
+            (Op::Prod, DType::I64, 64),
+            (Op::Prod, DType::U8, 33),
+            (Op::Min, DType::I8, MAX_PAYLOAD),
+            (Op::Max, DType::U16, 510),
+            (Op::Min, DType::I64, 1024),
+            (Op::Band, DType::U32, 12),
+            (Op::Bor, DType::U64, 8),
+            (Op::Bxor, DType::I16, 100),
+            (Op::Land, DType::U8, 64),
+            (Op::Lor, DType::I32, 44),
+            (Op::Min, DType::F32, 1024),
+            (Op::Max, DType::F32, 96),
+            (Op::Min, DType::F64, 1024),
+            (Op::Max, DType::F64, 240),
+        ];
+        for (seq, &(op, dtype, len)) in cases.iter().enumerate() {
+            let seq = seq as u32 + 1;
+            let mut parts = payloads(&mut rng, dtype, N as usize, len);
+            if matches!(op, Op::Land | Op::Lor) {
+                // Make zeros common so both outcomes occur.
+                for p in &mut parts {
+                    for b in p.iter_mut() {
+                        *b = if rng.gen_bool(0.5) { 0 } else { *b };
+                    }
+                }
+            }
+            let want = userspace_fold(dtype, op, &parts);
+            let before = k.counters().expect("counters");
+            for (i, p) in parts.iter().enumerate() {
+                let d = contrib(JOB, COMM, seq, i as u32 + 1, op, dtype, p);
+                tx.send_to(&d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
+                    .expect("send");
+            }
+            let got = recv(&rx, RECV_TIMEOUT)
+                .unwrap_or_else(|| panic!("{op}/{dtype}: no RESULT arrived"));
+            let (h, payload) = parse(&got).expect("header");
+            assert_eq!(h.kind, kind::RESULT, "{op}/{dtype}: kind");
+            assert_eq!(h.reserved, N as u16, "{op}/{dtype}: contributions folded");
+            assert_eq!((h.job, h.comm, h.seq), (JOB, COMM, seq));
+            assert_eq!(
+                payload,
+                &want[..],
+                "{op}/{dtype}: payload differs from boad::ops::fold"
+            );
+            assert!(
+                recv(&rx, QUIET).is_none(),
+                "{op}/{dtype}: more than one datagram"
+            );
+            let d = delta(k.counters().expect("counters"), before);
+            assert_eq!(
+                (d.folded, d.dropped, d.passed, d.duplicates, d.unfolded),
+                (N as u64, N as u64 - 1, 1, 0, 0),
+                "{op}/{dtype}: counters {d:?}"
+            );
+        }
+
+        // Float sum/prod have no kernel program: every CONTRIB reaches the socket unfolded.
+        let before = k.counters().expect("counters");
+        let parts = payloads(&mut rng, DType::F32, N as usize, 16);
+        for (i, p) in parts.iter().enumerate() {
+            let d = contrib(JOB, COMM, 1000, i as u32 + 1, Op::Sum, DType::F32, p);
+            tx.send_to(&d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
+                .expect("send");
+        }
+        for part in &parts {
+            let got = recv(&rx, RECV_TIMEOUT).expect("unfolded CONTRIB");
+            let (h, payload) = parse(&got).expect("header");
+            assert_eq!(h.kind, kind::CONTRIB);
+            assert_eq!(payload, &part[..]);
+        }
+        let d = delta(k.counters().expect("counters"), before);
+        assert_eq!((d.unfolded, d.folded), (N as u64, 0), "{d:?}");
+    });
+    finish(ns);
+}
+
+/// (a) under contention: 6 contributors on 3 threads, 40 seqs x 4 chunks in flight at once. Every
+/// RESULT is right (the slot's spin lock), none is lost or doubled.
+#[test]
+fn concurrent_contributions_many_slots() {
+    if !privileged() {
+        return;
+    }
+    const N: u32 = 6;
+    const SEQS: u32 = 40;
+    const CHUNKS: u32 = 4;
+    const ELEMS: i64 = 64;
+    fn part(src: u32, seq: u32, chunk: u32) -> Vec<u8> {
+        (0..ELEMS)
+            .flat_map(|j| {
+                let v = (src as i64 * 1_000_003 + seq as i64 * 7_919 + chunk as i64 * 104_729 + j)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64);
+                v.to_le_bytes()
+            })
+            .collect()
+    }
+    let ns = Netns::new().expect("netns");
+    ns.run(|| {
+        let k = reducer_on_lo(N);
+        let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
+        // Room for every RESULT at once: the senders may finish before we read any.
+        set_rcvbuf(&rx, 8 << 20);
+        let before = k.counters().expect("counters");
+        let senders: Vec<_> = (0..3u32)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+                    for seq in 1..=SEQS {
+                        for chunk in 0..CHUNKS {
+                            for src in [2 * t + 1, 2 * t + 2] {
+                                let mut h =
+                                    header(kind::CONTRIB, JOB, COMM, seq, Op::Sum, DType::I64);
+                                h.src = src;
+                                h.chunk = chunk;
+                                let d = datagram(h, &part(src, seq, chunk));
+                                tx.send_to(&d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
+                                    .expect("send");
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..SEQS * CHUNKS {
+            let got = recv(&rx, RECV_TIMEOUT).unwrap_or_else(|| {
+                let d = delta(k.counters().expect("counters"), before);
+                let snmp = cmd(&["cat", "/proc/net/snmp"]).unwrap_or_default();
+                panic!("a RESULT is missing; counters {d:?}\n{snmp}")
+            });
+            let (h, payload) = parse(&got).expect("header");
+            assert_eq!((h.kind, h.reserved), (kind::RESULT, N as u16));
+            assert!(
+                seen.insert((h.seq, h.chunk)),
+                "two RESULTs for {}/{}",
+                h.seq,
+                h.chunk
+            );
+            let parts: Vec<Vec<u8>> = (1..=N).map(|src| part(src, h.seq, h.chunk)).collect();
+            assert_eq!(payload, &userspace_fold(DType::I64, Op::Sum, &parts)[..]);
+        }
+        for s in senders {
+            s.join().expect("sender");
+        }
+        assert!(recv(&rx, QUIET).is_none(), "extra datagram");
+        let d = delta(k.counters().expect("counters"), before);
+        let total = (SEQS * CHUNKS) as u64;
+        assert_eq!(
+            (d.folded, d.dropped, d.passed, d.duplicates, d.unfolded),
+            (total * N as u64, total * (N as u64 - 1), total, 0, 0),
+            "{d:?}"
+        );
+    });
+    finish(ns);
+}
+
+/// (b) A resent contribution is counted once, before and after the reduction completes.
+#[test]
+fn resent_contribution_is_not_double_counted() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new().expect("netns");
+    ns.run(|| {
+        let k = reducer_on_lo(3);
+        let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
+        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind contributor");
+        let parts: Vec<Vec<u8>> = (1..=3i32)
+            .map(|r| (0..16).flat_map(|j| (r * 100 + j).to_le_bytes()).collect())
+            .collect();
+        let want = userspace_fold(DType::I32, Op::Sum, &parts);
+        let send = |src: u32| {
+            let d = contrib(
+                JOB,
+                COMM,
+                9,
+                src,
+                Op::Sum,
+                DType::I32,
+                &parts[src as usize - 1],
+            );
+            tx.send_to(&d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
+                .expect("send");
+        };
+        let before = k.counters().expect("counters");
+        for src in [1, 1, 2, 1, 2, 3] {
+            send(src);
+        }
+        let got = recv(&rx, RECV_TIMEOUT).expect("RESULT");
+        let (h, payload) = parse(&got).expect("header");
+        assert_eq!((h.kind, h.reserved), (kind::RESULT, 3));
+        assert_eq!(payload, &want[..]);
+        // Resent after the RESULT left: still a duplicate, nothing delivered.
+        send(3);
+        send(1);
+        assert!(recv(&rx, QUIET).is_none(), "a duplicate reached the socket");
+        let d = delta(k.counters().expect("counters"), before);
+        assert_eq!(
+            (d.folded, d.dropped, d.passed, d.duplicates),
+            (3, 2, 1, 5),
+            "{d:?}"
+        );
+    });
+    finish(ns);
+}
+
+/// (c) Datagrams of another job, with a bad magic, or to an unregistered port pass untouched.
+#[test]
+fn foreign_datagrams_pass_untouched() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new().expect("netns");
+    ns.run(|| {
+        let k = reducer_on_lo(2);
+        let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
+        let other = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT + 1)).expect("bind other");
+        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind sender");
+        let payload: Vec<u8> = (0..64).collect();
+        let before = k.counters().expect("counters");
+
+        let wrong_job = contrib(JOB ^ 1, COMM, 1, 1, Op::Sum, DType::I32, &payload);
+        let mut bad_magic = contrib(JOB, COMM, 1, 1, Op::Sum, DType::I32, &payload);
+        bad_magic[0] ^= 0xff;
+        for d in [&wrong_job, &bad_magic] {
+            tx.send_to(d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
+                .expect("send");
+            assert_eq!(
+                recv(&rx, RECV_TIMEOUT).as_ref(),
+                Some(d),
+                "not passed untouched"
+            );
+        }
+        // A good CONTRIB to a port the program does not serve: untouched, not counted.
+        let good = contrib(JOB, COMM, 1, 1, Op::Sum, DType::I32, &payload);
+        tx.send_to(&good, (Ipv4Addr::LOCALHOST, REDUCE_PORT + 1))
+            .expect("send");
+        assert_eq!(recv(&other, RECV_TIMEOUT), Some(good));
+        // Not a boad datagram at all.
+        tx.send_to(b"hello", (Ipv4Addr::LOCALHOST, REDUCE_PORT))
+            .expect("send");
+        assert_eq!(recv(&rx, RECV_TIMEOUT).as_deref(), Some(&b"hello"[..]));
+
+        let d = delta(k.counters().expect("counters"), before);
+        assert_eq!(
+            (d.foreign, d.folded, d.dropped, d.passed),
+            (2, 0, 0, 0),
+            "{d:?}"
+        );
+        // Dropping the loader detaches the program.
+        assert!(cmd(&["ip", "-d", "link", "show", "dev", "lo"])
+            .expect("ip")
+            .contains("xdp"));
+        drop(k);
+        assert_lo_clean();
+    });
+    finish(ns);
+}
+
+/// (d) One BCAST send on `lo` reaches 64 receivers (distinct addresses and ports), each with its
+/// rank in `dst` and `flags::CLONED`; the original is consumed.
+#[test]
+fn bcast_clones_to_64_receivers_on_lo() {
+    if !privileged() {
+        return;
+    }
+    const R: u32 = 64;
+    let ns = Netns::new().expect("netns");
+    ns.run(|| {
+        let mut k = KernelPath::load().expect("load eBPF programs");
+        k.set_job(JOB).expect("job");
+        k.add_port(TRIGGER_PORT, PortRole::Bcast).expect("port");
+        let addrs: Vec<SocketAddrV4> = (0..R)
+            .map(|i| {
+                SocketAddrV4::new(
+                    Ipv4Addr::new(127, 0, 1, 1 + (i % 4) as u8),
+                    41_000 + i as u16,
+                )
+            })
+            .collect();
+        let members: Vec<BcastMember> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| BcastMember {
+                addr: *a,
+                rank: i as u32 + 1,
+                ifindex: 0,
+                mac: None,
+            })
+            .collect();
+        k.set_comm(COMM, 0, &members).expect("comm");
+        k.attach_tc_egress("lo")
+            .expect("attach TC to the namespace's lo");
+        let socks: Vec<UdpSocket> = addrs
+            .iter()
+            .map(|a| UdpSocket::bind(a).expect("bind receiver"))
+            .collect();
+        let trigger = UdpSocket::bind((Ipv4Addr::LOCALHOST, TRIGGER_PORT)).expect("bind trigger");
+        let root = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind root");
+        let payload: Vec<u8> = (0..200u32).map(|i| (i * 7) as u8).collect();
+        let before = k.counters().expect("counters");
+        let d = datagram(
+            header(kind::BCAST, JOB, COMM, 3, Op::Sum, DType::U8),
+            &payload,
+        );
+        root.send_to(&d, (Ipv4Addr::LOCALHOST, TRIGGER_PORT))
+            .expect("send");
+        for (i, s) in socks.iter().enumerate() {
+            let got = recv(s, RECV_TIMEOUT).unwrap_or_else(|| panic!("receiver {i}: nothing"));
+            let (h, p) = parse(&got).expect("header");
+            assert_eq!(
+                (h.kind, h.job, h.seq, h.dst),
+                (kind::BCAST, JOB, 3, i as u32 + 1)
+            );
+            assert_ne!(h.flags & flags::CLONED, 0);
+            assert_eq!(p, &payload[..]);
+            assert!(recv(s, Duration::ZERO.max(Duration::from_millis(1))).is_none());
+        }
+        assert!(
+            recv(&trigger, QUIET).is_none(),
+            "the original was delivered"
+        );
+        let dl = delta(k.counters().expect("counters"), before);
+        assert_eq!(
+            (dl.clones, dl.clone_errors, dl.bcasts),
+            (R as u64, 0, 1),
+            "{dl:?}"
+        );
+        assert_eq!(tcx_programs("lo"), 1);
+        drop(k);
+        assert_lo_clean();
+    });
+    finish(ns);
+}
+
+/// 198.18.0.0/15 is the benchmarking range; these addresses exist only inside our namespaces.
+fn ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, 10 + i as u8)
+}
+
+/// A bridge namespace and `n` host namespaces, host `i` with `eth0` = `ip(i)`/24 on a veth whose
+/// peer is a port of the bridge.
+fn bridged(n: usize) -> (Netns, Vec<Netns>) {
+    let bridge = Netns::new().expect("netns");
+    let hosts: Vec<Netns> = (0..n).map(|_| Netns::new().expect("netns")).collect();
+    bridge
+        .ip(&["link", "add", "br0", "type", "bridge"])
+        .expect("bridge");
+    bridge.ip(&["link", "set", "br0", "up"]).expect("bridge up");
+    for (i, h) in hosts.iter().enumerate() {
+        let peer = format!("p{i}");
+        h.ip(&[
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+            "netns",
+            bridge.name(),
+        ])
+        .expect("veth");
+        bridge
+            .ip(&["link", "set", &peer, "master", "br0", "up"])
+            .expect("port");
+        h.ip(&["addr", "add", &format!("{}/24", ip(i)), "dev", "eth0"])
+            .expect("addr");
+        h.ip(&["link", "set", "eth0", "up"]).expect("up");
+    }
+    (bridge, hosts)
+}
+
+fn has_ethtool() -> bool {
+    let ok = cmd(&["ethtool", "--version"]).is_ok();
+    if !ok {
+        eprintln!("skipped: needs ethtool (scripts/install-ebpf-toolchain.sh installs it)");
+    }
+    ok
+}
+
+/// (a) over veth: 3 contributors in their own namespaces, XDP in driver mode on the reducer's veth.
+#[test]
+fn contributions_fold_across_veth_in_driver_mode() {
+    if !privileged() || !has_ethtool() {
+        return;
+    }
+    const N: usize = 3;
+    let (bridge, mut hosts) = bridged(N + 1);
+    let contributors = hosts.split_off(1);
+    let reducer = hosts.pop().expect("reducer host");
+    for c in &contributors {
+        c.exec(&["ethtool", "-K", "eth0", "tx", "off"])
+            .expect("tx offload off");
+    }
+    let csum_before = reducer.snmp("Udp", "InCsumErrors").expect("snmp");
+    let parts: Vec<Vec<u8>> = (0..N as u64)
+        .map(|r| {
+            (0..100u64)
+                .flat_map(|j| (r * 1_000_003 + j * j).to_le_bytes())
+                .collect()
+        })
+        .collect();
+    let want = userspace_fold(DType::U64, Op::Sum, &parts);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let rx_thread = reducer.spawn(move || {
+        let mut k = reducer_on("eth0", XdpMode::Driver, N as u32);
+        let rx = UdpSocket::bind((ip(0), REDUCE_PORT)).expect("bind reducer");
+        let before = k.counters().expect("counters");
+        ready_tx.send(()).expect("ready");
+        let got = recv(&rx, Duration::from_secs(10));
+        let extra = recv(&rx, QUIET);
+        let d = delta(k.counters().expect("counters"), before);
+        k.detach_all().expect("detach");
+        (got, extra, d)
+    });
+    ready_rx.recv().expect("reducer ready");
+    let senders: Vec<_> = contributors
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let d = contrib(JOB, COMM, 1, i as u32 + 1, Op::Sum, DType::U64, &parts[i]);
+            c.spawn(move || {
+                let s = UdpSocket::bind((ip(i + 1), 0)).expect("bind contributor");
+                s.send_to(&d, (ip(0), REDUCE_PORT)).expect("send");
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().expect("sender");
+    }
+    let (got, extra, d) = rx_thread.join().expect("reducer thread");
+    let got = got.expect("no RESULT arrived");
+    let (h, payload) = parse(&got).expect("header");
+    assert_eq!((h.kind, h.reserved), (kind::RESULT, N as u16));
+    assert_eq!(payload, &want[..]);
+    assert!(extra.is_none(), "more than one datagram");
+    assert_eq!(
+        (d.folded, d.dropped, d.passed),
+        (N as u64, N as u64 - 1, 1),
+        "{d:?}"
+    );
+    assert_eq!(
+        reducer.snmp("Udp", "InCsumErrors").expect("snmp"),
+        csum_before
+    );
+    drop(contributors);
+    drop(bridge);
+    finish(reducer);
+}
+
+/// (d) Across veth -> bridge -> 3 namespaces, with tx checksum offload off on the sender so the
+/// checksums the program fixes are really checked by the receivers.
+#[test]
+fn bcast_across_veth_bridge_with_checksums() {
+    if !privileged() || !has_ethtool() {
+        return;
+    }
+    const PORT: u16 = 41_500;
+    let (bridge, mut hosts) = bridged(4);
+    let receivers = hosts.split_off(1);
+    let root = hosts.pop().expect("root host");
+    root.exec(&["ethtool", "-K", "eth0", "tx", "off"])
+        .expect("tx offload off");
+    let macs: Vec<[u8; 6]> = receivers
+        .iter()
+        .map(|r| r.mac("eth0").expect("mac"))
+        .collect();
+    let csum_before: Vec<u64> = receivers
+        .iter()
+        .map(|r| r.snmp("Udp", "InCsumErrors").expect("snmp"))
+        .collect();
+
+    let payload: Vec<u8> = (0..300u32).map(|i| (i * 13 + 1) as u8).collect();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handles: Vec<_> = receivers
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let ready = ready_tx.clone();
+            let addr = SocketAddrV4::new(ip(i + 1), PORT);
+            r.spawn(move || {
+                let s = UdpSocket::bind(addr).expect("bind receiver");
+                ready.send(()).expect("ready");
+                let first = recv(&s, Duration::from_secs(60)); // the root loads its programs first (seconds)
+                let second = recv(&s, QUIET);
+                (first, second)
+            })
+        })
+        .collect();
+    for _ in 0..receivers.len() {
+        ready_rx.recv().expect("receivers ready");
+    }
+    let members: Vec<BcastMember> = (0..3)
+        .map(|i| BcastMember {
+            addr: SocketAddrV4::new(ip(i + 1), PORT),
+            rank: i as u32 + 1,
+            ifindex: 0,
+            mac: Some(macs[i]),
+        })
+        .collect();
+    let sent_payload = payload.clone();
+    let counters = root.run(move || {
+        let mut k = KernelPath::load().expect("load eBPF programs");
+        k.set_job(JOB).expect("job");
+        k.add_port(TRIGGER_PORT, PortRole::Bcast).expect("port");
+        k.set_comm(COMM, 0, &members).expect("comm");
+        k.attach_tc_egress("eth0").expect("attach TC");
+        let s = UdpSocket::bind((ip(0), 0)).expect("bind root");
+        let d = datagram(
+            header(kind::BCAST, JOB, COMM, 4, Op::Sum, DType::U8),
+            &sent_payload,
+        );
+        // Addressed to the first receiver's trigger port so it leaves by eth0 with real MACs.
+        s.send_to(&d, (ip(1), TRIGGER_PORT)).expect("send");
+        std::thread::sleep(Duration::from_millis(500));
+        k.counters().expect("counters")
+    });
+    eprintln!("root counters: {counters:?}");
+    for (i, h) in handles.into_iter().enumerate() {
+        let (first, second) = h.join().expect("receiver thread");
+        let got = first.unwrap_or_else(|| panic!("receiver {i}: nothing arrived"));
+        let (hd, p) = parse(&got).expect("header");
+        assert_eq!((hd.kind, hd.dst, hd.seq), (kind::BCAST, i as u32 + 1, 4));
+        assert_eq!(p, &payload[..]);
+        assert!(second.is_none(), "receiver {i}: two datagrams");
+    }
+    for (r, before) in receivers.iter().zip(csum_before) {
+        assert_eq!(
+            r.snmp("Udp", "InCsumErrors").expect("snmp"),
+            before,
+            "UDP checksum errors"
+        );
+    }
+    assert_eq!(
+        (counters.clones, counters.clone_errors, counters.bcasts),
+        (3, 0, 1),
+        "{counters:?}"
+    );
+    drop(receivers);
+    drop(bridge);
+    finish(root);
+}
