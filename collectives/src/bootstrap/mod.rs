@@ -171,6 +171,8 @@ pub struct Joined {
     pub conn: Option<UnixStream>,
     /// Bytes already read from `conn` after `END` (the start of later lines).
     pub leftover: Vec<u8>,
+    /// The kernel path's trigger port, when the launcher attached the eBPF programs.
+    pub kernel_trigger: Option<u16>,
 }
 
 /// Says HELLO with this rank's UDP address and reads the job table.
@@ -186,6 +188,7 @@ pub fn rendezvous(info: &JobInfo, port: u16, timeout: Duration) -> Result<Joined
             table: vec![me],
             conn: None,
             leftover: Vec::new(),
+            kernel_trigger: None,
         });
     };
     let io = |source| BootstrapError::Io {
@@ -229,12 +232,16 @@ pub fn rendezvous(info: &JobInfo, port: u16, timeout: Duration) -> Result<Joined
             }
         }
     }
-    match next()? {
-        Line::End => {}
-        other => {
-            return Err(BootstrapError::Protocol(format!(
-                "expected END, got {other:?}"
-            )))
+    let mut kernel_trigger = None;
+    loop {
+        match next()? {
+            Line::End => break,
+            Line::Kernel { trigger_port } => kernel_trigger = Some(trigger_port),
+            other => {
+                return Err(BootstrapError::Protocol(format!(
+                    "expected END, got {other:?}"
+                )))
+            }
         }
     }
     let leftover = reader.buffer().to_vec();
@@ -243,5 +250,6 @@ pub fn rendezvous(info: &JobInfo, port: u16, timeout: Duration) -> Result<Joined
         table,
         conn: Some(stream),
         leftover,
+        kernel_trigger,
     })
 }

@@ -8,6 +8,8 @@
 //! rank -> launcher   HELLO <rank> <host_id> <ip> <udp_port>
 //! launcher -> rank   TABLE <n>          (once all n ranks said HELLO)
 //!                    <rank> <host_id> <ip> <udp_port>     (n lines, ranks 0..n in order)
+//!                    KERNEL <trigger_port>   (optional: the kernel path is attached; BCAST
+//!                                             datagrams to this port are cloned to every rank)
 //!                    END
 //!                    ABORT <reason...>  (instead of TABLE, when the job cannot start)
 //! launcher -> rank   EXIT <rank> <code> (whenever a rank exits; code = exit status, or 128+signal)
@@ -40,6 +42,11 @@ pub enum Line {
     Table(usize),
     /// `<rank> <host_id> <ip> <port>` inside a table.
     Entry(PeerEntry),
+    /// `KERNEL <trigger_port>`: the launcher attached the eBPF programs for this job.
+    Kernel {
+        /// UDP port whose BCAST datagrams the TC program clones to every rank.
+        trigger_port: u16,
+    },
     /// `END`
     End,
     /// `ABORT <reason>`
@@ -60,6 +67,7 @@ impl Line {
             Line::Hello(e) => format!("HELLO {} {} {} {}\n", e.rank, e.host_id, e.ip, e.port),
             Line::Table(n) => format!("TABLE {n}\n"),
             Line::Entry(e) => format!("{} {} {} {}\n", e.rank, e.host_id, e.ip, e.port),
+            Line::Kernel { trigger_port } => format!("KERNEL {trigger_port}\n"),
             Line::End => "END\n".to_string(),
             Line::Abort(r) => format!("ABORT {}\n", r.replace('\n', " ")),
             Line::Exit { rank, code } => format!("EXIT {rank} {code}\n"),
@@ -90,6 +98,10 @@ impl Line {
                 words.next().is_none().then_some(Line::Table(n))
             }
             "END" => words.next().is_none().then_some(Line::End),
+            "KERNEL" => {
+                let trigger_port = words.next()?.parse().ok()?;
+                words.next().is_none().then_some(Line::Kernel { trigger_port })
+            }
             "ABORT" => Some(Line::Abort(line.get(6..).unwrap_or("").to_string())),
             "EXIT" => {
                 let rank = words.next()?.parse().ok()?;
@@ -117,6 +129,7 @@ mod tests {
             Line::Hello(e.clone()),
             Line::Table(9),
             Line::Entry(e),
+            Line::Kernel { trigger_port: 4999 },
             Line::End,
             Line::Abort("rank 2 exited with status 1 before joining".into()),
             Line::Exit { rank: 4, code: 137 },
