@@ -1,30 +1,46 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what it needs, then runs formatting and lint
 # checks and every test. `.ci/run` calls exactly this. Usage: scripts/test.sh
+# Needs root for the kernel-path and virtual-cluster tests (they skip themselves otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s   (%ss)\n' "$*" "$SECONDS"; }
 
-step "toolchain"
+step "prerequisites"
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+missing=()
+command -v cc >/dev/null || missing+=(gcc)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+command -v python3 >/dev/null || missing+=(python3 python3-pip python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || { echo "missing ${missing[*]}: install them (apt-get install ${missing[*]})" >&2; exit 1; }
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+# boadrun embeds the eBPF programs: llvm-22, the pinned nightly with rust-src, bpf-linker.
+bash scripts/install-ebpf-toolchain.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path collectives-ebpf/Cargo.toml -- --check
+cargo fmt --manifest-path tests-privileged/Cargo.toml -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "C header is the one cbindgen generates"
+bash ffi/gen-header.sh --check
+
 # Release builds: the multi-process tests run many ranks on few cores, and one profile is built once.
+# This runs the core's tests, boadrun's (with the kernel path), the multi-process matrices over UDP,
+# shared memory and the kernel path (on lo and on virtual clusters), and the C examples.
 step "cargo test --release --workspace"
 cargo test --release --workspace
 
-# The kernel path: eBPF toolchain (llvm-22, pinned nightly, bpf-linker), the eBPF crate, the loader
-# (feature `kernel`) and the privileged tests (real XDP/TC programs in network namespaces; needs root).
-step "kernel path: toolchain, eBPF programs, privileged tests"
-bash scripts/install-ebpf-toolchain.sh
-cargo fmt --manifest-path collectives-ebpf/Cargo.toml -- --check
-cargo fmt --manifest-path tests-privileged/Cargo.toml -- --check
-cargo clippy -p boad --features kernel --all-targets -- -D warnings
-(cd tests-privileged && cargo clippy --all-targets -- -D warnings && cargo test)
+step "eBPF programs in network namespaces (tests-privileged)"
+(cd tests-privileged && cargo clippy --all-targets -- -D warnings && cargo test --release)
+
+step "Python: pip install ./python, then pytest on 4 ranks"
+BOADRUN=target/release/boadrun bash python/test.sh -n 4
+step "done"

@@ -4,17 +4,25 @@
 //!   fragment) / UDP to a port with the [`port::REDUCE`] bit in `PORTS` / boad [`Header`] with the right
 //!   magic, version and job key (`CONFIG`). Anything else passes untouched (a datagram to a boad port
 //!   with a bad magic/version/job counts as foreign). A `CONTRIB` tail-calls `PROGS[prog_index(op,
-//!   dtype)]`; when there is no program there (float sum/prod) it passes unfolded.
+//!   dtype)]`; when there is no program there (float sum/prod) it passes unfolded. A CONTRIB with
+//!   [`flags::BYPASS`] passes unfolded and untouched (the runtime's userspace-fold fallback).
 //! * `fold_<op>_<dtype>` (XDP, tail-called): one generic function, [`try_fold`], monomorphised per
 //!   (element type, op): integer sum/prod/min/max/band/bor/bxor/land/lor on i8..u64, float min/max on
 //!   IEEE bit patterns. Folds the payload into the slot of (job, comm, seq, chunk) under the slot's
 //!   `bpf_spin_lock`, remembers the contributor (`src`) in the slot's bitmap so a resent datagram is
 //!   dropped as a duplicate, drops the datagram, and rewrites the one completing the reduction (the
 //!   `contribs`-th distinct contributor, from `COMMS`) into a `RESULT` carrying the folded payload,
-//!   which passes to the socket. See [`Slot`] for the slot rules.
+//!   which passes to the socket. A contribution resent to a *complete* slot is rewritten into a copy
+//!   of the RESULT (the first one was lost); a contribution whose signature (`coll`, `op`, `dtype`,
+//!   `count`, `root`, `len`) differs from the slot's first passes unfolded, so the root can report the
+//!   mismatch. See [`Slot`] for the slot rules.
 //! * `boad_tc_bcast` (TC egress, TCX): a `BCAST` datagram to a port with the [`port::BCAST`] bit is
 //!   cloned to each member of its communicator (`COMMS` + `MEMBERS`) with its destination IP, port,
 //!   header `dst` (and MAC when given) rewritten and the IP/UDP checksums fixed; the original is dropped.
+//!   The member whose rank is the header's `src` (the sender) gets no clone; a member whose IP is the
+//!   original's source IP is on the sending host and gets its clone through `lo` (ifindex 1, on its
+//!   receive side, destination MAC zeroed; needs `net.ipv4.conf.lo.accept_local = 1`), since a
+//!   bridge never sends a frame back out of the port it came in by.
 //!   Clones carry `skb->mark == BCAST_MARK` and `flags::CLONED` and are let through untouched when they
 //!   come back to the program.
 #![no_std]
@@ -24,7 +32,10 @@ use core::mem::{offset_of, size_of};
 use core::ptr::{addr_of, addr_of_mut};
 
 use aya_ebpf::{
-    bindings::{bpf_spin_lock, xdp_action, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_UNSPEC},
+    bindings::{
+        bpf_spin_lock, xdp_action, BPF_F_INGRESS, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR,
+        TC_ACT_UNSPEC,
+    },
     btf_maps::{Array, HashMap, PerCpuArray, ProgramArray},
     helpers::{bpf_spin_lock as spin_lock, bpf_spin_unlock as spin_unlock},
     macros::{btf_map, classifier, xdp},
@@ -33,8 +44,8 @@ use aya_ebpf::{
 use boad_common::{
     dtype, flags,
     kernel::{
-        counter, port, slot_index, CommInfo, Config, Member, BCAST_MARK, MAX_COMMS, MAX_PAYLOAD,
-        MAX_RANKS, NSLOTS,
+        counter, port, slot_index, CommInfo, Config, Member, BCAST_MARK, LOOPBACK_IFINDEX,
+        MAX_COMMS, MAX_PAYLOAD, MAX_RANKS, NSLOTS,
     },
     kind, op, prog_index, Header, HEADER_LEN, MAGIC, VERSION,
 };
@@ -76,8 +87,12 @@ const SEEN_WORDS: usize = (MAX_RANKS / 64) as usize;
 /// `seq`s are `NSLOTS / 64` (64) or more apart or `chunk >= 64`: a reduction still incomplete when a
 /// contribution 64 `seq`s further arrives is abandoned (its partial fold is lost and its later
 /// contributions pass unfolded), so the runtime must keep contributors within that window.
-/// A complete slot keeps its key and bitmap, so a contribution resent after the RESULT left is still
-/// recognised as a duplicate.
+/// A complete slot keeps its key, bitmap and fold, so a contribution resent after the RESULT left
+/// (the root NACKed a lost RESULT) is rewritten into a copy of the RESULT; a resent contribution to
+/// an incomplete slot is dropped as a duplicate (the RESULT leaves when the missing one arrives).
+/// The slot records the signature of the contribution that took it (`coll`, `op`, `dtype`, `count`
+/// as `elems`, `root`, `len`); a contribution to the same key with another signature passes
+/// unfolded (counter `MISMATCHED`) and leaves the slot alone.
 #[repr(C)]
 pub struct Slot {
     lock: bpf_spin_lock,
@@ -91,7 +106,13 @@ pub struct Slot {
     len: u32,
     /// Contributions that complete the reduction (`CommInfo::contribs` when the slot was taken).
     expected: u32,
-    reserved: u32,
+    /// Signature of the first contribution: header `coll`, `op`, `dtype`, `root`, `count`.
+    coll: u8,
+    op: u8,
+    dtype: u8,
+    reserved: u8,
+    root: u32,
+    elems: u64,
     /// Bit `src` set: `src`'s contribution is in.
     seen: [u64; SEEN_WORDS],
     /// Folded payload so far.
@@ -104,6 +125,7 @@ pub struct Slot {
 const ETH_P_IP_BE: [u8; 2] = [0x08, 0x00];
 const IP_OFF: usize = 14;
 const IP_CSUM_OFF: usize = IP_OFF + 10;
+const IP_SRC_OFF: usize = IP_OFF + 12;
 const IP_DST_OFF: usize = IP_OFF + 16;
 const UDP_OFF: usize = IP_OFF + 20;
 const UDP_DPORT_OFF: usize = UDP_OFF + 2;
@@ -216,6 +238,11 @@ fn try_boad_xdp(ctx: &XdpContext) -> Result<u32, u32> {
     if k != kind::CONTRIB {
         return Ok(xdp_action::XDP_PASS);
     }
+    let f: u8 = hdr(start, end, offset_of!(Header, flags));
+    if f & flags::BYPASS != 0 {
+        bump(counter::BYPASSED, 1);
+        return Ok(xdp_action::XDP_PASS);
+    }
     let o: u8 = hdr(start, end, offset_of!(Header, op));
     let d: u8 = hdr(start, end, offset_of!(Header, dtype));
     if o < op::COUNT && d < dtype::COUNT {
@@ -298,8 +325,11 @@ float_elem!(F32(u32, 0x7f80_0000), F64(u64, 0x7ff0_0000_0000_0000));
 enum Outcome {
     Folded,
     Complete(u32),
+    /// A resend to a complete slot, rewritten into a copy of the RESULT of this many contributions.
+    Resent(u32),
     Duplicate,
     Unfolded,
+    Mismatched,
 }
 
 /// Folds the CONTRIB in the packet into its slot with `T::apply::<OP>`; see [`Slot`].
@@ -320,6 +350,11 @@ fn try_fold<T: Elem, const OP: u8>(ctx: &XdpContext) -> Result<u32, u32> {
     let seq: u32 = hdr(start, end, offset_of!(Header, seq));
     let chunk: u32 = hdr(start, end, offset_of!(Header, chunk));
     let len: u32 = hdr(start, end, offset_of!(Header, len));
+    let coll: u8 = hdr(start, end, offset_of!(Header, coll));
+    let o: u8 = hdr(start, end, offset_of!(Header, op));
+    let d: u8 = hdr(start, end, offset_of!(Header, dtype));
+    let root: u32 = hdr(start, end, offset_of!(Header, root));
+    let elems: u64 = hdr(start, end, offset_of!(Header, count));
     let size = size_of::<T>();
     let lenu = len as usize;
     // The whole payload must be in the packet. Checked against a second (volatile) read of data_end:
@@ -369,22 +404,41 @@ fn try_fold<T: Elem, const OP: u8>(ctx: &XdpContext) -> Result<u32, u32> {
                 s.chunk = chunk;
                 s.len = len;
                 s.expected = contribs;
+                s.coll = coll;
+                s.op = o;
+                s.dtype = d;
+                s.root = root;
+                s.elems = elems;
                 s.count = 0;
                 s.seen = [0; SEEN_WORDS];
                 usable = true;
             }
         }
-        let outcome = if !usable || s.len != len {
+        let complete = s.count >= s.expected;
+        let resend = s.seen[word] & bit != 0;
+        let outcome = if !usable {
             Outcome::Unfolded
-        } else if s.seen[word] & bit != 0 {
+        } else if s.len != len
+            || s.coll != coll
+            || s.op != o
+            || s.dtype != d
+            || s.root != root
+            || s.elems != elems
+        {
+            Outcome::Mismatched
+        } else if resend && !complete {
             Outcome::Duplicate
-        } else if s.count >= s.expected {
+        } else if !resend && complete {
             Outcome::Unfolded
         } else {
+            // Either fold this contribution in, or (a resend to a complete slot) copy the fold
+            // into the packet: one loop for both keeps the verifier's work per program down.
             let first = s.count == 0;
-            s.count += 1;
-            s.seen[word] |= bit;
-            let last = s.count >= s.expected;
+            if !resend {
+                s.count += 1;
+                s.seen[word] |= bit;
+            }
+            let emit = resend || s.count >= s.expected;
             let acc = s.data.as_mut_ptr() as *mut u8;
             for i in 0..MAX_PAYLOAD / size {
                 let off = i * size;
@@ -397,13 +451,21 @@ fn try_fold<T: Elem, const OP: u8>(ctx: &XdpContext) -> Result<u32, u32> {
                 }
                 let b = core::ptr::read_unaligned(p as *const T);
                 let a = acc.add(off) as *mut T;
-                let r = if first { b } else { T::apply::<OP>(*a, b) };
+                let r = if resend {
+                    *a
+                } else if first {
+                    b
+                } else {
+                    T::apply::<OP>(*a, b)
+                };
                 *a = r;
-                if last {
+                if emit {
                     core::ptr::write_unaligned(p as *mut T, r);
                 }
             }
-            if last {
+            if resend {
+                Outcome::Resent(s.count)
+            } else if emit {
                 Outcome::Complete(s.count)
             } else {
                 Outcome::Folded
@@ -420,21 +482,14 @@ fn try_fold<T: Elem, const OP: u8>(ctx: &XdpContext) -> Result<u32, u32> {
             Ok(xdp_action::XDP_DROP)
         }
         Outcome::Complete(n) => {
-            // Turn the last contribution into the RESULT: kind, number folded in `reserved`, and no
-            // UDP checksum (0 = none, valid for UDP over IPv4) since the payload changed.
-            let k = start + HDR_OFF + offset_of!(Header, kind);
-            let r = start + HDR_OFF + offset_of!(Header, reserved);
-            let c = start + UDP_CSUM_OFF;
-            if r + 2 <= end && k < end && c + 2 <= end {
-                // SAFETY: the three fields are inside the packet (checked just above).
-                unsafe {
-                    *(k as *mut u8) = kind::RESULT;
-                    core::ptr::write_unaligned(r as *mut u16, n as u16);
-                    core::ptr::write_unaligned(c as *mut u16, 0);
-                }
-            }
+            make_result(start, end, n);
             bump(counter::FOLDED, 1);
             bump(counter::PASSED, 1);
+            Ok(xdp_action::XDP_PASS)
+        }
+        Outcome::Resent(n) => {
+            make_result(start, end, n);
+            bump(counter::RESULT_RESENT, 1);
             Ok(xdp_action::XDP_PASS)
         }
         Outcome::Duplicate => {
@@ -444,6 +499,28 @@ fn try_fold<T: Elem, const OP: u8>(ctx: &XdpContext) -> Result<u32, u32> {
         Outcome::Unfolded => {
             bump(counter::UNFOLDED, 1);
             Ok(xdp_action::XDP_PASS)
+        }
+        Outcome::Mismatched => {
+            bump(counter::MISMATCHED, 1);
+            Ok(xdp_action::XDP_PASS)
+        }
+    }
+}
+
+/// Turns the CONTRIB in `[start, end)`, whose payload now holds the fold of `n` contributions, into
+/// the RESULT: kind, `n` in `reserved`, and no UDP checksum (0 = none, valid for UDP over IPv4) since
+/// the payload changed.
+#[inline(always)]
+fn make_result(start: usize, end: usize, n: u32) {
+    let k = start + HDR_OFF + offset_of!(Header, kind);
+    let r = start + HDR_OFF + offset_of!(Header, reserved);
+    let c = start + UDP_CSUM_OFF;
+    if r + 2 <= end && k < end && c + 2 <= end {
+        // SAFETY: the three fields are inside the packet (checked just above).
+        unsafe {
+            *(k as *mut u8) = kind::RESULT;
+            core::ptr::write_unaligned(r as *mut u16, n as u16);
+            core::ptr::write_unaligned(c as *mut u16, 0);
         }
     }
 }
@@ -579,11 +656,14 @@ fn try_bcast(ctx: &TcContext) -> Result<i32, i32> {
         return Ok(NEXT);
     }
     let comm: u32 = hdr(start, end, offset_of!(Header, comm));
+    let sender: u32 = hdr(start, end, offset_of!(Header, src));
     let (n, base) = match COMMS.get_ptr(comm) {
         // SAFETY: a pointer to a CommInfo map value the kernel keeps alive for this program run.
         Some(c) => unsafe { ((*c).nmembers, (*c).members_base) },
         None => return Ok(NEXT),
     };
+    let src_ip: u32 = load(start, end, IP_SRC_OFF).unwrap_or(0);
+    let orig_mac: [u8; 6] = load(start, end, 0).unwrap_or([0; 6]);
     let mut ip: u32 = load(start, end, IP_DST_OFF).unwrap_or(0);
     let mut port: u16 = load(start, end, UDP_DPORT_OFF).unwrap_or(0);
     let dst_off = HDR_OFF + offset_of!(Header, dst);
@@ -608,6 +688,19 @@ fn try_bcast(ctx: &TcContext) -> Result<i32, i32> {
             Some(m) => *m,
             None => break,
         };
+        if m.rank == sender {
+            continue;
+        }
+        // A member on the sending host is reached through `lo`, whose address is all zeros (another
+        // destination MAC would make the clone PACKET_OTHERHOST there, and IP would drop it).
+        let local = m.ip_be == src_ip;
+        let mac = if local {
+            [0u8; 6]
+        } else if m.mac != [0u8; 6] {
+            m.mac
+        } else {
+            orig_mac
+        };
         if ctx
             .l3_csum_replace(IP_CSUM_OFF, ip as u64, m.ip_be as u64, 4)
             .is_err()
@@ -623,7 +716,7 @@ fn try_bcast(ctx: &TcContext) -> Result<i32, i32> {
                 .l4_csum_replace(UDP_CSUM_OFF, dst as u64, m.rank as u64, CSUM_FLAGS | 4)
                 .is_err()
             || ctx.store(dst_off, &m.rank, 0).is_err()
-            || (m.mac != [0u8; 6] && ctx.store(0, &m.mac, 0).is_err())
+            || ctx.store(0, &mac, 0).is_err()
         {
             bump(counter::CLONE_ERRORS, 1);
             break;
@@ -631,13 +724,22 @@ fn try_bcast(ctx: &TcContext) -> Result<i32, i32> {
         ip = m.ip_be;
         port = m.port_be;
         dst = m.rank;
-        let ifindex = if m.ifindex != 0 {
+        let ifindex = if local {
+            LOOPBACK_IFINDEX
+        } else if m.ifindex != 0 {
             m.ifindex
         } else {
             self_ifindex
         };
-        if ctx.clone_redirect(ifindex, 0).is_ok() {
+        // The local clone enters `lo` on its receive side: sent out of `lo` it would keep the
+        // route of the original (out of this interface) and IP would discard it. Entering `lo`,
+        // it is routed as received: needs `accept_local` on `lo` (local source address).
+        let how = if local { BPF_F_INGRESS as u64 } else { 0 };
+        if ctx.clone_redirect(ifindex, how).is_ok() {
             bump(counter::CLONES, 1);
+            if local {
+                bump(counter::LOCAL_CLONES, 1);
+            }
         } else {
             bump(counter::CLONE_ERRORS, 1);
         }

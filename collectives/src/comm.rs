@@ -4,6 +4,7 @@ use crate::algorithms;
 use crate::bootstrap::{self, JobInfo};
 use crate::config::{Config, TransportKind};
 use crate::error::{Result, UsageError};
+use crate::transport::shm::Shm;
 use crate::transport::udp::Udp;
 use crate::transport::{Ctx, Stats, Transport};
 use crate::types::{Coll, DType, Element, Op, Signature};
@@ -13,13 +14,28 @@ use crate::types::{Coll, DType, Element, Op, Signature};
 pub enum Path {
     /// Userspace UDP sockets.
     Udp,
+    /// Shared memory between the ranks of one host.
+    Shm,
+    /// The eBPF kernel path: XDP folds contributions, TC clones broadcasts.
+    Kernel,
 }
 
 impl Path {
-    /// `"udp"`.
+    /// `"udp"`, `"shm"`, `"kernel"`.
     pub const fn name(self) -> &'static str {
         match self {
             Path::Udp => "udp",
+            Path::Shm => "shm",
+            Path::Kernel => "kernel",
+        }
+    }
+
+    /// [`name`](Self::name) as a C string (for the C bindings).
+    pub const fn c_name(self) -> &'static std::ffi::CStr {
+        match self {
+            Path::Udp => c"udp",
+            Path::Shm => c"shm",
+            Path::Kernel => c"kernel",
         }
     }
 }
@@ -56,32 +72,68 @@ impl Communicator {
         let info = JobInfo::from_env()?;
         let mut cfg = Config::from_env()?;
         cfg.resolve(info.bind);
-        match cfg.transport {
-            TransportKind::Auto | TransportKind::Udp => {}
-            TransportKind::Kernel | TransportKind::Shm => {
+        // Every rank binds a socket: its port goes into the job table, and until the table is in
+        // nobody knows whether the job fits on one host.
+        let (sock, port) = Udp::bind(info.rank, info.bind)?;
+        let joined = bootstrap::rendezvous(&info, port, cfg.timeout)?;
+        let one_host = joined.table.iter().all(|e| e.host_id == info.host_id);
+        let use_shm =
+            match cfg.transport {
+                TransportKind::Shm if !one_host => return Err(UsageError::Config {
+                    name: "BOAD_TRANSPORT",
+                    value: "shm".into(),
+                    why: "shared memory needs every rank on one host, and this job spans several \
+                          (hierarchical shm + network collectives are not implemented yet)"
+                        .into(),
+                }
+                .into()),
+                TransportKind::Shm => true,
+                // On one host shared memory beats any network path; across hosts the kernel path is
+                // used where it fits (see `KernelOps::fits`) when the launcher attached it.
+                TransportKind::Auto => one_host && joined.table.len() > 1,
+                TransportKind::Udp | TransportKind::Kernel => false,
+            };
+        let kernel = match (cfg.transport, joined.kernel_trigger) {
+            (TransportKind::Kernel, None) => {
                 return Err(UsageError::Config {
                     name: "BOAD_TRANSPORT",
-                    value: format!("{:?}", cfg.transport).to_lowercase(),
-                    why: "this transport is not implemented yet; use udp or auto".into(),
+                    value: "kernel".into(),
+                    why: "the launcher did not attach the kernel path for this job (boadrun says                           why; it needs root and a build with the eBPF programs)"
+                        .into(),
                 }
                 .into())
             }
-        }
-        let (sock, port) = Udp::bind(info.rank, info.bind)?;
-        let joined = bootstrap::rendezvous(&info, port, cfg.timeout)?;
-        let transport = Udp::new(
-            info.rank,
-            info.job,
-            sock,
-            &joined.table,
-            joined.conn,
-            joined.leftover,
-            cfg.clone(),
-        )?;
+            (TransportKind::Kernel | TransportKind::Auto, trigger) => trigger,
+            _ => None,
+        };
+        let transport: Box<dyn Transport> = if use_shm {
+            drop(sock);
+            Box::new(Shm::new(
+                &info,
+                &joined.table,
+                joined.conn,
+                joined.leftover,
+                cfg.clone(),
+            )?)
+        } else {
+            let mut udp = Udp::new(
+                info.rank,
+                info.job,
+                sock,
+                &joined.table,
+                joined.conn,
+                joined.leftover,
+                cfg.clone(),
+            )?;
+            if let Some(trigger) = kernel {
+                udp.enable_kernel(trigger);
+            }
+            Box::new(udp)
+        };
         Ok(Communicator {
             info,
             cfg,
-            transport: Box::new(transport),
+            transport,
             seq: 0,
             last_path: None,
             finalized: false,
@@ -108,7 +160,8 @@ impl Communicator {
         self.info.local_size
     }
 
-    /// The address of this rank's UDP socket (None if it cannot be read).
+    /// The address of this rank's UDP socket (None on the shared-memory path, or if it cannot be
+    /// read).
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         self.transport.local_addr()
     }
@@ -143,14 +196,19 @@ impl Communicator {
         self.seq = self.seq.wrapping_add(1);
         let t = self.transport.as_mut();
         let r = t.begin(&ctx).and_then(|()| body(t, &ctx));
-        match &r {
+        match r {
             Ok(()) => {
                 t.end(&ctx);
                 self.last_path = Some(t.path());
+                // An earlier collective that completed here but failed on another rank is reported
+                // now, after this one completed (aborting this one too would cascade).
+                t.take_deferred(ctx.seq.wrapping_add(1)).map_or(Ok(()), Err)
             }
-            Err(e) => t.fail(&ctx, e),
+            Err(e) => {
+                t.fail(&ctx, &e);
+                Err(e)
+            }
         }
-        r
     }
 
     fn sig(coll: Coll, op: Option<Op>, dtype: DType, bytes: usize, root: usize) -> Signature {
@@ -227,8 +285,12 @@ impl Communicator {
         let checks = self
             .check_bytes("the buffer", buf.len(), dtype)
             .and(self.check_root(root));
+        let rank = self.rank();
         self.run(sig, |t, ctx| {
             checks?;
+            if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, buf.len())) {
+                return algorithms::bcast_tc(k, ctx, buf, rank, root);
+            }
             algorithms::bcast_binomial(t, ctx, buf, root)
         })
     }
@@ -252,8 +314,18 @@ impl Communicator {
             let got = recv.as_ref().map_or(0, |r| r.len());
             checks = checks.and(self.check_len("the receive buffer", got, send.len(), dtype));
         }
+        let rank = self.rank();
         self.run(sig, |t, ctx| {
             checks?;
+            if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, send.len())) {
+                return match recv {
+                    Some(r) if is_root => {
+                        r.copy_from_slice(send);
+                        algorithms::reduce_xdp(k, ctx, r, rank, root)
+                    }
+                    _ => k.contrib(ctx, root, send),
+                };
+            }
             match recv {
                 Some(r) if is_root => {
                     r.copy_from_slice(send);
@@ -283,6 +355,9 @@ impl Communicator {
                 .and(self.check_op(op, dtype));
             self.run(sig, |t, ctx| {
                 checks?;
+                if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, buf.len())) {
+                    return algorithms::reduce_xdp(k, ctx, buf, root, root);
+                }
                 algorithms::reduce_binomial(t, ctx, buf, dtype, op, root, 0)
             })
         } else {
@@ -303,9 +378,13 @@ impl Communicator {
             .check_bytes("the send buffer", send.len(), dtype)
             .and(self.check_len("the receive buffer", recv.len(), send.len(), dtype))
             .and(self.check_op(op, dtype));
+        let rank = self.rank();
         self.run(sig, |t, ctx| {
             checks?;
             recv.copy_from_slice(send);
+            if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, recv.len())) {
+                return algorithms::allreduce_xdp_tc(k, ctx, recv, rank);
+            }
             algorithms::allreduce_reduce_bcast(t, ctx, recv, dtype, op)
         })
     }
@@ -316,8 +395,12 @@ impl Communicator {
         let checks = self
             .check_bytes("the buffer", buf.len(), dtype)
             .and(self.check_op(op, dtype));
+        let rank = self.rank();
         self.run(sig, |t, ctx| {
             checks?;
+            if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, buf.len())) {
+                return algorithms::allreduce_xdp_tc(k, ctx, buf, rank);
+            }
             algorithms::allreduce_reduce_bcast(t, ctx, buf, dtype, op)
         })
     }
@@ -329,10 +412,13 @@ impl Communicator {
         let checks = self
             .check_bytes("the send buffer", send.len(), dtype)
             .and(self.check_len("the receive buffer", recv.len(), block * self.size(), dtype));
-        let rank = self.rank();
+        let (rank, size) = (self.rank(), self.size());
         self.run(sig, |t, ctx| {
             checks?;
             recv[rank * block..(rank + 1) * block].copy_from_slice(send);
+            if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, block)) {
+                return algorithms::allgather_tc(k, ctx, recv, block, rank, size);
+            }
             algorithms::allgather_ring(t, ctx, recv, block)
         })
     }
@@ -417,14 +503,22 @@ impl Communicator {
 
     /// Returns once every rank has called `barrier`.
     pub fn barrier(&mut self) -> Result<()> {
+        // A barrier is an allreduce of one byte with `bor` on the kernel path, so its call says so
+        // everywhere (the datagrams the kernel folds carry it).
         let sig = Signature {
             coll: Coll::Barrier,
-            op: None,
-            dtype: None,
-            count: 0,
+            op: Some(Op::Bor),
+            dtype: Some(DType::U8),
+            count: 1,
             root: 0,
         };
-        self.run(sig, |t, ctx| algorithms::barrier_dissemination(t, ctx))
+        let rank = self.rank();
+        self.run(sig, |t, ctx| {
+            if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, 1)) {
+                return algorithms::barrier_xdp_tc(k, ctx, rank);
+            }
+            algorithms::barrier_dissemination(t, ctx)
+        })
     }
 
     /// Delivers what this rank still has to send, prints the counters if `BOAD_STATS` is set, and
@@ -437,22 +531,63 @@ impl Communicator {
         if self.finalized {
             return Ok(());
         }
+        // The kernel path sends contributions without acknowledgements: a rank must not leave while
+        // a root may still ask it to resend, so leaving is collective there (like MPI_Finalize).
+        // The userspace barrier: its messages are acknowledged before a rank leaves, so no rank
+        // waits for the last message of one that is gone (a kernel broadcast has no such ack).
+        let left_together = if self.transport.kernel().is_some() {
+            let sig = Signature {
+                coll: Coll::Barrier,
+                op: Some(Op::Bor),
+                dtype: Some(DType::U8),
+                count: 1,
+                root: 0,
+            };
+            self.run(sig, |t, ctx| algorithms::barrier_dissemination(t, ctx))
+        } else {
+            Ok(())
+        };
         self.finalized = true;
-        let r = self.transport.flush();
+        let r = left_together
+            .and_then(|()| self.transport.flush())
+            .and_then(|()| {
+                // An error another rank raised for one of our last collectives.
+                let seq = self.seq;
+                self.transport.take_deferred(seq).map_or(Ok(()), Err)
+            });
         if self.cfg.stats {
             let s = self.stats();
+            let path = self.transport.path();
+            if path == Path::Shm {
+                eprintln!(
+                    "boad stats: rank {} path=shm collectives={} messages_sent={} messages_received={} bytes_sent={} futex_waits={}",
+                    self.rank(),
+                    s.collectives_shm,
+                    s.shm_messages_sent,
+                    s.shm_messages_received,
+                    s.shm_bytes_sent,
+                    s.futex_waits
+                );
+                return r;
+            }
             eprintln!(
-                "boad stats: rank {} path={} collectives={} datagrams_sent={} send_calls={} datagrams_received={} bytes_sent={} retransmits={} dropped_injected={} foreign={}",
+                "boad stats: rank {} collectives_udp={} collectives_kernel={} datagrams_sent={} send_calls={} datagrams_received={} bytes_sent={} retransmits={} dropped_injected={} foreign={} kernel_contribs={} kernel_results={} kernel_bcast_sends={} kernel_bcast_received={} kernel_knacks={} kernel_bypass_rounds={}",
                 self.rank(),
-                self.last_path.unwrap_or(Path::Udp),
                 s.collectives_udp,
+                s.collectives_kernel,
                 s.datagrams_sent,
                 s.send_calls,
                 s.datagrams_received,
                 s.bytes_sent,
                 s.retransmits,
                 s.dropped_injected,
-                s.foreign
+                s.foreign,
+                s.kernel_contribs,
+                s.kernel_results,
+                s.kernel_bcast_sends,
+                s.kernel_bcast_received,
+                s.kernel_knacks,
+                s.kernel_bypass_rounds
             );
         }
         r

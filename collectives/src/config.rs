@@ -7,13 +7,13 @@ use crate::error::UsageError;
 /// Which transport a job uses (`BOAD_TRANSPORT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransportKind {
-    /// The best available (today: UDP).
+    /// Shared memory when every rank of the job is on this host, else UDP.
     Auto,
     /// Userspace UDP.
     Udp,
     /// The eBPF kernel path (not implemented yet: an error).
     Kernel,
-    /// Shared memory (not implemented yet: an error).
+    /// Shared memory (an error at init if the ranks are not all on one host).
     Shm,
 }
 
@@ -36,6 +36,10 @@ pub struct Config {
     pub stats: bool,
     /// `BOAD_TRANSPORT` (default `auto`).
     pub transport: TransportKind,
+    /// `BOAD_SHM_SPIN_US`, `BOAD_SHM_YIELD_US` (shm transport): how long a waiting rank polls, then
+    /// polls between `sched_yield`s, before it sleeps on its futex. Default (None): 100 and 0 µs
+    /// with at most one rank per core, 2 and 100 µs with more ranks than cores.
+    pub shm_spin: Option<(Duration, Duration)>,
 }
 
 impl Default for Config {
@@ -48,6 +52,7 @@ impl Default for Config {
             drop_seed: 1,
             stats: false,
             transport: TransportKind::Auto,
+            shm_spin: None,
         }
     }
 }
@@ -133,6 +138,14 @@ impl Config {
         }
         if let Some(s) = parse::<String>("BOAD_STATS")? {
             c.stats = !matches!(s.as_str(), "0" | "false" | "no" | "off");
+        }
+        let spin = parse::<u64>("BOAD_SHM_SPIN_US")?;
+        let yields = parse::<u64>("BOAD_SHM_YIELD_US")?;
+        if spin.is_some() || yields.is_some() {
+            c.shm_spin = Some((
+                Duration::from_micros(spin.unwrap_or(0)),
+                Duration::from_micros(yields.unwrap_or(0)),
+            ));
         }
         if let Some(t) = parse::<String>("BOAD_TRANSPORT")? {
             c.transport = match t.as_str() {

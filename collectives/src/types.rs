@@ -266,6 +266,9 @@ impl Signature {
 
 impl std::fmt::Display for Signature {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.coll == Coll::Barrier {
+            return f.write_str("barrier()");
+        }
         write!(f, "{}(", self.coll.name())?;
         let mut parts = Vec::new();
         if let Some(d) = self.dtype {

@@ -35,6 +35,10 @@ pub mod kind {
     pub const RESULT: u8 = 17;
     /// Kernel path: a datagram the TC program clones to every member of a communicator.
     pub const BCAST: u8 = 18;
+    /// Kernel path, userspace only: "resend chunks of collective `seq`" (`tag` 0: your contribution
+    /// to my reduction, with `flags::BYPASS` to skip the kernel; `tag` 1: your broadcast). `chunk` is
+    /// the first chunk asked for, the payload an 8-byte bitmap of the 64 chunks from it.
+    pub const KNACK: u8 = 19;
 }
 
 /// Bits of the `flags` field of [`Header`].
@@ -45,6 +49,9 @@ pub mod flags {
     pub const ABORTED: u8 = 2;
     /// Set on clones made by the TC program so it does not clone them again.
     pub const CLONED: u8 = 4;
+    /// CONTRIB: the kernel path's XDP program passes it to the socket unfolded and untouched
+    /// (counter `kernel::counter::BYPASSED`): the runtime's fallback to a userspace fold.
+    pub const BYPASS: u8 = 8;
 }
 
 /// Collective kind codes (the `coll` field of [`Header`]).
@@ -211,6 +218,9 @@ pub mod kernel {
     pub const NSLOTS: u32 = 4096;
     /// Value of `skb->mark` on the clones the broadcast program makes.
     pub const BCAST_MARK: u32 = 0xB0AD_0C10;
+    /// Index of the loopback device in every network namespace: the broadcast program hands it the
+    /// clone for a member on the sending host (member IP == the original's source IP).
+    pub const LOOPBACK_IFINDEX: u32 = 1;
     /// Bits of the values of the `PORTS` hash map (key: UDP destination port in host byte order, `u16`;
     /// value: `u32`).
     pub mod port {
@@ -233,8 +243,9 @@ pub mod kernel {
         /// Datagrams to a boad port with the wrong magic, version or job key, passed untouched.
         pub const FOREIGN: u32 = 4;
         /// CONTRIBs of this job passed to the socket unfolded: op/dtype without a kernel program (float
-        /// sum/prod), payload over [`MAX_PAYLOAD`](super::MAX_PAYLOAD), unknown communicator, `src` out
-        /// of range, length mismatch, or slot held by another unfinished reduction.
+        /// sum/prod), payload over [`MAX_PAYLOAD`](super::MAX_PAYLOAD) or not a multiple of the element
+        /// size, unknown communicator, `src` out of range, slot held by another unfinished reduction,
+        /// or a new contributor to a complete reduction.
         pub const UNFOLDED: u32 = 5;
         /// Clones sent by the broadcast program.
         pub const CLONES: u32 = 6;
@@ -242,8 +253,18 @@ pub mod kernel {
         pub const CLONE_ERRORS: u32 = 7;
         /// BCAST datagrams the broadcast program consumed (each replaced by its clones).
         pub const BCASTS: u32 = 8;
+        /// CONTRIBs resent by a contributor already folded into a *complete* reduction, rewritten into
+        /// a copy of its RESULT and passed (the first RESULT was lost). Not counted in `PASSED`.
+        pub const RESULT_RESENT: u32 = 9;
+        /// CONTRIBs with [`flags::BYPASS`](crate::flags::BYPASS), passed to the socket unfolded.
+        pub const BYPASSED: u32 = 10;
+        /// CONTRIBs passed unfolded because their signature (`coll`, `op`, `dtype`, `count`, `root`,
+        /// `len`) differs from that of the first contribution to the same (comm, seq, chunk).
+        pub const MISMATCHED: u32 = 11;
+        /// Broadcast clones sent to `lo` for a member on the sending host (included in `CLONES`).
+        pub const LOCAL_CLONES: u32 = 12;
         /// Number of counters.
-        pub const COUNT: u32 = 9;
+        pub const COUNT: u32 = 13;
     }
 
     /// Value of the one-entry `CONFIG` array.
@@ -281,7 +302,9 @@ pub mod kernel {
         pub reserved: u16,
         /// Rank written into the clone's header `dst`.
         pub rank: u32,
-        /// Interface to send the clone out of; 0 = the one the original leaves by.
+        /// Interface to send the clone out of; 0 = the one the original leaves by. Ignored (the clone
+        /// enters `lo`, [`LOOPBACK_IFINDEX`], on its receive side, with `lo`'s all-zero MAC) when
+        /// `ip_be` is the original's source address: the member is on the sending host.
         pub ifindex: u32,
         /// Destination MAC; all zero = keep the original's (on `lo`).
         pub mac: [u8; 6],

@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
@@ -159,6 +159,22 @@ impl Cluster {
                 Err(e)
             }
         }
+    }
+}
+
+impl Cluster {
+    /// New descriptors of every host's network namespace, in host-id order (they keep the
+    /// namespaces alive while open).
+    pub fn netns_handles(&self) -> Result<Vec<OwnedFd>, Error> {
+        self.hosts
+            .iter()
+            .map(|h| {
+                h.netns
+                    .try_clone()
+                    .map(OwnedFd::from)
+                    .map_err(cluster_err("cannot duplicate a namespace descriptor"))
+            })
+            .collect()
     }
 }
 

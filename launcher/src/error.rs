@@ -28,6 +28,9 @@ pub enum Error {
     /// Options that do not fit together.
     #[error("{0}")]
     Usage(String),
+    /// `--transport kernel` and the kernel path cannot be set up.
+    #[error("kernel path unavailable: {0}")]
+    Kernel(String),
     /// Setting up the job (temporary directory, socket, signal handlers) failed.
     #[error("{what}: {source}")]
     Setup {
@@ -47,7 +50,7 @@ impl Error {
             Error::IsDirectory(_) | Error::NotExecutable(_) => 126,
             Error::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 127,
             Error::Spawn { .. } => 126,
-            Error::Setup { .. } | Error::Usage(_) => 125,
+            Error::Setup { .. } | Error::Usage(_) | Error::Kernel(_) => 125,
         }
     }
 

@@ -5,6 +5,7 @@
 
 mod cluster;
 mod error;
+mod kernel;
 mod program;
 mod rendezvous;
 mod spawn;
@@ -15,7 +16,7 @@ use std::net::IpAddr;
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -24,8 +25,10 @@ use clap::Parser;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use boad::bootstrap::protocol::Line;
 use error::Error;
-use rendezvous::Server;
+use kernel::{Setup, Transport, ENV_TRANSPORT};
+use rendezvous::{Server, TableHook};
 use spawn::{spawn_rank, Launch, Placement};
 
 /// Collective timeout variable read by the library.
@@ -44,13 +47,20 @@ const DRAIN: Duration = Duration::from_secs(1);
     version,
     override_usage = "boadrun [OPTIONS] [-n N] PROGRAM [ARGS]...",
     after_help = "Each rank gets BOAD_RANK, BOAD_SIZE, BOAD_LOCAL_RANK, BOAD_LOCAL_SIZE, BOAD_HOST_ID, \
-BOAD_JOB, BOAD_RENDEZVOUS, BOAD_BIND_ADDR (and BOAD_TIMEOUT_MS if given) in its environment, \
+BOAD_JOB, BOAD_RENDEZVOUS, BOAD_BIND_ADDR, BOAD_TRANSPORT (and BOAD_TIMEOUT_MS if given) in its environment, \
 /dev/null as stdin, and its own process group.\n\n\
 Exit status: that of the first rank to exit non-zero (128+N if killed by signal N), else 0; \
 127 if PROGRAM is not found, 126 if it cannot be executed, 125 if boadrun itself failed.\n\n\
 SIGINT, SIGTERM and SIGHUP are forwarded to every rank's process group (a second SIGINT sends \
-SIGKILL); ranks still running --kill-grace-ms later get SIGKILL. When a rank exits non-zero, the \
-others get --kill-grace-ms to finish, then SIGTERM, then SIGKILL a second later."
+SIGKILL); ranks still running --kill-grace-ms later get SIGKILL. At exit boadrun removes the job's \
+shared-memory segment (/dev/shm/boad-<job>-*) if the ranks left it. When a rank exits non-zero, the \
+others get --kill-grace-ms to finish, then SIGTERM, then SIGKILL a second later.\n\n\
+Kernel path (boadrun built with --features kernel; CAP_BPF + CAP_NET_ADMIN): with --transport auto \
+or kernel, boadrun loads boad's eBPF programs once (BOAD_KERNEL_FOLDS=all|none|OP,DTYPE,OP:DTYPE,... \
+picks the reduction programs, each a verifier run), attaches XDP and TC egress to lo (with --hosts, \
+to lo and eth0 of every host) before starting the ranks, fills their maps once all ranks joined and \
+sends a KERNEL line in the rendezvous table. Everything is detached when boadrun exits, even by \
+SIGKILL. With BOAD_STATS=1 boadrun prints the programs' counters at the end of the job."
 )]
 struct Args {
     /// Number of ranks to start.
@@ -82,9 +92,18 @@ struct Args {
     hosts: Option<u32>,
     /// The program to run (searched in PATH if it has no '/'), then its arguments, passed as they
     /// are (options after PROGRAM belong to it).
-    #[arg(value_name = "PROGRAM", required = true, num_args = 1..,
+    #[arg(value_name = "PROGRAM", required_unless_present = "check", num_args = 1..,
           trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<OsString>,
+    /// Collective path between hosts, exported to the ranks as BOAD_TRANSPORT: auto (the kernel
+    /// path if boadrun can attach it, else userspace, saying so once), kernel (or fail with exit
+    /// 125), udp, shm.
+    #[arg(long, value_enum, env = ENV_TRANSPORT, default_value = "auto", value_name = "PATH")]
+    transport: Transport,
+    /// Print what this machine offers the kernel path (kernel, BTF, capabilities, whether the
+    /// eBPF programs are compiled in and load) and the path a job would take, then exit.
+    #[arg(long, conflicts_with_all = ["np", "hosts"])]
+    check: bool,
 }
 
 /// A started rank.
@@ -162,6 +181,19 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
+/// Removes `/dev/shm/boad-<job>-*` when dropped.
+struct ShmCleanup(u64);
+
+impl Drop for ShmCleanup {
+    fn drop(&mut self) {
+        if let Err(e) = boad::remove_shm_segments(self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("boadrun: cannot remove the job's shared-memory segment: {e}");
+            }
+        }
+    }
+}
+
 /// A random job key.
 fn job_key() -> Result<u64, Error> {
     let mut b = [0u8; 8];
@@ -186,10 +218,13 @@ fn run(args: &Args) -> Result<i32, Error> {
     let sock = dir.path().join("rdv.sock");
     let listener = UnixListener::bind(&sock)
         .map_err(Error::setup(format!("cannot listen on {}", sock.display())))?;
+    let job = job_key()?;
+    let kernel: Arc<Mutex<Option<Setup>>> = Arc::new(Mutex::new(None));
     let server = Server::start(
         listener,
         size,
         Duration::from_millis(args.rendezvous_timeout_ms),
+        Some(table_hook(Arc::clone(&kernel), job, args.transport)),
     );
 
     // Handlers first, so that a signal arriving while ranks start is not lost.
@@ -214,6 +249,24 @@ fn run(args: &Args) -> Result<i32, Error> {
         Some(h) => Some(cluster::Cluster::create(h as usize)?),
         None => None,
     };
+    // A build without the programs says so for `--transport kernel` (and `--check`), not on every
+    // `auto` job.
+    // With `auto` the kernel path is set up only for a job over several hosts: on one host the
+    // ranks use shared memory, and loading the programs costs seconds of verifier time.
+    if args.transport == Transport::Kernel
+        || (args.transport.wants_kernel() && cfg!(feature = "kernel") && cluster.is_some())
+    {
+        let netns = match &cluster {
+            Some(c) => c.netns_handles()?,
+            None => Vec::new(),
+        };
+        match kernel::Folds::from_env().and_then(|folds| Setup::attach(netns, &folds)) {
+            Ok(setup) => *lock(&kernel) = Some(setup),
+            Err(why) if args.transport == Transport::Kernel => return Err(Error::Kernel(why)),
+            Err(why) => fallback(&why),
+        }
+    }
+    let kernel_on_lo = cluster.is_none() && lock(&kernel).is_some() && args.bind.is_loopback();
     let placements: Vec<Placement> = (0..size)
         .map(|r| {
             let h = cluster::host_of(r, size, hosts);
@@ -225,16 +278,25 @@ fn run(args: &Args) -> Result<i32, Error> {
                 host_id: h,
                 local_rank: r - first.unwrap_or(r),
                 local_size,
-                bind: cluster
-                    .as_ref()
-                    .map_or(args.bind, |c| IpAddr::V4(c.hosts[h].ip)),
+                bind: match &cluster {
+                    Some(c) => IpAddr::V4(c.hosts[h].ip),
+                    // Kernel path on `lo`: one loopback address per rank, so TC sees every
+                    // clone as going to another address (same-address clones would need
+                    // `accept_local` on the machine's own `lo`).
+                    None if kernel_on_lo && r < 250 => IpAddr::from([127, 77, 0, r as u8 + 1]),
+                    None => args.bind,
+                },
                 netns: cluster.as_ref().map(|c| c.hosts[h].netns_fd()),
             }
         })
         .collect();
+    // Removes the job's shared-memory segment if the ranks did not (they unlink it once all mapped
+    // it, so it is left only when a rank died before that), whatever way this function returns.
+    let _shm = ShmCleanup(job);
     let mut env = vec![
-        (ENV_JOB, format!("{:016x}", job_key()?).into()),
+        (ENV_JOB, format!("{job:016x}").into()),
         (ENV_RENDEZVOUS, sock.clone().into_os_string()),
+        (ENV_TRANSPORT, args.transport.name().into()),
     ];
     if let Some(ms) = args.timeout_ms {
         env.push((ENV_TIMEOUT_MS, ms.to_string().into()));
@@ -344,13 +406,56 @@ fn run(args: &Args) -> Result<i32, Error> {
             break;
         }
     }
+    // Detach before the cluster's namespaces go.
+    if let Some(setup) = lock(&kernel).take() {
+        if kernel::stats_wanted() {
+            kernel::print_stats(&setup);
+        }
+    }
     drop(cluster);
     drop(dir);
+    if server.failure().is_some() {
+        return Ok(125);
+    }
     Ok(first_failure.unwrap_or(0))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The one line `--transport auto` prints when the kernel path cannot be used.
+fn fallback(why: &str) {
+    eprintln!("boadrun: kernel path unavailable ({why}); collectives use the userspace path");
+}
+
+/// Once all ranks joined: fills the kernel path's maps for job `job` and adds the `KERNEL` line to
+/// the table. If that fails, `--transport kernel` aborts the job; `auto` detaches the programs,
+/// says so, and sends the table without the line.
+fn table_hook(kernel: Arc<Mutex<Option<Setup>>>, job: u64, transport: Transport) -> TableHook {
+    Box::new(move |peers| {
+        let mut slot = lock(&kernel);
+        let Some(setup) = slot.as_mut() else {
+            return Ok(Vec::new());
+        };
+        match setup.fill(job, peers) {
+            Ok(trigger_port) => Ok(vec![Line::Kernel { trigger_port }]),
+            Err(why) if transport == Transport::Kernel => Err(format!("kernel path: {why}")),
+            Err(why) => {
+                *slot = None;
+                fallback(&why);
+                Ok(Vec::new())
+            }
+        }
+    })
 }
 
 fn main() {
     let args = Args::parse();
+    if args.check {
+        kernel::check(args.transport);
+        std::process::exit(0);
+    }
     let code = match run(&args) {
         Ok(code) => code,
         Err(e) => {

@@ -24,10 +24,18 @@ enum Phase {
     Aborted(String),
 }
 
+/// Called once every rank has said `HELLO`, with their entries in rank order, before the table is
+/// sent: returns lines to add to the table before `END`, or why the job cannot start (then every rank
+/// gets `ABORT` with that reason).
+pub type TableHook = Box<dyn FnMut(&[PeerEntry]) -> Result<Vec<Line>, String> + Send>;
+
 struct State {
     size: usize,
     peers: Vec<Option<(PeerEntry, UnixStream)>>,
     phase: Phase,
+    hook: Option<TableHook>,
+    /// Why the hook refused the job.
+    failure: Option<String>,
 }
 
 /// The rendezvous server; its accept loop runs on a thread of its own.
@@ -76,13 +84,25 @@ impl State {
             Phase::Gathering => {
                 self.peers[rank] = Some((entry, stream));
                 if self.peers.iter().all(Option::is_some) {
+                    let entries: Vec<PeerEntry> = self
+                        .peers
+                        .iter()
+                        .flatten()
+                        .map(|(e, _)| e.clone())
+                        .collect();
+                    let extra = match self.hook.as_mut().map(|hook| hook(&entries)) {
+                        None => Vec::new(),
+                        Some(Ok(lines)) => lines,
+                        Some(Err(why)) => {
+                            eprintln!("boadrun: rendezvous aborted: {why}");
+                            self.failure = Some(why.clone());
+                            self.abort(why);
+                            return;
+                        }
+                    };
                     let mut lines = vec![Line::Table(self.size)];
-                    lines.extend(
-                        self.peers
-                            .iter()
-                            .flatten()
-                            .map(|(e, _)| Line::Entry(e.clone())),
-                    );
+                    lines.extend(entries.into_iter().map(Line::Entry));
+                    lines.extend(extra);
                     lines.push(Line::End);
                     for (_, s) in self.peers.iter().flatten() {
                         send(s, &lines);
@@ -99,12 +119,20 @@ impl State {
 }
 
 impl Server {
-    /// Serves `listener` for a job of `size` ranks, which must all join within `timeout`.
-    pub fn start(listener: UnixListener, size: usize, timeout: Duration) -> Server {
+    /// Serves `listener` for a job of `size` ranks, which must all join within `timeout`; `hook`
+    /// may add lines to the table (see [`TableHook`]).
+    pub fn start(
+        listener: UnixListener,
+        size: usize,
+        timeout: Duration,
+        hook: Option<TableHook>,
+    ) -> Server {
         let state = Arc::new(Mutex::new(State {
             size,
             peers: (0..size).map(|_| None).collect(),
             phase: Phase::Gathering,
+            hook,
+            failure: None,
         }));
         let shared = Arc::clone(&state);
         thread::spawn(move || {
@@ -149,6 +177,11 @@ impl Server {
                 *slot = None;
             }
         }
+    }
+
+    /// Why the table hook refused the job, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.lock().failure.clone()
     }
 
     /// If some rank joined but not all did within the timeout, aborts the job and says why.

@@ -7,8 +7,16 @@ use std::time::{Duration, Instant};
 
 const BOADRUN: &str = env!("CARGO_BIN_EXE_boadrun");
 
+/// boadrun on the userspace path: these tests are about the launcher, not the kernel path (see
+/// tests/kernel.rs), and must not depend on whether it can be attached.
+fn cmd() -> Command {
+    let mut c = Command::new(BOADRUN);
+    c.env("BOAD_TRANSPORT", "udp");
+    c
+}
+
 fn boadrun(args: &[&str]) -> Output {
-    Command::new(BOADRUN)
+    cmd()
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -62,7 +70,7 @@ fn tag_output_prefixes_every_line() {
 #[test]
 fn exports_the_job_environment() {
     let script = "echo $BOAD_RANK $BOAD_SIZE $BOAD_LOCAL_RANK $BOAD_LOCAL_SIZE $BOAD_HOST_ID \
-                  $BOAD_JOB $BOAD_BIND_ADDR $BOAD_TIMEOUT_MS $BOAD_RENDEZVOUS; \
+                  $BOAD_JOB $BOAD_BIND_ADDR $BOAD_TIMEOUT_MS $BOAD_RENDEZVOUS $BOAD_TRANSPORT; \
                   test -S \"$BOAD_RENDEZVOUS\" && echo socket-ok; read x; echo stdin=$?";
     let out = boadrun(&[
         "-n",
@@ -88,6 +96,7 @@ fn exports_the_job_environment() {
         );
         assert_eq!(row[6..8], ["127.0.0.2", "1234"]);
         assert!(row[8].ends_with("/rdv.sock"));
+        assert_eq!(row[9], "udp");
     }
     assert_eq!(rows[0][5], rows[1][5], "one job key for all ranks");
     assert_eq!(rows[0][8], rows[1][8]);
@@ -96,6 +105,18 @@ fn exports_the_job_environment() {
         .parent()
         .expect("socket dir");
     assert!(!dir.exists(), "temporary directory {dir:?} was not removed");
+}
+
+#[test]
+fn transport_flag_overrides_the_environment() {
+    let out = boadrun(&["--transport", "shm", "sh", "-c", "echo $BOAD_TRANSPORT"]);
+    assert_eq!(text(&out.stdout), "shm\n", "{out:?}");
+    let out = boadrun(&["--transport", "rdma", "true"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("invalid value 'rdma'"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -144,7 +165,7 @@ fn failing_rank_ends_the_job() {
                   if [ $BOAD_RANK = 1 ]; then sleep 0.3; exit 3; fi; \
                   if [ $BOAD_RANK = 2 ]; then trap '' TERM; fi; exec sleep 30";
     let start = Instant::now();
-    let out = Command::new(BOADRUN)
+    let out = cmd()
         .args(["-n", "3", "--kill-grace-ms", "300", "sh", "-c", script])
         .env("D", dir.path())
         .output()
@@ -170,7 +191,7 @@ fn failing_rank_ends_the_job() {
 #[test]
 fn forwards_sigterm() {
     let script = "trap 'echo got term $BOAD_RANK; exit 0' TERM; echo ready; sleep 30 & wait";
-    let mut child = Command::new(BOADRUN)
+    let mut child = cmd()
         .args(["-n", "2", "sh", "-c", script])
         .stdout(Stdio::piped())
         .spawn()
@@ -229,7 +250,7 @@ fn rendezvous_table_and_exit_lines() {
 #[test]
 fn rendezvous_aborts() {
     // Both ranks claim rank 0.
-    let out = Command::new(BOADRUN)
+    let out = cmd()
         .args(["-n", "2", "python3", "-c", PY_RANK])
         .env("CLAIM", "0")
         .output()
@@ -245,7 +266,7 @@ fn rendezvous_aborts() {
     );
     // Rank 1 leaves without joining.
     let script = "if [ $BOAD_RANK = 1 ]; then exit 0; fi; exec python3 -c \"$PY\"";
-    let out = Command::new(BOADRUN)
+    let out = cmd()
         .args(["-n", "2", "sh", "-c", script])
         .env("PY", PY_RANK)
         .output()
@@ -270,6 +291,9 @@ fn help_mentions_every_flag() {
         "--kill-grace-ms",
         "--rendezvous-timeout-ms",
         "--bind",
+        "--hosts",
+        "--transport",
+        "--check",
         "PROGRAM",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
@@ -279,7 +303,7 @@ fn help_mentions_every_flag() {
 #[test]
 fn rendezvous_timeout_aborts_the_ranks_that_joined() {
     let script = "if [ $BOAD_RANK = 1 ]; then exec sleep 1; fi; exec python3 -c \"$PY\"";
-    let out = Command::new(BOADRUN)
+    let out = cmd()
         .args([
             "-n",
             "2",
@@ -349,7 +373,7 @@ fn virtual_cluster_is_gone_after_sigkill() {
         return;
     }
     let before = live_netns();
-    let mut child = Command::new(BOADRUN)
+    let mut child = cmd()
         .args(["--hosts", "3", "-n", "3", "sleep", "30"])
         .stdin(Stdio::null())
         .spawn()

@@ -16,6 +16,12 @@
 //! - `exit-mid RANK`: RANK exits with status 3 before an allreduce; the others must get an error
 //!   naming it.
 //! - `hang RANK`: RANK sleeps 30 s before an allreduce; the others must time out naming it.
+//! - `kill-mid RANK`: RANK SIGKILLs itself while 4 MiB allreduces run; the others must fail.
+//! - `kernel-proof`: on the kernel path, the paths each collective takes, and counters showing the
+//!   root of a one-datagram bcast makes one send and the root of a reduce receives one datagram.
+//! - `path NAME`: a few collectives, then `last_path()` must be NAME (`udp` or `shm`).
+//!
+//! Rank 0 first prints `job <key>` (the job key, to find the job's files).
 #![deny(missing_docs)]
 
 use std::process::ExitCode;
@@ -453,6 +459,102 @@ fn expect_errors(comm: &mut Communicator) -> ExitCode {
     }
 }
 
+/// See the module docs (`kernel-proof`).
+fn kernel_proof(comm: &mut Communicator) -> ExitCode {
+    let (rank, size) = (comm.rank(), comm.size());
+    let root = size - 1;
+    let mut bad = Vec::new();
+    let mut path_is = |what: &str, comm: &Communicator, want: boad::Path| {
+        if comm.last_path() != Some(want) {
+            bad.push(format!("{what} took {:?}, want {want:?}", comm.last_path()));
+        }
+    };
+    let step = |r: boad::Result<()>| r.map_err(|e| e.to_string());
+    let result = (|| -> Result<(Vec<u64>, Vec<u64>), String> {
+        let mut b = [7u64; 4];
+        step(comm.bcast(&mut b, root))?;
+        path_is("bcast", comm, boad::Path::Kernel);
+        let mut v = [rank as i32; 100];
+        step(comm.allreduce_in_place(&mut v, Op::Sum))?;
+        path_is("allreduce i32 sum", comm, boad::Path::Kernel);
+        step(comm.allreduce_in_place(&mut [1.5f32; 4], Op::Max))?;
+        path_is("allreduce f32 max", comm, boad::Path::Kernel);
+        step(comm.allreduce_in_place(&mut [1.5f32; 4], Op::Sum))?;
+        path_is(
+            "allreduce f32 sum (not folded in the kernel)",
+            comm,
+            boad::Path::Udp,
+        );
+        let mut all = vec![0u16; size * 3];
+        step(comm.allgather(&[rank as u16; 3], &mut all))?;
+        path_is("allgather", comm, boad::Path::Kernel);
+        step(comm.barrier())?;
+        path_is("barrier", comm, boad::Path::Kernel);
+        let mut big = vec![1u8; 1 << 20];
+        step(comm.allreduce_in_place(&mut big, Op::Bor))?;
+        path_is(
+            "allreduce of 1 MiB (over the kernel's 64 KiB)",
+            comm,
+            boad::Path::Udp,
+        );
+        // Syscalls and datagrams: a one-datagram bcast costs the root one send, a one-chunk
+        // reduce costs the root one receive, whatever the number of ranks.
+        let (mut sends, mut recvs) = (Vec::new(), Vec::new());
+        for _ in 0..10 {
+            step(comm.barrier())?;
+            let before = comm.stats();
+            let mut b = [rank as u64; 8];
+            step(comm.bcast(&mut b, root))?;
+            sends.push(comm.stats().send_calls - before.send_calls);
+            step(comm.barrier())?;
+            let before = comm.stats();
+            let mut r = [0u32; 64];
+            step(comm.reduce(
+                &[1u32; 64],
+                if rank == root { &mut r } else { &mut [] },
+                Op::Sum,
+                root,
+            ))?;
+            recvs.push(comm.stats().datagrams_received - before.datagrams_received);
+            if rank == root && r != [size as u32; 64] {
+                return Err(format!("reduce gave {:?}", &r[..4]));
+            }
+        }
+        Ok((sends, recvs))
+    })();
+    match result {
+        Err(e) => {
+            eprintln!("rank {rank}: {e}");
+            ExitCode::from(2)
+        }
+        Ok((mut sends, mut recvs)) => {
+            sends.sort();
+            recvs.sort();
+            if rank == root {
+                // Medians: a retransmission asked for by a slow receiver may add one now and then.
+                println!("root bcast send calls: median {} of {sends:?}", sends[5]);
+                println!(
+                    "root reduce datagrams received: at most {} ({recvs:?})",
+                    recvs[9]
+                );
+                // (0 when the result came in while the root was still in the barrier before.)
+                if sends[5] != 1 || recvs[9] > 1 {
+                    bad.push("the root's sends or receives grew with the number of ranks".into());
+                }
+            }
+            for b in &bad {
+                eprintln!("rank {rank}: {b}");
+            }
+            if bad.is_empty() {
+                println!("rank {rank}: kernel proof ok");
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().map(String::as_str).unwrap_or("matrix");
@@ -464,6 +566,12 @@ fn main() -> ExitCode {
         }
     };
     let (size, chunk) = (comm.size(), comm.chunk_bytes());
+    if comm.rank() == 0 {
+        println!(
+            "job {}",
+            std::env::var("BOAD_JOB").unwrap_or_else(|_| "none".into())
+        );
+    }
     let victim = args
         .get(1)
         .and_then(|a| a.parse::<usize>().ok())
@@ -539,6 +647,59 @@ fn main() -> ExitCode {
                     ExitCode::from(4)
                 }
             }
+        }
+        "kill-mid" => {
+            let mut v = vec![1i32; 1 << 20];
+            if let Err(e) = comm.allreduce_in_place(&mut v, Op::Sum) {
+                eprintln!("rank {}: first allreduce failed: {e}", comm.rank());
+                return ExitCode::from(2);
+            }
+            if comm.rank() == victim {
+                std::thread::spawn(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(30));
+                    let me = std::process::id().to_string();
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", &me])
+                        .status();
+                });
+            }
+            let start = std::time::Instant::now();
+            while start.elapsed() < std::time::Duration::from_secs(20) {
+                if let Err(e) = comm.allreduce_in_place(&mut v, Op::Sum) {
+                    eprintln!("rank {}: error as expected: {e}", comm.rank());
+                    return ExitCode::from(4);
+                }
+            }
+            eprintln!(
+                "rank {}: allreduces without rank {victim} succeeded",
+                comm.rank()
+            );
+            ExitCode::from(1)
+        }
+        "kernel-proof" => kernel_proof(&mut comm),
+        "path" => {
+            let want = args.get(1).map(String::as_str).unwrap_or("shm");
+            let mut v = [1u32; 3];
+            if let Err(e) = comm.allreduce_in_place(&mut v, Op::Sum) {
+                eprintln!("rank {}: {e}", comm.rank());
+                return ExitCode::from(2);
+            }
+            let got = comm.last_path().map(|p| p.name());
+            if got != Some(want) {
+                eprintln!("rank {}: last_path {got:?}, want {want}", comm.rank());
+                return ExitCode::from(1);
+            }
+            let s = comm.stats();
+            let counted = if want == "shm" {
+                s.collectives_shm
+            } else {
+                s.collectives_udp
+            };
+            if counted != 1 {
+                eprintln!("rank {}: stats {s:?}", comm.rank());
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
         }
         other => {
             eprintln!("boad-check: unknown mode {other}");

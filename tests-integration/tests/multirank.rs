@@ -57,7 +57,8 @@ impl Job {
     }
 }
 
-/// Runs `boadrun <launcher_args> -n N boad-check <args>` with `env`, killing it after `limit`.
+/// Runs `boadrun <launcher_args> -n N boad-check <args>` over UDP with `env`, killing it after
+/// `limit`.
 fn run(
     n: usize,
     launcher_args: &[&str],
@@ -65,13 +66,36 @@ fn run(
     env: &[(&str, &str)],
     limit: Duration,
 ) -> Job {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    run_on("udp", n, launcher_args, args, env, limit)
+}
+
+/// [`run`] with `BOAD_TRANSPORT=transport`.
+fn run_on(
+    transport: &str,
+    n: usize,
+    launcher_args: &[&str],
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> Job {
     let mut cmd = Command::new(boadrun());
     cmd.args(launcher_args)
         .args(["-n", &n.to_string()])
         .arg(env!("CARGO_BIN_EXE_boad-check"))
-        .args(args)
-        .env("BOAD_CHUNK_BYTES", "1024")
+        .args(args);
+    run_cmd(cmd, transport, env, limit)
+}
+
+/// Runs `cmd` (a boadrun command line) with `BOAD_TRANSPORT=transport` and `env`, killing it after
+/// `limit`.
+fn run_cmd(mut cmd: Command, transport: &str, env: &[(&str, &str)], limit: Duration) -> Job {
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    cmd.env("BOAD_CHUNK_BYTES", "1024")
+        .env("BOAD_TRANSPORT", transport)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -92,7 +116,7 @@ fn run(
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             let out = rx.recv().expect("boadrun output").expect("wait");
             panic!(
-                "{args:?} on {n} ranks hung for {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                "boadrun {args:?} over {transport} hung for {limit:?}\nstdout:\n{}\nstderr:\n{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
@@ -103,7 +127,11 @@ fn run(
 const LIMIT: Duration = Duration::from_secs(240);
 
 fn matrix(n: usize) {
-    let job = run(n, &[], &["matrix"], &[], LIMIT);
+    matrix_on("udp", n);
+}
+
+fn matrix_on(transport: &str, n: usize) {
+    let job = run_on(transport, n, &[], &["matrix"], &[], LIMIT);
     job.assert_ok();
     let lines = job
         .stdout()
@@ -256,7 +284,11 @@ fn foreign_datagrams_are_ignored() {
 
 #[test]
 fn mismatched_calls_are_errors_on_every_rank() {
-    let job = run(4, &[], &["mismatch"], &[], LIMIT);
+    mismatch_on("udp");
+}
+
+fn mismatch_on(transport: &str) {
+    let job = run_on(transport, 4, &[], &["mismatch"], &[], LIMIT);
     job.assert_ok();
     let out = job.stdout();
     for what in ["count", "dtype", "op", "root"] {
@@ -276,7 +308,12 @@ fn mismatched_calls_are_errors_on_every_rank() {
 
 #[test]
 fn a_rank_exiting_mid_job_fails_the_others_naming_it() {
-    let job = run(
+    exit_mid_on("udp");
+}
+
+fn exit_mid_on(transport: &str) {
+    let job = run_on(
+        transport,
         4,
         &[],
         &["exit-mid", "2"],
@@ -300,7 +337,12 @@ fn a_rank_exiting_mid_job_fails_the_others_naming_it() {
 
 #[test]
 fn a_silent_rank_times_out_naming_it() {
-    let job = run(
+    silent_on("udp");
+}
+
+fn silent_on(transport: &str) {
+    let job = run_on(
+        transport,
         3,
         &["--kill-grace-ms", "500"],
         &["hang", "1"],
@@ -355,4 +397,274 @@ fn demo_runs_on_9_ranks() {
         stdout.contains("all collectives returned the expected results on all 9 ranks"),
         "{stdout}"
     );
+}
+
+// ----- the same over shared memory (BOAD_TRANSPORT=shm); loss and foreign datagrams are UDP-only -----
+
+/// The job key rank 0 of `boad-check` prints (`job <16 hex digits>`).
+fn job_key(job: &Job) -> String {
+    job.stdout()
+        .lines()
+        .find_map(|l| l.strip_prefix("job "))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no job key printed:\n{}", job.stdout()))
+}
+
+/// Files of job `key` left in /dev/shm.
+fn leftover_segments(key: &str) -> Vec<String> {
+    let prefix = format!("boad-{key}-");
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn shm_matrix_1_rank() {
+    matrix_on("shm", 1);
+}
+
+#[test]
+fn shm_matrix_2_ranks() {
+    matrix_on("shm", 2);
+}
+
+#[test]
+fn shm_matrix_3_ranks() {
+    matrix_on("shm", 3);
+}
+
+#[test]
+fn shm_matrix_4_ranks() {
+    matrix_on("shm", 4);
+}
+
+#[test]
+fn shm_matrix_9_ranks() {
+    matrix_on("shm", 9);
+}
+
+#[test]
+fn shm_twenty_ranks_random_cases() {
+    let job = run_on("shm", 20, &[], &["random", "100"], &[], LIMIT);
+    job.assert_ok();
+    assert_eq!(
+        job.stdout().matches(" 0 wrong").count(),
+        20,
+        "{}",
+        job.stdout()
+    );
+}
+
+#[test]
+fn shm_sixteen_mib() {
+    let job = run_on("shm", 3, &[], &["big"], &[], LIMIT);
+    job.assert_ok();
+}
+
+#[test]
+fn shm_is_the_automatic_choice_on_one_host() {
+    let job = run_on("auto", 3, &[], &["path", "shm"], &[], LIMIT);
+    job.assert_ok();
+    let job = run_on("udp", 3, &[], &["path", "udp"], &[], LIMIT);
+    job.assert_ok();
+}
+
+#[test]
+fn shm_mismatched_calls_are_errors_on_every_rank() {
+    mismatch_on("shm");
+}
+
+#[test]
+fn shm_a_rank_exiting_mid_job_fails_the_others_naming_it() {
+    exit_mid_on("shm");
+}
+
+#[test]
+fn shm_a_silent_rank_times_out_naming_it() {
+    silent_on("shm");
+}
+
+#[test]
+fn shm_a_rank_killed_mid_collective_fails_the_others_and_leaves_no_segment() {
+    let job = run_on(
+        "shm",
+        4,
+        &[],
+        &["kill-mid", "1"],
+        &[("BOAD_TIMEOUT_MS", "60000")],
+        LIMIT,
+    );
+    let err = job.stderr();
+    assert_eq!(job.code(), Some(128 + 9), "killed by SIGKILL:\n{err}");
+    assert!(err.contains("rank 1") && err.contains("SIGKILL"), "{err}");
+    assert_eq!(err.matches("error as expected").count(), 3, "{err}");
+    assert!(job.secs < 30.0, "took {:.1} s", job.secs);
+    let key = job_key(&job);
+    assert_eq!(leftover_segments(&key), Vec::<String>::new());
+}
+
+#[test]
+fn boadrun_removes_a_segment_left_by_dead_ranks() {
+    // Ranks that die before every rank mapped the segment leave the file; boadrun removes it.
+    let mut cmd = Command::new(boadrun());
+    cmd.args(["-n", "2", "sh", "-c"]).arg(
+        "if [ \"$BOAD_RANK\" = 0 ]; then echo job $BOAD_JOB; : > /dev/shm/boad-$BOAD_JOB-0; fi; kill -9 $$",
+    );
+    let job = run_cmd(cmd, "shm", &[], LIMIT);
+    assert_eq!(job.code(), Some(128 + 9), "{}", job.stderr());
+    let key = job_key(&job);
+    assert_eq!(leftover_segments(&key), Vec::<String>::new());
+}
+
+// ----- the kernel path (boadrun attaches the eBPF programs; needs root) -----
+
+/// `name=value` pairs of boadrun's `boadrun stats: kernel ...` line.
+fn kernel_counters(job: &Job) -> std::collections::HashMap<String, u64> {
+    let err = job.stderr();
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("boadrun stats: kernel"))
+        .unwrap_or_else(|| panic!("no kernel counters in:\n{err}"));
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+fn kernel_job(n: usize, launcher: &[&str], args: &[&str], env: &[(&str, &str)]) -> Job {
+    let mut env = env.to_vec();
+    env.push(("BOAD_STATS", "1"));
+    let job = run_on("kernel", n, launcher, args, &env, LIMIT);
+    job.assert_ok();
+    job
+}
+
+/// The matrix with the kernel path forced: results equal the reference (and so the userspace
+/// path's, checked against the same reference), and the kernel did the folding and cloning.
+fn kernel_matrix(n: usize, launcher: &[&str], args: &[&str], env: &[(&str, &str)]) {
+    if !root() {
+        return;
+    }
+    let job = kernel_job(n, launcher, args, env);
+    assert_eq!(
+        job.stdout().matches(" 0 wrong").count(),
+        n,
+        "{}",
+        job.stdout()
+    );
+    let c = kernel_counters(&job);
+    // (With 2 ranks a reduction has one contribution: it is folded and passed, none dropped.)
+    assert!(c["folded"] > 0 && c["passed"] > 0, "{c:?}");
+    assert!(n == 2 || c["dropped"] > 0, "{c:?}");
+    assert!(c["clones"] > 0 && c["bcasts"] > 0, "{c:?}");
+    for line in job
+        .stderr()
+        .lines()
+        .filter(|l| l.starts_with("boad stats: rank"))
+    {
+        assert!(
+            !line.contains("collectives_kernel=0 "),
+            "every rank used the kernel path: {line}"
+        );
+    }
+}
+
+#[test]
+fn kernel_matrix_on_lo_2_ranks() {
+    kernel_matrix(2, &[], &["matrix", "--quick"], &[]);
+}
+
+#[test]
+fn kernel_matrix_on_lo_4_ranks() {
+    kernel_matrix(4, &[], &["matrix"], &[]);
+}
+
+#[test]
+fn kernel_matrix_on_lo_9_ranks() {
+    kernel_matrix(9, &[], &["matrix", "--quick"], &[]);
+}
+
+#[test]
+fn kernel_matrix_on_a_virtual_cluster_of_4_hosts() {
+    kernel_matrix(9, &["--hosts", "4"], &["matrix", "--quick"], &[]);
+}
+
+#[test]
+fn kernel_matrix_with_5_percent_loss_on_a_virtual_cluster() {
+    kernel_matrix(
+        6,
+        &["--hosts", "3"],
+        &["matrix", "--quick"],
+        &[("BOAD_DROP_RATE", "0.05")],
+    );
+}
+
+#[test]
+fn kernel_random_cases_with_20_percent_loss_on_a_virtual_cluster() {
+    kernel_matrix(
+        6,
+        &["--hosts", "3"],
+        &["random", "100"],
+        &[("BOAD_DROP_RATE", "0.2")],
+    );
+}
+
+#[test]
+fn kernel_does_the_work() {
+    if !root() {
+        return;
+    }
+    let job = kernel_job(6, &["--hosts", "3"], &["kernel-proof"], &[]);
+    assert_eq!(
+        job.stdout().matches("kernel proof ok").count(),
+        6,
+        "{}",
+        job.stdout()
+    );
+    assert!(
+        job.stdout().contains("root bcast send calls: median 1"),
+        "{}",
+        job.stdout()
+    );
+    let c = kernel_counters(&job);
+    // 6 ranks: every reduction folds 5 contributions and passes 1; every bcast becomes 5 clones.
+    assert_eq!(c["folded"], c["dropped"] + c["passed"], "{c:?}");
+    assert!(c["dropped"] >= 4 * c["passed"], "{c:?}");
+    assert_eq!(c["clones"], 5 * c["bcasts"], "{c:?}");
+    assert!(
+        c["local_clones"] > 0,
+        "same-host receivers got clones: {c:?}"
+    );
+}
+
+#[test]
+fn kernel_mismatches_are_errors_on_every_rank() {
+    if !root() {
+        return;
+    }
+    let job = run_on("kernel", 4, &[], &["mismatch"], &[], LIMIT);
+    job.assert_ok();
+}
+
+#[test]
+fn kernel_a_rank_exiting_mid_job_fails_the_others() {
+    if !root() {
+        return;
+    }
+    let job = run_on(
+        "kernel",
+        4,
+        &["--hosts", "2"],
+        &["exit-mid", "2"],
+        &[],
+        LIMIT,
+    );
+    let err = job.stderr();
+    assert_eq!(job.code(), Some(3), "{err}");
+    assert_eq!(err.matches("error as expected").count(), 3, "{err}");
 }

@@ -67,6 +67,11 @@ impl Netns {
         &self.name
     }
 
+    /// The namespace's file (`/run/netns/NAME`), e.g. for `boad::kernel::with_netns`.
+    pub fn file(&self) -> io::Result<File> {
+        File::open(format!("/run/netns/{}", self.name))
+    }
+
     /// `ip -n NAME ARGS...`
     pub fn ip(&self, args: &[&str]) -> io::Result<String> {
         let mut all = vec!["ip", "-n", &self.name];

@@ -20,17 +20,7 @@ const RECV_TIMEOUT: Duration = Duration::from_secs(2);
 const QUIET: Duration = Duration::from_millis(150);
 
 fn delta(after: Counters, before: Counters) -> Counters {
-    Counters {
-        folded: after.folded - before.folded,
-        dropped: after.dropped - before.dropped,
-        passed: after.passed - before.passed,
-        duplicates: after.duplicates - before.duplicates,
-        foreign: after.foreign - before.foreign,
-        unfolded: after.unfolded - before.unfolded,
-        clones: after.clones - before.clones,
-        clone_errors: after.clone_errors - before.clone_errors,
-        bcasts: after.bcasts - before.bcasts,
-    }
+    after.since(&before)
 }
 
 /// Receives one datagram, or None after `timeout`.
@@ -312,7 +302,8 @@ fn concurrent_contributions_many_slots() {
     finish(ns);
 }
 
-/// (b) A resent contribution is counted once, before and after the reduction completes.
+/// (b) A resent contribution is counted once, before and after the reduction completes; resent
+/// after completion it comes back as a copy of the RESULT.
 #[test]
 fn resent_contribution_is_not_double_counted() {
     if !privileged() {
@@ -348,14 +339,19 @@ fn resent_contribution_is_not_double_counted() {
         let (h, payload) = parse(&got).expect("header");
         assert_eq!((h.kind, h.reserved), (kind::RESULT, 3));
         assert_eq!(payload, &want[..]);
-        // Resent after the RESULT left: still a duplicate, nothing delivered.
-        send(3);
-        send(1);
+        // Resent after the RESULT left: not folded again, re-emitted as the same RESULT.
+        for src in [3, 1] {
+            send(src);
+            let got = recv(&rx, RECV_TIMEOUT).expect("re-emitted RESULT");
+            let (h, payload) = parse(&got).expect("header");
+            assert_eq!((h.kind, h.reserved, h.src), (kind::RESULT, 3, src));
+            assert_eq!(payload, &want[..]);
+        }
         assert!(recv(&rx, QUIET).is_none(), "a duplicate reached the socket");
         let d = delta(k.counters().expect("counters"), before);
         assert_eq!(
-            (d.folded, d.dropped, d.passed, d.duplicates),
-            (3, 2, 1, 5),
+            (d.folded, d.dropped, d.passed, d.duplicates, d.result_resent),
+            (3, 2, 1, 3, 2),
             "{d:?}"
         );
     });
@@ -699,4 +695,451 @@ fn bcast_across_veth_bridge_with_checksums() {
     drop(receivers);
     drop(bridge);
     finish(root);
+}
+
+/// Resent contributions bring a lost RESULT back, for the largest loop (1024 `u8`) and other
+/// element sizes; the slot is not folded again.
+#[test]
+fn resend_to_complete_slot_reemits_result() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new().expect("netns");
+    ns.run(|| {
+        const N: u32 = 4;
+        let k = reducer_on_lo(N);
+        let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
+        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind contributor");
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let cases = [
+            (Op::Min, DType::U8, MAX_PAYLOAD),
+            (Op::Sum, DType::I64, MAX_PAYLOAD),
+            (Op::Bxor, DType::U16, 300),
+            (Op::Max, DType::F32, 96),
+        ];
+        for (i, &(op, dtype, len)) in cases.iter().enumerate() {
+            let seq = 100 + i as u32;
+            let parts = payloads(&mut rng, dtype, N as usize, len);
+            let want = userspace_fold(dtype, op, &parts);
+            let before = k.counters().expect("counters");
+            let send = |src: u32| {
+                let d = contrib(JOB, COMM, seq, src, op, dtype, &parts[src as usize - 1]);
+                tx.send_to(&d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
+                    .expect("send");
+            };
+            for src in 1..=N {
+                send(src);
+            }
+            // The first RESULT is "lost": read and ignored.
+            let first = recv(&rx, RECV_TIMEOUT).expect("first RESULT");
+            assert_eq!(parse(&first).expect("header").0.kind, kind::RESULT);
+            // The root NACKs; every contributor resends: each resend is a copy of the RESULT.
+            for src in [2, N, 1] {
+                send(src);
+                let got = recv(&rx, RECV_TIMEOUT)
+                    .unwrap_or_else(|| panic!("{op}/{dtype}: no re-emitted RESULT"));
+                let (h, payload) = parse(&got).expect("header");
+                assert_eq!(
+                    (h.kind, h.reserved, h.src, h.seq),
+                    (kind::RESULT, N as u16, src, seq),
+                    "{op}/{dtype}"
+                );
+                assert_eq!(payload, &want[..], "{op}/{dtype}: re-emitted payload");
+            }
+            assert!(recv(&rx, QUIET).is_none(), "{op}/{dtype}: extra datagram");
+            let d = delta(k.counters().expect("counters"), before);
+            assert_eq!(
+                (
+                    d.folded,
+                    d.passed,
+                    d.result_resent,
+                    d.duplicates,
+                    d.unfolded
+                ),
+                (N as u64, 1, 3, 0, 0),
+                "{op}/{dtype}: {d:?}"
+            );
+        }
+    });
+    finish(ns);
+}
+
+/// `flags::BYPASS`: the CONTRIB reaches the socket untouched and the slot is not used.
+#[test]
+fn bypass_flag_passes_contrib_unfolded() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new().expect("netns");
+    ns.run(|| {
+        let k = reducer_on_lo(2);
+        let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
+        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind contributor");
+        let parts: Vec<Vec<u8>> = (1..=2u32)
+            .map(|r| (0..32).flat_map(|j| (r * 1000 + j).to_le_bytes()).collect())
+            .collect();
+        let before = k.counters().expect("counters");
+        for (i, p) in parts.iter().enumerate() {
+            let mut h = header(kind::CONTRIB, JOB, COMM, 5, Op::Sum, DType::U32);
+            h.src = i as u32 + 1;
+            h.flags = flags::BYPASS;
+            let d = datagram(h, p);
+            tx.send_to(&d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
+                .expect("send");
+            assert_eq!(recv(&rx, RECV_TIMEOUT), Some(d), "not passed untouched");
+        }
+        // The same reduction without the flag still folds: the bypassed ones left no trace.
+        for (i, p) in parts.iter().enumerate() {
+            let d = contrib(JOB, COMM, 5, i as u32 + 1, Op::Sum, DType::U32, p);
+            tx.send_to(&d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
+                .expect("send");
+        }
+        let got = recv(&rx, RECV_TIMEOUT).expect("RESULT");
+        let (h, payload) = parse(&got).expect("header");
+        assert_eq!((h.kind, h.reserved), (kind::RESULT, 2));
+        assert_eq!(payload, &userspace_fold(DType::U32, Op::Sum, &parts)[..]);
+        assert!(recv(&rx, QUIET).is_none());
+        let d = delta(k.counters().expect("counters"), before);
+        assert_eq!(
+            (d.bypassed, d.folded, d.passed, d.unfolded, d.duplicates),
+            (2, 2, 1, 0, 0),
+            "{d:?}"
+        );
+    });
+    finish(ns);
+}
+
+/// A CONTRIB whose signature differs from the slot's first passes unfolded and untouched, for each
+/// signature field; the reduction then completes with the right contributions.
+#[test]
+fn mismatched_signature_passes_unfolded() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new().expect("netns");
+    ns.run(|| {
+        const N: u32 = 3;
+        const SEQ: u32 = 11;
+        let k = reducer_on_lo(N);
+        let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
+        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind contributor");
+        let parts: Vec<Vec<u8>> = (1..=N as i32)
+            .map(|r| (0..24).flat_map(|j| (r * 77 - j).to_le_bytes()).collect())
+            .collect();
+        let good = |src: u32| {
+            let mut h = header(kind::CONTRIB, JOB, COMM, SEQ, Op::Sum, DType::I32);
+            h.src = src;
+            h.root = 0;
+            datagram(h, &parts[src as usize - 1])
+        };
+        let send = |d: &[u8]| {
+            tx.send_to(d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
+                .expect("send");
+        };
+        let before = k.counters().expect("counters");
+        send(&good(1));
+        assert!(recv(&rx, QUIET).is_none(), "first contribution passed");
+        // Contributor 2 with a wrong call, one signature field at a time.
+        type Tweak = fn(&mut boad_common::Header);
+        let tweaks: [(&str, Tweak); 5] = [
+            ("count", |h| h.count += 1),
+            ("root", |h| h.root = 2),
+            ("coll", |h| h.coll = boad_common::coll::ALLREDUCE),
+            ("op", |h| h.op = Op::Max as u8),
+            ("dtype", |h| h.dtype = DType::U32 as u8),
+        ];
+        let mut wrong = Vec::new();
+        for (what, tweak) in tweaks {
+            let mut d = good(2);
+            let mut h = parse(&d).expect("header").0;
+            tweak(&mut h);
+            d[..boad_common::HEADER_LEN].copy_from_slice(bytemuck::bytes_of(&h));
+            wrong.push((what, d));
+        }
+        // Another length (and so another count).
+        let mut h = header(kind::CONTRIB, JOB, COMM, SEQ, Op::Sum, DType::I32);
+        h.src = 2;
+        wrong.push(("len", datagram(h, &parts[1][..48])));
+        for (what, d) in &wrong {
+            send(d);
+            assert_eq!(
+                recv(&rx, RECV_TIMEOUT).as_ref(),
+                Some(d),
+                "{what}: mismatched CONTRIB not passed untouched"
+            );
+        }
+        let d = delta(k.counters().expect("counters"), before);
+        assert_eq!(
+            (d.mismatched, d.folded, d.unfolded),
+            (wrong.len() as u64, 1, 0),
+            "{d:?}"
+        );
+        // The right calls complete the reduction; the wrong ones left no trace in the fold.
+        send(&good(2));
+        send(&good(3));
+        let got = recv(&rx, RECV_TIMEOUT).expect("RESULT");
+        let (h, payload) = parse(&got).expect("header");
+        assert_eq!((h.kind, h.reserved), (kind::RESULT, N as u16));
+        assert_eq!(payload, &userspace_fold(DType::I32, Op::Sum, &parts)[..]);
+        // After completion too: a mismatched resend is not turned into the RESULT.
+        send(&wrong[0].1);
+        assert_eq!(recv(&rx, RECV_TIMEOUT).as_ref(), Some(&wrong[0].1));
+        let d = delta(k.counters().expect("counters"), before);
+        assert_eq!(
+            (d.mismatched, d.folded, d.passed, d.result_resent),
+            (wrong.len() as u64 + 1, N as u64, 1, 0),
+            "{d:?}"
+        );
+    });
+    finish(ns);
+}
+
+/// Broadcast over veth -> bridge: the sender's own member (rank == `src`) gets nothing, a member on
+/// the sender's host (its IP) gets its clone through `lo`, remote members theirs through the bridge,
+/// also one listed after the local one with no MAC (the original's MAC is restored for it).
+#[test]
+fn bcast_skips_sender_and_reaches_same_host_member() {
+    if !privileged() || !has_ethtool() {
+        return;
+    }
+    const PORT: u16 = 41_600;
+    const ROOT_PORT: u16 = 41_601;
+    let (bridge, mut hosts) = bridged(3);
+    let receivers = hosts.split_off(1);
+    let root = hosts.pop().expect("root host");
+    root.exec(&["ethtool", "-K", "eth0", "tx", "off"])
+        .expect("tx offload off");
+    let mac2 = receivers[1].mac("eth0").expect("mac");
+    let csum_before: Vec<u64> = [&root, &receivers[0], &receivers[1]]
+        .iter()
+        .map(|n| n.snmp("Udp", "InCsumErrors").expect("snmp"))
+        .collect();
+    // rank 0: the root itself; rank 1: same host as the root; ranks 2, 3: remote.
+    let members = vec![
+        BcastMember {
+            addr: SocketAddrV4::new(ip(0), ROOT_PORT),
+            rank: 0,
+            ifindex: 0,
+            mac: None,
+        },
+        BcastMember {
+            addr: SocketAddrV4::new(ip(0), PORT),
+            rank: 1,
+            ifindex: 0,
+            mac: None,
+        },
+        BcastMember {
+            addr: SocketAddrV4::new(ip(1), PORT),
+            rank: 2,
+            ifindex: 0,
+            mac: None, // the original is addressed to ip(1): its MAC is right
+        },
+        BcastMember {
+            addr: SocketAddrV4::new(ip(2), PORT),
+            rank: 3,
+            ifindex: 0,
+            mac: Some(mac2),
+        },
+    ];
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handles: Vec<_> = receivers
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let ready = ready_tx.clone();
+            let addr = SocketAddrV4::new(ip(i + 1), PORT);
+            r.spawn(move || {
+                let s = UdpSocket::bind(addr).expect("bind receiver");
+                ready.send(()).expect("ready");
+                (recv(&s, Duration::from_secs(60)), recv(&s, QUIET))
+            })
+        })
+        .collect();
+    for _ in 0..receivers.len() {
+        ready_rx.recv().expect("receivers ready");
+    }
+    let payload: Vec<u8> = (0..500u32).map(|i| (i * 31 + 5) as u8).collect();
+    let sent = payload.clone();
+    let (counters, local, own) = root.run(move || {
+        let mut k = KernelPath::load_folds(|_, _| false).expect("load eBPF programs");
+        k.set_job(JOB).expect("job");
+        k.add_port(TRIGGER_PORT, PortRole::Bcast).expect("port");
+        k.set_comm(COMM, 0, &members).expect("comm");
+        k.attach_tc_egress("eth0").expect("attach TC");
+        boad::kernel::accept_local_on_lo().expect("accept_local on lo");
+        let local = UdpSocket::bind((ip(0), PORT)).expect("bind local receiver");
+        let s = UdpSocket::bind((ip(0), ROOT_PORT)).expect("bind root");
+        let mut h = header(kind::BCAST, JOB, COMM, 6, Op::Sum, DType::U8);
+        h.src = 0;
+        s.send_to(&datagram(h, &sent), (ip(1), TRIGGER_PORT))
+            .expect("send");
+        let got_local = (recv(&local, RECV_TIMEOUT), recv(&local, QUIET));
+        if got_local.0.is_none() {
+            eprintln!(
+                "rt_cache: {}\nnstat: {}\nlo: {}",
+                cmd(&["cat", "/proc/net/stat/rt_cache"]).unwrap_or_default(),
+                cmd(&["nstat", "-a"]).unwrap_or_default(),
+                cmd(&["ip", "-s", "link", "show", "lo"]).unwrap_or_default()
+            );
+        }
+        let got_own = recv(&s, QUIET);
+        (k.counters().expect("counters"), got_local, got_own)
+    });
+    eprintln!("root counters: {counters:?}");
+    let check = |who: &str, got: Option<Vec<u8>>, rank: u32| {
+        let got = got.unwrap_or_else(|| panic!("{who}: nothing arrived"));
+        let (hd, p) = parse(&got).expect("header");
+        assert_eq!((hd.kind, hd.dst, hd.seq, hd.src), (kind::BCAST, rank, 6, 0));
+        assert_ne!(hd.flags & flags::CLONED, 0);
+        assert_eq!(p, &payload[..], "{who}: payload");
+    };
+    check("same-host member", local.0, 1);
+    assert!(local.1.is_none(), "same-host member: two datagrams");
+    assert!(own.is_none(), "the sender got a clone");
+    for (i, h) in handles.into_iter().enumerate() {
+        let (first, second) = h.join().expect("receiver thread");
+        check(&format!("remote member {}", i + 2), first, i as u32 + 2);
+        assert!(second.is_none(), "remote member {}: two datagrams", i + 2);
+    }
+    for (n, before) in [&root, &receivers[0], &receivers[1]]
+        .iter()
+        .zip(csum_before)
+    {
+        assert_eq!(n.snmp("Udp", "InCsumErrors").expect("snmp"), before);
+    }
+    assert_eq!(
+        (
+            counters.clones,
+            counters.local_clones,
+            counters.clone_errors,
+            counters.bcasts
+        ),
+        (3, 1, 0, 1),
+        "{counters:?}"
+    );
+    drop(receivers);
+    drop(bridge);
+    finish(root);
+}
+
+/// `attach_xdp_in` / `attach_tc_egress_in` from the host's namespace attach inside another one
+/// (nothing on the host's `lo`), work there, and are detached by drop.
+#[test]
+fn attach_in_other_namespace_and_detach_on_drop() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new().expect("netns");
+    let file = ns.file().expect("netns file");
+    let mut k = KernelPath::load_folds(|op, dtype| (op, dtype) == (Op::Sum, DType::U64))
+        .expect("load eBPF programs");
+    k.set_job(JOB).expect("job");
+    k.add_port(REDUCE_PORT, PortRole::Reduce).expect("port");
+    k.set_comm(COMM, 2, &[]).expect("comm");
+    use std::os::fd::AsFd;
+    k.attach_xdp_in(file.as_fd(), "lo", XdpMode::Generic)
+        .expect("attach XDP in the namespace");
+    k.attach_tc_egress_in(file.as_fd(), "lo")
+        .expect("attach TC in the namespace");
+    assert!(matches!(
+        k.attach_xdp_in(file.as_fd(), "boad-no-such", XdpMode::Generic),
+        Err(boad::kernel::KernelError::Interface(_))
+    ));
+    assert_lo_clean();
+    assert!(ns
+        .ip(&["-d", "link", "show", "dev", "lo"])
+        .expect("ip")
+        .contains("xdp"));
+    assert_eq!(ns.run(|| tcx_programs("lo")), 1);
+    // with_netns runs code there and returns its result.
+    let inode = boad::kernel::with_netns(file.as_fd(), || {
+        std::fs::metadata("/proc/thread-self/ns/net")
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+    })
+    .expect("with_netns")
+    .expect("stat");
+    assert_eq!(
+        inode,
+        std::os::unix::fs::MetadataExt::ino(&file.metadata().expect("stat"))
+    );
+    let before = k.counters().expect("counters");
+    let result = ns.run(|| {
+        let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
+        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind contributor");
+        for src in 1..=2u32 {
+            let d = contrib(JOB, COMM, 1, src, Op::Sum, DType::U64, &[src as u8; 16]);
+            tx.send_to(&d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
+                .expect("send");
+        }
+        recv(&rx, RECV_TIMEOUT)
+    });
+    let result = result.expect("RESULT");
+    let (h, payload) = parse(&result).expect("header");
+    assert_eq!((h.kind, h.reserved), (kind::RESULT, 2));
+    assert_eq!(payload, &[3u8; 16][..]);
+    assert_eq!(delta(k.counters().expect("counters"), before).folded, 2);
+    drop(k);
+    assert!(!ns
+        .ip(&["-d", "link", "show", "dev", "lo"])
+        .expect("ip")
+        .contains("xdp"));
+    assert_eq!(ns.run(|| tcx_programs("lo")), 0);
+    drop(file);
+    finish(ns);
+}
+
+/// A process that attached XDP and TCX inside a namespace and is killed with SIGKILL leaves
+/// nothing attached: the links die with its file descriptors.
+#[test]
+fn links_die_with_a_killed_process() {
+    if !privileged() {
+        return;
+    }
+    use std::io::BufRead;
+    let ns = Netns::new().expect("netns");
+    let path = format!("/run/netns/{}", ns.name());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_boad-attach-and-wait"))
+        .args([&path, "lo"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn helper");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read helper");
+    let attached = line.trim() == "attached";
+    let xdp_on = ns
+        .ip(&["-d", "link", "show", "dev", "lo"])
+        .expect("ip")
+        .contains("xdp");
+    let tcx_on = ns.run(|| tcx_programs("lo"));
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("wait");
+    assert!(attached, "helper said {line:?}");
+    assert!(
+        xdp_on && tcx_on == 1,
+        "not attached: xdp {xdp_on}, tcx {tcx_on}"
+    );
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    // Released when the last descriptor closes, which the exit did; allow a moment anyway.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let xdp = ns
+            .ip(&["-d", "link", "show", "dev", "lo"])
+            .expect("ip")
+            .contains("xdp");
+        let tcx = ns.run(|| tcx_programs("lo"));
+        if !xdp && tcx == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still attached after SIGKILL: xdp {xdp}, tcx {tcx}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    finish(ns);
 }

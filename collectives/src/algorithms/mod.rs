@@ -9,12 +9,16 @@ mod allgather_ring;
 mod allreduce_reduce_bcast;
 mod barrier_dissemination;
 mod bcast_binomial;
+mod kernel_tc_xdp;
 mod reduce_binomial;
 
 pub(crate) use allgather_ring::allgather_ring;
 pub(crate) use allreduce_reduce_bcast::allreduce_reduce_bcast;
 pub(crate) use barrier_dissemination::barrier_dissemination;
 pub(crate) use bcast_binomial::bcast_binomial;
+pub(crate) use kernel_tc_xdp::{
+    allgather_tc, allreduce_xdp_tc, barrier_xdp_tc, bcast_tc, reduce_xdp,
+};
 pub(crate) use reduce_binomial::reduce_binomial;
 
 use crate::error::{CollectiveError, Result};

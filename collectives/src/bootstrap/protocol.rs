@@ -100,7 +100,10 @@ impl Line {
             "END" => words.next().is_none().then_some(Line::End),
             "KERNEL" => {
                 let trigger_port = words.next()?.parse().ok()?;
-                words.next().is_none().then_some(Line::Kernel { trigger_port })
+                words
+                    .next()
+                    .is_none()
+                    .then_some(Line::Kernel { trigger_port })
             }
             "ABORT" => Some(Line::Abort(line.get(6..).unwrap_or("").to_string())),
             "EXIT" => {

@@ -10,14 +10,24 @@
 //!   `kind == CONTRIB`, is folded in the kernel when its (op, dtype) has a program
 //!   ([`folds_in_kernel`]: every integer op on every integer type, float min/max), its communicator
 //!   is registered ([`KernelPath::set_comm`]), `src < MAX_RANKS` and `0 < len ≤ MAX_PAYLOAD` bytes.
-//!   The contributions of one (job, comm, seq, chunk) must all have the same `len`. Each distinct
-//!   `src` counts once (a resent datagram is dropped as a duplicate); the datagram completing
-//!   `contribs` contributions is rewritten in place into a `RESULT` (same header otherwise, `reserved`
-//!   = number of contributions folded, UDP checksum 0, payload = the fold, equal to
-//!   [`crate::ops::fold`] over the contributions in any order) and delivered to the socket; the
-//!   others are dropped. Anything else passes untouched: a CONTRIB the kernel cannot fold arrives as a
-//!   CONTRIB and userspace must fold it (counter `unfolded`); a datagram to a registered port with a
-//!   wrong magic/version/job counts as `foreign`.
+//!   Each distinct `src` counts once; the datagram completing `contribs` contributions is rewritten
+//!   in place into a `RESULT` (same header otherwise, `reserved` = number of contributions folded,
+//!   UDP checksum 0, payload = the fold, equal to [`crate::ops::fold`] over the contributions in any
+//!   order) and delivered to the socket; the others are dropped. Anything else passes untouched: a
+//!   CONTRIB the kernel cannot fold arrives as a CONTRIB and userspace must fold it (counter
+//!   `unfolded`); a datagram to a registered port with a wrong magic/version/job counts as `foreign`.
+//! * **Resends.** A CONTRIB from a `src` already folded into its (comm, seq, chunk) is dropped
+//!   (`duplicates`) while the reduction is incomplete (its RESULT leaves when the missing
+//!   contribution arrives), and rewritten into a copy of the RESULT (same rules as above, header of
+//!   the resent CONTRIB, counter `result_resent`, not `passed`) once it is complete: a root that lost
+//!   the RESULT NACKs and any one contributor's resend brings it back, while the slot still holds it
+//!   (see the in-flight window).
+//! * **Signature.** The first CONTRIB of a (comm, seq, chunk) fixes its signature (header `coll`,
+//!   `op`, `dtype`, `count`, `root`, `len`); a later one with another signature is passed unfolded
+//!   and untouched (counter `mismatched`) and leaves the fold alone, so the root sees a CONTRIB
+//!   where it expected a RESULT and can report the mismatch.
+//! * **Bypass.** A CONTRIB with `flags::BYPASS` is passed unfolded and untouched (counter
+//!   `bypassed`): the runtime's last-resort userspace fold.
 //! * **In-flight window.** Reductions of one communicator have distinct kernel slots while their
 //!   `seq`s are less than 64 apart and `chunk < 64` (`NSLOTS / 64`, see
 //!   `boad_common::kernel::slot_index`). A reduction still incomplete when a CONTRIB 64 or more `seq`s
@@ -29,8 +39,24 @@
 //!   `flags::CLONED`, leaving for a port registered with [`PortRole::Bcast`], is cloned to every
 //!   member given to [`KernelPath::set_comm`] for its `comm` (destination IP, port, header `dst` and,
 //!   when given, MAC rewritten; IP and UDP checksums fixed; `flags::CLONED` set) and the original is
-//!   dropped. On one host's `lo`, XDP does not see these clones: broadcast and in-kernel reduction
-//!   compose only across hosts (veth/bridge or real NICs).
+//!   dropped. The member whose rank equals the header's `src` (the root itself) gets no clone. A
+//!   member whose IP is the original's source IP (same host as the sender) gets its clone through
+//!   `lo` (ifindex 1 in every namespace, destination MAC set to `lo`'s all-zero address), whatever
+//!   its `ifindex`/`mac`: a bridge does not send a frame back out of the port it came in by (counter
+//!   `local_clones`, included in `clones`). The clone enters `lo` on its receive side and is routed
+//!   like a received packet, so with a local source address IPv4 drops it as a martian unless
+//!   `net.ipv4.conf.lo.accept_local` is 1 in the sender's namespace: call [`accept_local_on_lo`]
+//!   there (the sender, i.e. where [`KernelPath::attach_tc_egress`] attached). The BCAST must leave by the interface the
+//!   program is attached to (e.g. send it to a remote member's trigger port). On one host's `lo`,
+//!   XDP does not see these clones: broadcast and in-kernel reduction compose only across hosts
+//!   (veth/bridge or real NICs).
+//! * **Network namespaces.** aya attaches by interface index, resolved (name -> index, and the
+//!   index by the kernel at attach time) in the network namespace *of the calling thread*. To attach
+//!   in another namespace use [`KernelPath::attach_xdp_in`] / [`KernelPath::attach_tc_egress_in`],
+//!   or run code there with [`with_netns`]. Maps and counters are namespace-independent. Both
+//!   attachments are BPF links (XDP link, TCX link) held by file descriptors of this process:
+//!   detaching does not depend on the namespace, and when the process dies (even by SIGKILL) the
+//!   kernel closes the descriptors and the links go away (checked by the privileged tests).
 //! * Everything attached is detached when the [`KernelPath`] is dropped (or by
 //!   [`KernelPath::detach_all`]); nothing is pinned, so nothing outlives the process.
 //! * Needs root (CAP_BPF + CAP_NET_ADMIN) and a kernel with BTF, bpf_spin_lock and TCX (6.6+).
@@ -38,6 +64,7 @@
 
 use std::collections::HashMap as StdHashMap;
 use std::net::SocketAddrV4;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray};
 use aya::programs::tc::{SchedClassifierLinkId, TcAttachType};
@@ -91,6 +118,12 @@ pub enum KernelError {
     /// A request over the kernel path's fixed limits.
     #[error("kernel path limit: {0}")]
     Limit(String),
+    /// Entering a network namespace failed.
+    #[error("entering the network namespace: {0}")]
+    Netns(#[source] std::io::Error),
+    /// Writing a sysctl failed.
+    #[error("setting a sysctl: {0}")]
+    Sysctl(#[source] std::io::Error),
 }
 
 /// Result of the kernel path's operations.
@@ -162,6 +195,70 @@ pub struct Counters {
     pub clone_errors: u64,
     /// BCAST datagrams replaced by clones.
     pub bcasts: u64,
+    /// Resent CONTRIBs to a complete reduction, rewritten into a copy of its RESULT.
+    pub result_resent: u64,
+    /// CONTRIBs with `flags::BYPASS`, passed unfolded.
+    pub bypassed: u64,
+    /// CONTRIBs passed unfolded because their signature differs from their reduction's first.
+    pub mismatched: u64,
+    /// Broadcast clones sent through `lo` to a member on the sender's host (included in `clones`).
+    pub local_clones: u64,
+}
+
+impl Counters {
+    /// What happened since `before` (an earlier reading): the field-wise difference.
+    pub fn since(&self, before: &Counters) -> Counters {
+        let d = |a: u64, b: u64| a.wrapping_sub(b);
+        Counters {
+            folded: d(self.folded, before.folded),
+            dropped: d(self.dropped, before.dropped),
+            passed: d(self.passed, before.passed),
+            duplicates: d(self.duplicates, before.duplicates),
+            foreign: d(self.foreign, before.foreign),
+            unfolded: d(self.unfolded, before.unfolded),
+            clones: d(self.clones, before.clones),
+            clone_errors: d(self.clone_errors, before.clone_errors),
+            bcasts: d(self.bcasts, before.bcasts),
+            result_resent: d(self.result_resent, before.result_resent),
+            bypassed: d(self.bypassed, before.bypassed),
+            mismatched: d(self.mismatched, before.mismatched),
+            local_clones: d(self.local_clones, before.local_clones),
+        }
+    }
+}
+
+/// Sets `net.ipv4.conf.lo.accept_local = 1` in the calling thread's network namespace, so `lo`
+/// accepts packets with a local source address: needed for the broadcast program's clones to a
+/// member on the sender's host (a packet that *enters* `lo` is routed as received, and IPv4 takes a
+/// local source address on it for a martian otherwise). Packets on `lo` come from this host only, so
+/// this admits nothing from outside. Needs CAP_NET_ADMIN in the namespace.
+pub fn accept_local_on_lo() -> Result<()> {
+    std::fs::write("/proc/sys/net/ipv4/conf/lo/accept_local", "1").map_err(KernelError::Sysctl)
+}
+
+/// Runs `f` on a new thread that has entered the network namespace `netns` (an open
+/// `/run/netns/NAME` or `/proc/PID/ns/net` file) and returns its result; a panic in `f` is re-raised
+/// in the caller. The calling thread's own namespace is unchanged.
+///
+/// Interface names and indices (and so aya's attachments, see the module docs) are per namespace:
+/// this is how a process attaches to an interface of a namespace it does not live in. What `f`
+/// creates there (sockets, BPF links) stays in that namespace after the thread ends.
+pub fn with_netns<T: Send>(netns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let fd = netns.as_raw_fd();
+    std::thread::scope(|scope| {
+        let handle = scope.spawn(move || {
+            // SAFETY: `fd` is borrowed for the whole scope (the thread is joined before it ends);
+            // setns changes only this new thread's network namespace.
+            if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                return Err(KernelError::Netns(std::io::Error::last_os_error()));
+            }
+            Ok(f())
+        });
+        match handle.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 /// True if the kernel folds `op` on `dtype` (the others pass to userspace as CONTRIBs).
@@ -388,7 +485,8 @@ impl KernelPath {
         Ok(())
     }
 
-    /// Attaches the XDP program to interface `iface` (use [`XdpMode::Generic`] on `lo`).
+    /// Attaches the XDP program to interface `iface` of the calling thread's network namespace (use
+    /// [`XdpMode::Generic`] on `lo`).
     pub fn attach_xdp(&mut self, iface: &str, mode: XdpMode) -> Result<()> {
         let ifindex = ifindex(iface)?;
         let xdp: &mut Xdp = self
@@ -409,7 +507,26 @@ impl KernelPath {
         Ok(())
     }
 
-    /// Attaches the broadcast program to `iface`'s egress (TCX).
+    /// Like [`KernelPath::attach_xdp`] for interface `iface` of the network namespace `netns` (an
+    /// open `/run/netns/NAME` or `/proc/PID/ns/net` file), through [`with_netns`]. The attachment is
+    /// detached like the others (on drop or [`KernelPath::detach_all`]), from any namespace.
+    pub fn attach_xdp_in(
+        &mut self,
+        netns: BorrowedFd<'_>,
+        iface: &str,
+        mode: XdpMode,
+    ) -> Result<()> {
+        with_netns(netns, || self.attach_xdp(iface, mode))?
+    }
+
+    /// Like [`KernelPath::attach_tc_egress`] for interface `iface` of the network namespace `netns`,
+    /// through [`with_netns`]. Detached like the others, from any namespace.
+    pub fn attach_tc_egress_in(&mut self, netns: BorrowedFd<'_>, iface: &str) -> Result<()> {
+        with_netns(netns, || self.attach_tc_egress(iface))?
+    }
+
+    /// Attaches the broadcast program to the egress (TCX) of `iface` in the calling thread's network
+    /// namespace.
     pub fn attach_tc_egress(&mut self, iface: &str) -> Result<()> {
         ifindex(iface)?;
         let tc: &mut SchedClassifier = self
@@ -469,6 +586,10 @@ impl KernelPath {
             clones: get(counter::CLONES)?,
             clone_errors: get(counter::CLONE_ERRORS)?,
             bcasts: get(counter::BCASTS)?,
+            result_resent: get(counter::RESULT_RESENT)?,
+            bypassed: get(counter::BYPASSED)?,
+            mismatched: get(counter::MISMATCHED)?,
+            local_clones: get(counter::LOCAL_CLONES)?,
         })
     }
 }

@@ -11,7 +11,10 @@
 //!   for it fail at once instead of timing out.
 //! - `flush()` returns once every queued message has been delivered (or its receiver is gone).
 //! - Messages of collectives that were aborted are discarded; nothing from one job reaches another.
+//! - An error another rank raises for a collective this rank already finished is kept and handed
+//!   out once by `take_deferred`.
 
+pub(crate) mod shm;
 pub(crate) mod udp;
 
 use crate::error::Result;
@@ -52,17 +55,62 @@ pub struct Stats {
     pub foreign: u64,
     /// Collectives completed on the userspace UDP path.
     pub collectives_udp: u64,
+    /// Collectives completed on the kernel path (XDP folds, TC clones).
+    pub collectives_kernel: u64,
+    /// CONTRIB datagrams this rank sent first (not resends).
+    pub kernel_contribs: u64,
+    /// Chunks this rank received reduced (as a root of the kernel path).
+    pub kernel_results: u64,
+    /// BCAST datagrams this rank sent to be cloned by TC (one send each, whatever the fan-out).
+    pub kernel_bcast_sends: u64,
+    /// Broadcasts received whole through the kernel path.
+    pub kernel_bcast_received: u64,
+    /// KNACKs sent (a chunk asked for again).
+    pub kernel_knacks: u64,
+    /// KNACK rounds asking contributors to bypass the kernel (userspace fold).
+    pub kernel_bypass_rounds: u64,
+    /// Collectives completed on the shared-memory path.
+    pub collectives_shm: u64,
+    /// Messages written to shared-memory rings (to other ranks).
+    pub shm_messages_sent: u64,
+    /// Messages read from shared-memory rings.
+    pub shm_messages_received: u64,
+    /// Payload bytes of the messages written to shared-memory rings.
+    pub shm_bytes_sent: u64,
+    /// Times this rank slept on its futex waiting for a peer (shared-memory path).
+    pub futex_waits: u64,
+}
+
+/// What the kernel-path algorithms need (the UDP transport when the launcher attached the eBPF
+/// programs). Contract: `fits` depends only on the call and the job, so every rank of a correct
+/// program makes the same choice; the other methods meet the transport contract above.
+pub(crate) trait KernelOps {
+    /// Whether a call `sig` over `bytes` bytes per rank takes the kernel path.
+    fn fits(&self, sig: &Signature, bytes: usize) -> bool;
+    /// Sends this rank's contribution to the reduction at `root`.
+    fn contrib(&mut self, ctx: &Ctx, root: usize, data: &[u8]) -> Result<()>;
+    /// At the root: folds every other rank's contribution into `acc`.
+    fn reduce_root(&mut self, ctx: &Ctx, acc: &mut [u8]) -> Result<()>;
+    /// At a root: broadcasts `data` (one send per chunk).
+    fn bcast_send(&mut self, ctx: &Ctx, data: &[u8]) -> Result<()>;
+    /// Receives `root`'s broadcast into `buf`.
+    fn bcast_recv(&mut self, ctx: &Ctx, root: usize, buf: &mut [u8]) -> Result<()>;
 }
 
 /// What the algorithms need from a transport (see the module docs for the contract).
-pub(crate) trait Transport {
+pub(crate) trait Transport: Send {
     /// This rank.
     fn rank(&self) -> usize;
     /// Number of ranks.
     fn size(&self) -> usize;
-    /// Starts collective `ctx.seq`: reports an error another rank raised for it or for an earlier
-    /// collective this rank already finished.
+    /// Starts collective `ctx.seq`: reports a mismatch already visible for it.
     fn begin(&mut self, ctx: &Ctx) -> Result<()>;
+    /// An error not reported yet that another rank raised for a collective before `seq` which this
+    /// rank finished (each such error is returned once).
+    fn take_deferred(&mut self, seq: u32) -> Option<crate::Error> {
+        let _ = seq;
+        None
+    }
     /// Queues `data` for `dst`.
     fn send(&mut self, ctx: &Ctx, dst: usize, tag: u32, data: &[u8]) -> Result<()>;
     /// Waits for the message `src` sent for (`ctx.seq`, `tag`).
@@ -77,6 +125,10 @@ pub(crate) trait Transport {
     fn stats(&self) -> Stats;
     /// The data path this transport is.
     fn path(&self) -> crate::Path;
+    /// The kernel path, when attached.
+    fn kernel(&mut self) -> Option<&mut dyn KernelOps> {
+        None
+    }
     /// The address of this rank's socket, for transports that have one.
     fn local_addr(&self) -> Option<std::net::SocketAddr> {
         None

@@ -30,6 +30,9 @@ use crate::config::Config;
 use crate::error::{CollectiveError, Error, Result, TransportError, UsageError};
 use crate::types::Signature;
 
+#[path = "udp_kernel.rs"]
+mod kernel_path;
+
 const SOCK: Token = Token(0);
 const LAUNCHER: Token = Token(1);
 /// Largest datagram we read (header + the largest chunk).
@@ -61,6 +64,14 @@ impl Bits {
         let was = *w & (1 << (i % 64)) != 0;
         *w |= 1 << (i % 64);
         !was
+    }
+    /// `n` bits, bit `i` set when `f(i)`.
+    fn from_fn(n: u32, f: impl Fn(u32) -> bool) -> Bits {
+        let mut b = Bits::new(n);
+        (0..n).filter(|&i| f(i)).for_each(|i| {
+            b.set(i);
+        });
+        b
     }
     /// (first clear bit below `n`, bitmap of the 64 bits from it).
     fn ack_state(&self, n: u32) -> (u32, u64) {
@@ -236,6 +247,7 @@ pub(crate) struct Udp {
     launcher: Option<UnixStream>,
     launcher_buf: Vec<u8>,
     drop_rng: rand::rngs::SmallRng,
+    kern: kernel_path::Kern,
 }
 
 impl Udp {
@@ -335,6 +347,7 @@ impl Udp {
             launcher,
             launcher_buf: Vec::new(),
             drop_rng: rand::rngs::SmallRng::seed_from_u64(seed),
+            kern: kernel_path::Kern::default(),
         };
         t.launcher_bytes(&launcher_buf);
         Ok(t)
@@ -490,6 +503,9 @@ impl Udp {
                 let reason = String::from_utf8_lossy(&self.rx[payload]).into_owned();
                 self.aborts.entry(h.seq).or_insert((src, reason));
                 Ok(())
+            }
+            kind::RESULT | kind::CONTRIB | kind::BCAST | kind::KNACK => {
+                self.on_kernel(&h, sig, payload)
             }
             _ => {
                 self.wire.stats.foreign += 1;
@@ -779,14 +795,19 @@ impl Udp {
 
     /// The first error, not reported yet, that peers raised for a collective before `seq` which this
     /// rank finished (an abort, or a message showing a different call); all such are marked reported.
-    fn deferred(&mut self, seq: u32) -> Option<Error> {
-        let rank = self.rank_();
-        // Messages of finished collectives nobody consumed: a different call (e.g. another root).
+    /// Messages of finished collectives nobody consumed that show a different call (another root).
+    fn note_leftover_mismatches(&mut self, seq: u32) {
         for ((src, s, _), (theirs, _)) in &self.inbox {
             if *s < seq && self.sig_of(*s).is_some_and(|mine| mine != *theirs) {
                 self.mismatches.entry(*s).or_insert((*src, *theirs));
             }
         }
+    }
+
+    fn deferred(&mut self, seq: u32) -> Option<Error> {
+        let rank = self.rank_();
+        self.drain().ok()?;
+        self.note_leftover_mismatches(seq);
         let fresh =
             |s: &u32| *s < seq && !self.reported.contains(s) && !self.my_aborts.contains_key(s);
         let abort = self
@@ -930,13 +951,10 @@ impl Transport for Udp {
         self.aborts.retain(|s, _| *s >= cutoff);
         // An earlier collective that finished here but failed elsewhere.
         self.drain()?;
-        let deferred = self.deferred(ctx.seq);
-        // Leftovers of aborted or mismatched collectives.
+        // Note mismatches visible in leftovers, then drop those of aborted or mismatched collectives.
+        self.note_leftover_mismatches(ctx.seq);
         self.inbox.retain(|(_, s, _), _| *s >= ctx.seq);
-        self.mismatches.retain(|s, _| *s >= ctx.seq);
-        if let Some(e) = deferred {
-            return Err(e);
-        }
+        self.kernel_begin(ctx.seq);
         // Messages for this collective that arrived before it started, from a different call.
         let early = self
             .inbox
@@ -954,6 +972,13 @@ impl Transport for Udp {
             .into());
         }
         Ok(())
+    }
+
+    fn take_deferred(&mut self, seq: u32) -> Option<Error> {
+        let e = self.deferred(seq);
+        let cutoff = seq.saturating_sub(SIG_LOG as u32);
+        self.mismatches.retain(|s, _| *s >= cutoff);
+        e
     }
 
     fn send(&mut self, ctx: &Ctx, dst: usize, tag: u32, data: &[u8]) -> Result<()> {
@@ -999,10 +1024,6 @@ impl Transport for Udp {
         let mut probe_every = PROBE_BASE;
         let mut next_probe = Instant::now() + probe_every;
         loop {
-            // Errors of earlier collectives first: the message we wait for may have come with them.
-            if let Some(e) = self.deferred(ctx.seq) {
-                return Err(e);
-            }
             if let Some((theirs, data)) = self.inbox.remove(&(src, ctx.seq, tag)) {
                 if theirs != ctx.sig {
                     return Err(CollectiveError::Mismatch {
@@ -1034,7 +1055,11 @@ impl Transport for Udp {
     }
 
     fn end(&mut self, _ctx: &Ctx) {
-        self.wire.stats.collectives_udp += 1;
+        if self.kern.used {
+            self.wire.stats.collectives_kernel += 1;
+        } else {
+            self.wire.stats.collectives_udp += 1;
+        }
     }
 
     fn fail(&mut self, ctx: &Ctx, err: &Error) {
@@ -1084,10 +1109,37 @@ impl Transport for Udp {
     }
 
     fn path(&self) -> crate::Path {
-        crate::Path::Udp
+        if self.kern.used {
+            crate::Path::Kernel
+        } else {
+            crate::Path::Udp
+        }
+    }
+
+    fn kernel(&mut self) -> Option<&mut dyn super::KernelOps> {
+        self.kernel_on()
+            .then_some(self as &mut dyn super::KernelOps)
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
         self.wire.sock.local_addr().ok()
+    }
+}
+
+impl super::KernelOps for Udp {
+    fn fits(&self, sig: &Signature, bytes: usize) -> bool {
+        self.kernel_fits(sig, bytes)
+    }
+    fn contrib(&mut self, ctx: &Ctx, root: usize, data: &[u8]) -> Result<()> {
+        self.kcontrib(ctx, root, data)
+    }
+    fn reduce_root(&mut self, ctx: &Ctx, acc: &mut [u8]) -> Result<()> {
+        self.kreduce_root(ctx, acc)
+    }
+    fn bcast_send(&mut self, ctx: &Ctx, data: &[u8]) -> Result<()> {
+        self.kbcast_send(ctx, data)
+    }
+    fn bcast_recv(&mut self, ctx: &Ctx, root: usize, buf: &mut [u8]) -> Result<()> {
+        self.kbcast_recv(ctx, root, buf)
     }
 }

@@ -1,0 +1,922 @@
+//! Shared-memory transport, for jobs whose ranks all run on one host.
+//!
+//! Contract: the [`Transport`] contract (see `transport/mod.rs`), with the same errors as the UDP
+//! transport: `Mismatch` when a peer's call differs (every message carries its sender's call, and
+//! every rank publishes its calls of the last 64 collectives in the segment, so a waiting rank sees a
+//! mismatch even when no data flows), `PeerExited` from the launcher's `EXIT` lines, `Timeout` when
+//! the peer waited for made no progress (its heartbeat, bumped while it is inside boad calls, did not
+//! move) for `BOAD_TIMEOUT_MS`, `Aborted` when a peer posted an abort for the collective (peers see it
+//! at once: the abort wakes them), and the same deferred errors (`take_deferred`).
+//!
+//! Data path: one segment per job and host (`/dev/shm/boad-<job>-<host>`, see [`segment`]) holding a
+//! single-producer single-consumer byte ring for every ordered pair of ranks. A message is a 32-byte
+//! record header (collective number, tag, length, the sender's call) followed by its payload, streamed
+//! through the ring in as many pieces as the ring's free space allows. `send` writes what fits and
+//! keeps the rest (copied) to write later, so it never waits for the receiver; every wait in this
+//! transport (`recv`, `flush`) keeps writing pending data and reading every incoming ring, so no two
+//! ranks can wait for each other's ring space.
+//!
+//! Waiting: a short spin polling the rings, then `sched_yield`s, then a futex sleep on this rank's
+//! word in the segment (woken by a peer that writes to or drains a ring of ours, or posts an abort),
+//! with a 20 ms timeout to read `EXIT` lines, bump the heartbeat and check the timeout. With more
+//! ranks than cores the spin is cut short, so a waiting rank gives its core to the rank it waits for.
+//!
+//! Lifetime of the segment: rank 0 creates it, the others open it, and the last rank to map it
+//! unlinks it, so once a job has started nothing is left in `/dev/shm` whatever happens later (even
+//! SIGKILL of every process). A job that dies before every rank mapped it leaves the file behind;
+//! `boadrun` removes `/dev/shm/boad-<job>-*` when it ends ([`remove_segments`]).
+
+mod segment;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io::{ErrorKind, Read};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use segment::{OpenError, Segment};
+
+use super::{Ctx, Stats, Transport};
+use crate::bootstrap::protocol::{Line, PeerEntry};
+use crate::bootstrap::JobInfo;
+use crate::config::Config;
+use crate::error::{CollectiveError, Error, Result, TransportError, UsageError};
+use crate::types::Signature;
+
+/// Where segments live.
+pub const SHM_DIR: &str = "/dev/shm";
+/// Bytes of a message's record header in a ring.
+const REC: usize = 32;
+/// How long a sleeping rank sleeps at most before it looks around (exits, timeouts, heartbeat).
+const SLEEP: Duration = Duration::from_millis(20);
+/// Idle polls between slow checks (launcher connection, heartbeat, timeout, clock) while spinning.
+const SLOW_EVERY: u32 = 64;
+/// How long a waiting rank polls before it yields its core, with at most one rank per core...
+const SPIN: Duration = Duration::from_micros(100);
+/// ... and then polls between `sched_yield`s before it sleeps on its futex (none: with a core each,
+/// a yield only hands the core to an unrelated process, for a whole time slice).
+const YIELD: Duration = Duration::ZERO;
+/// Spin and yield times grow up to 2^MAX_BOOST times while sleeps turn out needless.
+const MAX_BOOST: u32 = 4;
+/// The same with more ranks than cores: the rank waited for may need this core.
+const SPIN_CROWDED: Duration = Duration::from_micros(2);
+const YIELD_CROWDED: Duration = Duration::from_micros(100);
+/// How many past collectives' calls a rank remembers.
+const SIG_LOG: usize = 256;
+
+/// The segment path of job `job` on host `host`.
+pub fn segment_path(job: u64, host: u32) -> PathBuf {
+    PathBuf::from(format!("{SHM_DIR}/boad-{job:016x}-{host}"))
+}
+
+/// Removes every segment of job `job` left in `/dev/shm` (by a job that died before all its ranks
+/// mapped it); returns how many were removed.
+pub fn remove_segments(job: u64) -> std::io::Result<usize> {
+    let prefix = format!("boad-{job:016x}-");
+    let mut n = 0;
+    for e in std::fs::read_dir(SHM_DIR)? {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => n += 1,
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// A call as two words: (coll, op, dtype, root) and count.
+fn sig_words(sig: &Signature) -> (u64, u64) {
+    let (c, o, d) = sig.codes();
+    (
+        u64::from(c) | u64::from(o) << 8 | u64::from(d) << 16 | u64::from(sig.root) << 32,
+        sig.count,
+    )
+}
+
+fn sig_from_words(w0: u64, w1: u64) -> Option<Signature> {
+    Signature::from_codes(
+        w0 as u8,
+        (w0 >> 8) as u8,
+        (w0 >> 16) as u8,
+        w1,
+        (w0 >> 32) as u32,
+    )
+}
+
+/// The record header of a message.
+fn record(ctx: &Ctx, tag: u32, len: usize) -> [u8; REC] {
+    let (w0, w1) = sig_words(&ctx.sig);
+    let mut h = [0u8; REC];
+    h[0..4].copy_from_slice(&ctx.seq.to_le_bytes());
+    h[4..8].copy_from_slice(&tag.to_le_bytes());
+    h[8..16].copy_from_slice(&(len as u64).to_le_bytes());
+    h[16..24].copy_from_slice(&w0.to_le_bytes());
+    h[24..32].copy_from_slice(&w1.to_le_bytes());
+    h
+}
+
+fn word(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// A message not yet fully written into its ring.
+struct OutMsg {
+    head: [u8; REC],
+    head_done: bool,
+    /// The payload not written yet.
+    rest: Vec<u8>,
+    off: usize,
+}
+
+/// A message being read from a ring.
+struct InMsg {
+    seq: u32,
+    tag: u32,
+    sig: Signature,
+    len: usize,
+    buf: Vec<u8>,
+}
+
+struct Peer {
+    exited: Option<i32>,
+    /// Last heartbeat value seen, and when it was first seen.
+    beat: u64,
+    beat_at: Instant,
+    aborts_seen: u32,
+}
+
+/// The launcher connection, read for `EXIT` lines.
+struct Launcher {
+    conn: Option<UnixStream>,
+    buf: Vec<u8>,
+}
+
+impl Launcher {
+    /// Reads what the launcher sent; returns the (rank, code) of every `EXIT` line.
+    fn poll(&mut self) -> Vec<(usize, i32)> {
+        let mut chunk = [0u8; 1024];
+        while let Some(c) = self.conn.as_mut() {
+            match c.read(&mut chunk) {
+                // The launcher is gone; its death signal ends us soon.
+                Ok(0) => self.conn = None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        let mut exits = Vec::new();
+        while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=nl).collect();
+            if let Some(Line::Exit { rank, code }) = Line::parse(&String::from_utf8_lossy(&line)) {
+                exits.push((rank, code));
+            }
+        }
+        exits
+    }
+}
+
+/// Messages through shared memory.
+pub(crate) struct Shm {
+    rank: usize,
+    size: usize,
+    cfg: Config,
+    seg: Segment,
+    /// Per destination: messages not fully written into its ring, in order.
+    out: Vec<VecDeque<OutMsg>>,
+    /// Per source: the message being read.
+    inp: Vec<Option<InMsg>>,
+    /// Per source: messages fully read.
+    consumed: Vec<u64>,
+    inbox: HashMap<(usize, u32, u32), (Signature, Vec<u8>)>,
+    peers: Vec<Peer>,
+    aborts: HashMap<u32, (usize, String)>,
+    my_aborts: HashMap<u32, String>,
+    reported: BTreeSet<u32>,
+    mismatches: HashMap<u32, (usize, Signature)>,
+    sig_log: VecDeque<(u32, Signature)>,
+    launcher: Launcher,
+    stats: Stats,
+    /// How long a wait polls before it yields, and polls and yields before it sleeps.
+    spin: Duration,
+    yields: Duration,
+    /// When the current wait went idle.
+    idle_since: Instant,
+    /// Whether the current wait slept on the futex.
+    slept: bool,
+    /// Spin and yield times are scaled by 2^boost (0..=max_boost), see [`Shm::adapt`].
+    boost: u32,
+    /// MAX_BOOST with at most one rank per core, else 0 (a busy core is not halted).
+    max_boost: u32,
+}
+
+impl Shm {
+    /// Maps the job's segment (creating it on rank 0), for `info.rank` of the ranks in `table`, which
+    /// must all run on this host.
+    pub fn new(
+        info: &JobInfo,
+        table: &[PeerEntry],
+        conn: Option<UnixStream>,
+        leftover: Vec<u8>,
+        cfg: Config,
+    ) -> Result<Shm> {
+        let (rank, size) = (info.rank, table.len());
+        let io = |what| move |source| -> Error { TransportError::Io { rank, what, source }.into() };
+        if let Some(c) = &conn {
+            c.set_nonblocking(true)
+                .map_err(io("making the launcher connection non-blocking"))?;
+        }
+        let mut launcher = Launcher {
+            conn,
+            buf: leftover,
+        };
+        let seg = if size == 1 {
+            Segment::anonymous().map_err(io("mapping memory"))?
+        } else {
+            let path = segment_path(info.job, info.host_id);
+            let seg = if rank == 0 {
+                Segment::create(&path, info.job, size).map_err(io(
+                    "creating the shared-memory segment in /dev/shm (BOAD_TRANSPORT=udp avoids it)",
+                ))?
+            } else {
+                Self::open(rank, &path, info.job, size, &cfg, &mut launcher)?
+            };
+            if seg.attach() {
+                // Everybody has it mapped: from now on nothing can leak.
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != ErrorKind::NotFound => {
+                        return Err(io("removing the shared-memory segment file")(e))
+                    }
+                    _ => {}
+                }
+            }
+            seg
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let crowded = info.local_size.max(size) > cores;
+        let (spin, yields) = cfg.shm_spin.unwrap_or(if crowded {
+            (SPIN_CROWDED, YIELD_CROWDED)
+        } else {
+            (SPIN, YIELD)
+        });
+        let now = Instant::now();
+        let mut t = Shm {
+            rank,
+            size,
+            cfg,
+            seg,
+            out: (0..size).map(|_| VecDeque::new()).collect(),
+            inp: (0..size).map(|_| None).collect(),
+            consumed: vec![0; size],
+            inbox: HashMap::new(),
+            peers: (0..size)
+                .map(|_| Peer {
+                    exited: None,
+                    beat: 0,
+                    beat_at: now,
+                    aborts_seen: 0,
+                })
+                .collect(),
+            aborts: HashMap::new(),
+            my_aborts: HashMap::new(),
+            reported: BTreeSet::new(),
+            mismatches: HashMap::new(),
+            sig_log: VecDeque::new(),
+            launcher,
+            stats: Stats::default(),
+            spin,
+            yields,
+            idle_since: now,
+            slept: false,
+            boost: 0,
+            max_boost: if crowded { 0 } else { MAX_BOOST },
+        };
+        t.read_launcher();
+        Ok(t)
+    }
+
+    /// Opens the segment rank 0 creates, waiting for it as long as rank 0 lives and the timeout.
+    fn open(
+        rank: usize,
+        path: &std::path::Path,
+        job: u64,
+        size: usize,
+        cfg: &Config,
+        launcher: &mut Launcher,
+    ) -> Result<Segment> {
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(50);
+        loop {
+            match Segment::open(path, job, size) {
+                Ok(s) => return Ok(s),
+                Err(OpenError::NotYet) => {}
+                Err(OpenError::Bad(why)) => {
+                    return Err(TransportError::Io {
+                        rank,
+                        what: "opening the shared-memory segment",
+                        source: std::io::Error::other(why),
+                    }
+                    .into())
+                }
+                Err(OpenError::Io(source)) => {
+                    return Err(TransportError::Io {
+                        rank,
+                        what: "opening the shared-memory segment",
+                        source,
+                    }
+                    .into())
+                }
+            }
+            let call = "init (opening the shared-memory segment)";
+            if let Some((_, code)) = launcher.poll().into_iter().find(|(r, _)| *r == 0) {
+                return Err(CollectiveError::PeerExited {
+                    rank,
+                    call: call.into(),
+                    peer: 0,
+                    code,
+                }
+                .into());
+            }
+            let waited = start.elapsed();
+            if waited > cfg.timeout {
+                return Err(CollectiveError::Timeout {
+                    rank,
+                    call: call.into(),
+                    peer: 0,
+                    waited_ms: waited.as_millis() as u64,
+                    timeout_ms: cfg.timeout.as_millis() as u64,
+                }
+                .into());
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+
+    fn read_launcher(&mut self) {
+        for (r, code) in self.launcher.poll() {
+            if r != self.rank {
+                if let Some(p) = self.peers.get_mut(r) {
+                    p.exited = Some(code);
+                }
+            }
+        }
+    }
+
+    fn sig_of(&self, seq: u32) -> Option<Signature> {
+        self.sig_log
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, g)| *g)
+    }
+
+    /// Writes what fits of the messages pending for `dst`; true if anything was written.
+    fn push(&mut self, dst: usize) -> bool {
+        let ring = self.seg.ring(self.rank, dst);
+        let mut wrote = false;
+        while let Some(m) = self.out[dst].front_mut() {
+            let body = &m.rest[m.off..];
+            let head: &[u8] = if m.head_done { &[] } else { &m.head };
+            let Some(n) = ring.write_with(head, body) else {
+                break;
+            };
+            if !head.is_empty() || n > 0 {
+                wrote = true;
+            }
+            m.head_done = true;
+            m.off += n;
+            if m.off < m.rest.len() {
+                break;
+            }
+            self.out[dst].pop_front();
+        }
+        if wrote {
+            self.seg.notify(dst);
+        }
+        wrote
+    }
+
+    /// Reads everything available from `src`'s ring; true if anything was read.
+    fn pull(&mut self, src: usize) -> Result<bool> {
+        let ring = self.seg.ring(src, self.rank);
+        let mut read = false;
+        loop {
+            if self.inp[src].is_none() {
+                let mut h = [0u8; REC];
+                if !ring.read_exact(&mut h) {
+                    break;
+                }
+                read = true;
+                let (w0, w1) = (word(&h, 16), word(&h, 24));
+                let len = word(&h, 8) as usize;
+                let Some(sig) = sig_from_words(w0, w1) else {
+                    return Err(CollectiveError::Protocol {
+                        rank: self.rank,
+                        call: "reading shared memory".into(),
+                        what: format!("rank {src} wrote a message with an unknown call"),
+                    }
+                    .into());
+                };
+                self.inp[src] = Some(InMsg {
+                    seq: word(&h, 0) as u32,
+                    tag: (word(&h, 0) >> 32) as u32,
+                    sig,
+                    len,
+                    buf: Vec::with_capacity(len),
+                });
+            }
+            let Some(m) = self.inp[src].as_mut() else {
+                break;
+            };
+            let want = m.len - m.buf.len();
+            if want > 0 {
+                let n = ring.read_into(&mut m.buf, want);
+                read |= n > 0;
+                if n < want {
+                    break;
+                }
+            }
+            let Some(m) = self.inp[src].take() else {
+                break;
+            };
+            self.consumed[src] += 1;
+            self.stats.shm_messages_received += 1;
+            if self.sig_of(m.seq).is_some_and(|mine| mine != m.sig) {
+                self.mismatches.entry(m.seq).or_insert((src, m.sig));
+            }
+            self.inbox.insert((src, m.seq, m.tag), (m.sig, m.buf));
+        }
+        if read {
+            // The producer may wait for space.
+            self.seg.notify(src);
+        }
+        Ok(read)
+    }
+
+    /// Writes pending data and reads every incoming ring; true if anything moved.
+    fn progress(&mut self) -> Result<bool> {
+        let mut moved = false;
+        for dst in 0..self.size {
+            if !self.out[dst].is_empty() {
+                if self.peers[dst].exited.is_some() {
+                    self.out[dst].clear();
+                } else {
+                    moved |= self.push(dst);
+                }
+            }
+        }
+        for src in 0..self.size {
+            if src != self.rank {
+                moved |= self.pull(src)?;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// True if a ring has data for us, a pending message has room, or a peer posted an abort.
+    fn has_work(&self) -> bool {
+        (0..self.size).filter(|&r| r != self.rank).any(|r| {
+            self.seg.ring(r, self.rank).available() > 0
+                || self.out[r].front().is_some_and(|m| {
+                    self.seg.ring(self.rank, r).free() >= if m.head_done { 1 } else { REC }
+                })
+                || self.seg.abort_count(r) != self.peers[r].aborts_seen
+        })
+    }
+
+    /// Collects the aborts peers posted since the last look.
+    fn scan_aborts(&mut self) {
+        for r in 0..self.size {
+            if r == self.rank {
+                continue;
+            }
+            let n = self.seg.abort_count(r);
+            let seen = self.peers[r].aborts_seen;
+            if n == seen {
+                continue;
+            }
+            // A reader more than ABORT_SLOTS behind has lost the oldest ones.
+            let behind = n.wrapping_sub(seen).min(segment::ABORT_SLOTS as u32);
+            for k in (1..=behind).rev() {
+                if let Some((seq, reason)) = self.seg.abort(r, n.wrapping_sub(k)) {
+                    self.aborts.entry(seq).or_insert((r, reason));
+                }
+            }
+            self.peers[r].aborts_seen = n;
+        }
+    }
+
+    /// Bumps our heartbeat and notes the peers'.
+    fn slow_checks(&mut self) {
+        self.seg.beat(self.rank);
+        self.read_launcher();
+        let now = Instant::now();
+        for r in 0..self.size {
+            let b = self.seg.heartbeat(r);
+            let p = &mut self.peers[r];
+            if b != p.beat {
+                p.beat = b;
+                p.beat_at = now;
+            }
+        }
+    }
+
+    /// One idle round of a wait: poll, yield or sleep. `idle` counts the rounds since the last
+    /// progress (0 when a wait starts or after progress). True when the caller should run its slow
+    /// checks (peer status) this round.
+    fn idle(&mut self, idle: &mut u32) -> bool {
+        if *idle == 0 {
+            self.idle_since = Instant::now();
+            self.slept = false;
+        }
+        *idle += 1;
+        if !idle.is_multiple_of(SLOW_EVERY) {
+            std::hint::spin_loop();
+            return false;
+        }
+        let waited = self.idle_since.elapsed();
+        let (spin, yields) = (
+            self.spin * (1 << self.boost),
+            self.yields * (1 << self.boost),
+        );
+        if waited < spin {
+            std::hint::spin_loop();
+        } else {
+            if waited < spin + yields {
+                std::thread::yield_now();
+            } else if self.seg.sleep(self.rank, SLEEP, || !self.has_work()) {
+                self.stats.futex_waits += 1;
+                self.slept = true;
+            }
+            // Yield and sleep rounds are slow already: every next one is a slow round.
+            *idle = SLOW_EVERY - 1;
+        }
+        if waited >= spin || idle.is_multiple_of(SLOW_EVERY * 16) {
+            self.slow_checks();
+        }
+        true
+    }
+
+    /// Messages of finished collectives nobody consumed that show a different call (another root).
+    fn note_leftover_mismatches(&mut self, seq: u32) {
+        for ((src, s, _), (theirs, _)) in &self.inbox {
+            if *s < seq && self.sig_of(*s).is_some_and(|mine| mine != *theirs) {
+                self.mismatches.entry(*s).or_insert((*src, *theirs));
+            }
+        }
+    }
+
+    /// Called when a wait that went idle ends. Waking a sleeping rank can take longer than the spin
+    /// (a halted virtual CPU), and then the peer waiting for the woken rank's answer outlasts its
+    /// own spin and sleeps too: two ranks can lock into sleeping on every message. So (with a core
+    /// per rank) a wait that
+    /// slept but ended soon after makes waits spin longer (up to 2^MAX_BOOST times), and a wait
+    /// for a really slow peer brings the spin back down.
+    fn adapt(&mut self) {
+        if !self.slept {
+            return;
+        }
+        self.slept = false;
+        let waited = self.idle_since.elapsed();
+        let budget = (self.spin + self.yields) * (1 << self.boost);
+        if waited < budget + Duration::from_millis(1) {
+            self.boost = (self.boost + 1).min(self.max_boost);
+        } else if waited > budget * 8 + SLEEP {
+            self.boost = self.boost.saturating_sub(1);
+        }
+    }
+
+    /// The first error, not reported yet, that peers raised for a collective before `seq` which this
+    /// rank finished (an abort, or a message showing a different call); all such are marked reported.
+    fn deferred(&mut self, seq: u32) -> Option<Error> {
+        self.progress().ok()?;
+        self.scan_aborts();
+        if self.aborts.is_empty() && self.mismatches.is_empty() && self.inbox.is_empty() {
+            return None;
+        }
+        let rank = self.rank;
+        self.note_leftover_mismatches(seq);
+        let fresh =
+            |s: &u32| *s < seq && !self.reported.contains(s) && !self.my_aborts.contains_key(s);
+        let abort = self
+            .aborts
+            .iter()
+            .filter(|(s, _)| fresh(s))
+            .min_by_key(|(s, _)| **s);
+        let mismatch = self
+            .mismatches
+            .iter()
+            .filter(|(s, _)| fresh(s))
+            .min_by_key(|(s, _)| **s);
+        let err: Error = match (abort, mismatch) {
+            (_, Some((s, (peer, theirs)))) if abort.is_none_or(|(a, _)| s <= a) => {
+                CollectiveError::Mismatch {
+                    rank,
+                    seq: *s,
+                    peer: *peer,
+                    mine: self.sig_of(*s)?,
+                    theirs: *theirs,
+                }
+                .into()
+            }
+            (Some((s, (by, reason))), _) => CollectiveError::Aborted {
+                rank,
+                seq: *s,
+                by: *by,
+                reason: reason.clone(),
+            }
+            .into(),
+            _ => return None,
+        };
+        let done: Vec<u32> = self
+            .aborts
+            .keys()
+            .chain(self.mismatches.keys())
+            .copied()
+            .filter(fresh)
+            .collect();
+        self.reported.extend(done);
+        Some(err)
+    }
+
+    /// Errors that end a wait for `src` in collective `ctx`.
+    fn check_status(&mut self, ctx: &Ctx, src: usize) -> Result<()> {
+        let rank = self.rank;
+        if let Some((peer, theirs)) = self.mismatches.get(&ctx.seq) {
+            return Err(CollectiveError::Mismatch {
+                rank,
+                seq: ctx.seq,
+                peer: *peer,
+                mine: ctx.sig,
+                theirs: *theirs,
+            }
+            .into());
+        }
+        if let Some((by, reason)) = self.aborts.get(&ctx.seq) {
+            return Err(CollectiveError::Aborted {
+                rank,
+                seq: ctx.seq,
+                by: *by,
+                reason: reason.clone(),
+            }
+            .into());
+        }
+        if let Some(cur) = self.seg.current(src) {
+            // Has the peer started this collective (or a later one)?
+            if cur.wrapping_sub(ctx.seq) < 1 << 31 {
+                if let Some(theirs) = self
+                    .seg
+                    .call_of(src, ctx.seq)
+                    .and_then(|(w0, w1)| sig_from_words(w0, w1))
+                {
+                    if theirs != ctx.sig {
+                        return Err(CollectiveError::Mismatch {
+                            rank,
+                            seq: ctx.seq,
+                            peer: src,
+                            mine: ctx.sig,
+                            theirs,
+                        }
+                        .into());
+                    }
+                    // It moved on, and everything it queued for us has been read. A rank that gave
+                    // up the collective posted its abort before moving on: look again for it.
+                    if cur != ctx.seq
+                        && self.inp[src].is_none()
+                        && self.seg.ring(src, rank).queued() == self.consumed[src]
+                    {
+                        self.scan_aborts();
+                        if let Some((by, reason)) = self.aborts.get(&ctx.seq) {
+                            return Err(CollectiveError::Aborted {
+                                rank,
+                                seq: ctx.seq,
+                                by: *by,
+                                reason: reason.clone(),
+                            }
+                            .into());
+                        }
+                        return Err(CollectiveError::Protocol {
+                            rank,
+                            call: ctx.describe(),
+                            what: format!(
+                                "rank {src} finished this collective without sending this rank the data it waits for (do all ranks pass the same root?)"
+                            ),
+                        }
+                        .into());
+                    }
+                }
+            }
+        }
+        if let Some(code) = self.peers[src].exited {
+            return Err(CollectiveError::PeerExited {
+                rank,
+                call: ctx.describe(),
+                peer: src,
+                code,
+            }
+            .into());
+        }
+        let silent = self.peers[src].beat_at.elapsed();
+        if silent > self.cfg.timeout {
+            return Err(CollectiveError::Timeout {
+                rank,
+                call: ctx.describe(),
+                peer: src,
+                waited_ms: silent.as_millis() as u64,
+                timeout_ms: self.cfg.timeout.as_millis() as u64,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The message (`src`, `ctx.seq`, `tag`) if it has arrived.
+    fn take(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<Option<Vec<u8>>> {
+        match self.inbox.remove(&(src, ctx.seq, tag)) {
+            Some((theirs, _)) if theirs != ctx.sig => Err(CollectiveError::Mismatch {
+                rank: self.rank,
+                seq: ctx.seq,
+                peer: src,
+                mine: ctx.sig,
+                theirs,
+            }
+            .into()),
+            Some((_, data)) => Ok(Some(data)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Transport for Shm {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn begin(&mut self, ctx: &Ctx) -> Result<()> {
+        self.sig_log.push_back((ctx.seq, ctx.sig));
+        if self.sig_log.len() > SIG_LOG {
+            self.sig_log.pop_front();
+        }
+        let (w0, w1) = sig_words(&ctx.sig);
+        self.seg.publish_call(self.rank, ctx.seq, w0, w1);
+        self.seg.beat(self.rank);
+        let cutoff = ctx.seq.saturating_sub(SIG_LOG as u32);
+        self.my_aborts.retain(|s, _| *s >= cutoff);
+        self.aborts.retain(|s, _| *s >= cutoff);
+        self.reported.retain(|s| *s >= cutoff);
+        self.progress()?;
+        // Note mismatches visible in leftovers, then drop those of aborted or mismatched collectives.
+        self.note_leftover_mismatches(ctx.seq);
+        self.inbox.retain(|(_, s, _), _| *s >= ctx.seq);
+        // Messages for this collective that arrived before it started, from a different call.
+        let early = self
+            .inbox
+            .iter()
+            .find(|((_, s, _), (theirs, _))| *s == ctx.seq && *theirs != ctx.sig)
+            .map(|((src, _, _), (theirs, _))| (*src, *theirs));
+        if let Some((peer, theirs)) = early {
+            return Err(CollectiveError::Mismatch {
+                rank: self.rank,
+                seq: ctx.seq,
+                peer,
+                mine: ctx.sig,
+                theirs,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    fn take_deferred(&mut self, seq: u32) -> Option<Error> {
+        let e = self.deferred(seq);
+        let cutoff = seq.saturating_sub(SIG_LOG as u32);
+        self.mismatches.retain(|s, _| *s >= cutoff);
+        e
+    }
+
+    fn send(&mut self, ctx: &Ctx, dst: usize, tag: u32, data: &[u8]) -> Result<()> {
+        let max = u32::MAX as usize;
+        if data.len() > max {
+            return Err(UsageError::TooLarge {
+                rank: self.rank,
+                bytes: data.len(),
+                max,
+            }
+            .into());
+        }
+        if dst == self.rank {
+            self.inbox
+                .insert((dst, ctx.seq, tag), (ctx.sig, data.to_vec()));
+            return Ok(());
+        }
+        self.stats.shm_messages_sent += 1;
+        self.stats.shm_bytes_sent += data.len() as u64;
+        let head = record(ctx, tag, data.len());
+        let ring = self.seg.ring(self.rank, dst);
+        ring.count_queued();
+        if self.out[dst].is_empty() {
+            if let Some(n) = ring.write_with(&head, data) {
+                self.seg.notify(dst);
+                if n < data.len() {
+                    self.out[dst].push_back(OutMsg {
+                        head,
+                        head_done: true,
+                        rest: data[n..].to_vec(),
+                        off: 0,
+                    });
+                }
+                return Ok(());
+            }
+        }
+        self.out[dst].push_back(OutMsg {
+            head,
+            head_done: false,
+            rest: data.to_vec(),
+            off: 0,
+        });
+        Ok(())
+    }
+
+    fn recv(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<Vec<u8>> {
+        let mut idle = 0u32;
+        let mut slow = false;
+        loop {
+            self.scan_aborts();
+            if let Some(data) = self.take(ctx, src, tag)? {
+                self.adapt();
+                return Ok(data);
+            }
+            if self.progress()? {
+                self.adapt();
+                idle = 0;
+                continue;
+            }
+            // Only after a poll that found the rings empty: a peer that wrote its last message and
+            // exited is not reported before that message was read. Reading the peer's status lines
+            // on every poll would pull them between caches while the peer writes them; a mismatch
+            // or a silent peer can wait for the next slow round.
+            if slow || self.aborts.contains_key(&ctx.seq) {
+                self.check_status(ctx, src)?;
+            }
+            slow = self.idle(&mut idle);
+        }
+    }
+
+    fn end(&mut self, _ctx: &Ctx) {
+        self.stats.collectives_shm += 1;
+    }
+
+    fn fail(&mut self, ctx: &Ctx, err: &Error) {
+        let reason = err.to_string();
+        self.seg.post_abort(self.rank, ctx.seq, &reason);
+        self.my_aborts.insert(ctx.seq, reason);
+        for r in 0..self.size {
+            if r != self.rank {
+                self.seg.notify(r);
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let mut idle = 0u32;
+        loop {
+            if self.progress()? {
+                self.adapt();
+                idle = 0;
+            }
+            let Some(dst) = (0..self.size).find(|&d| !self.out[d].is_empty()) else {
+                return Ok(());
+            };
+            let silent = self.peers[dst].beat_at.elapsed();
+            if silent > self.cfg.timeout {
+                self.out.iter_mut().for_each(VecDeque::clear);
+                return Err(CollectiveError::Timeout {
+                    rank: self.rank,
+                    call: "finalize (delivering the last messages)".into(),
+                    peer: dst,
+                    waited_ms: silent.as_millis() as u64,
+                    timeout_ms: self.cfg.timeout.as_millis() as u64,
+                }
+                .into());
+            }
+            self.idle(&mut idle);
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    fn path(&self) -> crate::Path {
+        crate::Path::Shm
+    }
+}

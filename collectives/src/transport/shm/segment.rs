@@ -1,0 +1,567 @@
+//! The shared-memory segment of a job: its layout, and all the `unsafe` code of the shm transport.
+//!
+//! Contract: a [`Segment`] is a mapping of `/dev/shm/boad-<job>-<host>` (or an anonymous mapping for
+//! a job of one rank) laid out as below; everything in it starts as zero bytes, which is a valid
+//! state of every field. The safe methods are the only way to touch it, and each field has one
+//! writer: the rank that owns a [`RankBlock`], the producer or the consumer of a ring. A peer that
+//! writes garbage (it never should) can make this rank read wrong data or wait, never read or write
+//! outside the mapping.
+//!
+//! ```text
+//! [header, 128 B] [RankBlock × size] [ring (src → dst) × size·(size − 1)]
+//! RankBlock: bell line (futex word, sleeping flag: written by anyone) | status line (heartbeat,
+//!            current collective: owner) | abort count | 16 abort slots | 64 call slots
+//! ring:      producer line (tail, messages queued) | consumer line (head) | cap data bytes
+//! ```
+//!
+//! Rings are single-producer single-consumer byte streams: positions grow forever (u64), a byte at
+//! position `i` lives at `data[i % cap]`; the producer publishes with a release store of `tail`, the
+//! consumer with a release store of `head`. Abort and call slots are seqlocks (odd generation while
+//! being written) made of atomic words, so a torn read is detected and retried, never undefined.
+//!
+//! Waking: a rank about to sleep sets its `sleeping` flag, issues a SeqCst fence, reads its futex word
+//! and re-checks for work; a rank that published something for it issues a SeqCst fence and, if the
+//! flag is set, bumps the word and calls `FUTEX_WAKE`. One of the two always sees the other (the
+//! store-buffering litmus test with fences on both sides), so no wake-up is lost.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+/// "BOADSHM1".
+const MAGIC: u64 = u64::from_le_bytes(*b"BOADSHM1");
+/// Abort slots per rank (a reader that falls further behind misses the oldest).
+pub(super) const ABORT_SLOTS: usize = 16;
+/// Longest abort reason kept, in bytes.
+const REASON_WORDS: usize = 30;
+/// Call slots per rank: the calls of the last 64 collectives it started.
+const SIG_SLOTS: usize = 64;
+
+/// Keeps `T` on cache lines of its own (128 bytes: adjacent-line prefetch pairs 64-byte lines).
+#[repr(C, align(128))]
+struct Padded<T>(T);
+
+#[repr(C)]
+struct Header {
+    magic: AtomicU64,
+    job: AtomicU64,
+    size: AtomicU64,
+    cap: AtomicU64,
+    attached: AtomicU32,
+}
+
+#[repr(C)]
+struct Bell {
+    /// Futex word: bumped by whoever wakes the owner.
+    word: AtomicU32,
+    /// Non-zero while the owner is (about to be) asleep on `word`.
+    sleeping: AtomicU32,
+}
+
+#[repr(C)]
+struct Status {
+    /// Bumped by the owner while it is inside a boad call.
+    heartbeat: AtomicU64,
+    /// 1 + the sequence number of the collective the owner started last (0: none yet).
+    cur: AtomicU64,
+}
+
+#[repr(C)]
+struct AbortSlot {
+    gen: AtomicU32,
+    seq: AtomicU32,
+    len: AtomicU32,
+    _pad: AtomicU32,
+    words: [AtomicU64; REASON_WORDS],
+}
+
+#[repr(C)]
+struct SigSlot {
+    gen: AtomicU32,
+    seq: AtomicU32,
+    w0: AtomicU64,
+    w1: AtomicU64,
+    _pad: AtomicU64,
+}
+
+#[repr(C, align(128))]
+struct RankBlock {
+    bell: Padded<Bell>,
+    status: Padded<Status>,
+    abort_count: Padded<AtomicU32>,
+    aborts: [AbortSlot; ABORT_SLOTS],
+    sigs: [SigSlot; SIG_SLOTS],
+}
+
+#[repr(C)]
+struct Producer {
+    tail: AtomicU64,
+    /// Messages the producer has queued for this ring (counted when `send` is called).
+    queued: AtomicU64,
+}
+
+#[repr(C)]
+struct RingCtl {
+    prod: Padded<Producer>,
+    cons: Padded<AtomicU64>,
+}
+
+const HEADER_BYTES: usize = std::mem::size_of::<Padded<Header>>();
+const RANK_BYTES: usize = std::mem::size_of::<RankBlock>();
+const RING_CTL_BYTES: usize = std::mem::size_of::<RingCtl>();
+const _: () =
+    assert!(HEADER_BYTES == 128 && RANK_BYTES.is_multiple_of(128) && RING_CTL_BYTES == 256);
+const _: () = assert!(std::mem::size_of::<AbortSlot>() == 256);
+
+/// Bytes of a segment for `size` ranks with rings of `cap` bytes.
+fn total_bytes(size: usize, cap: usize) -> usize {
+    HEADER_BYTES + size * RANK_BYTES + size * size.saturating_sub(1) * (RING_CTL_BYTES + cap)
+}
+
+/// Ring capacity for a job of `size` ranks: a power of two, 16 KiB to 4 MiB, all rings together at
+/// most about 32 MiB (more only for jobs of more than 45 ranks, at 16 KiB each).
+pub(super) fn ring_capacity(size: usize) -> usize {
+    let pairs = (size * size.saturating_sub(1)).max(1);
+    let budget = (32usize << 20) / pairs;
+    let pow = if budget.is_power_of_two() {
+        budget
+    } else {
+        budget.next_power_of_two() / 2
+    };
+    pow.clamp(16 << 10, 4 << 20)
+}
+
+/// Why a segment could not be opened yet.
+pub(super) enum OpenError {
+    /// Not created or not initialised yet: try again.
+    NotYet,
+    /// It exists but is not a segment of this job.
+    Bad(String),
+    /// An I/O error.
+    Io(io::Error),
+}
+
+/// A mapped segment.
+pub(super) struct Segment {
+    map: MmapRaw,
+    size: usize,
+    cap: usize,
+    /// Keeps the descriptor of a file-backed segment (the mapping would survive without it).
+    _file: Option<File>,
+}
+
+impl Segment {
+    /// A private segment for a job of one rank (no rings, no file).
+    pub fn anonymous() -> io::Result<Segment> {
+        let len = total_bytes(1, 0);
+        let map: MmapRaw = MmapOptions::new().len(len).map_anon()?.into();
+        let s = Segment {
+            map,
+            size: 1,
+            cap: 0,
+            _file: None,
+        };
+        s.header().attached.store(1, Ordering::Relaxed);
+        Ok(s)
+    }
+
+    /// Creates the segment file at `path` (it must not exist), sized and initialised for `size` ranks.
+    pub fn create(path: &Path, job: u64, size: usize) -> io::Result<Segment> {
+        let cap = ring_capacity(size);
+        let len = total_bytes(size, cap);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        file.set_len(len as u64)?;
+        // Reserve the pages now: on a full tmpfs a later first touch would be a SIGBUS.
+        // SAFETY: posix_fallocate only reads its integer arguments; the fd is open for writing.
+        let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+        if r != 0 {
+            let _ = std::fs::remove_file(path);
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        let map = MmapOptions::new().len(len).map_raw(&file)?;
+        let s = Segment {
+            map,
+            size,
+            cap,
+            _file: Some(file),
+        };
+        let h = s.header();
+        h.job.store(job, Ordering::Relaxed);
+        h.size.store(size as u64, Ordering::Relaxed);
+        h.cap.store(cap as u64, Ordering::Relaxed);
+        h.magic.store(MAGIC, Ordering::Release);
+        Ok(s)
+    }
+
+    /// Opens the segment another rank created at `path`.
+    pub fn open(path: &Path, job: u64, size: usize) -> Result<Segment, OpenError> {
+        let cap = ring_capacity(size);
+        let len = total_bytes(size, cap);
+        let file = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::NotYet),
+            Err(e) => return Err(OpenError::Io(e)),
+        };
+        let flen = file.metadata().map_err(OpenError::Io)?.len();
+        if flen < len as u64 {
+            // Created, not sized yet.
+            return Err(OpenError::NotYet);
+        }
+        if flen > len as u64 {
+            return Err(OpenError::Bad(format!(
+                "{} has {flen} bytes, {len} expected for {size} ranks",
+                path.display()
+            )));
+        }
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw(&file)
+            .map_err(OpenError::Io)?;
+        let s = Segment {
+            map,
+            size,
+            cap,
+            _file: Some(file),
+        };
+        let h = s.header();
+        if h.magic.load(Ordering::Acquire) != MAGIC {
+            return Err(OpenError::NotYet);
+        }
+        let (j, n, c) = (
+            h.job.load(Ordering::Relaxed),
+            h.size.load(Ordering::Relaxed),
+            h.cap.load(Ordering::Relaxed),
+        );
+        if j != job || n != size as u64 || c != cap as u64 {
+            return Err(OpenError::Bad(format!(
+                "{} belongs to job {j:016x} of {n} ranks, not {job:016x} of {size}",
+                path.display()
+            )));
+        }
+        Ok(s)
+    }
+
+    /// Counts this rank as attached; true for the last of the `size` ranks.
+    pub fn attach(&self) -> bool {
+        self.header().attached.fetch_add(1, Ordering::AcqRel) + 1 == self.size as u32
+    }
+
+    fn at<T>(&self, off: usize) -> &T {
+        debug_assert!(off + std::mem::size_of::<T>() <= self.map.len());
+        debug_assert!(off.is_multiple_of(std::mem::align_of::<T>()));
+        // SAFETY: callers pass offsets from the layout above, in bounds of the mapping (which is
+        // page-aligned, so the 128-byte alignment of every offset holds); `T` is made only of atomics,
+        // for which any bit pattern, and concurrent access through shared references, is valid. The
+        // mapping lives as long as `self`.
+        unsafe { &*self.map.as_mut_ptr().add(off).cast::<T>() }
+    }
+
+    fn header(&self) -> &Header {
+        self.at::<Header>(0)
+    }
+
+    fn block(&self, r: usize) -> &RankBlock {
+        assert!(r < self.size, "rank {r} out of range");
+        self.at::<RankBlock>(HEADER_BYTES + r * RANK_BYTES)
+    }
+
+    /// The ring carrying messages from `src` to `dst`.
+    pub fn ring(&self, src: usize, dst: usize) -> Ring<'_> {
+        assert!(src < self.size && dst < self.size && src != dst);
+        let k = src * (self.size - 1) + if dst < src { dst } else { dst - 1 };
+        let off = HEADER_BYTES + self.size * RANK_BYTES + k * (RING_CTL_BYTES + self.cap);
+        Ring {
+            ctl: self.at::<RingCtl>(off),
+            // SAFETY: the data area follows the control block and ends inside the mapping.
+            data: unsafe { self.map.as_mut_ptr().add(off + RING_CTL_BYTES) },
+            cap: self.cap,
+        }
+    }
+
+    // ----- status -----
+
+    /// Bumps `r`'s heartbeat (`r` must be this rank).
+    pub fn beat(&self, r: usize) {
+        let h = &self.block(r).status.0.heartbeat;
+        h.store(h.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// `r`'s heartbeat.
+    pub fn heartbeat(&self, r: usize) -> u64 {
+        self.block(r).status.0.heartbeat.load(Ordering::Relaxed)
+    }
+
+    /// Publishes that `r` (this rank) started collective `seq` with call `(w0, w1)`.
+    pub fn publish_call(&self, r: usize, seq: u32, w0: u64, w1: u64) {
+        let b = self.block(r);
+        let s = &b.sigs[seq as usize % SIG_SLOTS];
+        s.gen.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        s.seq.store(seq, Ordering::Relaxed);
+        s.w0.store(w0, Ordering::Relaxed);
+        s.w1.store(w1, Ordering::Relaxed);
+        s.gen.fetch_add(1, Ordering::Release);
+        b.status.0.cur.store(u64::from(seq) + 1, Ordering::Release);
+    }
+
+    /// The collective `r` started last, if any.
+    pub fn current(&self, r: usize) -> Option<u32> {
+        let c = self.block(r).status.0.cur.load(Ordering::Acquire);
+        c.checked_sub(1).map(|s| s as u32)
+    }
+
+    /// `r`'s call for collective `seq`, if `r` started it and still remembers it.
+    pub fn call_of(&self, r: usize, seq: u32) -> Option<(u64, u64)> {
+        let s = &self.block(r).sigs[seq as usize % SIG_SLOTS];
+        for _ in 0..100 {
+            let g1 = s.gen.load(Ordering::Acquire);
+            if g1 % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let (q, w0, w1) = (
+                s.seq.load(Ordering::Relaxed),
+                s.w0.load(Ordering::Relaxed),
+                s.w1.load(Ordering::Relaxed),
+            );
+            fence(Ordering::Acquire);
+            if s.gen.load(Ordering::Relaxed) == g1 {
+                return (g1 != 0 && q == seq).then_some((w0, w1));
+            }
+        }
+        None
+    }
+
+    // ----- aborts -----
+
+    /// Records that `r` (this rank) gave up collective `seq` because of `reason`.
+    pub fn post_abort(&self, r: usize, seq: u32, reason: &str) {
+        let b = self.block(r);
+        let n = b.abort_count.0.load(Ordering::Relaxed);
+        let s = &b.aborts[n as usize % ABORT_SLOTS];
+        let mut bytes = [0u8; REASON_WORDS * 8];
+        let mut len = reason.len().min(bytes.len());
+        while !reason.is_char_boundary(len) {
+            len -= 1;
+        }
+        bytes[..len].copy_from_slice(&reason.as_bytes()[..len]);
+        s.gen.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        s.seq.store(seq, Ordering::Relaxed);
+        s.len.store(len as u32, Ordering::Relaxed);
+        for (w, c) in s.words.iter().zip(bytes.chunks_exact(8)) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            w.store(u64::from_le_bytes(a), Ordering::Relaxed);
+        }
+        s.gen.fetch_add(1, Ordering::Release);
+        b.abort_count.0.store(n.wrapping_add(1), Ordering::Release);
+    }
+
+    /// How many aborts `r` has posted.
+    pub fn abort_count(&self, r: usize) -> u32 {
+        self.block(r).abort_count.0.load(Ordering::Acquire)
+    }
+
+    /// Abort number `i` of `r`: (collective, reason); None if it was overwritten meanwhile.
+    pub fn abort(&self, r: usize, i: u32) -> Option<(u32, String)> {
+        let s = &self.block(r).aborts[i as usize % ABORT_SLOTS];
+        for _ in 0..100 {
+            let g1 = s.gen.load(Ordering::Acquire);
+            if g1 % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let seq = s.seq.load(Ordering::Relaxed);
+            let len = (s.len.load(Ordering::Relaxed) as usize).min(REASON_WORDS * 8);
+            let mut bytes = Vec::with_capacity(REASON_WORDS * 8);
+            for w in &s.words {
+                bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+            }
+            fence(Ordering::Acquire);
+            if s.gen.load(Ordering::Relaxed) == g1 {
+                bytes.truncate(len);
+                return Some((seq, String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+        None
+    }
+
+    // ----- sleeping and waking -----
+
+    /// Wakes `r` if it sleeps. Call after publishing what `r` may wait for.
+    pub fn notify(&self, r: usize) -> bool {
+        let bell = &self.block(r).bell.0;
+        fence(Ordering::SeqCst);
+        if bell.sleeping.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        bell.word.fetch_add(1, Ordering::SeqCst);
+        futex(&bell.word, libc::FUTEX_WAKE, i32::MAX as u32, None);
+        true
+    }
+
+    /// Sleeps up to `timeout` on `r`'s futex word (`r` is this rank), unless `idle()` — called after
+    /// the flag is up — says there is work after all. True if it slept.
+    pub fn sleep(&self, r: usize, timeout: Duration, idle: impl FnOnce() -> bool) -> bool {
+        let bell = &self.block(r).bell.0;
+        bell.sleeping.store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let v = bell.word.load(Ordering::Relaxed);
+        let slept = idle();
+        if slept {
+            futex(&bell.word, libc::FUTEX_WAIT, v, Some(timeout));
+        }
+        bell.sleeping.store(0, Ordering::Relaxed);
+        slept
+    }
+}
+
+fn futex(word: &AtomicU32, op: libc::c_int, val: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a live, aligned 32-bit atomic in a shared mapping (so not FUTEX_PRIVATE);
+    // `tsp` is NULL or points to a timespec that outlives the call; the other pointer arguments are
+    // unused by FUTEX_WAIT and FUTEX_WAKE. Errors (EAGAIN: the word changed, ETIMEDOUT, EINTR) all
+    // mean "go and look again", which every caller does.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            op,
+            val,
+            tsp,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// One direction between two ranks. The producer calls `free`, `write*` and `count_queued`; the
+/// consumer calls `available` and `read*`. Nobody else touches a ring.
+pub(super) struct Ring<'a> {
+    ctl: &'a RingCtl,
+    data: *mut u8,
+    cap: usize,
+}
+
+impl Ring<'_> {
+    /// Bytes the producer may write now.
+    pub fn free(&self) -> usize {
+        let tail = self.ctl.prod.0.tail.load(Ordering::Relaxed);
+        let head = self.ctl.cons.0.load(Ordering::Acquire);
+        self.cap - (tail.wrapping_sub(head) as usize).min(self.cap)
+    }
+
+    /// Bytes the consumer may read now.
+    pub fn available(&self) -> usize {
+        let tail = self.ctl.prod.0.tail.load(Ordering::Acquire);
+        let head = self.ctl.cons.0.load(Ordering::Relaxed);
+        (tail.wrapping_sub(head) as usize).min(self.cap)
+    }
+
+    /// Copies `src` into the ring at position `pos` (wrapping).
+    fn put(&self, pos: u64, src: &[u8]) {
+        let at = (pos % self.cap as u64) as usize;
+        let first = src.len().min(self.cap - at);
+        // SAFETY: `at + first <= cap`, and the second piece (`src.len() - first <= cap - first` bytes,
+        // as callers never write more than `free() <= cap`) starts at offset 0: both lie inside the
+        // data area; the producer only writes bytes between `tail` and `head + cap`, which the
+        // consumer does not read until `tail` is published; `src` is process-local memory, so the
+        // ranges do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(at), first);
+            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.data, src.len() - first);
+        }
+    }
+
+    /// Copies `dst.len()` bytes at position `pos` (wrapping) into `dst`.
+    fn get(&self, pos: u64, dst: *mut u8, len: usize) {
+        let at = (pos % self.cap as u64) as usize;
+        let first = len.min(self.cap - at);
+        // SAFETY: as in `put`, both pieces lie in the data area; the consumer reads only bytes between
+        // `head` and the `tail` it acquired, which the producer does not touch until `head` moves past
+        // them; `dst` is valid for `len` bytes of process-local memory (callers' contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.data.add(at), dst, first);
+            std::ptr::copy_nonoverlapping(self.data, dst.add(first), len - first);
+        }
+    }
+
+    /// Writes all of `head` and as much of `body` as fits, in one publication; None (nothing
+    /// written) if `head` does not fit. Returns the bytes of `body` written.
+    pub fn write_with(&self, head: &[u8], body: &[u8]) -> Option<usize> {
+        let free = self.free();
+        if free < head.len() {
+            return None;
+        }
+        let n = body.len().min(free - head.len());
+        let tail = self.ctl.prod.0.tail.load(Ordering::Relaxed);
+        self.put(tail, head);
+        self.put(tail + head.len() as u64, &body[..n]);
+        self.ctl
+            .prod
+            .0
+            .tail
+            .store(tail + (head.len() + n) as u64, Ordering::Release);
+        Some(n)
+    }
+
+    /// Counts one more message queued for this ring (producer side, before it is written).
+    pub fn count_queued(&self) {
+        let q = &self.ctl.prod.0.queued;
+        q.store(q.load(Ordering::Relaxed) + 1, Ordering::Release);
+    }
+
+    /// Messages the producer has queued so far.
+    pub fn queued(&self) -> u64 {
+        self.ctl.prod.0.queued.load(Ordering::Acquire)
+    }
+
+    /// Reads exactly `out.len()` bytes if that many are available.
+    pub fn read_exact(&self, out: &mut [u8]) -> bool {
+        if self.available() < out.len() {
+            return false;
+        }
+        let head = self.ctl.cons.0.load(Ordering::Relaxed);
+        self.get(head, out.as_mut_ptr(), out.len());
+        self.ctl
+            .cons
+            .0
+            .store(head + out.len() as u64, Ordering::Release);
+        true
+    }
+
+    /// Appends up to `max` available bytes to `v`; returns how many.
+    pub fn read_into(&self, v: &mut Vec<u8>, max: usize) -> usize {
+        let n = self.available().min(max);
+        if n == 0 {
+            return 0;
+        }
+        v.reserve(n);
+        let head = self.ctl.cons.0.load(Ordering::Relaxed);
+        let spare = v.spare_capacity_mut();
+        self.get(head, spare.as_mut_ptr().cast::<u8>(), n);
+        // SAFETY: `get` initialised the first `n` bytes of the spare capacity, which holds at least
+        // `n` bytes after `reserve(n)`.
+        unsafe { v.set_len(v.len() + n) };
+        self.ctl.cons.0.store(head + n as u64, Ordering::Release);
+        n
+    }
+}

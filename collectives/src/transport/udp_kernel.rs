@@ -1,0 +1,649 @@
+//! The kernel path, on top of the UDP transport's socket (a child module of `udp`).
+//!
+//! The launcher attached the eBPF programs for this job (`KERNEL <trigger>` in the rendezvous table):
+//! - Reduction to a root: every other rank sends its buffer as `CONTRIB` datagrams of at most
+//!   `kernel::MAX_PAYLOAD` bytes to the root's socket; XDP on the root's host folds them and passes
+//!   one `RESULT` per chunk, which the root folds with its own buffer. A chunk whose `RESULT` does not
+//!   come is asked for again with `KNACK` (contributors resend; the kernel re-emits a `RESULT` it
+//!   already made); after two rounds the contributors resend with `flags::BYPASS`, the kernel lets
+//!   the contributions through, and the root folds them in userspace. Contributors keep their last
+//!   [`RETAIN`] contributions for that.
+//! - Broadcast: the root sends each chunk once, as `BCAST` to the trigger port; TC clones it to every
+//!   other rank. A receiver missing chunks sends `KNACK` (tag 1) and the root resends them to it
+//!   directly. Roots keep their last [`RETAIN`] broadcasts (at most [`RETAIN_BYTES`]).
+//! - allreduce = reduce to rank 0 + broadcast from it; barrier = allreduce of one byte; allgather =
+//!   every rank broadcasts its block.
+//!
+//! Which collectives take this path is decided from the call alone (size, op, dtype, job size), so
+//! every rank of a correct program decides the same; see [`Udp::kernel_fits`].
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use boad_common::kernel::{MAX_PAYLOAD, MAX_RANKS};
+use boad_common::{flags, kind, Header};
+
+use super::{Bits, Udp, PROBE_BASE, PROBE_MAX};
+use crate::error::{CollectiveError, Error, Result};
+use crate::ops::fold;
+use crate::transport::Ctx;
+use crate::types::{Coll, DType, Op, Signature};
+
+/// Largest reduction the kernel folds (64 chunks: the slots of one `seq` in the kernel's table).
+pub(crate) const KREDUCE_MAX: usize = 64 * MAX_PAYLOAD;
+/// Largest broadcast sent through TC (it has no flow control: a burst must fit socket buffers).
+pub(crate) const KBCAST_MAX: usize = 1 << 20;
+/// How many past collectives a rank can resend.
+const RETAIN: usize = 256;
+/// Most bytes of past broadcasts a root keeps.
+const RETAIN_BYTES: usize = 64 << 20;
+/// KNACK rounds before contributors are asked to bypass the kernel.
+const ROUNDS_BEFORE_BYPASS: u32 = 2;
+
+/// Unfolded contributions to one chunk: sender -> (its call, payload).
+type Unfolded = BTreeMap<usize, (Signature, Vec<u8>)>;
+
+/// A broadcast being received.
+struct BcastIn {
+    sig: Signature,
+    nchunks: u32,
+    got: Bits,
+    n_got: u32,
+    buf: Vec<u8>,
+}
+
+/// Kernel-path state of one rank.
+#[derive(Default)]
+pub(super) struct Kern {
+    /// Where BCAST datagrams go to be cloned.
+    trigger: Option<SocketAddr>,
+    /// Our last contributions: (seq, root, call, data).
+    contribs: VecDeque<(u32, usize, Signature, Vec<u8>)>,
+    /// Our last broadcasts: (seq, call, data, chunk size).
+    bcasts: VecDeque<(u32, Signature, Vec<u8>, usize)>,
+    /// RESULTs by (seq, chunk): (sender, its call, payload).
+    results: HashMap<(u32, u32), (usize, Signature, Vec<u8>)>,
+    /// Contributions that reached the socket unfolded, by (seq, chunk), then sender.
+    raw: HashMap<(u32, u32), Unfolded>,
+    /// Broadcasts being received, by (seq, root).
+    incoming: HashMap<(u32, usize), BcastIn>,
+    /// The current collective went through the kernel.
+    pub used: bool,
+}
+
+/// The wire codes a kernel datagram folds with (a barrier folds one byte with `bor`).
+fn fold_codes(sig: &Signature) -> (DType, Op) {
+    match (sig.dtype, sig.op) {
+        (Some(d), Some(o)) => (d, o),
+        _ => (DType::U8, Op::Bor),
+    }
+}
+
+/// True if XDP folds `op` over `dtype` (integers; float min/max on bit patterns).
+pub(crate) fn kernel_folds(op: Op, dtype: DType) -> bool {
+    op.supports(dtype) && (!dtype.is_float() || matches!(op, Op::Min | Op::Max))
+}
+
+impl Udp {
+    /// Turns the kernel path on: BCAST datagrams go to `trigger` on a host other than ours when
+    /// there is one (so they leave by the interface TC is on), else on our own address.
+    pub fn enable_kernel(&mut self, trigger: u16) {
+        let me = self.peers[self.rank_()].addr.ip();
+        let ip = self
+            .peers
+            .iter()
+            .map(|p| p.addr.ip())
+            .find(|ip| *ip != me)
+            .unwrap_or(me);
+        self.kern.trigger = Some(SocketAddr::new(ip, trigger));
+    }
+
+    /// True when the launcher attached the kernel path for this job.
+    pub fn kernel_on(&self) -> bool {
+        self.kern.trigger.is_some()
+    }
+
+    /// Whether a collective with call `sig` over `bytes` bytes (per rank) takes the kernel path.
+    pub fn kernel_fits(&self, sig: &Signature, bytes: usize) -> bool {
+        if !self.kernel_on() || self.size < 2 || self.size > MAX_RANKS as usize {
+            return false;
+        }
+        match sig.coll {
+            Coll::Barrier => true,
+            Coll::Bcast => bytes > 0 && bytes <= KBCAST_MAX,
+            Coll::Allgather => bytes > 0 && bytes * (self.size - 1) <= KBCAST_MAX,
+            Coll::Reduce | Coll::Allreduce => {
+                let (d, o) = fold_codes(sig);
+                bytes > 0 && bytes <= KREDUCE_MAX && kernel_folds(o, d)
+            }
+        }
+    }
+
+    fn kheader(&self, kind: u8, dst: u32, ctx: &Ctx) -> Header {
+        // The call's own codes: a reduction's op and dtype are what XDP folds with (a barrier's
+        // call is a one-byte `bor`).
+        let mut h = self.wire.header(kind, dst as usize, ctx.seq, &ctx.sig);
+        h.dst = dst;
+        h
+    }
+
+    /// Sends chunks `which` of `data` as `kind` datagrams to `to` (rank `dst`).
+    #[allow(clippy::too_many_arguments)]
+    fn ksend_chunks(
+        &mut self,
+        ctx: &Ctx,
+        kind: u8,
+        dst: u32,
+        to: SocketAddr,
+        data: &[u8],
+        chunk: usize,
+        which: impl Iterator<Item = u32>,
+        extra_flags: u8,
+    ) -> Result<()> {
+        let nchunks = data.len().div_ceil(chunk).max(1) as u32;
+        for c in which.filter(|c| *c < nchunks) {
+            let off = c as usize * chunk;
+            let end = (off + chunk).min(data.len());
+            let mut h = self.kheader(kind, dst, ctx);
+            h.chunk = c;
+            h.nchunks = nchunks;
+            h.total = data.len() as u32;
+            h.flags |= extra_flags;
+            self.wire.send(h, &data[off..end], to)?;
+        }
+        Ok(())
+    }
+
+    /// A contributor: sends `data` for the reduction at `root` and keeps it to resend.
+    pub fn kcontrib(&mut self, ctx: &Ctx, root: usize, data: &[u8]) -> Result<()> {
+        self.kern.used = true;
+        let to = self.peers[root].addr;
+        let n = data.len().div_ceil(MAX_PAYLOAD).max(1) as u32;
+        self.ksend_chunks(
+            ctx,
+            kind::CONTRIB,
+            root as u32,
+            to,
+            data,
+            MAX_PAYLOAD,
+            0..n,
+            0,
+        )?;
+        self.kern
+            .contribs
+            .push_back((ctx.seq, root, ctx.sig, data.to_vec()));
+        if self.kern.contribs.len() > RETAIN {
+            self.kern.contribs.pop_front();
+        }
+        self.wire.stats.kernel_contribs += u64::from(n);
+        Ok(())
+    }
+
+    /// The root of a reduction: folds every other rank's contribution into `acc`.
+    pub fn kreduce_root(&mut self, ctx: &Ctx, acc: &mut [u8]) -> Result<()> {
+        self.kern.used = true;
+        let (dtype, op) = fold_codes(&ctx.sig);
+        let rank = self.rank_();
+        let n = acc.len().div_ceil(MAX_PAYLOAD).max(1) as u32;
+        let mut done = Bits::new(n);
+        let mut n_done = 0;
+        let mut round = 0u32;
+        let mut every = PROBE_BASE;
+        let mut next_knack = Instant::now() + every;
+        let mut last_progress = Instant::now();
+        let contributors: Vec<usize> = (0..self.size).filter(|&r| r != rank).collect();
+        while n_done < n {
+            let len = acc.len();
+            for c in 0..n {
+                if done.get(c) {
+                    continue;
+                }
+                let off = c as usize * MAX_PAYLOAD;
+                let part = &mut acc[off..(off + MAX_PAYLOAD).min(len)];
+                let folded =
+                    if let Some((src, theirs, data)) = self.kern.results.remove(&(ctx.seq, c)) {
+                        self.kcheck(ctx, src, &theirs, data.len(), part.len())?;
+                        fold(dtype, op, part, &data)
+                    } else if self
+                        .kern
+                        .raw
+                        .get(&(ctx.seq, c))
+                        .is_some_and(|m| m.len() == contributors.len())
+                    {
+                        let all = self.kern.raw.remove(&(ctx.seq, c)).unwrap_or_default();
+                        for (src, (theirs, data)) in &all {
+                            self.kcheck(ctx, *src, theirs, data.len(), part.len())?;
+                        }
+                        all.values().all(|(_, data)| fold(dtype, op, part, data))
+                    } else {
+                        // A contribution of another call reaches us unfolded: report it at once.
+                        let bad = self.kern.raw.get(&(ctx.seq, c)).and_then(|m| {
+                            m.iter()
+                                .find(|(_, (s, _))| *s != ctx.sig)
+                                .map(|(src, (s, _))| (*src, *s))
+                        });
+                        if let Some((src, theirs)) = bad {
+                            return Err(self.mismatch(ctx, src, theirs));
+                        }
+                        continue;
+                    };
+                if !folded {
+                    return Err(self.kprotocol(ctx, format!("cannot fold {op} over {dtype}")));
+                }
+                done.set(c);
+                n_done += 1;
+                last_progress = Instant::now();
+            }
+            if n_done == n {
+                break;
+            }
+            self.kcheck_peers(ctx, &contributors, round > ROUNDS_BEFORE_BYPASS, n, &done)?;
+            let now = Instant::now();
+            if now - last_progress > self.cfg.timeout {
+                let silent = self.ksilent(ctx, &contributors, n, &done);
+                return Err(CollectiveError::Timeout {
+                    rank,
+                    call: ctx.describe(),
+                    peer: silent,
+                    waited_ms: (now - last_progress).as_millis() as u64,
+                    timeout_ms: self.cfg.timeout.as_millis() as u64,
+                }
+                .into());
+            }
+            if now >= next_knack {
+                round += 1;
+                let bypass = round > ROUNDS_BEFORE_BYPASS;
+                if bypass {
+                    self.wire.stats.kernel_bypass_rounds += 1;
+                }
+                for &r in &contributors {
+                    // In a bypass round, ask each rank only for the chunks it has not sent us raw.
+                    let missing = Bits::from_fn(n, |c| {
+                        let sent_raw = self
+                            .kern
+                            .raw
+                            .get(&(ctx.seq, c))
+                            .is_some_and(|m| m.contains_key(&r));
+                        !done.get(c) && (!bypass || !sent_raw)
+                    });
+                    self.knack(
+                        ctx,
+                        r,
+                        0,
+                        &missing,
+                        n,
+                        if bypass { flags::BYPASS } else { 0 },
+                    )?;
+                }
+                every = (every * 2).min(PROBE_MAX);
+                next_knack = now + every;
+            }
+            let mut deadline = next_knack.min(last_progress + self.cfg.timeout);
+            if let Some(t) = self.next_timer() {
+                deadline = deadline.min(t);
+            }
+            self.progress(
+                deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50),
+            )?;
+        }
+        self.wire.stats.kernel_results += u64::from(n);
+        Ok(())
+    }
+
+    /// Checks a kernel datagram's call against ours.
+    fn kcheck(
+        &self,
+        ctx: &Ctx,
+        src: usize,
+        theirs: &Signature,
+        len: usize,
+        want: usize,
+    ) -> Result<()> {
+        if *theirs != ctx.sig {
+            return Err(self.mismatch(ctx, src, *theirs));
+        }
+        if len != want {
+            return Err(self.kprotocol(
+                ctx,
+                format!("rank {src} sent a chunk of {len} bytes where {want} were expected"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn mismatch(&self, ctx: &Ctx, peer: usize, theirs: Signature) -> Error {
+        CollectiveError::Mismatch {
+            rank: self.rank_(),
+            seq: ctx.seq,
+            peer,
+            mine: ctx.sig,
+            theirs,
+        }
+        .into()
+    }
+
+    fn kprotocol(&self, ctx: &Ctx, what: String) -> Error {
+        CollectiveError::Protocol {
+            rank: self.rank_(),
+            call: ctx.describe(),
+            what,
+        }
+        .into()
+    }
+
+    /// The first contributor missing from some incomplete chunk's unfolded set (after bypass
+    /// rounds this is who has not answered), else the first contributor.
+    fn ksilent(&self, ctx: &Ctx, contributors: &[usize], n: u32, done: &Bits) -> usize {
+        (0..n)
+            .filter(|c| !done.get(*c))
+            .flat_map(|c| {
+                let have = self.kern.raw.get(&(ctx.seq, c));
+                contributors
+                    .iter()
+                    .copied()
+                    .filter(move |r| !have.is_some_and(|m| m.contains_key(r)))
+            })
+            .min_by_key(|r| self.peers[*r].last_heard)
+            .or_else(|| contributors.first().copied())
+            .unwrap_or(0)
+    }
+
+    /// Aborts, mismatches a contributor reported, and (once contributions come unfolded) exits of
+    /// ranks whose contribution is still missing.
+    fn kcheck_peers(
+        &mut self,
+        ctx: &Ctx,
+        contributors: &[usize],
+        bypassing: bool,
+        n: u32,
+        done: &Bits,
+    ) -> Result<()> {
+        for &r in contributors {
+            let exited = self.peers[r].exited;
+            let missing = (0..n).filter(|c| !done.get(*c)).any(|c| {
+                !self
+                    .kern
+                    .raw
+                    .get(&(ctx.seq, c))
+                    .is_some_and(|m| m.contains_key(&r))
+            });
+            match exited {
+                // An exited rank cannot answer: whatever it had to give is in or lost.
+                Some(_) if missing && bypassing => {}
+                Some(_) => continue,
+                None => {}
+            }
+            if bypassing && missing {
+                self.check_status(ctx, r)?;
+            } else if let Some(e) = self.status_error(ctx, r) {
+                return Err(e);
+            }
+        }
+        if let Some((by, reason)) = self.aborts.get(&ctx.seq) {
+            return Err(CollectiveError::Aborted {
+                rank: self.rank_(),
+                seq: ctx.seq,
+                by: *by,
+                reason: reason.clone(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// A mismatch or abort a peer's STATUS shows for this collective (not silence or exit).
+    fn status_error(&self, ctx: &Ctx, src: usize) -> Option<Error> {
+        let st = self.status.get(&(src, ctx.seq))?;
+        if let Some(reason) = &st.aborted {
+            return Some(
+                CollectiveError::Aborted {
+                    rank: self.rank_(),
+                    seq: ctx.seq,
+                    by: src,
+                    reason: reason.clone(),
+                }
+                .into(),
+            );
+        }
+        match st.sig {
+            Some(theirs) if theirs != ctx.sig => Some(self.mismatch(ctx, src, theirs)),
+            _ => None,
+        }
+    }
+
+    /// Sends a KNACK for the chunks set in `missing` (the first 64 of them from the first).
+    fn knack(
+        &mut self,
+        ctx: &Ctx,
+        dst: usize,
+        tag: u32,
+        missing: &Bits,
+        n: u32,
+        extra: u8,
+    ) -> Result<()> {
+        let Some(first) = (0..n).find(|c| missing.get(*c)) else {
+            return Ok(());
+        };
+        let mut map = 0u64;
+        for i in 0..64 {
+            if first + i < n && missing.get(first + i) {
+                map |= 1 << i;
+            }
+        }
+        let mut h = self.kheader(kind::KNACK, dst as u32, ctx);
+        h.tag = tag;
+        h.chunk = first;
+        h.nchunks = n;
+        h.flags |= extra;
+        let addr = self.peers[dst].addr;
+        self.wire.stats.kernel_knacks += 1;
+        self.wire.send(h, &map.to_le_bytes(), addr).map(|_| ())
+    }
+
+    /// A root: broadcasts `data` with one send per chunk, and keeps it to resend.
+    pub fn kbcast_send(&mut self, ctx: &Ctx, data: &[u8]) -> Result<()> {
+        self.kern.used = true;
+        let Some(to) = self.kern.trigger else {
+            return Err(self.kprotocol(ctx, "the kernel path is not attached".into()));
+        };
+        let chunk = self.cfg.chunk_bytes;
+        let n = data.len().div_ceil(chunk).max(1) as u32;
+        self.ksend_chunks(ctx, kind::BCAST, u32::MAX, to, data, chunk, 0..n, 0)?;
+        self.wire.stats.kernel_bcast_sends += u64::from(n);
+        self.kern
+            .bcasts
+            .push_back((ctx.seq, ctx.sig, data.to_vec(), chunk));
+        let mut bytes: usize = self.kern.bcasts.iter().map(|b| b.2.len()).sum();
+        while self.kern.bcasts.len() > RETAIN || bytes > RETAIN_BYTES {
+            match self.kern.bcasts.pop_front() {
+                Some(b) => bytes -= b.2.len(),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// A receiver: waits for `root`'s broadcast of collective `ctx.seq` into `buf`.
+    pub fn kbcast_recv(&mut self, ctx: &Ctx, root: usize, buf: &mut [u8]) -> Result<()> {
+        self.kern.used = true;
+        let mut every = PROBE_BASE;
+        let mut next_knack = Instant::now() + every;
+        loop {
+            if let Some(m) = self.kern.incoming.get(&(ctx.seq, root)) {
+                if m.sig != ctx.sig {
+                    let theirs = m.sig;
+                    return Err(self.mismatch(ctx, root, theirs));
+                }
+                if m.n_got == m.nchunks {
+                    let m = self
+                        .kern
+                        .incoming
+                        .remove(&(ctx.seq, root))
+                        .expect("present");
+                    if m.buf.len() != buf.len() {
+                        return Err(self.kprotocol(
+                            ctx,
+                            format!(
+                                "rank {root} broadcast {} bytes where {} were expected",
+                                m.buf.len(),
+                                buf.len()
+                            ),
+                        ));
+                    }
+                    buf.copy_from_slice(&m.buf);
+                    self.wire.stats.kernel_bcast_received += 1;
+                    return Ok(());
+                }
+            }
+            if let Some((peer, theirs)) = self.mismatches.get(&ctx.seq) {
+                return Err(self.mismatch(ctx, *peer, *theirs));
+            }
+            self.check_status(ctx, root)?;
+            let now = Instant::now();
+            if now >= next_knack {
+                let (n, missing) = match self.kern.incoming.get(&(ctx.seq, root)) {
+                    Some(m) => (m.nchunks, Bits::from_fn(m.nchunks, |c| !m.got.get(c))),
+                    None => (64, Bits::from_fn(64, |_| true)),
+                };
+                self.knack(ctx, root, 1, &missing, n, 0)?;
+                every = (every * 2).min(PROBE_MAX);
+                next_knack = now + every;
+            }
+            let mut deadline = next_knack.min(self.peers[root].last_heard + self.cfg.timeout);
+            if let Some(t) = self.next_timer() {
+                deadline = deadline.min(t);
+            }
+            self.progress(
+                deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50),
+            )?;
+        }
+    }
+
+    /// Handles a kernel-path datagram (`RESULT`, unfolded `CONTRIB`, `BCAST`, `KNACK`).
+    pub(super) fn on_kernel(
+        &mut self,
+        h: &Header,
+        sig: Signature,
+        payload: std::ops::Range<usize>,
+    ) -> Result<()> {
+        let src = h.src as usize;
+        match h.kind {
+            kind::RESULT => {
+                let data = self.rx[payload].to_vec();
+                self.kern.results.insert((h.seq, h.chunk), (src, sig, data));
+            }
+            kind::CONTRIB => {
+                let data = self.rx[payload].to_vec();
+                self.kern
+                    .raw
+                    .entry((h.seq, h.chunk))
+                    .or_default()
+                    .insert(src, (sig, data));
+            }
+            kind::BCAST => self.on_bcast(h, sig, payload),
+            kind::KNACK => return self.on_knack(h),
+            _ => self.wire.stats.foreign += 1,
+        }
+        Ok(())
+    }
+
+    fn on_bcast(&mut self, h: &Header, sig: Signature, payload: std::ops::Range<usize>) {
+        let src = h.src as usize;
+        if self.sig_of(h.seq).is_some_and(|mine| mine != sig) {
+            self.mismatches.entry(h.seq).or_insert((src, sig));
+        }
+        let (len, total, chunk, nchunks) = (h.len as usize, h.total as usize, h.chunk, h.nchunks);
+        let off = if chunk + 1 == nchunks {
+            total.checked_sub(len)
+        } else {
+            (chunk as usize).checked_mul(len)
+        };
+        let valid = nchunks >= 1
+            && chunk < nchunks
+            && off.is_some_and(|o| o + len <= total)
+            && total <= KBCAST_MAX;
+        let m = self
+            .kern
+            .incoming
+            .entry((h.seq, src))
+            .or_insert_with(|| BcastIn {
+                sig,
+                nchunks,
+                got: Bits::new(nchunks),
+                n_got: 0,
+                buf: vec![0; if valid { total } else { 0 }],
+            });
+        if !valid || m.nchunks != nchunks || m.buf.len() != total {
+            self.wire.stats.foreign += 1;
+            return;
+        }
+        let off = off.unwrap_or(0);
+        if m.got.set(chunk) {
+            m.buf[off..off + len].copy_from_slice(&self.rx[payload]);
+            m.n_got += 1;
+        }
+    }
+
+    fn on_knack(&mut self, h: &Header) -> Result<()> {
+        let src = h.src as usize;
+        let map = self.bitmap(payload_range(h));
+        let which: Vec<u32> = (0..64)
+            .filter(|i| map & (1 << i) != 0)
+            .map(|i| h.chunk + i)
+            .collect();
+        let ctx_of = |sig: Signature| Ctx { seq: h.seq, sig };
+        if h.tag == 0 {
+            let found = self
+                .kern
+                .contribs
+                .iter()
+                .find(|(s, root, _, _)| *s == h.seq && *root == src);
+            if let Some((_, _, sig, data)) = found.cloned() {
+                let to = self.peers[src].addr;
+                let bypass = h.flags & flags::BYPASS;
+                self.wire.stats.retransmits += which.len() as u64;
+                return self.ksend_chunks(
+                    &ctx_of(sig),
+                    kind::CONTRIB,
+                    src as u32,
+                    to,
+                    &data,
+                    MAX_PAYLOAD,
+                    which.into_iter(),
+                    bypass,
+                );
+            }
+        } else {
+            let found = self.kern.bcasts.iter().find(|(s, _, _, _)| *s == h.seq);
+            if let Some((_, sig, data, chunk)) = found.cloned() {
+                let to = self.peers[src].addr;
+                self.wire.stats.retransmits += which.len() as u64;
+                return self.ksend_chunks(
+                    &ctx_of(sig),
+                    kind::BCAST,
+                    src as u32,
+                    to,
+                    &data,
+                    chunk,
+                    which.into_iter(),
+                    0,
+                );
+            }
+        }
+        // Nothing to resend (yet): say where we are, as for a PROBE.
+        self.send_status(src, h.seq)
+    }
+
+    /// Drops kernel-path leftovers of collectives before `seq`.
+    pub(super) fn kernel_begin(&mut self, seq: u32) {
+        self.kern.used = false;
+        self.kern.results.retain(|(s, _), _| *s >= seq);
+        self.kern.raw.retain(|(s, _), _| *s >= seq);
+        self.kern.incoming.retain(|(s, _), _| *s >= seq);
+    }
+}
+
+fn payload_range(h: &Header) -> std::ops::Range<usize> {
+    boad_common::HEADER_LEN..boad_common::HEADER_LEN + h.len as usize
+}

@@ -1,0 +1,553 @@
+//! The kernel path on the launcher side: choosing the transport, loading boad's eBPF programs once
+//! per job, attaching them to every host's interfaces before the ranks start, filling their maps
+//! from the rendezvous table, reporting their counters, and `boadrun --check`.
+//!
+//! Everything attached is a BPF link (XDP link, TCX link) held by a descriptor of this process and
+//! nothing is pinned: when boadrun exits, however it exits (SIGKILL too), the kernel closes the
+//! descriptors and the programs are gone from every interface.
+
+use boad::{DType, Op};
+
+/// Which path the ranks' collectives take between hosts (`BOAD_TRANSPORT`, `--transport`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// The kernel path if boadrun can set it up, else the userspace path (saying so once).
+    Auto,
+    /// The kernel path, or boadrun fails (exit 125).
+    Kernel,
+    /// Userspace UDP only.
+    Udp,
+    /// Shared memory (ranks on one host).
+    Shm,
+}
+
+impl Transport {
+    /// The value as written in `BOAD_TRANSPORT`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Auto => "auto",
+            Transport::Kernel => "kernel",
+            Transport::Udp => "udp",
+            Transport::Shm => "shm",
+        }
+    }
+
+    /// Whether boadrun sets up the kernel path for this choice.
+    pub fn wants_kernel(self) -> bool {
+        matches!(self, Transport::Auto | Transport::Kernel)
+    }
+}
+
+/// The variable through which ranks learn the transport.
+pub const ENV_TRANSPORT: &str = "BOAD_TRANSPORT";
+
+/// Which reduction programs boadrun loads (each costs a verifier run when the job starts).
+pub const ENV_FOLDS: &str = "BOAD_KERNEL_FOLDS";
+
+/// The (op, dtype) pairs a `BOAD_KERNEL_FOLDS` value selects: `all`, `none`, or a comma-separated
+/// list of `OP`, `DTYPE` or `OP:DTYPE` (`sum,max:f32`: sum on every type and max on f32).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Folds(Vec<(Op, DType)>);
+
+impl Folds {
+    /// Every pair.
+    pub fn all() -> Folds {
+        Folds(
+            Op::ALL
+                .iter()
+                .flat_map(|op| DType::ALL.iter().map(move |d| (*op, *d)))
+                .collect(),
+        )
+    }
+
+    /// Parses a `BOAD_KERNEL_FOLDS` value.
+    pub fn parse(text: &str) -> Result<Folds, String> {
+        let text = text.trim();
+        match text {
+            "" | "all" => return Ok(Folds::all()),
+            "none" => return Ok(Folds(Vec::new())),
+            _ => {}
+        }
+        let op = |w: &str| Op::ALL.iter().copied().find(|o| o.name() == w);
+        let dtype = |w: &str| DType::ALL.iter().copied().find(|d| d.name() == w);
+        let mut pairs = Vec::new();
+        for item in text.split(',').map(str::trim) {
+            let bad = || format!("{ENV_FOLDS}: {item:?} is not OP, DTYPE or OP:DTYPE");
+            let picked: Vec<(Op, DType)> = match item.split_once(':') {
+                Some((o, d)) => vec![(op(o).ok_or_else(bad)?, dtype(d).ok_or_else(bad)?)],
+                None => match (op(item), dtype(item)) {
+                    (Some(o), _) => DType::ALL.iter().map(|d| (o, *d)).collect(),
+                    (None, Some(d)) => Op::ALL.iter().map(|o| (*o, d)).collect(),
+                    (None, None) => return Err(bad()),
+                },
+            };
+            pairs.extend(picked);
+        }
+        Ok(Folds(pairs))
+    }
+
+    /// From the environment (default: all).
+    pub fn from_env() -> Result<Folds, String> {
+        std::env::var(ENV_FOLDS).map_or_else(|_| Ok(Folds::all()), |v| Folds::parse(&v))
+    }
+
+    /// Whether the pair is selected.
+    #[cfg(any(feature = "kernel", test))]
+    pub fn contains(&self, op: Op, dtype: DType) -> bool {
+        self.0.contains(&(op, dtype))
+    }
+}
+
+/// CAP_NET_ADMIN and CAP_BPF, by bit number in `CapEff`.
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_BPF: u32 = 38;
+
+/// The effective capability set of this process (`CapEff` of `/proc/self/status`).
+fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+}
+
+/// Whether this process has capability `bit`.
+fn has_cap(bit: u32) -> bool {
+    effective_caps().is_some_and(|c| c & (1 << bit) != 0)
+}
+
+/// Why the kernel path cannot be used, if the capabilities say so already.
+fn missing_caps() -> Option<String> {
+    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_NET_ADMIN, "CAP_NET_ADMIN")]
+        .into_iter()
+        .filter(|(bit, _)| !has_cap(*bit))
+        .map(|(_, name)| name)
+        .collect();
+    (!missing.is_empty()).then(|| format!("needs {} (run as root)", missing.join(" and ")))
+}
+
+/// `sysname release` of the running kernel.
+fn kernel_release() -> String {
+    // SAFETY: utsname is plain old data; all-zero is a valid value.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return "unknown".into();
+    }
+    let field = |f: &[libc::c_char]| -> String {
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    format!("{} {}", field(&u.sysname), field(&u.release))
+}
+
+/// Whether `ip -d link show dev lo` (in the calling thread's namespace) shows an XDP program.
+fn lo_has_xdp() -> bool {
+    std::process::Command::new("ip")
+        .args(["-d", "link", "show", "dev", "lo"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("xdp"))
+}
+
+/// `boadrun --check`: what the machine offers the kernel path, and the path a job would take.
+/// Prints a report to stdout; never fails.
+pub fn check(transport: Transport) {
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let btf = std::path::Path::new("/sys/kernel/btf/vmlinux").exists();
+    println!("boadrun {}", env!("CARGO_PKG_VERSION"));
+    println!("kernel:          {}", kernel_release());
+    println!("BTF:             {} (/sys/kernel/btf/vmlinux)", yes(btf));
+    println!("CAP_BPF:         {}", yes(has_cap(CAP_BPF)));
+    println!("CAP_NET_ADMIN:   {}", yes(has_cap(CAP_NET_ADMIN)));
+    println!(
+        "eBPF programs:   {}",
+        if cfg!(feature = "kernel") {
+            "compiled in"
+        } else {
+            "not compiled in (build boadrun with --features kernel)"
+        }
+    );
+    println!("BOAD_TRANSPORT:  {}", transport.name());
+    let lo_busy = lo_has_xdp();
+    println!(
+        "lo:              {}",
+        if lo_busy {
+            "has an XDP program (another job?)"
+        } else {
+            "no XDP program"
+        }
+    );
+    let path = if !transport.wants_kernel() {
+        Err(format!("BOAD_TRANSPORT={}", transport.name()))
+    } else {
+        Folds::from_env()
+            .and_then(|f| missing_caps().map_or_else(|| imp::probe(&f), Err))
+            .and_then(|took| {
+            if lo_busy {
+                Err("lo already has an XDP program (another job?); --hosts jobs are not affected".into())
+            } else {
+                Ok(took)
+            }
+        })
+    };
+    match path {
+        Ok(took) => println!(
+            "path:            kernel (programs loaded and attached in a scratch namespace in {:.1} s)",
+            took.as_secs_f64()
+        ),
+        Err(why) => println!("path:            userspace: {why}"),
+    }
+}
+
+pub use imp::Setup;
+
+/// The error's message followed by those of its sources not already part of it.
+#[cfg(feature = "kernel")]
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(feature = "kernel")]
+mod imp {
+    use std::net::{IpAddr, SocketAddrV4, UdpSocket};
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+    use std::time::{Duration, Instant};
+
+    use boad::bootstrap::protocol::PeerEntry;
+    use boad::kernel::{with_netns, BcastMember, Counters, KernelPath, PortRole, XdpMode};
+
+    use super::{chain, lo_has_xdp, missing_caps, Folds};
+
+    /// Communicator id of the job's world communicator in the programs' maps.
+    const WORLD: u32 = 0;
+    /// Why a job without `--hosts` cannot have the kernel path.
+    const LO_BUSY: &str = "lo already has an XDP program (another boad job?)";
+    /// Attempts at a trigger port free on every host.
+    const TRIGGER_TRIES: usize = 32;
+
+    /// The job's loaded and attached programs. Dropping it detaches everything.
+    pub struct Setup {
+        // Declared first: dropped (detached) before the namespaces' descriptors are closed.
+        path: KernelPath,
+        /// Each host's network namespace, in host-id order; empty = boadrun's own namespace.
+        hosts: Vec<OwnedFd>,
+        /// MAC of each host's `eth0` (virtual cluster only).
+        macs: Vec<[u8; 6]>,
+        /// Sockets holding the trigger port on every host, so that nothing else binds it.
+        trigger: Vec<UdpSocket>,
+    }
+
+    /// MAC address of interface `name` in the calling thread's network namespace.
+    fn mac_of(name: &str) -> std::io::Result<[u8; 6]> {
+        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        // SAFETY: ifreq is plain old data; all-zero is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        if name.len() >= req.ifr_name.len() {
+            return Err(std::io::Error::other(format!("bad interface name {name}")));
+        }
+        for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = s as libc::c_char;
+        }
+        // SAFETY: `req` is a valid ifreq with a NUL-terminated name; SIOCGIFHWADDR writes the
+        // hardware address into its union and nothing else.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: after a successful SIOCGIFHWADDR the union holds `ifru_hwaddr`.
+        let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+        let mut mac = [0u8; 6];
+        for (m, d) in mac.iter_mut().zip(data) {
+            *m = d as u8;
+        }
+        Ok(mac)
+    }
+
+    /// Loads the programs (the verifier runs on each of them) with the reduction programs `folds`.
+    fn load(folds: &Folds) -> Result<KernelPath, String> {
+        if let Some(why) = missing_caps() {
+            return Err(why);
+        }
+        KernelPath::load_folds(|op, dtype| folds.contains(op, dtype)).map_err(|e| chain(&e))
+    }
+
+    /// Attaches XDP (generic mode) and TC egress to `lo` of the calling thread's namespace; with
+    /// `eth0`, also to `eth0` (XDP in driver mode where the driver allows) and returns its MAC.
+    fn attach_here(path: &mut KernelPath, eth0: bool) -> Result<Option<[u8; 6]>, String> {
+        path.attach_xdp("lo", XdpMode::Generic)
+            .map_err(|e| format!("attaching XDP to lo: {}", chain(&e)))?;
+        path.attach_tc_egress("lo")
+            .map_err(|e| format!("attaching TC egress to lo: {}", chain(&e)))?;
+        if !eth0 {
+            return Ok(None);
+        }
+        // A virtual host's own namespace: TC sends the clones for ranks on the root's host to lo
+        // ingress, which drops packets from a local source address unless this is on.
+        boad::kernel::accept_local_on_lo()
+            .map_err(|e| format!("setting accept_local on lo: {}", chain(&e)))?;
+        path.attach_xdp("eth0", XdpMode::Auto)
+            .map_err(|e| format!("attaching XDP to eth0: {}", chain(&e)))?;
+        path.attach_tc_egress("eth0")
+            .map_err(|e| format!("attaching TC egress to eth0: {}", chain(&e)))?;
+        mac_of("eth0")
+            .map(Some)
+            .map_err(|e| format!("reading the MAC of eth0: {e}"))
+    }
+
+    /// Runs `f` in namespace `ns`, or here if there is none.
+    fn in_ns<T: Send>(ns: Option<&OwnedFd>, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+        match ns {
+            Some(fd) => with_netns(fd.as_fd(), f).map_err(|e| chain(&e)),
+            None => Ok(f()),
+        }
+    }
+
+    impl Setup {
+        /// Loads the programs and attaches them: to `lo` of boadrun's namespace when `hosts` is
+        /// empty, else to `lo` and `eth0` of every host's namespace.
+        pub fn attach(hosts: Vec<OwnedFd>, folds: &Folds) -> Result<Setup, String> {
+            // Not worth a load (seconds of verifier time) when the attach is sure to fail.
+            if hosts.is_empty() && lo_has_xdp() {
+                return Err(LO_BUSY.into());
+            }
+            let mut setup = Setup {
+                path: load(folds)?,
+                hosts,
+                macs: Vec::new(),
+                trigger: Vec::new(),
+            };
+            if setup.hosts.is_empty() {
+                attach_here(&mut setup.path, false).map_err(|e| {
+                    // Another job won the race for lo since the check above.
+                    if lo_has_xdp() {
+                        format!("{LO_BUSY}: {e}")
+                    } else {
+                        e
+                    }
+                })?;
+                return Ok(setup);
+            }
+            for (h, ns) in setup.hosts.iter().enumerate() {
+                let path = &mut setup.path;
+                let mac = in_ns(Some(ns), || attach_here(path, true))
+                    .and_then(|r| r)
+                    .map_err(|e| format!("host {h}: {e}"))?;
+                setup.macs.push(mac.unwrap_or_default());
+            }
+            Ok(setup)
+        }
+
+        /// Picks a UDP port free on every host (in boadrun's namespace without a cluster) and
+        /// keeps it bound there.
+        fn reserve_trigger(&mut self) -> Result<u16, String> {
+            let bind = |port: u16| UdpSocket::bind(("0.0.0.0", port));
+            let mut last = String::new();
+            for _ in 0..TRIGGER_TRIES {
+                let first = in_ns(self.hosts.first(), || bind(0))?
+                    .map_err(|e| format!("binding a trigger port: {e}"))?;
+                let port = first
+                    .local_addr()
+                    .map_err(|e| format!("binding a trigger port: {e}"))?
+                    .port();
+                let mut socks = vec![first];
+                for ns in self.hosts.iter().skip(1) {
+                    match in_ns(Some(ns), || bind(port))? {
+                        Ok(s) => socks.push(s),
+                        Err(e) => {
+                            last = format!("port {port}: {e}");
+                            break;
+                        }
+                    }
+                }
+                if socks.len() == self.hosts.len().max(1) {
+                    self.trigger = socks;
+                    return Ok(port);
+                }
+            }
+            Err(format!("no trigger port free on every host ({last})"))
+        }
+
+        /// Fills the maps for job `job` whose ranks said HELLO with `peers` (in rank order):
+        /// the job key, every rank's port (reduce), a trigger port (broadcast) and the world
+        /// communicator. Returns the trigger port.
+        pub fn fill(&mut self, job: u64, peers: &[PeerEntry]) -> Result<u16, String> {
+            let map = |e: boad::kernel::KernelError| chain(&e);
+            self.path.set_job(job).map_err(map)?;
+            let mut members = Vec::with_capacity(peers.len());
+            for p in peers {
+                let IpAddr::V4(ip) = p.ip else {
+                    return Err(format!("rank {} has an IPv6 address ({})", p.rank, p.ip));
+                };
+                self.path.add_port(p.port, PortRole::Reduce).map_err(map)?;
+                members.push(BcastMember {
+                    addr: SocketAddrV4::new(ip, p.port),
+                    rank: p.rank as u32,
+                    ifindex: 0,
+                    mac: self.macs.get(p.host_id as usize).copied(),
+                });
+            }
+            let trigger = self.reserve_trigger()?;
+            self.path.add_port(trigger, PortRole::Bcast).map_err(map)?;
+            let contribs = (peers.len() as u32).saturating_sub(1);
+            self.path.set_comm(WORLD, contribs, &members).map_err(map)?;
+            Ok(trigger)
+        }
+
+        /// The programs' counters (one set of maps serves every host, so these are the sums).
+        pub fn counters(&self) -> Result<Counters, String> {
+            self.path.counters().map_err(|e| chain(&e))
+        }
+
+        /// Number of hosts the programs are attached on.
+        pub fn host_count(&self) -> usize {
+            self.hosts.len().max(1)
+        }
+    }
+
+    /// `--check`: loads the programs and attaches them to `lo` of a scratch network namespace
+    /// (a thread of its own that left ours), then detaches them; returns how long that took.
+    pub fn probe(folds: &Folds) -> Result<Duration, String> {
+        let start = Instant::now();
+        let folds = folds.clone();
+        let handle = std::thread::spawn(move || -> Result<(), String> {
+            // SAFETY: unshare(CLONE_NEWNET) only moves this thread into a new network namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(format!(
+                    "cannot create a scratch network namespace: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            let mut path = load(&folds)?;
+            attach_here(&mut path, false)?;
+            path.detach_all().map_err(|e| chain(&e))
+        });
+        handle
+            .join()
+            .map_err(|_| "the probe thread panicked".to_string())??;
+        Ok(start.elapsed())
+    }
+
+    /// One `BOAD_STATS` line of kernel counters.
+    pub fn stats_line(c: &Counters, hosts: usize) -> String {
+        format!(
+            "boadrun stats: kernel hosts={hosts} folded={} dropped={} passed={} duplicates={} \
+             foreign={} unfolded={} clones={} local_clones={} clone_errors={} bcasts={} \
+             result_resent={} bypassed={} mismatched={}",
+            c.folded,
+            c.dropped,
+            c.passed,
+            c.duplicates,
+            c.foreign,
+            c.unfolded,
+            c.clones,
+            c.local_clones,
+            c.clone_errors,
+            c.bcasts,
+            c.result_resent,
+            c.bypassed,
+            c.mismatched
+        )
+    }
+}
+
+#[cfg(not(feature = "kernel"))]
+mod imp {
+    use std::os::fd::OwnedFd;
+    use std::time::Duration;
+
+    use boad::bootstrap::protocol::PeerEntry;
+
+    use super::Folds;
+
+    /// Why nothing can be set up.
+    pub const NOT_COMPILED: &str =
+        "the kernel path is not compiled in (build boadrun with --features kernel)";
+
+    /// Stand-in for the kernel path's setup in a build without it: never exists.
+    pub enum Setup {}
+
+    impl Setup {
+        /// Always fails: the programs are not compiled in.
+        pub fn attach(_hosts: Vec<OwnedFd>, _folds: &Folds) -> Result<Setup, String> {
+            Err(NOT_COMPILED.into())
+        }
+
+        /// Unreachable (no `Setup` exists).
+        pub fn fill(&mut self, _job: u64, _peers: &[PeerEntry]) -> Result<u16, String> {
+            match *self {}
+        }
+    }
+
+    /// `--check`: nothing to probe.
+    pub fn probe(_folds: &Folds) -> Result<Duration, String> {
+        Err(NOT_COMPILED.into())
+    }
+}
+
+/// Prints the kernel counters of `setup` for `BOAD_STATS`.
+#[cfg(feature = "kernel")]
+pub fn print_stats(setup: &Setup) {
+    match setup.counters() {
+        Ok(c) => eprintln!("{}", imp::stats_line(&c, setup.host_count())),
+        Err(e) => eprintln!("boadrun: reading the kernel counters: {e}"),
+    }
+}
+
+/// Prints the kernel counters of `setup` for `BOAD_STATS` (no `Setup` exists in this build).
+#[cfg(not(feature = "kernel"))]
+pub fn print_stats(setup: &Setup) {
+    match *setup {}
+}
+
+/// Whether `BOAD_STATS` asks for counters (the library's rule: set and not 0/false/no/off).
+pub fn stats_wanted() -> bool {
+    std::env::var("BOAD_STATS").is_ok_and(|s| !matches!(s.as_str(), "0" | "false" | "no" | "off"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_parse() {
+        assert_eq!(Folds::parse("all"), Ok(Folds::all()));
+        assert_eq!(Folds::parse(""), Ok(Folds::all()));
+        assert_eq!(Folds::all().0.len(), Op::ALL.len() * DType::ALL.len());
+        let none = Folds::parse("none").expect("none");
+        assert!(!none.contains(Op::Sum, DType::I32));
+        let some = Folds::parse("sum, max:f32,u8").expect("list");
+        assert!(some.contains(Op::Sum, DType::I64));
+        assert!(some.contains(Op::Max, DType::F32));
+        assert!(!some.contains(Op::Max, DType::F64));
+        assert!(some.contains(Op::Bxor, DType::U8));
+        assert!(!some.contains(Op::Bxor, DType::U16));
+        for bad in ["summ", "sum:f16", "sum:", ",", "max:f32:x"] {
+            let err = Folds::parse(bad).expect_err(bad);
+            assert!(err.starts_with("BOAD_KERNEL_FOLDS: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn transport_names() {
+        for t in [
+            Transport::Auto,
+            Transport::Kernel,
+            Transport::Udp,
+            Transport::Shm,
+        ] {
+            let parsed = <Transport as clap::ValueEnum>::from_str(t.name(), false);
+            assert_eq!(parsed, Ok(t));
+        }
+        assert!(Transport::Auto.wants_kernel() && !Transport::Shm.wants_kernel());
+    }
+}
