@@ -14,26 +14,28 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Times `f` ITERS times and returns the median in microseconds, maximised over ranks.
+/// Times `f` ITERS times; returns the median in microseconds (maximised over ranks) and the path
+/// the collective took.
 fn timed(
     comm: &mut Communicator,
     mut f: impl FnMut(&mut Communicator) -> boad::Result<()>,
-) -> boad::Result<f64> {
+) -> boad::Result<(f64, &'static str)> {
     let mut t = Vec::with_capacity(ITERS);
+    let mut path = "-";
     for _ in 0..ITERS {
         comm.barrier()?;
         let s = Instant::now();
         f(comm)?;
         t.push(s.elapsed().as_secs_f64() * 1e6);
+        path = comm.last_path().map_or("-", |p| p.name());
     }
     let mut m = [median(t)];
     comm.allreduce_in_place(&mut m, Op::Max)?;
-    Ok(m[0])
+    Ok((m[0], path))
 }
 
-fn row(comm: &Communicator, what: &str, us: f64) {
+fn row(comm: &Communicator, what: &str, (us, path): (f64, &str)) {
     if comm.rank() == 0 {
-        let path = comm.last_path().map_or("-", |p| p.name());
         println!("{what:<38} path={path:<6} {us:>10.1} us   ok");
     }
 }
