@@ -43,4 +43,14 @@ step "eBPF programs in network namespaces (tests-privileged)"
 
 step "Python: pip install ./python, then pytest on 4 ranks"
 BOADRUN=target/release/boadrun bash python/test.sh -n 4
+# What a newcomer does from the README: install the C library, build a program with pkg-config, run
+# it on 9 ranks; run the Python demo (the wheel python/test.sh installed) on 9 ranks.
+step "newcomer: C with pkg-config and Python, 9 ranks each"
+prefix="$(mktemp -d)"
+trap 'rm -rf "$prefix"' EXIT
+bash ffi/install.sh "$prefix" >/dev/null
+PKG_CONFIG_PATH="$prefix/lib/pkgconfig" cc ffi/examples/allreduce.c -o "$prefix/allreduce" \
+    $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs boad) -Wl,-rpath,"$prefix/lib"
+target/release/boadrun -n 9 "$prefix/allreduce"
+target/release/boadrun -n 9 python3 python/examples/demo.py
 step "done"
