@@ -12,7 +12,7 @@
 //! Completed messages are numbered per (sender, receiver) pair, so a resent chunk of a finished
 //! message is acknowledged again but never delivered twice.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -24,6 +24,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rand::{Rng, SeedableRng};
 
+use super::ledger::Ledger;
 use super::{Ctx, Stats, Transport};
 use crate::bootstrap::protocol::{Line, PeerEntry};
 use crate::config::Config;
@@ -45,9 +46,6 @@ const PROBE_BASE: Duration = Duration::from_millis(30);
 const PROBE_MAX: Duration = Duration::from_millis(500);
 /// ACK after this many chunks of one message even without a gap.
 const ACK_EVERY: u32 = 16;
-/// How many past collectives' calls a rank remembers to answer probes.
-const SIG_LOG: usize = 256;
-
 /// A fixed-size bit set.
 struct Bits(Vec<u64>);
 
@@ -235,14 +233,8 @@ pub(crate) struct Udp {
     peers: Vec<Peer>,
     out: Vec<OutMsg>,
     partial: HashMap<(usize, u32), InMsg>,
-    inbox: HashMap<(usize, u32, u32), (Signature, Vec<u8>)>,
+    ledger: Ledger,
     status: HashMap<(usize, u32), Status>,
-    aborts: HashMap<u32, (usize, String)>,
-    my_aborts: HashMap<u32, String>,
-    reported: BTreeSet<u32>,
-    /// Collectives for which a peer's message showed a call different from ours: (peer, its call).
-    mismatches: HashMap<u32, (usize, Signature)>,
-    sig_log: VecDeque<(u32, Signature)>,
     cur_seq: u32,
     launcher: Option<UnixStream>,
     launcher_buf: Vec<u8>,
@@ -336,13 +328,8 @@ impl Udp {
             peers,
             out: Vec::new(),
             partial: HashMap::new(),
-            inbox: HashMap::new(),
+            ledger: Ledger::default(),
             status: HashMap::new(),
-            aborts: HashMap::new(),
-            my_aborts: HashMap::new(),
-            reported: BTreeSet::new(),
-            mismatches: HashMap::new(),
-            sig_log: VecDeque::new(),
             cur_seq: 0,
             launcher,
             launcher_buf: Vec::new(),
@@ -501,7 +488,7 @@ impl Udp {
             }
             kind::ABORT => {
                 let reason = String::from_utf8_lossy(&self.rx[payload]).into_owned();
-                self.aborts.entry(h.seq).or_insert((src, reason));
+                self.ledger.aborts.entry(h.seq).or_insert((src, reason));
                 Ok(())
             }
             kind::RESULT | kind::CONTRIB | kind::BCAST | kind::KNACK => {
@@ -570,10 +557,12 @@ impl Udp {
         if m.n_got == m.nchunks {
             let m = self.partial.remove(&(src, h.msg)).expect("entry present");
             self.peers[src].done.insert(h.msg);
-            if self.sig_of(m.seq).is_some_and(|mine| mine != m.sig) {
-                self.mismatches.entry(m.seq).or_insert((src, m.sig));
+            if self.ledger.sig_of(m.seq).is_some_and(|mine| mine != m.sig) {
+                self.ledger.mismatches.entry(m.seq).or_insert((src, m.sig));
             }
-            self.inbox.insert((src, m.seq, m.tag), (m.sig, m.buf));
+            self.ledger
+                .inbox
+                .insert((src, m.seq, m.tag), (m.sig, m.buf));
             return self.send_ack(src, h.msg, nchunks, 0, h);
         }
         let (next, map) = m.got.ack_state(m.nchunks);
@@ -593,7 +582,7 @@ impl Udp {
         map: u64,
         about: &Header,
     ) -> Result<()> {
-        let sig = self.sig_of(about.seq).unwrap_or(Signature {
+        let sig = self.ledger.sig_of(about.seq).unwrap_or(Signature {
             coll: crate::types::Coll::Barrier,
             op: None,
             dtype: None,
@@ -606,14 +595,6 @@ impl Udp {
         h.chunk = next;
         let addr = self.peers[dst].addr;
         self.wire.send(h, &map.to_le_bytes(), addr).map(|_| ())
-    }
-
-    fn sig_of(&self, seq: u32) -> Option<Signature> {
-        self.sig_log
-            .iter()
-            .rev()
-            .find(|(s, _)| *s == seq)
-            .map(|(_, g)| *g)
     }
 
     /// ACK or PROBE from the receiver `h.src` of one of our messages.
@@ -682,7 +663,7 @@ impl Udp {
     }
 
     fn send_status(&mut self, dst: usize, seq: u32) -> Result<()> {
-        let sig = self.sig_of(seq);
+        let sig = self.ledger.sig_of(seq);
         let mut h = self.wire.header(
             kind::STATUS,
             dst,
@@ -699,8 +680,8 @@ impl Udp {
         if sig.is_some() {
             h.flags |= flags::HAS_SIG;
         }
-        let reason = self.my_aborts.get(&seq).cloned().unwrap_or_default();
-        if self.my_aborts.contains_key(&seq) {
+        let reason = self.ledger.my_aborts.get(&seq).cloned().unwrap_or_default();
+        if self.ledger.my_aborts.contains_key(&seq) {
             h.flags |= flags::ABORTED;
         }
         let addr = self.peers[dst].addr;
@@ -793,67 +774,9 @@ impl Udp {
         self.wire.send(h, &map.to_le_bytes(), addr).map(|_| ())
     }
 
-    /// The first error, not reported yet, that peers raised for a collective before `seq` which this
-    /// rank finished (an abort, or a message showing a different call); all such are marked reported.
-    /// Messages of finished collectives nobody consumed that show a different call (another root).
-    fn note_leftover_mismatches(&mut self, seq: u32) {
-        for ((src, s, _), (theirs, _)) in &self.inbox {
-            if *s < seq && self.sig_of(*s).is_some_and(|mine| mine != *theirs) {
-                self.mismatches.entry(*s).or_insert((*src, *theirs));
-            }
-        }
-    }
-
-    fn deferred(&mut self, seq: u32) -> Option<Error> {
-        let rank = self.rank_();
-        self.drain().ok()?;
-        self.note_leftover_mismatches(seq);
-        let fresh =
-            |s: &u32| *s < seq && !self.reported.contains(s) && !self.my_aborts.contains_key(s);
-        let abort = self
-            .aborts
-            .iter()
-            .filter(|(s, _)| fresh(s))
-            .min_by_key(|(s, _)| **s);
-        let mismatch = self
-            .mismatches
-            .iter()
-            .filter(|(s, _)| fresh(s))
-            .min_by_key(|(s, _)| **s);
-        let err: Error = match (abort, mismatch) {
-            (_, Some((s, (peer, theirs)))) if abort.is_none_or(|(a, _)| s <= a) => {
-                CollectiveError::Mismatch {
-                    rank,
-                    seq: *s,
-                    peer: *peer,
-                    mine: self.sig_of(*s)?,
-                    theirs: *theirs,
-                }
-                .into()
-            }
-            (Some((s, (by, reason))), _) => CollectiveError::Aborted {
-                rank,
-                seq: *s,
-                by: *by,
-                reason: reason.clone(),
-            }
-            .into(),
-            _ => return None,
-        };
-        let done: Vec<u32> = self
-            .aborts
-            .keys()
-            .chain(self.mismatches.keys())
-            .copied()
-            .filter(fresh)
-            .collect();
-        self.reported.extend(done);
-        Some(err)
-    }
-
     fn check_status(&mut self, ctx: &Ctx, src: usize) -> Result<()> {
         let rank = self.rank_();
-        if let Some((peer, theirs)) = self.mismatches.get(&ctx.seq) {
+        if let Some((peer, theirs)) = self.ledger.mismatches.get(&ctx.seq) {
             return Err(CollectiveError::Mismatch {
                 rank,
                 seq: ctx.seq,
@@ -863,7 +786,7 @@ impl Udp {
             }
             .into());
         }
-        if let Some((by, reason)) = self.aborts.get(&ctx.seq) {
+        if let Some((by, reason)) = self.ledger.aborts.get(&ctx.seq) {
             return Err(CollectiveError::Aborted {
                 rank,
                 seq: ctx.seq,
@@ -941,44 +864,18 @@ impl Transport for Udp {
 
     fn begin(&mut self, ctx: &Ctx) -> Result<()> {
         self.cur_seq = ctx.seq;
-        self.sig_log.push_back((ctx.seq, ctx.sig));
-        if self.sig_log.len() > SIG_LOG {
-            self.sig_log.pop_front();
-        }
+        self.ledger.start(ctx);
         self.status.retain(|(_, s), _| *s >= ctx.seq);
-        let cutoff = ctx.seq.saturating_sub(SIG_LOG as u32);
-        self.my_aborts.retain(|s, _| *s >= cutoff);
-        self.aborts.retain(|s, _| *s >= cutoff);
-        // An earlier collective that finished here but failed elsewhere.
         self.drain()?;
-        // Note mismatches visible in leftovers, then drop those of aborted or mismatched collectives.
-        self.note_leftover_mismatches(ctx.seq);
-        self.inbox.retain(|(_, s, _), _| *s >= ctx.seq);
         self.kernel_begin(ctx.seq);
-        // Messages for this collective that arrived before it started, from a different call.
-        let early = self
-            .inbox
-            .iter()
-            .find(|((_, s, _), (theirs, _))| *s == ctx.seq && *theirs != ctx.sig)
-            .map(|((src, _, _), (theirs, _))| (*src, *theirs));
-        if let Some((peer, theirs)) = early {
-            return Err(CollectiveError::Mismatch {
-                rank: self.rank(),
-                seq: ctx.seq,
-                peer,
-                mine: ctx.sig,
-                theirs,
-            }
-            .into());
-        }
-        Ok(())
+        let rank = self.rank();
+        self.ledger.settle(rank, ctx)
     }
 
     fn take_deferred(&mut self, seq: u32) -> Option<Error> {
-        let e = self.deferred(seq);
-        let cutoff = seq.saturating_sub(SIG_LOG as u32);
-        self.mismatches.retain(|s, _| *s >= cutoff);
-        e
+        self.drain().ok()?;
+        let rank = self.rank();
+        self.ledger.take_deferred(rank, seq)
     }
 
     fn send(&mut self, ctx: &Ctx, dst: usize, tag: u32, data: &[u8]) -> Result<()> {
@@ -992,7 +889,8 @@ impl Transport for Udp {
             .into());
         }
         if dst == self.rank() {
-            self.inbox
+            self.ledger
+                .inbox
                 .insert((dst, ctx.seq, tag), (ctx.sig, data.to_vec()));
             return Ok(());
         }
@@ -1024,7 +922,7 @@ impl Transport for Udp {
         let mut probe_every = PROBE_BASE;
         let mut next_probe = Instant::now() + probe_every;
         loop {
-            if let Some((theirs, data)) = self.inbox.remove(&(src, ctx.seq, tag)) {
+            if let Some((theirs, data)) = self.ledger.inbox.remove(&(src, ctx.seq, tag)) {
                 if theirs != ctx.sig {
                     return Err(CollectiveError::Mismatch {
                         rank: self.rank(),
@@ -1064,7 +962,7 @@ impl Transport for Udp {
 
     fn fail(&mut self, ctx: &Ctx, err: &Error) {
         let reason = err.to_string();
-        self.my_aborts.insert(ctx.seq, reason.clone());
+        self.ledger.my_aborts.insert(ctx.seq, reason.clone());
         for dst in 0..self.size {
             if dst != self.rank() && self.peers[dst].exited.is_none() {
                 let h = self.wire.header(kind::ABORT, dst, ctx.seq, &ctx.sig);

@@ -380,7 +380,7 @@ impl Udp {
                 return Err(e);
             }
         }
-        if let Some((by, reason)) = self.aborts.get(&ctx.seq) {
+        if let Some((by, reason)) = self.ledger.aborts.get(&ctx.seq) {
             return Err(CollectiveError::Aborted {
                 rank: self.rank_(),
                 seq: ctx.seq,
@@ -496,7 +496,7 @@ impl Udp {
                     return Ok(());
                 }
             }
-            if let Some((peer, theirs)) = self.mismatches.get(&ctx.seq) {
+            if let Some((peer, theirs)) = self.ledger.mismatches.get(&ctx.seq) {
                 return Err(self.mismatch(ctx, *peer, *theirs));
             }
             self.check_status(ctx, root)?;
@@ -550,8 +550,8 @@ impl Udp {
 
     fn on_bcast(&mut self, h: &Header, sig: Signature, payload: std::ops::Range<usize>) {
         let src = h.src as usize;
-        if self.sig_of(h.seq).is_some_and(|mine| mine != sig) {
-            self.mismatches.entry(h.seq).or_insert((src, sig));
+        if self.ledger.sig_of(h.seq).is_some_and(|mine| mine != sig) {
+            self.ledger.mismatches.entry(h.seq).or_insert((src, sig));
         }
         let (len, total, chunk, nchunks) = (h.len as usize, h.total as usize, h.chunk, h.nchunks);
         let off = if chunk + 1 == nchunks {

@@ -28,7 +28,7 @@
 
 mod segment;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use segment::{OpenError, Segment};
 
+use super::ledger::Ledger;
 use super::{Ctx, Stats, Transport};
 use crate::bootstrap::protocol::{Line, PeerEntry};
 use crate::bootstrap::JobInfo;
@@ -61,9 +62,6 @@ const MAX_BOOST: u32 = 4;
 /// The same with more ranks than cores: the rank waited for may need this core.
 const SPIN_CROWDED: Duration = Duration::from_micros(2);
 const YIELD_CROWDED: Duration = Duration::from_micros(100);
-/// How many past collectives' calls a rank remembers.
-const SIG_LOG: usize = 256;
-
 /// The segment path of job `job` on host `host`.
 pub fn segment_path(job: u64, host: u32) -> PathBuf {
     PathBuf::from(format!("{SHM_DIR}/boad-{job:016x}-{host}"))
@@ -192,13 +190,8 @@ pub(crate) struct Shm {
     inp: Vec<Option<InMsg>>,
     /// Per source: messages fully read.
     consumed: Vec<u64>,
-    inbox: HashMap<(usize, u32, u32), (Signature, Vec<u8>)>,
+    ledger: Ledger,
     peers: Vec<Peer>,
-    aborts: HashMap<u32, (usize, String)>,
-    my_aborts: HashMap<u32, String>,
-    reported: BTreeSet<u32>,
-    mismatches: HashMap<u32, (usize, Signature)>,
-    sig_log: VecDeque<(u32, Signature)>,
     launcher: Launcher,
     stats: Stats,
     /// How long a wait polls before it yields, and polls and yields before it sleeps.
@@ -272,7 +265,7 @@ impl Shm {
             out: (0..size).map(|_| VecDeque::new()).collect(),
             inp: (0..size).map(|_| None).collect(),
             consumed: vec![0; size],
-            inbox: HashMap::new(),
+            ledger: Ledger::default(),
             peers: (0..size)
                 .map(|_| Peer {
                     exited: None,
@@ -281,11 +274,6 @@ impl Shm {
                     aborts_seen: 0,
                 })
                 .collect(),
-            aborts: HashMap::new(),
-            my_aborts: HashMap::new(),
-            reported: BTreeSet::new(),
-            mismatches: HashMap::new(),
-            sig_log: VecDeque::new(),
             launcher,
             stats: Stats::default(),
             spin,
@@ -367,14 +355,6 @@ impl Shm {
         }
     }
 
-    fn sig_of(&self, seq: u32) -> Option<Signature> {
-        self.sig_log
-            .iter()
-            .rev()
-            .find(|(s, _)| *s == seq)
-            .map(|(_, g)| *g)
-    }
-
     /// Writes what fits of the messages pending for `dst`; true if anything was written.
     fn push(&mut self, dst: usize) -> bool {
         let ring = self.seg.ring(self.rank, dst);
@@ -446,10 +426,12 @@ impl Shm {
             };
             self.consumed[src] += 1;
             self.stats.shm_messages_received += 1;
-            if self.sig_of(m.seq).is_some_and(|mine| mine != m.sig) {
-                self.mismatches.entry(m.seq).or_insert((src, m.sig));
+            if self.ledger.sig_of(m.seq).is_some_and(|mine| mine != m.sig) {
+                self.ledger.mismatches.entry(m.seq).or_insert((src, m.sig));
             }
-            self.inbox.insert((src, m.seq, m.tag), (m.sig, m.buf));
+            self.ledger
+                .inbox
+                .insert((src, m.seq, m.tag), (m.sig, m.buf));
         }
         if read {
             // The producer may wait for space.
@@ -504,7 +486,7 @@ impl Shm {
             let behind = n.wrapping_sub(seen).min(segment::ABORT_SLOTS as u32);
             for k in (1..=behind).rev() {
                 if let Some((seq, reason)) = self.seg.abort(r, n.wrapping_sub(k)) {
-                    self.aborts.entry(seq).or_insert((r, reason));
+                    self.ledger.aborts.entry(seq).or_insert((r, reason));
                 }
             }
             self.peers[r].aborts_seen = n;
@@ -562,15 +544,6 @@ impl Shm {
         true
     }
 
-    /// Messages of finished collectives nobody consumed that show a different call (another root).
-    fn note_leftover_mismatches(&mut self, seq: u32) {
-        for ((src, s, _), (theirs, _)) in &self.inbox {
-            if *s < seq && self.sig_of(*s).is_some_and(|mine| mine != *theirs) {
-                self.mismatches.entry(*s).or_insert((*src, *theirs));
-            }
-        }
-    }
-
     /// Called when a wait that went idle ends. Waking a sleeping rank can take longer than the spin
     /// (a halted virtual CPU), and then the peer waiting for the woken rank's answer outlasts its
     /// own spin and sleeps too: two ranks can lock into sleeping on every message. So (with a core
@@ -591,63 +564,10 @@ impl Shm {
         }
     }
 
-    /// The first error, not reported yet, that peers raised for a collective before `seq` which this
-    /// rank finished (an abort, or a message showing a different call); all such are marked reported.
-    fn deferred(&mut self, seq: u32) -> Option<Error> {
-        self.progress().ok()?;
-        self.scan_aborts();
-        if self.aborts.is_empty() && self.mismatches.is_empty() && self.inbox.is_empty() {
-            return None;
-        }
-        let rank = self.rank;
-        self.note_leftover_mismatches(seq);
-        let fresh =
-            |s: &u32| *s < seq && !self.reported.contains(s) && !self.my_aborts.contains_key(s);
-        let abort = self
-            .aborts
-            .iter()
-            .filter(|(s, _)| fresh(s))
-            .min_by_key(|(s, _)| **s);
-        let mismatch = self
-            .mismatches
-            .iter()
-            .filter(|(s, _)| fresh(s))
-            .min_by_key(|(s, _)| **s);
-        let err: Error = match (abort, mismatch) {
-            (_, Some((s, (peer, theirs)))) if abort.is_none_or(|(a, _)| s <= a) => {
-                CollectiveError::Mismatch {
-                    rank,
-                    seq: *s,
-                    peer: *peer,
-                    mine: self.sig_of(*s)?,
-                    theirs: *theirs,
-                }
-                .into()
-            }
-            (Some((s, (by, reason))), _) => CollectiveError::Aborted {
-                rank,
-                seq: *s,
-                by: *by,
-                reason: reason.clone(),
-            }
-            .into(),
-            _ => return None,
-        };
-        let done: Vec<u32> = self
-            .aborts
-            .keys()
-            .chain(self.mismatches.keys())
-            .copied()
-            .filter(fresh)
-            .collect();
-        self.reported.extend(done);
-        Some(err)
-    }
-
     /// Errors that end a wait for `src` in collective `ctx`.
     fn check_status(&mut self, ctx: &Ctx, src: usize) -> Result<()> {
         let rank = self.rank;
-        if let Some((peer, theirs)) = self.mismatches.get(&ctx.seq) {
+        if let Some((peer, theirs)) = self.ledger.mismatches.get(&ctx.seq) {
             return Err(CollectiveError::Mismatch {
                 rank,
                 seq: ctx.seq,
@@ -657,7 +577,7 @@ impl Shm {
             }
             .into());
         }
-        if let Some((by, reason)) = self.aborts.get(&ctx.seq) {
+        if let Some((by, reason)) = self.ledger.aborts.get(&ctx.seq) {
             return Err(CollectiveError::Aborted {
                 rank,
                 seq: ctx.seq,
@@ -691,7 +611,7 @@ impl Shm {
                         && self.seg.ring(src, rank).queued() == self.consumed[src]
                     {
                         self.scan_aborts();
-                        if let Some((by, reason)) = self.aborts.get(&ctx.seq) {
+                        if let Some((by, reason)) = self.ledger.aborts.get(&ctx.seq) {
                             return Err(CollectiveError::Aborted {
                                 rank,
                                 seq: ctx.seq,
@@ -737,7 +657,7 @@ impl Shm {
 
     /// The message (`src`, `ctx.seq`, `tag`) if it has arrived.
     fn take(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<Option<Vec<u8>>> {
-        match self.inbox.remove(&(src, ctx.seq, tag)) {
+        match self.ledger.inbox.remove(&(src, ctx.seq, tag)) {
             Some((theirs, _)) if theirs != ctx.sig => Err(CollectiveError::Mismatch {
                 rank: self.rank,
                 seq: ctx.seq,
@@ -762,45 +682,18 @@ impl Transport for Shm {
     }
 
     fn begin(&mut self, ctx: &Ctx) -> Result<()> {
-        self.sig_log.push_back((ctx.seq, ctx.sig));
-        if self.sig_log.len() > SIG_LOG {
-            self.sig_log.pop_front();
-        }
+        self.ledger.start(ctx);
         let (w0, w1) = sig_words(&ctx.sig);
         self.seg.publish_call(self.rank, ctx.seq, w0, w1);
         self.seg.beat(self.rank);
-        let cutoff = ctx.seq.saturating_sub(SIG_LOG as u32);
-        self.my_aborts.retain(|s, _| *s >= cutoff);
-        self.aborts.retain(|s, _| *s >= cutoff);
-        self.reported.retain(|s| *s >= cutoff);
         self.progress()?;
-        // Note mismatches visible in leftovers, then drop those of aborted or mismatched collectives.
-        self.note_leftover_mismatches(ctx.seq);
-        self.inbox.retain(|(_, s, _), _| *s >= ctx.seq);
-        // Messages for this collective that arrived before it started, from a different call.
-        let early = self
-            .inbox
-            .iter()
-            .find(|((_, s, _), (theirs, _))| *s == ctx.seq && *theirs != ctx.sig)
-            .map(|((src, _, _), (theirs, _))| (*src, *theirs));
-        if let Some((peer, theirs)) = early {
-            return Err(CollectiveError::Mismatch {
-                rank: self.rank,
-                seq: ctx.seq,
-                peer,
-                mine: ctx.sig,
-                theirs,
-            }
-            .into());
-        }
-        Ok(())
+        self.ledger.settle(self.rank, ctx)
     }
 
     fn take_deferred(&mut self, seq: u32) -> Option<Error> {
-        let e = self.deferred(seq);
-        let cutoff = seq.saturating_sub(SIG_LOG as u32);
-        self.mismatches.retain(|s, _| *s >= cutoff);
-        e
+        self.progress().ok()?;
+        self.scan_aborts();
+        self.ledger.take_deferred(self.rank, seq)
     }
 
     fn send(&mut self, ctx: &Ctx, dst: usize, tag: u32, data: &[u8]) -> Result<()> {
@@ -814,7 +707,8 @@ impl Transport for Shm {
             .into());
         }
         if dst == self.rank {
-            self.inbox
+            self.ledger
+                .inbox
                 .insert((dst, ctx.seq, tag), (ctx.sig, data.to_vec()));
             return Ok(());
         }
@@ -864,7 +758,7 @@ impl Transport for Shm {
             // exited is not reported before that message was read. Reading the peer's status lines
             // on every poll would pull them between caches while the peer writes them; a mismatch
             // or a silent peer can wait for the next slow round.
-            if slow || self.aborts.contains_key(&ctx.seq) {
+            if slow || self.ledger.aborts.contains_key(&ctx.seq) {
                 self.check_status(ctx, src)?;
             }
             slow = self.idle(&mut idle);
@@ -878,7 +772,7 @@ impl Transport for Shm {
     fn fail(&mut self, ctx: &Ctx, err: &Error) {
         let reason = err.to_string();
         self.seg.post_abort(self.rank, ctx.seq, &reason);
-        self.my_aborts.insert(ctx.seq, reason);
+        self.ledger.my_aborts.insert(ctx.seq, reason);
         for r in 0..self.size {
             if r != self.rank {
                 self.seg.notify(r);

@@ -1,0 +1,143 @@
+//! What a rank remembers about collectives, whatever the transport carries them.
+//!
+//! Contract: `start` is called when a collective begins, `settle` once the transport has read what
+//! is waiting; messages of finished collectives that nobody consumed are checked against this rank's
+//! call and dropped; an abort or a mismatch another rank raised for a collective this rank already
+//! finished is handed out once, by `deferred`, and never for a collective this rank failed itself.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use crate::error::{CollectiveError, Error, Result};
+use crate::transport::Ctx;
+use crate::types::Signature;
+
+/// How many past collectives' calls a rank remembers (to answer peers, to judge late messages).
+pub(crate) const SIG_LOG: usize = 256;
+
+/// Complete messages by (sender, collective, tag): the sender's call and the bytes.
+pub(crate) type Inbox = HashMap<(usize, u32, u32), (Signature, Vec<u8>)>;
+
+/// Per-rank memory of collectives: calls, received messages, and failures (see the module docs).
+#[derive(Default)]
+pub(crate) struct Ledger {
+    /// Messages received and not consumed yet.
+    pub inbox: Inbox,
+    /// Collectives other ranks reported failed: seq -> (rank, reason).
+    pub aborts: HashMap<u32, (usize, String)>,
+    /// Collectives this rank failed: seq -> reason.
+    pub my_aborts: HashMap<u32, String>,
+    /// Collectives for which a peer's message showed a call different from ours: (peer, its call).
+    pub mismatches: HashMap<u32, (usize, Signature)>,
+    reported: BTreeSet<u32>,
+    sig_log: VecDeque<(u32, Signature)>,
+}
+
+impl Ledger {
+    /// This rank's call for collective `seq`, if it is among the last [`SIG_LOG`].
+    pub fn sig_of(&self, seq: u32) -> Option<Signature> {
+        self.sig_log
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, g)| *g)
+    }
+
+    /// Collective `ctx` begins: remember the call, forget what is too old to matter.
+    pub fn start(&mut self, ctx: &Ctx) {
+        self.sig_log.push_back((ctx.seq, ctx.sig));
+        if self.sig_log.len() > SIG_LOG {
+            self.sig_log.pop_front();
+        }
+        let cutoff = ctx.seq.saturating_sub(SIG_LOG as u32);
+        self.my_aborts.retain(|s, _| *s >= cutoff);
+        self.aborts.retain(|s, _| *s >= cutoff);
+        self.reported.retain(|s| *s >= cutoff);
+    }
+
+    /// After the transport read what was waiting: notes mismatches in leftovers of finished
+    /// collectives, drops them, and fails `ctx` at once if a message for it shows another call.
+    pub fn settle(&mut self, rank: usize, ctx: &Ctx) -> Result<()> {
+        self.note_leftover_mismatches(ctx.seq);
+        self.inbox.retain(|(_, s, _), _| *s >= ctx.seq);
+        let early = self
+            .inbox
+            .iter()
+            .find(|((_, s, _), (theirs, _))| *s == ctx.seq && *theirs != ctx.sig)
+            .map(|((src, _, _), (theirs, _))| (*src, *theirs));
+        if let Some((peer, theirs)) = early {
+            return Err(CollectiveError::Mismatch {
+                rank,
+                seq: ctx.seq,
+                peer,
+                mine: ctx.sig,
+                theirs,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Messages of finished collectives nobody consumed that show a different call (another root).
+    fn note_leftover_mismatches(&mut self, seq: u32) {
+        for ((src, s, _), (theirs, _)) in &self.inbox {
+            if *s < seq && self.sig_of(*s).is_some_and(|mine| mine != *theirs) {
+                self.mismatches.entry(*s).or_insert((*src, *theirs));
+            }
+        }
+    }
+
+    /// The first error, not reported yet, that peers raised for a collective before `seq` which this
+    /// rank finished (an abort, or a message showing a different call); all such are marked reported.
+    pub fn deferred(&mut self, rank: usize, seq: u32) -> Option<Error> {
+        self.note_leftover_mismatches(seq);
+        let fresh =
+            |s: &u32| *s < seq && !self.reported.contains(s) && !self.my_aborts.contains_key(s);
+        let abort = self
+            .aborts
+            .iter()
+            .filter(|(s, _)| fresh(s))
+            .min_by_key(|(s, _)| **s);
+        let mismatch = self
+            .mismatches
+            .iter()
+            .filter(|(s, _)| fresh(s))
+            .min_by_key(|(s, _)| **s);
+        let err: Error = match (abort, mismatch) {
+            (_, Some((s, (peer, theirs)))) if abort.is_none_or(|(a, _)| s <= a) => {
+                CollectiveError::Mismatch {
+                    rank,
+                    seq: *s,
+                    peer: *peer,
+                    mine: self.sig_of(*s)?,
+                    theirs: *theirs,
+                }
+                .into()
+            }
+            (Some((s, (by, reason))), _) => CollectiveError::Aborted {
+                rank,
+                seq: *s,
+                by: *by,
+                reason: reason.clone(),
+            }
+            .into(),
+            _ => return None,
+        };
+        let done: Vec<u32> = self
+            .aborts
+            .keys()
+            .chain(self.mismatches.keys())
+            .copied()
+            .filter(fresh)
+            .collect();
+        self.reported.extend(done);
+        Some(err)
+    }
+
+    /// [`deferred`](Self::deferred), then forgets mismatches too old to matter.
+    pub fn take_deferred(&mut self, rank: usize, seq: u32) -> Option<Error> {
+        let e = self.deferred(rank, seq);
+        let cutoff = seq.saturating_sub(SIG_LOG as u32);
+        self.mismatches.retain(|s, _| *s >= cutoff);
+        e
+    }
+}
