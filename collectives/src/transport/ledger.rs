@@ -6,6 +6,7 @@
 //! finished is handed out once, by `deferred`, and never for a collective this rank failed itself.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
 
 use crate::error::{CollectiveError, Error, Result};
 use crate::transport::Ctx;
@@ -133,6 +134,30 @@ impl Ledger {
         Some(err)
     }
 
+    /// The mismatch or abort already known for collective `ctx` itself.
+    pub fn current(&self, rank: usize, ctx: &Ctx) -> Result<()> {
+        if let Some((peer, theirs)) = self.mismatches.get(&ctx.seq) {
+            return Err(CollectiveError::Mismatch {
+                rank,
+                seq: ctx.seq,
+                peer: *peer,
+                mine: ctx.sig,
+                theirs: *theirs,
+            }
+            .into());
+        }
+        if let Some((by, reason)) = self.aborts.get(&ctx.seq) {
+            return Err(CollectiveError::Aborted {
+                rank,
+                seq: ctx.seq,
+                by: *by,
+                reason: reason.clone(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     /// [`deferred`](Self::deferred), then forgets mismatches too old to matter.
     pub fn take_deferred(&mut self, rank: usize, seq: u32) -> Option<Error> {
         let e = self.deferred(rank, seq);
@@ -140,4 +165,35 @@ impl Ledger {
         self.mismatches.retain(|s, _| *s >= cutoff);
         e
     }
+}
+
+/// The error for waiting on `peer` in `ctx` when it has exited, or been `silent` past `timeout`.
+pub(crate) fn check_peer(
+    rank: usize,
+    ctx: &Ctx,
+    peer: usize,
+    exited: Option<i32>,
+    silent: Duration,
+    timeout: Duration,
+) -> Result<()> {
+    if let Some(code) = exited {
+        return Err(CollectiveError::PeerExited {
+            rank,
+            call: ctx.describe(),
+            peer,
+            code,
+        }
+        .into());
+    }
+    if silent > timeout {
+        return Err(CollectiveError::Timeout {
+            rank,
+            call: ctx.describe(),
+            peer,
+            waited_ms: silent.as_millis() as u64,
+            timeout_ms: timeout.as_millis() as u64,
+        }
+        .into());
+    }
+    Ok(())
 }

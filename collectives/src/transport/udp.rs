@@ -24,7 +24,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rand::{Rng, SeedableRng};
 
-use super::ledger::Ledger;
+use super::ledger::{check_peer, Ledger};
 use super::{Ctx, Stats, Transport};
 use crate::bootstrap::protocol::{Line, PeerEntry};
 use crate::config::Config;
@@ -776,25 +776,7 @@ impl Udp {
 
     fn check_status(&mut self, ctx: &Ctx, src: usize) -> Result<()> {
         let rank = self.rank_();
-        if let Some((peer, theirs)) = self.ledger.mismatches.get(&ctx.seq) {
-            return Err(CollectiveError::Mismatch {
-                rank,
-                seq: ctx.seq,
-                peer: *peer,
-                mine: ctx.sig,
-                theirs: *theirs,
-            }
-            .into());
-        }
-        if let Some((by, reason)) = self.ledger.aborts.get(&ctx.seq) {
-            return Err(CollectiveError::Aborted {
-                rank,
-                seq: ctx.seq,
-                by: *by,
-                reason: reason.clone(),
-            }
-            .into());
-        }
+        self.ledger.current(rank, ctx)?;
         if let Some(st) = self.status.get(&(src, ctx.seq)) {
             if let Some(reason) = &st.aborted {
                 return Err(CollectiveError::Aborted {
@@ -829,27 +811,15 @@ impl Udp {
                 _ => {}
             }
         }
-        if let Some(code) = self.peers[src].exited {
-            return Err(CollectiveError::PeerExited {
-                rank,
-                call: ctx.describe(),
-                peer: src,
-                code,
-            }
-            .into());
-        }
-        let silent = self.peers[src].last_heard.elapsed();
-        if silent > self.cfg.timeout {
-            return Err(CollectiveError::Timeout {
-                rank,
-                call: ctx.describe(),
-                peer: src,
-                waited_ms: silent.as_millis() as u64,
-                timeout_ms: self.cfg.timeout.as_millis() as u64,
-            }
-            .into());
-        }
-        Ok(())
+        let peer = &self.peers[src];
+        check_peer(
+            rank,
+            ctx,
+            src,
+            peer.exited,
+            peer.last_heard.elapsed(),
+            self.cfg.timeout,
+        )
     }
 }
 

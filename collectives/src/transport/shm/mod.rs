@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use segment::{OpenError, Segment};
 
-use super::ledger::Ledger;
+use super::ledger::{check_peer, Ledger};
 use super::{Ctx, Stats, Transport};
 use crate::bootstrap::protocol::{Line, PeerEntry};
 use crate::bootstrap::JobInfo;
@@ -567,25 +567,7 @@ impl Shm {
     /// Errors that end a wait for `src` in collective `ctx`.
     fn check_status(&mut self, ctx: &Ctx, src: usize) -> Result<()> {
         let rank = self.rank;
-        if let Some((peer, theirs)) = self.ledger.mismatches.get(&ctx.seq) {
-            return Err(CollectiveError::Mismatch {
-                rank,
-                seq: ctx.seq,
-                peer: *peer,
-                mine: ctx.sig,
-                theirs: *theirs,
-            }
-            .into());
-        }
-        if let Some((by, reason)) = self.ledger.aborts.get(&ctx.seq) {
-            return Err(CollectiveError::Aborted {
-                rank,
-                seq: ctx.seq,
-                by: *by,
-                reason: reason.clone(),
-            }
-            .into());
-        }
+        self.ledger.current(rank, ctx)?;
         if let Some(cur) = self.seg.current(src) {
             // Has the peer started this collective (or a later one)?
             if cur.wrapping_sub(ctx.seq) < 1 << 31 {
@@ -632,27 +614,15 @@ impl Shm {
                 }
             }
         }
-        if let Some(code) = self.peers[src].exited {
-            return Err(CollectiveError::PeerExited {
-                rank,
-                call: ctx.describe(),
-                peer: src,
-                code,
-            }
-            .into());
-        }
-        let silent = self.peers[src].beat_at.elapsed();
-        if silent > self.cfg.timeout {
-            return Err(CollectiveError::Timeout {
-                rank,
-                call: ctx.describe(),
-                peer: src,
-                waited_ms: silent.as_millis() as u64,
-                timeout_ms: self.cfg.timeout.as_millis() as u64,
-            }
-            .into());
-        }
-        Ok(())
+        let peer = &self.peers[src];
+        check_peer(
+            rank,
+            ctx,
+            src,
+            peer.exited,
+            peer.beat_at.elapsed(),
+            self.cfg.timeout,
+        )
     }
 
     /// The message (`src`, `ctx.seq`, `tag`) if it has arrived.
