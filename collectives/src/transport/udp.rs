@@ -751,6 +751,14 @@ impl Udp {
         Ok(())
     }
 
+    /// Handles traffic until `deadline` or the next retransmission timer, whichever is first.
+    fn wait_until(&mut self, deadline: Instant) -> Result<()> {
+        let deadline = self.next_timer().map_or(deadline, |t| deadline.min(t));
+        self.progress(
+            deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50),
+        )
+    }
+
     /// When the next retransmission timer fires.
     fn next_timer(&self) -> Option<Instant> {
         self.out
@@ -912,13 +920,7 @@ impl Transport for Udp {
                 probe_every = (probe_every * 2).min(PROBE_MAX);
                 next_probe = now + probe_every;
             }
-            let mut deadline = next_probe.min(self.peers[src].last_heard + self.cfg.timeout);
-            if let Some(t) = self.next_timer() {
-                deadline = deadline.min(t);
-            }
-            self.progress(
-                deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50),
-            )?;
+            self.wait_until(next_probe.min(self.peers[src].last_heard + self.cfg.timeout))?;
         }
     }
 

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use boad_common::kernel::{MAX_PAYLOAD, MAX_RANKS};
 use boad_common::{flags, kind, Header};
@@ -279,13 +279,7 @@ impl Udp {
                 every = (every * 2).min(PROBE_MAX);
                 next_knack = now + every;
             }
-            let mut deadline = next_knack.min(last_progress + self.cfg.timeout);
-            if let Some(t) = self.next_timer() {
-                deadline = deadline.min(t);
-            }
-            self.progress(
-                deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50),
-            )?;
+            self.wait_until(next_knack.min(last_progress + self.cfg.timeout))?;
         }
         self.wire.stats.kernel_results += u64::from(n);
         Ok(())
@@ -510,13 +504,7 @@ impl Udp {
                 every = (every * 2).min(PROBE_MAX);
                 next_knack = now + every;
             }
-            let mut deadline = next_knack.min(self.peers[root].last_heard + self.cfg.timeout);
-            if let Some(t) = self.next_timer() {
-                deadline = deadline.min(t);
-            }
-            self.progress(
-                deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50),
-            )?;
+            self.wait_until(next_knack.min(self.peers[root].last_heard + self.cfg.timeout))?;
         }
     }
 

@@ -593,15 +593,7 @@ impl Shm {
                         && self.seg.ring(src, rank).queued() == self.consumed[src]
                     {
                         self.scan_aborts();
-                        if let Some((by, reason)) = self.ledger.aborts.get(&ctx.seq) {
-                            return Err(CollectiveError::Aborted {
-                                rank,
-                                seq: ctx.seq,
-                                by: *by,
-                                reason: reason.clone(),
-                            }
-                            .into());
-                        }
+                        self.ledger.current(rank, ctx)?;
                         return Err(CollectiveError::Protocol {
                             rank,
                             call: ctx.describe(),
