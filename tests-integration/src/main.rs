@@ -515,7 +515,7 @@ fn kernel_proof(comm: &mut Communicator) -> ExitCode {
                 Op::Sum,
                 root,
             ))?;
-            recvs.push(comm.stats().datagrams_received - before.datagrams_received);
+            recvs.push(comm.stats().kernel_datagrams_received - before.kernel_datagrams_received);
             if rank == root && r != [size as u32; 64] {
                 return Err(format!("reduce gave {:?}", &r[..4]));
             }
@@ -534,7 +534,7 @@ fn kernel_proof(comm: &mut Communicator) -> ExitCode {
                 // Medians: a retransmission asked for by a slow receiver may add one now and then.
                 println!("root bcast send calls: median {} of {sends:?}", sends[5]);
                 println!(
-                    "root reduce datagrams received: at most {} ({recvs:?})",
+                    "root reduce datagrams (RESULT or unfolded) received: at most {} ({recvs:?})",
                     recvs[9]
                 );
                 // (0 when the result came in while the root was still in the barrier before.)

@@ -66,6 +66,9 @@ pub struct Stats {
     pub kernel_bcast_sends: u64,
     /// Broadcasts received whole through the kernel path.
     pub kernel_bcast_received: u64,
+    /// Reduction datagrams that reached this rank's socket (RESULTs, and contributions the kernel let
+    /// through unfolded): one per chunk per reduction at a root when the kernel folds.
+    pub kernel_datagrams_received: u64,
     /// KNACKs sent (a chunk asked for again).
     pub kernel_knacks: u64,
     /// KNACK rounds asking contributors to bypass the kernel (userspace fold).

@@ -516,6 +516,9 @@ impl Udp {
         payload: std::ops::Range<usize>,
     ) -> Result<()> {
         let src = h.src as usize;
+        if matches!(h.kind, kind::RESULT | kind::CONTRIB) {
+            self.wire.stats.kernel_datagrams_received += 1;
+        }
         match h.kind {
             kind::RESULT => {
                 let data = self.rx[payload].to_vec();
