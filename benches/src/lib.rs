@@ -3,5 +3,6 @@
 //! ([`plot`]).
 #![deny(missing_docs)]
 
+pub mod graph;
 pub mod plot;
 pub mod record;
