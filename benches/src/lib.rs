@@ -8,5 +8,6 @@ pub mod baseline;
 pub mod graph;
 pub mod plot;
 pub mod record;
+pub mod report;
 pub mod stats;
 pub mod strace;

@@ -1,0 +1,84 @@
+//! `boad-plot --results FILE.jsonl --out DIR`: the PNG figures and `report.md` made from the
+//! benchmark records (see `boad_benches::plot` and `boad_benches::report`).
+//!
+//! A figure without data is skipped with a note on stderr; an unreadable results file, a missing
+//! font or a figure that fails to draw makes the exit status non-zero (the report is still written
+//! unless the results cannot be read).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use boad_benches::plot::{self, Outcome, PlotError, DEFAULT_FONT};
+use boad_benches::report;
+use clap::Parser;
+
+/// Plots and a markdown report from boad's benchmark records (results.jsonl).
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// JSON-lines file of benchmark records.
+    #[arg(long, value_name = "FILE.jsonl")]
+    results: PathBuf,
+    /// Directory for the PNG figures and report.md (created if absent).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// TrueType font for the figures' text.
+    #[arg(long, value_name = "FILE.ttf", default_value = DEFAULT_FONT)]
+    font: PathBuf,
+}
+
+fn main() -> ExitCode {
+    match run(&Args::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("boad-plot: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<ExitCode, PlotError> {
+    let records = report::load(&args.results)?;
+    if records.is_empty() {
+        eprintln!(
+            "boad-plot: note: {} holds no records: no figures, and every table says no data",
+            args.results.display()
+        );
+    }
+    std::fs::create_dir_all(&args.out).map_err(|source| PlotError::Write {
+        path: args.out.clone(),
+        source,
+    })?;
+    let font = plot::load_font(&args.font);
+    let outcome = match &font {
+        Ok(()) => plot::plot_all(&records, &args.out),
+        Err(_) => Outcome::default(),
+    };
+    for why in &outcome.skipped {
+        eprintln!("boad-plot: skipped {why}");
+    }
+    for e in &outcome.failed {
+        eprintln!("boad-plot: error: {e}");
+    }
+    for f in &outcome.written {
+        println!("wrote {}", args.out.join(&f.file).display());
+    }
+    let text = report::render(
+        &records,
+        &args.results.display().to_string(),
+        &outcome.written,
+    );
+    let report_path = args.out.join("report.md");
+    report::write(&report_path, &text)?;
+    println!("wrote {}", report_path.display());
+    println!("\nThe bar:");
+    for check in report::the_bar(&records) {
+        println!("  {}", check.summary());
+    }
+    font?;
+    Ok(if outcome.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
