@@ -33,7 +33,7 @@ impl Graph {
         if n == 0 || u32::try_from(n).is_err() {
             return Err(format!("vertices must be in 1..={}, got {n}", u32::MAX));
         }
-        if !(avg_degree >= 1.0 && avg_degree <= 1000.0) {
+        if !(1.0..=1000.0).contains(&avg_degree) {
             return Err(format!("degree must be in 1..=1000, got {avg_degree}"));
         }
         let mut rng = SmallRng::seed_from_u64(seed);
