@@ -369,7 +369,7 @@ impl Baseline {
         if self.rank != root {
             return self.send_all(root, seq, send);
         }
-        if recv.len() != send.len() || send.len() % 4 != 0 {
+        if recv.len() != send.len() || !send.len().is_multiple_of(4) {
             return Err(BaselineError::Usage(format!(
                 "reduce of {} bytes into {} (i32 elements)",
                 send.len(),

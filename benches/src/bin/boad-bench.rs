@@ -1,0 +1,453 @@
+//! `boad-bench`: runs every benchmark of boad and writes all measurements to one JSON-lines file.
+//!
+//! Sweeps (each `boadrun` launch runs a whole matrix of `boad-osu`, the worker):
+//!
+//! 1. `local`: one host, 2, 4 and 9 ranks: boad over shared memory and over UDP, every collective,
+//!    4 B to 1 MiB (latency).
+//! 2. `cluster`: a virtual cluster of 3 hosts, 9 ranks: boad on the kernel path, boad on UDP, the
+//!    naive and epoll baselines: latency at every size, throughput, CPU and system calls at 4 B.
+//! 3. `fanout`: bcast and allreduce of 4 B with 2..64 receivers on min(ranks, 8) hosts: latency,
+//!    CPU and system calls of the same four.
+//! 4. `mpi`: Open MPI and MPICH (the osu-style C program `benches/mpi/osu_mpi.c`) over shared memory
+//!    and over TCP, one host (MPI cannot run across boadrun's network namespaces).
+//! 5. `apps`: the PageRank and BFS examples on each path.
+//!
+//! `--quick` shrinks every sweep (fewer sizes, ranks and iterations) to finish in a few minutes.
+#![deny(missing_docs)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use boad_benches::record::{self, Record};
+use boad_benches::stats::sizes;
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Runs boad's benchmarks (osu-style, baselines, MPI, apps) into one JSON-lines file"
+)]
+struct Args {
+    /// The JSON-lines file to write (appended to: remove it first for a fresh run).
+    #[arg(long)]
+    out: PathBuf,
+    /// A few minutes instead of a quarter of an hour: fewer sizes, ranks, iterations.
+    #[arg(long)]
+    quick: bool,
+    /// Sweeps to run: local, cluster, fanout, mpi, apps.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "local,cluster,fanout,mpi,apps"
+    )]
+    only: Vec<String>,
+    /// The directory holding boadrun, boad-osu and examples/ (default: next to this program).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// The osu-style MPI benchmark's C source.
+    #[arg(long, default_value = "benches/mpi/osu_mpi.c")]
+    mpi_src: PathBuf,
+    /// MPI implementations to run (ompi, mpich).
+    #[arg(long, value_delimiter = ',', default_value = "ompi,mpich")]
+    mpi: Vec<String>,
+    /// Kill a launch that runs longer than this many seconds.
+    #[arg(long, default_value_t = 300)]
+    launch_timeout_s: u64,
+}
+
+/// Sizes and iteration counts of one mode.
+struct Plan {
+    local_ranks: Vec<u32>,
+    local_sizes: Vec<u64>,
+    cluster_sizes: Vec<u64>,
+    iters: u64,
+    warmup: u64,
+    fanout_ranks: Vec<u32>,
+    fanout_iters: u64,
+    pass_iters: u64,
+    syscall_iters: u64,
+    app_vertices: u64,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                local_ranks: vec![2, 4],
+                local_sizes: vec![4, 4096, 65536],
+                cluster_sizes: vec![4, 4096, 65536],
+                iters: 50,
+                warmup: 5,
+                fanout_ranks: vec![3, 5],
+                fanout_iters: 50,
+                pass_iters: 100,
+                syscall_iters: 20,
+                app_vertices: 2000,
+            }
+        } else {
+            Plan {
+                local_ranks: vec![2, 4, 9],
+                local_sizes: sizes(4, 1 << 20, 4),
+                cluster_sizes: sizes(4, 1 << 20, 4),
+                iters: 200,
+                warmup: 20,
+                fanout_ranks: vec![3, 5, 9, 17, 33, 65],
+                fanout_iters: 200,
+                pass_iters: 1000,
+                syscall_iters: 100,
+                app_vertices: 50_000,
+            }
+        }
+    }
+}
+
+struct Driver {
+    a: Args,
+    plan: Plan,
+    bin: PathBuf,
+    started: Instant,
+    launches: u32,
+    failures: Vec<String>,
+}
+
+fn join(v: &[impl ToString]) -> String {
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The lines of `out` that are records (the programs print other lines too).
+fn records(out: &str) -> Vec<Record> {
+    out.lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+impl Driver {
+    fn progress(&self, what: &str) {
+        eprintln!(
+            "boad-bench [{:>5.0} s] {what}",
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+
+    /// Runs `cmd`, forwarding its stderr, killing it after the launch timeout; returns its records.
+    fn launch(&mut self, what: &str, mut cmd: Command) -> Vec<Record> {
+        self.launches += 1;
+        self.progress(what);
+        let t0 = Instant::now();
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("{what}: cannot start {:?}: {e}", cmd.get_program());
+                eprintln!("boad-bench: {msg}");
+                self.failures.push(msg);
+                return vec![];
+            }
+        };
+        let mut stdout = child.stdout.take();
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(o) = stdout.as_mut() {
+                let _ = o.read_to_string(&mut s);
+            }
+            s
+        });
+        let limit = Duration::from_secs(self.a.launch_timeout_s);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                Ok(None) if t0.elapsed() > limit => {
+                    if let Ok(pid) = i32::try_from(child.id()) {
+                        // SAFETY: kill(2) on our own child, not reaped yet (boadrun forwards
+                        // SIGTERM to its ranks).
+                        unsafe {
+                            libc::kill(pid, libc::SIGTERM);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_secs(3));
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(_) => break None,
+            }
+        };
+        let out = reader.join().unwrap_or_default();
+        let recs = records(&out);
+        match status {
+            Some(st) if st.success() => {}
+            Some(st) => {
+                let msg = format!("{what}: exited with {st} ({} records kept)", recs.len());
+                eprintln!("boad-bench: {msg}");
+                self.failures.push(msg);
+            }
+            None => {
+                let msg = format!(
+                    "{what}: killed after {limit:?} ({} records kept)",
+                    recs.len()
+                );
+                eprintln!("boad-bench: {msg}");
+                self.failures.push(msg);
+            }
+        }
+        if let Err(e) = record::append(&self.a.out, &recs) {
+            let msg = format!("cannot write {}: {e}", self.a.out.display());
+            eprintln!("boad-bench: {msg}");
+            self.failures.push(msg);
+        }
+        self.progress(&format!(
+            "  {} records in {:.1} s",
+            recs.len(),
+            t0.elapsed().as_secs_f64()
+        ));
+        recs
+    }
+
+    fn boadrun(&self, transport: &str, ranks: u32, hosts: u32) -> Command {
+        let mut c = Command::new(self.bin.join("boadrun"));
+        c.args(["-n", &ranks.to_string(), "--transport", transport]);
+        if hosts > 1 {
+            c.args(["--hosts", &hosts.to_string()]);
+        }
+        if transport == "kernel" {
+            // Only the folds the benchmark uses (i32 sum; the barrier's u8 bor): a faster load.
+            c.env("BOAD_KERNEL_FOLDS", "sum:i32,bor:u8");
+        }
+        c
+    }
+
+    fn osu(&self, transport: &str, ranks: u32, hosts: u32, impls: &str) -> Command {
+        let mut c = self.boadrun(transport, ranks, hosts);
+        c.arg(self.bin.join("boad-osu")).args([
+            "--impls",
+            impls,
+            "--hosts",
+            &hosts.to_string(),
+            "--asked",
+            transport,
+        ]);
+        c
+    }
+
+    fn local(&mut self) {
+        let p = &self.plan;
+        let (sz, it, wu) = (join(&p.local_sizes), p.iters, p.warmup);
+        for n in p.local_ranks.clone() {
+            for t in ["shm", "udp"] {
+                let mut c = self.osu(t, n, 1, "boad");
+                let iters = if n > 4 { it / 2 } else { it };
+                c.args(["--sizes", &sz, "--iters", &iters.to_string()]);
+                c.args(["--warmup", &wu.to_string()]);
+                self.launch(&format!("local: {n} ranks, boad over {t}"), c);
+            }
+        }
+    }
+
+    fn cluster(&mut self) {
+        let p = &self.plan;
+        let (sz, it, wu) = (join(&p.cluster_sizes), p.iters, p.warmup);
+        let (pi, si) = (p.pass_iters, p.syscall_iters);
+        for (t, impls) in [("kernel", "boad"), ("udp", "boad,naive,epoll")] {
+            let mut c = self.osu(t, 9, 3, impls);
+            c.args(["--sizes", &sz, "--iters", &it.to_string()]);
+            c.args(["--warmup", &wu.to_string()]);
+            c.args(["--tput-colls", "bcast,reduce,allreduce"]);
+            c.args(["--tput-iters", &pi.to_string()]);
+            c.args(["--cpu-colls", "bcast,reduce,allreduce,allgather"]);
+            c.args(["--cpu-iters", &pi.to_string()]);
+            c.args(["--syscall-colls", "bcast,reduce,allreduce,allgather"]);
+            c.args(["--syscall-iters", &si.to_string()]);
+            self.launch(&format!("cluster: 9 ranks on 3 hosts, {impls} over {t}"), c);
+        }
+    }
+
+    fn fanout(&mut self) {
+        let p = &self.plan;
+        let (fi, si) = (p.fanout_iters, p.syscall_iters);
+        for n in p.fanout_ranks.clone() {
+            let hosts = n.min(8);
+            // Fewer iterations as the job outgrows the 2 cores.
+            let iters = (fi * 8 / u64::from(n).max(8)).max(20);
+            for (t, impls) in [("kernel", "boad"), ("udp", "boad,naive,epoll")] {
+                let mut c = self.osu(t, n, hosts, impls);
+                c.args(["--fanout", "--colls", "bcast,allreduce", "--sizes", "4"]);
+                c.args(["--iters", &iters.to_string(), "--warmup", "10"]);
+                c.args(["--cpu-colls", "bcast,allreduce"]);
+                c.args(["--cpu-iters", &(iters * 2).to_string()]);
+                c.args(["--syscall-colls", "bcast,allreduce"]);
+                c.args(["--syscall-iters", &si.min(iters).to_string()]);
+                self.launch(
+                    &format!(
+                        "fanout: {} receivers on {hosts} hosts, {impls} over {t}",
+                        n - 1
+                    ),
+                    c,
+                );
+            }
+        }
+    }
+
+    fn mpi(&mut self) {
+        let dir = self
+            .a
+            .out
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir)
+            .join("mpi-bin");
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            self.failures
+                .push(format!("mpi: cannot create {}: {e}", dir.display()));
+            return;
+        }
+        let p = &self.plan;
+        let max = p.local_sizes.last().copied().unwrap_or(4);
+        let (it, wu, pi) = (p.iters, p.warmup, p.pass_iters);
+        let ranks = p.local_ranks.clone();
+        for which in self.a.mpi.clone() {
+            let (cc, run) = match which.as_str() {
+                "ompi" => ("mpicc.openmpi", "mpirun.openmpi"),
+                "mpich" => ("mpicc.mpich", "mpirun.mpich"),
+                other => {
+                    self.failures
+                        .push(format!("mpi: unknown implementation {other}"));
+                    continue;
+                }
+            };
+            let exe = dir.join(format!("osu_mpi_{which}"));
+            self.progress(&format!("mpi: {cc} {}", self.a.mpi_src.display()));
+            let built = Command::new(cc)
+                .args(["-O2", "-o"])
+                .arg(&exe)
+                .arg(&self.a.mpi_src)
+                .status();
+            if !matches!(built, Ok(s) if s.success()) {
+                let msg = format!("mpi: {cc} failed ({built:?}): is {which} installed?");
+                eprintln!("boad-bench: {msg}");
+                self.failures.push(msg);
+                continue;
+            }
+            for n in &ranks {
+                for net in ["shm", "tcp"] {
+                    let name = format!("{which}-{net}");
+                    let mut c = Command::new(run);
+                    if which == "ompi" {
+                        c.args([
+                            "--allow-run-as-root",
+                            "--oversubscribe",
+                            "--mca",
+                            "pml",
+                            "ob1",
+                        ]);
+                        let btl = if net == "shm" {
+                            "self,vader"
+                        } else {
+                            "self,tcp"
+                        };
+                        c.args(["--mca", "btl", btl]);
+                        if net == "tcp" {
+                            c.args(["--mca", "btl_tcp_if_include", "lo"]);
+                        }
+                    } else if net == "tcp" {
+                        // No shared memory between local ranks: MPICH's netmod (UCX) carries
+                        // everything, and UCX only over TCP.
+                        c.env("MPIR_CVAR_NOLOCAL", "1").env("UCX_TLS", "tcp,self");
+                    }
+                    c.args(["-n", &n.to_string()]).arg(&exe);
+                    let iters = if *n > 4 { it / 2 } else { it };
+                    c.args([
+                        name.as_str(),
+                        &iters.to_string(),
+                        &wu.to_string(),
+                        &max.to_string(),
+                        &pi.to_string(),
+                    ]);
+                    self.launch(&format!("mpi: {n} ranks, {name}"), c);
+                }
+            }
+        }
+    }
+
+    fn apps(&mut self) {
+        let v = self.plan.app_vertices.to_string();
+        for app in ["pagerank", "bfs"] {
+            let exe = self.bin.join("examples").join(app);
+            if !exe.exists() {
+                let msg = format!(
+                    "apps: {} is missing (cargo build --release -p boad-benches --examples)",
+                    exe.display()
+                );
+                eprintln!("boad-bench: {msg}");
+                self.failures.push(msg);
+                continue;
+            }
+            for (t, n, hosts) in [("kernel", 9, 3), ("udp", 9, 3), ("shm", 9, 1)] {
+                let mut c = self.boadrun(t, n, hosts);
+                c.arg(&exe).args(["--vertices", &v, "--json"]);
+                c.args(["--hosts", &hosts.to_string()]);
+                self.launch(&format!("apps: {app}, {n} ranks on {hosts} hosts, {t}"), c);
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let bin = match a.bin_dir.clone() {
+        Some(d) => d,
+        None => match std::env::current_exe() {
+            Ok(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+            Err(e) => {
+                eprintln!("boad-bench: cannot find my own directory: {e} (use --bin-dir)");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("boad-bench: cannot create {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    }
+    let plan = Plan::new(a.quick);
+    let mut d = Driver {
+        a,
+        plan,
+        bin,
+        started: Instant::now(),
+        launches: 0,
+        failures: vec![],
+    };
+    for sweep in d.a.only.clone() {
+        match sweep.as_str() {
+            "local" => d.local(),
+            "cluster" => d.cluster(),
+            "fanout" => d.fanout(),
+            "mpi" => d.mpi(),
+            "apps" => d.apps(),
+            other => {
+                eprintln!("boad-bench: unknown sweep {other} (local, cluster, fanout, mpi, apps)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    d.progress(&format!(
+        "done: {} launches, results in {}",
+        d.launches,
+        d.a.out.display()
+    ));
+    if d.failures.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("boad-bench: {} problems:", d.failures.len());
+    for f in &d.failures {
+        eprintln!("  - {f}");
+    }
+    ExitCode::from(1)
+}

@@ -1,0 +1,657 @@
+//! `boad-osu`: the osu-style benchmark worker, run under `boadrun` (one launch = a whole matrix).
+//!
+//! For every implementation (`--impls boad,naive,epoll`: boad on whatever path the job runs, and
+//! the two userspace baselines of `boad_benches::baseline`) it measures, and rank 0 prints one
+//! JSON [`Record`] per line on stdout:
+//!
+//! - `latency`, for every collective and size: warm-up, then timed iterations with a barrier
+//!   between them (only the collective is timed); each rank's mean, p50 and p99; the record holds the
+//!   max over ranks of each. Roots are rank 0.
+//! - `throughput` (`--tput-colls`): collectives back to back with no barrier, roots rotating over the
+//!   ranks for bcast and reduce; ops/s = iterations / the slowest rank's wall time.
+//! - `cpu` (`--cpu-colls`): collectives back to back from root 0; this process's CPU time (user + sys,
+//!   `CLOCK_PROCESS_CPUTIME_ID`) over the loop per collective, at the root and the mean of the others.
+//! - `syscalls` (`--syscall-colls`): at the end, rank 0 (the root) and the last rank (a receiver, on
+//!   another host on a virtual cluster) attach `strace` to themselves; each loop of collectives from
+//!   root 0 is bracketed by marker calls, and the calls between them are counted
+//!   (`boad_benches::strace`) and divided by the iterations.
+//!
+//! With `--fanout`, the latency, CPU and system call numbers of each (implementation, collective,
+//! size) are merged into one `fanout` record. Reductions are `i32` sums (the kernel folds those).
+//! The baselines have no loss recovery: a lost datagram makes that case fail after `--timeout-ms`,
+//! and its record carries no numbers and a note saying so; the run goes on.
+#![deny(missing_docs)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use boad::{Communicator, DType, Op};
+use boad_benches::baseline::{Baseline, Flavor};
+use boad_benches::record::Record;
+use boad_benches::stats::{max_over_ranks, summarize, Summary};
+use boad_benches::strace::{mark, Tracer};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(about = "osu-style benchmark worker (run it under boadrun; see boad-bench)")]
+struct Args {
+    /// Implementations: boad, naive, epoll.
+    #[arg(long, value_delimiter = ',', default_value = "boad")]
+    impls: Vec<String>,
+    /// Collectives of the latency sweep.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "bcast,reduce,allreduce,allgather"
+    )]
+    colls: Vec<String>,
+    /// Message sizes in bytes (multiples of 4; per rank for allgather).
+    #[arg(long, value_delimiter = ',', default_value = "4,1024,65536,1048576")]
+    sizes: Vec<u64>,
+    /// Timed iterations for messages up to 16 KiB (a quarter up to 128 KiB, a tenth above).
+    #[arg(long, default_value_t = 200)]
+    iters: u64,
+    /// Warm-up iterations (scaled like --iters).
+    #[arg(long, default_value_t = 20)]
+    warmup: u64,
+    /// Collectives of the throughput pass (empty: none).
+    #[arg(long, value_delimiter = ',')]
+    tput_colls: Vec<String>,
+    /// Iterations of the throughput pass.
+    #[arg(long, default_value_t = 1000)]
+    tput_iters: u64,
+    /// Collectives of the CPU pass.
+    #[arg(long, value_delimiter = ',')]
+    cpu_colls: Vec<String>,
+    /// Iterations of the CPU pass.
+    #[arg(long, default_value_t = 500)]
+    cpu_iters: u64,
+    /// Collectives of the system call pass.
+    #[arg(long, value_delimiter = ',')]
+    syscall_colls: Vec<String>,
+    /// Iterations of the system call pass.
+    #[arg(long, default_value_t = 50)]
+    syscall_iters: u64,
+    /// Message size of the throughput, CPU and system call passes.
+    #[arg(long, default_value_t = 4)]
+    pass_bytes: u64,
+    /// Merge latency, CPU and system calls into `fanout` records.
+    #[arg(long)]
+    fanout: bool,
+    /// Hosts the job runs on (written into the records).
+    #[arg(long, default_value_t = 1)]
+    hosts: u32,
+    /// The transport boadrun was asked for (a boad record whose path differs says so).
+    #[arg(long, default_value = "auto")]
+    asked: String,
+    /// How long a baseline waits for a datagram before its collective fails.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
+    /// Where the strace output goes (default: the temporary directory).
+    #[arg(long)]
+    trace_dir: Option<PathBuf>,
+}
+
+/// What a benchmark loop can fail with.
+#[derive(Debug)]
+enum Failure {
+    /// boad itself failed: the job cannot go on.
+    Boad(boad::Error),
+    /// A baseline lost a datagram (or similar): this case fails, the run goes on.
+    Baseline(String),
+}
+
+impl From<boad::Error> for Failure {
+    fn from(e: boad::Error) -> Self {
+        Failure::Boad(e)
+    }
+}
+
+enum Imp {
+    Boad,
+    Base(Baseline),
+}
+
+impl Imp {
+    fn name(&self) -> &'static str {
+        match self {
+            Imp::Boad => "boad",
+            Imp::Base(b) => b.flavor().name(),
+        }
+    }
+}
+
+/// Buffers of one case: `send` (the broadcast buffer too), `recv` (p blocks for allgather).
+struct Bufs {
+    send: Vec<u8>,
+    recv: Vec<u8>,
+}
+
+impl Bufs {
+    fn new(bytes: usize, ranks: usize, rank: usize) -> Bufs {
+        let v = (rank as i32 + 1).to_le_bytes();
+        Bufs {
+            send: v.iter().copied().cycle().take(bytes).collect(),
+            recv: vec![0; bytes * ranks],
+        }
+    }
+}
+
+fn op(
+    comm: &mut Communicator,
+    imp: &mut Imp,
+    coll: &str,
+    root: usize,
+    b: &mut Bufs,
+) -> Result<(), Failure> {
+    let n = b.send.len();
+    let me = comm.rank();
+    match imp {
+        Imp::Boad => match coll {
+            "bcast" => comm.bcast_raw(&mut b.send, DType::I32, root)?,
+            "reduce" => {
+                let recv = (me == root).then_some(&mut b.recv[..n]);
+                comm.reduce_raw(&b.send, recv, DType::I32, Op::Sum, root)?
+            }
+            "allreduce" => comm.allreduce_raw(&b.send, &mut b.recv[..n], DType::I32, Op::Sum)?,
+            "allgather" => comm.allgather_raw(&b.send, &mut b.recv, DType::I32)?,
+            "barrier" => comm.barrier()?,
+            other => return Err(Failure::Baseline(format!("unknown collective {other}"))),
+        },
+        Imp::Base(base) => {
+            let r = match coll {
+                "bcast" => base.bcast(&mut b.send, root),
+                "reduce" => base.reduce(&b.send, &mut b.recv[..n], root),
+                "allreduce" => base.allreduce(&b.send, &mut b.recv[..n]),
+                "allgather" => base.allgather(&b.send, &mut b.recv),
+                other => return Err(Failure::Baseline(format!("unknown collective {other}"))),
+            };
+            r.map_err(|e| Failure::Baseline(e.to_string()))?
+        }
+    }
+    Ok(())
+}
+
+/// (warm-up, timed) iterations for `bytes`.
+fn iterations(a: &Args, bytes: u64) -> (u64, u64) {
+    let div = match bytes {
+        0..=16384 => 1,
+        16385..=131072 => 4,
+        _ => 10,
+    };
+    ((a.warmup / div).max(2), (a.iters / div).max(5))
+}
+
+/// This process's CPU time (user + sys, all threads), ns.
+fn cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the one we pass.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Every rank's `vals` (same length everywhere), rank-major.
+fn gather(comm: &mut Communicator, vals: &[f64]) -> boad::Result<Vec<Vec<f64>>> {
+    let mine: Vec<u8> = vals
+        .iter()
+        .flat_map(|v| v.to_bits().to_le_bytes())
+        .collect();
+    let mut all = vec![0u8; mine.len() * comm.size()];
+    comm.allgather_raw(&mine, &mut all, DType::U64)?;
+    Ok(all
+        .chunks_exact(mine.len().max(1))
+        .map(|r| {
+            r.chunks_exact(8)
+                .map(|w| {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(w);
+                    f64::from_bits(u64::from_le_bytes(b))
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// The first failure any rank reports (each rank passes its own, or None).
+fn agree_failure(comm: &mut Communicator, mine: &Option<String>) -> boad::Result<Option<String>> {
+    let flags = gather(comm, &[if mine.is_some() { 1.0 } else { 0.0 }])?;
+    let first = flags.iter().position(|f| f[0] != 0.0);
+    Ok(first.map(|r| match (r == comm.rank(), mine) {
+        (true, Some(m)) => m.clone(),
+        _ => format!("rank {r} failed (lost datagram: the baseline has no loss recovery)"),
+    }))
+}
+
+struct Worker {
+    a: Args,
+    comm: Communicator,
+    out: Vec<Record>,
+    /// Path boad took for the last measured case.
+    path: Option<String>,
+}
+
+impl Worker {
+    fn record(&self, name: &str, bench: &str, coll: &str, bytes: u64, iters: u64) -> Record {
+        let (implementation, path, note) = match name {
+            "boad" => {
+                let p = self.path.clone().unwrap_or_else(|| "unknown".into());
+                let note = (self.a.asked != "auto" && self.a.asked != p)
+                    .then(|| format!("asked for {}, ran on {p}", self.a.asked));
+                (format!("boad-{p}"), Some(p), note)
+            }
+            other => (other.to_string(), None, None),
+        };
+        Record {
+            bench: if self.a.fanout { "fanout" } else { bench }.into(),
+            implementation,
+            coll: coll.into(),
+            bytes,
+            ranks: self.comm.size() as u32,
+            hosts: self.a.hosts,
+            iters,
+            path,
+            note,
+            ..Default::default()
+        }
+    }
+
+    /// Adds a record (merging with the one of the same case in fanout mode) and prints it unless
+    /// merging.
+    fn put(&mut self, r: Record) {
+        if self.comm.rank() != 0 {
+            return;
+        }
+        if !self.a.fanout {
+            if let Ok(line) = serde_json::to_string(&r) {
+                println!("{line}");
+            }
+            return;
+        }
+        let same = self.out.iter_mut().find(|o| {
+            o.implementation == r.implementation && o.coll == r.coll && o.bytes == r.bytes
+        });
+        match same {
+            Some(o) => {
+                o.avg_us = o.avg_us.or(r.avg_us);
+                o.p50_us = o.p50_us.or(r.p50_us);
+                o.p99_us = o.p99_us.or(r.p99_us);
+                o.ops_per_s = o.ops_per_s.or(r.ops_per_s);
+                o.cpu_us_root = o.cpu_us_root.or(r.cpu_us_root);
+                o.cpu_us_other = o.cpu_us_other.or(r.cpu_us_other);
+                o.syscalls_root = o.syscalls_root.or(r.syscalls_root);
+                o.syscalls_receiver = o.syscalls_receiver.or(r.syscalls_receiver);
+                o.note = match (o.note.take(), r.note) {
+                    (Some(a), Some(b)) if a != b => Some(format!("{a}; {b}")),
+                    (a, b) => a.or(b),
+                };
+            }
+            None => self.out.push(r),
+        }
+    }
+
+    fn note_path(&mut self, imp: &Imp) {
+        if let Imp::Boad = imp {
+            self.path = self.comm.last_path().map(|p| p.name().to_string());
+        }
+    }
+
+    fn latency(&mut self, imp: &mut Imp, coll: &str, bytes: u64) -> Result<(), Failure> {
+        let (warm, iters) = iterations(&self.a, bytes);
+        let (p, me) = (self.comm.size(), self.comm.rank());
+        let mut b = Bufs::new(bytes as usize, p, me);
+        let mut lat = Vec::with_capacity(iters as usize);
+        let mut failed: Option<String> = None;
+        for i in 0..warm + iters {
+            let t = Instant::now();
+            if failed.is_none() {
+                match op(&mut self.comm, imp, coll, 0, &mut b) {
+                    Ok(()) => {}
+                    Err(Failure::Baseline(e)) => failed = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            let dt = t.elapsed().as_nanos() as u64;
+            if i == warm + iters - 1 {
+                self.note_path(imp);
+            }
+            if i >= warm {
+                lat.push(dt);
+            }
+            self.comm.barrier()?;
+        }
+        let s = summarize(&mut lat);
+        let failed = agree_failure(&mut self.comm, &failed)?;
+        let all = gather(&mut self.comm, &[s.mean_ns, s.p50_ns, s.p99_ns])?;
+        let per_rank: Vec<Summary> = all
+            .iter()
+            .map(|v| Summary {
+                mean_ns: v[0],
+                p50_ns: v[1],
+                p99_ns: v[2],
+            })
+            .collect();
+        let m = max_over_ranks(&per_rank);
+        let mut r = self.record(imp.name(), "latency", coll, bytes, iters);
+        if let Some(f) = failed {
+            r.note = Some(format!("failed: {f}"));
+            reset(imp);
+        } else {
+            r.avg_us = Some(m.mean_ns / 1e3);
+            r.p50_us = Some(m.p50_ns / 1e3);
+            r.p99_us = Some(m.p99_ns / 1e3);
+        }
+        self.put(r);
+        Ok(())
+    }
+
+    /// Back-to-back collectives; returns (slowest rank's wall ns, CPU ns per rank, failure).
+    fn back_to_back(
+        &mut self,
+        imp: &mut Imp,
+        coll: &str,
+        bytes: u64,
+        iters: u64,
+        rotate: bool,
+    ) -> Result<(f64, Vec<f64>, Option<String>), Failure> {
+        let (p, me) = (self.comm.size(), self.comm.rank());
+        let mut b = Bufs::new(bytes as usize, p, me);
+        // A few untimed ones first.
+        let mut failed = None;
+        for _ in 0..iters.min(10) {
+            if let Err(e) = op(&mut self.comm, imp, coll, 0, &mut b) {
+                match e {
+                    Failure::Baseline(e) => failed = Some(e),
+                    e => return Err(e),
+                }
+                break;
+            }
+        }
+        self.comm.barrier()?;
+        let (t0, c0) = (Instant::now(), cpu_ns());
+        if failed.is_none() {
+            for i in 0..iters {
+                let root = if rotate { i as usize % p } else { 0 };
+                match op(&mut self.comm, imp, coll, root, &mut b) {
+                    Ok(()) => {}
+                    Err(Failure::Baseline(e)) => {
+                        failed = Some(e);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let (wall, cpu) = (t0.elapsed().as_nanos() as f64, (cpu_ns() - c0) as f64);
+        self.note_path(imp);
+        let failed = agree_failure(&mut self.comm, &failed)?;
+        if failed.is_some() {
+            reset(imp);
+        }
+        let all = gather(&mut self.comm, &[wall, cpu])?;
+        let slowest = all.iter().map(|v| v[0]).fold(0.0, f64::max);
+        self.comm.barrier()?;
+        Ok((slowest, all.iter().map(|v| v[1]).collect(), failed))
+    }
+
+    fn throughput(&mut self, imp: &mut Imp, coll: &str) -> Result<(), Failure> {
+        let (bytes, iters) = (self.a.pass_bytes, self.a.tput_iters);
+        let rotate = matches!(coll, "bcast" | "reduce");
+        let (wall, _, failed) = self.back_to_back(imp, coll, bytes, iters, rotate)?;
+        let mut r = self.record(imp.name(), "throughput", coll, bytes, iters);
+        match failed {
+            Some(f) => r.note = Some(format!("failed: {f}")),
+            None => {
+                r.ops_per_s = Some(iters as f64 / (wall / 1e9));
+                let roots = if rotate {
+                    "roots rotating over the ranks"
+                } else {
+                    "no root"
+                };
+                r.note = Some(match r.note.take() {
+                    Some(n) => format!("{n}; back to back, {roots}"),
+                    None => format!("back to back, {roots}"),
+                });
+            }
+        }
+        self.put(r);
+        Ok(())
+    }
+
+    fn cpu(&mut self, imp: &mut Imp, coll: &str) -> Result<(), Failure> {
+        let (bytes, iters) = (self.a.pass_bytes, self.a.cpu_iters);
+        let (wall, cpu, failed) = self.back_to_back(imp, coll, bytes, iters, false)?;
+        let mut r = self.record(imp.name(), "cpu", coll, bytes, iters);
+        match failed {
+            Some(f) => r.note = Some(format!("failed: {f}")),
+            None => {
+                let per = |ns: f64| ns / iters as f64 / 1e3;
+                r.cpu_us_root = cpu.first().map(|&c| per(c));
+                let others = &cpu[1.min(cpu.len())..];
+                if !others.is_empty() {
+                    r.cpu_us_other = Some(per(others.iter().sum::<f64>() / others.len() as f64));
+                }
+                if !self.a.fanout {
+                    // Back to back from root 0: also a throughput from one root.
+                    r.ops_per_s = Some(iters as f64 / (wall / 1e9));
+                }
+            }
+        }
+        self.put(r);
+        Ok(())
+    }
+
+    /// The system call pass over every implementation (root 0, receiver = the last rank).
+    fn syscalls(&mut self, imps: &mut [Imp]) -> Result<(), Failure> {
+        let (p, me) = (self.comm.size(), self.comm.rank());
+        let (bytes, iters) = (self.a.pass_bytes, self.a.syscall_iters);
+        let traced = me == 0 || me == p - 1;
+        let dir = self.a.trace_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let file = dir.join(format!("boad-osu-strace.{}.{me}", std::process::id()));
+        let mut tracer = None;
+        let mut trouble = None;
+        if traced {
+            match Tracer::attach(&file) {
+                Ok(t) => tracer = Some(t),
+                Err(e) => trouble = Some(e.to_string()),
+            }
+        }
+        let trouble = agree_failure(&mut self.comm, &trouble)?;
+        let colls = self.a.syscall_colls.clone();
+        let mut labels = vec![];
+        for imp in imps.iter_mut() {
+            for coll in &colls {
+                let label = format!("{}-{coll}-{bytes}", imp.name());
+                let mut b = Bufs::new(bytes as usize, p, me);
+                let mut failed = None;
+                self.comm.barrier()?;
+                if trouble.is_none() {
+                    mark(&label, true);
+                    for _ in 0..iters {
+                        match op(&mut self.comm, imp, coll, 0, &mut b) {
+                            Ok(()) => {}
+                            Err(Failure::Baseline(e)) => {
+                                failed = Some(e);
+                                break;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    mark(&label, false);
+                }
+                self.note_path(imp);
+                let failed = agree_failure(&mut self.comm, &failed)?;
+                if failed.is_some() {
+                    reset(imp);
+                }
+                self.comm.barrier()?;
+                labels.push((label, imp.name(), coll.clone(), failed, self.path.clone()));
+            }
+        }
+        let counts = match tracer {
+            Some(t) => match t.finish() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("boad-osu: rank {me}: {e}");
+                    Default::default()
+                }
+            },
+            None => Default::default(),
+        };
+        let _ = std::fs::remove_file(&file);
+        let mine: Vec<f64> = labels
+            .iter()
+            .map(|(l, ..)| counts.get(l).map_or(-1.0, |&c| c as f64))
+            .collect();
+        let all = gather(&mut self.comm, &mine)?;
+        for (i, (_, name, coll, failed, path)) in labels.into_iter().enumerate() {
+            self.path = path;
+            let mut r = self.record(name, "syscalls", &coll, bytes, iters);
+            let per = |c: f64| (c >= 0.0).then(|| c / iters as f64);
+            if let Some(t) = &trouble {
+                r.note = Some(format!("no strace: {t}"));
+            } else if let Some(f) = failed {
+                r.note = Some(format!("failed: {f}"));
+            } else {
+                r.syscalls_root = per(all[0][i]);
+                r.syscalls_receiver = per(all[p - 1][i]);
+                let how = "strace -f between markers, root 0 and receiver = last rank";
+                r.note = Some(match r.note.take() {
+                    Some(n) => format!("{n}; {how}"),
+                    None => how.into(),
+                });
+            }
+            self.put(r);
+        }
+        Ok(())
+    }
+}
+
+fn reset(imp: &mut Imp) {
+    if let Imp::Base(b) = imp {
+        b.reset();
+    }
+}
+
+/// Binds a baseline and exchanges its address with every rank (through boad).
+fn baseline(comm: &mut Communicator, flavor: Flavor, timeout: Duration) -> Result<Imp, Failure> {
+    let ip = comm
+        .local_addr()
+        .map(|a| a.ip())
+        .or_else(|| {
+            std::env::var(boad::bootstrap::ENV_BIND_ADDR)
+                .ok()
+                .and_then(|s| s.parse().ok())
+        })
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let chunk = comm.chunk_bytes();
+    let mut b = Baseline::bind(flavor, ip, comm.rank(), chunk, timeout)
+        .map_err(|e| Failure::Baseline(format!("{}: {e}", flavor.name())))?;
+    let addr = b
+        .local_addr()
+        .map_err(|e| Failure::Baseline(e.to_string()))?;
+    let IpAddr::V4(v4) = addr.ip() else {
+        return Err(Failure::Baseline("the baselines need IPv4".into()));
+    };
+    let mut mine = [0u8; 8];
+    mine[..4].copy_from_slice(&v4.octets());
+    mine[4..6].copy_from_slice(&addr.port().to_le_bytes());
+    let mut all = vec![0u8; 8 * comm.size()];
+    comm.allgather_raw(&mine, &mut all, DType::U8)?;
+    let peers = all
+        .chunks_exact(8)
+        .map(|c| {
+            SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(c[0], c[1], c[2], c[3])),
+                u16::from_le_bytes([c[4], c[5]]),
+            )
+        })
+        .collect();
+    b.set_peers(peers);
+    Ok(Imp::Base(b))
+}
+
+fn run(a: Args) -> Result<(), Failure> {
+    let comm = boad::init()?;
+    for &s in &a.sizes {
+        if s == 0 || !s.is_multiple_of(4) {
+            return Err(Failure::Baseline(format!(
+                "size {s} is not a positive multiple of 4 (i32 elements)"
+            )));
+        }
+    }
+    let timeout = Duration::from_millis(a.timeout_ms);
+    let mut w = Worker {
+        a,
+        comm,
+        out: vec![],
+        path: None,
+    };
+    let mut imps = vec![];
+    for name in w.a.impls.clone() {
+        imps.push(match name.as_str() {
+            "boad" => Imp::Boad,
+            "naive" => baseline(&mut w.comm, Flavor::Naive, timeout)?,
+            "epoll" => baseline(&mut w.comm, Flavor::Epoll, timeout)?,
+            other => return Err(Failure::Baseline(format!("unknown implementation {other}"))),
+        });
+    }
+    let (colls, sizes) = (w.a.colls.clone(), w.a.sizes.clone());
+    let (tput, cpu) = (w.a.tput_colls.clone(), w.a.cpu_colls.clone());
+    for imp in imps.iter_mut() {
+        let t0 = Instant::now();
+        for coll in &colls {
+            for &bytes in &sizes {
+                w.latency(imp, coll, bytes)?;
+            }
+        }
+        for coll in &tput {
+            w.throughput(imp, coll)?;
+        }
+        for coll in &cpu {
+            w.cpu(imp, coll)?;
+        }
+        if w.comm.rank() == 0 {
+            eprintln!(
+                "boad-osu: {} ranks, {}: done in {:.1} s",
+                w.comm.size(),
+                imp.name(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+    if !w.a.syscall_colls.is_empty() {
+        w.syscalls(&mut imps)?;
+    }
+    if w.comm.rank() == 0 {
+        for r in &w.out {
+            if let Ok(line) = serde_json::to_string(r) {
+                println!("{line}");
+            }
+        }
+    }
+    w.comm.finalize()?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    match run(a) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Boad(e)) => {
+            eprintln!("boad-osu: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Baseline(e)) => {
+            eprintln!("boad-osu: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
