@@ -1,0 +1,109 @@
+//! Smoke test of the benchmark worker: `boadrun -n 3 boad-osu` over UDP (boad and both baselines)
+//! and shared memory, a tiny matrix, and sane records out.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use boad_benches::record::Record;
+
+fn target_dir() -> PathBuf {
+    // .../target/<profile>/deps/osu_smoke-<hash>
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+fn boadrun() -> PathBuf {
+    let p = target_dir().join("boadrun");
+    if !p.exists() {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-p", "boadrun"]);
+        if target_dir().ends_with("release") {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().expect("cargo build -p boadrun").success());
+    }
+    p
+}
+
+fn run(transport: &str, impls: &str, extra: &[&str]) -> Vec<Record> {
+    let out = Command::new(boadrun())
+        .args(["-n", "3", "--transport", transport, "--timeout-ms", "20000"])
+        .arg(env!("CARGO_BIN_EXE_boad-osu"))
+        .args(["--impls", impls, "--asked", transport, "--sizes", "4,4096"])
+        .args(["--iters", "10", "--warmup", "2"])
+        .args(extra)
+        .output()
+        .expect("run boadrun");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn check_latency(recs: &[Record], implementation: &str) {
+    let lat: Vec<&Record> = recs
+        .iter()
+        .filter(|r| r.bench == "latency" && r.implementation == implementation)
+        .collect();
+    assert_eq!(lat.len(), 8, "4 collectives x 2 sizes of {implementation}");
+    for r in lat {
+        let (avg, p50, p99) = (r.avg_us.unwrap(), r.p50_us.unwrap(), r.p99_us.unwrap());
+        assert!(avg > 0.0 && p50 > 0.0 && p50 <= p99, "{r:?}");
+        assert_eq!((r.ranks, r.hosts, r.iters), (3, 1, 10), "{r:?}");
+        assert!(r.note.is_none(), "{r:?}");
+    }
+}
+
+#[test]
+fn udp_with_baselines_and_shm() {
+    let have_strace = Command::new("strace").arg("-V").output().is_ok();
+    let mut extra = vec![
+        "--tput-colls",
+        "bcast,reduce,allreduce",
+        "--tput-iters",
+        "50",
+        "--cpu-colls",
+        "bcast,reduce",
+        "--cpu-iters",
+        "50",
+    ];
+    if have_strace {
+        extra.extend(["--syscall-colls", "bcast,reduce", "--syscall-iters", "10"]);
+    }
+    let recs = run("udp", "boad,naive,epoll", &extra);
+    for imp in ["boad-udp", "naive", "epoll"] {
+        check_latency(&recs, imp);
+        let tput = recs
+            .iter()
+            .filter(|r| r.bench == "throughput" && r.implementation == imp);
+        assert_eq!(tput.clone().count(), 3, "{imp}");
+        assert!(tput.into_iter().all(|r| r.ops_per_s.unwrap() > 0.0));
+        for r in recs
+            .iter()
+            .filter(|r| r.bench == "cpu" && r.implementation == imp)
+        {
+            assert!(r.cpu_us_root.unwrap() > 0.0 && r.cpu_us_other.unwrap() >= 0.0);
+        }
+    }
+    if have_strace {
+        // The naive root of a bcast makes one sendto per receiver (2), a receiver one recvfrom.
+        let naive = recs
+            .iter()
+            .find(|r| r.bench == "syscalls" && r.implementation == "naive" && r.coll == "bcast")
+            .expect("naive bcast syscalls");
+        assert_eq!(naive.syscalls_root, Some(2.0), "{naive:?}");
+        assert_eq!(naive.syscalls_receiver, Some(1.0), "{naive:?}");
+    }
+    let shm = run("shm", "boad", &[]);
+    check_latency(&shm, "boad-shm");
+    assert!(shm.iter().all(|r| r.path.as_deref() == Some("shm")));
+}
