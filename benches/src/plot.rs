@@ -142,7 +142,10 @@ pub struct Outcome {
 /// skipped and one that fails to draw is recorded; neither stops the others.
 /// Needs [`load_font`] first.
 pub fn plot_all(records: &[Record], out: &Path) -> Outcome {
-    let mut results = vec![bcast_latency_vs_receivers(records, out)];
+    let mut results = vec![];
+    for coll in ["bcast", "allreduce"] {
+        results.push(latency_vs_receivers(records, coll, out));
+    }
     for coll in ["allreduce", "reduce"] {
         results.push(throughput_vs_fanout(records, coll, out));
     }
@@ -387,17 +390,22 @@ fn written(file: &str, title: &str) -> Drawn {
     })
 }
 
-/// `bcast-latency-vs-receivers.png`: broadcast latency (mean, and p99 dashed) against receivers
-/// (ranks - 1), one line per implementation, from `fanout` records of `bcast`.
-pub fn bcast_latency_vs_receivers(records: &[Record], out: &Path) -> Result<Drawn, PlotError> {
-    const FILE: &str = "bcast-latency-vs-receivers.png";
+/// `<coll>-latency-vs-receivers.png` (`bcast-latency-vs-receivers.png`, the BOAD paper's figure):
+/// latency (mean, and p99 dashed) against receivers (ranks - 1), one line per implementation, from
+/// `fanout` records of `coll`.
+pub fn latency_vs_receivers(
+    records: &[Record],
+    coll: &str,
+    out: &Path,
+) -> Result<Drawn, PlotError> {
+    let file = format!("{coll}-latency-vs-receivers.png");
     let rs: Vec<&Record> = records
         .iter()
-        .filter(|r| r.bench == "fanout" && r.coll == "bcast" && r.avg_us.is_some())
+        .filter(|r| r.bench == "fanout" && r.coll == coll && r.avg_us.is_some())
         .collect();
     let Some(bytes) = common_bytes(rs.iter().copied()) else {
         return Ok(Drawn::Skipped(format!(
-            "{FILE}: no records with bench \"fanout\", coll \"bcast\" and avg_us"
+            "{file}: no records with bench \"fanout\", coll \"{coll}\" and avg_us"
         )));
     };
     let lines = collect_lines(
@@ -405,9 +413,9 @@ pub fn bcast_latency_vs_receivers(records: &[Record], out: &Path) -> Result<Draw
         |r| u64::from(receivers(r)),
         |r| r.avg_us.map(|a| (a, r.p99_us)),
     );
-    let title = "Broadcast latency vs number of receivers";
+    let title = format!("{} latency vs number of receivers", capitalized(coll));
     let chart = LineChart {
-        title: title.into(),
+        title: title.clone(),
         subtitle: format!(
             "{} messages, bench fanout; solid: mean, dashed: p99 (max over ranks)",
             fmt_bytes(bytes as f64)
@@ -419,8 +427,8 @@ pub fn bcast_latency_vs_receivers(records: &[Record], out: &Path) -> Result<Draw
         series: series_of(&lines, true),
         reference: None,
     };
-    draw_line_chart(&out.join(FILE), &chart)?;
-    Ok(written(FILE, title))
+    draw_line_chart(&out.join(&file), &chart)?;
+    Ok(written(&file, &title))
 }
 
 /// `<coll>-throughput-vs-fanout.png`: collectives per second against receivers, one line per
@@ -453,12 +461,20 @@ pub fn throughput_vs_fanout(
         |r| r.ops_per_s.map(|o| (o, None)),
     );
     let title = format!("{} throughput vs fan-out", capitalized(coll));
+    let fanouts: BTreeSet<u64> = lines
+        .values()
+        .flat_map(|l| l.points.keys().copied())
+        .collect();
+    let mut subtitle = format!(
+        "{} per rank; collectives completed per second",
+        fmt_bytes(bytes as f64)
+    );
+    if let (1, Some(x)) = (fanouts.len(), fanouts.first()) {
+        subtitle = format!("{subtitle}; only one fan-out measured ({x} receivers)");
+    }
     let chart = LineChart {
         title: title.clone(),
-        subtitle: format!(
-            "{} per rank; collectives completed per second",
-            fmt_bytes(bytes as f64)
-        ),
+        subtitle,
         x: AxisKind::Count,
         y: AxisKind::Value,
         x_desc: "receivers (ranks - 1)".into(),
@@ -570,8 +586,8 @@ pub enum RootCost {
 }
 
 /// `root-cpu-vs-fanout.png` / `root-syscalls-vs-fanout.png`: the root's CPU time or system calls
-/// per broadcast against receivers, one line per implementation, from any `bcast` record with the
-/// field.
+/// per broadcast against receivers, one line per implementation, from the `fanout` records of
+/// `bcast` with the field (from any bench's when no `fanout` record has it).
 pub fn root_cost_vs_fanout(
     records: &[Record],
     cost: RootCost,
@@ -584,10 +600,14 @@ pub fn root_cost_vs_fanout(
             r.syscalls_root
         }),
     };
-    let rs: Vec<&Record> = records
+    let mut rs: Vec<&Record> = records
         .iter()
         .filter(|r| r.coll == "bcast" && value(r).is_some())
         .collect();
+    // One sweep, not a mix: the fan-out sweep's records when there are any.
+    if rs.iter().any(|r| r.bench == "fanout") {
+        rs.retain(|r| r.bench == "fanout");
+    }
     let Some(bytes) = common_bytes(rs.iter().copied()) else {
         return Ok(Drawn::Skipped(format!(
             "{file}: no records with coll \"bcast\" and {field}"
@@ -624,14 +644,17 @@ pub fn root_cost_vs_fanout(
     Ok(written(file, title))
 }
 
-/// One problem size of an application: implementation -> (total s, comm s).
-type AppGroup = BTreeMap<(usize, String), (f64, Option<f64>)>;
+/// A bar of `app-time.png`: an implementation on a number of ranks and hosts.
+type BarKey = ((usize, String), u32, u32);
+/// One problem size of an application: bar -> (total s, comm s).
+type AppGroup = BTreeMap<BarKey, (f64, Option<f64>)>;
 
 /// `app-time.png`: for each application (a panel) and problem size (a group of bars), one bar per
-/// implementation: total wall time (light) with the time inside collectives (solid) in front.
+/// implementation (and ranks/hosts): total wall time (light) with the time inside collectives
+/// (solid) in front.
 pub fn app_time(records: &[Record], out: &Path) -> Result<Drawn, PlotError> {
     const FILE: &str = "app-time.png";
-    let mut apps: BTreeMap<String, BTreeMap<(u64, u32, u32), AppGroup>> = BTreeMap::new();
+    let mut apps: BTreeMap<String, BTreeMap<u64, AppGroup>> = BTreeMap::new();
     for r in records {
         if r.bench != "app" {
             continue;
@@ -639,9 +662,12 @@ pub fn app_time(records: &[Record], out: &Path) -> Result<Drawn, PlotError> {
         if let Some(total) = r.total_s {
             apps.entry(r.coll.clone())
                 .or_default()
-                .entry((r.bytes, r.ranks, r.hosts))
+                .entry(r.bytes)
                 .or_default()
-                .insert(implementation_key(&r.implementation), (total, r.comm_s));
+                .insert(
+                    (implementation_key(&r.implementation), r.ranks, r.hosts),
+                    (total, r.comm_s),
+                );
         }
     }
     if apps.is_empty() {
@@ -649,30 +675,50 @@ pub fn app_time(records: &[Record], out: &Path) -> Result<Drawn, PlotError> {
             "{FILE}: no records with bench \"app\" and total_s"
         )));
     }
-    let names = implementations(
-        records
-            .iter()
-            .filter(|r| r.bench == "app" && r.total_s.is_some()),
-    );
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let colors: BTreeMap<String, RGBColor> =
-        names.iter().cloned().zip(assign_colors(&refs)).collect();
+    let bars: BTreeSet<BarKey> = apps
+        .values()
+        .flat_map(|g| g.values())
+        .flat_map(|b| b.keys().cloned())
+        .collect();
+    let ranks: BTreeSet<u32> = bars.iter().map(|b| b.1).collect();
+    let hosts: BTreeSet<u32> = bars.iter().map(|b| b.2).collect();
+    let label = |((_, name), r, h): &BarKey| {
+        let on = if *h <= 1 {
+            "1 host".to_string()
+        } else {
+            format!("{h} hosts")
+        };
+        match (ranks.len() > 1, hosts.len() > 1) {
+            (true, _) => format!("{name} ({r} ranks, {on})"),
+            (false, true) => format!("{name} ({on})"),
+            (false, false) => name.clone(),
+        }
+    };
+    let names: Vec<&str> = bars.iter().map(|b| b.0 .1.as_str()).collect();
+    let colors: BTreeMap<BarKey, RGBColor> =
+        bars.iter().cloned().zip(assign_colors(&names)).collect();
     let title = "Applications: total time and time in collectives";
+    let mut subtitle =
+        "light bar: total wall time; solid bar: time inside collectives (max over ranks)"
+            .to_string();
+    if let (1, Some(r)) = (ranks.len(), ranks.first()) {
+        subtitle = format!("{r} ranks; {subtitle}");
+    }
     let path = out.join(FILE);
     let drawn = (|| -> DrawResult {
         let root = BitMapBackend::new(&path, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE)?;
         let body = root.titled(title, (FAMILY, 26))?;
         let body = body.titled(
-            "light bar: total wall time; solid bar: time inside collectives (both max over ranks)",
+            &subtitle,
             (FAMILY, 16).into_font().color(&RGBColor(80, 80, 80)),
         )?;
         let (plots, legend) = body.split_horizontally(WIDTH - LEGEND_WIDTH);
-        let entries: Vec<LegendEntry> = names
+        let entries: Vec<LegendEntry> = bars
             .iter()
-            .map(|n| LegendEntry {
-                label: n.clone(),
-                color: colors.get(n).copied().unwrap_or(BLACK),
+            .map(|b| LegendEntry {
+                label: label(b),
+                color: colors.get(b).copied().unwrap_or(BLACK),
                 mark: Mark::Bar,
             })
             .collect();
@@ -694,34 +740,15 @@ pub fn app_time(records: &[Record], out: &Path) -> Result<Drawn, PlotError> {
 fn draw_app_panel(
     panel: &Area<'_>,
     app: &str,
-    groups: &BTreeMap<(u64, u32, u32), AppGroup>,
-    colors: &BTreeMap<String, RGBColor>,
+    groups: &BTreeMap<u64, AppGroup>,
+    colors: &BTreeMap<BarKey, RGBColor>,
 ) -> DrawResult {
-    let configs: BTreeSet<(u32, u32)> = groups.keys().map(|&(_, r, h)| (r, h)).collect();
     let group_labels: Vec<String> = groups
         .keys()
-        .map(|&(v, r, h)| {
-            let v = fmt_axis_number(v as f64);
-            if configs.len() > 1 {
-                format!("{v} v, {r} ranks/{h} hosts")
-            } else {
-                format!("{v} vertices")
-            }
-        })
+        .map(|&v| format!("{} vertices", fmt_axis_number(v as f64)))
         .collect();
-    let caption = match configs.iter().next() {
-        Some((r, h)) if configs.len() == 1 => {
-            let on = if *h <= 1 {
-                "one host".to_string()
-            } else {
-                format!("{h} hosts")
-            };
-            format!("{app}: {r} ranks on {on}")
-        }
-        _ => app.to_string(),
-    };
-    let impls: BTreeSet<&(usize, String)> = groups.values().flat_map(|g| g.keys()).collect();
-    let impls: Vec<&(usize, String)> = impls.into_iter().collect();
+    let bars: BTreeSet<&BarKey> = groups.values().flat_map(|g| g.keys()).collect();
+    let bars: Vec<&BarKey> = bars.into_iter().collect();
     let values: Vec<f64> = groups
         .values()
         .flat_map(|g| g.values())
@@ -738,7 +765,7 @@ fn draw_app_panel(
         kind: AxisKind::Count,
     };
     let mut chart = ChartBuilder::on(panel)
-        .caption(caption, (FAMILY, 20))
+        .caption(app, (FAMILY, 20))
         .margin(10)
         .x_label_area_size(45)
         .y_label_area_size(75)
@@ -761,14 +788,14 @@ fn draw_app_panel(
         .label_style((FAMILY, 15))
         .axis_desc_style((FAMILY, 17))
         .draw()?;
-    let width = 0.8 / impls.len().max(1) as f64;
+    let width = 0.8 / bars.len().max(1) as f64;
     for (gi, group) in groups.values().enumerate() {
-        for (ii, key) in impls.iter().enumerate() {
+        for (bi, key) in bars.iter().enumerate() {
             let Some(&(total, comm)) = group.get(*key) else {
                 continue;
             };
-            let color = colors.get(&key.1).copied().unwrap_or(BLACK);
-            let x0 = gi as f64 - 0.4 + ii as f64 * width + width * 0.08;
+            let color = colors.get(*key).copied().unwrap_or(BLACK);
+            let x0 = gi as f64 - 0.4 + bi as f64 * width + width * 0.08;
             let x1 = x0 + width * 0.84;
             let bar = |v: f64| y.t(v).map(|top| [(x0, y.lo), (x1, top.max(y.lo))]);
             if let Some(b) = bar(total) {
@@ -802,7 +829,7 @@ fn capitalized(coll: &str) -> String {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum AxisKind {
-    /// Small integers (receivers), linear.
+    /// Small integers (receivers): linear, or log2 when they span three doublings.
     Count,
     /// Message sizes: always logarithmic, ticks at powers of two.
     Bytes,
@@ -834,6 +861,20 @@ impl Axis {
             };
         }
         match kind {
+            AxisKind::Count if min >= 1.0 && max / min >= 8.0 => {
+                // Fan-outs that double (2, 4, ..., 64): a log2 axis with a tick per power of two.
+                let (lo2, hi2) = (min.log2() - 0.3, max.log2() + 0.3);
+                let ticks = ((lo2.ceil() as i32)..=(hi2.floor() as i32))
+                    .map(|e| f64::from(e) * std::f64::consts::LOG10_2)
+                    .collect();
+                Axis {
+                    log: true,
+                    lo: lo2 * std::f64::consts::LOG10_2,
+                    hi: hi2 * std::f64::consts::LOG10_2,
+                    ticks,
+                    kind,
+                }
+            }
             AxisKind::Count => {
                 let lo = (min - 0.5).max(-0.5);
                 let hi = max + 0.5;
@@ -1200,8 +1241,13 @@ pub(crate) mod tests {
         let host = ["boad-shm", "boad-udp", "ompi-shm", "mpich-shm"];
         for (i, imp) in cluster.iter().enumerate() {
             let f = 1.0 + i as f64;
-            for ranks in 2..=9 {
-                let mut r = rec("fanout", imp, "bcast", 4, ranks, ranks.min(3));
+            // The fan-out sweep's shape: 2 to 64 receivers (and 9 ranks, the bar's).
+            for ranks in [2, 3, 5, 9, 17, 33, 65] {
+                let mut a = rec("fanout", imp, "allreduce", 4, ranks, ranks.min(8));
+                a.avg_us = Some(f * 12.0 * f64::from(ranks));
+                a.p99_us = Some(f * 30.0 * f64::from(ranks));
+                v.push(a);
+                let mut r = rec("fanout", imp, "bcast", 4, ranks, ranks.min(8));
                 r.avg_us = Some(f * 10.0 * f64::from(ranks));
                 r.p99_us = Some(f * 25.0 * f64::from(ranks));
                 r.cpu_us_root = Some(f * 2.0 * f64::from(ranks));
@@ -1213,7 +1259,7 @@ pub(crate) mod tests {
                 r.path = (*imp == "boad-kernel").then(|| "kernel".to_string());
                 v.push(r);
                 for coll in ["allreduce", "reduce"] {
-                    let mut t = rec("throughput", imp, coll, 4, ranks, ranks.min(3));
+                    let mut t = rec("throughput", imp, coll, 4, ranks, ranks.min(8));
                     t.ops_per_s = Some(1e5 / (f * f64::from(ranks)));
                     v.push(t);
                 }
@@ -1293,6 +1339,7 @@ pub(crate) mod tests {
         let files: Vec<&str> = outcome.written.iter().map(|f| f.file.as_str()).collect();
         for want in [
             "bcast-latency-vs-receivers.png",
+            "allreduce-latency-vs-receivers.png",
             "allreduce-throughput-vs-fanout.png",
             "reduce-throughput-vs-fanout.png",
             "latency-vs-size-bcast-cluster.png",
@@ -1303,7 +1350,7 @@ pub(crate) mod tests {
         ] {
             assert!(files.contains(&want), "{want} not in {files:?}");
         }
-        assert_eq!(files.len(), 3 + 2 * SIZE_COLLECTIVES.len() + 3);
+        assert_eq!(files.len(), 4 + 2 * SIZE_COLLECTIVES.len() + 3);
         for f in &outcome.written {
             assert_eq!(png_size(&dir.join(&f.file)), (WIDTH, HEIGHT), "{}", f.file);
         }

@@ -420,10 +420,12 @@ pub fn fmt_s(v: f64) -> String {
         format!("{v:.0}")
     } else if a >= 10.0 {
         format!("{v:.1}")
-    } else if a >= 1.0 {
+    } else if a >= 1.0 || a == 0.0 {
         format!("{v:.2}")
     } else {
-        format!("{v:.4}")
+        // Three significant digits: 0.123, 0.0456.
+        let decimals = (2.0 - a.log10().floor()).clamp(3.0, 9.0) as usize;
+        format!("{v:.decimals$}")
     }
 }
 
@@ -471,9 +473,19 @@ fn hosts_text(hosts: u32) -> String {
 
 /// A markdown table; columns from `numeric_from` on are right-aligned.
 fn table(out: &mut String, header: &[String], numeric_from: usize, rows: &[Vec<String>]) {
+    table_aligned(out, header, |i| i >= numeric_from, rows);
+}
+
+/// A markdown table; the columns `right` says are right-aligned.
+fn table_aligned(
+    out: &mut String,
+    header: &[String],
+    right: impl Fn(usize) -> bool,
+    rows: &[Vec<String>],
+) {
     let _ = writeln!(out, "| {} |", header.join(" | "));
     let align: Vec<&str> = (0..header.len())
-        .map(|i| if i >= numeric_from { "---:" } else { "---" })
+        .map(|i| if right(i) { "---:" } else { "---" })
         .collect();
     let _ = writeln!(out, "| {} |", align.join(" | "));
     for row in rows {
@@ -541,15 +553,11 @@ fn bar_section(out: &mut String, records: &[Record]) {
             ]
         })
         .collect();
-    table(
-        out,
-        &[
-            "#", "item", "measured", "target", "result", "margin", "from",
-        ]
-        .map(String::from),
-        2,
-        &rows,
-    );
+    let header = [
+        "#", "item", "measured", "target", "result", "margin", "from",
+    ]
+    .map(String::from);
+    table_aligned(out, &header, |i| [0, 2, 3, 5].contains(&i), &rows);
 }
 
 fn figures_section(out: &mut String, figures: &[Figure]) {
@@ -872,15 +880,16 @@ fn cost_section(out: &mut String, records: &[Record]) {
 
 fn apps_section(out: &mut String, records: &[Record]) {
     let _ = writeln!(out, "## Applications\n");
-    type Key = (String, u64, u32, u32);
-    let mut rows: BTreeMap<Key, BTreeMap<(usize, String), &Record>> = BTreeMap::new();
+    // (app, vertices, ranks) -> (implementation, hosts) -> last record
+    type Rows<'a> = BTreeMap<(String, u64, u32), BTreeMap<((usize, String), u32), &'a Record>>;
+    let mut rows: Rows = BTreeMap::new();
     for r in records
         .iter()
         .filter(|r| r.bench == "app" && (r.total_s.is_some() || r.comm_s.is_some()))
     {
-        rows.entry((r.coll.clone(), r.bytes, r.ranks, r.hosts))
+        rows.entry((r.coll.clone(), r.bytes, r.ranks))
             .or_default()
-            .insert(implementation_key(&r.implementation), r);
+            .insert((implementation_key(&r.implementation), r.hosts), r);
     }
     if rows.is_empty() {
         let _ = writeln!(
@@ -892,7 +901,8 @@ fn apps_section(out: &mut String, records: &[Record]) {
     let _ = writeln!(
         out,
         "Wall time and time inside collectives, seconds (max over ranks); the last column is the \
-         total over boad-udp's in the same run configuration.\n"
+         total over boad-udp's for the same application, vertices and ranks (hosts may differ: \
+         see the hosts column).\n"
     );
     let header = [
         "application",
@@ -907,12 +917,12 @@ fn apps_section(out: &mut String, records: &[Record]) {
     ]
     .map(String::from);
     let mut body = vec![];
-    for ((app, vertices, ranks, hosts), m) in &rows {
+    for ((app, vertices, ranks), m) in &rows {
         let udp = m
             .iter()
-            .find(|(k, _)| k.1 == "boad-udp")
+            .find(|(k, _)| k.0 .1 == "boad-udp")
             .and_then(|(_, r)| r.total_s);
-        for ((_, imp), r) in m {
+        for (((_, imp), hosts), r) in m {
             let share = match (r.comm_s, r.total_s) {
                 (Some(c), Some(t)) if t > 0.0 => format!("{:.0}%", c / t * 100.0),
                 _ => "-".into(),
@@ -947,7 +957,9 @@ fn notes_section(out: &mut String, records: &[Record]) {
         return;
     }
     let _ = writeln!(out, "## Notes in the records\n");
-    for (note, on) in notes {
+    const MAX_NOTES: usize = 30;
+    let distinct = notes.len();
+    for (note, on) in notes.into_iter().take(MAX_NOTES) {
         let on: Vec<String> = on.into_iter().collect();
         let shown = on.iter().take(6).cloned().collect::<Vec<_>>().join("; ");
         let more = if on.len() > 6 {
@@ -956,6 +968,13 @@ fn notes_section(out: &mut String, records: &[Record]) {
             String::new()
         };
         let _ = writeln!(out, "- {} ({shown}{more})", note.replace('\n', " "));
+    }
+    if distinct > MAX_NOTES {
+        let _ = writeln!(
+            out,
+            "- and {} more distinct notes (see the records)",
+            distinct - MAX_NOTES
+        );
     }
     out.push('\n');
 }
@@ -1118,7 +1137,7 @@ mod tests {
         assert!(bar
             .iter()
             .any(|c| c.item.starts_with("reduce") && close(c.measured, 2.0)));
-        assert_eq!(bar.iter().filter(|c| c.unit == Unit::Count).count(), 8);
+        assert_eq!(bar.iter().filter(|c| c.unit == Unit::Count).count(), 7);
         // And it can be written where the figures go.
         let dir = temp_dir("report");
         write(&dir.join("report.md"), &text).unwrap();
@@ -1127,6 +1146,17 @@ mod tests {
             "markdown is not JSON lines"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(fmt_s(0.1), "0.100");
+        assert_eq!(fmt_s(0.0456), "0.0456");
+        assert_eq!(fmt_s(12.345), "12.3");
+        assert_eq!(fmt_ops(1_234_567.0), "1,234,567");
+        assert_eq!(fmt_ops(999.4), "999");
+        assert_eq!(fmt_us(9.012), "9.01");
+        assert_eq!(fmt_us(60.14), "60.1");
     }
 
     #[test]
