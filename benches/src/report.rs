@@ -497,8 +497,14 @@ fn table_aligned(
 // ---------------------------------------------------------------------------------------------
 // The report.
 
-/// The whole `report.md`: `source` names the results file, `figures` are the PNGs beside it.
-pub fn render(records: &[Record], source: &str, figures: &[Figure]) -> String {
+/// The whole `report.md`: `source` names the results file, `figures` are the PNGs beside it and
+/// `not_drawn` says which figures are missing and why.
+pub fn render(
+    records: &[Record],
+    source: &str,
+    figures: &[Figure],
+    not_drawn: &[String],
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# boad benchmark report\n");
     let _ = writeln!(
@@ -510,7 +516,7 @@ pub fn render(records: &[Record], source: &str, figures: &[Figure]) -> String {
         records.len()
     );
     bar_section(&mut out, records);
-    figures_section(&mut out, figures);
+    figures_section(&mut out, figures, not_drawn);
     latency_section(&mut out, records);
     shm_vs_mpi_section(&mut out, records);
     fanout_section(&mut out, records);
@@ -560,16 +566,19 @@ fn bar_section(out: &mut String, records: &[Record]) {
     table_aligned(out, &header, |i| [0, 2, 3, 5].contains(&i), &rows);
 }
 
-fn figures_section(out: &mut String, figures: &[Figure]) {
+fn figures_section(out: &mut String, figures: &[Figure], not_drawn: &[String]) {
     let _ = writeln!(out, "## Figures\n");
-    if figures.is_empty() {
-        let _ = writeln!(
-            out,
-            "No figures (no data for any, or they were not drawn).\n"
-        );
-    }
     for f in figures {
         let _ = writeln!(out, "![{}]({})\n", f.title, f.file);
+    }
+    if !not_drawn.is_empty() {
+        let _ = writeln!(out, "Not drawn:\n");
+        for why in not_drawn {
+            let _ = writeln!(out, "- {why}");
+        }
+        out.push('\n');
+    } else if figures.is_empty() {
+        let _ = writeln!(out, "No figures.\n");
     }
 }
 
@@ -1095,8 +1104,14 @@ mod tests {
         assert_eq!(b[0].verdict(), "no data");
         let b = bar_bcast_latency(&[lat("boad-kernel", 1.0, 1.0)]);
         assert!(b[0].detail.contains("boad-udp"), "{}", b[0].detail);
-        let text = render(&[], "empty.jsonl", &[]);
+        let text = render(
+            &[],
+            "empty.jsonl",
+            &[],
+            &["app-time.png: no records".into()],
+        );
         assert!(text.contains("(0 records)"));
+        assert!(text.contains("- app-time.png: no records"));
         for section in [
             "## Latency",
             "## Fan-out",
@@ -1115,7 +1130,7 @@ mod tests {
             file: "app-time.png".into(),
             title: "Applications".into(),
         }];
-        let text = render(&synthetic(), "synthetic.jsonl", &figures);
+        let text = render(&synthetic(), "synthetic.jsonl", &figures, &[]);
         for want in [
             "## The bar",
             "### bcast: 9 ranks on 3 hosts",

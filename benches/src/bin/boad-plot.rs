@@ -63,10 +63,16 @@ fn run(args: &Args) -> Result<ExitCode, PlotError> {
     for f in &outcome.written {
         println!("wrote {}", args.out.join(&f.file).display());
     }
+    let mut not_drawn = outcome.skipped.clone();
+    not_drawn.extend(outcome.failed.iter().map(|e| e.to_string()));
+    if let Err(e) = &font {
+        not_drawn.push(format!("all figures: {e}"));
+    }
     let text = report::render(
         &records,
         &args.results.display().to_string(),
         &outcome.written,
+        &not_drawn,
     );
     let report_path = args.out.join("report.md");
     report::write(&report_path, &text)?;
