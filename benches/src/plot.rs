@@ -184,6 +184,23 @@ pub const IMPLEMENTATIONS: [&str; 9] = [
     "mpich-shm",
 ];
 
+/// Who a record measured, as figures and tables name it: its `implementation`, except that a boad
+/// record whose note says the job ran on another path than it asked for (`asked for kernel, ran on
+/// udp`, the worker's wording) is `boad-udp (asked kernel)`, kept apart from a real boad-udp run.
+pub fn who(r: &Record) -> String {
+    let asked = r
+        .note
+        .as_deref()
+        .filter(|_| r.implementation.starts_with("boad-"))
+        .and_then(|n| n.split("asked for ").nth(1))
+        .and_then(|rest| rest.split([',', ';', ' ']).next())
+        .filter(|a| !a.is_empty());
+    match asked {
+        Some(a) => format!("{} (asked {a})", r.implementation),
+        None => r.implementation.clone(),
+    }
+}
+
 /// Sort key of an implementation: its place in [`IMPLEMENTATIONS`], then its name.
 pub fn implementation_key(name: &str) -> (usize, String) {
     let i = IMPLEMENTATIONS
@@ -197,7 +214,7 @@ pub fn implementation_key(name: &str) -> (usize, String) {
 pub fn implementations<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<String> {
     let set: BTreeSet<(usize, String)> = records
         .into_iter()
-        .map(|r| implementation_key(&r.implementation))
+        .map(|r| implementation_key(&who(r)))
         .collect();
     set.into_iter().map(|(_, n)| n).collect()
 }
@@ -322,7 +339,7 @@ fn collect_lines<'a>(
     for r in records {
         if let Some(v) = y(r) {
             lines
-                .entry((implementation_key(&r.implementation), r.hosts <= 1))
+                .entry((implementation_key(&who(r)), r.hosts <= 1))
                 .or_default()
                 .points
                 .insert(x(r), v);
@@ -665,7 +682,7 @@ pub fn app_time(records: &[Record], out: &Path) -> Result<Drawn, PlotError> {
                 .entry(r.bytes)
                 .or_default()
                 .insert(
-                    (implementation_key(&r.implementation), r.ranks, r.hosts),
+                    (implementation_key(&who(r)), r.ranks, r.hosts),
                     (total, r.comm_s),
                 );
         }
@@ -1410,5 +1427,10 @@ pub(crate) mod tests {
             Some(4)
         );
         assert_eq!(receivers(&rec("a", "b", "c", 8, 9, 3)), 8);
+        let mut fell_back = rec("fanout", "boad-udp", "bcast", 4, 9, 3);
+        fell_back.note = Some("asked for kernel, ran on udp".into());
+        assert_eq!(who(&fell_back), "boad-udp (asked kernel)");
+        fell_back.note = Some("lost datagram".into());
+        assert_eq!(who(&fell_back), "boad-udp");
     }
 }

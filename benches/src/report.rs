@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::plot::{implementation_key, implementations, Figure, PlotError};
+use crate::plot::{implementation_key, implementations, who, Figure, PlotError};
 use crate::record::{self, Record};
 
 /// Bar item 1: how much lower boad-kernel's mean bcast latency must be than boad-udp's, percent.
@@ -186,7 +186,7 @@ pub fn bar_bcast_latency(records: &[Record]) -> Vec<BarCheck> {
         .map(|(what, target, field, name)| {
             let find = |imp: &str| {
                 pick(records, &["latency", "fanout"], |r| {
-                    r.implementation == imp
+                    who(r) == imp
                         && r.coll == "bcast"
                         && r.bytes == 4
                         && r.ranks == 9
@@ -246,7 +246,7 @@ pub fn bar_throughput(records: &[Record]) -> Vec<BarCheck> {
     let mut out = vec![];
     for coll in ["reduce", "allreduce"] {
         let matches = |r: &Record, imp: &str, bytes: Option<u64>| {
-            r.implementation == imp
+            who(r) == imp
                 && r.coll == coll
                 && r.ranks == 9
                 && r.hosts > 1
@@ -344,7 +344,7 @@ pub fn bar_throughput(records: &[Record]) -> Vec<BarCheck> {
 pub fn bar_root_syscalls(records: &[Record]) -> Vec<BarCheck> {
     let mut last: BTreeMap<(u32, u32, u64), &Record> = BTreeMap::new();
     for r in records {
-        if r.implementation == "boad-kernel" && r.coll == "bcast" && r.syscalls_root.is_some() {
+        if who(r) == "boad-kernel" && r.coll == "bcast" && r.syscalls_root.is_some() {
             last.insert((r.ranks, r.hosts, r.bytes), r);
         }
     }
@@ -599,7 +599,7 @@ fn latency_section(out: &mut String, records: &[Record]) {
             .or_default()
             .entry(r.bytes)
             .or_default()
-            .insert(implementation_key(&r.implementation), r);
+            .insert(implementation_key(&who(r)), r);
     }
     if groups.is_empty() {
         let _ = writeln!(out, "No data (no records with bench latency and avg_us).\n");
@@ -667,10 +667,10 @@ fn shm_vs_mpi_section(out: &mut String, records: &[Record]) {
         type Rows<'a> = BTreeMap<((usize, String), u64), BTreeMap<(usize, String), &'a Record>>;
         let mut rows: Rows = BTreeMap::new();
         for r in one_host.iter().filter(|r| r.ranks == n) {
-            if r.implementation == "boad-shm" || is_mpi(&r.implementation) {
+            if who(r) == "boad-shm" || is_mpi(&r.implementation) {
                 rows.entry((coll_key(&r.coll), r.bytes))
                     .or_default()
-                    .insert(implementation_key(&r.implementation), r);
+                    .insert(implementation_key(&who(r)), r);
             }
         }
         rows.retain(|_, m| m.keys().any(|k| k.1 == "boad-shm"));
@@ -731,7 +731,7 @@ fn fanout_section(out: &mut String, records: &[Record]) {
             .or_default()
             .entry((r.ranks, r.hosts))
             .or_default()
-            .insert(implementation_key(&r.implementation), r);
+            .insert(implementation_key(&who(r)), r);
     }
     if groups.is_empty() {
         let _ = writeln!(out, "No data (no records with bench fanout and avg_us).\n");
@@ -769,7 +769,7 @@ fn throughput_section(out: &mut String, records: &[Record]) {
     for r in with_ops {
         rows.entry((coll_key(&r.coll), r.bytes, r.ranks, r.hosts))
             .or_default()
-            .insert(implementation_key(&r.implementation), r);
+            .insert(implementation_key(&who(r)), r);
     }
     if rows.is_empty() {
         let _ = writeln!(out, "No data (no records with ops_per_s).\n");
@@ -834,7 +834,7 @@ fn cost_section(out: &mut String, records: &[Record]) {
                 r.bytes,
                 r.ranks,
                 r.hosts,
-                implementation_key(&r.implementation),
+                implementation_key(&who(r)),
                 r.bench.clone(),
             ),
             r,
@@ -898,7 +898,7 @@ fn apps_section(out: &mut String, records: &[Record]) {
     {
         rows.entry((r.coll.clone(), r.bytes, r.ranks))
             .or_default()
-            .insert((implementation_key(&r.implementation), r.hosts), r);
+            .insert((implementation_key(&who(r)), r.hosts), r);
     }
     if rows.is_empty() {
         let _ = writeln!(
@@ -959,7 +959,7 @@ fn notes_section(out: &mut String, records: &[Record]) {
             notes
                 .entry(n)
                 .or_default()
-                .insert(format!("{} {} {}", r.implementation, r.bench, r.coll));
+                .insert(format!("{} {} {}", who(r), r.bench, r.coll));
         }
     }
     if notes.is_empty() {
