@@ -44,9 +44,9 @@ pub fn mark(label: &str, begin: bool) {
 /// Counts, for every label, the system calls made between its begin and end markers (by any
 /// traced thread, markers excluded). A call is counted once: on its first line (complete or
 /// `<unfinished ...>`); `<... resumed>` lines, signals (`---`) and exits (`+++`) are not calls.
-pub fn count_marked(trace: &str) -> BTreeMap<String, u64> {
+pub fn count_marked(trace: &str) -> BTreeMap<String, Calls> {
     let mut out = BTreeMap::new();
-    let mut open: Option<(String, u64)> = None;
+    let mut open: Option<(String, Calls)> = None;
     let begin_pat = format!("\"{MARK_DIR}/");
     for line in trace.lines() {
         // Strip a leading pid ("1234  call(...)" or "[pid 1234] call(...)").
@@ -69,7 +69,7 @@ pub fn count_marked(trace: &str) -> BTreeMap<String, u64> {
             let path = rest.split('"').next().unwrap_or("");
             if let Some((label, which)) = path.rsplit_once('/') {
                 match which {
-                    "begin" => open = Some((label.to_string(), 0)),
+                    "begin" => open = Some((label.to_string(), Calls::default())),
                     "end" => {
                         if let Some((l, n)) = open.take() {
                             if l == label {
@@ -88,11 +88,33 @@ pub fn count_marked(trace: &str) -> BTreeMap<String, u64> {
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .unwrap_or(0);
             if name_len > 0 && body[name_len..].starts_with('(') {
-                *n += 1;
+                n.total += 1;
+                *n.by_name.entry(body[..name_len].to_string()).or_default() += 1;
             }
         }
     }
     out
+}
+
+/// The system calls between one label's markers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Calls {
+    /// How many.
+    pub total: u64,
+    /// How many of each (by name).
+    pub by_name: BTreeMap<String, u64>,
+}
+
+impl Calls {
+    /// `name count/per, ...` (most frequent first), e.g. `sendto 1.00, recvfrom 2.00` per call.
+    pub fn breakdown(&self, per: u64) -> String {
+        let mut v: Vec<(&String, &u64)> = self.by_name.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        v.iter()
+            .map(|(n, c)| format!("{n} {:.2}", **c as f64 / per.max(1) as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// `strace` attached to this process until [`Tracer::finish`].
@@ -161,7 +183,7 @@ impl Tracer {
     }
 
     /// Detaches and returns the system call counts per marker label.
-    pub fn finish(mut self) -> Result<BTreeMap<String, u64>, TraceError> {
+    pub fn finish(mut self) -> Result<BTreeMap<String, Calls>, TraceError> {
         self.stop();
         let text = std::fs::read_to_string(&self.file).map_err(|err| TraceError::Read {
             path: self.file.clone(),
@@ -192,8 +214,14 @@ mod tests {
 4242  +++ exited with 0 +++
 "#;
         let c = count_marked(trace);
-        assert_eq!(c.get("bcast-4"), Some(&4));
-        assert_eq!(c.get("reduce-4"), Some(&0));
+        assert_eq!(c["bcast-4"].total, 4);
+        assert_eq!(c["bcast-4"].by_name["sendto"], 1);
+        assert_eq!(c["bcast-4"].by_name["epoll_wait"], 1);
+        assert_eq!(
+            c["bcast-4"].breakdown(2),
+            "epoll_wait 0.50, poll 0.50, recvfrom 0.50, sendto 0.50"
+        );
+        assert_eq!(c["reduce-4"].total, 0);
         assert_eq!(c.len(), 2);
     }
 

@@ -376,7 +376,11 @@ impl Driver {
                         &max.to_string(),
                         &pass.to_string(),
                     ]);
+                    // Oversubscribed MPICH can crawl: keep what it printed after 2 minutes.
+                    let keep = self.a.launch_timeout_s;
+                    self.a.launch_timeout_s = keep.min(120);
                     self.launch(&format!("mpi: {n} ranks, {name}"), c);
+                    self.a.launch_timeout_s = keep;
                 }
             }
         }

@@ -22,6 +22,7 @@
 //! and its record carries no numbers and a note saying so; the run goes on.
 #![deny(missing_docs)]
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,7 +32,7 @@ use boad::{Communicator, DType, Op};
 use boad_benches::baseline::{Baseline, Flavor};
 use boad_benches::record::Record;
 use boad_benches::stats::{max_over_ranks, summarize, Summary};
-use boad_benches::strace::{mark, Tracer};
+use boad_benches::strace::{mark, Calls, Tracer};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -92,6 +93,9 @@ struct Args {
     /// Where the strace output goes (default: the temporary directory).
     #[arg(long)]
     trace_dir: Option<PathBuf>,
+    /// Keep the strace output (to see which calls were made), instead of removing it.
+    #[arg(long)]
+    keep_traces: bool,
 }
 
 /// What a benchmark loop can fail with.
@@ -505,13 +509,20 @@ impl Worker {
             },
             None => Default::default(),
         };
-        let _ = std::fs::remove_file(&file);
+        if self.a.keep_traces {
+            eprintln!(
+                "boad-osu: rank {me}: strace output kept in {}",
+                file.display()
+            );
+        } else {
+            let _ = std::fs::remove_file(&file);
+        }
         let mine: Vec<f64> = labels
             .iter()
-            .map(|(l, ..)| counts.get(l).map_or(-1.0, |&c| c as f64))
+            .map(|(l, ..)| counts.get(l).map_or(-1.0, |c| c.total as f64))
             .collect();
         let all = gather(&mut self.comm, &mine)?;
-        for (i, (_, name, coll, failed, path)) in labels.into_iter().enumerate() {
+        for (i, (label, name, coll, failed, path)) in labels.into_iter().enumerate() {
             self.path = path;
             let mut r = self.record(name, "syscalls", &coll, bytes, iters);
             let per = |c: f64| (c >= 0.0).then(|| c / iters as f64);
@@ -522,16 +533,27 @@ impl Worker {
             } else {
                 r.syscalls_root = per(all[0][i]);
                 r.syscalls_receiver = per(all[p - 1][i]);
-                let how = "strace -f between markers, root 0 and receiver = last rank";
+                let how = match labels_calls(&counts, &label) {
+                    Some(c) => format!(
+                        "strace -f between markers, root 0 and receiver = last rank; root's calls per collective: {}",
+                        c.breakdown(iters)
+                    ),
+                    None => "strace -f between markers, root 0 and receiver = last rank".into(),
+                };
                 r.note = Some(match r.note.take() {
                     Some(n) => format!("{n}; {how}"),
-                    None => how.into(),
+                    None => how,
                 });
             }
             self.put(r);
         }
         Ok(())
     }
+}
+
+/// Rank 0's calls for `label` (only rank 0's are known here: it prints the records).
+fn labels_calls<'a>(counts: &'a BTreeMap<String, Calls>, label: &str) -> Option<&'a Calls> {
+    counts.get(label)
 }
 
 fn reset(imp: &mut Imp) {
