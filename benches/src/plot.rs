@@ -80,7 +80,8 @@ pub const HEIGHT: u32 = 620;
 pub const SIZE_COLLECTIVES: [&str; 4] = ["bcast", "reduce", "allreduce", "allgather"];
 
 const FAMILY: &str = "sans-serif";
-const LEGEND_WIDTH: u32 = 210;
+/// Legend panel width, pixels: wide enough for the longest label, within these bounds.
+const LEGEND_WIDTH: (u32, u32) = (170, 380);
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
@@ -730,7 +731,8 @@ pub fn app_time(records: &[Record], out: &Path) -> Result<Drawn, PlotError> {
             &subtitle,
             (FAMILY, 16).into_font().color(&RGBColor(80, 80, 80)),
         )?;
-        let (plots, legend) = body.split_horizontally(WIDTH - LEGEND_WIDTH);
+        let labels: Vec<String> = bars.iter().map(label).collect();
+        let (plots, legend) = body.split_horizontally(WIDTH - legend_width(&root, &labels));
         let entries: Vec<LegendEntry> = bars
             .iter()
             .map(|b| LegendEntry {
@@ -1119,7 +1121,14 @@ fn draw_line_chart(path: &Path, spec: &LineChart) -> Result<(), PlotError> {
             &spec.subtitle,
             (FAMILY, 16).into_font().color(&RGBColor(80, 80, 80)),
         )?;
-        let (plot, legend) = body.split_horizontally(WIDTH - LEGEND_WIDTH);
+        let mut labels: Vec<String> = spec
+            .series
+            .iter()
+            .filter(|s| s.in_legend)
+            .map(|s| s.label.clone())
+            .collect();
+        labels.extend(spec.reference.iter().map(|(_, l)| l.clone()));
+        let (plot, legend) = body.split_horizontally(WIDTH - legend_width(&root, &labels));
         let mut chart = ChartBuilder::on(&plot)
             .margin(12)
             .x_label_area_size(50)
@@ -1193,6 +1202,18 @@ fn draw_line_chart(path: &Path, spec: &LineChart) -> Result<(), PlotError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+/// The width of a legend panel holding `labels`.
+fn legend_width(area: &Area<'_>, labels: &[String]) -> u32 {
+    let font = TextStyle::from((FAMILY, 15).into_font());
+    let widest = labels
+        .iter()
+        .filter_map(|l| area.estimate_text_size(l, &font).ok())
+        .map(|(w, _)| w)
+        .max()
+        .unwrap_or(0);
+    (widest + 64).clamp(LEGEND_WIDTH.0, LEGEND_WIDTH.1)
 }
 
 /// The legend, in its own panel right of the plot (so it never hides data).
