@@ -90,12 +90,12 @@ impl Plan {
                 local_ranks: vec![2, 4, 9],
                 local_sizes: sizes(4, 1 << 20, 4),
                 cluster_sizes: sizes(4, 1 << 20, 4),
-                iters: 200,
-                warmup: 20,
+                iters: 600,
+                warmup: 50,
                 fanout_ranks: vec![3, 5, 9, 17, 33, 65],
-                fanout_iters: 200,
-                pass_iters: 1000,
-                syscall_iters: 100,
+                fanout_iters: 600,
+                pass_iters: 3000,
+                syscall_iters: 200,
                 app_vertices: 50_000,
             }
         }
@@ -311,13 +311,7 @@ impl Driver {
     }
 
     fn mpi(&mut self) {
-        let dir = self
-            .a
-            .out
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(std::env::temp_dir)
-            .join("mpi-bin");
+        let dir = std::env::temp_dir().join(format!("boad-bench-mpi.{}", std::process::id()));
         if let Err(e) = std::fs::create_dir_all(&dir) {
             self.failures
                 .push(format!("mpi: cannot create {}: {e}", dir.display()));
@@ -385,9 +379,9 @@ impl Driver {
                     if which == "mpich" && *n > 2 {
                         // Debian's MPICH (ch4:ucx) polls without yielding: with more ranks than
                         // cores every step waits for a scheduler time slice (ms), so few
-                        // iterations, sizes up to 1 KiB, and what it printed after a minute.
+                        // iterations, sizes up to 16 KiB, and what it printed after 90 s.
                         (iters, warm, pass) = (10, 1, 10);
-                        (top, cap) = (top.min(1024), 60);
+                        (top, cap) = (top.min(16384), 90);
                     }
                     c.args([
                         name.as_str(),

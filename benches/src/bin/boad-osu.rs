@@ -344,6 +344,18 @@ impl Worker {
             })
             .collect();
         let m = max_over_ranks(&per_rank);
+        if me == 0 && std::env::var_os("BOAD_OSU_PER_RANK").is_some() {
+            // For profiling: which ranks are slow.
+            let each: Vec<String> = per_rank
+                .iter()
+                .map(|s| format!("{:.0}/{:.0}", s.mean_ns / 1e3, s.p99_ns / 1e3))
+                .collect();
+            eprintln!(
+                "boad-osu: {} {coll} {bytes} B per rank mean/p99 us: {}",
+                imp.name(),
+                each.join(" ")
+            );
+        }
         let mut r = self.record(imp.name(), "latency", coll, bytes, iters);
         if let Some(f) = failed {
             r.note = Some(format!("failed: {f}"));
