@@ -1085,7 +1085,8 @@ struct LineChart {
 
 #[derive(Clone, Copy)]
 enum Mark {
-    Line,
+    /// A solid line with the marker of this index (see [`marker_points`]).
+    Line(usize),
     Dashed,
     Bar,
 }
@@ -1121,11 +1122,18 @@ fn draw_line_chart(path: &Path, spec: &LineChart) -> Result<(), PlotError> {
             &spec.subtitle,
             (FAMILY, 16).into_font().color(&RGBColor(80, 80, 80)),
         )?;
-        let mut labels: Vec<String> = spec
-            .series
+        // Legend labels by series (a hidden series says what hides it).
+        let legend_labels: Vec<String> = (0..spec.series.len())
+            .map(|i| match hidden_under(&spec.series, i) {
+                Some(top) => format!("{} (under {top})", spec.series[i].label),
+                None => spec.series[i].label.clone(),
+            })
+            .collect();
+        let mut labels: Vec<String> = legend_labels
             .iter()
-            .filter(|s| s.in_legend)
-            .map(|s| s.label.clone())
+            .zip(&spec.series)
+            .filter(|(_, s)| s.in_legend)
+            .map(|(l, _)| l.clone())
             .collect();
         labels.extend(spec.reference.iter().map(|(_, l)| l.clone()));
         let (plot, legend) = body.split_horizontally(WIDTH - legend_width(&root, &labels));
@@ -1146,7 +1154,8 @@ fn draw_line_chart(path: &Path, spec: &LineChart) -> Result<(), PlotError> {
             .draw()?;
 
         let mut entries = vec![];
-        for s in &spec.series {
+        let mut shape = 0;
+        for (i, s) in spec.series.iter().enumerate() {
             let pts: Vec<(f64, f64)> = s
                 .points
                 .iter()
@@ -1161,14 +1170,19 @@ fn draw_line_chart(path: &Path, spec: &LineChart) -> Result<(), PlotError> {
                 )?;
             } else {
                 chart.draw_series(LineSeries::new(pts.clone(), style))?;
-                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 5, s.color.filled())))?;
+                chart.draw_series(pts.iter().map(|&p| {
+                    EmptyElement::at(p) + Polygon::new(marker_points(shape), s.color.filled())
+                }))?;
             }
             if s.in_legend {
                 entries.push(LegendEntry {
-                    label: s.label.clone(),
+                    label: legend_labels[i].clone(),
                     color: s.color,
-                    mark: Mark::Line,
+                    mark: Mark::Line(shape),
                 });
+            }
+            if !s.dashed {
+                shape += 1;
             }
         }
         if spec.series.iter().any(|s| s.dashed) {
@@ -1204,6 +1218,43 @@ fn draw_line_chart(path: &Path, spec: &LineChart) -> Result<(), PlotError> {
     })
 }
 
+/// The label of a later (drawn on top) legend series with the same points as series `i`, within
+/// 1%: series `i` is then hidden, and its legend entry says so.
+fn hidden_under(series: &[Series], i: usize) -> Option<&str> {
+    let me = &series[i];
+    series[i + 1..]
+        .iter()
+        .filter(|o| o.in_legend && o.points.len() == me.points.len())
+        .find(|o| {
+            o.points
+                .iter()
+                .zip(&me.points)
+                .all(|(a, b)| a.0 == b.0 && (a.1 - b.1).abs() <= 0.01 * a.1.abs().max(b.1.abs()))
+        })
+        .map(|o| o.label.as_str())
+}
+
+/// The points of a filled marker around (0, 0), pixels: circle, triangle, square, diamond or
+/// inverted triangle by `shape` (so series that coincide still show, and the legend tells them
+/// apart without colour).
+fn marker_points(shape: usize) -> Vec<(i32, i32)> {
+    match shape % 5 {
+        0 => (0..12)
+            .map(|i| {
+                let a = f64::from(i) * std::f64::consts::PI / 6.0;
+                (
+                    (5.5 * a.cos()).round() as i32,
+                    (5.5 * a.sin()).round() as i32,
+                )
+            })
+            .collect(),
+        1 => vec![(0, -7), (6, 4), (-6, 4)],
+        2 => vec![(-5, -5), (5, -5), (5, 5), (-5, 5)],
+        3 => vec![(0, -7), (7, 0), (0, 7), (-7, 0)],
+        _ => vec![(0, 7), (6, -4), (-6, -4)],
+    }
+}
+
 /// The width of a legend panel holding `labels`.
 fn legend_width(area: &Area<'_>, labels: &[String]) -> u32 {
     let font = TextStyle::from((FAMILY, 15).into_font());
@@ -1223,9 +1274,12 @@ fn draw_legend(area: &Area<'_>, entries: &[LegendEntry]) -> DrawResult {
         let y = 40 + 28 * i as i32;
         let style = ShapeStyle::from(e.color).stroke_width(3);
         match e.mark {
-            Mark::Line => {
+            Mark::Line(shape) => {
                 area.draw(&PathElement::new(vec![(6, y), (40, y)], style))?;
-                area.draw(&Circle::new((23, y), 5, e.color.filled()))?;
+                area.draw(
+                    &(EmptyElement::at((23, y))
+                        + Polygon::new(marker_points(shape), e.color.filled())),
+                )?;
             }
             Mark::Dashed => {
                 for x in [6, 20, 34] {
@@ -1448,6 +1502,20 @@ pub(crate) mod tests {
             Some(4)
         );
         assert_eq!(receivers(&rec("a", "b", "c", 8, 9, 3)), 8);
+        let line = |label: &str, ys: &[f64]| Series {
+            label: label.into(),
+            color: BLACK,
+            dashed: false,
+            in_legend: true,
+            points: ys.iter().enumerate().map(|(i, y)| (i as f64, *y)).collect(),
+        };
+        let series = [
+            line("naive", &[2.0, 4.0]),
+            line("epoll", &[2.01, 4.0]),
+            line("udp", &[3.0, 4.0]),
+        ];
+        assert_eq!(hidden_under(&series, 0), Some("epoll"));
+        assert_eq!(hidden_under(&series, 1), None);
         let mut fell_back = rec("fanout", "boad-udp", "bcast", 4, 9, 3);
         fell_back.note = Some("asked for kernel, ran on udp".into());
         assert_eq!(who(&fell_back), "boad-udp (asked kernel)");
