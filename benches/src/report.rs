@@ -358,9 +358,18 @@ pub fn bar_root_syscalls(records: &[Record]) -> Vec<BarCheck> {
             detail: "no record of boad-kernel with coll bcast and syscalls_root".into(),
         }];
     }
+    // The notes say which calls they were (the parts not shared by most of them).
+    let notes: Vec<&str> = last.values().filter_map(|r| r.note.as_deref()).collect();
+    let recurring = recurring_clauses(&notes);
     last.into_iter()
         .map(|((ranks, hosts, bytes), r)| {
             let mut detail = source(r);
+            if let Some(n) = r.note.as_deref() {
+                let rest = rest_of(n, &recurring);
+                if !rest.is_empty() {
+                    let _ = write!(detail, "; {rest}");
+                }
+            }
             if let Some(w) = path_warning(r) {
                 let _ = write!(detail, "; WARNING: {w}");
             }
@@ -864,8 +873,18 @@ fn cost_section(out: &mut String, records: &[Record]) {
         "other CPU µs",
         "root syscalls",
         "receiver syscalls",
+        "note",
     ]
     .map(String::from);
+    let notes: Vec<&str> = rows.values().filter_map(|r| r.note.as_deref()).collect();
+    let recurring = recurring_clauses(&notes);
+    if !recurring.is_empty() {
+        let _ = writeln!(
+            out,
+            "Notes that recur are left out of the note column: \"{}\".\n",
+            recurring.join("\"; \"")
+        );
+    }
     let two = |v: f64| format!("{v:.2}");
     let body: Vec<Vec<String>> = rows
         .iter()
@@ -881,10 +900,47 @@ fn cost_section(out: &mut String, records: &[Record]) {
                 fmt_opt(r.cpu_us_other, fmt_us),
                 fmt_opt(r.syscalls_root, two),
                 fmt_opt(r.syscalls_receiver, two),
+                r.note
+                    .as_deref()
+                    .map_or(String::new(), |n| rest_of(n, &recurring))
+                    .replace('|', "/"),
             ]
         })
         .collect();
-    table(out, &header, 6, &body);
+    table_aligned(out, &header, |i| (6..10).contains(&i), &body);
+}
+
+/// The "; "-separated clauses that occur in at least a quarter of `notes` (and in two or more),
+/// in order of first appearance: a table states them once instead of on every row.
+fn recurring_clauses(notes: &[&str]) -> Vec<String> {
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut order: Vec<&str> = vec![];
+    for n in notes {
+        let clauses: BTreeSet<&str> = n.split("; ").collect();
+        for c in clauses {
+            let e = count.entry(c).or_default();
+            if *e == 0 {
+                order.push(c);
+            }
+            *e += 1;
+        }
+    }
+    order
+        .into_iter()
+        .filter(|c| {
+            let n = count.get(c).copied().unwrap_or(0);
+            n >= 2 && n * 4 >= notes.len()
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// `note` without the clauses in `omit`.
+fn rest_of(note: &str, omit: &[String]) -> String {
+    note.split("; ")
+        .filter(|c| !omit.iter().any(|o| o == c))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn apps_section(out: &mut String, records: &[Record]) {
@@ -952,38 +1008,61 @@ fn apps_section(out: &mut String, records: &[Record]) {
     table(out, &header, 5, &body);
 }
 
+/// A note with every number replaced by `#`: notes that differ only in numbers share it.
+fn note_shape(note: &str) -> String {
+    let mut out = String::new();
+    let mut in_number = false;
+    for c in note.chars() {
+        let digit = c.is_ascii_digit() || (in_number && c == '.');
+        if digit {
+            if !in_number {
+                out.push('#');
+            }
+        } else {
+            out.push(c);
+        }
+        in_number = digit;
+    }
+    out
+}
+
 fn notes_section(out: &mut String, records: &[Record]) {
-    let mut notes: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    // Shape -> (the first note of that shape, how many records, who).
+    let mut notes: BTreeMap<String, (&str, usize, BTreeSet<String>)> = BTreeMap::new();
     for r in records {
         if let Some(n) = r.note.as_deref().filter(|n| !n.trim().is_empty()) {
-            notes
-                .entry(n)
-                .or_default()
-                .insert(format!("{} {} {}", who(r), r.bench, r.coll));
+            let e = notes
+                .entry(note_shape(n))
+                .or_insert((n, 0, BTreeSet::new()));
+            e.1 += 1;
+            e.2.insert(format!("{} {} {}", who(r), r.bench, r.coll));
         }
     }
     if notes.is_empty() {
         return;
     }
-    let _ = writeln!(out, "## Notes in the records\n");
-    const MAX_NOTES: usize = 30;
-    let distinct = notes.len();
-    for (note, on) in notes.into_iter().take(MAX_NOTES) {
-        let on: Vec<String> = on.into_iter().collect();
-        let shown = on.iter().take(6).cloned().collect::<Vec<_>>().join("; ");
-        let more = if on.len() > 6 {
-            format!("; and {} more", on.len() - 6)
+    let _ = writeln!(
+        out,
+        "## Notes in the records\n\nEach note once; notes that differ only in their numbers are \
+         counted together (the numbers of each are in the records).\n"
+    );
+    for (first, count, on) in notes.values() {
+        let on: Vec<&String> = on.iter().collect();
+        let mut shown = on
+            .iter()
+            .take(6)
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if on.len() > 6 {
+            let _ = write!(shown, "; and {} more", on.len() - 6);
+        }
+        let times = if *count > 1 {
+            format!("{count} records like it: ")
         } else {
             String::new()
         };
-        let _ = writeln!(out, "- {} ({shown}{more})", note.replace('\n', " "));
-    }
-    if distinct > MAX_NOTES {
-        let _ = writeln!(
-            out,
-            "- and {} more distinct notes (see the records)",
-            distinct - MAX_NOTES
-        );
+        let _ = writeln!(out, "- {} ({times}{shown})", first.replace('\n', " "));
     }
     out.push('\n');
 }
@@ -1172,6 +1251,18 @@ mod tests {
         assert_eq!(fmt_ops(999.4), "999");
         assert_eq!(fmt_us(9.012), "9.01");
         assert_eq!(fmt_us(60.14), "60.1");
+    }
+
+    #[test]
+    fn notes_are_grouped_and_factored() {
+        assert_eq!(
+            note_shape("recvfrom 2.01, sendto 1"),
+            "recvfrom #, sendto #"
+        );
+        let notes = ["a; b; calls 1", "a; b; calls 2", "a; other", "z"];
+        assert_eq!(recurring_clauses(&notes), ["a", "b"]);
+        assert_eq!(rest_of(notes[0], &recurring_clauses(&notes)), "calls 1");
+        assert!(recurring_clauses(&["a; b"]).is_empty());
     }
 
     #[test]
