@@ -910,7 +910,7 @@ fn cost_section(out: &mut String, records: &[Record]) {
     table_aligned(out, &header, |i| (6..10).contains(&i), &body);
 }
 
-/// The "; "-separated clauses that occur in at least a quarter of `notes` (and in two or more),
+/// The "; "-separated clauses that occur in at least half of `notes` (and in three or more),
 /// in order of first appearance: a table states them once instead of on every row.
 fn recurring_clauses(notes: &[&str]) -> Vec<String> {
     let mut count: BTreeMap<&str, usize> = BTreeMap::new();
@@ -929,7 +929,7 @@ fn recurring_clauses(notes: &[&str]) -> Vec<String> {
         .into_iter()
         .filter(|c| {
             let n = count.get(c).copied().unwrap_or(0);
-            n >= 2 && n * 4 >= notes.len()
+            n >= 3 && n * 2 >= notes.len()
         })
         .map(String::from)
         .collect()
@@ -1259,7 +1259,13 @@ mod tests {
             note_shape("recvfrom 2.01, sendto 1"),
             "recvfrom #, sendto #"
         );
-        let notes = ["a; b; calls 1", "a; b; calls 2", "a; other", "z"];
+        let notes = [
+            "a; b; calls 1",
+            "a; b; calls 2",
+            "a; other; b",
+            "z",
+            "calls 1",
+        ];
         assert_eq!(recurring_clauses(&notes), ["a", "b"]);
         assert_eq!(rest_of(notes[0], &recurring_clauses(&notes)), "calls 1");
         assert!(recurring_clauses(&["a; b"]).is_empty());
