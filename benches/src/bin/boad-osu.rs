@@ -116,7 +116,7 @@ impl From<boad::Error> for Failure {
 
 enum Imp {
     Boad,
-    Base(Baseline),
+    Base(Box<Baseline>),
 }
 
 impl Imp {
@@ -627,7 +627,7 @@ fn baseline(comm: &mut Communicator, flavor: Flavor, timeout: Duration) -> Resul
         })
         .collect();
     b.set_peers(peers);
-    Ok(Imp::Base(b))
+    Ok(Imp::Base(Box::new(b)))
 }
 
 fn run(a: Args) -> Result<(), Failure> {
