@@ -94,20 +94,19 @@ impl Communicator {
             ids.sort_unstable();
             ids.windows(2).any(|w| w[0] == w[1])
         };
-        let kernel = match (cfg.transport, joined.kernel_trigger) {
-            (TransportKind::Kernel, None) => {
-                return Err(UsageError::Config {
+        let kernel =
+            match (cfg.transport, joined.kernel_trigger) {
+                (TransportKind::Kernel, None) => return Err(UsageError::Config {
                     name: "BOAD_TRANSPORT",
                     value: "kernel".into(),
                     why: "the launcher did not attach the kernel path for this job (boadrun says \
                           why; it needs root and a build with the eBPF programs)"
                         .into(),
                 }
-                .into())
-            }
-            (TransportKind::Kernel | TransportKind::Auto, trigger) => trigger,
-            _ => None,
-        };
+                .into()),
+                (TransportKind::Kernel | TransportKind::Auto, trigger) => trigger,
+                _ => None,
+            };
         let choice = match cfg.transport {
             // On one host shared memory beats any network path.
             TransportKind::Shm if one_host => Choice::Shm,
@@ -184,8 +183,8 @@ impl Communicator {
         self.info.local_size
     }
 
-    /// The address of this rank's UDP socket (None on the shared-memory path, or if it cannot be
-    /// read).
+    /// The address of this rank's UDP socket (None on the shared-memory path, on the hierarchical
+    /// path for a rank that is not its host's leader, or if it cannot be read).
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         self.transport.local_addr()
     }
@@ -609,6 +608,25 @@ impl Communicator {
         if self.cfg.stats {
             let s = self.stats();
             let path = self.transport.path();
+            if path == Path::Hier {
+                eprintln!(
+                    "boad stats: rank {} path=hier collectives={} shm_messages_sent={} shm_messages_received={} shm_bytes_sent={} futex_waits={} datagrams_sent={} send_calls={} datagrams_received={} bytes_sent={} retransmits={} dropped_injected={} foreign={}",
+                    self.rank(),
+                    s.collectives_hier,
+                    s.shm_messages_sent,
+                    s.shm_messages_received,
+                    s.shm_bytes_sent,
+                    s.futex_waits,
+                    s.datagrams_sent,
+                    s.send_calls,
+                    s.datagrams_received,
+                    s.bytes_sent,
+                    s.retransmits,
+                    s.dropped_injected,
+                    s.foreign
+                );
+                return r;
+            }
             if path == Path::Shm {
                 eprintln!(
                     "boad stats: rank {} path=shm collectives={} messages_sent={} messages_received={} bytes_sent={} futex_waits={}",

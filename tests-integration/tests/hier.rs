@@ -146,7 +146,10 @@ fn all_exact(hosts: usize, n: usize, args: &[&str], env: &[(&str, &str)]) {
         .lines()
         .filter(|l| l.contains(" 0 wrong") && !l.contains("datagrams sent 0 "))
         .count();
-    assert_eq!(senders, hosts, "one leader per host uses the network:\n{out}");
+    assert_eq!(
+        senders, hosts,
+        "one leader per host uses the network:\n{out}"
+    );
     assert_eq!(leftover_segments(&job.key()), Vec::<String>::new());
 }
 
@@ -270,7 +273,10 @@ fn killed_mid_collective(victim: usize) {
                     && (l.contains("error as expected") || l.contains("first allreduce failed"))
             })
             .unwrap_or_else(|| panic!("rank {r} reported no error:\n{err}"));
-        assert!(line.contains(&named), "rank {r} does not name the victim: {line}");
+        assert!(
+            line.contains(&named),
+            "rank {r} does not name the victim: {line}"
+        );
     }
     assert!(job.secs < 30.0, "took {:.1} s", job.secs);
     assert_eq!(leftover_segments(&job.key()), Vec::<String>::new());

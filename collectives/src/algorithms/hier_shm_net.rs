@@ -18,8 +18,8 @@
 //! ([`Hier::relay_aborts`]).
 
 use super::{
-    allgather_ring, allreduce_reduce_bcast, barrier_dissemination, bcast_binomial,
-    reduce_binomial, recv_exact,
+    allgather_ring, allreduce_reduce_bcast, barrier_dissemination, bcast_binomial, recv_exact,
+    reduce_binomial,
 };
 use crate::error::Result;
 use crate::transport::hier::Hier;

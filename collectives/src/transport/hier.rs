@@ -111,10 +111,24 @@ pub(crate) struct Hier {
     /// Collectives whose deferred error was handed out (both levels may hold one).
     reported: BTreeSet<u32>,
     collectives: u64,
+    /// The launcher connection the relay thread reads; shut down on drop, which ends the thread.
+    launcher: Option<UnixStream>,
+}
+
+impl Drop for Hier {
+    fn drop(&mut self) {
+        if let Some(c) = &self.launcher {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 /// Copies the launcher's lines to one socket per sub-transport, translating `EXIT` ranks.
-fn relay(mut conn: UnixStream, leftover: Vec<u8>, feeds: Vec<(socket2::Socket, Vec<Option<usize>>)>) {
+fn relay(
+    mut conn: UnixStream,
+    leftover: Vec<u8>,
+    feeds: Vec<(socket2::Socket, Vec<Option<usize>>)>,
+) {
     let mut feeds: Vec<Option<(socket2::Socket, Vec<Option<usize>>)>> =
         feeds.into_iter().map(Some).collect();
     let mut buf = leftover;
@@ -185,11 +199,16 @@ impl Hier {
         let io = |what| move |source| -> Error { TransportError::Io { rank, what, source }.into() };
 
         // The feeds of the launcher's lines, one per sub-transport.
+        let mut launcher = None;
         let (local_conn, net_conn) = match conn {
             None => (None, None),
             Some(conn) => {
                 conn.set_nonblocking(false)
                     .map_err(io("reading the launcher connection"))?;
+                launcher = Some(
+                    conn.try_clone()
+                        .map_err(io("reading the launcher connection"))?,
+                );
                 let mut feeds = Vec::new();
                 let (mine, theirs) =
                     UnixStream::pair().map_err(io("creating the launcher relay"))?;
@@ -233,8 +252,14 @@ impl Hier {
         };
         let note_local = Self::note_of("the ranks of this host", members);
         let global_local = |r: usize| members.get(r).copied().unwrap_or(r);
-        let local = Shm::new(&local_info, &local_table, local_conn, Vec::new(), cfg.clone())
-            .map_err(|e| e.renumber(&global_local, &note_local))?;
+        let local = Shm::new(
+            &local_info,
+            &local_table,
+            local_conn,
+            Vec::new(),
+            cfg.clone(),
+        )
+        .map_err(|e| e.renumber(&global_local, &note_local))?;
         let local = Arc::new(Mutex::new(local));
 
         let net = if is_leader {
@@ -248,16 +273,8 @@ impl Hier {
                 .collect();
             let note_net = Self::note_of("the host leaders", &leaders);
             let global_net = |r: usize| leaders.get(r).copied().unwrap_or(r);
-            let udp = Udp::new(
-                host,
-                info.job,
-                sock,
-                &net_table,
-                net_conn,
-                Vec::new(),
-                cfg,
-            )
-            .map_err(|e| e.renumber(&global_net, &note_net))?;
+            let udp = Udp::new(host, info.job, sock, &net_table, net_conn, Vec::new(), cfg)
+                .map_err(|e| e.renumber(&global_net, &note_net))?;
             Some(Arc::new(Mutex::new(udp)))
         } else {
             // Only leaders use the network; the socket bound for the rendezvous is not needed.
@@ -293,9 +310,9 @@ impl Hier {
             relayed: BTreeSet::new(),
             reported: BTreeSet::new(),
             collectives: 0,
+            launcher,
         })
     }
-
 }
 
 impl Hier {
@@ -486,7 +503,11 @@ impl Transport for Hier {
 
     fn stats(&self) -> Stats {
         let l = lock(&self.local).stats();
-        let n = self.net.as_ref().map(|n| lock(n).stats()).unwrap_or_default();
+        let n = self
+            .net
+            .as_ref()
+            .map(|n| lock(n).stats())
+            .unwrap_or_default();
         Stats {
             collectives_shm: l.collectives_shm,
             shm_messages_sent: l.shm_messages_sent,
