@@ -218,12 +218,9 @@ fn selection_and_reported_path() {
     .assert_ok();
 }
 
-#[test]
-fn mismatched_calls_are_errors_on_every_rank() {
-    if !is_root() {
-        return;
-    }
-    let job = run("shm", 3, 9, &[], &["mismatch"], &[]);
+/// Mismatched calls by the last rank on `hosts` hosts of `n` ranks: an error on every rank.
+fn mismatches(hosts: usize, n: usize) {
+    let job = run("shm", hosts, n, &[], &["mismatch"], &[]);
     job.assert_ok();
     let out = job.stdout();
     for what in [
@@ -234,15 +231,33 @@ fn mismatched_calls_are_errors_on_every_rank() {
         "float with band",
         "local error",
     ] {
-        let n = out.matches(&format!("{what}: error as expected")).count();
-        assert_eq!(n, 9, "every rank reports the {what}:\n{out}");
+        let got = out.matches(&format!("{what}: error as expected")).count();
+        assert_eq!(got, n, "every rank reports the {what}:\n{out}");
     }
-    // The odd rank (8) is not a leader; the others hear of it through its leader (6).
+    let odd = n - 1;
     assert!(
-        out.contains("this rank called allreduce(count=10, dtype=i32, op=sum) but rank 8 called allreduce(count=11"),
+        out.contains(&format!(
+            "this rank called allreduce(count=10, dtype=i32, op=sum) but rank {odd} called allreduce(count=11"
+        )),
         "{out}"
     );
     assert!(out.contains("rejected by the binding"), "{out}");
+}
+
+#[test]
+fn mismatched_calls_are_errors_on_every_rank() {
+    if is_root() {
+        // The odd rank (8) is not a leader: the other hosts hear of it through its leader (6).
+        mismatches(3, 9);
+    }
+}
+
+#[test]
+fn mismatched_calls_by_a_leader_are_errors_on_every_rank() {
+    if is_root() {
+        // 5 ranks on 3 hosts: the odd rank (4) is alone on its host, a leader.
+        mismatches(3, 5);
+    }
 }
 
 /// Rank `victim` is SIGKILLed mid-collective: every other rank fails promptly with an error naming
