@@ -545,3 +545,62 @@ impl Hier {
         .into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::CollectiveError;
+
+    fn table(hosts: &[u32]) -> Vec<PeerEntry> {
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(rank, &host_id)| PeerEntry {
+                rank,
+                host_id,
+                ip: std::net::IpAddr::from([127, 0, 0, 1]),
+                port: 1000 + rank as u16,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn layout_orders_hosts_by_lowest_rank_and_handles_uneven_interleaved_hosts() {
+        let l = Layout::of(&table(&[7, 7, 2, 7, 5, 2]));
+        assert_eq!(l.hosts, vec![vec![0, 1, 3], vec![2, 5], vec![4]]);
+        assert_eq!(
+            l.place,
+            vec![(0, 0), (0, 1), (1, 0), (0, 2), (2, 0), (1, 1)]
+        );
+        assert_eq!((l.leader(0), l.leader(1), l.leader(2)), (0, 2, 4));
+        assert_eq!(l.max_local(), 3);
+    }
+
+    #[test]
+    fn errors_leave_a_sub_transport_with_job_ranks() {
+        let ids = [3usize, 4, 5];
+        let global = |r: usize| ids[r];
+        let e: Error = CollectiveError::PeerExited {
+            rank: 0,
+            call: "allreduce #2".into(),
+            peer: 2,
+            code: 137,
+        }
+        .into();
+        let e = e.renumber(&global, "n");
+        assert_eq!(
+            e.to_string(),
+            "rank 3: allreduce #2: rank 5 exited with status 137 before sending the data this rank waits for"
+        );
+        let e: Error = CollectiveError::Aborted {
+            rank: 1,
+            seq: 9,
+            by: 0,
+            reason: "r".into(),
+        }
+        .into();
+        let e = e.renumber(&global, "n");
+        assert_eq!(e.seq(), Some(9));
+        assert_eq!(e.to_string(), "rank 4: collective #9 failed on rank 3: r");
+    }
+}
