@@ -182,6 +182,15 @@ fn random_cases_with_loss_between_leaders() {
 }
 
 #[test]
+fn random_cases_on_2_hosts_of_8_ranks() {
+    // Deeper trees inside a host: random roots include non-leaders that forward in the host's
+    // broadcast tree without being sent the data back.
+    if is_root() {
+        all_exact(2, 16, &["random", "100"], &[]);
+    }
+}
+
+#[test]
 fn sixteen_mib_on_2_hosts() {
     if is_root() {
         all_exact(2, 4, &["big"], &[("BOAD_CHUNK_BYTES", "")]);

@@ -4,7 +4,7 @@
 //!
 //! | collective | phases |
 //! | --- | --- |
-//! | bcast(root) | root → its leader (one shm message, if the root is not the leader); binomial bcast among leaders from the root's host; binomial bcast on every host from its leader |
+//! | bcast(root) | root → its leader (one shm message, if the root is not the leader); binomial bcast among leaders from the root's host; binomial bcast on every host from its leader (a root that is not the leader only forwards: it is not sent the data back) |
 //! | reduce(root) | binomial reduce on every host to its leader; binomial reduce among leaders to the root's host; leader → root (one shm message, if the root is not the leader) |
 //! | allreduce | binomial reduce on every host to its leader; reduce + bcast among leaders; binomial bcast on every host |
 //! | allgather | every rank's block to its leader (k − 1 shm messages); ring allgather among leaders of slabs of K blocks (a host with fewer ranks pads its slab); the leader puts the blocks in rank order; binomial bcast of the whole result on every host |
@@ -48,7 +48,39 @@ pub(crate) fn bcast_hier(h: &mut Hier, ctx: &Ctx, buf: &mut [u8], root: usize) -
         h.net(|t| bcast_binomial(t, ctx, buf, root_host))?;
         h.relay_aborts(ctx.seq);
     }
-    h.local(|t| bcast_binomial(t, ctx, buf, 0))
+    // A root that is not its host's leader has the data already: it only forwards.
+    let has = (host == root_host && root_local != 0).then_some(root_local);
+    h.local(|t| bcast_from_leader(t, ctx, buf, has))
+}
+
+/// Binomial broadcast from local rank 0 (as [`bcast_binomial`] with root 0), in which local rank
+/// `has` already holds the data: it forwards it without receiving, and its parent skips it.
+fn bcast_from_leader(
+    t: &mut dyn Transport,
+    ctx: &Ctx,
+    buf: &mut [u8],
+    has: Option<usize>,
+) -> Result<()> {
+    let (rank, size) = (t.rank(), t.size());
+    let mut mask = 1;
+    while mask < size {
+        if rank & mask != 0 {
+            if has != Some(rank) {
+                buf.copy_from_slice(&recv_exact(t, ctx, rank - mask, 0, buf.len())?);
+            }
+            break;
+        }
+        mask <<= 1;
+    }
+    mask >>= 1;
+    while mask > 0 {
+        let child = rank + mask;
+        if child < size && has != Some(child) {
+            t.send(ctx, child, 0, buf)?;
+        }
+        mask >>= 1;
+    }
+    Ok(())
 }
 
 /// Every rank's `acc` folded into `acc` on `root`; elsewhere `acc` is scratch.
