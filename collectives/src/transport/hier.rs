@@ -110,6 +110,7 @@ pub(crate) struct Hier {
     relayed: BTreeSet<u32>,
     /// Collectives whose deferred error was handed out (both levels may hold one).
     reported: BTreeSet<u32>,
+    /// Collectives completed on this path (`Stats::collectives_hier`).
     collectives: u64,
     /// The launcher connection the relay thread reads; shut down on drop, which ends the thread.
     launcher: Option<UnixStream>,
