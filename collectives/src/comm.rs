@@ -4,6 +4,7 @@ use crate::algorithms;
 use crate::bootstrap::{self, JobInfo};
 use crate::config::{Config, TransportKind};
 use crate::error::{Result, UsageError};
+use crate::transport::hier::Hier;
 use crate::transport::shm::Shm;
 use crate::transport::udp::Udp;
 use crate::transport::{Ctx, Stats, Transport};
@@ -18,15 +19,18 @@ pub enum Path {
     Shm,
     /// The eBPF kernel path: XDP folds contributions, TC clones broadcasts.
     Kernel,
+    /// Hierarchical: shared memory inside each host, UDP between one leader per host.
+    Hier,
 }
 
 impl Path {
-    /// `"udp"`, `"shm"`, `"kernel"`.
+    /// `"udp"`, `"shm"`, `"kernel"`, `"hier"`.
     pub const fn name(self) -> &'static str {
         match self {
             Path::Udp => "udp",
             Path::Shm => "shm",
             Path::Kernel => "kernel",
+            Path::Hier => "hier",
         }
     }
 
@@ -36,6 +40,7 @@ impl Path {
             Path::Udp => c"udp",
             Path::Shm => c"shm",
             Path::Kernel => c"kernel",
+            Path::Hier => c"hier",
         }
     }
 }
@@ -44,6 +49,13 @@ impl std::fmt::Display for Path {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// Which transport a job uses (see `Communicator::from_env`).
+enum Choice {
+    Shm,
+    Hier,
+    Udp,
 }
 
 /// All the ranks of a job, and the collectives they call together.
@@ -77,58 +89,69 @@ impl Communicator {
         let (sock, port) = Udp::bind(info.rank, info.bind)?;
         let joined = bootstrap::rendezvous(&info, port, cfg.timeout)?;
         let one_host = joined.table.iter().all(|e| e.host_id == info.host_id);
-        let use_shm =
-            match cfg.transport {
-                TransportKind::Shm if !one_host => return Err(UsageError::Config {
+        let shared_host = {
+            let mut ids: Vec<u32> = joined.table.iter().map(|e| e.host_id).collect();
+            ids.sort_unstable();
+            ids.windows(2).any(|w| w[0] == w[1])
+        };
+        let kernel =
+            match (cfg.transport, joined.kernel_trigger) {
+                (TransportKind::Kernel, None) => return Err(UsageError::Config {
                     name: "BOAD_TRANSPORT",
-                    value: "shm".into(),
-                    why: "shared memory needs every rank on one host, and this job spans several \
-                          (hierarchical shm + network collectives are not implemented yet)"
+                    value: "kernel".into(),
+                    why: "the launcher did not attach the kernel path for this job (boadrun says \
+                          why; it needs root and a build with the eBPF programs)"
                         .into(),
                 }
                 .into()),
-                TransportKind::Shm => true,
-                // On one host shared memory beats any network path; across hosts the kernel path is
-                // used where it fits (see `KernelOps::fits`) when the launcher attached it.
-                TransportKind::Auto => one_host && joined.table.len() > 1,
-                TransportKind::Udp | TransportKind::Kernel => false,
+                (TransportKind::Kernel | TransportKind::Auto, trigger) => trigger,
+                _ => None,
             };
-        let kernel = match (cfg.transport, joined.kernel_trigger) {
-            (TransportKind::Kernel, None) => {
-                return Err(UsageError::Config {
-                    name: "BOAD_TRANSPORT",
-                    value: "kernel".into(),
-                    why: "the launcher did not attach the kernel path for this job (boadrun says                           why; it needs root and a build with the eBPF programs)"
-                        .into(),
-                }
-                .into())
-            }
-            (TransportKind::Kernel | TransportKind::Auto, trigger) => trigger,
-            _ => None,
+        let choice = match cfg.transport {
+            // On one host shared memory beats any network path.
+            TransportKind::Shm if one_host => Choice::Shm,
+            TransportKind::Auto if one_host && joined.table.len() > 1 => Choice::Shm,
+            // Over several hosts `shm` means shared memory inside each host, UDP between leaders.
+            TransportKind::Shm => Choice::Hier,
+            // With the kernel path attached, every rank uses it where it fits (the eBPF programs'
+            // member table holds every rank; a leaders-only kernel path is not implemented).
+            TransportKind::Auto if kernel.is_none() && shared_host => Choice::Hier,
+            TransportKind::Auto | TransportKind::Udp | TransportKind::Kernel => Choice::Udp,
         };
-        let transport: Box<dyn Transport> = if use_shm {
-            drop(sock);
-            Box::new(Shm::new(
+        let transport: Box<dyn Transport> = match choice {
+            Choice::Shm => {
+                drop(sock);
+                Box::new(Shm::new(
+                    &info,
+                    &joined.table,
+                    joined.conn,
+                    joined.leftover,
+                    cfg.clone(),
+                )?)
+            }
+            Choice::Hier => Box::new(Hier::new(
                 &info,
                 &joined.table,
-                joined.conn,
-                joined.leftover,
-                cfg.clone(),
-            )?)
-        } else {
-            let mut udp = Udp::new(
-                info.rank,
-                info.job,
                 sock,
-                &joined.table,
                 joined.conn,
                 joined.leftover,
                 cfg.clone(),
-            )?;
-            if let Some(trigger) = kernel {
-                udp.enable_kernel(trigger);
+            )?),
+            Choice::Udp => {
+                let mut udp = Udp::new(
+                    info.rank,
+                    info.job,
+                    sock,
+                    &joined.table,
+                    joined.conn,
+                    joined.leftover,
+                    cfg.clone(),
+                )?;
+                if let Some(trigger) = kernel {
+                    udp.enable_kernel(trigger);
+                }
+                Box::new(udp)
             }
-            Box::new(udp)
         };
         Ok(Communicator {
             info,
@@ -160,8 +183,8 @@ impl Communicator {
         self.info.local_size
     }
 
-    /// The address of this rank's UDP socket (None on the shared-memory path, or if it cannot be
-    /// read).
+    /// The address of this rank's UDP socket (None on the shared-memory path, on the hierarchical
+    /// path for a rank that is not its host's leader, or if it cannot be read).
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         self.transport.local_addr()
     }
@@ -288,6 +311,9 @@ impl Communicator {
         let rank = self.rank();
         self.run(sig, |t, ctx| {
             checks?;
+            if let Some(h) = t.hier() {
+                return algorithms::bcast_hier(h, ctx, buf, root);
+            }
             if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, buf.len())) {
                 return algorithms::bcast_tc(k, ctx, buf, rank, root);
             }
@@ -317,6 +343,15 @@ impl Communicator {
         let rank = self.rank();
         self.run(sig, |t, ctx| {
             checks?;
+            if let Some(h) = t.hier() {
+                return match recv {
+                    Some(r) if is_root => {
+                        r.copy_from_slice(send);
+                        algorithms::reduce_hier(h, ctx, r, dtype, op, root)
+                    }
+                    _ => algorithms::reduce_hier(h, ctx, &mut send.to_vec(), dtype, op, root),
+                };
+            }
             if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, send.len())) {
                 return match recv {
                     Some(r) if is_root => {
@@ -355,6 +390,9 @@ impl Communicator {
                 .and(self.check_op(op, dtype));
             self.run(sig, |t, ctx| {
                 checks?;
+                if let Some(h) = t.hier() {
+                    return algorithms::reduce_hier(h, ctx, buf, dtype, op, root);
+                }
                 if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, buf.len())) {
                     return algorithms::reduce_xdp(k, ctx, buf, root, root);
                 }
@@ -382,6 +420,9 @@ impl Communicator {
         self.run(sig, |t, ctx| {
             checks?;
             recv.copy_from_slice(send);
+            if let Some(h) = t.hier() {
+                return algorithms::allreduce_hier(h, ctx, recv, dtype, op);
+            }
             if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, recv.len())) {
                 return algorithms::allreduce_xdp_tc(k, ctx, recv, rank);
             }
@@ -398,6 +439,9 @@ impl Communicator {
         let rank = self.rank();
         self.run(sig, |t, ctx| {
             checks?;
+            if let Some(h) = t.hier() {
+                return algorithms::allreduce_hier(h, ctx, buf, dtype, op);
+            }
             if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, buf.len())) {
                 return algorithms::allreduce_xdp_tc(k, ctx, buf, rank);
             }
@@ -416,6 +460,9 @@ impl Communicator {
         self.run(sig, |t, ctx| {
             checks?;
             recv[rank * block..(rank + 1) * block].copy_from_slice(send);
+            if let Some(h) = t.hier() {
+                return algorithms::allgather_hier(h, ctx, recv, block);
+            }
             if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, block)) {
                 return algorithms::allgather_tc(k, ctx, recv, block, rank, size);
             }
@@ -514,6 +561,9 @@ impl Communicator {
         };
         let rank = self.rank();
         self.run(sig, |t, ctx| {
+            if let Some(h) = t.hier() {
+                return algorithms::barrier_hier(h, ctx);
+            }
             if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, 1)) {
                 return algorithms::barrier_xdp_tc(k, ctx, rank);
             }
@@ -558,6 +608,25 @@ impl Communicator {
         if self.cfg.stats {
             let s = self.stats();
             let path = self.transport.path();
+            if path == Path::Hier {
+                eprintln!(
+                    "boad stats: rank {} path=hier collectives={} shm_messages_sent={} shm_messages_received={} shm_bytes_sent={} futex_waits={} datagrams_sent={} send_calls={} datagrams_received={} bytes_sent={} retransmits={} dropped_injected={} foreign={}",
+                    self.rank(),
+                    s.collectives_hier,
+                    s.shm_messages_sent,
+                    s.shm_messages_received,
+                    s.shm_bytes_sent,
+                    s.futex_waits,
+                    s.datagrams_sent,
+                    s.send_calls,
+                    s.datagrams_received,
+                    s.bytes_sent,
+                    s.retransmits,
+                    s.dropped_injected,
+                    s.foreign
+                );
+                return r;
+            }
             if path == Path::Shm {
                 eprintln!(
                     "boad stats: rank {} path=shm collectives={} messages_sent={} messages_received={} bytes_sent={} futex_waits={}",

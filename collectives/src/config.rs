@@ -7,13 +7,17 @@ use crate::error::UsageError;
 /// Which transport a job uses (`BOAD_TRANSPORT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransportKind {
-    /// Shared memory when every rank of the job is on this host, else UDP.
+    /// Shared memory when every rank of the job is on this host; else the kernel path where the
+    /// launcher attached it (UDP for the calls it does not fit); else hierarchical (shared memory
+    /// inside each host, UDP between one leader per host) when some host has several ranks; else UDP.
     Auto,
-    /// Userspace UDP.
+    /// Userspace UDP, rank to rank.
     Udp,
-    /// The eBPF kernel path (not implemented yet: an error).
+    /// The eBPF kernel path where the call fits, else UDP (an error at init if the launcher did not
+    /// attach it).
     Kernel,
-    /// Shared memory (an error at init if the ranks are not all on one host).
+    /// Shared memory; over several hosts, hierarchical (shared memory inside each host, UDP
+    /// between one leader per host).
     Shm,
 }
 

@@ -171,3 +171,119 @@ pub enum CollectiveError {
         what: String,
     },
 }
+
+impl Error {
+    /// The same error with every rank number it holds passed through `global` (a sub-transport of
+    /// the hierarchical path numbers its members `0..k`; errors leave it with job ranks). Numbers
+    /// inside free text (a `Protocol` error's `what`) cannot be translated: `note` is appended to
+    /// such text to say how it counts.
+    pub(crate) fn renumber(self, global: &dyn Fn(usize) -> usize, note: &str) -> Error {
+        match self {
+            Error::Bootstrap(e) => Error::Bootstrap(e),
+            Error::Usage(e) => Error::Usage(match e {
+                UsageError::InvalidRoot { rank, root, size } => UsageError::InvalidRoot {
+                    rank: global(rank),
+                    root,
+                    size,
+                },
+                UsageError::BufferLength {
+                    rank,
+                    what,
+                    expected,
+                    got,
+                } => UsageError::BufferLength {
+                    rank: global(rank),
+                    what,
+                    expected,
+                    got,
+                },
+                UsageError::OpNotSupported { rank, op, dtype } => UsageError::OpNotSupported {
+                    rank: global(rank),
+                    op,
+                    dtype,
+                },
+                UsageError::TooLarge { rank, bytes, max } => UsageError::TooLarge {
+                    rank: global(rank),
+                    bytes,
+                    max,
+                },
+                UsageError::Invalid { rank, what } => UsageError::Invalid {
+                    rank: global(rank),
+                    what,
+                },
+                e @ UsageError::Config { .. } => e,
+            }),
+            Error::Transport(TransportError::Io { rank, what, source }) => {
+                Error::Transport(TransportError::Io {
+                    rank: global(rank),
+                    what,
+                    source,
+                })
+            }
+            Error::Collective(e) => Error::Collective(match e {
+                CollectiveError::Timeout {
+                    rank,
+                    call,
+                    peer,
+                    waited_ms,
+                    timeout_ms,
+                } => CollectiveError::Timeout {
+                    rank: global(rank),
+                    call,
+                    peer: global(peer),
+                    waited_ms,
+                    timeout_ms,
+                },
+                CollectiveError::PeerExited {
+                    rank,
+                    call,
+                    peer,
+                    code,
+                } => CollectiveError::PeerExited {
+                    rank: global(rank),
+                    call,
+                    peer: global(peer),
+                    code,
+                },
+                CollectiveError::Mismatch {
+                    rank,
+                    seq,
+                    peer,
+                    mine,
+                    theirs,
+                } => CollectiveError::Mismatch {
+                    rank: global(rank),
+                    seq,
+                    peer: global(peer),
+                    mine,
+                    theirs,
+                },
+                CollectiveError::Aborted {
+                    rank,
+                    seq,
+                    by,
+                    reason,
+                } => CollectiveError::Aborted {
+                    rank: global(rank),
+                    seq,
+                    by: global(by),
+                    reason,
+                },
+                CollectiveError::Protocol { rank, call, what } => CollectiveError::Protocol {
+                    rank: global(rank),
+                    call,
+                    what: format!("{what} ({note})"),
+                },
+            }),
+        }
+    }
+
+    /// The collective an error another rank caused is about, when it says.
+    pub(crate) fn seq(&self) -> Option<u32> {
+        match self {
+            Error::Collective(CollectiveError::Mismatch { seq, .. })
+            | Error::Collective(CollectiveError::Aborted { seq, .. }) => Some(*seq),
+            _ => None,
+        }
+    }
+}

@@ -182,8 +182,8 @@ boad_result boad_rank(int *out);
 // `out` must be NULL (an error) or valid for writing an `int`.
 boad_result boad_size(int *out);
 
-// Sets `*out` to the name of the data path the last completed collective took (`"udp"`), or to
-// NULL before the first. The string is static.
+// Sets `*out` to the name of the data path the last completed collective took (`"udp"`, `"shm"`,
+// `"kernel"` or `"hier"`), or to NULL before the first. The string is static.
 //
 // # Safety
 // `out` must be NULL (an error) or valid for writing a pointer.

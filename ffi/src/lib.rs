@@ -501,8 +501,8 @@ pub unsafe extern "C" fn boad_size(out: *mut c_int) -> boad_result {
     unsafe { write_int("boad_size", out, Communicator::size) }
 }
 
-/// Sets `*out` to the name of the data path the last completed collective took (`"udp"`), or to
-/// NULL before the first. The string is static.
+/// Sets `*out` to the name of the data path the last completed collective took (`"udp"`, `"shm"`,
+/// `"kernel"` or `"hier"`), or to NULL before the first. The string is static.
 ///
 /// # Safety
 /// `out` must be NULL (an error) or valid for writing a pointer.

@@ -17,7 +17,8 @@ pub enum Transport {
     Kernel,
     /// Userspace UDP only.
     Udp,
-    /// Shared memory (ranks on one host).
+    /// Shared memory; over several hosts, hierarchical (shared memory inside hosts, UDP between
+    /// leaders).
     Shm,
 }
 

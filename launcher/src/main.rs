@@ -96,8 +96,9 @@ struct Args {
           trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<OsString>,
     /// Collective path between hosts, exported to the ranks as BOAD_TRANSPORT: auto (the kernel
-    /// path if boadrun can attach it, else userspace, saying so once), kernel (or fail with exit
-    /// 125), udp, shm.
+    /// path if boadrun can attach it, else userspace, saying so once: hierarchical when a host has
+    /// several ranks), kernel (or fail with exit 125), udp, shm (over several hosts hierarchical:
+    /// shared memory inside each host, UDP between one leader per host).
     #[arg(long, value_enum, env = ENV_TRANSPORT, default_value = "auto", value_name = "PATH")]
     transport: Transport,
     /// Print what this machine offers the kernel path (kernel, BTF, capabilities, whether the

@@ -548,6 +548,7 @@ impl PyCommunicator {
         d.set_item("collectives_udp", s.collectives_udp)?;
         d.set_item("collectives_shm", s.collectives_shm)?;
         d.set_item("collectives_kernel", s.collectives_kernel)?;
+        d.set_item("collectives_hier", s.collectives_hier)?;
         d.set_item("shm_messages_sent", s.shm_messages_sent)?;
         d.set_item("shm_messages_received", s.shm_messages_received)?;
         d.set_item("futex_waits", s.futex_waits)?;

@@ -690,10 +690,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
             let s = comm.stats();
-            let counted = if want == "shm" {
-                s.collectives_shm
-            } else {
-                s.collectives_udp
+            let counted = match want {
+                "shm" => s.collectives_shm,
+                "hier" => s.collectives_hier,
+                _ => s.collectives_udp,
             };
             if counted != 1 {
                 eprintln!("rank {}: stats {s:?}", comm.rank());

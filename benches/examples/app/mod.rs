@@ -67,7 +67,7 @@ pub fn hosts(comm: &mut Communicator, claimed: Option<u32>) -> Res<u32> {
 #[derive(Debug, Default)]
 pub struct Clock {
     secs: f64,
-    calls: [u64; 3],
+    calls: [u64; 4],
 }
 
 impl Clock {
@@ -84,6 +84,7 @@ impl Clock {
             Some(Path::Kernel) => self.calls[0] += 1,
             Some(Path::Udp) => self.calls[1] += 1,
             Some(Path::Shm) => self.calls[2] += 1,
+            Some(Path::Hier) => self.calls[3] += 1,
             None => {}
         }
         Ok(r)
@@ -94,9 +95,9 @@ impl Clock {
         self.calls.iter().sum()
     }
 
-    /// `kernel`, `udp` or `shm`; `kernel+udp` (etc.) if the calls took different paths.
+    /// `kernel`, `udp`, `shm` or `hier`; `kernel+udp` (etc.) if the calls took different paths.
     pub fn path(&self) -> String {
-        let names = ["kernel", "udp", "shm"];
+        let names = ["kernel", "udp", "shm", "hier"];
         let used: Vec<&str> = names
             .iter()
             .zip(self.calls)
@@ -112,7 +113,7 @@ impl Clock {
 
     /// How many calls took each path, when they took more than one.
     pub fn mix(&self) -> Option<String> {
-        let names = ["kernel", "udp", "shm"];
+        let names = ["kernel", "udp", "shm", "hier"];
         let used: Vec<String> = names
             .iter()
             .zip(self.calls)

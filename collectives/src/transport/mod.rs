@@ -14,6 +14,7 @@
 //! - An error another rank raises for a collective this rank already finished is kept and handed
 //!   out once by `take_deferred`.
 
+pub(crate) mod hier;
 mod ledger;
 pub(crate) mod shm;
 pub(crate) mod udp;
@@ -83,6 +84,9 @@ pub struct Stats {
     pub shm_bytes_sent: u64,
     /// Times this rank slept on its futex waiting for a peer (shared-memory path).
     pub futex_waits: u64,
+    /// Collectives completed on the hierarchical path (shared memory inside hosts, UDP between
+    /// their leaders; the other counters then count each level's part).
+    pub collectives_hier: u64,
 }
 
 /// What the kernel-path algorithms need (the UDP transport when the launcher attached the eBPF
@@ -131,6 +135,10 @@ pub(crate) trait Transport: Send {
     fn path(&self) -> crate::Path;
     /// The kernel path, when attached.
     fn kernel(&mut self) -> Option<&mut dyn KernelOps> {
+        None
+    }
+    /// The hierarchical path, when this transport is it.
+    fn hier(&mut self) -> Option<&mut hier::Hier> {
         None
     }
     /// The address of this rank's socket, for transports that have one.

@@ -240,6 +240,8 @@ pub(crate) struct Udp {
     launcher_buf: Vec<u8>,
     drop_rng: rand::rngs::SmallRng,
     kern: kernel_path::Kern,
+    /// Run on every round of a wait (the hierarchical path: keeps the shared-memory level going).
+    idle_hook: Option<super::hier::Service>,
 }
 
 impl Udp {
@@ -335,9 +337,38 @@ impl Udp {
             launcher_buf: Vec::new(),
             drop_rng: rand::rngs::SmallRng::seed_from_u64(seed),
             kern: kernel_path::Kern::default(),
+            idle_hook: None,
         };
         t.launcher_bytes(&launcher_buf);
         Ok(t)
+    }
+
+    /// Sets what every round of a wait runs besides this transport's own work.
+    pub fn set_idle_hook(&mut self, hook: super::hier::Service) {
+        self.idle_hook = Some(hook);
+    }
+
+    /// Non-blocking progress for a rank waiting on another transport: reads what arrived (answers
+    /// probes, acknowledges data) and sends what windows allow.
+    pub fn service(&mut self) {
+        let _ = self.drain().and_then(|()| self.pump());
+    }
+
+    /// The aborts peers sent for collectives this rank did not fail itself: (seq, peer, reason).
+    pub fn seen_aborts(&mut self) -> Vec<(u32, usize, String)> {
+        let _ = self.drain();
+        self.ledger
+            .aborts
+            .iter()
+            .filter(|(s, _)| !self.ledger.my_aborts.contains_key(s))
+            .map(|(s, (by, reason))| (*s, *by, reason.clone()))
+            .collect()
+    }
+
+    fn run_idle_hook(&mut self) {
+        if let Some(hook) = self.idle_hook.as_mut() {
+            hook();
+        }
     }
 
     fn rank_(&self) -> usize {
@@ -920,6 +951,7 @@ impl Transport for Udp {
                 probe_every = (probe_every * 2).min(PROBE_MAX);
                 next_probe = now + probe_every;
             }
+            self.run_idle_hook();
             self.wait_until(next_probe.min(self.peers[src].last_heard + self.cfg.timeout))?;
         }
     }
@@ -968,6 +1000,7 @@ impl Transport for Udp {
                 .next_timer()
                 .unwrap_or_else(|| Instant::now() + RTO_BASE)
                 .min(self.peers[dst].last_heard + self.cfg.timeout);
+            self.run_idle_hook();
             self.progress(
                 deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50),
             )?;

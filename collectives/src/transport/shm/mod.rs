@@ -205,6 +205,8 @@ pub(crate) struct Shm {
     boost: u32,
     /// MAX_BOOST with at most one rank per core, else 0 (a busy core is not halted).
     max_boost: u32,
+    /// Run in every slow round of a wait (the hierarchical path: keeps the network level going).
+    idle_hook: Option<super::hier::Service>,
 }
 
 impl Shm {
@@ -282,6 +284,7 @@ impl Shm {
             slept: false,
             boost: 0,
             max_boost: if crowded { 0 } else { MAX_BOOST },
+            idle_hook: None,
         };
         t.read_launcher();
         Ok(t)
@@ -493,8 +496,34 @@ impl Shm {
         }
     }
 
+    /// Sets what every slow round of a wait runs besides this transport's own checks.
+    pub fn set_idle_hook(&mut self, hook: super::hier::Service) {
+        self.idle_hook = Some(hook);
+    }
+
+    /// Non-blocking progress for a rank waiting on another transport: bumps the heartbeat (the
+    /// rank is inside a boad call), moves pending data, reads the rings.
+    pub fn service(&mut self) {
+        self.seg.beat(self.rank);
+        let _ = self.progress();
+    }
+
+    /// The aborts peers posted for collectives this rank did not fail itself: (seq, peer, reason).
+    pub fn seen_aborts(&mut self) -> Vec<(u32, usize, String)> {
+        self.scan_aborts();
+        self.ledger
+            .aborts
+            .iter()
+            .filter(|(s, _)| !self.ledger.my_aborts.contains_key(s))
+            .map(|(s, (by, reason))| (*s, *by, reason.clone()))
+            .collect()
+    }
+
     /// Bumps our heartbeat and notes the peers'.
     fn slow_checks(&mut self) {
+        if let Some(hook) = self.idle_hook.as_mut() {
+            hook();
+        }
         self.seg.beat(self.rank);
         self.read_launcher();
         let now = Instant::now();

@@ -1,0 +1,607 @@
+//! The hierarchical path, for jobs over several hosts with several ranks on some host: the ranks of
+//! a host talk through shared memory (a [`Shm`] transport over just them, local ranks `0..k` in job
+//! rank order), and one leader per host (its lowest rank) talks to the other leaders over UDP (a
+//! [`Udp`] transport over just the leaders, leader ranks `0..H` in order of their hosts' lowest
+//! ranks). The collectives themselves (`algorithms/hier_shm_net.rs`) run the flat algorithms on
+//! these two sub-transports, one phase after the other.
+//!
+//! Contract: [`Hier`] meets the [`Transport`] contract for everything but `send`/`recv` (the
+//! collectives use the sub-transports through [`Hier::local`] and [`Hier::net`] instead), with
+//! errors naming job ranks: every error a sub-transport raises is renumbered from its local or
+//! leader numbering to job ranks ([`Error::renumber`]).
+//!
+//! The launcher connection: both sub-transports must hear `EXIT` lines while they wait, and each
+//! reads its own connection. A relay thread reads the real one and writes every line to one socket
+//! pair per sub-transport, with the rank of an `EXIT` line translated into that sub-transport's
+//! numbering (lines about ranks it does not hold are dropped). When the launcher connection closes,
+//! the relay closes both.
+//!
+//! Failures cross levels: a rank that fails a collective posts the abort on both sub-transports, so
+//! a leader tells its host and the other leaders at once. An abort a leader only learns of later (a
+//! collective it had already finished failed elsewhere, e.g. a wrong root) is relayed to the other
+//! level between the phases of its next collective and in `take_deferred`, so every rank hears of it
+//! at the latest in its next collective, as on the flat paths.
+//!
+//! Waiting on one level services the other: while a leader waits for the network, its shared-memory
+//! heartbeat keeps beating and its rings keep moving, and while it waits for its host it keeps
+//! answering the other leaders' probes (see [`Service`]). A leader busy in a long network phase
+//! thus never looks dead to its host, nor one in a long local phase to the other leaders.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::ledger::SIG_LOG;
+use super::shm::Shm;
+use super::udp::Udp;
+use super::{Ctx, Stats, Transport};
+use crate::bootstrap::protocol::{Line, PeerEntry};
+use crate::bootstrap::JobInfo;
+use crate::config::Config;
+use crate::error::{CollectiveError, Error, Result, TransportError};
+use crate::types::Signature;
+
+/// Which hosts the ranks of a job are on.
+#[derive(Clone, Debug)]
+pub(crate) struct Layout {
+    /// Per host, in order of its lowest rank: its ranks, ascending (the first is the leader).
+    pub hosts: Vec<Vec<usize>>,
+    /// Per job rank: (host index, index among the host's ranks).
+    pub place: Vec<(usize, usize)>,
+}
+
+impl Layout {
+    /// The layout of a job table.
+    pub fn of(table: &[PeerEntry]) -> Layout {
+        let mut ids: Vec<u32> = Vec::new();
+        let mut hosts: Vec<Vec<usize>> = Vec::new();
+        let mut place = Vec::with_capacity(table.len());
+        for (rank, e) in table.iter().enumerate() {
+            let h = match ids.iter().position(|&id| id == e.host_id) {
+                Some(h) => h,
+                None => {
+                    ids.push(e.host_id);
+                    hosts.push(Vec::new());
+                    ids.len() - 1
+                }
+            };
+            place.push((h, hosts[h].len()));
+            hosts[h].push(rank);
+        }
+        Layout { hosts, place }
+    }
+
+    /// The leader (lowest rank) of host `h`.
+    pub fn leader(&self, h: usize) -> usize {
+        self.hosts[h][0]
+    }
+
+    /// The most ranks any host has.
+    pub fn max_local(&self) -> usize {
+        self.hosts.iter().map(Vec::len).max().unwrap_or(1)
+    }
+}
+
+/// A sub-transport shared between [`Hier`] and the other sub-transport's idle hook.
+type Shared<T> = Arc<Mutex<T>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a sub-transport does for the other level while it waits: non-blocking progress (read what
+/// arrived, answer probes, bump the heartbeat). Called from inside the other sub-transport's wait
+/// loops, never while this one is in use (the lock is only tried).
+pub(crate) type Service = Box<dyn FnMut() + Send>;
+
+/// Both levels of the hierarchical path, for one rank.
+pub(crate) struct Hier {
+    rank: usize,
+    layout: Layout,
+    /// This rank's host.
+    host: usize,
+    local: Shared<Shm>,
+    /// The leaders' transport; `Some` on leaders only.
+    net: Option<Shared<Udp>>,
+    /// Recent calls, to relay an abort of a finished collective with its call.
+    sigs: VecDeque<(u32, Signature)>,
+    /// Collectives whose abort this rank relayed, or failed itself (posted on both levels).
+    relayed: BTreeSet<u32>,
+    /// Collectives whose deferred error was handed out (both levels may hold one).
+    reported: BTreeSet<u32>,
+    /// Collectives completed on this path (`Stats::collectives_hier`).
+    collectives: u64,
+    /// The launcher connection the relay thread reads; shut down on drop, which ends the thread.
+    launcher: Option<UnixStream>,
+}
+
+impl Drop for Hier {
+    fn drop(&mut self) {
+        if let Some(c) = &self.launcher {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Copies the launcher's lines to one socket per sub-transport, translating `EXIT` ranks.
+fn relay(
+    mut conn: UnixStream,
+    leftover: Vec<u8>,
+    feeds: Vec<(socket2::Socket, Vec<Option<usize>>)>,
+) {
+    let mut feeds: Vec<Option<(socket2::Socket, Vec<Option<usize>>)>> =
+        feeds.into_iter().map(Some).collect();
+    let mut buf = leftover;
+    let mut chunk = [0u8; 1024];
+    loop {
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            let parsed = Line::parse(&String::from_utf8_lossy(&line));
+            for slot in feeds.iter_mut() {
+                let Some((sock, map)) = slot.as_ref() else {
+                    continue;
+                };
+                let out = match &parsed {
+                    Some(Line::Exit { rank, code }) => match map.get(*rank).copied().flatten() {
+                        Some(r) => Line::Exit {
+                            rank: r,
+                            code: *code,
+                        }
+                        .format()
+                        .into_bytes(),
+                        None => continue,
+                    },
+                    _ => line.clone(),
+                };
+                // MSG_NOSIGNAL: a reader that is gone (the communicator was dropped) must not raise
+                // SIGPIPE in a C or Python host process; that feed is just closed.
+                let mut off = 0;
+                while off < out.len() {
+                    match sock.send_with_flags(&out[off..], libc::MSG_NOSIGNAL) {
+                        Ok(n) => off += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => {
+                            *slot = None;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if feeds.iter().all(Option::is_none) {
+            return;
+        }
+        match conn.read(&mut chunk) {
+            // The launcher is gone: closing the feeds tells the sub-transports.
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+impl Hier {
+    /// Joins this host's shared memory and, on a leader, the leaders' UDP transport over `sock`.
+    pub fn new(
+        info: &JobInfo,
+        table: &[PeerEntry],
+        sock: std::net::UdpSocket,
+        conn: Option<UnixStream>,
+        leftover: Vec<u8>,
+        cfg: Config,
+    ) -> Result<Hier> {
+        let rank = info.rank;
+        let layout = Layout::of(table);
+        let (host, local_rank) = layout.place[rank];
+        let leaders: Vec<usize> = (0..layout.hosts.len()).map(|h| layout.leader(h)).collect();
+        let is_leader = local_rank == 0;
+        let io = |what| move |source| -> Error { TransportError::Io { rank, what, source }.into() };
+
+        // The feeds of the launcher's lines, one per sub-transport.
+        let mut launcher = None;
+        let (local_conn, net_conn) = match conn {
+            None => (None, None),
+            Some(conn) => {
+                conn.set_nonblocking(false)
+                    .map_err(io("reading the launcher connection"))?;
+                launcher = Some(
+                    conn.try_clone()
+                        .map_err(io("reading the launcher connection"))?,
+                );
+                let mut feeds = Vec::new();
+                let (mine, theirs) =
+                    UnixStream::pair().map_err(io("creating the launcher relay"))?;
+                let local_map = (0..table.len())
+                    .map(|r| (layout.place[r].0 == host).then_some(layout.place[r].1))
+                    .collect();
+                feeds.push((socket2::Socket::from(theirs), local_map));
+                let net_conn = if is_leader {
+                    let (m, t) = UnixStream::pair().map_err(io("creating the launcher relay"))?;
+                    let net_map = (0..table.len())
+                        .map(|r| leaders.iter().position(|&l| l == r))
+                        .collect();
+                    feeds.push((socket2::Socket::from(t), net_map));
+                    Some(m)
+                } else {
+                    None
+                };
+                std::thread::Builder::new()
+                    .name("boad-launcher-relay".into())
+                    .spawn(move || relay(conn, leftover, feeds))
+                    .map_err(io("starting the launcher relay thread"))?;
+                (Some(mine), net_conn)
+            }
+        };
+
+        let members = &layout.hosts[host];
+        let local_table: Vec<PeerEntry> = members
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| PeerEntry {
+                rank: i,
+                ..table[r].clone()
+            })
+            .collect();
+        let local_info = JobInfo {
+            rank: local_rank,
+            size: members.len(),
+            local_rank,
+            local_size: members.len(),
+            ..info.clone()
+        };
+        let note_local = Self::note_of("the ranks of this host", members);
+        let global_local = |r: usize| members.get(r).copied().unwrap_or(r);
+        let local = Shm::new(
+            &local_info,
+            &local_table,
+            local_conn,
+            Vec::new(),
+            cfg.clone(),
+        )
+        .map_err(|e| e.renumber(&global_local, &note_local))?;
+        let local = Arc::new(Mutex::new(local));
+
+        let net = if is_leader {
+            let net_table: Vec<PeerEntry> = leaders
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| PeerEntry {
+                    rank: i,
+                    ..table[r].clone()
+                })
+                .collect();
+            let note_net = Self::note_of("the host leaders", &leaders);
+            let global_net = |r: usize| leaders.get(r).copied().unwrap_or(r);
+            let udp = Udp::new(host, info.job, sock, &net_table, net_conn, Vec::new(), cfg)
+                .map_err(|e| e.renumber(&global_net, &note_net))?;
+            Some(Arc::new(Mutex::new(udp)))
+        } else {
+            // Only leaders use the network; the socket bound for the rendezvous is not needed.
+            drop(sock);
+            None
+        };
+        // Each level, while it waits, keeps the other one going (weak: no reference cycle).
+        if let Some(net) = &net {
+            let weak_net = Arc::downgrade(net);
+            lock(&local).set_idle_hook(Box::new(move || {
+                if let Some(n) = weak_net.upgrade() {
+                    if let Ok(mut n) = n.try_lock() {
+                        n.service();
+                    }
+                }
+            }));
+            let weak_local = Arc::downgrade(&local);
+            lock(net).set_idle_hook(Box::new(move || {
+                if let Some(l) = weak_local.upgrade() {
+                    if let Ok(mut l) = l.try_lock() {
+                        l.service();
+                    }
+                }
+            }));
+        }
+        Ok(Hier {
+            rank,
+            layout,
+            host,
+            local,
+            net,
+            sigs: VecDeque::new(),
+            relayed: BTreeSet::new(),
+            reported: BTreeSet::new(),
+            collectives: 0,
+            launcher,
+        })
+    }
+}
+
+impl Hier {
+    /// The hosts of the job.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// This rank's (host, index among the host's ranks).
+    pub fn place(&self) -> (usize, usize) {
+        self.layout.place[self.rank]
+    }
+
+    /// Runs `f` on this host's shared-memory transport (local ranks `0..k`); errors name job ranks.
+    pub fn local<R>(&self, f: impl FnOnce(&mut dyn Transport) -> Result<R>) -> Result<R> {
+        let members = &self.layout.hosts[self.host];
+        let r = f(&mut *lock(&self.local));
+        r.map_err(|e| {
+            e.renumber(
+                &|r| members.get(r).copied().unwrap_or(r),
+                &Self::note_of("the ranks of this host", members),
+            )
+        })
+    }
+
+    /// Runs `f` on the leaders' network transport (leader ranks `0..H`); errors name job ranks.
+    pub fn net<R>(&self, f: impl FnOnce(&mut dyn Transport) -> Result<R>) -> Result<R> {
+        let Some(net) = &self.net else {
+            return Err(CollectiveError::Protocol {
+                rank: self.rank,
+                call: "a hierarchical collective".into(),
+                what: "only a host's leader uses the network (internal error)".into(),
+            }
+            .into());
+        };
+        let leaders: Vec<usize> = (0..self.layout.hosts.len())
+            .map(|h| self.layout.leader(h))
+            .collect();
+        let r = f(&mut *lock(net));
+        r.map_err(|e| {
+            e.renumber(
+                &|r| leaders.get(r).copied().unwrap_or(r),
+                &Self::note_of("the host leaders", &leaders),
+            )
+        })
+    }
+
+    fn sig_of(&self, seq: u32) -> Option<Signature> {
+        self.sigs
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, g)| *g)
+    }
+
+    /// On a leader: passes on to the other level the aborts of collectives before `cur` that one
+    /// level heard of (see the module docs). A no-op elsewhere.
+    pub fn relay_aborts(&mut self, cur: u32) {
+        let Some(net) = &self.net else {
+            return;
+        };
+        let members = &self.layout.hosts[self.host];
+        let leaders: Vec<usize> = (0..self.layout.hosts.len())
+            .map(|h| self.layout.leader(h))
+            .collect();
+        let from_local = lock(&self.local).seen_aborts();
+        let from_net = lock(net).seen_aborts();
+        let old = |s: u32| cur.wrapping_sub(s).wrapping_sub(1) < SIG_LOG as u32;
+        for (to_net, (seq, by, reason)) in from_local
+            .into_iter()
+            .map(|a| (true, a))
+            .chain(from_net.into_iter().map(|a| (false, a)))
+        {
+            if !old(seq) || self.relayed.contains(&seq) {
+                continue;
+            }
+            let Some(sig) = self.sig_of(seq) else {
+                continue;
+            };
+            let by = if to_net {
+                members.get(by).copied().unwrap_or(by)
+            } else {
+                leaders.get(by).copied().unwrap_or(by)
+            };
+            let err: Error = CollectiveError::Aborted {
+                rank: self.rank,
+                seq,
+                by,
+                reason,
+            }
+            .into();
+            let ctx = Ctx { seq, sig };
+            if to_net {
+                lock(net).fail(&ctx, &err);
+            } else {
+                lock(&self.local).fail(&ctx, &err);
+            }
+            self.relayed.insert(seq);
+        }
+    }
+
+    fn note_of(what: &str, ids: &[usize]) -> String {
+        format!("rank numbers in this message count {what}, whose job ranks are {ids:?}")
+    }
+}
+
+impl Transport for Hier {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.layout.place.len()
+    }
+
+    fn begin(&mut self, ctx: &Ctx) -> Result<()> {
+        self.sigs.push_back((ctx.seq, ctx.sig));
+        if self.sigs.len() > SIG_LOG {
+            self.sigs.pop_front();
+        }
+        let cutoff = ctx.seq.saturating_sub(SIG_LOG as u32);
+        self.relayed.retain(|s| *s >= cutoff);
+        self.reported.retain(|s| *s >= cutoff);
+        let local = self.local(|t| t.begin(ctx));
+        let net = match self.net {
+            Some(_) => self.net(|t| t.begin(ctx)),
+            None => Ok(()),
+        };
+        self.relay_aborts(ctx.seq);
+        local.and(net)
+    }
+
+    fn take_deferred(&mut self, seq: u32) -> Option<Error> {
+        self.relay_aborts(seq);
+        let mut levels = vec![true];
+        if self.net.is_some() {
+            levels.push(false);
+        }
+        for is_local in levels {
+            let got = if is_local {
+                self.local(|t| t.take_deferred(seq).map_or(Ok(()), Err))
+            } else {
+                self.net(|t| t.take_deferred(seq).map_or(Ok(()), Err))
+            };
+            if let Err(e) = got {
+                // Both levels may hold an error for the same collective: hand it out once.
+                if e.seq().is_none_or(|s| self.reported.insert(s)) {
+                    return Some(e);
+                }
+            }
+        }
+        None
+    }
+
+    fn send(&mut self, ctx: &Ctx, _dst: usize, _tag: u32, _data: &[u8]) -> Result<()> {
+        Err(self.direct(ctx))
+    }
+
+    fn recv(&mut self, ctx: &Ctx, _src: usize, _tag: u32) -> Result<Vec<u8>> {
+        Err(self.direct(ctx))
+    }
+
+    fn end(&mut self, ctx: &Ctx) {
+        lock(&self.local).end(ctx);
+        if let Some(n) = &self.net {
+            lock(n).end(ctx);
+        }
+        self.collectives += 1;
+    }
+
+    fn fail(&mut self, ctx: &Ctx, err: &Error) {
+        // Posted on both levels: the host and the other leaders hear of it at once.
+        self.relayed.insert(ctx.seq);
+        lock(&self.local).fail(ctx, err);
+        if let Some(n) = &self.net {
+            lock(n).fail(ctx, err);
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let net = match self.net {
+            Some(_) => self.net(|t| t.flush()),
+            None => Ok(()),
+        };
+        let local = self.local(|t| t.flush());
+        net.and(local)
+    }
+
+    fn stats(&self) -> Stats {
+        let l = lock(&self.local).stats();
+        let n = self
+            .net
+            .as_ref()
+            .map(|n| lock(n).stats())
+            .unwrap_or_default();
+        Stats {
+            collectives_shm: l.collectives_shm,
+            shm_messages_sent: l.shm_messages_sent,
+            shm_messages_received: l.shm_messages_received,
+            shm_bytes_sent: l.shm_bytes_sent,
+            futex_waits: l.futex_waits,
+            collectives_hier: self.collectives,
+            ..n
+        }
+    }
+
+    fn path(&self) -> crate::Path {
+        crate::Path::Hier
+    }
+
+    fn hier(&mut self) -> Option<&mut Hier> {
+        Some(self)
+    }
+
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.net.as_ref().and_then(|n| lock(n).local_addr())
+    }
+}
+
+impl Hier {
+    /// The error for a collective that tried to use this transport rank to rank.
+    fn direct(&self, ctx: &Ctx) -> Error {
+        CollectiveError::Protocol {
+            rank: self.rank,
+            call: ctx.describe(),
+            what: "the hierarchical transport carries whole collectives, not messages between two \
+                   ranks (internal error)"
+                .into(),
+        }
+        .into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::CollectiveError;
+
+    fn table(hosts: &[u32]) -> Vec<PeerEntry> {
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(rank, &host_id)| PeerEntry {
+                rank,
+                host_id,
+                ip: std::net::IpAddr::from([127, 0, 0, 1]),
+                port: 1000 + rank as u16,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn layout_orders_hosts_by_lowest_rank_and_handles_uneven_interleaved_hosts() {
+        let l = Layout::of(&table(&[7, 7, 2, 7, 5, 2]));
+        assert_eq!(l.hosts, vec![vec![0, 1, 3], vec![2, 5], vec![4]]);
+        assert_eq!(
+            l.place,
+            vec![(0, 0), (0, 1), (1, 0), (0, 2), (2, 0), (1, 1)]
+        );
+        assert_eq!((l.leader(0), l.leader(1), l.leader(2)), (0, 2, 4));
+        assert_eq!(l.max_local(), 3);
+    }
+
+    #[test]
+    fn errors_leave_a_sub_transport_with_job_ranks() {
+        let ids = [3usize, 4, 5];
+        let global = |r: usize| ids[r];
+        let e: Error = CollectiveError::PeerExited {
+            rank: 0,
+            call: "allreduce #2".into(),
+            peer: 2,
+            code: 137,
+        }
+        .into();
+        let e = e.renumber(&global, "n");
+        assert_eq!(
+            e.to_string(),
+            "rank 3: allreduce #2: rank 5 exited with status 137 before sending the data this rank waits for"
+        );
+        let e: Error = CollectiveError::Aborted {
+            rank: 1,
+            seq: 9,
+            by: 0,
+            reason: "r".into(),
+        }
+        .into();
+        let e = e.renumber(&global, "n");
+        assert_eq!(e.seq(), Some(9));
+        assert_eq!(e.to_string(), "rank 4: collective #9 failed on rank 3: r");
+    }
+}

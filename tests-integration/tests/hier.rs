@@ -1,0 +1,373 @@
+//! The hierarchical path on mixed virtual clusters (`boadrun --hosts H -n N`, several ranks on some
+//! host): shared memory inside each host, UDP between one leader per host. Every test needs root
+//! (network namespaces) and is skipped without it. Jobs run one at a time (2-core machines).
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+const LIMIT: Duration = Duration::from_secs(240);
+
+fn is_root() -> bool {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:").map(str::to_string))
+        })
+        .and_then(|l| l.split_whitespace().next().and_then(|u| u.parse().ok()));
+    if uid != Some(0u32) {
+        eprintln!("skipped: the virtual cluster needs root");
+    }
+    uid == Some(0)
+}
+
+fn boadrun() -> PathBuf {
+    // .../target/<profile>/deps/hier-<hash> -> .../target/<profile>/boadrun
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf();
+    let p = dir.join("boadrun");
+    if !p.exists() {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-p", "boadrun"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().expect("cargo build -p boadrun").success());
+    }
+    p
+}
+
+struct Job {
+    out: Output,
+    secs: f64,
+}
+
+impl Job {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    fn assert_ok(&self) {
+        assert!(
+            self.out.status.success(),
+            "job failed ({:?}) after {:.1} s\nstdout:\n{}\nstderr:\n{}",
+            self.out.status,
+            self.secs,
+            self.stdout(),
+            self.stderr()
+        );
+    }
+    /// The job key rank 0 of `boad-check` prints.
+    fn key(&self) -> String {
+        self.stdout()
+            .lines()
+            .find_map(|l| l.strip_prefix("job "))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no job key printed:\n{}", self.stdout()))
+    }
+}
+
+/// `boadrun --hosts H <extra> -n N boad-check <args>` with `BOAD_TRANSPORT=transport`, 1 KiB chunks
+/// (unless `env` says otherwise) and `env`; killed (by pid) after [`LIMIT`].
+fn run(
+    transport: &str,
+    hosts: usize,
+    n: usize,
+    extra: &[&str],
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Job {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cmd = Command::new(boadrun());
+    cmd.args(["--hosts", &hosts.to_string()])
+        .args(extra)
+        .args(["-n", &n.to_string()])
+        .arg(env!("CARGO_BIN_EXE_boad-check"))
+        .args(args)
+        .env("BOAD_CHUNK_BYTES", "1024")
+        .env("BOAD_TRANSPORT", transport)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let child = cmd.spawn().expect("start boadrun");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(LIMIT) {
+        Ok(out) => Job {
+            out: out.expect("wait for boadrun"),
+            secs: start.elapsed().as_secs_f64(),
+        },
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let out = rx.recv().expect("boadrun output").expect("wait");
+            panic!(
+                "boadrun --hosts {hosts} -n {n} {args:?} hung\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// Files of job `key` left in /dev/shm.
+fn leftover_segments(key: &str) -> Vec<String> {
+    let prefix = format!("boad-{key}-");
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every rank ran every case of `args` and found none wrong; nothing left in /dev/shm.
+fn all_exact(hosts: usize, n: usize, args: &[&str], env: &[(&str, &str)]) {
+    let job = run("shm", hosts, n, &[], args, env);
+    job.assert_ok();
+    let out = job.stdout();
+    assert_eq!(out.matches(" 0 wrong").count(), n, "{out}");
+    // Only leaders send datagrams: a rank that is not the lowest on its host sends none.
+    let senders = out
+        .lines()
+        .filter(|l| l.contains(" 0 wrong") && !l.contains("datagrams sent 0 "))
+        .count();
+    assert_eq!(
+        senders, hosts,
+        "one leader per host uses the network:\n{out}"
+    );
+    assert_eq!(leftover_segments(&job.key()), Vec::<String>::new());
+}
+
+#[test]
+fn matrix_on_3_hosts_of_3_ranks() {
+    if is_root() {
+        all_exact(3, 9, &["matrix", "--quick"], &[]);
+    }
+}
+
+#[test]
+fn matrix_on_2_hosts_of_3_and_2_ranks() {
+    if is_root() {
+        all_exact(2, 5, &["matrix", "--quick"], &[]);
+    }
+}
+
+#[test]
+fn matrix_on_4_hosts_of_3_2_2_2_ranks() {
+    if is_root() {
+        all_exact(4, 9, &["matrix", "--quick"], &[]);
+    }
+}
+
+#[test]
+fn random_cases_with_loss_between_leaders() {
+    if is_root() {
+        all_exact(3, 7, &["random", "100"], &[("BOAD_DROP_RATE", "0.05")]);
+    }
+}
+
+#[test]
+fn random_cases_on_2_hosts_of_8_ranks() {
+    // Deeper trees inside a host: random roots include non-leaders that forward in the host's
+    // broadcast tree without being sent the data back.
+    if is_root() {
+        all_exact(2, 16, &["random", "100"], &[]);
+    }
+}
+
+#[test]
+fn sixteen_mib_on_2_hosts() {
+    if is_root() {
+        all_exact(2, 4, &["big"], &[("BOAD_CHUNK_BYTES", "")]);
+    }
+}
+
+#[test]
+fn selection_and_reported_path() {
+    if !is_root() {
+        return;
+    }
+    // `shm` over several hosts is hierarchical.
+    run("shm", 3, 9, &[], &["path", "hier"], &[]).assert_ok();
+    // `auto` without the kernel path too (an invalid fold list makes boadrun fall back).
+    run(
+        "auto",
+        3,
+        9,
+        &[],
+        &["path", "hier"],
+        &[("BOAD_KERNEL_FOLDS", "no-such-op")],
+    )
+    .assert_ok();
+    // `udp` stays flat, and so does `auto` with one rank per host.
+    run("udp", 3, 9, &[], &["path", "udp"], &[]).assert_ok();
+    run(
+        "auto",
+        3,
+        3,
+        &[],
+        &["path", "udp"],
+        &[("BOAD_KERNEL_FOLDS", "no-such-op")],
+    )
+    .assert_ok();
+}
+
+/// Mismatched calls by the last rank on `hosts` hosts of `n` ranks: an error on every rank.
+fn mismatches(hosts: usize, n: usize) {
+    let job = run("shm", hosts, n, &[], &["mismatch"], &[]);
+    job.assert_ok();
+    let out = job.stdout();
+    for what in [
+        "count mismatch",
+        "dtype mismatch",
+        "op mismatch",
+        "root mismatch",
+        "float with band",
+        "local error",
+    ] {
+        let got = out.matches(&format!("{what}: error as expected")).count();
+        assert_eq!(got, n, "every rank reports the {what}:\n{out}");
+    }
+    let odd = n - 1;
+    assert!(
+        out.contains(&format!(
+            "this rank called allreduce(count=10, dtype=i32, op=sum) but rank {odd} called allreduce(count=11"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("rejected by the binding"), "{out}");
+}
+
+#[test]
+fn mismatched_calls_are_errors_on_every_rank() {
+    if is_root() {
+        // The odd rank (8) is not a leader: the other hosts hear of it through its leader (6).
+        mismatches(3, 9);
+    }
+}
+
+#[test]
+fn mismatched_calls_by_a_leader_are_errors_on_every_rank() {
+    if is_root() {
+        // 5 ranks on 3 hosts: the odd rank (4) is alone on its host, a leader.
+        mismatches(3, 5);
+    }
+}
+
+/// Rank `victim` is SIGKILLed mid-collective: every other rank fails promptly with an error naming
+/// it (in the collective it was killed in, or in the one before if that still had data in flight
+/// from it), boadrun exits 137, and nothing is left in /dev/shm.
+fn killed_mid_collective(victim: usize) {
+    let v = victim.to_string();
+    let job = run(
+        "shm",
+        3,
+        9,
+        &[],
+        &["kill-mid", &v],
+        &[("BOAD_TIMEOUT_MS", "60000")],
+    );
+    let err = job.stderr();
+    assert_eq!(job.out.status.code(), Some(128 + 9), "{err}");
+    assert!(
+        err.contains(&format!("rank {victim} (pid")) && err.contains("SIGKILL"),
+        "{err}"
+    );
+    let named = format!("rank {victim} exited with status 137");
+    for r in (0..9).filter(|&r| r != victim) {
+        let line = err
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("rank {r}: "))
+                    && (l.contains("error as expected") || l.contains("first allreduce failed"))
+            })
+            .unwrap_or_else(|| panic!("rank {r} reported no error:\n{err}"));
+        assert!(
+            line.contains(&named),
+            "rank {r} does not name the victim: {line}"
+        );
+    }
+    assert!(job.secs < 30.0, "took {:.1} s", job.secs);
+    assert_eq!(leftover_segments(&job.key()), Vec::<String>::new());
+}
+
+#[test]
+fn a_rank_killed_mid_collective_fails_the_others_and_leaves_no_segment() {
+    if is_root() {
+        killed_mid_collective(4);
+    }
+}
+
+#[test]
+fn a_leader_killed_mid_collective_fails_the_others_and_leaves_no_segment() {
+    if is_root() {
+        killed_mid_collective(3);
+    }
+}
+
+#[test]
+fn a_rank_exiting_mid_job_fails_the_others_naming_it() {
+    if !is_root() {
+        return;
+    }
+    let job = run(
+        "shm",
+        2,
+        5,
+        &[],
+        &["exit-mid", "4"],
+        &[("BOAD_TIMEOUT_MS", "60000")],
+    );
+    let err = job.stderr();
+    assert_eq!(job.out.status.code(), Some(3), "{err}");
+    assert_eq!(err.matches("error as expected").count(), 4, "{err}");
+    assert_eq!(
+        err.matches("rank 4 exited with status 3").count(),
+        4,
+        "every other rank names rank 4:\n{err}"
+    );
+    assert!(job.secs < 30.0, "took {:.1} s", job.secs);
+}
+
+#[test]
+fn a_silent_rank_times_out_naming_it() {
+    if !is_root() {
+        return;
+    }
+    // Rank 1 is not a leader: its leader (0) waits for it on shared memory while the other leaders
+    // wait for rank 0 over UDP; rank 0 keeps answering them, so only rank 1 is reported silent.
+    let job = run(
+        "shm",
+        3,
+        9,
+        &["--kill-grace-ms", "500"],
+        &["hang", "1"],
+        &[("BOAD_TIMEOUT_MS", "1500")],
+    );
+    let err = job.stderr();
+    assert_ne!(job.out.status.code(), Some(0), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("error as expected"))
+        .collect();
+    assert_eq!(lines.len(), 8, "{err}");
+    for l in lines {
+        assert!(l.contains("rank 1 sent nothing"), "{err}");
+    }
+    assert!(job.secs < 25.0, "took {:.1} s", job.secs);
+}
