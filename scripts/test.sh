@@ -14,6 +14,8 @@ missing=()
 command -v cc >/dev/null || missing+=(gcc)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v python3 >/dev/null || missing+=(python3 python3-pip python3-venv)
+# boad-plot's tests draw PNGs with this font (no fontconfig).
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || { echo "missing ${missing[*]}: install them (apt-get install ${missing[*]})" >&2; exit 1; }
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -53,4 +55,12 @@ PKG_CONFIG_PATH="$prefix/lib/pkgconfig" cc ffi/examples/allreduce.c -o "$prefix/
     $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs boad) -Wl,-rpath,"$prefix/lib"
 target/release/boadrun -n 9 "$prefix/allreduce"
 target/release/boadrun -n 9 python3 python/examples/demo.py
+
+# The benchmarks run (every sweep, tiny sizes, MPI included), not their numbers: docs/benchmarks.md.
+step "benchmark smoke test: scripts/bench.sh --quick"
+if [ "$(id -u)" = 0 ]; then
+    bash scripts/bench.sh --quick
+else
+    echo "skipped: scripts/bench.sh needs root"
+fi
 step "done"

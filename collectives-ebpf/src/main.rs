@@ -56,9 +56,10 @@ use boad_common::{
 /// Job key and global settings (one entry).
 #[btf_map]
 static CONFIG: Array<Config, 1> = Array::new();
-/// UDP destination port (host order) -> [`port`] bits.
+/// UDP destination port (host order) -> [`port`] bits: every rank's port and the trigger port of a
+/// job of up to `MAX_RANKS` ranks (a map of 64 entries used to stop jobs above 63 ranks).
 #[btf_map]
-static PORTS: HashMap<u16, u32, 64> = HashMap::new();
+static PORTS: HashMap<u16, u32, { 2 * MAX_RANKS as usize }> = HashMap::new();
 /// Communicator id -> how many contributions complete a reduction, members to broadcast to.
 #[btf_map]
 static COMMS: HashMap<u32, CommInfo, { MAX_COMMS as usize }> = HashMap::new();

@@ -17,8 +17,9 @@
 //!   naming it.
 //! - `hang RANK`: RANK sleeps 30 s before an allreduce; the others must time out naming it.
 //! - `kill-mid RANK`: RANK SIGKILLs itself while 4 MiB allreduces run; the others must fail.
-//! - `kernel-proof`: on the kernel path, the paths each collective takes, and counters showing the
-//!   root of a one-datagram bcast makes one send and the root of a reduce receives one datagram.
+//! - `kernel-proof`: on the kernel path, the paths each collective takes, flow control of back-to-back
+//!   reduces to one root, and counters showing the root of a one-datagram bcast makes one send and
+//!   the root of a reduce receives one datagram.
 //! - `path NAME`: a few collectives, then `last_path()` must be NAME (`udp` or `shm`).
 //!
 //! Rank 0 first prints `job <key>` (the job key, to find the job's files).
@@ -519,6 +520,31 @@ fn kernel_proof(comm: &mut Communicator) -> ExitCode {
             if rank == root && r != [size as u32; 64] {
                 return Err(format!("reduce gave {:?}", &r[..4]));
             }
+        }
+        // Back-to-back reductions to one root with no barrier: contributors could run ahead of
+        // the root past the kernel's slots; every 16th reduce the root releases them (flow
+        // control), which they count as a received kernel broadcast. (10 reduces came before; the
+        // barrier keeps this loop's RESULTs out of the last window counted above.)
+        step(comm.barrier())?;
+        let before = comm.stats();
+        for i in 0..160u32 {
+            let mut r = [0u32; 4];
+            step(comm.reduce(
+                &[i + rank as u32; 4],
+                if rank == root { &mut r } else { &mut [] },
+                Op::Sum,
+                root,
+            ))?;
+            let want = (0..size as u32).map(|k| i + k).sum::<u32>();
+            if rank == root && r != [want; 4] {
+                return Err(format!("back-to-back reduce {i} gave {r:?}, want {want}"));
+            }
+        }
+        let credits = comm.stats().kernel_bcast_received - before.kernel_bcast_received;
+        if rank != root && credits != 10 {
+            return Err(format!(
+                "160 back-to-back reduces released this contributor {credits} times, want 10"
+            ));
         }
         Ok((sends, recvs))
     })();

@@ -372,7 +372,8 @@ impl Worker {
     /// Back-to-back collectives; returns (slowest rank's wall ns, CPU ns per rank, failure).
     /// `cpu_only`: count only the CPU time spent inside the collectives (clock read before and
     /// after each), and add a barrier every 16 collectives, so that contributors cannot run far
-    /// ahead of a fixed root (the kernel path's reduce has no flow control and stalls then).
+    /// ahead of a fixed root (the naive and epoll baselines have no flow control: a root's socket
+    /// buffer would overflow; boad's kernel reduce has its own, a release every 16 reduces).
     fn back_to_back(
         &mut self,
         imp: &mut Imp,

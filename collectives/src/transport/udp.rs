@@ -46,6 +46,14 @@ const PROBE_BASE: Duration = Duration::from_millis(30);
 const PROBE_MAX: Duration = Duration::from_millis(500);
 /// ACK after this many chunks of one message even without a gap.
 const ACK_EVERY: u32 = 16;
+/// A collective starts or ends without reading the socket when it was read to the end this
+/// recently ([`Udp::drain_if_stale`]): what arrived since waits for the next wait, as MPI's eager
+/// sends wait for the next call. Keeps a kernel-path bcast root and a reduce contributor at one
+/// system call per collective.
+const FRESH: Duration = Duration::from_millis(10);
+/// ... and at most this many collectives in a row skip reading it (KNACKs for resends must be served
+/// well within the `RETAIN` collectives a rank can resend).
+const MAX_SKIPPED_DRAINS: u32 = 128;
 /// A fixed-size bit set.
 struct Bits(Vec<u64>);
 
@@ -242,6 +250,9 @@ pub(crate) struct Udp {
     kern: kernel_path::Kern,
     /// Run on every round of a wait (the hierarchical path: keeps the shared-memory level going).
     idle_hook: Option<super::hier::Service>,
+    /// When the socket was last read to the end, and how many drains were skipped since.
+    last_drain: Instant,
+    skipped_drains: u32,
 }
 
 impl Udp {
@@ -338,6 +349,8 @@ impl Udp {
             drop_rng: rand::rngs::SmallRng::seed_from_u64(seed),
             kern: kernel_path::Kern::default(),
             idle_hook: None,
+            last_drain: now,
+            skipped_drains: 0,
         };
         t.launcher_bytes(&launcher_buf);
         Ok(t)
@@ -447,8 +460,22 @@ impl Udp {
         self.pump()
     }
 
+    /// [`drain`](Self::drain)s unless the socket was drained less than [`FRESH`] ago (and fewer
+    /// than [`MAX_SKIPPED_DRAINS`] drains were skipped since): a drain that finds nothing is a
+    /// system call, and the socket is edge-triggered, so anything that arrived since the last drain
+    /// wakes the next wait.
+    fn drain_if_stale(&mut self) -> Result<()> {
+        if self.last_drain.elapsed() < FRESH && self.skipped_drains < MAX_SKIPPED_DRAINS {
+            self.skipped_drains += 1;
+            return Ok(());
+        }
+        self.drain()
+    }
+
     /// Reads every datagram waiting on the socket.
     fn drain(&mut self) -> Result<()> {
+        self.skipped_drains = 0;
+        self.last_drain = Instant::now();
         loop {
             match self.wire.sock.recv_from(&mut self.rx) {
                 Ok((n, from)) => self.on_datagram(n, from)?,
@@ -875,14 +902,14 @@ impl Transport for Udp {
         self.cur_seq = ctx.seq;
         self.ledger.start(ctx);
         self.status.retain(|(_, s), _| *s >= ctx.seq);
-        self.drain()?;
+        self.drain_if_stale()?;
         self.kernel_begin(ctx.seq);
         let rank = self.rank();
         self.ledger.settle(rank, ctx)
     }
 
     fn take_deferred(&mut self, seq: u32) -> Option<Error> {
-        self.drain().ok()?;
+        self.drain_if_stale().ok()?;
         let rank = self.rank();
         self.ledger.take_deferred(rank, seq)
     }

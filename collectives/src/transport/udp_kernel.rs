@@ -11,6 +11,8 @@
 //! - Broadcast: the root sends each chunk once, as `BCAST` to the trigger port; TC clones it to every
 //!   other rank. A receiver missing chunks sends `KNACK` (tag 1) and the root resends them to it
 //!   directly. Roots keep their last [`RETAIN`] broadcasts (at most [`RETAIN_BYTES`]).
+//! - Flow control: every [`CREDIT_EVERY`]th reduction the root ends with an empty broadcast its
+//!   contributors wait for, so they never run further ahead than the kernel has slots.
 //! - allreduce = reduce to rank 0 + broadcast from it; barrier = allreduce of one byte; allgather =
 //!   every rank broadcasts its block.
 //!
@@ -38,6 +40,12 @@ pub(crate) const KBCAST_MAX: usize = 1 << 20;
 const RETAIN: usize = 256;
 /// Most bytes of past broadcasts a root keeps.
 const RETAIN_BYTES: usize = 64 << 20;
+/// Every this many kernel reductions the root releases its contributors with an empty broadcast,
+/// and they wait for it: flow control. Without it contributors of back-to-back reductions to one root
+/// run up to [`RETAIN`] collectives ahead, past the kernel's slots (`NSLOTS / 64` collectives), and
+/// every reduction then takes the KNACK timers. Must stay below `NSLOTS / 64`.
+const CREDIT_EVERY: u64 = 16;
+const _: () = assert!(CREDIT_EVERY < (boad_common::kernel::NSLOTS / 64) as u64);
 /// KNACK rounds before contributors are asked to bypass the kernel.
 const ROUNDS_BEFORE_BYPASS: u32 = 2;
 
@@ -70,6 +78,8 @@ pub(super) struct Kern {
     incoming: HashMap<(u32, usize), BcastIn>,
     /// The current collective went through the kernel.
     pub used: bool,
+    /// Kernel `reduce` calls this rank took part in (the same count on every rank: see [`CREDIT_EVERY`]).
+    reductions: u64,
 }
 
 /// The wire codes a kernel datagram folds with (a barrier folds one byte with `bor`).
@@ -177,7 +187,20 @@ impl Udp {
             self.kern.contribs.pop_front();
         }
         self.wire.stats.kernel_contribs += u64::from(n);
+        if self.credit_due(ctx) {
+            self.kbcast_recv(ctx, root, &mut [])?;
+        }
         Ok(())
+    }
+
+    /// Counts a kernel reduction; true when it is one that ends with the root's release (only
+    /// `reduce` calls: allreduce and barrier end with the root's broadcast anyway).
+    fn credit_due(&mut self, ctx: &Ctx) -> bool {
+        if ctx.sig.coll != Coll::Reduce {
+            return false;
+        }
+        self.kern.reductions += 1;
+        self.kern.reductions.is_multiple_of(CREDIT_EVERY)
     }
 
     /// The root of a reduction: folds every other rank's contribution into `acc`.
@@ -282,6 +305,9 @@ impl Udp {
             self.wait_until(next_knack.min(last_progress + self.cfg.timeout))?;
         }
         self.wire.stats.kernel_results += u64::from(n);
+        if self.credit_due(ctx) {
+            self.kbcast_send(ctx, &[])?;
+        }
         Ok(())
     }
 
