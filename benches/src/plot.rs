@@ -366,10 +366,22 @@ fn series_of(lines: &Lines, with_p99: bool) -> Vec<Series> {
     let names: Vec<&str> = labels.iter().map(|(_, n)| n.as_str()).collect();
     let colors = assign_colors(&names);
     let mut out = vec![];
-    for ((line, (label, _)), color) in lines.values().zip(labels).zip(colors) {
+    let mut used = BTreeSet::new();
+    let mut other_shape = IMPLEMENTATIONS.len();
+    for ((key, line), ((label, _), color)) in lines.iter().zip(labels.into_iter().zip(colors)) {
+        // A known implementation keeps its marker across figures (its first line, when it has
+        // two); any other line takes the next marker.
+        let known = key.0 .0;
+        let shape = if known < IMPLEMENTATIONS.len() && used.insert(known) {
+            known
+        } else {
+            other_shape += 1;
+            other_shape
+        };
         out.push(Series {
             label,
             color,
+            shape,
             dashed: false,
             in_legend: true,
             points: line
@@ -388,6 +400,7 @@ fn series_of(lines: &Lines, with_p99: bool) -> Vec<Series> {
                 out.push(Series {
                     label: String::new(),
                     color,
+                    shape,
                     dashed: true,
                     in_legend: false,
                     points: p99,
@@ -417,10 +430,14 @@ pub fn latency_vs_receivers(
     out: &Path,
 ) -> Result<Drawn, PlotError> {
     let file = format!("{coll}-latency-vs-receivers.png");
-    let rs: Vec<&Record> = records
+    let mut rs: Vec<&Record> = records
         .iter()
         .filter(|r| r.bench == "fanout" && r.coll == coll && r.avg_us.is_some())
         .collect();
+    // Fan-out is a cluster's: one-host runs, if any, only when there is nothing else.
+    if rs.iter().any(|r| r.hosts > 1) {
+        rs.retain(|r| r.hosts > 1);
+    }
     let Some(bytes) = common_bytes(rs.iter().copied()) else {
         return Ok(Drawn::Skipped(format!(
             "{file}: no records with bench \"fanout\", coll \"{coll}\" and avg_us"
@@ -468,6 +485,11 @@ pub fn throughput_vs_fanout(
         .collect();
     // Stable: fanout records first, so the throughput ones come later and win.
     rs.sort_by_key(|r| r.bench == "throughput");
+    // Fan-out is a cluster's: one-host runs (MPI, shared memory) stay in the report's table.
+    let one_host_left_out = rs.iter().any(|r| r.hosts > 1) && rs.iter().any(|r| r.hosts <= 1);
+    if one_host_left_out {
+        rs.retain(|r| r.hosts > 1);
+    }
     let Some(bytes) = common_bytes(rs.iter().copied()) else {
         return Ok(Drawn::Skipped(format!(
             "{file}: no records with bench \"throughput\" or \"fanout\", coll \"{coll}\" and ops_per_s"
@@ -489,6 +511,9 @@ pub fn throughput_vs_fanout(
     );
     if let (1, Some(x)) = (fanouts.len(), fanouts.first()) {
         subtitle = format!("{subtitle}; only one fan-out measured ({x} receivers)");
+    }
+    if one_host_left_out {
+        subtitle = format!("{subtitle}; cluster runs only (one-host runs: see report.md)");
     }
     let chart = LineChart {
         title: title.clone(),
@@ -881,11 +906,19 @@ impl Axis {
         }
         match kind {
             AxisKind::Count if min >= 1.0 && max / min >= 8.0 => {
-                // Fan-outs that double (2, 4, ..., 64): a log2 axis with a tick per power of two.
+                // Fan-outs that double (2, 4, ..., 64): a log2 axis, with a tick at each value
+                // measured (or at each power of two when there are many).
                 let (lo2, hi2) = (min.log2() - 0.3, max.log2() + 0.3);
-                let ticks = ((lo2.ceil() as i32)..=(hi2.floor() as i32))
-                    .map(|e| f64::from(e) * std::f64::consts::LOG10_2)
-                    .collect();
+                let mut distinct: Vec<f64> = vals.iter().map(|v| v.round()).collect();
+                distinct.sort_by(f64::total_cmp);
+                distinct.dedup();
+                let ticks = if distinct.len() <= 12 {
+                    distinct.iter().map(|v| v.log10()).collect()
+                } else {
+                    ((lo2.ceil() as i32)..=(hi2.floor() as i32))
+                        .map(|e| f64::from(e) * std::f64::consts::LOG10_2)
+                        .collect()
+                };
                 Axis {
                     log: true,
                     lo: lo2 * std::f64::consts::LOG10_2,
@@ -934,8 +967,10 @@ impl Axis {
                 let (lo10, hi10) = (min.log10(), max.log10());
                 let pad = (hi10 - lo10) * 0.06;
                 let (lo, hi) = (lo10 - pad, hi10 + pad);
-                let mults: &[f64] = if hi - lo <= 3.2 {
+                let mults: &[f64] = if hi - lo <= 4.5 {
                     &[1.0, 2.0, 5.0]
+                } else if hi - lo <= 7.0 {
+                    &[1.0, 3.0]
                 } else {
                     &[1.0]
                 };
@@ -1067,6 +1102,8 @@ fn round_sig(v: f64) -> f64 {
 struct Series {
     label: String,
     color: RGBColor,
+    /// Marker (see [`marker_points`]).
+    shape: usize,
     dashed: bool,
     in_legend: bool,
     points: Vec<(f64, f64)>,
@@ -1154,8 +1191,8 @@ fn draw_line_chart(path: &Path, spec: &LineChart) -> Result<(), PlotError> {
             .draw()?;
 
         let mut entries = vec![];
-        let mut shape = 0;
         for (i, s) in spec.series.iter().enumerate() {
+            let shape = s.shape;
             let pts: Vec<(f64, f64)> = s
                 .points
                 .iter()
@@ -1180,9 +1217,6 @@ fn draw_line_chart(path: &Path, spec: &LineChart) -> Result<(), PlotError> {
                     color: s.color,
                     mark: Mark::Line(shape),
                 });
-            }
-            if !s.dashed {
-                shape += 1;
             }
         }
         if spec.series.iter().any(|s| s.dashed) {
@@ -1505,6 +1539,7 @@ pub(crate) mod tests {
         let line = |label: &str, ys: &[f64]| Series {
             label: label.into(),
             color: BLACK,
+            shape: 0,
             dashed: false,
             in_legend: true,
             points: ys.iter().enumerate().map(|(i, y)| (i as f64, *y)).collect(),
