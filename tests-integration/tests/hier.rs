@@ -2,79 +2,11 @@
 //! host): shared memory inside each host, UDP between one leader per host. Every test needs root
 //! (network namespaces) and is skipped without it. Jobs run one at a time (2-core machines).
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+mod common;
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-const LIMIT: Duration = Duration::from_secs(240);
+use std::process::Command;
 
-fn is_root() -> bool {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:").map(str::to_string))
-        })
-        .and_then(|l| l.split_whitespace().next().and_then(|u| u.parse().ok()));
-    if uid != Some(0u32) {
-        eprintln!("skipped: the virtual cluster needs root");
-    }
-    uid == Some(0)
-}
-
-fn boadrun() -> PathBuf {
-    // .../target/<profile>/deps/hier-<hash> -> .../target/<profile>/boadrun
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .to_path_buf();
-    let p = dir.join("boadrun");
-    if !p.exists() {
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-p", "boadrun"]);
-        if dir.ends_with("release") {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().expect("cargo build -p boadrun").success());
-    }
-    p
-}
-
-struct Job {
-    out: Output,
-    secs: f64,
-}
-
-impl Job {
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.out.stdout).into_owned()
-    }
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.out.stderr).into_owned()
-    }
-    fn assert_ok(&self) {
-        assert!(
-            self.out.status.success(),
-            "job failed ({:?}) after {:.1} s\nstdout:\n{}\nstderr:\n{}",
-            self.out.status,
-            self.secs,
-            self.stdout(),
-            self.stderr()
-        );
-    }
-    /// The job key rank 0 of `boad-check` prints.
-    fn key(&self) -> String {
-        self.stdout()
-            .lines()
-            .find_map(|l| l.strip_prefix("job "))
-            .map(str::to_string)
-            .unwrap_or_else(|| panic!("no job key printed:\n{}", self.stdout()))
-    }
-}
+use common::{boadrun, leftover_segments, root, run_cmd, Job, LIMIT};
 
 /// `boadrun --hosts H <extra> -n N boad-check <args>` with `BOAD_TRANSPORT=transport`, 1 KiB chunks
 /// (unless `env` says otherwise) and `env`; killed (by pid) after [`LIMIT`].
@@ -86,53 +18,13 @@ fn run(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Job {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut cmd = Command::new(boadrun());
     cmd.args(["--hosts", &hosts.to_string()])
         .args(extra)
         .args(["-n", &n.to_string()])
         .arg(env!("CARGO_BIN_EXE_boad-check"))
-        .args(args)
-        .env("BOAD_CHUNK_BYTES", "1024")
-        .env("BOAD_TRANSPORT", transport)
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let start = Instant::now();
-    let child = cmd.spawn().expect("start boadrun");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(LIMIT) {
-        Ok(out) => Job {
-            out: out.expect("wait for boadrun"),
-            secs: start.elapsed().as_secs_f64(),
-        },
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            let out = rx.recv().expect("boadrun output").expect("wait");
-            panic!(
-                "boadrun --hosts {hosts} -n {n} {args:?} hung\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
-
-/// Files of job `key` left in /dev/shm.
-fn leftover_segments(key: &str) -> Vec<String> {
-    let prefix = format!("boad-{key}-");
-    std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
+        .args(args);
+    run_cmd(cmd, transport, env, LIMIT)
 }
 
 /// Every rank ran every case of `args` and found none wrong; nothing left in /dev/shm.
@@ -155,28 +47,28 @@ fn all_exact(hosts: usize, n: usize, args: &[&str], env: &[(&str, &str)]) {
 
 #[test]
 fn matrix_on_3_hosts_of_3_ranks() {
-    if is_root() {
+    if root() {
         all_exact(3, 9, &["matrix", "--quick"], &[]);
     }
 }
 
 #[test]
 fn matrix_on_2_hosts_of_3_and_2_ranks() {
-    if is_root() {
+    if root() {
         all_exact(2, 5, &["matrix", "--quick"], &[]);
     }
 }
 
 #[test]
 fn matrix_on_4_hosts_of_3_2_2_2_ranks() {
-    if is_root() {
+    if root() {
         all_exact(4, 9, &["matrix", "--quick"], &[]);
     }
 }
 
 #[test]
 fn random_cases_with_loss_between_leaders() {
-    if is_root() {
+    if root() {
         all_exact(3, 7, &["random", "100"], &[("BOAD_DROP_RATE", "0.05")]);
     }
 }
@@ -185,21 +77,21 @@ fn random_cases_with_loss_between_leaders() {
 fn random_cases_on_2_hosts_of_8_ranks() {
     // Deeper trees inside a host: random roots include non-leaders that forward in the host's
     // broadcast tree without being sent the data back.
-    if is_root() {
+    if root() {
         all_exact(2, 16, &["random", "100"], &[]);
     }
 }
 
 #[test]
 fn sixteen_mib_on_2_hosts() {
-    if is_root() {
+    if root() {
         all_exact(2, 4, &["big"], &[("BOAD_CHUNK_BYTES", "")]);
     }
 }
 
 #[test]
 fn selection_and_reported_path() {
-    if !is_root() {
+    if !root() {
         return;
     }
     // `shm` over several hosts is hierarchical.
@@ -255,7 +147,7 @@ fn mismatches(hosts: usize, n: usize) {
 
 #[test]
 fn mismatched_calls_are_errors_on_every_rank() {
-    if is_root() {
+    if root() {
         // The odd rank (8) is not a leader: the other hosts hear of it through its leader (6).
         mismatches(3, 9);
     }
@@ -263,7 +155,7 @@ fn mismatched_calls_are_errors_on_every_rank() {
 
 #[test]
 fn mismatched_calls_by_a_leader_are_errors_on_every_rank() {
-    if is_root() {
+    if root() {
         // 5 ranks on 3 hosts: the odd rank (4) is alone on its host, a leader.
         mismatches(3, 5);
     }
@@ -308,21 +200,21 @@ fn killed_mid_collective(victim: usize) {
 
 #[test]
 fn a_rank_killed_mid_collective_fails_the_others_and_leaves_no_segment() {
-    if is_root() {
+    if root() {
         killed_mid_collective(4);
     }
 }
 
 #[test]
 fn a_leader_killed_mid_collective_fails_the_others_and_leaves_no_segment() {
-    if is_root() {
+    if root() {
         killed_mid_collective(3);
     }
 }
 
 #[test]
 fn a_rank_exiting_mid_job_fails_the_others_naming_it() {
-    if !is_root() {
+    if !root() {
         return;
     }
     let job = run(
@@ -346,7 +238,7 @@ fn a_rank_exiting_mid_job_fails_the_others_naming_it() {
 
 #[test]
 fn a_silent_rank_times_out_naming_it() {
-    if !is_root() {
+    if !root() {
         return;
     }
     // Rank 1 is not a leader: its leader (0) waits for it on shared memory while the other leaders

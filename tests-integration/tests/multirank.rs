@@ -1,61 +1,12 @@
 //! Real multi-process jobs: `boadrun -n N boad-check MODE` for the modes of the worker (see
 //! `src/main.rs`). Heavy jobs run one at a time (2-core CI machines).
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+mod common;
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+use std::process::Command;
+use std::time::Duration;
 
-fn target_dir() -> PathBuf {
-    // .../target/<profile>/deps/multirank-<hash>
-    let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .to_path_buf()
-}
-
-fn boadrun() -> PathBuf {
-    let p = target_dir().join("boadrun");
-    if !p.exists() {
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-p", "boadrun"]);
-        if target_dir().ends_with("release") {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().expect("cargo build -p boadrun").success());
-    }
-    p
-}
-
-struct Job {
-    out: Output,
-    secs: f64,
-}
-
-impl Job {
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.out.stdout).into_owned()
-    }
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.out.stderr).into_owned()
-    }
-    fn code(&self) -> Option<i32> {
-        self.out.status.code()
-    }
-    fn assert_ok(&self) {
-        assert!(
-            self.out.status.success(),
-            "job failed ({:?}) after {:.1} s\nstdout:\n{}\nstderr:\n{}",
-            self.out.status,
-            self.secs,
-            self.stdout(),
-            self.stderr()
-        );
-    }
-}
+use common::{boadrun, leftover_segments, root, run_cmd, serial, target_dir, Job, LIMIT};
 
 /// Runs `boadrun <launcher_args> -n N boad-check <args>` over UDP with `env`, killing it after
 /// `limit`.
@@ -85,46 +36,6 @@ fn run_on(
         .args(args);
     run_cmd(cmd, transport, env, limit)
 }
-
-/// Runs `cmd` (a boadrun command line) with `BOAD_TRANSPORT=transport` and `env`, killing it after
-/// `limit`.
-fn run_cmd(mut cmd: Command, transport: &str, env: &[(&str, &str)], limit: Duration) -> Job {
-    let args: Vec<String> = cmd
-        .get_args()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    cmd.env("BOAD_CHUNK_BYTES", "1024")
-        .env("BOAD_TRANSPORT", transport)
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let start = Instant::now();
-    let child = cmd.spawn().expect("start boadrun");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => Job {
-            out: out.expect("wait for boadrun"),
-            secs: start.elapsed().as_secs_f64(),
-        },
-        Err(_) => {
-            // SIGKILL boadrun (ours, by pid); its ranks die with it (PDEATHSIG).
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            let out = rx.recv().expect("boadrun output").expect("wait");
-            panic!(
-                "boadrun {args:?} over {transport} hung for {limit:?}\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
-
-const LIMIT: Duration = Duration::from_secs(240);
 
 fn matrix(n: usize) {
     matrix_on("udp", n);
@@ -176,26 +87,6 @@ fn twenty_ranks_random_cases() {
         "{}",
         job.stdout()
     );
-}
-
-/// The virtual cluster needs root (network namespaces); CI runs as root.
-fn root() -> bool {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(str::to_string)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(2)
-                .and_then(|u| u.parse::<u32>().ok())
-        });
-    if uid != Some(0) {
-        eprintln!("skipped: the virtual cluster needs root");
-    }
-    uid == Some(0)
 }
 
 #[test]
@@ -357,7 +248,7 @@ fn silent_on(transport: &str) {
 
 #[test]
 fn singleton_without_boadrun() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let out = Command::new(env!("CARGO_BIN_EXE_boad-check"))
         .args(["matrix", "--quick"])
         .env_remove("BOAD_SIZE")
@@ -381,7 +272,7 @@ fn demo_runs_on_9_ranks() {
         }
         assert!(cmd.status().expect("build the demo").success());
     }
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let out = Command::new(boadrun())
         .args(["-n", "9"])
         .arg(&demo)
@@ -400,28 +291,6 @@ fn demo_runs_on_9_ranks() {
 }
 
 // ----- the same over shared memory (BOAD_TRANSPORT=shm); loss and foreign datagrams are UDP-only -----
-
-/// The job key rank 0 of `boad-check` prints (`job <16 hex digits>`).
-fn job_key(job: &Job) -> String {
-    job.stdout()
-        .lines()
-        .find_map(|l| l.strip_prefix("job "))
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no job key printed:\n{}", job.stdout()))
-}
-
-/// Files of job `key` left in /dev/shm.
-fn leftover_segments(key: &str) -> Vec<String> {
-    let prefix = format!("boad-{key}-");
-    std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 #[test]
 fn shm_matrix_1_rank() {
@@ -504,7 +373,7 @@ fn shm_a_rank_killed_mid_collective_fails_the_others_and_leaves_no_segment() {
     assert!(err.contains("rank 1") && err.contains("SIGKILL"), "{err}");
     assert_eq!(err.matches("error as expected").count(), 3, "{err}");
     assert!(job.secs < 30.0, "took {:.1} s", job.secs);
-    let key = job_key(&job);
+    let key = job.key();
     assert_eq!(leftover_segments(&key), Vec::<String>::new());
 }
 
@@ -517,7 +386,7 @@ fn boadrun_removes_a_segment_left_by_dead_ranks() {
     );
     let job = run_cmd(cmd, "shm", &[], LIMIT);
     assert_eq!(job.code(), Some(128 + 9), "{}", job.stderr());
-    let key = job_key(&job);
+    let key = job.key();
     assert_eq!(leftover_segments(&key), Vec::<String>::new());
 }
 

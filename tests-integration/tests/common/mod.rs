@@ -1,0 +1,149 @@
+//! What the multi-process test files share: finding `boadrun`, running a job with a time limit
+//! (killed by pid, never left behind), its output, and the checks on what a job leaves behind.
+//! Each test file is its own binary and uses a part of this module.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Jobs run one at a time (2-core CI machines).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Holds off every other job of this test binary while the guard lives.
+pub fn serial() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long a job may run before the test kills it and fails.
+pub const LIMIT: Duration = Duration::from_secs(240);
+
+/// `target/<profile>`, from this test binary's path (`target/<profile>/deps/<name>-<hash>`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// The `boadrun` of this profile, built if missing.
+pub fn boadrun() -> PathBuf {
+    let p = target_dir().join("boadrun");
+    if !p.exists() {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-p", "boadrun"]);
+        if target_dir().ends_with("release") {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().expect("cargo build -p boadrun").success());
+    }
+    p
+}
+
+/// Virtual clusters and the kernel path need root (network namespaces, BPF); CI runs as root.
+pub fn root() -> bool {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:").map(str::to_string))
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|u| u.parse::<u32>().ok())
+        });
+    if uid != Some(0) {
+        eprintln!("skipped: this test needs root");
+    }
+    uid == Some(0)
+}
+
+/// A finished job.
+pub struct Job {
+    pub out: Output,
+    pub secs: f64,
+}
+
+impl Job {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    pub fn code(&self) -> Option<i32> {
+        self.out.status.code()
+    }
+    pub fn assert_ok(&self) {
+        assert!(
+            self.out.status.success(),
+            "job failed ({:?}) after {:.1} s\nstdout:\n{}\nstderr:\n{}",
+            self.out.status,
+            self.secs,
+            self.stdout(),
+            self.stderr()
+        );
+    }
+    /// The job key rank 0 of `boad-check` prints (`job <16 hex digits>`).
+    pub fn key(&self) -> String {
+        self.stdout()
+            .lines()
+            .find_map(|l| l.strip_prefix("job "))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no job key printed:\n{}", self.stdout()))
+    }
+}
+
+/// Runs `cmd` (a boadrun command line) with `BOAD_TRANSPORT=transport`, 1 KiB chunks (unless
+/// `env` says otherwise) and `env`, one job at a time; SIGKILLs boadrun (by pid; its ranks die with
+/// it) and fails after `limit`.
+pub fn run_cmd(mut cmd: Command, transport: &str, env: &[(&str, &str)], limit: Duration) -> Job {
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let _serial = serial();
+    cmd.env("BOAD_CHUNK_BYTES", "1024")
+        .env("BOAD_TRANSPORT", transport)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let child = cmd.spawn().expect("start boadrun");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => Job {
+            out: out.expect("wait for boadrun"),
+            secs: start.elapsed().as_secs_f64(),
+        },
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let out = rx.recv().expect("boadrun output").expect("wait");
+            panic!(
+                "boadrun {args:?} over {transport} hung for {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// Files of job `key` left in /dev/shm.
+pub fn leftover_segments(key: &str) -> Vec<String> {
+    let prefix = format!("boad-{key}-");
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
