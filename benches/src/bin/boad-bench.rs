@@ -109,6 +109,11 @@ struct Driver {
     started: Instant,
     launches: u32,
     failures: Vec<String>,
+    /// The next launch is capped on purpose (oversubscribed MPICH): reaching the cap after it
+    /// printed records is a note, not a failure.
+    capped: bool,
+    /// Notes printed at the end that do not fail the run.
+    notes: Vec<String>,
 }
 
 fn join(v: &[impl ToString]) -> String {
@@ -193,7 +198,11 @@ impl Driver {
                     recs.len()
                 );
                 eprintln!("boad-bench: {msg}");
-                self.failures.push(msg);
+                if self.capped && !recs.is_empty() {
+                    self.notes.push(format!("{msg}: its cap, expected"));
+                } else {
+                    self.failures.push(msg);
+                }
             }
         }
         if let Err(e) = record::append(&self.a.out, &recs) {
@@ -397,7 +406,9 @@ impl Driver {
                     ]);
                     let keep = self.a.launch_timeout_s;
                     self.a.launch_timeout_s = keep.min(cap);
+                    self.capped = cap < 120;
                     self.launch(&format!("mpi: {n} ranks, {name}"), c);
+                    self.capped = false;
                     self.a.launch_timeout_s = keep;
                 }
             }
@@ -453,6 +464,8 @@ fn main() -> ExitCode {
         started: Instant::now(),
         launches: 0,
         failures: vec![],
+        capped: false,
+        notes: vec![],
     };
     for sweep in d.a.only.clone() {
         match sweep.as_str() {
@@ -472,6 +485,9 @@ fn main() -> ExitCode {
         d.launches,
         d.a.out.display()
     ));
+    for n in &d.notes {
+        eprintln!("boad-bench: note: {n}");
+    }
     if d.failures.is_empty() {
         return ExitCode::SUCCESS;
     }
