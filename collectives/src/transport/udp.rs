@@ -216,6 +216,21 @@ impl Wire {
 }
 
 /// Sets a socket buffer size past `net.core.*mem_max` (needs CAP_NET_ADMIN); false if refused.
+/// Where chunk `h.chunk` of a message of `h.total` bytes in `h.nchunks` chunks of `h.len` bytes
+/// (the last one ends at `total`) starts in the message, if the header is consistent.
+pub(super) fn chunk_offset(h: &Header) -> Option<usize> {
+    let (len, total) = (h.len as usize, h.total as usize);
+    if h.nchunks == 0 || h.chunk >= h.nchunks {
+        return None;
+    }
+    let off = if h.chunk + 1 == h.nchunks {
+        total.checked_sub(len)
+    } else {
+        (h.chunk as usize).checked_mul(len)
+    }?;
+    (off + len <= total).then_some(off)
+}
+
 fn set_buffer_force(s: &socket2::Socket, opt: libc::c_int, bytes: libc::c_int) -> bool {
     // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a pointer to a live c_int, and the fd is
     // owned by `s` for the duration of the call.
@@ -577,15 +592,8 @@ impl Udp {
         if self.peers[src].done.contains(h.msg) {
             return self.send_ack(src, h.msg, nchunks, 0, h);
         }
-        let off = if chunk + 1 == nchunks {
-            total.checked_sub(len)
-        } else {
-            (chunk as usize).checked_mul(len)
-        };
-        let valid = nchunks >= 1
-            && chunk < nchunks
-            && (len > 0 || nchunks == 1)
-            && off.is_some_and(|o| o + len <= total);
+        let off = chunk_offset(h);
+        let valid = off.is_some() && (len > 0 || nchunks == 1);
         let m = self.partial.entry((src, h.msg)).or_insert_with(|| InMsg {
             seq: h.seq,
             tag: h.tag,

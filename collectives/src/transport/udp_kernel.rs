@@ -26,7 +26,7 @@ use std::time::Instant;
 use boad_common::kernel::{MAX_PAYLOAD, MAX_RANKS};
 use boad_common::{flags, kind, Header};
 
-use super::{Bits, Udp, PROBE_BASE, PROBE_MAX};
+use super::{chunk_offset, Bits, Udp, PROBE_BASE, PROBE_MAX};
 use crate::error::{CollectiveError, Error, Result};
 use crate::ops::fold;
 use crate::transport::Ctx;
@@ -571,15 +571,8 @@ impl Udp {
             self.ledger.mismatches.entry(h.seq).or_insert((src, sig));
         }
         let (len, total, chunk, nchunks) = (h.len as usize, h.total as usize, h.chunk, h.nchunks);
-        let off = if chunk + 1 == nchunks {
-            total.checked_sub(len)
-        } else {
-            (chunk as usize).checked_mul(len)
-        };
-        let valid = nchunks >= 1
-            && chunk < nchunks
-            && off.is_some_and(|o| o + len <= total)
-            && total <= KBCAST_MAX;
+        let off = chunk_offset(h);
+        let valid = off.is_some() && total <= KBCAST_MAX;
         let m = self
             .kern
             .incoming
