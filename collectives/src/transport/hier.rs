@@ -236,14 +236,7 @@ impl Hier {
         };
 
         let members = &layout.hosts[host];
-        let local_table: Vec<PeerEntry> = members
-            .iter()
-            .enumerate()
-            .map(|(i, &r)| PeerEntry {
-                rank: i,
-                ..table[r].clone()
-            })
-            .collect();
+        let local_table = Self::sub_table(table, members);
         let local_info = JobInfo {
             rank: local_rank,
             size: members.len(),
@@ -264,14 +257,7 @@ impl Hier {
         let local = Arc::new(Mutex::new(local));
 
         let net = if is_leader {
-            let net_table: Vec<PeerEntry> = leaders
-                .iter()
-                .enumerate()
-                .map(|(i, &r)| PeerEntry {
-                    rank: i,
-                    ..table[r].clone()
-                })
-                .collect();
+            let net_table = Self::sub_table(table, &leaders);
             let note_net = Self::note_of("the host leaders", &leaders);
             let global_net = |r: usize| leaders.get(r).copied().unwrap_or(r);
             let udp = Udp::new(host, info.job, sock, &net_table, net_conn, Vec::new(), cfg)
@@ -413,6 +399,18 @@ impl Hier {
             }
             self.relayed.insert(seq);
         }
+    }
+
+    /// The entries of job ranks `ranks`, renumbered `0..` in that order: a sub-transport's table.
+    fn sub_table(table: &[PeerEntry], ranks: &[usize]) -> Vec<PeerEntry> {
+        ranks
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| PeerEntry {
+                rank: i,
+                ..table[r].clone()
+            })
+            .collect()
     }
 
     fn note_of(what: &str, ids: &[usize]) -> String {
