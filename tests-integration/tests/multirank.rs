@@ -42,14 +42,7 @@ fn matrix(n: usize) {
 }
 
 fn matrix_on(transport: &str, n: usize) {
-    let job = run_on(transport, n, &[], &["matrix"], &[], LIMIT);
-    job.assert_ok();
-    let lines = job
-        .stdout()
-        .lines()
-        .filter(|l| l.contains(" 0 wrong"))
-        .count();
-    assert_eq!(lines, n, "every rank reports its cases:\n{}", job.stdout());
+    run_on(transport, n, &[], &["matrix"], &[], LIMIT).assert_every_rank_exact(n);
 }
 
 #[test]
@@ -80,13 +73,7 @@ fn matrix_9_ranks() {
 #[test]
 fn twenty_ranks_random_cases() {
     let job = run(20, &[], &["random", "100"], &[], LIMIT);
-    job.assert_ok();
-    assert_eq!(
-        job.stdout().matches(" 0 wrong").count(),
-        20,
-        "{}",
-        job.stdout()
-    );
+    job.assert_every_rank_exact(20);
 }
 
 #[test]
@@ -95,13 +82,7 @@ fn matrix_on_a_virtual_cluster_of_3_hosts() {
         return;
     }
     let job = run(9, &["--hosts", "3"], &["matrix", "--quick"], &[], LIMIT);
-    job.assert_ok();
-    assert_eq!(
-        job.stdout().matches(" 0 wrong").count(),
-        9,
-        "{}",
-        job.stdout()
-    );
+    job.assert_every_rank_exact(9);
 }
 
 #[test]
@@ -320,13 +301,7 @@ fn shm_matrix_9_ranks() {
 #[test]
 fn shm_twenty_ranks_random_cases() {
     let job = run_on("shm", 20, &[], &["random", "100"], &[], LIMIT);
-    job.assert_ok();
-    assert_eq!(
-        job.stdout().matches(" 0 wrong").count(),
-        20,
-        "{}",
-        job.stdout()
-    );
+    job.assert_every_rank_exact(20);
 }
 
 #[test]
@@ -420,12 +395,7 @@ fn kernel_matrix(n: usize, launcher: &[&str], args: &[&str], env: &[(&str, &str)
         return;
     }
     let job = kernel_job(n, launcher, args, env);
-    assert_eq!(
-        job.stdout().matches(" 0 wrong").count(),
-        n,
-        "{}",
-        job.stdout()
-    );
+    job.assert_every_rank_exact(n);
     let c = kernel_counters(&job);
     // (With 2 ranks a reduction has one contribution: it is folded and passed, none dropped.)
     assert!(c["folded"] > 0 && c["passed"] > 0, "{c:?}");

@@ -87,6 +87,16 @@ impl Job {
             self.stderr()
         );
     }
+    /// The job succeeded and each of its `n` ranks reported its cases with none wrong.
+    pub fn assert_every_rank_exact(&self, n: usize) {
+        self.assert_ok();
+        let out = self.stdout();
+        assert_eq!(
+            out.matches(" 0 wrong").count(),
+            n,
+            "every rank reports its cases:\n{out}"
+        );
+    }
     /// The job key rank 0 of `boad-check` prints (`job <16 hex digits>`).
     pub fn key(&self) -> String {
         self.stdout()
