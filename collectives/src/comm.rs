@@ -19,18 +19,31 @@ pub enum Path {
     Shm,
     /// The eBPF kernel path: XDP folds contributions, TC clones broadcasts.
     Kernel,
-    /// Hierarchical: shared memory inside each host, UDP between one leader per host.
+    /// Hierarchical: shared memory inside each host, userspace UDP between one leader per host.
     Hier,
+    /// Hierarchical with the kernel path between the leaders: shared memory inside each host,
+    /// XDP folds and TC clones between one leader per host.
+    HierKernel,
 }
 
 impl Path {
-    /// `"udp"`, `"shm"`, `"kernel"`, `"hier"`.
+    /// Every path.
+    pub const ALL: [Path; 5] = [
+        Path::Kernel,
+        Path::Udp,
+        Path::Shm,
+        Path::Hier,
+        Path::HierKernel,
+    ];
+
+    /// `"udp"`, `"shm"`, `"kernel"`, `"hier"`, `"hier-kernel"`.
     pub const fn name(self) -> &'static str {
         match self {
             Path::Udp => "udp",
             Path::Shm => "shm",
             Path::Kernel => "kernel",
             Path::Hier => "hier",
+            Path::HierKernel => "hier-kernel",
         }
     }
 
@@ -41,6 +54,7 @@ impl Path {
             Path::Shm => c"shm",
             Path::Kernel => c"kernel",
             Path::Hier => c"hier",
+            Path::HierKernel => c"hier-kernel",
         }
     }
 }
@@ -113,11 +127,15 @@ impl Communicator {
             TransportKind::Auto if one_host && joined.table.len() > 1 => Choice::Shm,
             // Over several hosts `shm` means shared memory inside each host, UDP between leaders.
             TransportKind::Shm => Choice::Hier,
-            // With the kernel path attached, every rank uses it where it fits (the eBPF programs'
-            // member table holds every rank; a leaders-only kernel path is not implemented).
-            TransportKind::Auto if kernel.is_none() && shared_host => Choice::Hier,
+            // Several hosts, some with several ranks: shared memory inside each host, and between
+            // the hosts' leaders the kernel path when the launcher attached it for them (it fills
+            // the leaders' communicator on exactly these jobs), else UDP.
+            TransportKind::Auto if shared_host => Choice::Hier,
+            // `kernel` keeps every rank on the kernel path (the eBPF programs' world communicator).
             TransportKind::Auto | TransportKind::Udp | TransportKind::Kernel => Choice::Udp,
         };
+        // The leaders' communicator, for the hierarchical path's network level.
+        let leaders_kernel = kernel.filter(|_| joined.kernel_leaders);
         let transport: Box<dyn Transport> = match choice {
             Choice::Shm => {
                 drop(sock);
@@ -136,6 +154,7 @@ impl Communicator {
                 joined.conn,
                 joined.leftover,
                 cfg.clone(),
+                leaders_kernel,
             )?),
             Choice::Udp => {
                 let mut udp = Udp::new(
@@ -148,7 +167,7 @@ impl Communicator {
                     cfg.clone(),
                 )?;
                 if let Some(trigger) = kernel {
-                    udp.enable_kernel(trigger);
+                    udp.enable_kernel(trigger, boad_common::kernel::comm::WORLD);
                 }
                 Box::new(udp)
             }
@@ -308,16 +327,12 @@ impl Communicator {
         let checks = self
             .check_bytes("the buffer", buf.len(), dtype)
             .and(self.check_root(root));
-        let rank = self.rank();
         self.run(sig, |t, ctx| {
             checks?;
             if let Some(h) = t.hier() {
                 return algorithms::bcast_hier(h, ctx, buf, root);
             }
-            if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, buf.len())) {
-                return algorithms::bcast_tc(k, ctx, buf, rank, root);
-            }
-            algorithms::bcast_binomial(t, ctx, buf, root)
+            algorithms::bcast_flat(t, ctx, buf, root)
         })
     }
 
@@ -340,7 +355,6 @@ impl Communicator {
             let got = recv.as_ref().map_or(0, |r| r.len());
             checks = checks.and(self.check_len("the receive buffer", got, send.len(), dtype));
         }
-        let rank = self.rank();
         self.run(sig, |t, ctx| {
             checks?;
             if let Some(h) = t.hier() {
@@ -352,24 +366,19 @@ impl Communicator {
                     _ => algorithms::reduce_hier(h, ctx, &mut send.to_vec(), dtype, op, root),
                 };
             }
-            if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, send.len())) {
-                return match recv {
-                    Some(r) if is_root => {
-                        r.copy_from_slice(send);
-                        algorithms::reduce_xdp(k, ctx, r, rank, root)
-                    }
-                    _ => k.contrib(ctx, root, send),
-                };
+            // A kernel-path contributor sends `send` as it is (no scratch copy).
+            if let Some(k) = t
+                .kernel()
+                .filter(|k| !is_root && k.fits(&ctx.sig, send.len()))
+            {
+                return k.contrib(ctx, root, send);
             }
             match recv {
                 Some(r) if is_root => {
                     r.copy_from_slice(send);
-                    algorithms::reduce_binomial(t, ctx, r, dtype, op, root, 0)
+                    algorithms::reduce_flat(t, ctx, r, dtype, op, root, 0)
                 }
-                _ => {
-                    let mut scratch = send.to_vec();
-                    algorithms::reduce_binomial(t, ctx, &mut scratch, dtype, op, root, 0)
-                }
+                _ => algorithms::reduce_flat(t, ctx, &mut send.to_vec(), dtype, op, root, 0),
             }
         })
     }
@@ -393,10 +402,7 @@ impl Communicator {
                 if let Some(h) = t.hier() {
                     return algorithms::reduce_hier(h, ctx, buf, dtype, op, root);
                 }
-                if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, buf.len())) {
-                    return algorithms::reduce_xdp(k, ctx, buf, root, root);
-                }
-                algorithms::reduce_binomial(t, ctx, buf, dtype, op, root, 0)
+                algorithms::reduce_flat(t, ctx, buf, dtype, op, root, 0)
             })
         } else {
             self.reduce_raw(buf, None, dtype, op, root)
@@ -416,17 +422,13 @@ impl Communicator {
             .check_bytes("the send buffer", send.len(), dtype)
             .and(self.check_len("the receive buffer", recv.len(), send.len(), dtype))
             .and(self.check_op(op, dtype));
-        let rank = self.rank();
         self.run(sig, |t, ctx| {
             checks?;
             recv.copy_from_slice(send);
             if let Some(h) = t.hier() {
                 return algorithms::allreduce_hier(h, ctx, recv, dtype, op);
             }
-            if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, recv.len())) {
-                return algorithms::allreduce_xdp_tc(k, ctx, recv, rank);
-            }
-            algorithms::allreduce_reduce_bcast(t, ctx, recv, dtype, op)
+            algorithms::allreduce_flat(t, ctx, recv, dtype, op)
         })
     }
 
@@ -436,16 +438,12 @@ impl Communicator {
         let checks = self
             .check_bytes("the buffer", buf.len(), dtype)
             .and(self.check_op(op, dtype));
-        let rank = self.rank();
         self.run(sig, |t, ctx| {
             checks?;
             if let Some(h) = t.hier() {
                 return algorithms::allreduce_hier(h, ctx, buf, dtype, op);
             }
-            if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, buf.len())) {
-                return algorithms::allreduce_xdp_tc(k, ctx, buf, rank);
-            }
-            algorithms::allreduce_reduce_bcast(t, ctx, buf, dtype, op)
+            algorithms::allreduce_flat(t, ctx, buf, dtype, op)
         })
     }
 
@@ -456,17 +454,14 @@ impl Communicator {
         let checks = self
             .check_bytes("the send buffer", send.len(), dtype)
             .and(self.check_len("the receive buffer", recv.len(), block * self.size(), dtype));
-        let (rank, size) = (self.rank(), self.size());
+        let rank = self.rank();
         self.run(sig, |t, ctx| {
             checks?;
             recv[rank * block..(rank + 1) * block].copy_from_slice(send);
             if let Some(h) = t.hier() {
                 return algorithms::allgather_hier(h, ctx, recv, block);
             }
-            if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, block)) {
-                return algorithms::allgather_tc(k, ctx, recv, block, rank, size);
-            }
-            algorithms::allgather_ring(t, ctx, recv, block)
+            algorithms::allgather_flat(t, ctx, recv, block)
         })
     }
 
@@ -559,15 +554,11 @@ impl Communicator {
             count: 1,
             root: 0,
         };
-        let rank = self.rank();
         self.run(sig, |t, ctx| {
             if let Some(h) = t.hier() {
                 return algorithms::barrier_hier(h, ctx);
             }
-            if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, 1)) {
-                return algorithms::barrier_xdp_tc(k, ctx, rank);
-            }
-            algorithms::barrier_dissemination(t, ctx)
+            algorithms::barrier_flat(t, ctx)
         })
     }
 
@@ -585,7 +576,9 @@ impl Communicator {
         // a root may still ask it to resend, so leaving is collective there (like MPI_Finalize).
         // The userspace barrier: its messages are acknowledged before a rank leaves, so no rank
         // waits for the last message of one that is gone (a kernel broadcast has no such ack).
-        let left_together = if self.transport.kernel().is_some() {
+        let kernel = self.transport.kernel().is_some()
+            || self.transport.hier().is_some_and(|h| h.net_kernel());
+        let left_together = if kernel {
             let sig = Signature {
                 coll: Coll::Barrier,
                 op: Some(Op::Bor),
@@ -593,7 +586,10 @@ impl Communicator {
                 count: 1,
                 root: 0,
             };
-            self.run(sig, |t, ctx| algorithms::barrier_dissemination(t, ctx))
+            self.run(sig, |t, ctx| match t.hier() {
+                Some(h) => algorithms::leave_hier(h, ctx),
+                None => algorithms::barrier_dissemination(t, ctx),
+            })
         } else {
             Ok(())
         };
@@ -608,11 +604,16 @@ impl Communicator {
         if self.cfg.stats {
             let s = self.stats();
             let path = self.transport.path();
-            if path == Path::Hier {
+            if matches!(path, Path::Hier | Path::HierKernel) {
                 eprintln!(
-                    "boad stats: rank {} path=hier collectives={} shm_messages_sent={} shm_messages_received={} shm_bytes_sent={} futex_waits={} datagrams_sent={} send_calls={} datagrams_received={} bytes_sent={} retransmits={} dropped_injected={} foreign={}",
+                    "boad stats: rank {} path=hier collectives={} collectives_kernel={} kernel_contribs={} kernel_results={} kernel_bcast_sends={} kernel_bcast_received={} shm_messages_sent={} shm_messages_received={} shm_bytes_sent={} futex_waits={} datagrams_sent={} send_calls={} datagrams_received={} bytes_sent={} retransmits={} dropped_injected={} foreign={}",
                     self.rank(),
                     s.collectives_hier,
+                    s.collectives_kernel,
+                    s.kernel_contribs,
+                    s.kernel_results,
+                    s.kernel_bcast_sends,
+                    s.kernel_bcast_received,
                     s.shm_messages_sent,
                     s.shm_messages_received,
                     s.shm_bytes_sent,

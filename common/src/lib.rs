@@ -212,6 +212,15 @@ pub mod kernel {
     /// Communicators the kernel path can serve at once (entries of the `COMMS` map; each has a block of
     /// `MAX_RANKS` entries in the `MEMBERS` array starting at [`CommInfo::members_base`]).
     pub const MAX_COMMS: u32 = 16;
+    /// Communicator ids the launcher fills in the `COMMS` map (the header's `comm` field).
+    pub mod comm {
+        /// Every rank of the job, numbered by job rank.
+        pub const WORLD: u32 = 0;
+        /// One leader per host (its lowest rank), numbered by host in order of those ranks: the
+        /// network level of the hierarchical path. Filled on jobs over several hosts where some host
+        /// has several ranks.
+        pub const LEADERS: u32 = 1;
+    }
     /// Reduction slots (entries of the `SLOTS` array, about 1 KiB each), a power of two. With
     /// [`slot_index`], the chunks `0..64` of `NSLOTS / 64` consecutive `seq`s of one communicator
     /// use distinct slots: the in-flight window of the kernel path.

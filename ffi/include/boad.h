@@ -183,7 +183,7 @@ boad_result boad_rank(int *out);
 boad_result boad_size(int *out);
 
 // Sets `*out` to the name of the data path the last completed collective took (`"udp"`, `"shm"`,
-// `"kernel"` or `"hier"`), or to NULL before the first. The string is static.
+// `"kernel"`, `"hier"` or `"hier-kernel"`), or to NULL before the first. The string is static.
 //
 // # Safety
 // `out` must be NULL (an error) or valid for writing a pointer.

@@ -502,7 +502,7 @@ pub unsafe extern "C" fn boad_size(out: *mut c_int) -> boad_result {
 }
 
 /// Sets `*out` to the name of the data path the last completed collective took (`"udp"`, `"shm"`,
-/// `"kernel"` or `"hier"`), or to NULL before the first. The string is static.
+/// `"kernel"`, `"hier"` or `"hier-kernel"`), or to NULL before the first. The string is static.
 ///
 /// # Safety
 /// `out` must be NULL (an error) or valid for writing a pointer.

@@ -225,13 +225,12 @@ mod imp {
     use std::os::fd::{AsFd, AsRawFd, OwnedFd};
     use std::time::{Duration, Instant};
 
+    use boad::bootstrap::host_leaders;
     use boad::bootstrap::protocol::PeerEntry;
-    use boad::kernel::{with_netns, BcastMember, Counters, KernelPath, PortRole, XdpMode};
+    use boad::kernel::{comm, with_netns, BcastMember, Counters, KernelPath, PortRole, XdpMode};
 
     use super::{chain, lo_has_xdp, missing_caps, Folds};
 
-    /// Communicator id of the job's world communicator in the programs' maps.
-    const WORLD: u32 = 0;
     /// Why a job without `--hosts` cannot have the kernel path.
     const LO_BUSY: &str = "lo already has an XDP program (another boad job?)";
     /// Attempts at a trigger port free on every host.
@@ -379,9 +378,12 @@ mod imp {
         }
 
         /// Fills the maps for job `job` whose ranks said HELLO with `peers` (in rank order):
-        /// the job key, every rank's port (reduce), a trigger port (broadcast) and the world
-        /// communicator. Returns the trigger port.
-        pub fn fill(&mut self, job: u64, peers: &[PeerEntry]) -> Result<u16, String> {
+        /// the job key, every rank's port (reduce), a trigger port (broadcast), the world
+        /// communicator and, on a job over several hosts where some host has several ranks, the
+        /// host leaders' communicator (the hierarchical path's network level: leader `h` is the
+        /// `h`-th of [`host_leaders`]). Returns the trigger port and whether the leaders'
+        /// communicator is filled.
+        pub fn fill(&mut self, job: u64, peers: &[PeerEntry]) -> Result<(u16, bool), String> {
             let map = |e: boad::kernel::KernelError| chain(&e);
             self.path.set_job(job).map_err(map)?;
             let mut members = Vec::with_capacity(peers.len());
@@ -400,8 +402,27 @@ mod imp {
             let trigger = self.reserve_trigger()?;
             self.path.add_port(trigger, PortRole::Bcast).map_err(map)?;
             let contribs = (peers.len() as u32).saturating_sub(1);
-            self.path.set_comm(WORLD, contribs, &members).map_err(map)?;
-            Ok(trigger)
+            self.path
+                .set_comm(comm::WORLD, contribs, &members)
+                .map_err(map)?;
+            let leaders = host_leaders(peers);
+            let hierarchical = leaders.len() > 1 && leaders.len() < peers.len();
+            if hierarchical {
+                // Numbered by host: the leaders' transport calls leader `h` rank `h`.
+                let heads: Vec<BcastMember> = leaders
+                    .iter()
+                    .enumerate()
+                    .map(|(h, &r)| BcastMember {
+                        rank: h as u32,
+                        ..members[r]
+                    })
+                    .collect();
+                let contribs = (heads.len() as u32).saturating_sub(1);
+                self.path
+                    .set_comm(comm::LEADERS, contribs, &heads)
+                    .map_err(map)?;
+            }
+            Ok((trigger, hierarchical))
         }
 
         /// The programs' counters (one set of maps serves every host, so these are the sums).
@@ -484,7 +505,7 @@ mod imp {
         }
 
         /// Unreachable (no `Setup` exists).
-        pub fn fill(&mut self, _job: u64, _peers: &[PeerEntry]) -> Result<u16, String> {
+        pub fn fill(&mut self, _job: u64, _peers: &[PeerEntry]) -> Result<(u16, bool), String> {
             match *self {}
         }
     }

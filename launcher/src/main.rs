@@ -440,7 +440,10 @@ fn table_hook(kernel: Arc<Mutex<Option<Setup>>>, job: u64, transport: Transport)
             return Ok(Vec::new());
         };
         match setup.fill(job, peers) {
-            Ok(trigger_port) => Ok(vec![Line::Kernel { trigger_port }]),
+            Ok((trigger_port, leaders)) => Ok(vec![Line::Kernel {
+                trigger_port,
+                leaders,
+            }]),
             Err(why) if transport == Transport::Kernel => Err(format!("kernel path: {why}")),
             Err(why) => {
                 *slot = None;

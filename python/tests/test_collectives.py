@@ -125,7 +125,7 @@ def test_bcast_large_2d(comm):
     buf = want.copy() if comm.rank == root else np.zeros_like(want)
     comm.bcast(buf, root)
     np.testing.assert_array_equal(buf, want)
-    assert comm.last_path in ("udp", "shm", "kernel", "hier")
+    assert comm.last_path in ("udp", "shm", "kernel", "hier", "hier-kernel")
 
 
 # ----- reduce -----
@@ -282,7 +282,7 @@ def test_barrier(comm):
 def test_last_path_and_stats(comm):
     comm.barrier()
     path = comm.last_path
-    assert path in ("udp", "shm", "kernel", "hier")
+    assert path in ("udp", "shm", "kernel", "hier", "hier-kernel")
     s = comm.stats()
     assert s[f"collectives_{path}"] > 0
     assert set(s) >= {"datagrams_sent", "datagrams_received", "bytes_sent", "retransmits"}

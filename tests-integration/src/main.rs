@@ -718,7 +718,8 @@ fn main() -> ExitCode {
             let s = comm.stats();
             let counted = match want {
                 "shm" => s.collectives_shm,
-                "hier" => s.collectives_hier,
+                "hier" | "hier-kernel" => s.collectives_hier,
+                "kernel" => s.collectives_kernel,
                 _ => s.collectives_udp,
             };
             if counted != 1 {

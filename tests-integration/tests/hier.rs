@@ -1,12 +1,13 @@
 //! The hierarchical path on mixed virtual clusters (`boadrun --hosts H -n N`, several ranks on some
-//! host): shared memory inside each host, UDP between one leader per host. Every test needs root
-//! (network namespaces) and is skipped without it. Jobs run one at a time (2-core machines).
+//! host): shared memory inside each host, UDP or the kernel path (`auto` with the eBPF programs
+//! attached) between one leader per host. Every test needs root (network namespaces) and is skipped
+//! without it. Jobs run one at a time (2-core machines).
 
 mod common;
 
 use std::process::Command;
 
-use common::{boadrun, leftover_segments, root, run_cmd, Job, LIMIT};
+use common::{boadrun, kernel_counters, leftover_segments, root, run_cmd, Job, LIMIT};
 
 /// `boadrun --hosts H <extra> -n N boad-check <args>` with `BOAD_TRANSPORT=transport`, 1 KiB chunks
 /// (unless `env` says otherwise) and `env`; killed (by pid) after [`LIMIT`].
@@ -88,6 +89,64 @@ fn sixteen_mib_on_2_hosts() {
     }
 }
 
+/// `args` on `hosts` hosts of `n` ranks with `auto` and the kernel path attached: every rank exact,
+/// the kernel folded and cloned, every leader's network level went through it, and no other rank
+/// sent a datagram.
+fn kernel_between_leaders(hosts: usize, n: usize, args: &[&str], env: &[(&str, &str)]) {
+    let mut env = env.to_vec();
+    env.push(("BOAD_STATS", "1"));
+    let job = run("auto", hosts, n, &[], args, &env);
+    job.assert_every_rank_exact(n);
+    let c = kernel_counters(&job);
+    assert!(c["folded"] > 0 && c["passed"] > 0, "{c:?}");
+    assert!(hosts == 2 || c["dropped"] > 0, "{c:?}");
+    assert!(c["clones"] > 0 && c["bcasts"] > 0, "{c:?}");
+    let err = job.stderr();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("boad stats: rank") && l.contains("path=hier "))
+        .collect();
+    assert_eq!(lines.len(), n, "{err}");
+    let leaders = lines
+        .iter()
+        .filter(|l| !l.contains("collectives_kernel=0 "))
+        .count();
+    assert_eq!(
+        leaders, hosts,
+        "every leader, and only leaders, used the kernel:\n{err}"
+    );
+    let silent = lines
+        .iter()
+        .filter(|l| l.contains("collectives_kernel=0 ") && l.contains(" datagrams_sent=0 "))
+        .count();
+    assert_eq!(silent, n - hosts, "only leaders use the network:\n{err}");
+    assert_eq!(leftover_segments(&job.key()), Vec::<String>::new());
+}
+
+#[test]
+fn kernel_between_leaders_matrix_on_3_hosts_of_3_ranks() {
+    if root() {
+        kernel_between_leaders(3, 9, &["matrix", "--quick"], &[]);
+    }
+}
+
+#[test]
+fn kernel_between_leaders_matrix_on_4_hosts_of_3_2_2_2_ranks() {
+    // Uneven hosts: the leaders' allgather broadcasts slabs padded to the largest host.
+    if root() {
+        kernel_between_leaders(4, 9, &["matrix", "--quick"], &[]);
+    }
+}
+
+#[test]
+fn kernel_between_leaders_random_cases_with_loss() {
+    // Lost contributions, results and clones between leaders: KNACKs, resends and the userspace
+    // fold fallback, on the leaders' communicator.
+    if root() {
+        kernel_between_leaders(3, 7, &["random", "100"], &[("BOAD_DROP_RATE", "0.05")]);
+    }
+}
+
 #[test]
 fn selection_and_reported_path() {
     if !root() {
@@ -105,6 +164,11 @@ fn selection_and_reported_path() {
         &[("BOAD_KERNEL_FOLDS", "no-such-op")],
     )
     .assert_ok();
+    // `auto` with the kernel path attached: the leaders use it (a 3-element allreduce fits), and
+    // `kernel` keeps every rank on it.
+    let folds = [("BOAD_KERNEL_FOLDS", "sum:u32")];
+    run("auto", 3, 9, &[], &["path", "hier-kernel"], &folds).assert_ok();
+    run("kernel", 3, 9, &[], &["path", "kernel"], &folds).assert_ok();
     // `udp` stays flat, and so does `auto` with one rank per host.
     run("udp", 3, 9, &[], &["path", "udp"], &[]).assert_ok();
     run(
@@ -118,9 +182,10 @@ fn selection_and_reported_path() {
     .assert_ok();
 }
 
-/// Mismatched calls by the last rank on `hosts` hosts of `n` ranks: an error on every rank.
-fn mismatches(hosts: usize, n: usize) {
-    let job = run("shm", hosts, n, &[], &["mismatch"], &[]);
+/// Mismatched calls by the last rank on `hosts` hosts of `n` ranks with `BOAD_TRANSPORT=transport`:
+/// an error on every rank.
+fn mismatches(transport: &str, hosts: usize, n: usize) {
+    let job = run(transport, hosts, n, &[], &["mismatch"], &[]);
     job.assert_ok();
     let out = job.stdout();
     for what in [
@@ -148,7 +213,7 @@ fn mismatches(hosts: usize, n: usize) {
 fn mismatched_calls_are_errors_on_every_rank() {
     if root() {
         // The odd rank (8) is not a leader: the other hosts hear of it through its leader (6).
-        mismatches(3, 9);
+        mismatches("shm", 3, 9);
     }
 }
 
@@ -156,7 +221,16 @@ fn mismatched_calls_are_errors_on_every_rank() {
 fn mismatched_calls_by_a_leader_are_errors_on_every_rank() {
     if root() {
         // 5 ranks on 3 hosts: the odd rank (4) is alone on its host, a leader.
-        mismatches(3, 5);
+        mismatches("shm", 3, 5);
+    }
+}
+
+#[test]
+fn mismatched_calls_by_a_leader_on_the_kernel_path_are_errors_on_every_rank() {
+    if root() {
+        // As above with the kernel path between the leaders: XDP passes the odd contribution
+        // unfolded, and the root leader reports it.
+        mismatches("auto", 3, 5);
     }
 }
 

@@ -6,7 +6,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{boadrun, leftover_segments, root, run_cmd, serial, target_dir, Job, LIMIT};
+use common::{
+    boadrun, kernel_counters, leftover_segments, root, run_cmd, serial, target_dir, Job, LIMIT,
+};
 
 /// Runs `boadrun <launcher_args> -n N boad-check <args>` over UDP with `env`, killing it after
 /// `limit`.
@@ -366,19 +368,6 @@ fn boadrun_removes_a_segment_left_by_dead_ranks() {
 }
 
 // ----- the kernel path (boadrun attaches the eBPF programs; needs root) -----
-
-/// `name=value` pairs of boadrun's `boadrun stats: kernel ...` line.
-fn kernel_counters(job: &Job) -> std::collections::HashMap<String, u64> {
-    let err = job.stderr();
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("boadrun stats: kernel"))
-        .unwrap_or_else(|| panic!("no kernel counters in:\n{err}"));
-    line.split_whitespace()
-        .filter_map(|w| w.split_once('='))
-        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-        .collect()
-}
 
 fn kernel_job(n: usize, launcher: &[&str], args: &[&str], env: &[(&str, &str)]) -> Job {
     let mut env = env.to_vec();

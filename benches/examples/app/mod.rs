@@ -67,7 +67,7 @@ pub fn hosts(comm: &mut Communicator, claimed: Option<u32>) -> Res<u32> {
 #[derive(Debug, Default)]
 pub struct Clock {
     secs: f64,
-    calls: [u64; 4],
+    calls: [u64; Path::ALL.len()],
 }
 
 impl Clock {
@@ -80,12 +80,11 @@ impl Clock {
         let t = Instant::now();
         let r = f(comm)?;
         self.secs += t.elapsed().as_secs_f64();
-        match comm.last_path() {
-            Some(Path::Kernel) => self.calls[0] += 1,
-            Some(Path::Udp) => self.calls[1] += 1,
-            Some(Path::Shm) => self.calls[2] += 1,
-            Some(Path::Hier) => self.calls[3] += 1,
-            None => {}
+        if let Some(i) = comm
+            .last_path()
+            .and_then(|p| Path::ALL.iter().position(|&q| q == p))
+        {
+            self.calls[i] += 1;
         }
         Ok(r)
     }
@@ -95,14 +94,15 @@ impl Clock {
         self.calls.iter().sum()
     }
 
-    /// `kernel`, `udp`, `shm` or `hier`; `kernel+udp` (etc.) if the calls took different paths.
+    /// `kernel`, `udp`, `shm`, `hier` or `hier-kernel`; `kernel+udp` (etc.) if the calls took
+    /// different paths.
     pub fn path(&self) -> String {
-        let names = ["kernel", "udp", "shm", "hier"];
-        let used: Vec<&str> = names
+        let used: Vec<&str> = Path::ALL
             .iter()
+            .map(|p| p.name())
             .zip(self.calls)
             .filter(|(_, c)| *c > 0)
-            .map(|(n, _)| *n)
+            .map(|(n, _)| n)
             .collect();
         if used.is_empty() {
             "none".into()
@@ -113,9 +113,9 @@ impl Clock {
 
     /// How many calls took each path, when they took more than one.
     pub fn mix(&self) -> Option<String> {
-        let names = ["kernel", "udp", "shm", "hier"];
-        let used: Vec<String> = names
+        let used: Vec<String> = Path::ALL
             .iter()
+            .map(|p| p.name())
             .zip(self.calls)
             .filter(|(_, c)| *c > 0)
             .map(|(n, c)| format!("{c} {n}"))

@@ -18,8 +18,8 @@
 //! ([`Hier::relay_aborts`]).
 
 use super::{
-    allgather_ring, allreduce_reduce_bcast, barrier_dissemination, bcast_binomial, recv_exact,
-    reduce_binomial,
+    allgather_flat, allreduce_flat, barrier_dissemination, barrier_flat, bcast_binomial,
+    bcast_flat, recv_exact, reduce_binomial, reduce_flat,
 };
 use crate::error::Result;
 use crate::transport::hier::Hier;
@@ -45,7 +45,7 @@ pub(crate) fn bcast_hier(h: &mut Hier, ctx: &Ctx, buf: &mut [u8], root: usize) -
     }
     if me == 0 {
         h.relay_aborts(ctx.seq);
-        h.net(|t| bcast_binomial(t, ctx, buf, root_host))?;
+        h.net(|t| bcast_flat(t, ctx, buf, root_host))?;
         h.relay_aborts(ctx.seq);
     }
     // A root that is not its host's leader has the data already: it only forwards.
@@ -97,7 +97,7 @@ pub(crate) fn reduce_hier(
     h.local(|t| reduce_binomial(t, ctx, acc, dtype, op, 0, TAG_REDUCE))?;
     if me == 0 {
         h.relay_aborts(ctx.seq);
-        h.net(|t| reduce_binomial(t, ctx, acc, dtype, op, root_host, TAG_REDUCE))?;
+        h.net(|t| reduce_flat(t, ctx, acc, dtype, op, root_host, TAG_REDUCE))?;
     }
     if host == root_host && root_local != 0 {
         if me == 0 {
@@ -122,7 +122,7 @@ pub(crate) fn allreduce_hier(
     h.local(|t| reduce_binomial(t, ctx, buf, dtype, op, 0, TAG_REDUCE))?;
     if me == 0 {
         h.relay_aborts(ctx.seq);
-        h.net(|t| allreduce_reduce_bcast(t, ctx, buf, dtype, op))?;
+        h.net(|t| allreduce_flat(t, ctx, buf, dtype, op))?;
         h.relay_aborts(ctx.seq);
     }
     h.local(|t| bcast_binomial(t, ctx, buf, 0))
@@ -147,7 +147,7 @@ pub(crate) fn allgather_hier(h: &mut Hier, ctx: &Ctx, recv: &mut [u8], block: us
             all[at(host, i)].copy_from_slice(&data);
         }
         h.relay_aborts(ctx.seq);
-        h.net(|t| allgather_ring(t, ctx, &mut all, slab))?;
+        h.net(|t| allgather_flat(t, ctx, &mut all, slab))?;
         h.relay_aborts(ctx.seq);
         for (g, ranks) in hosts.iter().enumerate() {
             for (i, &r) in ranks.iter().enumerate() {
@@ -160,12 +160,28 @@ pub(crate) fn allgather_hier(h: &mut Hier, ctx: &Ctx, recv: &mut [u8], block: us
 
 /// Returns once every rank has entered.
 pub(crate) fn barrier_hier(h: &mut Hier, ctx: &Ctx) -> Result<()> {
+    barrier_hier_with(h, ctx, barrier_flat)
+}
+
+/// A barrier whose messages between leaders are all acknowledged (never the kernel path's), run by
+/// `finalize` when the leaders use the kernel path: no leader leaves while another may still ask it
+/// to resend a contribution or a broadcast.
+pub(crate) fn leave_hier(h: &mut Hier, ctx: &Ctx) -> Result<()> {
+    barrier_hier_with(h, ctx, |t, ctx| barrier_dissemination(t, ctx))
+}
+
+/// A barrier with `net` among the leaders.
+fn barrier_hier_with(
+    h: &mut Hier,
+    ctx: &Ctx,
+    net: fn(&mut dyn Transport, &Ctx) -> Result<()>,
+) -> Result<()> {
     let (_, me) = h.place();
     // Empty messages up the host's tree: the leader knows its host has arrived.
     h.local(|t| reduce_binomial(t, ctx, &mut [], DType::U8, Op::Bor, 0, TAG_REDUCE))?;
     if me == 0 {
         h.relay_aborts(ctx.seq);
-        h.net(|t| barrier_dissemination(t, ctx))?;
+        h.net(|t| net(t, ctx))?;
         h.relay_aborts(ctx.seq);
     }
     h.local(|t| bcast_binomial(t, ctx, &mut [], 0))

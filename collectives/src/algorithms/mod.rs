@@ -9,6 +9,7 @@ mod allgather_ring;
 mod allreduce_reduce_bcast;
 mod barrier_dissemination;
 mod bcast_binomial;
+mod flat;
 mod hier_shm_net;
 mod kernel_tc_xdp;
 mod reduce_binomial;
@@ -17,8 +18,9 @@ pub(crate) use allgather_ring::allgather_ring;
 pub(crate) use allreduce_reduce_bcast::allreduce_reduce_bcast;
 pub(crate) use barrier_dissemination::barrier_dissemination;
 pub(crate) use bcast_binomial::bcast_binomial;
+pub(crate) use flat::{allgather_flat, allreduce_flat, barrier_flat, bcast_flat, reduce_flat};
 pub(crate) use hier_shm_net::{
-    allgather_hier, allreduce_hier, barrier_hier, bcast_hier, reduce_hier,
+    allgather_hier, allreduce_hier, barrier_hier, bcast_hier, leave_hier, reduce_hier,
 };
 pub(crate) use kernel_tc_xdp::{
     allgather_tc, allreduce_xdp_tc, barrier_xdp_tc, bcast_tc, reduce_xdp,

@@ -173,6 +173,24 @@ pub struct Joined {
     pub leftover: Vec<u8>,
     /// The kernel path's trigger port, when the launcher attached the eBPF programs.
     pub kernel_trigger: Option<u16>,
+    /// The launcher also filled the host leaders' communicator (the hierarchical path's network
+    /// level may use the kernel path).
+    pub kernel_leaders: bool,
+}
+
+/// The leader of every host of a job (its lowest rank), in order of those ranks: the ranks of the
+/// hierarchical path's network level, leader `h` being the `h`-th. The launcher fills the kernel
+/// path's leaders communicator from this, so both sides number the leaders the same way.
+pub fn host_leaders(table: &[PeerEntry]) -> Vec<usize> {
+    let mut seen: Vec<u32> = Vec::new();
+    let mut leaders = Vec::new();
+    for (rank, e) in table.iter().enumerate() {
+        if !seen.contains(&e.host_id) {
+            seen.push(e.host_id);
+            leaders.push(rank);
+        }
+    }
+    leaders
 }
 
 /// Says HELLO with this rank's UDP address and reads the job table.
@@ -189,6 +207,7 @@ pub fn rendezvous(info: &JobInfo, port: u16, timeout: Duration) -> Result<Joined
             conn: None,
             leftover: Vec::new(),
             kernel_trigger: None,
+            kernel_leaders: false,
         });
     };
     let io = |source| BootstrapError::Io {
@@ -233,10 +252,17 @@ pub fn rendezvous(info: &JobInfo, port: u16, timeout: Duration) -> Result<Joined
         }
     }
     let mut kernel_trigger = None;
+    let mut kernel_leaders = false;
     loop {
         match next()? {
             Line::End => break,
-            Line::Kernel { trigger_port } => kernel_trigger = Some(trigger_port),
+            Line::Kernel {
+                trigger_port,
+                leaders,
+            } => {
+                kernel_trigger = Some(trigger_port);
+                kernel_leaders = leaders;
+            }
             other => {
                 return Err(BootstrapError::Protocol(format!(
                     "expected END, got {other:?}"
@@ -251,5 +277,6 @@ pub fn rendezvous(info: &JobInfo, port: u16, timeout: Duration) -> Result<Joined
         conn: Some(stream),
         leftover,
         kernel_trigger,
+        kernel_leaders,
     })
 }

@@ -8,8 +8,10 @@
 //! rank -> launcher   HELLO <rank> <host_id> <ip> <udp_port>
 //! launcher -> rank   TABLE <n>          (once all n ranks said HELLO)
 //!                    <rank> <host_id> <ip> <udp_port>     (n lines, ranks 0..n in order)
-//!                    KERNEL <trigger_port>   (optional: the kernel path is attached; BCAST
-//!                                             datagrams to this port are cloned to every rank)
+//!                    KERNEL <trigger_port> [LEADERS]
+//!                                       (optional: the kernel path is attached; BCAST datagrams to
+//!                                       this port are cloned to every member of their communicator;
+//!                                       LEADERS: the host leaders' communicator is filled too)
 //!                    END
 //!                    ABORT <reason...>  (instead of TABLE, when the job cannot start)
 //! launcher -> rank   EXIT <rank> <code> (whenever a rank exits; code = exit status, or 128+signal)
@@ -42,10 +44,14 @@ pub enum Line {
     Table(usize),
     /// `<rank> <host_id> <ip> <port>` inside a table.
     Entry(PeerEntry),
-    /// `KERNEL <trigger_port>`: the launcher attached the eBPF programs for this job.
+    /// `KERNEL <trigger_port> [LEADERS]`: the launcher attached the eBPF programs for this job.
     Kernel {
-        /// UDP port whose BCAST datagrams the TC program clones to every rank.
+        /// UDP port whose BCAST datagrams the TC program clones to every member of their
+        /// communicator.
         trigger_port: u16,
+        /// The programs' maps also hold the host leaders' communicator
+        /// (`boad_common::kernel::comm::LEADERS`), for the hierarchical path.
+        leaders: bool,
     },
     /// `END`
     End,
@@ -67,7 +73,13 @@ impl Line {
             Line::Hello(e) => format!("HELLO {} {} {} {}\n", e.rank, e.host_id, e.ip, e.port),
             Line::Table(n) => format!("TABLE {n}\n"),
             Line::Entry(e) => format!("{} {} {} {}\n", e.rank, e.host_id, e.ip, e.port),
-            Line::Kernel { trigger_port } => format!("KERNEL {trigger_port}\n"),
+            Line::Kernel {
+                trigger_port,
+                leaders,
+            } => format!(
+                "KERNEL {trigger_port}{}\n",
+                if *leaders { " LEADERS" } else { "" }
+            ),
             Line::End => "END\n".to_string(),
             Line::Abort(r) => format!("ABORT {}\n", r.replace('\n', " ")),
             Line::Exit { rank, code } => format!("EXIT {rank} {code}\n"),
@@ -100,10 +112,15 @@ impl Line {
             "END" => words.next().is_none().then_some(Line::End),
             "KERNEL" => {
                 let trigger_port = words.next()?.parse().ok()?;
-                words
-                    .next()
-                    .is_none()
-                    .then_some(Line::Kernel { trigger_port })
+                let leaders = match words.next() {
+                    None => false,
+                    Some("LEADERS") => true,
+                    Some(_) => return None,
+                };
+                words.next().is_none().then_some(Line::Kernel {
+                    trigger_port,
+                    leaders,
+                })
             }
             "ABORT" => Some(Line::Abort(line.get(6..).unwrap_or("").to_string())),
             "EXIT" => {
@@ -132,7 +149,14 @@ mod tests {
             Line::Hello(e.clone()),
             Line::Table(9),
             Line::Entry(e),
-            Line::Kernel { trigger_port: 4999 },
+            Line::Kernel {
+                trigger_port: 4999,
+                leaders: false,
+            },
+            Line::Kernel {
+                trigger_port: 4999,
+                leaders: true,
+            },
             Line::End,
             Line::Abort("rank 2 exited with status 1 before joining".into()),
             Line::Exit { rank: 4, code: 137 },
@@ -141,5 +165,6 @@ mod tests {
         }
         assert_eq!(Line::parse("HELLO 1 2"), None);
         assert_eq!(Line::parse("garbage"), None);
+        assert_eq!(Line::parse("KERNEL 4999 FOLLOWERS"), None);
     }
 }

@@ -74,7 +74,7 @@ use aya::{Ebpf, EbpfLoader};
 use boad_common::kernel::{counter, port, CommInfo, Config, Member, MAX_COMMS};
 use boad_common::prog_index;
 
-pub use boad_common::kernel::{MAX_PAYLOAD, MAX_RANKS};
+pub use boad_common::kernel::{comm, MAX_PAYLOAD, MAX_RANKS};
 
 use crate::types::{DType, Op};
 

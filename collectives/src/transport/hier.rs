@@ -34,13 +34,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::ledger::SIG_LOG;
 use super::shm::Shm;
-use super::udp::Udp;
+use super::udp::{kernel_fits, Udp};
 use super::{Ctx, Stats, Transport};
 use crate::bootstrap::protocol::{Line, PeerEntry};
 use crate::bootstrap::JobInfo;
 use crate::config::Config;
 use crate::error::{CollectiveError, Error, Result, TransportError};
-use crate::types::Signature;
+use crate::types::{Coll, Signature};
 
 /// Which hosts the ranks of a job are on.
 #[derive(Clone, Debug)]
@@ -112,6 +112,12 @@ pub(crate) struct Hier {
     reported: BTreeSet<u32>,
     /// Collectives completed on this path (`Stats::collectives_hier`).
     collectives: u64,
+    /// The leaders' transport has the kernel path (the launcher filled the leaders' communicator);
+    /// known on every rank.
+    net_kernel: bool,
+    /// The current collective's network level takes the kernel path (decided from the call on
+    /// every rank, as the leaders' transport decides it).
+    kernel_now: bool,
     /// The launcher connection the relay thread reads; shut down on drop, which ends the thread.
     launcher: Option<UnixStream>,
 }
@@ -183,7 +189,9 @@ fn relay(
 }
 
 impl Hier {
-    /// Joins this host's shared memory and, on a leader, the leaders' UDP transport over `sock`.
+    /// Joins this host's shared memory and, on a leader, the leaders' UDP transport over `sock`,
+    /// with the kernel path's leaders communicator when the launcher attached it (`kernel`: its
+    /// trigger port).
     pub fn new(
         info: &JobInfo,
         table: &[PeerEntry],
@@ -191,6 +199,7 @@ impl Hier {
         conn: Option<UnixStream>,
         leftover: Vec<u8>,
         cfg: Config,
+        kernel: Option<u16>,
     ) -> Result<Hier> {
         let rank = info.rank;
         let layout = Layout::of(table);
@@ -260,8 +269,11 @@ impl Hier {
             let net_table = Self::sub_table(table, &leaders);
             let note_net = Self::note_of("the host leaders", &leaders);
             let global_net = |r: usize| leaders.get(r).copied().unwrap_or(r);
-            let udp = Udp::new(host, info.job, sock, &net_table, net_conn, Vec::new(), cfg)
+            let mut udp = Udp::new(host, info.job, sock, &net_table, net_conn, Vec::new(), cfg)
                 .map_err(|e| e.renumber(&global_net, &note_net))?;
+            if let Some(trigger) = kernel {
+                udp.enable_kernel(trigger, boad_common::kernel::comm::LEADERS);
+            }
             Some(Arc::new(Mutex::new(udp)))
         } else {
             // Only leaders use the network; the socket bound for the rendezvous is not needed.
@@ -297,6 +309,8 @@ impl Hier {
             relayed: BTreeSet::new(),
             reported: BTreeSet::new(),
             collectives: 0,
+            net_kernel: kernel.is_some(),
+            kernel_now: false,
             launcher,
         })
     }
@@ -306,6 +320,24 @@ impl Hier {
     /// The hosts of the job.
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// Whether the leaders use the kernel path where a call fits it.
+    pub fn net_kernel(&self) -> bool {
+        self.net_kernel
+    }
+
+    /// Whether the network level of a collective `sig` takes the kernel path: the leaders'
+    /// transport decides with the same function over the bytes each leader sends (a whole host's
+    /// blocks, padded to the largest host, for allgather).
+    fn net_takes_kernel(&self, sig: &Signature) -> bool {
+        let elem = sig.dtype.map_or(1, |d| d.size());
+        let bytes = match sig.coll {
+            Coll::Barrier => 1,
+            Coll::Allgather => self.layout.max_local() * sig.count as usize * elem,
+            Coll::Bcast | Coll::Reduce | Coll::Allreduce => sig.count as usize * elem,
+        };
+        self.net_kernel && kernel_fits(self.layout.hosts.len(), sig, bytes)
     }
 
     /// This rank's (host, index among the host's ranks).
@@ -428,6 +460,7 @@ impl Transport for Hier {
     }
 
     fn begin(&mut self, ctx: &Ctx) -> Result<()> {
+        self.kernel_now = self.net_takes_kernel(&ctx.sig);
         self.sigs.push_back((ctx.seq, ctx.sig));
         if self.sigs.len() > SIG_LOG {
             self.sigs.pop_front();
@@ -519,7 +552,11 @@ impl Transport for Hier {
     }
 
     fn path(&self) -> crate::Path {
-        crate::Path::Hier
+        if self.kernel_now {
+            crate::Path::HierKernel
+        } else {
+            crate::Path::Hier
+        }
     }
 
     fn hier(&mut self) -> Option<&mut Hier> {
@@ -573,6 +610,9 @@ mod tests {
         );
         assert_eq!((l.leader(0), l.leader(1), l.leader(2)), (0, 2, 4));
         assert_eq!(l.max_local(), 3);
+        // The launcher numbers the kernel path's leaders communicator the same way.
+        let t = table(&[7, 7, 2, 7, 5, 2]);
+        assert_eq!(crate::bootstrap::host_leaders(&t), vec![0, 2, 4]);
     }
 
     #[test]

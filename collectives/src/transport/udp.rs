@@ -33,6 +33,7 @@ use crate::types::Signature;
 
 #[path = "udp_kernel.rs"]
 mod kernel_path;
+pub(crate) use kernel_path::kernel_fits;
 
 const SOCK: Token = Token(0);
 const LAUNCHER: Token = Token(1);
@@ -157,6 +158,9 @@ struct Status {
 struct Wire {
     rank: usize,
     job: u64,
+    /// Communicator id in every header (`boad_common::kernel::comm`): which of the kernel path's
+    /// communicators this transport is; datagrams with another are foreign.
+    comm: u32,
     sock: UdpSocket,
     tx: Vec<u8>,
     stats: Stats,
@@ -175,6 +179,7 @@ impl Wire {
             dtype,
             src: self.rank as u32,
             job: self.job,
+            comm: self.comm,
             seq,
             count: sig.count,
             root: sig.root,
@@ -343,6 +348,7 @@ impl Udp {
             wire: Wire {
                 rank,
                 job,
+                comm: boad_common::kernel::comm::WORLD,
                 sock,
                 tx: Vec::with_capacity(MAX_DATAGRAM),
                 stats: Stats::default(),
@@ -527,7 +533,7 @@ impl Udp {
         let sane = h.magic == MAGIC
             && h.version == VERSION
             && h.job == self.wire.job
-            && h.comm == 0
+            && h.comm == self.wire.comm
             && h.dst as usize == self.wire.rank
             && src < self.size
             && src != self.wire.rank

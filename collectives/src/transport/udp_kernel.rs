@@ -17,7 +17,7 @@
 //!   every rank broadcasts its block.
 //!
 //! Which collectives take this path is decided from the call alone (size, op, dtype, job size), so
-//! every rank of a correct program decides the same; see [`Udp::kernel_fits`].
+//! every rank of a correct program decides the same; see [`kernel_fits`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -95,10 +95,31 @@ pub(crate) fn kernel_folds(op: Op, dtype: DType) -> bool {
     op.supports(dtype) && (!dtype.is_float() || matches!(op, Op::Min | Op::Max))
 }
 
+/// Whether a collective with call `sig` over `bytes` bytes per rank, among `size` ranks with the
+/// kernel path attached, takes it. A function of the call and the job alone, so every rank
+/// decides the same (the hierarchical path also asks it for its leaders' level on every rank).
+pub(crate) fn kernel_fits(size: usize, sig: &Signature, bytes: usize) -> bool {
+    if size < 2 || size > MAX_RANKS as usize {
+        return false;
+    }
+    match sig.coll {
+        Coll::Barrier => true,
+        Coll::Bcast => bytes > 0 && bytes <= KBCAST_MAX,
+        Coll::Allgather => bytes > 0 && bytes * (size - 1) <= KBCAST_MAX,
+        Coll::Reduce | Coll::Allreduce => {
+            let (d, o) = fold_codes(sig);
+            bytes > 0 && bytes <= KREDUCE_MAX && kernel_folds(o, d)
+        }
+    }
+}
+
 impl Udp {
-    /// Turns the kernel path on: BCAST datagrams go to `trigger` on a host other than ours when
+    /// Turns the kernel path on as communicator `comm` of the programs' maps (`WORLD` for a job's
+    /// flat transport, `LEADERS` for the hierarchical path's leaders; every datagram of this
+    /// transport then carries it): BCAST datagrams go to `trigger` on a host other than ours when
     /// there is one (so they leave by the interface TC is on), else on our own address.
-    pub fn enable_kernel(&mut self, trigger: u16) {
+    pub fn enable_kernel(&mut self, trigger: u16, comm: u32) {
+        self.wire.comm = comm;
         let me = self.peers[self.rank_()].addr.ip();
         let ip = self
             .peers
@@ -116,18 +137,7 @@ impl Udp {
 
     /// Whether a collective with call `sig` over `bytes` bytes (per rank) takes the kernel path.
     pub fn kernel_fits(&self, sig: &Signature, bytes: usize) -> bool {
-        if !self.kernel_on() || self.size < 2 || self.size > MAX_RANKS as usize {
-            return false;
-        }
-        match sig.coll {
-            Coll::Barrier => true,
-            Coll::Bcast => bytes > 0 && bytes <= KBCAST_MAX,
-            Coll::Allgather => bytes > 0 && bytes * (self.size - 1) <= KBCAST_MAX,
-            Coll::Reduce | Coll::Allreduce => {
-                let (d, o) = fold_codes(sig);
-                bytes > 0 && bytes <= KREDUCE_MAX && kernel_folds(o, d)
-            }
-        }
+        self.kernel_on() && kernel_fits(self.size, sig, bytes)
     }
 
     fn kheader(&self, kind: u8, dst: u32, ctx: &Ctx) -> Header {

@@ -31,7 +31,7 @@ class Communicator:
     def size(self) -> int: ...
     @property
     def last_path(self) -> Optional[str]:
-        """Data path of the last completed collective ("udp", "shm", "kernel" or "hier"), None before the first."""
+        """Data path of the last completed collective ("udp", "shm", "kernel", "hier" or "hier-kernel"), None before the first."""
     @property
     def finalized(self) -> bool: ...
     def bcast(self, buf: _A, root: int = 0) -> _A:

@@ -157,3 +157,17 @@ pub fn leftover_segments(key: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// `name=value` pairs of boadrun's `boadrun stats: kernel ...` line (the job ran with
+/// `BOAD_STATS=1` and the kernel path attached).
+pub fn kernel_counters(job: &Job) -> std::collections::HashMap<String, u64> {
+    let err = job.stderr();
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("boadrun stats: kernel"))
+        .unwrap_or_else(|| panic!("no kernel counters in:\n{err}"));
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}

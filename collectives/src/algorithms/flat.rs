@@ -1,0 +1,84 @@
+//! The choice between the kernel path and the userspace algorithms on one flat transport (all
+//! ranks of a job, or the host leaders of the hierarchical path): the kernel path's algorithm
+//! (`kernel_tc_xdp`) when the transport has it attached and the call fits it (a decision every
+//! rank makes the same, see `KernelOps::fits`), else the userspace algorithm named in the function.
+
+use super::{
+    allgather_ring, allgather_tc, allreduce_reduce_bcast, allreduce_xdp_tc, barrier_dissemination,
+    barrier_xdp_tc, bcast_binomial, bcast_tc, reduce_binomial, reduce_xdp,
+};
+use crate::error::Result;
+use crate::transport::{Ctx, Transport};
+use crate::types::{DType, Op};
+
+/// `buf` on `root` to every rank: TC clones, else a binomial tree.
+pub(crate) fn bcast_flat(
+    t: &mut dyn Transport,
+    ctx: &Ctx,
+    buf: &mut [u8],
+    root: usize,
+) -> Result<()> {
+    let rank = t.rank();
+    if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, buf.len())) {
+        return bcast_tc(k, ctx, buf, rank, root);
+    }
+    bcast_binomial(t, ctx, buf, root)
+}
+
+/// Every rank's `acc` folded into `acc` on `root`: XDP folds, else a binomial tree (whose
+/// messages carry `tag`). Elsewhere `acc` is scratch: its contents are undefined afterwards.
+pub(crate) fn reduce_flat(
+    t: &mut dyn Transport,
+    ctx: &Ctx,
+    acc: &mut [u8],
+    dtype: DType,
+    op: Op,
+    root: usize,
+    tag: u32,
+) -> Result<()> {
+    let rank = t.rank();
+    if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, acc.len())) {
+        return reduce_xdp(k, ctx, acc, rank, root);
+    }
+    reduce_binomial(t, ctx, acc, dtype, op, root, tag)
+}
+
+/// Every rank's `buf` becomes the fold of all of them: XDP reduce + TC bcast, else a binomial
+/// reduce and bcast.
+pub(crate) fn allreduce_flat(
+    t: &mut dyn Transport,
+    ctx: &Ctx,
+    buf: &mut [u8],
+    dtype: DType,
+    op: Op,
+) -> Result<()> {
+    let rank = t.rank();
+    if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, buf.len())) {
+        return allreduce_xdp_tc(k, ctx, buf, rank);
+    }
+    allreduce_reduce_bcast(t, ctx, buf, dtype, op)
+}
+
+/// Every rank's block (`recv[rank * block..]`, filled by the caller) to every rank: one TC
+/// broadcast per rank, else a ring.
+pub(crate) fn allgather_flat(
+    t: &mut dyn Transport,
+    ctx: &Ctx,
+    recv: &mut [u8],
+    block: usize,
+) -> Result<()> {
+    let (rank, size) = (t.rank(), t.size());
+    if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, block)) {
+        return allgather_tc(k, ctx, recv, block, rank, size);
+    }
+    allgather_ring(t, ctx, recv, block)
+}
+
+/// Returns once every rank has entered: a one-byte kernel allreduce, else dissemination.
+pub(crate) fn barrier_flat(t: &mut dyn Transport, ctx: &Ctx) -> Result<()> {
+    let rank = t.rank();
+    if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, 1)) {
+        return barrier_xdp_tc(k, ctx, rank);
+    }
+    barrier_dissemination(t, ctx)
+}
