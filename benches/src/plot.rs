@@ -173,9 +173,11 @@ pub fn plot_all(records: &[Record], out: &Path) -> Outcome {
 // Shared with the report: order, colours, formatting, choosing among records.
 
 /// Implementations in the order figures and tables list them; others follow, alphabetically.
-pub const IMPLEMENTATIONS: [&str; 9] = [
+pub const IMPLEMENTATIONS: [&str; 11] = [
     "boad-kernel",
     "boad-udp",
+    "boad-hier-kernel",
+    "boad-hier",
     "boad-shm",
     "naive",
     "epoll",
@@ -226,6 +228,8 @@ fn fixed_color(name: &str) -> Option<RGBColor> {
         "boad-kernel" => RGBColor(215, 25, 28),
         "boad-udp" => RGBColor(44, 123, 182),
         "boad-shm" => RGBColor(26, 150, 65),
+        "boad-hier-kernel" => RGBColor(253, 174, 97),
+        "boad-hier" => RGBColor(171, 217, 233),
         "naive" => RGBColor(152, 78, 163),
         "epoll" => RGBColor(255, 127, 0),
         "ompi-tcp" => RGBColor(140, 81, 10),

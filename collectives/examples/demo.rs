@@ -36,7 +36,7 @@ fn timed(
 
 fn row(comm: &Communicator, what: &str, (us, path): (f64, &str)) {
     if comm.rank() == 0 {
-        println!("{what:<38} path={path:<6} {us:>10.1} us   ok");
+        println!("{what:<38} path={path:<11} {us:>10.1} us   ok");
     }
 }
 

@@ -224,7 +224,7 @@ impl Driver {
         if hosts > 1 {
             c.args(["--hosts", &hosts.to_string()]);
         }
-        if transport == "kernel" {
+        if transport == "kernel" || (transport == "auto" && hosts > 1) {
             // Only the folds the benchmark uses (i32 sum; the barrier's u8 bor): a faster load.
             c.env("BOAD_KERNEL_FOLDS", "sum:i32,bor:u8");
         }
@@ -232,6 +232,15 @@ impl Driver {
     }
 
     fn osu(&self, transport: &str, ranks: u32, hosts: u32, impls: &str) -> Command {
+        // `hier-kernel` is `auto` on a cluster with several ranks per host: the hierarchical path
+        // with the kernel path between the leaders; a call too big for the kernel then runs on
+        // `hier` and its record says so.
+        let asked = transport;
+        let transport = if asked == "hier-kernel" {
+            "auto"
+        } else {
+            asked
+        };
         let mut c = self.boadrun(transport, ranks, hosts);
         c.arg(self.bin.join("boad-osu")).args([
             "--impls",
@@ -239,7 +248,7 @@ impl Driver {
             "--hosts",
             &hosts.to_string(),
             "--asked",
-            transport,
+            asked,
         ]);
         c
     }
@@ -264,7 +273,16 @@ impl Driver {
         let (pi, si) = (p.pass_iters, p.syscall_iters);
         let rest: Vec<u64> = p.cluster_sizes.iter().copied().filter(|&s| s > 4).collect();
         let rest = join(&rest);
-        for (t, impls) in [("kernel", "boad"), ("udp", "boad,naive,epoll")] {
+        // Flat (every rank on the network) and hierarchical (shared memory inside each host, one
+        // leader per host on the network: `shm` = UDP between leaders, `hier-kernel` = the kernel
+        // path between them).
+        let paths = [
+            ("kernel", "boad"),
+            ("udp", "boad,naive,epoll"),
+            ("hier-kernel", "boad"),
+            ("shm", "boad"),
+        ];
+        for (t, impls) in paths {
             // First one datagram (the bar: latency, throughput, CPU, system calls), then the other
             // sizes in a second launch, so that a slow large-message case cannot cost the first.
             let mut c = self.osu(t, 9, 3, impls);
@@ -428,7 +446,12 @@ impl Driver {
                 self.failures.push(msg);
                 continue;
             }
-            for (t, n, hosts) in [("kernel", 9, 3), ("udp", 9, 3), ("shm", 9, 1)] {
+            for (t, n, hosts) in [
+                ("kernel", 9, 3),
+                ("udp", 9, 3),
+                ("auto", 9, 3),
+                ("shm", 9, 1),
+            ] {
                 let mut c = self.boadrun(t, n, hosts);
                 c.arg(&exe).args(["--vertices", &v, "--json"]);
                 c.args(["--hosts", &hosts.to_string()]);
