@@ -233,13 +233,13 @@ impl Driver {
 
     fn osu(&self, transport: &str, ranks: u32, hosts: u32, impls: &str) -> Command {
         // `hier-kernel` is `auto` on a cluster with several ranks per host: the hierarchical path
-        // with the kernel path between the leaders; a call too big for the kernel then runs on
-        // `hier` and its record says so.
+        // with the kernel path between the leaders (a call too big for the kernel then runs on
+        // `hier` and its record says so); `hier` is `shm` on such a cluster (UDP between leaders).
         let asked = transport;
-        let transport = if asked == "hier-kernel" {
-            "auto"
-        } else {
-            asked
+        let transport = match asked {
+            "hier-kernel" => "auto",
+            "hier" => "shm",
+            t => t,
         };
         let mut c = self.boadrun(transport, ranks, hosts);
         c.arg(self.bin.join("boad-osu")).args([
@@ -274,13 +274,13 @@ impl Driver {
         let rest: Vec<u64> = p.cluster_sizes.iter().copied().filter(|&s| s > 4).collect();
         let rest = join(&rest);
         // Flat (every rank on the network) and hierarchical (shared memory inside each host, one
-        // leader per host on the network: `shm` = UDP between leaders, `hier-kernel` = the kernel
+        // leader per host on the network: `hier` = UDP between leaders, `hier-kernel` = the kernel
         // path between them).
         let paths = [
             ("kernel", "boad"),
             ("udp", "boad,naive,epoll"),
             ("hier-kernel", "boad"),
-            ("shm", "boad"),
+            ("hier", "boad"),
         ];
         for (t, impls) in paths {
             // First one datagram (the bar: latency, throughput, CPU, system calls), then the other
