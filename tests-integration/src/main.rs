@@ -16,7 +16,8 @@
 //! - `exit-mid RANK`: RANK exits with status 3 before an allreduce; the others must get an error
 //!   naming it.
 //! - `hang RANK`: RANK sleeps 30 s before an allreduce; the others must time out naming it.
-//! - `kill-mid RANK`: RANK SIGKILLs itself while 4 MiB allreduces run; the others must fail.
+//! - `kill-mid RANK [ELEMS]`: RANK SIGKILLs itself while allreduces of ELEMS i32 (default 1 Mi: 4 MiB)
+//!   run; the others must fail.
 //! - `kernel-proof`: on the kernel path, the paths each collective takes, flow control of back-to-back
 //!   reduces to one root, and counters showing the root of a one-datagram bcast makes one send and
 //!   the root of a reduce receives one datagram.
@@ -675,7 +676,8 @@ fn main() -> ExitCode {
             }
         }
         "kill-mid" => {
-            let mut v = vec![1i32; 1 << 20];
+            let elems = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1 << 20);
+            let mut v = vec![1i32; elems];
             if let Err(e) = comm.allreduce_in_place(&mut v, Op::Sum) {
                 eprintln!("rank {}: first allreduce failed: {e}", comm.rank());
                 return ExitCode::from(2);

@@ -234,18 +234,23 @@ fn mismatched_calls_by_a_leader_on_the_kernel_path_are_errors_on_every_rank() {
     }
 }
 
-/// Rank `victim` is SIGKILLed mid-collective: every other rank fails promptly with an error naming
-/// it (in the collective it was killed in, or in the one before if that still had data in flight
-/// from it), boadrun exits 137, and nothing is left in /dev/shm.
-fn killed_mid_collective(victim: usize) {
+/// Rank `victim` is SIGKILLed in allreduces of `elems` i32 with `BOAD_TRANSPORT=transport`: every
+/// other rank fails promptly with an error naming it (in the collective it was killed in, or in
+/// the one before if that still had data in flight from it), boadrun exits 137, and nothing is
+/// left in /dev/shm.
+fn killed_mid_collective(transport: &str, victim: usize, elems: usize) {
     let v = victim.to_string();
+    let e = elems.to_string();
     let job = run(
-        "shm",
+        transport,
         3,
         9,
         &[],
-        &["kill-mid", &v],
-        &[("BOAD_TIMEOUT_MS", "60000")],
+        &["kill-mid", &v, &e],
+        &[
+            ("BOAD_TIMEOUT_MS", "60000"),
+            ("BOAD_KERNEL_FOLDS", "sum:i32"),
+        ],
     );
     let err = job.stderr();
     assert_eq!(job.out.status.code(), Some(128 + 9), "{err}");
@@ -274,14 +279,22 @@ fn killed_mid_collective(victim: usize) {
 #[test]
 fn a_rank_killed_mid_collective_fails_the_others_and_leaves_no_segment() {
     if root() {
-        killed_mid_collective(4);
+        killed_mid_collective("shm", 4, 1 << 20);
     }
 }
 
 #[test]
 fn a_leader_killed_mid_collective_fails_the_others_and_leaves_no_segment() {
     if root() {
-        killed_mid_collective(3);
+        killed_mid_collective("shm", 3, 1 << 20);
+    }
+}
+
+#[test]
+fn a_leader_killed_mid_kernel_collective_fails_the_others_and_leaves_no_segment() {
+    // 16-element allreduces: the leaders' level runs in the kernel (XDP fold, TC clone).
+    if root() {
+        killed_mid_collective("auto", 3, 16);
     }
 }
 
