@@ -240,6 +240,7 @@ impl Shm {
             } else {
                 Self::open(rank, &path, info.job, size, &cfg, &mut launcher)?
             };
+            seg.prefault(rank);
             if seg.attach() {
                 // Everybody has it mapped: from now on nothing can leak.
                 match std::fs::remove_file(&path) {
