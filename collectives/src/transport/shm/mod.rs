@@ -131,6 +131,14 @@ struct OutMsg {
     off: usize,
 }
 
+/// What a `recv` waits for.
+struct Want {
+    src: usize,
+    seq: u32,
+    tag: u32,
+    sig: Signature,
+}
+
 /// A message being read from a ring.
 struct InMsg {
     seq: u32,
@@ -186,6 +194,8 @@ pub(crate) struct Shm {
     seg: Segment,
     /// Per destination: messages not fully written into its ring, in order.
     out: Vec<VecDeque<OutMsg>>,
+    /// Per destination: the consumer's ring position last read (see [`segment::Ring::write_with`]).
+    seen_heads: Vec<u64>,
     /// Per source: the message being read.
     inp: Vec<Option<InMsg>>,
     /// Per source: messages fully read.
@@ -266,6 +276,7 @@ impl Shm {
             cfg,
             seg,
             out: (0..size).map(|_| VecDeque::new()).collect(),
+            seen_heads: vec![0; size],
             inp: (0..size).map(|_| None).collect(),
             consumed: vec![0; size],
             ledger: Ledger::default(),
@@ -366,7 +377,7 @@ impl Shm {
         while let Some(m) = self.out[dst].front_mut() {
             let body = &m.rest[m.off..];
             let head: &[u8] = if m.head_done { &[] } else { &m.head };
-            let Some(n) = ring.write_with(head, body) else {
+            let Some(n) = ring.write_with(head, body, &mut self.seen_heads[dst]) else {
                 break;
             };
             if !head.is_empty() || n > 0 {
@@ -385,10 +396,13 @@ impl Shm {
         wrote
     }
 
-    /// Reads everything available from `src`'s ring; true if anything was read.
-    fn pull(&mut self, src: usize) -> Result<bool> {
+    /// Reads everything available from `src`'s ring into the inbox; true if anything was read. The
+    /// message `want` waits for, if it comes whole with the caller's call, is returned instead of
+    /// filed (and reading stops there): no inbox round trip on the common path.
+    fn pull(&mut self, src: usize, want: Option<&Want>) -> Result<(bool, Option<Vec<u8>>)> {
         let ring = self.seg.ring(src, self.rank);
         let mut read = false;
+        let mut got = None;
         loop {
             if self.inp[src].is_none() {
                 let mut h = [0u8; REC];
@@ -417,11 +431,11 @@ impl Shm {
             let Some(m) = self.inp[src].as_mut() else {
                 break;
             };
-            let want = m.len - m.buf.len();
-            if want > 0 {
-                let n = ring.read_into(&mut m.buf, want);
+            let missing = m.len - m.buf.len();
+            if missing > 0 {
+                let n = ring.read_into(&mut m.buf, missing);
                 read |= n > 0;
-                if n < want {
+                if n < missing {
                     break;
                 }
             }
@@ -430,6 +444,12 @@ impl Shm {
             };
             self.consumed[src] += 1;
             self.stats.shm_messages_received += 1;
+            if want
+                .is_some_and(|w| w.src == src && w.seq == m.seq && w.tag == m.tag && w.sig == m.sig)
+            {
+                got = Some(m.buf);
+                break;
+            }
             if self.ledger.sig_of(m.seq).is_some_and(|mine| mine != m.sig) {
                 self.ledger.mismatches.entry(m.seq).or_insert((src, m.sig));
             }
@@ -441,11 +461,17 @@ impl Shm {
             // The producer may wait for space.
             self.seg.notify(src);
         }
-        Ok(read)
+        Ok((read, got))
     }
 
     /// Writes pending data and reads every incoming ring; true if anything moved.
     fn progress(&mut self) -> Result<bool> {
+        Ok(self.progress_for(None)?.0)
+    }
+
+    /// [`progress`](Self::progress) for a wait for `want`: its ring is read first, and the message,
+    /// once whole, is returned (the other rings are then left for the next round).
+    fn progress_for(&mut self, want: Option<&Want>) -> Result<(bool, Option<Vec<u8>>)> {
         let mut moved = false;
         for dst in 0..self.size {
             if !self.out[dst].is_empty() {
@@ -456,12 +482,19 @@ impl Shm {
                 }
             }
         }
+        if let Some(w) = want.filter(|w| w.src != self.rank) {
+            let (read, got) = self.pull(w.src, want)?;
+            if got.is_some() {
+                return Ok((true, got));
+            }
+            moved |= read;
+        }
         for src in 0..self.size {
-            if src != self.rank {
-                moved |= self.pull(src)?;
+            if src != self.rank && want.is_none_or(|w| w.src != src) {
+                moved |= self.pull(src, None)?.0;
             }
         }
-        Ok(moved)
+        Ok((moved, None))
     }
 
     /// True if a ring has data for us, a pending message has room, or a peer posted an abort.
@@ -710,7 +743,7 @@ impl Transport for Shm {
         let ring = self.seg.ring(self.rank, dst);
         ring.count_queued();
         if self.out[dst].is_empty() {
-            if let Some(n) = ring.write_with(&head, data) {
+            if let Some(n) = ring.write_with(&head, data, &mut self.seen_heads[dst]) {
                 self.seg.notify(dst);
                 if n < data.len() {
                     self.out[dst].push_back(OutMsg {
@@ -735,22 +768,40 @@ impl Transport for Shm {
     fn recv(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<Vec<u8>> {
         let mut idle = 0u32;
         let mut slow = false;
+        let want = Want {
+            src,
+            seq: ctx.seq,
+            tag,
+            sig: ctx.sig,
+        };
+        // The inbox changes only when a ring is read: look into it first and after each read.
+        let mut look = true;
         loop {
             self.scan_aborts();
-            if let Some(data) = self.take(ctx, src, tag)? {
+            if look {
+                if let Some(data) = self.take(ctx, src, tag)? {
+                    self.adapt();
+                    return Ok(data);
+                }
+                look = false;
+            }
+            let (moved, got) = self.progress_for(Some(&want))?;
+            if let Some(data) = got {
                 self.adapt();
                 return Ok(data);
             }
-            if self.progress()? {
+            if moved {
                 self.adapt();
                 idle = 0;
+                look = true;
                 continue;
             }
             // Only after a poll that found the rings empty: a peer that wrote its last message and
             // exited is not reported before that message was read. Reading the peer's status lines
             // on every poll would pull them between caches while the peer writes them; a mismatch
             // or a silent peer can wait for the next slow round.
-            if slow || self.ledger.aborts.contains_key(&ctx.seq) {
+            if slow || (!self.ledger.aborts.is_empty() && self.ledger.aborts.contains_key(&ctx.seq))
+            {
                 self.check_status(ctx, src)?;
             }
             slow = self.idle(&mut idle);

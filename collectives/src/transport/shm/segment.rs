@@ -346,12 +346,14 @@ impl Segment {
     pub fn publish_call(&self, r: usize, seq: u32, w0: u64, w1: u64) {
         let b = self.block(r);
         let s = &b.sigs[seq as usize % SIG_SLOTS];
-        s.gen.fetch_add(1, Ordering::Relaxed);
+        // The owner is the only writer: plain stores, no read-modify-writes (locked instructions).
+        let g = s.gen.load(Ordering::Relaxed);
+        s.gen.store(g.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
         s.seq.store(seq, Ordering::Relaxed);
         s.w0.store(w0, Ordering::Relaxed);
         s.w1.store(w1, Ordering::Relaxed);
-        s.gen.fetch_add(1, Ordering::Release);
+        s.gen.store(g.wrapping_add(2), Ordering::Release);
         b.status.0.cur.store(u64::from(seq) + 1, Ordering::Release);
     }
 
@@ -545,14 +547,22 @@ impl Ring<'_> {
     }
 
     /// Writes all of `head` and as much of `body` as fits, in one publication; None (nothing
-    /// written) if `head` does not fit. Returns the bytes of `body` written.
-    pub fn write_with(&self, head: &[u8], body: &[u8]) -> Option<usize> {
-        let free = self.free();
+    /// written) if `head` does not fit. Returns the bytes of `body` written. `seen_head` is the
+    /// producer's copy of the consumer's `head` (0 at first): the consumer's line is read only when
+    /// that copy leaves too little room, so a producer that stays ahead does not pull it over on
+    /// every write.
+    pub fn write_with(&self, head: &[u8], body: &[u8], seen_head: &mut u64) -> Option<usize> {
+        let tail = self.ctl.prod.0.tail.load(Ordering::Relaxed);
+        let room = |h: u64| self.cap - (tail.wrapping_sub(h) as usize).min(self.cap);
+        let mut free = room(*seen_head);
+        if free < head.len() + body.len() {
+            *seen_head = self.ctl.cons.0.load(Ordering::Acquire);
+            free = room(*seen_head);
+        }
         if free < head.len() {
             return None;
         }
         let n = body.len().min(free - head.len());
-        let tail = self.ctl.prod.0.tail.load(Ordering::Relaxed);
         self.put(tail, head);
         self.put(tail + head.len() as u64, &body[..n]);
         self.ctl
