@@ -50,8 +50,13 @@ pub const SHM_DIR: &str = "/dev/shm";
 const REC: usize = 32;
 /// How long a sleeping rank sleeps at most before it looks around (exits, timeouts, heartbeat).
 const SLEEP: Duration = Duration::from_millis(20);
-/// Idle polls between slow checks (launcher connection, heartbeat, timeout, clock) while spinning.
+/// Idle polls between slow rounds (clock, heartbeat, peer status) while spinning...
 const SLOW_EVERY: u32 = 64;
+/// ... and with more ranks than cores (so that a waiting rank soon yields its core).
+const SLOW_EVERY_CROWDED: u32 = 4;
+/// How often slow rounds also read the launcher connection (`EXIT` lines) and the peers'
+/// heartbeats: a yield round is short, and a system call in each would make it several times longer.
+const LOOK_EVERY: Duration = Duration::from_millis(1);
 /// How long a waiting rank polls before it yields its core, with at most one rank per core...
 const SPIN: Duration = Duration::from_micros(100);
 /// ... and then polls between `sched_yield`s before it sleeps on its futex (none: with a core each,
@@ -209,6 +214,10 @@ pub(crate) struct Shm {
     yields: Duration,
     /// When the current wait went idle.
     idle_since: Instant,
+    /// Idle polls between slow rounds: SLOW_EVERY, or SLOW_EVERY_CROWDED.
+    slow_every: u32,
+    /// When slow rounds next read the launcher connection and the heartbeats.
+    next_look: Instant,
     /// Whether the current wait slept on the futex.
     slept: bool,
     /// Spin and yield times are scaled by 2^boost (0..=max_boost), see [`Shm::adapt`].
@@ -293,6 +302,12 @@ impl Shm {
             spin,
             yields,
             idle_since: now,
+            slow_every: if crowded {
+                SLOW_EVERY_CROWDED
+            } else {
+                SLOW_EVERY
+            },
+            next_look: now,
             slept: false,
             boost: 0,
             max_boost: if crowded { 0 } else { MAX_BOOST },
@@ -553,14 +568,19 @@ impl Shm {
             .collect()
     }
 
-    /// Bumps our heartbeat and notes the peers'.
+    /// Bumps our heartbeat, and (at most every LOOK_EVERY) reads the launcher's `EXIT` lines and
+    /// notes the peers' heartbeats.
     fn slow_checks(&mut self) {
         if let Some(hook) = self.idle_hook.as_mut() {
             hook();
         }
         self.seg.beat(self.rank);
-        self.read_launcher();
         let now = Instant::now();
+        if now < self.next_look {
+            return;
+        }
+        self.next_look = now + LOOK_EVERY;
+        self.read_launcher();
         for r in 0..self.size {
             let b = self.seg.heartbeat(r);
             let p = &mut self.peers[r];
@@ -580,7 +600,7 @@ impl Shm {
             self.slept = false;
         }
         *idle += 1;
-        if !idle.is_multiple_of(SLOW_EVERY) {
+        if !idle.is_multiple_of(self.slow_every) {
             std::hint::spin_loop();
             return false;
         }
@@ -599,9 +619,9 @@ impl Shm {
                 self.slept = true;
             }
             // Yield and sleep rounds are slow already: every next one is a slow round.
-            *idle = SLOW_EVERY - 1;
+            *idle = self.slow_every - 1;
         }
-        if waited >= spin || idle.is_multiple_of(SLOW_EVERY * 16) {
+        if waited >= spin || idle.is_multiple_of(self.slow_every * 16) {
             self.slow_checks();
         }
         true
