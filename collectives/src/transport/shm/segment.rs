@@ -529,7 +529,13 @@ impl Ring<'_> {
         // ranges do not overlap.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(at), first);
-            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.data, src.len() - first);
+            if first < src.len() {
+                std::ptr::copy_nonoverlapping(
+                    src.as_ptr().add(first),
+                    self.data,
+                    src.len() - first,
+                );
+            }
         }
     }
 
@@ -542,7 +548,9 @@ impl Ring<'_> {
         // them; `dst` is valid for `len` bytes of process-local memory (callers' contract).
         unsafe {
             std::ptr::copy_nonoverlapping(self.data.add(at), dst, first);
-            std::ptr::copy_nonoverlapping(self.data, dst.add(first), len - first);
+            if first < len {
+                std::ptr::copy_nonoverlapping(self.data, dst.add(first), len - first);
+            }
         }
     }
 
