@@ -16,7 +16,9 @@
 //!
 //! Rings are single-producer single-consumer byte streams: positions grow forever (u64), a byte at
 //! position `i` lives at `data[i % cap]`; the producer publishes with a release store of `tail`, the
-//! consumer with a release store of `head`. Abort and call slots are seqlocks (odd generation while
+//! consumer with a release store of `head` (the producer keeps the last `head` it read and reads the
+//! consumer's line again only when that leaves too little room). Each rank maps the pages of its
+//! rings when it attaches ([`Segment::prefault`]), so that messages do not pay page faults. Abort and call slots are seqlocks (odd generation while
 //! being written) made of atomic words, so a torn read is detected and retried, never undefined.
 //!
 //! Waking: a rank about to sleep sets its `sleeping` flag, issues a SeqCst fence, reads its futex word
