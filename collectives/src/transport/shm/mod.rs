@@ -18,8 +18,10 @@
 //!
 //! Waiting: a short spin polling the rings, then `sched_yield`s, then a futex sleep on this rank's
 //! word in the segment (woken by a peer that writes to or drains a ring of ours, or posts an abort),
-//! with a 20 ms timeout to read `EXIT` lines, bump the heartbeat and check the timeout. With more
-//! ranks than cores the spin is cut short, so a waiting rank gives its core to the rank it waits for.
+//! with a 20 ms timeout to read `EXIT` lines, bump the heartbeat and check the timeout (yield rounds
+//! read `EXIT` lines and peers' heartbeats at most every millisecond, so that a round costs little
+//! more than the yield). With more ranks than cores there is no spin (a few polls, then yields), so
+//! a waiting rank gives its core to the rank it waits for at once.
 //!
 //! Lifetime of the segment: rank 0 creates it, the others open it, and the last rank to map it
 //! unlinks it, so once a job has started nothing is left in `/dev/shm` whatever happens later (even
@@ -50,8 +52,13 @@ pub const SHM_DIR: &str = "/dev/shm";
 const REC: usize = 32;
 /// How long a sleeping rank sleeps at most before it looks around (exits, timeouts, heartbeat).
 const SLEEP: Duration = Duration::from_millis(20);
-/// Idle polls between slow checks (launcher connection, heartbeat, timeout, clock) while spinning.
+/// Idle polls between slow rounds (clock, heartbeat, peer status) while spinning...
 const SLOW_EVERY: u32 = 64;
+/// ... and with more ranks than cores (so that a waiting rank soon yields its core).
+const SLOW_EVERY_CROWDED: u32 = 4;
+/// How often slow rounds also read the launcher connection (`EXIT` lines) and the peers'
+/// heartbeats: a yield round is short, and a system call in each would make it several times longer.
+const LOOK_EVERY: Duration = Duration::from_millis(1);
 /// How long a waiting rank polls before it yields its core, with at most one rank per core...
 const SPIN: Duration = Duration::from_micros(100);
 /// ... and then polls between `sched_yield`s before it sleeps on its futex (none: with a core each,
@@ -59,8 +66,10 @@ const SPIN: Duration = Duration::from_micros(100);
 const YIELD: Duration = Duration::ZERO;
 /// Spin and yield times grow up to 2^MAX_BOOST times while sleeps turn out needless.
 const MAX_BOOST: u32 = 4;
-/// The same with more ranks than cores: the rank waited for may need this core.
-const SPIN_CROWDED: Duration = Duration::from_micros(2);
+/// The same with more ranks than cores: the rank waited for may need this core, so a wait yields
+/// it at once (after SLOW_EVERY_CROWDED idle polls). Handing the core over costs about 1.7 µs on the
+/// 2-core machines here; a 2 µs spin first doubled the cost of every hand-over.
+const SPIN_CROWDED: Duration = Duration::ZERO;
 const YIELD_CROWDED: Duration = Duration::from_micros(100);
 /// The segment path of job `job` on host `host`.
 pub fn segment_path(job: u64, host: u32) -> PathBuf {
@@ -131,6 +140,14 @@ struct OutMsg {
     off: usize,
 }
 
+/// What a `recv` waits for.
+struct Want {
+    src: usize,
+    seq: u32,
+    tag: u32,
+    sig: Signature,
+}
+
 /// A message being read from a ring.
 struct InMsg {
     seq: u32,
@@ -186,6 +203,8 @@ pub(crate) struct Shm {
     seg: Segment,
     /// Per destination: messages not fully written into its ring, in order.
     out: Vec<VecDeque<OutMsg>>,
+    /// Per destination: the consumer's ring position last read (see [`segment::Ring::write_with`]).
+    seen_heads: Vec<u64>,
     /// Per source: the message being read.
     inp: Vec<Option<InMsg>>,
     /// Per source: messages fully read.
@@ -199,6 +218,10 @@ pub(crate) struct Shm {
     yields: Duration,
     /// When the current wait went idle.
     idle_since: Instant,
+    /// Idle polls between slow rounds: SLOW_EVERY, or SLOW_EVERY_CROWDED.
+    slow_every: u32,
+    /// When slow rounds next read the launcher connection and the heartbeats.
+    next_look: Instant,
     /// Whether the current wait slept on the futex.
     slept: bool,
     /// Spin and yield times are scaled by 2^boost (0..=max_boost), see [`Shm::adapt`].
@@ -240,6 +263,7 @@ impl Shm {
             } else {
                 Self::open(rank, &path, info.job, size, &cfg, &mut launcher)?
             };
+            seg.prefault(rank);
             if seg.attach() {
                 // Everybody has it mapped: from now on nothing can leak.
                 match std::fs::remove_file(&path) {
@@ -265,6 +289,7 @@ impl Shm {
             cfg,
             seg,
             out: (0..size).map(|_| VecDeque::new()).collect(),
+            seen_heads: vec![0; size],
             inp: (0..size).map(|_| None).collect(),
             consumed: vec![0; size],
             ledger: Ledger::default(),
@@ -281,6 +306,12 @@ impl Shm {
             spin,
             yields,
             idle_since: now,
+            slow_every: if crowded {
+                SLOW_EVERY_CROWDED
+            } else {
+                SLOW_EVERY
+            },
+            next_look: now,
             slept: false,
             boost: 0,
             max_boost: if crowded { 0 } else { MAX_BOOST },
@@ -365,7 +396,7 @@ impl Shm {
         while let Some(m) = self.out[dst].front_mut() {
             let body = &m.rest[m.off..];
             let head: &[u8] = if m.head_done { &[] } else { &m.head };
-            let Some(n) = ring.write_with(head, body) else {
+            let Some(n) = ring.write_with(head, body, &mut self.seen_heads[dst]) else {
                 break;
             };
             if !head.is_empty() || n > 0 {
@@ -384,10 +415,13 @@ impl Shm {
         wrote
     }
 
-    /// Reads everything available from `src`'s ring; true if anything was read.
-    fn pull(&mut self, src: usize) -> Result<bool> {
+    /// Reads everything available from `src`'s ring into the inbox; true if anything was read. The
+    /// message `want` waits for, if it comes whole with the caller's call, is returned instead of
+    /// filed (and reading stops there): no inbox round trip on the common path.
+    fn pull(&mut self, src: usize, want: Option<&Want>) -> Result<(bool, Option<Vec<u8>>)> {
         let ring = self.seg.ring(src, self.rank);
         let mut read = false;
+        let mut got = None;
         loop {
             if self.inp[src].is_none() {
                 let mut h = [0u8; REC];
@@ -416,11 +450,11 @@ impl Shm {
             let Some(m) = self.inp[src].as_mut() else {
                 break;
             };
-            let want = m.len - m.buf.len();
-            if want > 0 {
-                let n = ring.read_into(&mut m.buf, want);
+            let missing = m.len - m.buf.len();
+            if missing > 0 {
+                let n = ring.read_into(&mut m.buf, missing);
                 read |= n > 0;
-                if n < want {
+                if n < missing {
                     break;
                 }
             }
@@ -429,6 +463,12 @@ impl Shm {
             };
             self.consumed[src] += 1;
             self.stats.shm_messages_received += 1;
+            if want
+                .is_some_and(|w| w.src == src && w.seq == m.seq && w.tag == m.tag && w.sig == m.sig)
+            {
+                got = Some(m.buf);
+                break;
+            }
             if self.ledger.sig_of(m.seq).is_some_and(|mine| mine != m.sig) {
                 self.ledger.mismatches.entry(m.seq).or_insert((src, m.sig));
             }
@@ -440,11 +480,17 @@ impl Shm {
             // The producer may wait for space.
             self.seg.notify(src);
         }
-        Ok(read)
+        Ok((read, got))
     }
 
     /// Writes pending data and reads every incoming ring; true if anything moved.
     fn progress(&mut self) -> Result<bool> {
+        Ok(self.progress_for(None)?.0)
+    }
+
+    /// [`progress`](Self::progress) for a wait for `want`: its ring is read first, and the message,
+    /// once whole, is returned (the other rings are then left for the next round).
+    fn progress_for(&mut self, want: Option<&Want>) -> Result<(bool, Option<Vec<u8>>)> {
         let mut moved = false;
         for dst in 0..self.size {
             if !self.out[dst].is_empty() {
@@ -455,12 +501,19 @@ impl Shm {
                 }
             }
         }
+        if let Some(w) = want.filter(|w| w.src != self.rank) {
+            let (read, got) = self.pull(w.src, want)?;
+            if got.is_some() {
+                return Ok((true, got));
+            }
+            moved |= read;
+        }
         for src in 0..self.size {
-            if src != self.rank {
-                moved |= self.pull(src)?;
+            if src != self.rank && want.is_none_or(|w| w.src != src) {
+                moved |= self.pull(src, None)?.0;
             }
         }
-        Ok(moved)
+        Ok((moved, None))
     }
 
     /// True if a ring has data for us, a pending message has room, or a peer posted an abort.
@@ -519,14 +572,19 @@ impl Shm {
             .collect()
     }
 
-    /// Bumps our heartbeat and notes the peers'.
+    /// Bumps our heartbeat, and (at most every LOOK_EVERY) reads the launcher's `EXIT` lines and
+    /// notes the peers' heartbeats.
     fn slow_checks(&mut self) {
         if let Some(hook) = self.idle_hook.as_mut() {
             hook();
         }
         self.seg.beat(self.rank);
-        self.read_launcher();
         let now = Instant::now();
+        if now < self.next_look {
+            return;
+        }
+        self.next_look = now + LOOK_EVERY;
+        self.read_launcher();
         for r in 0..self.size {
             let b = self.seg.heartbeat(r);
             let p = &mut self.peers[r];
@@ -546,7 +604,7 @@ impl Shm {
             self.slept = false;
         }
         *idle += 1;
-        if !idle.is_multiple_of(SLOW_EVERY) {
+        if !idle.is_multiple_of(self.slow_every) {
             std::hint::spin_loop();
             return false;
         }
@@ -565,9 +623,9 @@ impl Shm {
                 self.slept = true;
             }
             // Yield and sleep rounds are slow already: every next one is a slow round.
-            *idle = SLOW_EVERY - 1;
+            *idle = self.slow_every - 1;
         }
-        if waited >= spin || idle.is_multiple_of(SLOW_EVERY * 16) {
+        if waited >= spin || idle.is_multiple_of(self.slow_every * 16) {
             self.slow_checks();
         }
         true
@@ -648,6 +706,10 @@ impl Shm {
 
     /// The message (`src`, `ctx.seq`, `tag`) if it has arrived.
     fn take(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<Option<Vec<u8>>> {
+        if self.ledger.inbox.is_empty() {
+            // The common case: no hashing.
+            return Ok(None);
+        }
         match self.ledger.inbox.remove(&(src, ctx.seq, tag)) {
             Some((theirs, _)) if theirs != ctx.sig => Err(CollectiveError::Mismatch {
                 rank: self.rank,
@@ -709,7 +771,7 @@ impl Transport for Shm {
         let ring = self.seg.ring(self.rank, dst);
         ring.count_queued();
         if self.out[dst].is_empty() {
-            if let Some(n) = ring.write_with(&head, data) {
+            if let Some(n) = ring.write_with(&head, data, &mut self.seen_heads[dst]) {
                 self.seg.notify(dst);
                 if n < data.len() {
                     self.out[dst].push_back(OutMsg {
@@ -734,22 +796,40 @@ impl Transport for Shm {
     fn recv(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<Vec<u8>> {
         let mut idle = 0u32;
         let mut slow = false;
+        let want = Want {
+            src,
+            seq: ctx.seq,
+            tag,
+            sig: ctx.sig,
+        };
+        // The inbox changes only when a ring is read: look into it first and after each read.
+        let mut look = true;
         loop {
             self.scan_aborts();
-            if let Some(data) = self.take(ctx, src, tag)? {
+            if look {
+                if let Some(data) = self.take(ctx, src, tag)? {
+                    self.adapt();
+                    return Ok(data);
+                }
+                look = false;
+            }
+            let (moved, got) = self.progress_for(Some(&want))?;
+            if let Some(data) = got {
                 self.adapt();
                 return Ok(data);
             }
-            if self.progress()? {
+            if moved {
                 self.adapt();
                 idle = 0;
+                look = true;
                 continue;
             }
             // Only after a poll that found the rings empty: a peer that wrote its last message and
             // exited is not reported before that message was read. Reading the peer's status lines
             // on every poll would pull them between caches while the peer writes them; a mismatch
             // or a silent peer can wait for the next slow round.
-            if slow || self.ledger.aborts.contains_key(&ctx.seq) {
+            if slow || (!self.ledger.aborts.is_empty() && self.ledger.aborts.contains_key(&ctx.seq))
+            {
                 self.check_status(ctx, src)?;
             }
             slow = self.idle(&mut idle);
