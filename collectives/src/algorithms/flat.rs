@@ -4,8 +4,9 @@
 //! rank makes the same, see `KernelOps::fits`), else the userspace algorithm named in the function.
 
 use super::{
-    allgather_ring, allgather_tc, allreduce_reduce_bcast, allreduce_xdp_tc, barrier_dissemination,
-    barrier_xdp_tc, bcast_binomial, bcast_tc, reduce_binomial, reduce_xdp,
+    allgather_ring, allgather_tc, allreduce_recursive_doubling, allreduce_reduce_bcast,
+    allreduce_xdp_tc, barrier_dissemination, barrier_xdp_tc, bcast_binomial, bcast_tc,
+    reduce_binomial, reduce_xdp,
 };
 use crate::error::Result;
 use crate::transport::{Ctx, Transport};
@@ -43,8 +44,14 @@ pub(crate) fn reduce_flat(
     reduce_binomial(t, ctx, acc, dtype, op, root, tag)
 }
 
-/// Every rank's `buf` becomes the fold of all of them: XDP reduce + TC bcast, else a binomial
-/// reduce and bcast.
+/// Largest allreduce (bytes per rank) that takes recursive doubling on more than 2 ranks: it sends
+/// n per round for log2 p rounds, where reduce + bcast sends about 2n in all, so for large buffers
+/// on many ranks its halved latency no longer pays for the bytes.
+const RECURSIVE_DOUBLING_MAX: usize = 64 << 10;
+
+/// Every rank's `buf` becomes the fold of all of them: XDP reduce + TC bcast, else recursive
+/// doubling on a power-of-two number of ranks (any size on 2 ranks, where it sends no more than
+/// reduce + bcast; up to [`RECURSIVE_DOUBLING_MAX`] on more), else a binomial reduce and bcast.
 pub(crate) fn allreduce_flat(
     t: &mut dyn Transport,
     ctx: &Ctx,
@@ -55,6 +62,10 @@ pub(crate) fn allreduce_flat(
     let rank = t.rank();
     if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, buf.len())) {
         return allreduce_xdp_tc(k, ctx, buf, rank);
+    }
+    let size = t.size();
+    if size.is_power_of_two() && (size == 2 || buf.len() <= RECURSIVE_DOUBLING_MAX) {
+        return allreduce_recursive_doubling(t, ctx, buf, dtype, op);
     }
     allreduce_reduce_bcast(t, ctx, buf, dtype, op)
 }

@@ -6,6 +6,7 @@
 //! serves every root. `docs/algorithms.md` lists each algorithm's steps and bytes on the wire.
 
 mod allgather_ring;
+mod allreduce_recursive_doubling;
 mod allreduce_reduce_bcast;
 mod barrier_dissemination;
 mod bcast_binomial;
@@ -15,6 +16,7 @@ mod kernel_tc_xdp;
 mod reduce_binomial;
 
 pub(crate) use allgather_ring::allgather_ring;
+pub(crate) use allreduce_recursive_doubling::allreduce_recursive_doubling;
 pub(crate) use allreduce_reduce_bcast::allreduce_reduce_bcast;
 pub(crate) use barrier_dissemination::barrier_dissemination;
 pub(crate) use bcast_binomial::bcast_binomial;

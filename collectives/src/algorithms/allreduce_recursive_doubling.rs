@@ -1,0 +1,52 @@
+//! Allreduce by recursive doubling, for a power-of-two number of ranks: in round k every rank
+//! exchanges its partial result with rank XOR 2^k and folds the two, the lower ranks' part first.
+//! Every rank thus folds in exactly the order of the binomial reduce to rank 0 (`reduce_binomial`):
+//! all ranks end with the same bits, also for floats, and the same bits as reduce + bcast.
+//! log2 p rounds (half of reduce + bcast's), each rank sends and receives the buffer once per round.
+
+use super::recv_exact;
+use crate::error::{CollectiveError, Result};
+use crate::ops::fold;
+use crate::transport::{Ctx, Transport};
+use crate::types::{DType, Op};
+
+/// Every rank's `buf` becomes the reduction of all ranks' `buf`. The number of ranks must be a
+/// power of two.
+pub(crate) fn allreduce_recursive_doubling<T: Transport + ?Sized>(
+    t: &mut T,
+    ctx: &Ctx,
+    buf: &mut [u8],
+    dtype: DType,
+    op: Op,
+) -> Result<()> {
+    let (rank, size) = (t.rank(), t.size());
+    let cannot = || -> crate::Error {
+        CollectiveError::Protocol {
+            rank,
+            call: ctx.describe(),
+            what: format!("cannot fold {op} over {dtype}"),
+        }
+        .into()
+    };
+    let mut mask = 1;
+    let mut round = 0;
+    while mask < size {
+        let peer = rank ^ mask;
+        t.send(ctx, peer, round, buf)?;
+        let mut theirs = recv_exact(t, ctx, peer, round, buf.len())?;
+        if peer > rank {
+            if !fold(dtype, op, buf, &theirs) {
+                return Err(cannot());
+            }
+        } else {
+            // The peer holds the lower ranks' part: it goes first.
+            if !fold(dtype, op, &mut theirs, buf) {
+                return Err(cannot());
+            }
+            buf.copy_from_slice(&theirs);
+        }
+        mask <<= 1;
+        round += 1;
+    }
+    Ok(())
+}
