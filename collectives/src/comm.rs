@@ -103,11 +103,9 @@ impl Communicator {
         let (sock, port) = Udp::bind(info.rank, info.bind)?;
         let joined = bootstrap::rendezvous(&info, port, cfg.timeout)?;
         let one_host = joined.table.iter().all(|e| e.host_id == info.host_id);
-        let shared_host = {
-            let mut ids: Vec<u32> = joined.table.iter().map(|e| e.host_id).collect();
-            ids.sort_unstable();
-            ids.windows(2).any(|w| w[0] == w[1])
-        };
+        // Some host has several ranks (fewer leaders than ranks): the launcher's test for filling
+        // the kernel path's leaders communicator too.
+        let shared_host = bootstrap::host_leaders(&joined.table).len() < joined.table.len();
         let kernel =
             match (cfg.transport, joined.kernel_trigger) {
                 (TransportKind::Kernel, None) => return Err(UsageError::Config {

@@ -182,15 +182,7 @@ pub struct Joined {
 /// hierarchical path's network level, leader `h` being the `h`-th. The launcher fills the kernel
 /// path's leaders communicator from this, so both sides number the leaders the same way.
 pub fn host_leaders(table: &[PeerEntry]) -> Vec<usize> {
-    let mut seen: Vec<u32> = Vec::new();
-    let mut leaders = Vec::new();
-    for (rank, e) in table.iter().enumerate() {
-        if !seen.contains(&e.host_id) {
-            seen.push(e.host_id);
-            leaders.push(rank);
-        }
-    }
-    leaders
+    crate::transport::hier::Layout::of(table).leaders
 }
 
 /// Says HELLO with this rank's UDP address and reads the job table.

@@ -49,6 +49,8 @@ pub(crate) struct Layout {
     pub hosts: Vec<Vec<usize>>,
     /// Per job rank: (host index, index among the host's ranks).
     pub place: Vec<(usize, usize)>,
+    /// Per host: its leader (lowest rank), i.e. the job rank of leader rank `h`.
+    pub leaders: Vec<usize>,
 }
 
 impl Layout {
@@ -69,12 +71,12 @@ impl Layout {
             place.push((h, hosts[h].len()));
             hosts[h].push(rank);
         }
-        Layout { hosts, place }
-    }
-
-    /// The leader (lowest rank) of host `h`.
-    pub fn leader(&self, h: usize) -> usize {
-        self.hosts[h][0]
+        let leaders = hosts.iter().map(|ranks| ranks[0]).collect();
+        Layout {
+            hosts,
+            place,
+            leaders,
+        }
     }
 
     /// The most ranks any host has.
@@ -204,7 +206,7 @@ impl Hier {
         let rank = info.rank;
         let layout = Layout::of(table);
         let (host, local_rank) = layout.place[rank];
-        let leaders: Vec<usize> = (0..layout.hosts.len()).map(|h| layout.leader(h)).collect();
+        let leaders = layout.leaders.clone();
         let is_leader = local_rank == 0;
         let io = |what| move |source| -> Error { TransportError::Io { rank, what, source }.into() };
 
@@ -367,14 +369,12 @@ impl Hier {
             }
             .into());
         };
-        let leaders: Vec<usize> = (0..self.layout.hosts.len())
-            .map(|h| self.layout.leader(h))
-            .collect();
+        let leaders = &self.layout.leaders;
         let r = f(&mut *lock(net));
         r.map_err(|e| {
             e.renumber(
                 &|r| leaders.get(r).copied().unwrap_or(r),
-                &Self::note_of("the host leaders", &leaders),
+                &Self::note_of("the host leaders", leaders),
             )
         })
     }
@@ -394,9 +394,7 @@ impl Hier {
             return;
         };
         let members = &self.layout.hosts[self.host];
-        let leaders: Vec<usize> = (0..self.layout.hosts.len())
-            .map(|h| self.layout.leader(h))
-            .collect();
+        let leaders = &self.layout.leaders;
         let from_local = lock(&self.local).seen_aborts();
         let from_net = lock(net).seen_aborts();
         let old = |s: u32| cur.wrapping_sub(s).wrapping_sub(1) < SIG_LOG as u32;
@@ -608,7 +606,7 @@ mod tests {
             l.place,
             vec![(0, 0), (0, 1), (1, 0), (0, 2), (2, 0), (1, 1)]
         );
-        assert_eq!((l.leader(0), l.leader(1), l.leader(2)), (0, 2, 4));
+        assert_eq!(l.leaders, vec![0, 2, 4]);
         assert_eq!(l.max_local(), 3);
         // The launcher numbers the kernel path's leaders communicator the same way.
         let t = table(&[7, 7, 2, 7, 5, 2]);
