@@ -117,9 +117,6 @@ pub(crate) struct Hier {
     /// The leaders' transport has the kernel path (the launcher filled the leaders' communicator);
     /// known on every rank.
     net_kernel: bool,
-    /// The current collective's network level takes the kernel path (decided from the call on
-    /// every rank, as the leaders' transport decides it).
-    kernel_now: bool,
     /// The launcher connection the relay thread reads; shut down on drop, which ends the thread.
     launcher: Option<UnixStream>,
 }
@@ -312,7 +309,6 @@ impl Hier {
             reported: BTreeSet::new(),
             collectives: 0,
             net_kernel: kernel.is_some(),
-            kernel_now: false,
             launcher,
         })
     }
@@ -458,7 +454,6 @@ impl Transport for Hier {
     }
 
     fn begin(&mut self, ctx: &Ctx) -> Result<()> {
-        self.kernel_now = self.net_takes_kernel(&ctx.sig);
         self.sigs.push_back((ctx.seq, ctx.sig));
         if self.sigs.len() > SIG_LOG {
             self.sigs.pop_front();
@@ -550,7 +545,12 @@ impl Transport for Hier {
     }
 
     fn path(&self) -> crate::Path {
-        if self.kernel_now {
+        // The last collective's call decides it on every rank, as the leaders' transport decided.
+        if self
+            .sigs
+            .back()
+            .is_some_and(|(_, sig)| self.net_takes_kernel(sig))
+        {
             crate::Path::HierKernel
         } else {
             crate::Path::Hier
