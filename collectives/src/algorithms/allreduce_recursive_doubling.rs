@@ -4,9 +4,8 @@
 //! all ranks end with the same bits, also for floats, and the same bits as reduce + bcast.
 //! log2 p rounds (half of reduce + bcast's), each rank sends and receives the buffer once per round.
 
-use super::recv_exact;
-use crate::error::{CollectiveError, Result};
-use crate::ops::fold;
+use super::{fold_into, recv_exact};
+use crate::error::Result;
 use crate::transport::{Ctx, Transport};
 use crate::types::{DType, Op};
 
@@ -20,14 +19,6 @@ pub(crate) fn allreduce_recursive_doubling<T: Transport + ?Sized>(
     op: Op,
 ) -> Result<()> {
     let (rank, size) = (t.rank(), t.size());
-    let cannot = || -> crate::Error {
-        CollectiveError::Protocol {
-            rank,
-            call: ctx.describe(),
-            what: format!("cannot fold {op} over {dtype}"),
-        }
-        .into()
-    };
     let mut mask = 1;
     let mut round = 0;
     while mask < size {
@@ -35,14 +26,10 @@ pub(crate) fn allreduce_recursive_doubling<T: Transport + ?Sized>(
         t.send(ctx, peer, round, buf)?;
         let mut theirs = recv_exact(t, ctx, peer, round, buf.len())?;
         if peer > rank {
-            if !fold(dtype, op, buf, &theirs) {
-                return Err(cannot());
-            }
+            fold_into(rank, ctx, dtype, op, buf, &theirs)?;
         } else {
             // The peer holds the lower ranks' part: it goes first.
-            if !fold(dtype, op, &mut theirs, buf) {
-                return Err(cannot());
-            }
+            fold_into(rank, ctx, dtype, op, &mut theirs, buf)?;
             buf.copy_from_slice(&theirs);
         }
         mask <<= 1;

@@ -30,7 +30,30 @@ pub(crate) use kernel_tc_xdp::{
 pub(crate) use reduce_binomial::reduce_binomial;
 
 use crate::error::{CollectiveError, Result};
+use crate::ops::fold;
 use crate::transport::{Ctx, Transport};
+use crate::types::{DType, Op};
+
+/// Folds `src` into `acc` with `op` over `dtype` on `rank`; an error naming the call if the pair
+/// cannot be folded (the communicator checks it first, so this is an internal error).
+fn fold_into(
+    rank: usize,
+    ctx: &Ctx,
+    dtype: DType,
+    op: Op,
+    acc: &mut [u8],
+    src: &[u8],
+) -> Result<()> {
+    if fold(dtype, op, acc, src) {
+        return Ok(());
+    }
+    Err(CollectiveError::Protocol {
+        rank,
+        call: ctx.describe(),
+        what: format!("cannot fold {op} over {dtype}"),
+    }
+    .into())
+}
 
 /// Receives a message that must be exactly `len` bytes long.
 fn recv_exact<T: Transport + ?Sized>(

@@ -1,9 +1,8 @@
 //! Reduce along a binomial tree: in round k a rank whose bit k is set sends its partial result to the
 //! rank without that bit and stops; the others fold what they receive. ceil(log2 p) rounds.
 
-use super::recv_exact;
-use crate::error::{CollectiveError, Result};
-use crate::ops::fold;
+use super::{fold_into, recv_exact};
+use crate::error::Result;
 use crate::transport::{Ctx, Transport};
 use crate::types::{DType, Op};
 
@@ -27,14 +26,7 @@ pub(crate) fn reduce_binomial<T: Transport + ?Sized>(
             if child < size {
                 let src = (child + root) % size;
                 let part = recv_exact(t, ctx, src, tag, acc.len())?;
-                if !fold(dtype, op, acc, &part) {
-                    return Err(CollectiveError::Protocol {
-                        rank,
-                        call: ctx.describe(),
-                        what: format!("cannot fold {op} over {dtype}"),
-                    }
-                    .into());
-                }
+                fold_into(rank, ctx, dtype, op, acc, &part)?;
             }
         } else {
             let parent = (vrank & !mask) % size;
