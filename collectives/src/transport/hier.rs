@@ -27,12 +27,12 @@
 //! answering the other leaders' probes (see [`Service`]). A leader busy in a long network phase
 //! thus never looks dead to its host, nor one in a long local phase to the other leaders.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::ledger::SIG_LOG;
+use super::ledger::{SigLog, SIG_LOG};
 use super::shm::Shm;
 use super::udp::{kernel_fits, Udp};
 use super::{Ctx, Stats, Transport};
@@ -106,8 +106,9 @@ pub(crate) struct Hier {
     local: Shared<Shm>,
     /// The leaders' transport; `Some` on leaders only.
     net: Option<Shared<Udp>>,
-    /// Recent calls, to relay an abort of a finished collective with its call.
-    sigs: VecDeque<(u32, Signature)>,
+    /// Recent calls: to relay an abort of a finished collective with its call, and to tell which
+    /// path the last one took.
+    sigs: SigLog,
     /// Collectives whose abort this rank relayed, or failed itself (posted on both levels).
     relayed: BTreeSet<u32>,
     /// Collectives whose deferred error was handed out (both levels may hold one).
@@ -304,7 +305,7 @@ impl Hier {
             host,
             local,
             net,
-            sigs: VecDeque::new(),
+            sigs: SigLog::default(),
             relayed: BTreeSet::new(),
             reported: BTreeSet::new(),
             collectives: 0,
@@ -375,14 +376,6 @@ impl Hier {
         })
     }
 
-    fn sig_of(&self, seq: u32) -> Option<Signature> {
-        self.sigs
-            .iter()
-            .rev()
-            .find(|(s, _)| *s == seq)
-            .map(|(_, g)| *g)
-    }
-
     /// On a leader: passes on to the other level the aborts of collectives before `cur` that one
     /// level heard of (see the module docs). A no-op elsewhere.
     pub fn relay_aborts(&mut self, cur: u32) {
@@ -402,7 +395,7 @@ impl Hier {
             if !old(seq) || self.relayed.contains(&seq) {
                 continue;
             }
-            let Some(sig) = self.sig_of(seq) else {
+            let Some(sig) = self.sigs.get(seq) else {
                 continue;
             };
             let by = if to_net {
@@ -454,10 +447,7 @@ impl Transport for Hier {
     }
 
     fn begin(&mut self, ctx: &Ctx) -> Result<()> {
-        self.sigs.push_back((ctx.seq, ctx.sig));
-        if self.sigs.len() > SIG_LOG {
-            self.sigs.pop_front();
-        }
+        self.sigs.push(ctx);
         let cutoff = ctx.seq.saturating_sub(SIG_LOG as u32);
         self.relayed.retain(|s| *s >= cutoff);
         self.reported.retain(|s| *s >= cutoff);
@@ -548,8 +538,8 @@ impl Transport for Hier {
         // The last collective's call decides it on every rank, as the leaders' transport decided.
         if self
             .sigs
-            .back()
-            .is_some_and(|(_, sig)| self.net_takes_kernel(sig))
+            .last()
+            .is_some_and(|sig| self.net_takes_kernel(sig))
         {
             crate::Path::HierKernel
         } else {

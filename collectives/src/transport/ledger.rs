@@ -30,25 +30,56 @@ pub(crate) struct Ledger {
     /// Collectives for which a peer's message showed a call different from ours: (peer, its call).
     pub mismatches: HashMap<u32, (usize, Signature)>,
     reported: BTreeSet<u32>,
-    sig_log: VecDeque<(u32, Signature)>,
+    sig_log: SigLog,
 }
 
-impl Ledger {
-    /// This rank's call for collective `seq`, if it is among the last [`SIG_LOG`].
-    pub fn sig_of(&self, seq: u32) -> Option<Signature> {
-        self.sig_log
+/// This rank's calls of its last [`SIG_LOG`] collectives.
+#[derive(Default)]
+pub(crate) struct SigLog(VecDeque<(u32, Signature)>);
+
+impl SigLog {
+    /// Remembers the call of collective `ctx`, forgetting the oldest beyond [`SIG_LOG`].
+    pub fn push(&mut self, ctx: &Ctx) {
+        self.0.push_back((ctx.seq, ctx.sig));
+        if self.0.len() > SIG_LOG {
+            self.0.pop_front();
+        }
+    }
+
+    /// The call of collective `seq`, if it is among the last [`SIG_LOG`].
+    pub fn get(&self, seq: u32) -> Option<Signature> {
+        self.0
             .iter()
             .rev()
             .find(|(s, _)| *s == seq)
             .map(|(_, g)| *g)
     }
 
+    /// The call of the last collective.
+    pub fn last(&self) -> Option<&Signature> {
+        self.0.back().map(|(_, g)| g)
+    }
+}
+
+impl Ledger {
+    /// This rank's call for collective `seq`, if it is among the last [`SIG_LOG`].
+    pub fn sig_of(&self, seq: u32) -> Option<Signature> {
+        self.sig_log.get(seq)
+    }
+
+    /// The aborts peers sent or posted for collectives this rank did not fail itself: (seq, peer,
+    /// reason).
+    pub fn peer_aborts(&self) -> Vec<(u32, usize, String)> {
+        self.aborts
+            .iter()
+            .filter(|(s, _)| !self.my_aborts.contains_key(s))
+            .map(|(s, (by, reason))| (*s, *by, reason.clone()))
+            .collect()
+    }
+
     /// Collective `ctx` begins: remember the call, forget what is too old to matter.
     pub fn start(&mut self, ctx: &Ctx) {
-        self.sig_log.push_back((ctx.seq, ctx.sig));
-        if self.sig_log.len() > SIG_LOG {
-            self.sig_log.pop_front();
-        }
+        self.sig_log.push(ctx);
         let cutoff = ctx.seq.saturating_sub(SIG_LOG as u32);
         self.my_aborts.retain(|s, _| *s >= cutoff);
         self.aborts.retain(|s, _| *s >= cutoff);

@@ -391,12 +391,7 @@ impl Udp {
     /// The aborts peers sent for collectives this rank did not fail itself: (seq, peer, reason).
     pub fn seen_aborts(&mut self) -> Vec<(u32, usize, String)> {
         let _ = self.drain();
-        self.ledger
-            .aborts
-            .iter()
-            .filter(|(s, _)| !self.ledger.my_aborts.contains_key(s))
-            .map(|(s, (by, reason))| (*s, *by, reason.clone()))
-            .collect()
+        self.ledger.peer_aborts()
     }
 
     fn run_idle_hook(&mut self) {

@@ -564,12 +564,7 @@ impl Shm {
     /// The aborts peers posted for collectives this rank did not fail itself: (seq, peer, reason).
     pub fn seen_aborts(&mut self) -> Vec<(u32, usize, String)> {
         self.scan_aborts();
-        self.ledger
-            .aborts
-            .iter()
-            .filter(|(s, _)| !self.ledger.my_aborts.contains_key(s))
-            .map(|(s, (by, reason))| (*s, *by, reason.clone()))
-            .collect()
+        self.ledger.peer_aborts()
     }
 
     /// Bumps our heartbeat, and (at most every LOOK_EVERY) reads the launcher's `EXIT` lines and
