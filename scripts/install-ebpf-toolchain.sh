@@ -5,7 +5,7 @@
 #   - rustup: nightly-2026-05-19 with rust-src (pinned by collectives-ebpf/rust-toolchain.toml)
 #   - cargo: bpf-linker built against LLVM 22
 # Idempotent and non-interactive; prints each step; exits non-zero on the first failure.
-# See shared/ebpf-toolchain.md for why these exact versions.
+# docs/ebpf-toolchain.md says why these exact versions.
 set -euo pipefail
 
 NIGHTLY=nightly-2026-05-19
@@ -18,10 +18,6 @@ run() { say "+ $*"; "$@"; }
 
 start=$(date +%s)
 SUDO=()
-if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || { say "not root and no sudo: cannot apt-get install"; exit 1; }
-    SUDO=(sudo -n)
-fi
 
 # 1. Debian packages.
 missing=()
@@ -32,6 +28,10 @@ for p in "${APT_PKGS[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
     say "missing Debian packages: ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo -n true 2>/dev/null || { say "not root and no passwordless sudo: cannot apt-get install ${missing[*]}"; exit 1; }
+        SUDO=(sudo -n)
+    fi
     updated=0
     for p in "${missing[@]}"; do
         if ! apt-cache show "$p" >/dev/null 2>&1; then

@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s   (%ss)\n' "$*" "$SECONDS"; }
 
+# What was here before the tests: at the end nothing new may be left (scripts/check-leftovers.sh).
+leftovers="$(mktemp)"
+trap 'rm -f "$leftovers"' EXIT
+bash scripts/check-leftovers.sh snapshot "$leftovers"
+
 step "prerequisites"
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
@@ -47,16 +52,9 @@ step "eBPF programs in network namespaces (tests-privileged)"
 
 step "Python: pip install ./python, then pytest on 4 ranks"
 BOADRUN=target/release/boadrun bash python/test.sh -n 4
-# What a newcomer does from the README: install the C library, build a program with pkg-config, run
-# it on 9 ranks; run the Python demo (the wheel python/test.sh installed) on 9 ranks.
-step "newcomer: C with pkg-config and Python, 9 ranks each"
-prefix="$(mktemp -d)"
-trap 'rm -rf "$prefix"' EXIT
-bash ffi/install.sh "$prefix" >/dev/null
-PKG_CONFIG_PATH="$prefix/lib/pkgconfig" cc ffi/examples/allreduce.c -o "$prefix/allreduce" \
-    $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs boad) -Wl,-rpath,"$prefix/lib"
-target/release/boadrun -n 9 "$prefix/allreduce"
-target/release/boadrun -n 9 python3 python/examples/demo.py
+# The README as a user runs it: every command block (C, Python, Rust programs included).
+step "README: every command and program (scripts/check-readme.sh)"
+bash scripts/check-readme.sh
 
 # The benchmarks run (every sweep, tiny sizes, MPI included), not their numbers: docs/benchmarks.md.
 step "benchmark smoke test: scripts/bench.sh --quick"
@@ -65,4 +63,6 @@ if [ "$(id -u)" = 0 ]; then
 else
     echo "skipped: scripts/bench.sh needs root"
 fi
+step "nothing left behind"
+bash scripts/check-leftovers.sh check "$leftovers"
 step "done"

@@ -1,4 +1,4 @@
-//! boad's kernel fast path (see `shared/DESIGN.md`, "Kernel path", and `boad::kernel` for the loader).
+//! boad's kernel fast path (`docs/kernel-path.md` describes it datagram by datagram; `boad::kernel` is the loader).
 //!
 //! * `boad_xdp` (XDP, on the reducing rank's interface): parses Ethernet / IPv4 (no options, not a
 //!   fragment) / UDP to a port with the [`port::REDUCE`] bit in `PORTS` / boad [`Header`] with the right

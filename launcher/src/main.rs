@@ -40,27 +40,45 @@ const TERM_TO_KILL: Duration = Duration::from_secs(1);
 /// How long output of exited ranks may still be drained (from leftover background processes).
 const DRAIN: Duration = Duration::from_secs(1);
 
+/// What `boadrun --help` says after the options: the ranks' environment, exit status, signals,
+/// the kernel path, and every `BOAD_*` setting with its default (from [`boad::config::SETTINGS`]).
+fn after_help() -> String {
+    let mut s = String::from(
+        "Each rank gets BOAD_RANK, BOAD_SIZE, BOAD_LOCAL_RANK, BOAD_LOCAL_SIZE, BOAD_HOST_ID, \
+BOAD_JOB, BOAD_RENDEZVOUS, BOAD_BIND_ADDR, BOAD_TRANSPORT (and BOAD_TIMEOUT_MS if given) in its \
+environment, /dev/null as stdin, and its own process group.\n\n\
+Exit status: that of the first rank to exit non-zero (128+N if killed by signal N), else 0; \
+127 if PROGRAM is not found, 126 if it cannot be executed, 125 if boadrun itself failed.\n\n\
+SIGINT, SIGTERM and SIGHUP are forwarded to every rank's process group (a second SIGINT sends \
+SIGKILL); ranks still running --kill-grace-ms later get SIGKILL. At exit boadrun removes the job's \
+shared-memory segment if the ranks left it. When a rank exits non-zero, the others get \
+--kill-grace-ms to finish, then SIGTERM, then SIGKILL a second later.\n\n\
+Kernel path (boadrun built with the kernel feature, the default; CAP_BPF + CAP_NET_ADMIN): with \
+--transport auto or kernel, boadrun loads boad's eBPF programs once, attaches XDP and TC egress to lo \
+(with --hosts, to lo and eth0 of every host) before starting the ranks, fills their maps once all \
+ranks joined and sends a KERNEL line in the rendezvous table. Everything is detached when boadrun \
+exits, even by SIGKILL. With BOAD_STATS=1 boadrun prints the programs' counters at the end of the \
+job.\n\nEnvironment (default in brackets):\n",
+    );
+    let folds = boad::config::Setting {
+        name: kernel::ENV_FOLDS,
+        default: "all",
+        meaning:
+            "for boadrun: which reduction programs to load (all, none, or a list of OP, DTYPE \
+                  or OP:DTYPE such as sum:i32,max), each a verifier run",
+    };
+    for st in boad::config::SETTINGS.iter().chain([&folds]) {
+        s += &format!("  {} [{}]\n      {}\n", st.name, st.default, st.meaning);
+    }
+    s
+}
+
 /// Run N ranks of a boad program on this machine.
 #[derive(Parser, Debug)]
 #[command(
     name = "boadrun",
     version,
-    override_usage = "boadrun [OPTIONS] [-n N] PROGRAM [ARGS]...",
-    after_help = "Each rank gets BOAD_RANK, BOAD_SIZE, BOAD_LOCAL_RANK, BOAD_LOCAL_SIZE, BOAD_HOST_ID, \
-BOAD_JOB, BOAD_RENDEZVOUS, BOAD_BIND_ADDR, BOAD_TRANSPORT (and BOAD_TIMEOUT_MS if given) in its environment, \
-/dev/null as stdin, and its own process group.\n\n\
-Exit status: that of the first rank to exit non-zero (128+N if killed by signal N), else 0; \
-127 if PROGRAM is not found, 126 if it cannot be executed, 125 if boadrun itself failed.\n\n\
-SIGINT, SIGTERM and SIGHUP are forwarded to every rank's process group (a second SIGINT sends \
-SIGKILL); ranks still running --kill-grace-ms later get SIGKILL. At exit boadrun removes the job's \
-shared-memory segment (/dev/shm/boad-<job>-*) if the ranks left it. When a rank exits non-zero, the \
-others get --kill-grace-ms to finish, then SIGTERM, then SIGKILL a second later.\n\n\
-Kernel path (boadrun built with --features kernel; CAP_BPF + CAP_NET_ADMIN): with --transport auto \
-or kernel, boadrun loads boad's eBPF programs once (BOAD_KERNEL_FOLDS=all|none|OP,DTYPE,OP:DTYPE,... \
-picks the reduction programs, each a verifier run), attaches XDP and TC egress to lo (with --hosts, \
-to lo and eth0 of every host) before starting the ranks, fills their maps once all ranks joined and \
-sends a KERNEL line in the rendezvous table. Everything is detached when boadrun exits, even by \
-SIGKILL. With BOAD_STATS=1 boadrun prints the programs' counters at the end of the job."
+    override_usage = "boadrun [OPTIONS] [-n N] PROGRAM [ARGS]..."
 )]
 struct Args {
     /// Number of ranks to start.
@@ -455,7 +473,12 @@ fn table_hook(kernel: Arc<Mutex<Option<Setup>>>, job: u64, transport: Transport)
 }
 
 fn main() {
-    let args = Args::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Args::command().after_help(after_help()).get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     if args.check {
         kernel::check(args.transport);
         std::process::exit(0);
