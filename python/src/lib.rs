@@ -2,20 +2,38 @@
 //!
 //! Collectives take NumPy arrays and work on their memory directly (no copy): arrays must be
 //! C-contiguous, of one of the ten boad dtypes, and writable where they receive data. The GIL is
-//! released while a collective runs.
+//! released while a collective runs, so the program's other threads go on meanwhile; two rules
+//! keep that safe:
+//!
+//! - Every array of a call is held until the call returns (`Held`): rust-numpy's borrow (which
+//!   refuses overlapping arrays), a buffer export (`PyObject_GetBuffer` with `PyBUF_C_CONTIGUOUS`,
+//!   and `PyBUF_WRITABLE` where data is received; `PyBuffer_Release` after), and a weak reference
+//!   to the array and to each array its memory belongs to. The export alone does not protect the
+//!   memory: NumPy does not count exports, and `ndarray.resize(refcheck=False)` frees the memory of
+//!   an exported array; it refuses (`ValueError`) to resize an array that has a weak reference.
+//!   The buffer protocol is in the limited API from Python 3.11, hence the `abi3-py311` floor.
+//!   Two things stay out of reach short of a copy: NumPy's unpickling hook `ndarray.__setstate__`
+//!   replaces (and frees) an array's memory with no check at all (a `memoryview` held on it
+//!   crashes as well), and another thread writing the elements meanwhile races on their values.
+//! - No call waits while holding the GIL. A call holds the communicator's lock for its whole length
+//!   and waits for it (another thread's call) with the GIL released; the properties and `stats()`
+//!   read what is kept outside that lock (an atomic flag, and a snapshot refreshed at the end of
+//!   every call), so they answer at once while another thread is in a collective.
 #![deny(missing_docs)]
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use boad::{Coll, Communicator, DType, Op};
+use boad::{Coll, Communicator, DType, Op, Stats};
 use numpy::{
     Element as NpElement, IxDyn, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods,
     PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyType};
+use pyo3::types::{PyDict, PyType, PyWeakrefReference};
 
 pyo3::create_exception!(
     boad,
@@ -139,40 +157,164 @@ impl<'py> Arr<'py> {
         }
     }
 
-    fn read<T: NpElement>(&self) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
-        self.typed::<T>()?
+    /// Holds the array for a call that only reads it.
+    fn read<T: NpElement>(&self) -> PyResult<Held<'py, PyReadonlyArrayDyn<'py, T>>> {
+        let borrow = self
+            .typed::<T>()?
             .try_readonly()
-            .map_err(|e| self.borrow_err(e))
+            .map_err(|e| self.borrow_err(e))?;
+        self.hold(borrow, false)
     }
 
-    fn write<T: NpElement>(&self) -> PyResult<PyReadwriteArrayDyn<'py, T>> {
-        self.typed::<T>()?
+    /// Holds the array for a call that writes into it.
+    fn write<T: NpElement>(&self) -> PyResult<Held<'py, PyReadwriteArrayDyn<'py, T>>> {
+        let borrow = self
+            .typed::<T>()?
             .try_readwrite()
-            .map_err(|e| self.borrow_err(e))
+            .map_err(|e| self.borrow_err(e))?;
+        self.hold(borrow, true)
+    }
+
+    /// Exports the array's buffer and pins it (and the arrays owning its memory), keeping `borrow`.
+    fn hold<B>(&self, borrow: B, writable: bool) -> PyResult<Held<'py, B>> {
+        let export = Export::get(self.arr.as_any(), writable)?;
+        let size = self.dtype.size();
+        // The export is the array's own view of its memory: it cannot disagree with what NumPy
+        // reported (C-contiguous, checked by `new`), short of a broken exporter.
+        if export.itemsize() != size || export.len() != self.arr.len() * size {
+            return Err(PyValueError::new_err(format!(
+                "{} exports {} bytes of {}-byte items, not the {} elements of {} bytes it reports",
+                self.name,
+                export.len(),
+                export.itemsize(),
+                self.arr.len(),
+                size
+            )));
+        }
+        Ok(Held {
+            export,
+            _pins: pins(&self.arr)?,
+            _borrow: borrow,
+        })
     }
 }
 
-/// The bytes of a borrowed C-contiguous array.
-fn bytes<'a, T: NpElement>(a: &'a PyReadonlyArrayDyn<'_, T>) -> &'a [u8] {
-    let n = a.len() * std::mem::size_of::<T>();
-    if n == 0 {
-        return &[];
-    }
-    // SAFETY: the array is C-contiguous (checked by `Arr::new`), so its `len()` elements are the
-    // `n` bytes at `data()`, valid while the borrow `a` lives; rust-numpy's borrow tracking
-    // guarantees no writable borrow of them exists meanwhile. u8 has no alignment requirement.
-    unsafe { std::slice::from_raw_parts(a.data().cast::<u8>(), n) }
+/// One array of a collective, held from before the GIL is released until the call returns (see
+/// the module docs); dropped, with the GIL, in field order.
+struct Held<'py, B> {
+    /// The buffer export the collective's bytes come from.
+    export: Export<'py>,
+    /// Weak references to the array and to each array its memory belongs to: while one exists,
+    /// NumPy refuses to resize that array, even with `refcheck=False`.
+    _pins: Vec<Bound<'py, PyWeakrefReference>>,
+    /// rust-numpy's borrow: no other array of this call (or another thread's call) overlaps this
+    /// one, unless both only read it.
+    _borrow: B,
 }
 
-/// The bytes of a mutably borrowed C-contiguous array.
-fn bytes_mut<'a, T: NpElement>(a: &'a mut PyReadwriteArrayDyn<'_, T>) -> &'a mut [u8] {
-    let n = a.len() * std::mem::size_of::<T>();
-    if n == 0 {
-        return &mut [];
+impl<T: NpElement> Held<'_, PyReadonlyArrayDyn<'_, T>> {
+    /// The array's bytes.
+    fn bytes(&self) -> &[u8] {
+        if self.export.len() == 0 {
+            return &[];
+        }
+        // SAFETY: the export is of a C-contiguous buffer (`PyBUF_C_CONTIGUOUS`), so its `len()`
+        // bytes at `buf` are the array's memory, which stays allocated while the export and the
+        // pins live (as long as `self`: the slice borrows it); the read-only borrow guarantees no
+        // writable borrow of these bytes meanwhile. u8 has no alignment requirement.
+        unsafe { std::slice::from_raw_parts(self.export.buf().cast::<u8>(), self.export.len()) }
     }
-    // SAFETY: as in `bytes`; the readwrite borrow guarantees no other borrow of these bytes, and
-    // the array is writable.
-    unsafe { std::slice::from_raw_parts_mut(a.data().cast::<u8>(), n) }
+}
+
+impl<T: NpElement> Held<'_, PyReadwriteArrayDyn<'_, T>> {
+    /// The array's bytes, to write.
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        if self.export.len() == 0 {
+            return &mut [];
+        }
+        // SAFETY: as in `bytes`; the export is writable (`PyBUF_WRITABLE`), and the read-write
+        // borrow guarantees no other borrow of these bytes while `self` (borrowed mutably) lives.
+        unsafe { std::slice::from_raw_parts_mut(self.export.buf().cast::<u8>(), self.export.len()) }
+    }
+}
+
+/// A buffer export: `PyObject_GetBuffer`, released by `PyBuffer_Release` on drop.
+///
+/// Not pyo3's `PyBuffer`, which always asks for `PyBUF_FULL_RO` (never `PyBUF_WRITABLE`) and
+/// refuses the NULL shape NumPy exports for a 0-d array.
+struct Export<'py> {
+    /// Boxed: an exporter may point into the struct it fills in, so it must not move.
+    view: Box<ffi::Py_buffer>,
+    /// The release needs the GIL: an `Export` lives (and is dropped) on an attached thread.
+    _py: Python<'py>,
+}
+
+impl<'py> Export<'py> {
+    /// Exports `obj`'s memory as one C-contiguous block, writable if `writable`.
+    fn get(obj: &Bound<'py, PyAny>, writable: bool) -> PyResult<Export<'py>> {
+        let mut flags = ffi::PyBUF_C_CONTIGUOUS | ffi::PyBUF_FORMAT;
+        if writable {
+            flags |= ffi::PyBUF_WRITABLE;
+        }
+        let mut view = Box::new(ffi::Py_buffer::new());
+        // SAFETY: `obj` is a live object and we are attached; `view` is a valid `Py_buffer` to
+        // fill in, at an address that does not change until `PyBuffer_Release` (in `drop`).
+        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, flags) } != 0 {
+            // Nothing to release: a failed request leaves no export.
+            return Err(PyErr::fetch(obj.py()));
+        }
+        Ok(Export {
+            view,
+            _py: obj.py(),
+        })
+    }
+
+    fn buf(&self) -> *mut std::ffi::c_void {
+        self.view.buf
+    }
+
+    /// Bytes exported.
+    fn len(&self) -> usize {
+        usize::try_from(self.view.len).unwrap_or(0)
+    }
+
+    fn itemsize(&self) -> usize {
+        usize::try_from(self.view.itemsize).unwrap_or(0)
+    }
+}
+
+impl Drop for Export<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `view` was filled in by a successful `PyObject_GetBuffer` and is released once,
+        // here, on the attached thread this `Export` lives on (its `Python<'py>` makes it !Send).
+        unsafe { ffi::PyBuffer_Release(&mut *self.view) }
+    }
+}
+
+/// Weak references to `arr` and to each array its memory belongs to (its chain of `base` arrays,
+/// which NumPy keeps short). The chain is read from the array struct (`PyArray_BASE`, what NumPy's
+/// resize checks), not through a `base` attribute a subclass could override.
+fn pins<'py>(arr: &Bound<'py, PyUntypedArray>) -> PyResult<Vec<Bound<'py, PyWeakrefReference>>> {
+    let py = arr.py();
+    let mut pins = Vec::new();
+    let mut cur = arr.clone();
+    loop {
+        pins.push(PyWeakrefReference::new(cur.as_any())?);
+        // SAFETY: `cur` is a live ndarray and we are attached; its `base` is NULL or a reference
+        // the array owns (and never changes once set), made a new strong reference at once.
+        let base =
+            unsafe { Bound::from_borrowed_ptr_or_opt(py, (*cur.as_array_ptr()).fields.base) };
+        match base.and_then(|b| b.cast_into::<PyUntypedArray>().ok()) {
+            Some(b) => cur = b,
+            // Not an array: none, or an object that tracks the exports of its memory itself (a
+            // memoryview holding one, as `numpy.frombuffer` leaves).
+            None => return Ok(pins),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The world communicator (`boad.init()`): this process's rank in the job and its collectives.
@@ -181,38 +323,74 @@ fn bytes_mut<'a, T: NpElement>(a: &'a mut PyReadwriteArrayDyn<'_, T>) -> &'a mut
 /// rank must still call the same collectives in the same order.
 #[pyclass(name = "Communicator", module = "boad", frozen)]
 struct PyCommunicator {
-    /// None once finalized.
+    /// None once finalized. A call holds the lock for its whole length, and every wait for it is
+    /// made with the GIL released ([`with_comm`](Self::with_comm), `finalize`).
     inner: Mutex<Option<Communicator>>,
     rank: usize,
     size: usize,
-    last_path: Mutex<Option<&'static str>>,
+    /// Set by `finalize` when it takes the communicator; read without `inner`.
+    finalized: AtomicBool,
+    /// What the properties report, as the last call left it: refreshed at the end of every call
+    /// (under `inner`) and read without `inner`. Locked only to copy it, so never for long.
+    seen: Mutex<Seen>,
+}
+
+/// A communicator's path and counters as of the end of its last call. Only calls change them (they
+/// are the communicator's own fields), so between calls they are current.
+#[derive(Clone, Copy)]
+struct Seen {
+    last_path: Option<&'static str>,
+    stats: Stats,
+}
+
+impl Seen {
+    fn of(comm: &Communicator) -> Seen {
+        Seen {
+            last_path: comm.last_path().map(|p| p.name()),
+            stats: comm.stats(),
+        }
+    }
 }
 
 static WORLD: PyOnceLock<Py<PyCommunicator>> = PyOnceLock::new();
 
 impl PyCommunicator {
+    fn new(comm: Communicator) -> PyCommunicator {
+        PyCommunicator {
+            rank: comm.rank(),
+            size: comm.size(),
+            finalized: AtomicBool::new(false),
+            seen: Mutex::new(Seen::of(&comm)),
+            inner: Mutex::new(Some(comm)),
+        }
+    }
+
+    /// Runs `f` on the communicator with the GIL released (also while waiting for another
+    /// thread's call to end), then refreshes what the properties report. None if finalized.
+    fn with_comm<R: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl Send + FnOnce(&mut Communicator) -> R,
+    ) -> Option<R> {
+        py.detach(|| {
+            let mut g = lock(&self.inner);
+            let comm = g.as_mut()?;
+            let r = f(comm);
+            *lock(&self.seen) = Seen::of(comm);
+            Some(r)
+        })
+    }
+
     /// Runs `f` on the communicator with the GIL released.
     fn run<R: Send>(
         &self,
         py: Python<'_>,
         f: impl Send + FnOnce(&mut Communicator) -> boad::Result<R>,
     ) -> PyResult<R> {
-        let r = py.detach(|| {
-            let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            let comm = g.as_mut().ok_or(None)?;
-            let r = f(comm);
-            if let Some(p) = comm.last_path() {
-                *self
-                    .last_path
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(p.name());
-            }
-            r.map_err(Some)
-        });
-        r.map_err(|e| match e {
-            Some(e) => boad_err(e),
-            None => self.finalized_err(),
-        })
+        match self.with_comm(py, f) {
+            Some(r) => r.map_err(boad_err),
+            None => Err(self.finalized_err()),
+        }
     }
 
     /// [`run`](Self::run) in a collective method: its error is [`Failed::Ran`].
@@ -245,11 +423,8 @@ impl PyCommunicator {
                     coll.name(),
                     msg.strip_prefix(&prefix).unwrap_or(&msg)
                 );
-                py.detach(|| {
-                    let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-                    if let Some(comm) = g.as_mut() {
-                        comm.fail_collective(coll, what);
-                    }
+                self.with_comm(py, |comm| {
+                    comm.fail_collective(coll, what);
                 });
                 Err(e)
             }
@@ -264,10 +439,7 @@ impl PyCommunicator {
     }
 
     fn is_finalized(&self) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none()
+        self.finalized.load(Ordering::Acquire)
     }
 
     fn op(&self, op: i64) -> PyResult<Op> {
@@ -298,7 +470,7 @@ fn bcast_t<T: NpElement>(
     root: usize,
 ) -> Result<(), Failed> {
     let mut b = buf.write::<T>()?;
-    let bytes = bytes_mut(&mut b);
+    let bytes = b.bytes_mut();
     let dtype = buf.dtype;
     c.run_collective(py, |comm| comm.bcast_raw(bytes, dtype, root))
 }
@@ -316,13 +488,13 @@ fn reduce_t<T: NpElement>(
         // recv is send: in place (on the root; elsewhere the array is only read).
         None => {
             let mut b = send.write::<T>()?;
-            let bytes = bytes_mut(&mut b);
+            let bytes = b.bytes_mut();
             c.run_collective(py, |comm| comm.reduce_in_place_raw(bytes, dtype, op, root))
         }
         Some(recv) => {
             let mut r = recv.write::<T>()?;
             let s = send.read::<T>()?;
-            let (sb, rb) = (bytes(&s), bytes_mut(&mut r));
+            let (sb, rb) = (s.bytes(), r.bytes_mut());
             c.run_collective(py, |comm| comm.reduce_raw(sb, Some(rb), dtype, op, root))
         }
     }
@@ -336,7 +508,7 @@ fn reduce_nonroot_t<T: NpElement>(
     root: usize,
 ) -> Result<(), Failed> {
     let s = send.read::<T>()?;
-    let sb = bytes(&s);
+    let sb = s.bytes();
     let dtype = send.dtype;
     c.run_collective(py, |comm| comm.reduce_raw(sb, None, dtype, op, root))
 }
@@ -352,13 +524,13 @@ fn allreduce_t<T: NpElement>(
     match recv {
         None => {
             let mut b = send.write::<T>()?;
-            let bytes = bytes_mut(&mut b);
+            let bytes = b.bytes_mut();
             c.run_collective(py, |comm| comm.allreduce_in_place_raw(bytes, dtype, op))
         }
         Some(recv) => {
             let mut r = recv.write::<T>()?;
             let s = send.read::<T>()?;
-            let (sb, rb) = (bytes(&s), bytes_mut(&mut r));
+            let (sb, rb) = (s.bytes(), r.bytes_mut());
             c.run_collective(py, |comm| comm.allreduce_raw(sb, rb, dtype, op))
         }
     }
@@ -372,7 +544,7 @@ fn allgather_t<T: NpElement>(
 ) -> Result<(), Failed> {
     let mut r = recv.write::<T>()?;
     let s = send.read::<T>()?;
-    let (sb, rb) = (bytes(&s), bytes_mut(&mut r));
+    let (sb, rb) = (s.bytes(), r.bytes_mut());
     let dtype = send.dtype;
     c.run_collective(py, |comm| comm.allgather_raw(sb, rb, dtype))
 }
@@ -406,10 +578,7 @@ impl PyCommunicator {
     /// The data path the last completed collective took (``"udp"``), or None before the first.
     #[getter]
     fn last_path(&self) -> Option<&'static str> {
-        *self
-            .last_path
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.seen).last_path
     }
 
     /// True once :meth:`finalize` has been called.
@@ -534,9 +703,13 @@ impl PyCommunicator {
         self.run(py, Communicator::barrier)
     }
 
-    /// This rank's traffic counters, as a dict.
+    /// This rank's traffic counters, as a dict: as the last call left them (while another thread
+    /// is in a collective, as they were before it began).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.run(py, |c| Ok(c.stats()))?;
+        if self.is_finalized() {
+            return Err(self.finalized_err());
+        }
+        let s = lock(&self.seen).stats;
         let d = PyDict::new(py);
         d.set_item("datagrams_sent", s.datagrams_sent)?;
         d.set_item("datagrams_received", s.datagrams_received)?;
@@ -560,16 +733,20 @@ impl PyCommunicator {
     /// Delivers what this rank still has to send and leaves the job; later collectives raise
     /// :class:`boad.Error`. Raises an error an earlier collective raised on another rank, if any.
     /// Calling it again does nothing. Called at interpreter exit if the program did not.
+    /// Waits (with the GIL released) for a call another thread is making.
     fn finalize(&self, py: Python<'_>) -> PyResult<()> {
-        let comm = self
-            .inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        match comm {
-            Some(c) => py.detach(|| c.finalize()).map_err(boad_err),
-            None => Ok(()),
-        }
+        py.detach(|| {
+            let comm = {
+                let mut g = lock(&self.inner);
+                let comm = g.take();
+                if comm.is_some() {
+                    self.finalized.store(true, Ordering::Release);
+                }
+                comm
+            };
+            comm.map_or(Ok(()), Communicator::finalize)
+        })
+        .map_err(boad_err)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -611,16 +788,7 @@ impl PyCommunicator {
 fn init(py: Python<'_>) -> PyResult<Py<PyCommunicator>> {
     let world = WORLD.get_or_try_init(py, || {
         let comm = py.detach(boad::init).map_err(boad_err)?;
-        let (rank, size) = (comm.rank(), comm.size());
-        Py::new(
-            py,
-            PyCommunicator {
-                inner: Mutex::new(Some(comm)),
-                rank,
-                size,
-                last_path: Mutex::new(None),
-            },
-        )
+        Py::new(py, PyCommunicator::new(comm))
     })?;
     let w = world.get();
     if w.is_finalized() {

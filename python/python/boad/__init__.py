@@ -19,7 +19,12 @@ int8/16/32/64, uint8/16/32/64, float32 or float64 (else ``TypeError``), and writ
 receive data (else ``ValueError``). Such a rejected argument also fails the collective at once on
 the other ranks, which raise :class:`Error` instead of waiting for this one. A collective that
 fails raises :class:`Error` (a ``RuntimeError``) whose message names the rank that saw the error.
-The GIL is released while a collective runs.
+
+The GIL is released while a collective runs. Its arrays are held until it returns: resizing one
+meanwhile (even ``ndarray.resize(refcheck=False)``, or the array a view's memory belongs to) raises
+``ValueError`` in the thread that tries. Collectives called from several threads run one at a time,
+each waiting with the GIL released; the properties and :meth:`Communicator.stats` answer at once
+while another thread is in a collective.
 """
 
 import atexit as _atexit
