@@ -26,9 +26,7 @@ mod types;
 
 pub use comm::{init, Communicator, Path};
 pub use error::{CollectiveError, Error, Result, TransportError, UsageError};
-pub use transport::shm::{
-    remove_segments as remove_shm_segments, segment_path as shm_segment_path,
-};
+pub use transport::shm::{remove_segment as remove_shm_segment, segment_path as shm_segment_path};
 pub use transport::Stats;
 pub use types::{Coll, DType, Element, Op, Signature};
 

@@ -5,6 +5,7 @@
 
 mod cluster;
 mod error;
+mod janitor;
 mod kernel;
 mod program;
 mod rendezvous;
@@ -13,14 +14,15 @@ mod spawn;
 use std::ffi::OsString;
 use std::io::Read;
 use std::net::IpAddr;
-use std::os::unix::net::UnixListener;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use boad::bootstrap::{ENV_JOB, ENV_RENDEZVOUS};
+use boad::bootstrap::ENV_JOB;
 use clap::Parser;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -37,22 +39,27 @@ const ENV_TIMEOUT_MS: &str = "BOAD_TIMEOUT_MS";
 const POLL: Duration = Duration::from_millis(100);
 /// Time between SIGTERM and SIGKILL when the launcher stops ranks.
 const TERM_TO_KILL: Duration = Duration::from_secs(1);
-/// How long output of exited ranks may still be drained (from leftover background processes).
+/// How long output of exited ranks may still be drained.
 const DRAIN: Duration = Duration::from_secs(1);
+/// Exit status when the job ran past `--timeout`.
+const DEADLINE_EXIT: i32 = 124;
 
 /// What `boadrun --help` says after the options: the ranks' environment, exit status, signals,
 /// the kernel path, and every `BOAD_*` setting with its default (from [`boad::config::SETTINGS`]).
 fn after_help() -> String {
     let mut s = String::from(
         "Each rank gets BOAD_RANK, BOAD_SIZE, BOAD_LOCAL_RANK, BOAD_LOCAL_SIZE, BOAD_HOST_ID, \
-BOAD_JOB, BOAD_RENDEZVOUS, BOAD_BIND_ADDR, BOAD_TRANSPORT (and BOAD_TIMEOUT_MS if given) in its \
-environment, /dev/null as stdin, and its own process group.\n\n\
+BOAD_JOB, BOAD_RENDEZVOUS_FD (its own connection to boadrun, an inherited socket), BOAD_BIND_ADDR, \
+BOAD_TRANSPORT (and BOAD_TIMEOUT_MS if given) in its environment, /dev/null as stdin, and its own \
+process group.\n\n\
 Exit status: that of the first rank to exit non-zero (128+N if killed by signal N), else 0; \
-127 if PROGRAM is not found, 126 if it cannot be executed, 125 if boadrun itself failed.\n\n\
+124 if the job ran past --timeout; 127 if PROGRAM is not found, 126 if it cannot be executed, 125 if \
+boadrun itself failed.\n\n\
 SIGINT, SIGTERM and SIGHUP are forwarded to every rank's process group (a second SIGINT sends \
-SIGKILL); ranks still running --kill-grace-ms later get SIGKILL. At exit boadrun removes the job's \
-shared-memory segment if the ranks left it. When a rank exits non-zero, the others get \
---kill-grace-ms to finish, then SIGTERM, then SIGKILL a second later.\n\n\
+SIGKILL); ranks still running --kill-grace-ms later get SIGKILL. When a rank exits non-zero, the \
+others get --kill-grace-ms to finish, then SIGTERM, then SIGKILL a second later. When the job ends \
+(or boadrun is killed, even by SIGKILL), whatever the ranks left running in their process groups is \
+ended and the job's shared-memory segments are removed.\n\n\
 Kernel path (boadrun built with the kernel feature, the default; CAP_BPF + CAP_NET_ADMIN): with \
 --transport auto or kernel, boadrun loads boad's eBPF programs once, attaches XDP and TC egress to lo \
 (with --hosts, to lo and eth0 of every host) before starting the ranks, fills their maps once all \
@@ -100,9 +107,14 @@ struct Args {
     /// those that did are sent ABORT.
     #[arg(long, value_name = "MS", default_value_t = 60000)]
     rendezvous_timeout_ms: u64,
-    /// IP address the ranks bind their sockets to, exported as BOAD_BIND_ADDR.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    /// IP address the ranks bind their sockets to and advertise to their peers, exported as
+    /// BOAD_BIND_ADDR: the address of this host's interface towards the other hosts (not 0.0.0.0).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1", value_parser = parse_bind)]
     bind: IpAddr,
+    /// End the job (SIGTERM, then SIGKILL) if it runs longer than this many seconds; boadrun then
+    /// exits with 124.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: Option<u64>,
     /// Run the ranks on a virtual cluster of H hosts: network namespaces joined by veth pairs and a
     /// bridge (host h is 198.18.0.(h+1)), ranks placed in contiguous blocks. Needs root; everything
     /// is removed when boadrun exits, even by SIGKILL. Overrides --bind.
@@ -123,6 +135,18 @@ struct Args {
     /// eBPF programs are compiled in and load) and the path a job would take, then exit.
     #[arg(long, conflicts_with_all = ["np", "hosts"])]
     check: bool,
+}
+
+/// `--bind`: an address peers can reach (ranks advertise it).
+fn parse_bind(text: &str) -> Result<IpAddr, String> {
+    let ip: IpAddr = text.parse().map_err(|e| format!("{e}"))?;
+    if ip.is_unspecified() || ip.is_multicast() {
+        return Err(format!(
+            "{ip} cannot be advertised to peers: pass the address of this host's interface towards \
+             the other hosts (e.g. --bind 10.1.2.3), or keep the default 127.0.0.1 for a job on one host"
+        ));
+    }
+    Ok(ip)
 }
 
 /// A started rank.
@@ -200,13 +224,16 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
-/// Removes `/dev/shm/boad-<job>-*` when dropped.
-struct ShmCleanup(u64);
+/// Removes the job's shared-memory segments (one per host) when dropped, if the ranks left them.
+struct ShmCleanup {
+    job: u64,
+    hosts: u32,
+}
 
 impl Drop for ShmCleanup {
     fn drop(&mut self) {
-        if let Err(e) = boad::remove_shm_segments(self.0) {
-            if e.kind() != std::io::ErrorKind::NotFound {
+        for host in 0..self.hosts {
+            if let Err(e) = boad::remove_shm_segment(self.job, host) {
                 eprintln!("boadrun: cannot remove the job's shared-memory segment: {e}");
             }
         }
@@ -230,21 +257,23 @@ fn run(args: &Args) -> Result<i32, Error> {
     let size = args.np as usize;
     let grace = Duration::from_millis(args.kill_grace_ms);
 
-    let dir = tempfile::Builder::new()
-        .prefix("boadrun-")
-        .tempdir()
-        .map_err(Error::setup("cannot create a temporary directory"))?;
-    let sock = dir.path().join("rdv.sock");
-    let listener = UnixListener::bind(&sock)
-        .map_err(Error::setup(format!("cannot listen on {}", sock.display())))?;
+    // One connection per rank: boadrun keeps one end, the rank inherits the other.
+    let mut ours = Vec::with_capacity(size);
+    let mut theirs = Vec::with_capacity(size);
+    for _ in 0..size {
+        let (a, b) = UnixStream::pair().map_err(Error::setup("cannot create a socket pair"))?;
+        ours.push(a);
+        theirs.push(b);
+    }
     let job = job_key()?;
     let kernel: Arc<Mutex<Option<Setup>>> = Arc::new(Mutex::new(None));
     let server = Server::start(
-        listener,
-        size,
+        ours,
         Duration::from_millis(args.rendezvous_timeout_ms),
         Some(table_hook(Arc::clone(&kernel), job, args.transport)),
     );
+    // Cleans up after the job even if boadrun is killed (see janitor.rs).
+    let mut janitor = janitor::Janitor::start()?;
 
     // Handlers first, so that a signal arriving while ranks start is not lost.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD])
@@ -311,10 +340,15 @@ fn run(args: &Args) -> Result<i32, Error> {
         .collect();
     // Removes the job's shared-memory segment if the ranks did not (they unlink it once all mapped
     // it, so it is left only when a rank died before that), whatever way this function returns.
-    let _shm = ShmCleanup(job);
+    let _shm = ShmCleanup {
+        job,
+        hosts: hosts as u32,
+    };
+    for host in 0..hosts as u32 {
+        janitor.watch_file(&boad::shm_segment_path(job, host));
+    }
     let mut env = vec![
         (ENV_JOB, format!("{job:016x}").into()),
-        (ENV_RENDEZVOUS, sock.clone().into_os_string()),
         (ENV_TRANSPORT, args.transport.name().into()),
     ];
     if let Some(ms) = args.timeout_ms {
@@ -329,12 +363,22 @@ fn run(args: &Args) -> Result<i32, Error> {
     };
     let (done_tx, done_rx) = mpsc::channel();
     let mut ranks: Vec<Rank> = Vec::with_capacity(size);
-    for (r, place) in placements.iter().enumerate() {
-        match spawn_rank(&launch, r, size, place, &done_tx) {
-            Ok(child) => ranks.push(Rank {
-                child,
-                exited: false,
-            }),
+    let mut groups = Vec::with_capacity(size);
+    for (r, (place, conn)) in placements.iter().zip(theirs).enumerate() {
+        let spawned = spawn_rank(&launch, r, size, place, conn.as_raw_fd(), &done_tx);
+        // The rank has its copy; boadrun's must go, so that the rank's exit closes the connection.
+        drop(conn);
+        match spawned {
+            Ok(child) => {
+                if let Some(g) = janitor::Group::of(child.id()) {
+                    janitor.watch_group(g);
+                    groups.push(g);
+                }
+                ranks.push(Rank {
+                    child,
+                    exited: false,
+                });
+            }
             Err(e) => {
                 for rank in &mut ranks {
                     rank.signal(SIGKILL);
@@ -347,6 +391,10 @@ fn run(args: &Args) -> Result<i32, Error> {
     drop(done_tx);
 
     let mut first_failure: Option<i32> = None;
+    let deadline = args
+        .timeout
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    let mut past_deadline = false;
     let mut term_at: Option<Instant> = None;
     let mut kill_at: Option<Instant> = None;
     let mut stopping = false; // boadrun is ending the job: rank deaths are no news
@@ -383,6 +431,17 @@ fn run(args: &Args) -> Result<i32, Error> {
         if let Some(why) = server.check_timeout(now) {
             eprintln!("boadrun: {why}");
         }
+        if !past_deadline && deadline.is_some_and(|d| now >= d) {
+            past_deadline = true;
+            eprintln!(
+                "boadrun: the job ran longer than --timeout {} s; ending its {live} remaining rank(s)",
+                args.timeout.unwrap_or(0)
+            );
+            stopping = true;
+            ranks.iter().for_each(|rk| rk.signal(SIGTERM));
+            term_at = None;
+            kill_at = Some(now + TERM_TO_KILL);
+        }
         if term_at.is_some_and(|t| now >= t) {
             if !stopping {
                 eprintln!("boadrun: terminating {live} remaining rank(s)");
@@ -415,6 +474,11 @@ fn run(args: &Args) -> Result<i32, Error> {
         }
     }
 
+    // What the ranks left running in their process groups ends with the job.
+    let left = janitor::end_groups(&groups, TERM_TO_KILL);
+    if left > 0 {
+        eprintln!("boadrun: ended {left} process(es) the ranks left running");
+    }
     // Let the forwarding threads finish writing what the ranks left in their pipes.
     let until = Instant::now() + DRAIN;
     for _ in 0..2 * size {
@@ -432,9 +496,12 @@ fn run(args: &Args) -> Result<i32, Error> {
         }
     }
     drop(cluster);
-    drop(dir);
+    janitor.finish();
     if server.failure().is_some() {
         return Ok(125);
+    }
+    if past_deadline {
+        return Ok(DEADLINE_EXIT);
     }
     Ok(first_failure.unwrap_or(0))
 }
@@ -474,6 +541,10 @@ fn table_hook(kernel: Arc<Mutex<Option<Setup>>>, job: u64, transport: Transport)
 
 fn main() {
     use clap::{CommandFactory, FromArgMatches};
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new(janitor::ARGV0)) {
+        janitor::run();
+    }
     let matches = Args::command().after_help(after_help()).get_matches();
     let args = match Args::from_arg_matches(&matches) {
         Ok(a) => a,

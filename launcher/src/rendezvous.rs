@@ -1,11 +1,13 @@
 //! The launcher side of the rendezvous protocol ([`boad::bootstrap::protocol`]).
 //!
-//! Every rank that uses the library connects to the Unix socket and says `HELLO`; once all ranks
-//! have, each gets the job table. The connections stay open and carry an `EXIT` line whenever a rank
-//! exits. Programs that never connect are fine: nothing is sent to them.
+//! Every rank gets its own connection: one end of a Unix socket pair, inherited across `exec`
+//! (`BOAD_RENDEZVOUS_FD`). A rank that uses the library says `HELLO` on it; once all ranks have, each
+//! gets the job table. The connections stay open and carry an `EXIT` line whenever a rank exits.
+//! Programs that never say `HELLO` are fine: nothing is sent to them. A connection belongs to one
+//! rank: a `HELLO` naming another rank is a protocol error, and no other process can connect.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -58,7 +60,7 @@ impl State {
         self.phase = Phase::Aborted(why);
     }
 
-    fn hello(&mut self, entry: PeerEntry, stream: UnixStream) {
+    fn hello(&mut self, conn: usize, entry: PeerEntry, stream: UnixStream) {
         let rank = entry.rank;
         let problem = match &self.phase {
             Phase::Aborted(why) => {
@@ -74,11 +76,8 @@ impl State {
                 );
                 return;
             }
-            Phase::Gathering if rank >= self.size => {
-                format!(
-                    "rank {rank} is out of range: the job has {} ranks",
-                    self.size
-                )
+            Phase::Gathering if rank != conn => {
+                format!("rank {conn} said HELLO as rank {rank}")
             }
             Phase::Gathering if self.peers[rank].is_some() => format!("rank {rank} joined twice"),
             Phase::Gathering => {
@@ -119,14 +118,11 @@ impl State {
 }
 
 impl Server {
-    /// Serves `listener` for a job of `size` ranks, which must all join within `timeout`; `hook`
-    /// may add lines to the table (see [`TableHook`]).
-    pub fn start(
-        listener: UnixListener,
-        size: usize,
-        timeout: Duration,
-        hook: Option<TableHook>,
-    ) -> Server {
+    /// Serves a job of `conns.len()` ranks, `conns[r]` being boadrun's end of rank `r`'s connection;
+    /// all ranks that use the rendezvous must join within `timeout`; `hook` may add lines to the table
+    /// (see [`TableHook`]).
+    pub fn start(conns: Vec<UnixStream>, timeout: Duration, hook: Option<TableHook>) -> Server {
+        let size = conns.len();
         let state = Arc::new(Mutex::new(State {
             size,
             peers: (0..size).map(|_| None).collect(),
@@ -134,19 +130,10 @@ impl Server {
             hook,
             failure: None,
         }));
-        let shared = Arc::clone(&state);
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                match conn {
-                    Ok(stream) => {
-                        let state = Arc::clone(&shared);
-                        thread::spawn(move || serve(&state, stream, timeout));
-                    }
-                    // Out of descriptors or similar: do not spin.
-                    Err(_) => thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
+        for (rank, stream) in conns.into_iter().enumerate() {
+            let state = Arc::clone(&state);
+            thread::spawn(move || serve(&state, rank, stream));
+        }
         Server {
             state,
             deadline: Instant::now() + timeout,
@@ -207,20 +194,27 @@ impl Server {
     }
 }
 
-/// Reads one connection's `HELLO` and registers it.
-fn serve(state: &Mutex<State>, stream: UnixStream, timeout: Duration) {
-    let _ = stream.set_read_timeout(Some(timeout));
+/// Reads rank `rank`'s `HELLO` on its connection and registers it. A rank that never says it (a
+/// program that does not use the library) leaves the thread waiting until the connection closes.
+fn serve(state: &Mutex<State>, rank: usize, stream: UnixStream) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut line = String::new();
-    let _ = BufReader::new((&stream).take(256)).read_line(&mut line);
+    // At most one line of a bounded length: a HELLO is short.
+    match BufReader::new((&stream).take(256)).read_line(&mut line) {
+        // Closed without a word: the rank exited (rank_exited reports it) or never used boad.
+        Ok(0) | Err(_) => return,
+        Ok(_) => {}
+    }
     let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
     match Line::parse(&line) {
-        Some(Line::Hello(entry)) => st.hello(entry, stream),
+        Some(Line::Hello(entry)) => st.hello(rank, entry, stream),
         _ => {
             let why = format!(
-                "protocol error: expected HELLO <rank> <host_id> <ip> <port>, got {line:?}"
+                "protocol error: rank {rank} sent {line:?} where HELLO <rank> <host_id> <ip> <port> was expected"
             );
-            send(&stream, &[Line::Abort(why)]);
+            eprintln!("boadrun: rendezvous aborted: {why}");
+            send(&stream, &[Line::Abort(why.clone())]);
+            st.abort(why);
         }
     }
 }

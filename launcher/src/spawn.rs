@@ -38,6 +38,10 @@ pub struct Placement {
     pub netns: Option<std::os::fd::RawFd>,
 }
 
+/// Longest piece of output forwarded as one line: a longer line is passed on in pieces of this size,
+/// each ended by a newline, so that boadrun's memory stays bounded whatever a rank prints.
+pub const MAX_LINE: usize = 64 << 10;
+
 /// Starts `rank` of `size` at `place`, in its own process group, with stdin from `/dev/null` and its stdout and
 /// stderr forwarded line by line by two threads, each of which sends `()` on `done` when its stream
 /// closes.
@@ -49,6 +53,7 @@ pub fn spawn_rank(
     rank: usize,
     size: usize,
     place: &Placement,
+    rendezvous: std::os::fd::RawFd,
     done: &Sender<()>,
 ) -> Result<Child, Error> {
     let mut cmd = Command::new(launch.program);
@@ -67,6 +72,7 @@ pub fn spawn_rank(
         )
         .env(boad::bootstrap::ENV_HOST_ID, place.host_id.to_string())
         .env(boad::bootstrap::ENV_BIND_ADDR, place.bind.to_string())
+        .env(boad::bootstrap::ENV_RENDEZVOUS_FD, rendezvous.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -74,8 +80,9 @@ pub fn spawn_rank(
     let launcher = std::process::id() as libc::pid_t;
     let netns = place.netns;
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (prctl, getppid, setns, _exit); it allocates nothing and touches no lock. `netns`
-    // is a descriptor the cluster keeps open until every rank has been started.
+    // functions (prctl, getppid, setns, fcntl, _exit); it allocates nothing and touches no lock.
+    // `netns` is a descriptor the cluster keeps open until every rank has been started;
+    // `rendezvous` is this rank's end of its connection, open until the rank has been started.
     unsafe {
         cmd.pre_exec(move || {
             let (sig, zero): (libc::c_ulong, libc::c_ulong) = (libc::SIGKILL as _, 0);
@@ -90,6 +97,11 @@ pub fn spawn_rank(
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            // The rank's end of its rendezvous connection survives exec (every other descriptor
+            // of boadrun's is close-on-exec).
+            if libc::fcntl(rendezvous, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         })
@@ -110,7 +122,8 @@ pub fn spawn_rank(
 }
 
 /// Copies `stream` to our stdout (or stderr) a whole line at a time, each under the stream's lock so
-/// that lines of different ranks never mix. A last line without newline gets one.
+/// that lines of different ranks never mix. A last line without newline gets one; a line longer than
+/// [`MAX_LINE`] is passed on in pieces of that size, each ended by a newline.
 fn forward(
     stream: impl Read + Send + 'static,
     prefix: Option<String>,
@@ -118,14 +131,14 @@ fn forward(
     done: Sender<()>,
 ) {
     thread::spawn(move || {
-        let mut reader = BufReader::new(stream);
+        let mut reader = BufReader::with_capacity(MAX_LINE, stream);
         let prefix = prefix.unwrap_or_default().into_bytes();
         let mut line = Vec::with_capacity(256);
         let mut broken = false; // our own output is gone: keep draining so the rank never blocks
         loop {
             line.clear();
             line.extend_from_slice(&prefix);
-            match reader.read_until(b'\n', &mut line) {
+            match read_piece(&mut reader, &mut line, MAX_LINE) {
                 Ok(0) | Err(_) => break,
                 Ok(_) if broken => continue,
                 Ok(_) => {}
@@ -144,4 +157,53 @@ fn forward(
         }
         let _ = done.send(());
     });
+}
+
+/// Appends to `out` the bytes up to and including the next newline, or `max` bytes if no newline
+/// comes before; returns how many (0 at the end of the stream).
+fn read_piece(r: &mut impl BufRead, out: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < max {
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            break;
+        }
+        let room = max - n;
+        let (take, end) = match buf[..buf.len().min(room)].iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len().min(room), false),
+        };
+        out.extend_from_slice(&buf[..take]);
+        r.consume(take);
+        n += take;
+        if end {
+            break;
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_piece;
+    use std::io::BufReader;
+
+    #[test]
+    fn pieces_are_lines_or_bounded() {
+        let text = b"ab\ncdefghij\n\nk";
+        let mut r = BufReader::with_capacity(3, &text[..]);
+        let mut pieces = Vec::new();
+        loop {
+            let mut v = Vec::new();
+            if read_piece(&mut r, &mut v, 4).expect("read") == 0 {
+                break;
+            }
+            pieces.push(String::from_utf8(v).expect("utf-8"));
+        }
+        assert_eq!(pieces, ["ab\n", "cdef", "ghij", "\n", "\n", "k"]);
+    }
 }

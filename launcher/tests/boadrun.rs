@@ -70,8 +70,8 @@ fn tag_output_prefixes_every_line() {
 #[test]
 fn exports_the_job_environment() {
     let script = "echo $BOAD_RANK $BOAD_SIZE $BOAD_LOCAL_RANK $BOAD_LOCAL_SIZE $BOAD_HOST_ID \
-                  $BOAD_JOB $BOAD_BIND_ADDR $BOAD_TIMEOUT_MS $BOAD_RENDEZVOUS $BOAD_TRANSPORT; \
-                  test -S \"$BOAD_RENDEZVOUS\" && echo socket-ok; read x; echo stdin=$?";
+                  $BOAD_JOB $BOAD_BIND_ADDR $BOAD_TIMEOUT_MS $BOAD_RENDEZVOUS_FD $BOAD_TRANSPORT; \
+                  test -S /proc/$$/fd/$BOAD_RENDEZVOUS_FD && echo socket-ok; read x; echo stdin=$?";
     let out = boadrun(&[
         "-n",
         "2",
@@ -95,16 +95,11 @@ fn exports_the_job_environment() {
             "{row:?}"
         );
         assert_eq!(row[6..8], ["127.0.0.2", "1234"]);
-        assert!(row[8].ends_with("/rdv.sock"));
+        assert!(row[8].parse::<u32>().is_ok_and(|fd| fd > 2), "{row:?}");
         assert_eq!(row[9], "udp");
     }
     assert_eq!(rows[0][5], rows[1][5], "one job key for all ranks");
-    assert_eq!(rows[0][8], rows[1][8]);
     assert_eq!(lines[2..], ["socket-ok", "socket-ok", "stdin=1", "stdin=1"]);
-    let dir = std::path::Path::new(rows[0][8])
-        .parent()
-        .expect("socket dir");
-    assert!(!dir.exists(), "temporary directory {dir:?} was not removed");
 }
 
 #[test]
@@ -212,13 +207,13 @@ fn forwards_sigterm() {
     assert_eq!(status.code(), Some(0));
 }
 
-/// A rank speaking the rendezvous protocol: says HELLO as rank `$CLAIM` (default its own), prints
-/// every line it gets until `END` or `ABORT`; then rank 1 exits 5 and rank 0 prints one more line.
+/// A rank speaking the rendezvous protocol on its connection: says HELLO as rank `$CLAIM` (default
+/// its own), prints every line it gets until `END` or `ABORT`; then rank 1 exits 5 and rank 0 prints
+/// one more line.
 const PY_RANK: &str = r#"
 import os, socket, sys
 r = int(os.environ["BOAD_RANK"])
-s = socket.socket(socket.AF_UNIX)
-s.connect(os.environ["BOAD_RENDEZVOUS"])
+s = socket.socket(fileno=int(os.environ["BOAD_RENDEZVOUS_FD"]))
 s.sendall(f"HELLO {os.environ.get('CLAIM', r)} 0 127.0.0.1 {5000 + r}\n".encode())
 f = s.makefile()
 while True:
@@ -249,7 +244,7 @@ fn rendezvous_table_and_exit_lines() {
 
 #[test]
 fn rendezvous_aborts() {
-    // Both ranks claim rank 0.
+    // Both ranks claim rank 0: rank 1's connection cannot speak for rank 0.
     let out = cmd()
         .args(["-n", "2", "python3", "-c", PY_RANK])
         .env("CLAIM", "0")
@@ -259,8 +254,8 @@ fn rendezvous_aborts() {
     assert_eq!(
         lines,
         [
-            "0: ABORT rank 0 joined twice",
-            "1: ABORT rank 0 joined twice"
+            "0: ABORT rank 1 said HELLO as rank 0",
+            "1: ABORT rank 1 said HELLO as rank 0"
         ],
         "{out:?}"
     );
@@ -401,5 +396,151 @@ fn virtual_cluster_is_gone_after_sigkill() {
             "namespaces left: {left:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Entries of /tmp whose name starts with `boad`.
+fn boad_in_tmp() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/tmp")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("boad"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_ranks_descendants_end_with_the_job() {
+    // Each rank starts a background sleeper and exits 0 at once.
+    let out = boadrun(&["-n", "2", "sh", "-c", "sleep 300 & echo $!; exit 0"]);
+    assert!(out.status.success(), "{out:?}");
+    let pids: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(pids.len(), 2, "{out:?}");
+    for p in &pids {
+        assert!(!alive(p), "the rank's child {p} outlived the job");
+    }
+    assert!(
+        text(&out.stderr).contains("ended 2 process(es) the ranks left running"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn sigkill_of_boadrun_leaves_nothing() {
+    let before = boad_in_tmp();
+    let mut child = cmd()
+        .args(["-n", "3", "sh", "-c", "sleep 300 & echo $$ $!; wait"])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn boadrun");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut pids = Vec::new();
+    for _ in 0..3 {
+        let l = lines.next().expect("a line").expect("read");
+        pids.extend(l.split(' ').map(str::to_string));
+    }
+    assert_eq!(pids.len(), 6);
+    assert!(pids.iter().all(|p| alive(p)));
+    child.kill().expect("SIGKILL boadrun");
+    child.wait().expect("reap boadrun");
+    let start = Instant::now();
+    while pids.iter().any(|p| alive(p)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still running after boadrun's SIGKILL: {:?}",
+            pids.iter().filter(|p| alive(p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(boad_in_tmp(), before, "boadrun left something in /tmp");
+}
+
+#[test]
+fn a_long_line_does_not_grow_boadrun() {
+    // 200 MB without a newline: forwarded in 64 KiB pieces, boadrun's memory stays small.
+    // (Reaped below with wait4, for its resource usage.)
+    #[allow(clippy::zombie_processes)]
+    let mut child = cmd()
+        .args([
+            "-n",
+            "1",
+            "sh",
+            "-c",
+            "head -c 200000000 /dev/zero | tr '\\0' x",
+        ])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn boadrun");
+    let pid = child.id();
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let (mut bytes, mut longest, mut lines) = (0usize, 0usize, 0usize);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).expect("read");
+        if n == 0 {
+            break;
+        }
+        bytes += n;
+        longest = longest.max(n);
+        lines += 1;
+    }
+    assert_eq!(
+        bytes,
+        200_000_000 + lines,
+        "every byte, plus one newline per piece"
+    );
+    assert!(longest <= (64 << 10) + 1, "a piece of {longest} bytes");
+    // boadrun's own peak memory (wait4 reports the child's, and that of the processes it reaped).
+    let pid = i32::try_from(pid).expect("pid");
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our unreaped child; wait4 writes into `status` and `ru`, both live.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(r, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    let peak_mib = ru.ru_maxrss / 1024;
+    assert!(
+        peak_mib < 64,
+        "boadrun peaked at {peak_mib} MiB forwarding one 200 MB line"
+    );
+}
+
+#[test]
+fn the_job_deadline_ends_the_job() {
+    let start = Instant::now();
+    let out = boadrun(&["--timeout", "1", "-n", "2", "sleep", "30"]);
+    assert_eq!(out.status.code(), Some(124), "{out:?}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(
+        text(&out.stderr).contains("the job ran longer than --timeout 1 s"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn an_unspecified_bind_address_is_refused() {
+    for addr in ["0.0.0.0", "::"] {
+        let out = boadrun(&["--bind", addr, "true"]);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(
+            text(&out.stderr).contains("cannot be advertised to peers"),
+            "{out:?}"
+        );
     }
 }

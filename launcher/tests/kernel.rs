@@ -144,8 +144,7 @@ u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.bind((os.environ["BOAD_BIND_ADDR"], 0))
 port = u.getsockname()[1]
 ip = os.environ.get("IP", os.environ["BOAD_BIND_ADDR"])
-s = socket.socket(socket.AF_UNIX)
-s.connect(os.environ["BOAD_RENDEZVOUS"])
+s = socket.socket(fileno=int(os.environ["BOAD_RENDEZVOUS_FD"]))
 s.sendall(f"HELLO {r} {os.environ['BOAD_HOST_ID']} {ip} {port}\n".encode())
 f = s.makefile()
 table = []

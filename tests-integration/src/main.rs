@@ -22,6 +22,8 @@
 //!   reduces to one root, and counters showing the root of a one-datagram bcast makes one send and
 //!   the root of a reduce receives one datagram.
 //! - `path NAME`: a few collectives, then `last_path()` must be NAME (`udp` or `shm`).
+//! - `shm-path`: prints the path of this job's shared-memory segment on this host, without joining
+//!   the job (for tests that put something there first).
 //!
 //! Rank 0 first prints `job <key>` (the job key, to find the job's files).
 #![deny(missing_docs)]
@@ -585,6 +587,18 @@ fn kernel_proof(comm: &mut Communicator) -> ExitCode {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().map(String::as_str).unwrap_or("matrix");
+    if mode == "shm-path" {
+        let var = |n: &str| std::env::var(n).unwrap_or_default();
+        let (Ok(job), Ok(host)) = (
+            u64::from_str_radix(&var("BOAD_JOB"), 16),
+            var("BOAD_HOST_ID").parse::<u32>(),
+        ) else {
+            eprintln!("boad-check shm-path: BOAD_JOB or BOAD_HOST_ID missing");
+            return ExitCode::from(2);
+        };
+        println!("{}", boad::shm_segment_path(job, host).display());
+        return ExitCode::SUCCESS;
+    }
     let mut comm = match boad::init() {
         Ok(c) => c,
         Err(e) => {

@@ -363,12 +363,21 @@ fn shm_a_rank_killed_mid_collective_fails_the_others_and_leaves_no_segment() {
 fn boadrun_removes_a_segment_left_by_dead_ranks() {
     // Ranks that die before every rank mapped the segment leave the file; boadrun removes it.
     let mut cmd = Command::new(boadrun());
-    cmd.args(["-n", "2", "sh", "-c"]).arg(
-        "if [ \"$BOAD_RANK\" = 0 ]; then echo job $BOAD_JOB; : > /dev/shm/boad-$BOAD_JOB-0; fi; kill -9 $$",
-    );
+    cmd.args(["-n", "2", "sh", "-c"])
+        .arg(
+            "if [ \"$BOAD_RANK\" = 0 ]; then echo job $BOAD_JOB; p=$(\"$CHECK\" shm-path) && : > \"$p\" \
+             && ls \"$p\"; fi; kill -9 $$",
+        )
+        .env("CHECK", env!("CARGO_BIN_EXE_boad-check"));
     let job = run_cmd(cmd, "shm", &[], LIMIT);
     assert_eq!(job.code(), Some(128 + 9), "{}", job.stderr());
     let key = job.key();
+    let made = boad::shm_segment_path(u64::from_str_radix(&key, 16).expect("key"), 0);
+    assert!(
+        job.stdout().contains(&made.display().to_string()),
+        "rank 0 did not make {made:?}:\n{}",
+        job.stdout()
+    );
     assert_eq!(leftover_segments(&key), Vec::<String>::new());
 }
 

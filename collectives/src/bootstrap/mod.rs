@@ -4,15 +4,19 @@
 //! the complete job table (one entry per rank, in rank order) or an error naming what went wrong,
 //! within the rendezvous timeout.
 //!
-//! A process started by `boadrun` finds its rank, size and the rendezvous socket in the environment
-//! (the `ENV_*` names below). A process started without it is a job of size 1.
+//! A process started by `boadrun` finds its rank, size and the rendezvous connection in the
+//! environment (the `ENV_*` names below): the connection is a Unix stream socket boadrun created for
+//! this rank alone and left open across `exec` (`BOAD_RENDEZVOUS_FD` is its descriptor number), so no
+//! other process can join the job in its place, nothing exists in the file system, and nothing is
+//! left behind whatever happens to boadrun. A process started without it is a job of size 1.
 
 pub mod protocol;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
+use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use protocol::{Line, PeerEntry};
@@ -27,8 +31,8 @@ pub const ENV_LOCAL_RANK: &str = "BOAD_LOCAL_RANK";
 pub const ENV_LOCAL_SIZE: &str = "BOAD_LOCAL_SIZE";
 /// Job key, 16 hex digits: datagrams carrying another key are ignored.
 pub const ENV_JOB: &str = "BOAD_JOB";
-/// Path of the launcher's rendezvous Unix socket.
-pub const ENV_RENDEZVOUS: &str = "BOAD_RENDEZVOUS";
+/// Descriptor of this rank's rendezvous connection to the launcher (a Unix stream socket it inherits).
+pub const ENV_RENDEZVOUS_FD: &str = "BOAD_RENDEZVOUS_FD";
 /// Host id of this rank (ranks with equal ids share a machine).
 pub const ENV_HOST_ID: &str = "BOAD_HOST_ID";
 /// IP address the rank binds its UDP socket to (default 127.0.0.1).
@@ -48,12 +52,22 @@ pub enum BootstrapError {
         why: String,
     },
     /// Talking to the launcher failed.
-    #[error("rendezvous with the launcher at {path} failed: {source}")]
+    #[error(
+        "rendezvous with the launcher (descriptor {fd} of {ENV_RENDEZVOUS_FD}) failed: {source}"
+    )]
     Io {
-        /// Socket path.
-        path: PathBuf,
+        /// The connection's descriptor.
+        fd: RawFd,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// `BOAD_RENDEZVOUS_FD` does not name a connection to the launcher this process may use.
+    #[error("{ENV_RENDEZVOUS_FD}={fd} cannot be used: {why} (was this process started by boadrun, and did an earlier init in this process take it?)")]
+    BadConnection {
+        /// The descriptor.
+        fd: RawFd,
+        /// What is wrong with it.
+        why: String,
     },
     /// The launcher said the job cannot start.
     #[error("the launcher aborted the job: {0}")]
@@ -80,8 +94,8 @@ pub struct JobInfo {
     pub host_id: u32,
     /// Address to bind to.
     pub bind: IpAddr,
-    /// Rendezvous socket (None for a singleton).
-    pub rendezvous: Option<PathBuf>,
+    /// Descriptor of the rendezvous connection (None for a singleton).
+    pub rendezvous: Option<RawFd>,
 }
 
 fn var<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, BootstrapError>
@@ -127,12 +141,29 @@ impl JobInfo {
                 .map_err(|e| bad(ENV_JOB, v.clone(), &e.to_string()))?,
             Err(_) => 0,
         };
-        let rendezvous = std::env::var_os(ENV_RENDEZVOUS).map(PathBuf::from);
+        let rendezvous = var::<RawFd>(ENV_RENDEZVOUS_FD)?;
         if size > 1 && rendezvous.is_none() {
             return Err(bad(
-                ENV_RENDEZVOUS,
+                ENV_RENDEZVOUS_FD,
                 String::new(),
                 "missing for a job of more than one rank",
+            ));
+        }
+        if rendezvous.is_some_and(|fd| fd < 0) {
+            return Err(bad(
+                ENV_RENDEZVOUS_FD,
+                format!("{rendezvous:?}"),
+                "must be a descriptor number",
+            ));
+        }
+        let bind = var::<IpAddr>(ENV_BIND_ADDR)?.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        if bind.is_unspecified() || bind.is_multicast() {
+            return Err(bad(
+                ENV_BIND_ADDR,
+                bind.to_string(),
+                "ranks advertise this address to their peers, so it must be one they can reach: \
+                 the address of this host's interface towards the other hosts (e.g. boadrun --bind \
+                 10.1.2.3), or 127.0.0.1 (the default) for a job on one host",
             ));
         }
         Ok(JobInfo {
@@ -142,7 +173,7 @@ impl JobInfo {
             local_size: var(ENV_LOCAL_SIZE)?.unwrap_or(size),
             job,
             host_id: var(ENV_HOST_ID)?.unwrap_or(0),
-            bind: var(ENV_BIND_ADDR)?.unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            bind,
             rendezvous,
         })
     }
@@ -185,6 +216,78 @@ pub fn host_leaders(table: &[PeerEntry]) -> Vec<usize> {
     crate::transport::hier::Layout::of(table).leaders
 }
 
+/// Whether this process took its rendezvous connection already (it can be taken once).
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Takes the inherited descriptor `fd` as the connection to the launcher, after checking that it
+/// is one: a connected Unix stream socket whose peer runs as this user (or root). Marks it
+/// close-on-exec, so that programs this rank starts do not inherit it.
+fn take_connection(fd: RawFd) -> Result<UnixStream, BootstrapError> {
+    let bad = |why: String| BootstrapError::BadConnection { fd, why };
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(bad("this process joined a job already".into()));
+    }
+    let int_opt = |level, name| -> Result<libc::c_int, BootstrapError> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes to `v`, a live c_int; `fd` is only read.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                level,
+                name,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return Err(bad(format!(
+                "not a socket ({})",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(v)
+    };
+    if int_opt(libc::SOL_SOCKET, libc::SO_DOMAIN)? != libc::AF_UNIX
+        || int_opt(libc::SOL_SOCKET, libc::SO_TYPE)? != libc::SOCK_STREAM
+    {
+        return Err(bad("not a Unix stream socket".into()));
+    }
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED writes at most `len` bytes, the size of the live `ucred` it points to.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if r != 0 || cred.pid == 0 {
+        return Err(bad("not connected".into()));
+    }
+    if cred.uid != me && cred.uid != 0 {
+        return Err(bad(format!(
+            "its other end belongs to user {} (this process runs as user {me})",
+            cred.uid
+        )));
+    }
+    // SAFETY: `fd` is an open socket (checked above) that nothing else in this process owns: the
+    // launcher passed it to this process for the rendezvous, which takes it once (TAKEN).
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    // SAFETY: fcntl on an open descriptor this function now owns; FD_CLOEXEC has no other effect.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(stream)
+}
+
 /// Says HELLO with this rank's UDP address and reads the job table.
 pub fn rendezvous(info: &JobInfo, port: u16, timeout: Duration) -> Result<Joined, BootstrapError> {
     let me = PeerEntry {
@@ -193,7 +296,7 @@ pub fn rendezvous(info: &JobInfo, port: u16, timeout: Duration) -> Result<Joined
         ip: info.bind,
         port,
     };
-    let Some(path) = &info.rendezvous else {
+    let Some(fd) = info.rendezvous else {
         return Ok(Joined {
             table: vec![me],
             conn: None,
@@ -202,11 +305,8 @@ pub fn rendezvous(info: &JobInfo, port: u16, timeout: Duration) -> Result<Joined
             kernel_leaders: false,
         });
     };
-    let io = |source| BootstrapError::Io {
-        path: path.clone(),
-        source,
-    };
-    let mut stream = UnixStream::connect(path).map_err(io)?;
+    let io = |source| BootstrapError::Io { fd, source };
+    let mut stream = take_connection(fd)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream
         .write_all(Line::Hello(me).format().as_bytes())

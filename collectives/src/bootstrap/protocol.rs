@@ -1,8 +1,8 @@
 //! The rendezvous protocol between `boadrun` and its ranks, shared by both sides.
 //!
-//! `boadrun` listens on a Unix stream socket (a path, so it is reachable from every network
-//! namespace of the machine) and passes its path in `BOAD_RENDEZVOUS`. Every rank connects and the
-//! two sides exchange newline-terminated ASCII lines:
+//! `boadrun` gives every rank its own connection, one end of a Unix stream socket pair the rank
+//! inherits (its descriptor number in `BOAD_RENDEZVOUS_FD`; it works in any network namespace and
+//! exists nowhere in the file system). The two sides exchange newline-terminated ASCII lines:
 //!
 //! ```text
 //! rank -> launcher   HELLO <rank> <host_id> <ip> <udp_port>

@@ -145,17 +145,14 @@ pub fn run_cmd(mut cmd: Command, transport: &str, env: &[(&str, &str)], limit: D
     }
 }
 
-/// Files of job `key` left in /dev/shm.
+/// Segments of job `key` (its hosts 0..64) left in /dev/shm.
 pub fn leftover_segments(key: &str) -> Vec<String> {
-    let prefix = format!("boad-{key}-");
-    std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
+    let job = u64::from_str_radix(key, 16).unwrap_or_else(|_| panic!("job key {key:?}"));
+    (0..64)
+        .map(|h| boad::shm_segment_path(job, h))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect()
 }
 
 /// `name=value` pairs of boadrun's `boadrun stats: kernel ...` line (the job ran with

@@ -8,7 +8,8 @@
 //! move) for `BOAD_TIMEOUT_MS`, `Aborted` when a peer posted an abort for the collective (peers see it
 //! at once: the abort wakes them), and the same deferred errors (`take_deferred`).
 //!
-//! Data path: one segment per job and host (`/dev/shm/boad-<job>-<host>`, see [`segment`]) holding a
+//! Data path: one segment per job and host (`/dev/shm/boad-<name>`, the name a hash of the job key
+//! and the host that reveals neither, see [`segment_path`] and [`segment`]) holding a
 //! single-producer single-consumer byte ring for every ordered pair of ranks. A message is a 32-byte
 //! record header (collective number, tag, length, the sender's call) followed by its payload, streamed
 //! through the ring in as many pieces as the ring's free space allows. `send` writes what fits and
@@ -26,7 +27,14 @@
 //! Lifetime of the segment: rank 0 creates it, the others open it, and the last rank to map it
 //! unlinks it, so once a job has started nothing is left in `/dev/shm` whatever happens later (even
 //! SIGKILL of every process). A job that dies before every rank mapped it leaves the file behind;
-//! `boadrun` removes `/dev/shm/boad-<job>-*` when it ends ([`remove_segments`]).
+//! `boadrun` removes it when it ends ([`remove_segment`]), or its cleanup process does if boadrun
+//! is killed.
+//!
+//! Other users: the segment is created exclusively, owner-only (0600), under a name nobody can
+//! predict or reverse without the job key; a rank opening it checks, before mapping it, that it is a
+//! regular file of this user, owner-only, of the expected size, whose header names this job (a
+//! keyed tag, not the key). A name taken by someone else's file is an error that says so, never a
+//! map of that file.
 
 mod segment;
 
@@ -71,27 +79,44 @@ const MAX_BOOST: u32 = 4;
 /// 2-core machines here; a 2 µs spin first doubled the cost of every hand-over.
 const SPIN_CROWDED: Duration = Duration::ZERO;
 const YIELD_CROWDED: Duration = Duration::from_micros(100);
-/// The segment path of job `job` on host `host`.
+/// The segment path of job `job` on host `host`: `/dev/shm/boad-` and 32 hex digits of a SHA-256 of
+/// the key and the host, so the name (visible to every user) reveals neither the key nor anything
+/// another user could use to predict the name of another job's segment.
 pub fn segment_path(job: u64, host: u32) -> PathBuf {
-    PathBuf::from(format!("{SHM_DIR}/boad-{job:016x}-{host}"))
+    let d = keyed_digest(job, b"segment-name", host);
+    let hex: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
+    PathBuf::from(format!("{SHM_DIR}/boad-{hex}"))
 }
 
-/// Removes every segment of job `job` left in `/dev/shm` (by a job that died before all its ranks
-/// mapped it); returns how many were removed.
-pub fn remove_segments(job: u64) -> std::io::Result<usize> {
-    let prefix = format!("boad-{job:016x}-");
-    let mut n = 0;
-    for e in std::fs::read_dir(SHM_DIR)? {
-        let e = e?;
-        if e.file_name().to_string_lossy().starts_with(&prefix) {
-            match std::fs::remove_file(e.path()) {
-                Ok(()) => n += 1,
-                Err(err) if err.kind() == ErrorKind::NotFound => {}
-                Err(err) => return Err(err),
-            }
-        }
+/// SHA-256 of a purpose, the job key and the host: names and tags that only the key's holders can
+/// compute.
+pub(super) fn keyed_digest(job: u64, purpose: &[u8], host: u32) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"boad shm ");
+    h.update(purpose);
+    h.update(job.to_le_bytes());
+    h.update(host.to_le_bytes());
+    h.finalize().into()
+}
+
+/// Removes the segment of job `job` on host `host` if it was left in `/dev/shm` (by a job that died
+/// before all its ranks mapped it) and this user owns it; true if it removed it.
+pub fn remove_segment(job: u64, host: u32) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let path = segment_path(job, host);
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_file() && m.uid() == me => match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(err),
+        },
+        Ok(_) => Ok(false),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(err),
     }
-    Ok(n)
 }
 
 /// A call as two words: (coll, op, dtype, root) and count.
@@ -256,12 +281,21 @@ impl Shm {
             Segment::anonymous().map_err(io("mapping memory"))?
         } else {
             let path = segment_path(info.job, info.host_id);
+            let d = keyed_digest(info.job, b"segment-tag", info.host_id);
+            let tag = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
             let seg = if rank == 0 {
-                Segment::create(&path, info.job, size).map_err(io(
-                    "creating the shared-memory segment in /dev/shm (BOAD_TRANSPORT=udp avoids it)",
-                ))?
+                Segment::create(&path, tag, size).map_err(|e| {
+                    let what = if e.kind() == ErrorKind::AlreadyExists {
+                        "creating the shared-memory segment: its name in /dev/shm is taken by a file \
+                         this job did not create (refusing to use it; BOAD_TRANSPORT=udp avoids shared \
+                         memory)"
+                    } else {
+                        "creating the shared-memory segment in /dev/shm (BOAD_TRANSPORT=udp avoids it)"
+                    };
+                    io(what)(e)
+                })?
             } else {
-                Self::open(rank, &path, info.job, size, &cfg, &mut launcher)?
+                Self::open(rank, &path, tag, size, &cfg, &mut launcher)?
             };
             seg.prefault(rank);
             if seg.attach() {
@@ -325,7 +359,7 @@ impl Shm {
     fn open(
         rank: usize,
         path: &std::path::Path,
-        job: u64,
+        tag: u64,
         size: usize,
         cfg: &Config,
         launcher: &mut Launcher,
@@ -333,7 +367,7 @@ impl Shm {
         let start = Instant::now();
         let mut pause = Duration::from_micros(50);
         loop {
-            match Segment::open(path, job, size) {
+            match Segment::open(path, tag, size) {
                 Ok(s) => return Ok(s),
                 Err(OpenError::NotYet) => {}
                 Err(OpenError::Bad(why)) => {

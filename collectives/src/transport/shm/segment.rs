@@ -1,6 +1,6 @@
 //! The shared-memory segment of a job: its layout, and all the `unsafe` code of the shm transport.
 //!
-//! Contract: a [`Segment`] is a mapping of `/dev/shm/boad-<job>-<host>` (or an anonymous mapping for
+//! Contract: a [`Segment`] is a mapping of the job's file in `/dev/shm` (or an anonymous mapping for
 //! a job of one rank) laid out as below; everything in it starts as zero bytes, which is a valid
 //! state of every field. The safe methods are the only way to touch it, and each field has one
 //! writer: the rank that owns a [`RankBlock`], the producer or the consumer of a ring. A peer that
@@ -29,7 +29,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -52,7 +52,8 @@ struct Padded<T>(T);
 #[repr(C)]
 struct Header {
     magic: AtomicU64,
-    job: AtomicU64,
+    /// A tag derived from the job key and the host (not the key itself).
+    tag: AtomicU64,
     size: AtomicU64,
     cap: AtomicU64,
     attached: AtomicU32,
@@ -143,7 +144,7 @@ pub(super) fn ring_capacity(size: usize) -> usize {
 pub(super) enum OpenError {
     /// Not created or not initialised yet: try again.
     NotYet,
-    /// It exists but is not a segment of this job.
+    /// It exists but is not a segment of this job, or not one this rank may trust.
     Bad(String),
     /// An I/O error.
     Io(io::Error),
@@ -173,8 +174,9 @@ impl Segment {
         Ok(s)
     }
 
-    /// Creates the segment file at `path` (it must not exist), sized and initialised for `size` ranks.
-    pub fn create(path: &Path, job: u64, size: usize) -> io::Result<Segment> {
+    /// Creates the segment file at `path` (it must not exist: a file there is an `AlreadyExists`
+    /// error), owner-only, sized and initialised for `size` ranks of the job whose tag is `tag`.
+    pub fn create(path: &Path, tag: u64, size: usize) -> io::Result<Segment> {
         let cap = ring_capacity(size);
         let len = total_bytes(size, cap);
         let file = OpenOptions::new()
@@ -182,7 +184,10 @@ impl Segment {
             .write(true)
             .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)?;
+        // Owner-only whatever the umask (which can only remove bits, but say it anyway).
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         file.set_len(len as u64)?;
         // Reserve the pages now: on a full tmpfs a later first touch would be a SIGBUS.
         // SAFETY: posix_fallocate only reads its integer arguments; the fd is open for writing.
@@ -199,23 +204,49 @@ impl Segment {
             _file: Some(file),
         };
         let h = s.header();
-        h.job.store(job, Ordering::Relaxed);
+        h.tag.store(tag, Ordering::Relaxed);
         h.size.store(size as u64, Ordering::Relaxed);
         h.cap.store(cap as u64, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
         Ok(s)
     }
 
-    /// Opens the segment another rank created at `path`.
-    pub fn open(path: &Path, job: u64, size: usize) -> Result<Segment, OpenError> {
+    /// Opens the segment another rank created at `path`, after checking — before mapping it — that
+    /// it is a regular file of this user, owner-only, of the size `size` ranks need, whose header
+    /// carries `tag`.
+    pub fn open(path: &Path, tag: u64, size: usize) -> Result<Segment, OpenError> {
         let cap = ring_capacity(size);
         let len = total_bytes(size, cap);
-        let file = match OpenOptions::new().read(true).write(true).open(path) {
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::NotYet),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(OpenError::Bad(format!(
+                    "{} is a symbolic link, not a segment",
+                    path.display()
+                )))
+            }
             Err(e) => return Err(OpenError::Io(e)),
         };
-        let flen = file.metadata().map_err(OpenError::Io)?.len();
+        let meta = file.metadata().map_err(OpenError::Io)?;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if !meta.is_file() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+            return Err(OpenError::Bad(format!(
+                "{} is not this job's segment: it is {} owned by user {} with mode {:o} (a segment \
+                 is a regular file of user {me} with mode 600)",
+                path.display(),
+                if meta.is_file() { "a file" } else { "not a regular file" },
+                meta.uid(),
+                meta.mode() & 0o7777
+            )));
+        }
+        let flen = meta.len();
         if flen < len as u64 {
             // Created, not sized yet.
             return Err(OpenError::NotYet);
@@ -226,32 +257,34 @@ impl Segment {
                 path.display()
             )));
         }
+        // The header, read before mapping: magic, tag, size, capacity.
+        let mut head = [0u8; 32];
+        file.read_exact_at(&mut head, 0).map_err(OpenError::Io)?;
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&head[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(b)
+        };
+        if word(0) != MAGIC {
+            return Err(OpenError::NotYet);
+        }
+        let (t, n, c) = (word(1), word(2), word(3));
+        if t != tag || n != size as u64 || c != cap as u64 {
+            return Err(OpenError::Bad(format!(
+                "{} belongs to another job (or another job size: {n} ranks, not {size})",
+                path.display()
+            )));
+        }
         let map = MmapOptions::new()
             .len(len)
             .map_raw(&file)
             .map_err(OpenError::Io)?;
-        let s = Segment {
+        Ok(Segment {
             map,
             size,
             cap,
             _file: Some(file),
-        };
-        let h = s.header();
-        if h.magic.load(Ordering::Acquire) != MAGIC {
-            return Err(OpenError::NotYet);
-        }
-        let (j, n, c) = (
-            h.job.load(Ordering::Relaxed),
-            h.size.load(Ordering::Relaxed),
-            h.cap.load(Ordering::Relaxed),
-        );
-        if j != job || n != size as u64 || c != cap as u64 {
-            return Err(OpenError::Bad(format!(
-                "{} belongs to job {j:016x} of {n} ranks, not {job:016x} of {size}",
-                path.display()
-            )));
-        }
-        Ok(s)
+        })
     }
 
     /// Counts this rank as attached; true for the last of the `size` ranks.
@@ -623,5 +656,56 @@ impl Ring<'_> {
         unsafe { v.set_len(v.len() + n) };
         self.ctl.cons.0.store(head + n as u64, Ordering::Release);
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(r: Result<Segment, OpenError>) -> String {
+        match r {
+            Err(OpenError::Bad(why)) => why,
+            Err(OpenError::NotYet) => "not yet".into(),
+            Err(OpenError::Io(e)) => format!("io {e}"),
+            Ok(_) => "opened".into(),
+        }
+    }
+
+    #[test]
+    fn create_is_exclusive_and_owner_only_and_open_checks_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("seg");
+        // SAFETY: umask has no preconditions; the old mask is restored below.
+        let old = unsafe { libc::umask(0) };
+        let made = Segment::create(&path, 7, 3);
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        let seg = made.expect("create");
+        let mode = std::fs::metadata(&path).expect("stat").mode() & 0o777;
+        assert_eq!(mode, 0o600, "created with mode {mode:o} under umask 000");
+        let again = Segment::create(&path, 7, 3).err().map(|e| e.kind());
+        assert_eq!(again, Some(io::ErrorKind::AlreadyExists));
+        assert!(Segment::open(&path, 7, 3).is_ok());
+        assert!(bad(Segment::open(&path, 8, 3)).contains("another job"));
+        assert!(bad(Segment::open(&path, 7, 2)).contains("bytes"));
+        drop(seg);
+        // A world-writable file, and a symbolic link to the segment, are refused before mapping.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert!(bad(Segment::open(&path, 7, 3)).contains("mode 666"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).expect("symlink");
+        assert!(bad(Segment::open(&link, 7, 3)).contains("symbolic link"));
+        assert!(
+            Segment::create(&link, 7, 3).is_err(),
+            "created through a link"
+        );
+        // Not created yet, and created but not sized yet.
+        let none = dir.path().join("none");
+        assert_eq!(bad(Segment::open(&none, 7, 3)), "not yet");
+        std::fs::File::create(&none).expect("create");
+        std::fs::set_permissions(&none, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(bad(Segment::open(&none, 7, 3)), "not yet");
     }
 }
