@@ -8,17 +8,24 @@
 //!   [`flags::BYPASS`] passes unfolded and untouched (the runtime's userspace-fold fallback).
 //! * `fold_<op>_<dtype>` (XDP, tail-called): one generic function, [`try_fold`], monomorphised per
 //!   (element type, op): integer sum/prod/min/max/band/bor/bxor/land/lor on i8..u64, float min/max on
-//!   IEEE bit patterns. Folds the payload into the slot of (job, comm, seq, chunk) under the slot's
-//!   `bpf_spin_lock`, remembers the contributor (`src`) in the slot's bitmap so a resent datagram is
-//!   dropped as a duplicate, drops the datagram, and rewrites the one completing the reduction (the
-//!   `contribs`-th distinct contributor, from `COMMS`) into a `RESULT` carrying the folded payload,
-//!   which passes to the socket. A contribution resent to a *complete* slot is rewritten into a copy
-//!   of the RESULT (the first one was lost); a contribution whose signature (`coll`, `op`, `dtype`,
-//!   `count`, `root`, `len`) differs from the slot's first passes unfolded, so the root can report the
-//!   mismatch. See [`Slot`] for the slot rules.
+//!   IEEE bit patterns. First checks that the datagram comes from the registered IPv4 address and UDP
+//!   port of member `src` of its communicator (`COMMS` + `MEMBERS`, see [`from_member`]); one that
+//!   does not passes untouched, without looking at a slot (counter `WRONG_SOURCE`): userspace checks
+//!   every datagram's source against its peer table and drops it. Folds the payload into the slot
+//!   of (job, comm, seq, chunk) under the slot's `bpf_spin_lock`, remembers the contributor (`src`)
+//!   in the slot's bitmap so a resent datagram is dropped as a duplicate, drops the datagram, and
+//!   rewrites the one completing the reduction (the `contribs`-th distinct contributor, from `COMMS`)
+//!   into a `RESULT` carrying the folded payload, which passes to the socket (its IP and UDP source
+//!   stay the completing contributor's, as its header `src` does). A contribution resent to a
+//!   *complete* slot is rewritten into a copy of the RESULT (the first one was lost); a contribution
+//!   whose signature (`coll`, `op`, `dtype`, `count`, `root`, `len`) differs from the slot's first
+//!   passes unfolded, so the root can report the mismatch. See [`Slot`] for the slot rules.
 //! * `boad_tc_bcast` (TC egress, TCX): a `BCAST` datagram to a port with the [`port::BCAST`] bit is
 //!   cloned to each member of its communicator (`COMMS` + `MEMBERS`) with its destination IP, port,
 //!   header `dst` (and MAC when given) rewritten and the IP/UDP checksums fixed; the original is dropped.
+//!   Only a BCAST that comes from the registered address and port of member `src` (the sender) of
+//!   its communicator is cloned; another passes untouched (counter `WRONG_SOURCE`), so that a socket
+//!   outside the job cannot reach every member with one datagram, even with the job key.
 //!   The member whose rank is the header's `src` (the sender) gets no clone; a member whose IP is the
 //!   original's source IP is on the sending host and gets its clone through `lo` (ifindex 1, on its
 //!   receive side, destination MAC zeroed; needs `net.ipv4.conf.lo.accept_local = 1`), since a
@@ -129,6 +136,7 @@ const IP_CSUM_OFF: usize = IP_OFF + 10;
 const IP_SRC_OFF: usize = IP_OFF + 12;
 const IP_DST_OFF: usize = IP_OFF + 16;
 const UDP_OFF: usize = IP_OFF + 20;
+const UDP_SPORT_OFF: usize = UDP_OFF;
 const UDP_DPORT_OFF: usize = UDP_OFF + 2;
 const UDP_CSUM_OFF: usize = UDP_OFF + 6;
 const HDR_OFF: usize = UDP_OFF + 8;
@@ -211,6 +219,30 @@ fn parse(start: usize, end: usize, want: u32) -> Parsed {
 #[inline(always)]
 fn hdr<T: Copy + Default>(start: usize, end: usize, off: usize) -> T {
     load(start, end, HDR_OFF + off).unwrap_or_default()
+}
+
+/// Whether the packet `[start, end)` comes from the registered IPv4 address and UDP port of member
+/// `src` of the communicator whose `n` members start at `base` in `MEMBERS` (as the header of a
+/// datagram of rank `src` says). Member `i` of a communicator is its rank `i` (`boad::kernel`'s
+/// `set_comm` stores them so), so this is one array lookup. Without it anyone holding the job key
+/// could speak for a rank: set the rank's bit in a slot and make its real contribution a duplicate.
+#[inline(always)]
+fn from_member(start: usize, end: usize, base: u32, n: u32, src: u32) -> bool {
+    if src >= n || src >= MAX_RANKS {
+        return false;
+    }
+    let m = match MEMBERS.get(base.wrapping_add(src)) {
+        Some(m) => *m,
+        None => return false,
+    };
+    let (ip, sport): (u32, u16) = match (
+        load(start, end, IP_SRC_OFF),
+        load(start, end, UDP_SPORT_OFF),
+    ) {
+        (Some(ip), Some(p)) => (ip, p),
+        _ => return false,
+    };
+    m.rank == src && m.ip_be == ip && m.port_be == sport
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -362,10 +394,10 @@ fn try_fold<T: Elem, const OP: u8>(ctx: &XdpContext) -> Result<u32, u32> {
     // against `end`, LLVM would drop the per-element checks of the fold loop that the verifier needs.
     // SAFETY: `ctx.ctx` is the program's xdp_md context, valid for reading.
     let end_v = unsafe { core::ptr::read_volatile(addr_of!((*ctx.ctx).data_end)) } as usize;
-    let contribs = match COMMS.get_ptr(comm) {
+    let (contribs, nmembers, base) = match COMMS.get_ptr(comm) {
         // SAFETY: a pointer to a CommInfo map value the kernel keeps alive for this program run.
-        Some(c) => unsafe { (*c).contribs },
-        None => 0,
+        Some(c) => unsafe { ((*c).contribs, (*c).nmembers, (*c).members_base) },
+        None => (0, 0, 0),
     };
     if lenu == 0
         || lenu > MAX_PAYLOAD
@@ -375,6 +407,13 @@ fn try_fold<T: Elem, const OP: u8>(ctx: &XdpContext) -> Result<u32, u32> {
         || src >= MAX_RANKS
     {
         bump(counter::UNFOLDED, 1);
+        return Ok(xdp_action::XDP_PASS);
+    }
+    // Before the slot is looked at: a datagram that is not from the address and port of the rank
+    // it names passes untouched, for the socket's owner to judge (boad's transport checks the
+    // source of every datagram against its peer table and drops it).
+    if !from_member(start, end, base, nmembers, src) {
+        bump(counter::WRONG_SOURCE, 1);
         return Ok(xdp_action::XDP_PASS);
     }
     let slot = match SLOTS.get_ptr_mut(slot_index(comm, seq, chunk)) {
@@ -663,6 +702,12 @@ fn try_bcast(ctx: &TcContext) -> Result<i32, i32> {
         Some(c) => unsafe { ((*c).nmembers, (*c).members_base) },
         None => return Ok(NEXT),
     };
+    // Only member `src` itself, from its own address and port, gets its BCAST cloned: anything
+    // else holding the job key would otherwise reach every member with one datagram.
+    if !from_member(start, end, base, n, sender) {
+        bump(counter::WRONG_SOURCE, 1);
+        return Ok(NEXT);
+    }
     let src_ip: u32 = load(start, end, IP_SRC_OFF).unwrap_or(0);
     let orig_mac: [u8; 6] = load(start, end, 0).unwrap_or([0; 6]);
     let mut ip: u32 = load(start, end, IP_DST_OFF).unwrap_or(0);

@@ -272,8 +272,13 @@ pub mod kernel {
         pub const MISMATCHED: u32 = 11;
         /// Broadcast clones sent to `lo` for a member on the sending host (included in `CLONES`).
         pub const LOCAL_CLONES: u32 = 12;
+        /// Datagrams of this job that do not come from the IPv4 address and UDP port registered for
+        /// the rank their header names (`src`, member `src` of communicator `comm` in `MEMBERS`), or
+        /// name no member: CONTRIBs passed to the socket without touching a slot, BCASTs passed
+        /// without being cloned.
+        pub const WRONG_SOURCE: u32 = 13;
         /// Number of counters.
-        pub const COUNT: u32 = 13;
+        pub const COUNT: u32 = 14;
     }
 
     /// Value of the one-entry `CONFIG` array.
@@ -291,7 +296,8 @@ pub mod kernel {
         /// CONTRIBs that complete one (seq, chunk) of a reduction (e.g. size - 1 when the root does
         /// not send to itself).
         pub contribs: u32,
-        /// Members the broadcast program clones to (≤ [`MAX_RANKS`]).
+        /// Members (ranks `0..nmembers`) the broadcast program clones to and takes datagrams from
+        /// (≤ [`MAX_RANKS`]).
         pub nmembers: u32,
         /// Index of member 0 in the `MEMBERS` array (a multiple of [`MAX_RANKS`]).
         pub members_base: u32,
@@ -299,17 +305,20 @@ pub mod kernel {
         pub reserved: u32,
     }
 
-    /// Value of the `MEMBERS` array: where the broadcast program sends member `i`'s clone.
+    /// Value of the `MEMBERS` array: member `i` of a communicator (at `members_base + i`) is its rank
+    /// `i`. The broadcast program sends member `i`'s clone there, and both programs take only
+    /// datagrams whose header says `src == i` from this address and port (its IPv4 source address
+    /// and UDP source port): the rank's own socket.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct Member {
-        /// IPv4 destination address, network byte order (as the bytes on the wire).
+        /// IPv4 address of the member's socket, network byte order (as the bytes on the wire).
         pub ip_be: u32,
-        /// UDP destination port, network byte order.
+        /// UDP port of the member's socket, network byte order.
         pub port_be: u16,
         /// Zero.
         pub reserved: u16,
-        /// Rank written into the clone's header `dst`.
+        /// Rank written into the clone's header `dst`; always `i` for member `i`.
         pub rank: u32,
         /// Interface to send the clone out of; 0 = the one the original leaves by. Ignored (the clone
         /// enters `lo`, [`LOOPBACK_IFINDEX`], on its receive side, with `lo`'s all-zero MAC) when

@@ -383,6 +383,11 @@ mod imp {
         /// host leaders' communicator (the hierarchical path's network level: leader `h` is the
         /// `h`-th of [`host_leaders`]). Returns the trigger port and whether the leaders'
         /// communicator is filled.
+        ///
+        /// Each member is given under the rank its transport puts in the header's `src` (job rank
+        /// in `WORLD`, host index in `LEADERS`) with the address and port of its socket (the one
+        /// it said HELLO with, which the leaders' transport keeps): the programs take a CONTRIB
+        /// or BCAST naming `src` only from there.
         pub fn fill(&mut self, job: u64, peers: &[PeerEntry]) -> Result<(u16, bool), String> {
             let map = |e: boad::kernel::KernelError| chain(&e);
             self.path.set_job(job).map_err(map)?;
@@ -464,7 +469,7 @@ mod imp {
         format!(
             "boadrun stats: kernel hosts={hosts} folded={} dropped={} passed={} duplicates={} \
              foreign={} unfolded={} clones={} local_clones={} clone_errors={} bcasts={} \
-             result_resent={} bypassed={} mismatched={}",
+             result_resent={} bypassed={} mismatched={} wrong_source={}",
             c.folded,
             c.dropped,
             c.passed,
@@ -477,7 +482,8 @@ mod imp {
             c.bcasts,
             c.result_resent,
             c.bypassed,
-            c.mismatched
+            c.mismatched,
+            c.wrong_source
         )
     }
 }

@@ -24,13 +24,23 @@
 //! - `path NAME`: a few collectives, then `last_path()` must be NAME (`udp` or `shm`).
 //! - `shm-path`: prints the path of this job's shared-memory segment on this host, without joining
 //!   the job (for tests that put something there first).
+//! - `forge ROUNDS`: ROUNDS allreduces of i64 sums over 3 kernel chunks, each of which must take the
+//!   kernel path (`kernel`, or `hier-kernel` between the host leaders) and be exact. Before each but
+//!   the last, rank 0 sends from a socket of its own (not a rank's), with the job key from
+//!   `BOAD_JOB`, CONTRIBs for the next allreduce that claim to come from every other rank (`src`, in
+//!   `WORLD`; on the hierarchical path host leaders in `LEADERS`), each chunk to every rank's port,
+//!   and prints `forged N datagrams` (N = (ROUNDS - 1) x claims x ranks with a socket x 3).
 //!
 //! Rank 0 first prints `job <key>` (the job key, to find the job's files).
 #![deny(missing_docs)]
 
+use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
 
 use boad::{Communicator, DType, Element, Op};
+use boad_common::kernel::comm::{LEADERS, WORLD};
+use boad_common::kernel::MAX_PAYLOAD;
+use boad_common::{coll, kind, Header, MAGIC, VERSION};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use rand::{Rng, SeedableRng};
@@ -584,6 +594,166 @@ fn kernel_proof(comm: &mut Communicator) -> ExitCode {
     }
 }
 
+/// A socket address as one `u64` (IPv4 address << 16 | port), 0 for none.
+fn encode(addr: Option<SocketAddr>) -> u64 {
+    match addr {
+        Some(SocketAddr::V4(a)) => u64::from(u32::from(*a.ip())) << 16 | u64::from(a.port()),
+        _ => 0,
+    }
+}
+
+fn decode(v: u64) -> Option<SocketAddr> {
+    (v != 0).then(|| {
+        let ip = std::net::Ipv4Addr::from((v >> 16) as u32);
+        SocketAddr::from((ip, v as u16))
+    })
+}
+
+/// Elements of a `forge` allreduce: three kernel chunks (1024, 1024 and 352 bytes).
+const FORGE_ELEMS: usize = 300;
+
+/// Rank `rank`'s buffer for `forge` round `round`.
+fn forge_data(rank: usize, round: usize) -> Vec<i64> {
+    (0..FORGE_ELEMS)
+        .map(|j| (rank as i64 + 1) * 1_000_003 + round as i64 * 7_919 + j as i64)
+        .collect()
+}
+
+/// Sends, from `sock`, a CONTRIB of every chunk of a `forge` allreduce with `seq`, with `job`'s
+/// key, claiming to be each of `claims` in communicator `comm`, to each of `to`; returns how many
+/// were sent.
+fn send_forgeries(
+    sock: &UdpSocket,
+    job: u64,
+    comm: u32,
+    seq: u32,
+    claims: std::ops::Range<u32>,
+    to: &[SocketAddr],
+) -> u64 {
+    let total = FORGE_ELEMS * 8;
+    let nchunks = total.div_ceil(MAX_PAYLOAD);
+    let mut sent = 0;
+    for src in claims {
+        for dst in to {
+            for chunk in 0..nchunks {
+                let len = MAX_PAYLOAD.min(total - chunk * MAX_PAYLOAD);
+                let h = Header {
+                    magic: MAGIC,
+                    version: VERSION,
+                    kind: kind::CONTRIB,
+                    coll: coll::ALLREDUCE,
+                    op: Op::Sum as u8,
+                    dtype: DType::I64 as u8,
+                    src,
+                    job,
+                    comm,
+                    seq,
+                    chunk: chunk as u32,
+                    nchunks: nchunks as u32,
+                    count: FORGE_ELEMS as u64,
+                    len: len as u32,
+                    total: total as u32,
+                    ..Header::default()
+                };
+                let mut d = bytemuck::bytes_of(&h).to_vec();
+                // Folded in, these would change every sum.
+                d.extend((0..len / 8).flat_map(|_| (1i64 << 40).to_le_bytes()));
+                if sock.send_to(&d, dst).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+    }
+    sent
+}
+
+/// See the module docs (`forge`).
+fn forge(comm: &mut Communicator, rounds: usize) -> ExitCode {
+    let (rank, size) = (comm.rank(), comm.size());
+    let fail = |why: String| {
+        eprintln!("rank {rank}: {why}");
+        ExitCode::from(2)
+    };
+    // Collective 0: every rank's socket (none on a rank that is not its host's leader on the
+    // hierarchical path).
+    let mut all = vec![0u64; size];
+    if let Err(e) = comm.allgather(&[encode(comm.local_addr())], &mut all) {
+        return fail(e.to_string());
+    }
+    let socks: Vec<SocketAddr> = all.iter().filter_map(|v| decode(*v)).collect();
+    let mut path = comm.last_path();
+    let Some(job) = std::env::var("BOAD_JOB")
+        .ok()
+        .and_then(|k| u64::from_str_radix(&k, 16).ok())
+    else {
+        return fail("no job key in BOAD_JOB".into());
+    };
+    // Rank 0's extra socket, on its own address: a process of the job, but not a rank's socket.
+    let forger = match (rank, comm.local_addr()) {
+        (0, Some(me)) => match UdpSocket::bind((me.ip(), 0)) {
+            Ok(s) => Some(s),
+            Err(e) => return fail(format!("binding the forger's socket: {e}")),
+        },
+        (0, None) => return fail("rank 0 has no socket".into()),
+        _ => None,
+    };
+    let (mut wrong, mut forged) = (0, 0u64);
+    for round in 0..rounds {
+        // Collective 1 + round; the forgeries are for the next one, which no rank can have
+        // contributed to yet: it waits for this one's result from rank 0.
+        let seq = 1 + round as u32;
+        let (comm_id, claims) = match path {
+            // Rank `src` of the job.
+            Some(boad::Path::Kernel) => (WORLD, 1..size as u32),
+            // Host leader `src`, by host.
+            Some(boad::Path::HierKernel) => (LEADERS, 1..socks.len() as u32),
+            other => {
+                return fail(format!(
+                    "collective {} took {other:?}, not the kernel path",
+                    seq - 1
+                ))
+            }
+        };
+        if let Some(f) = forger.as_ref().filter(|_| round + 1 < rounds) {
+            forged += send_forgeries(f, job, comm_id, seq + 1, claims, &socks);
+        }
+        let mut v = forge_data(rank, round);
+        if let Err(e) = comm.allreduce_in_place(&mut v, Op::Sum) {
+            return fail(format!("allreduce {round}: {e}"));
+        }
+        path = comm.last_path();
+        let want: Vec<i64> = (0..size)
+            .map(|r| forge_data(r, round))
+            .reduce(|a, b| a.iter().zip(&b).map(|(x, y)| x.wrapping_add(*y)).collect())
+            .unwrap_or_default();
+        if let Some(j) = (0..FORGE_ELEMS).find(|&j| v[j] != want[j]) {
+            wrong += 1;
+            eprintln!(
+                "rank {rank}: WRONG RESULT in allreduce {round}: element {j}: got {}, want {}",
+                v[j], want[j]
+            );
+        }
+    }
+    if !matches!(path, Some(boad::Path::Kernel | boad::Path::HierKernel)) {
+        return fail(format!(
+            "the last allreduce took {path:?}, not the kernel path"
+        ));
+    }
+    if forger.is_some() {
+        println!("forged {forged} datagrams");
+    }
+    println!(
+        "rank {rank}: forge: {rounds} cases, {wrong} wrong; path={} foreign={}",
+        path.map_or("none", |p| p.name()),
+        comm.stats().foreign
+    );
+    if wrong > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().map(String::as_str).unwrap_or("matrix");
@@ -719,6 +889,10 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
         "kernel-proof" => kernel_proof(&mut comm),
+        "forge" => {
+            let rounds = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20);
+            forge(&mut comm, rounds)
+        }
         "path" => {
             let want = args.get(1).map(String::as_str).unwrap_or("shm");
             let mut v = [1u32; 3];

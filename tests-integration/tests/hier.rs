@@ -7,7 +7,10 @@ mod common;
 
 use std::process::Command;
 
-use common::{boadrun, kernel_counters, leftover_segments, root, run_cmd, Job, LIMIT};
+use common::{
+    assert_forgeries_ignored, boadrun, kernel_counters, leftover_segments, root, run_cmd, Job,
+    FORGE_FOLDS, LIMIT,
+};
 
 /// `boadrun --hosts H <extra> -n N boad-check <args>` with `BOAD_TRANSPORT=transport`, 1 KiB chunks
 /// (unless `env` says otherwise) and `env`; killed (by pid) after [`LIMIT`].
@@ -101,6 +104,10 @@ fn kernel_between_leaders(hosts: usize, n: usize, args: &[&str], env: &[(&str, &
     assert!(c["folded"] > 0 && c["passed"] > 0, "{c:?}");
     assert!(hosts == 2 || c["dropped"] > 0, "{c:?}");
     assert!(c["clones"] > 0 && c["bcasts"] > 0, "{c:?}");
+    assert_eq!(
+        c["wrong_source"], 0,
+        "a leader's datagram taken for a forgery: {c:?}"
+    );
     let err = job.stderr();
     let lines: Vec<&str> = err
         .lines()
@@ -120,6 +127,30 @@ fn kernel_between_leaders(hosts: usize, n: usize, args: &[&str], env: &[(&str, &
         .filter(|l| l.contains("collectives_kernel=0 ") && l.contains(" datagrams_sent=0 "))
         .count();
     assert_eq!(silent, n - hosts, "only leaders use the network:\n{err}");
+    assert_eq!(leftover_segments(&job.key()), Vec::<String>::new());
+}
+
+/// Rank 0's worker, from a socket of its own with the job key, sends CONTRIBs claiming to be each
+/// other host's leader (`LEADERS`, numbered by host) for each next allreduce to every leader's port:
+/// every result stays exact, and the kernel counts each forgery.
+#[test]
+fn forged_contributions_between_leaders_change_no_result() {
+    if !root() {
+        return;
+    }
+    const ROUNDS: u64 = 20;
+    let (hosts, n) = (3, 6);
+    let job = run(
+        "auto",
+        hosts,
+        n,
+        &[],
+        &["forge", &ROUNDS.to_string()],
+        &[("BOAD_STATS", "1"), FORGE_FOLDS],
+    );
+    // hosts - 1 claims x hosts leaders x 3 chunks, for rounds 1..ROUNDS.
+    let want = (ROUNDS - 1) * (hosts as u64 - 1) * hosts as u64 * 3;
+    assert_forgeries_ignored(&job, n, ROUNDS, want, hosts);
     assert_eq!(leftover_segments(&job.key()), Vec::<String>::new());
 }
 

@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    boadrun, kernel_counters, leftover_segments, root, run_cmd, serial, target_dir, Job, LIMIT,
+    assert_forgeries_ignored, boadrun, kernel_counters, leftover_segments, root, run_cmd, serial,
+    target_dir, Job, FORGE_FOLDS, LIMIT,
 };
 
 /// Runs `boadrun <launcher_args> -n N boad-check <args>` over UDP with `env`, killing it after
@@ -404,6 +405,10 @@ fn kernel_matrix(n: usize, launcher: &[&str], args: &[&str], env: &[(&str, &str)
     assert!(c["folded"] > 0 && c["passed"] > 0, "{c:?}");
     assert!(n == 2 || c["dropped"] > 0, "{c:?}");
     assert!(c["clones"] > 0 && c["bcasts"] > 0, "{c:?}");
+    assert_eq!(
+        c["wrong_source"], 0,
+        "a rank's datagram taken for a forgery: {c:?}"
+    );
     for line in job
         .stderr()
         .lines()
@@ -482,6 +487,34 @@ fn kernel_does_the_work() {
         c["local_clones"] > 0,
         "same-host receivers got clones: {c:?}"
     );
+    assert_eq!(c["wrong_source"], 0, "{c:?}");
+}
+
+/// A process of the job that is not a rank (rank 0's worker, from a socket of its own, with the job
+/// key from its environment) sends CONTRIBs claiming to be every other rank for each next
+/// kernel-path allreduce, to every rank's port, from before any rank contributes to it: every
+/// result stays exact on every rank, and the kernel counts each forgery.
+fn forged_contributions(n: usize, launcher: &[&str]) {
+    if !root() {
+        return;
+    }
+    const ROUNDS: u64 = 20;
+    let job = kernel_job(n, launcher, &["forge", &ROUNDS.to_string()], &[FORGE_FOLDS]);
+    // Rounds 0..ROUNDS-1 forge for the next; n - 1 claims x n ranks x 3 chunks.
+    let want = (ROUNDS - 1) * (n as u64 - 1) * n as u64 * 3;
+    assert_forgeries_ignored(&job, n, ROUNDS, want, n);
+}
+
+#[test]
+fn kernel_forged_contributions_change_no_result_on_lo() {
+    forged_contributions(4, &[]);
+}
+
+#[test]
+fn kernel_forged_contributions_change_no_result_on_a_virtual_cluster() {
+    // 2 ranks per host: forgeries reach ranks on the forger's host through `lo`, the others
+    // through the bridge.
+    forged_contributions(6, &["--hosts", "3"]);
 }
 
 #[test]

@@ -16,6 +16,8 @@ const JOB: u64 = 0x5eed_b0ad_0000_0001;
 const COMM: u32 = 7;
 const REDUCE_PORT: u16 = 40_100;
 const TRIGGER_PORT: u16 = 40_200;
+/// The broadcasting rank's (rank 0's) port in the broadcast tests.
+const ROOT_PORT: u16 = 40_300;
 const RECV_TIMEOUT: Duration = Duration::from_secs(2);
 const QUIET: Duration = Duration::from_millis(150);
 
@@ -44,20 +46,76 @@ fn recv(sock: &UdpSocket, timeout: Duration) -> Option<Vec<u8>> {
     }
 }
 
-/// Loads the programs, registers the job, the reduce port and `COMM` with `contribs`, attaches XDP
-/// to `iface` (inside the calling thread's namespace).
-fn reducer_on(iface: &str, mode: XdpMode, contribs: u32) -> KernelPath {
+/// Loads the programs, registers the job, the reduce port and `COMM` with `contribs` and `members`
+/// (rank `i` is `members[i]`; the programs take rank `i`'s datagrams from its address only),
+/// attaches XDP to `iface` (inside the calling thread's namespace).
+fn reducer_on(iface: &str, mode: XdpMode, contribs: u32, members: &[BcastMember]) -> KernelPath {
     let mut k = KernelPath::load().expect("load eBPF programs");
     k.set_job(JOB).expect("job");
     k.add_port(REDUCE_PORT, PortRole::Reduce).expect("port");
-    k.set_comm(COMM, contribs, &[]).expect("comm");
+    k.set_comm(COMM, contribs, members).expect("comm");
     k.attach_xdp(iface, mode)
         .expect("attach XDP inside the namespace");
     k
 }
 
-fn reducer_on_lo(contribs: u32) -> KernelPath {
-    reducer_on("lo", XdpMode::Generic, contribs)
+/// A member of `COMM` at `addr`.
+fn member(rank: u32, addr: SocketAddrV4) -> BcastMember {
+    BcastMember {
+        addr,
+        rank,
+        ifindex: 0,
+        mac: None,
+    }
+}
+
+/// The ranks of a reduction on `lo`: rank 0, the reducer, at `127.0.0.1:REDUCE_PORT`, and
+/// contributors `1..=n`, each with its own socket on `127.0.0.1`.
+struct Ranks {
+    socks: Vec<UdpSocket>,
+}
+
+impl Ranks {
+    fn on_lo(n: u32) -> Ranks {
+        let socks = (0..n)
+            .map(|_| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind contributor"))
+            .collect();
+        Ranks { socks }
+    }
+
+    /// Contributor `src`'s socket.
+    fn sock(&self, src: u32) -> &UdpSocket {
+        &self.socks[src as usize - 1]
+    }
+
+    fn addr(&self, src: u32) -> SocketAddrV4 {
+        match self.sock(src).local_addr().expect("local address") {
+            std::net::SocketAddr::V4(a) => a,
+            other => panic!("not IPv4: {other}"),
+        }
+    }
+
+    /// Every rank as a member of `COMM`.
+    fn members(&self) -> Vec<BcastMember> {
+        let reducer = SocketAddrV4::new(Ipv4Addr::LOCALHOST, REDUCE_PORT);
+        std::iter::once(member(0, reducer))
+            .chain((1..=self.socks.len() as u32).map(|src| member(src, self.addr(src))))
+            .collect()
+    }
+
+    /// Sends `d` to the reducer from contributor `src`'s socket.
+    fn send(&self, src: u32, d: &[u8]) {
+        self.sock(src)
+            .send_to(d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
+            .expect("send");
+    }
+}
+
+/// The programs with XDP on `lo`, reducing `COMM` of `n` contributors (and the reducer, rank 0).
+fn reducer_on_lo(n: u32) -> (KernelPath, Ranks) {
+    let ranks = Ranks::on_lo(n);
+    let k = reducer_on("lo", XdpMode::Generic, n, &ranks.members());
+    (k, ranks)
 }
 
 /// `n` random payloads of `len` bytes for `dtype`; float payloads get NaNs, infinities and both
@@ -139,9 +197,8 @@ fn contributions_fold_into_one_result() {
     let ns = Netns::new().expect("netns");
     ns.run(|| {
         const N: u32 = 5;
-        let k = reducer_on_lo(N);
+        let (k, ranks) = reducer_on_lo(N);
         let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
-        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind contributor");
         let mut rng = rand::rngs::SmallRng::seed_from_u64(42);
         let cases = [
             (Op::Sum, DType::I32, 1024),
@@ -175,9 +232,8 @@ fn contributions_fold_into_one_result() {
             let want = userspace_fold(dtype, op, &parts);
             let before = k.counters().expect("counters");
             for (i, p) in parts.iter().enumerate() {
-                let d = contrib(JOB, COMM, seq, i as u32 + 1, op, dtype, p);
-                tx.send_to(&d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
-                    .expect("send");
+                let src = i as u32 + 1;
+                ranks.send(src, &contrib(JOB, COMM, seq, src, op, dtype, p));
             }
             let got = recv(&rx, RECV_TIMEOUT)
                 .unwrap_or_else(|| panic!("{op}/{dtype}: no RESULT arrived"));
@@ -206,9 +262,8 @@ fn contributions_fold_into_one_result() {
         let before = k.counters().expect("counters");
         let parts = payloads(&mut rng, DType::F32, N as usize, 16);
         for (i, p) in parts.iter().enumerate() {
-            let d = contrib(JOB, COMM, 1000, i as u32 + 1, Op::Sum, DType::F32, p);
-            tx.send_to(&d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
-                .expect("send");
+            let src = i as u32 + 1;
+            ranks.send(src, &contrib(JOB, COMM, 1000, src, Op::Sum, DType::F32, p));
         }
         for part in &parts {
             let got = recv(&rx, RECV_TIMEOUT).expect("unfolded CONTRIB");
@@ -244,23 +299,27 @@ fn concurrent_contributions_many_slots() {
     }
     let ns = Netns::new().expect("netns");
     ns.run(|| {
-        let k = reducer_on_lo(N);
+        let (k, ranks) = reducer_on_lo(N);
         let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
         // Room for every RESULT at once: the senders may finish before we read any.
         set_rcvbuf(&rx, 8 << 20);
         let before = k.counters().expect("counters");
         let senders: Vec<_> = (0..3u32)
             .map(|t| {
+                // Each contributor sends from its own socket.
+                let socks: Vec<(u32, UdpSocket)> = [2 * t + 1, 2 * t + 2]
+                    .into_iter()
+                    .map(|src| (src, ranks.sock(src).try_clone().expect("clone socket")))
+                    .collect();
                 std::thread::spawn(move || {
-                    let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
                     for seq in 1..=SEQS {
                         for chunk in 0..CHUNKS {
-                            for src in [2 * t + 1, 2 * t + 2] {
+                            for (src, tx) in &socks {
                                 let mut h =
                                     header(kind::CONTRIB, JOB, COMM, seq, Op::Sum, DType::I64);
-                                h.src = src;
+                                h.src = *src;
                                 h.chunk = chunk;
-                                let d = datagram(h, &part(src, seq, chunk));
+                                let d = datagram(h, &part(*src, seq, chunk));
                                 tx.send_to(&d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
                                     .expect("send");
                             }
@@ -311,9 +370,8 @@ fn resent_contribution_is_not_double_counted() {
     }
     let ns = Netns::new().expect("netns");
     ns.run(|| {
-        let k = reducer_on_lo(3);
+        let (k, ranks) = reducer_on_lo(3);
         let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
-        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind contributor");
         let parts: Vec<Vec<u8>> = (1..=3i32)
             .map(|r| (0..16).flat_map(|j| (r * 100 + j).to_le_bytes()).collect())
             .collect();
@@ -328,8 +386,7 @@ fn resent_contribution_is_not_double_counted() {
                 DType::I32,
                 &parts[src as usize - 1],
             );
-            tx.send_to(&d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
-                .expect("send");
+            ranks.send(src, &d);
         };
         let before = k.counters().expect("counters");
         for src in [1, 1, 2, 1, 2, 3] {
@@ -366,7 +423,7 @@ fn foreign_datagrams_pass_untouched() {
     }
     let ns = Netns::new().expect("netns");
     ns.run(|| {
-        let k = reducer_on_lo(2);
+        let (k, _ranks) = reducer_on_lo(2);
         let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
         let other = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT + 1)).expect("bind other");
         let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind sender");
@@ -411,8 +468,8 @@ fn foreign_datagrams_pass_untouched() {
     finish(ns);
 }
 
-/// (d) One BCAST send on `lo` reaches 64 receivers (distinct addresses and ports), each with its
-/// rank in `dst` and `flags::CLONED`; the original is consumed.
+/// (d) One BCAST send on `lo` from rank 0 reaches 64 receivers (distinct addresses and ports), each
+/// with its rank in `dst` and `flags::CLONED`; the original is consumed.
 #[test]
 fn bcast_clones_to_64_receivers_on_lo() {
     if !privileged() {
@@ -432,15 +489,14 @@ fn bcast_clones_to_64_receivers_on_lo() {
                 )
             })
             .collect();
-        let members: Vec<BcastMember> = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| BcastMember {
-                addr: *a,
-                rank: i as u32 + 1,
-                ifindex: 0,
-                mac: None,
-            })
+        let root_addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, ROOT_PORT);
+        let members: Vec<BcastMember> = std::iter::once(member(0, root_addr))
+            .chain(
+                addrs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| member(i as u32 + 1, *a)),
+            )
             .collect();
         k.set_comm(COMM, 0, &members).expect("comm");
         k.attach_tc_egress("lo")
@@ -450,7 +506,7 @@ fn bcast_clones_to_64_receivers_on_lo() {
             .map(|a| UdpSocket::bind(a).expect("bind receiver"))
             .collect();
         let trigger = UdpSocket::bind((Ipv4Addr::LOCALHOST, TRIGGER_PORT)).expect("bind trigger");
-        let root = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind root");
+        let root = UdpSocket::bind(root_addr).expect("bind root");
         let payload: Vec<u8> = (0..200u32).map(|i| (i * 7) as u8).collect();
         let before = k.counters().expect("counters");
         let d = datagram(
@@ -557,9 +613,17 @@ fn contributions_fold_across_veth_in_driver_mode() {
         })
         .collect();
     let want = userspace_fold(DType::U64, Op::Sum, &parts);
+    // Rank 0 is the reducer; contributor `i` (rank i + 1) sends from `ip(i + 1)`, `CONTRIB_PORT`.
+    const CONTRIB_PORT: u16 = 40_400;
+    let members: Vec<BcastMember> = (0..=N)
+        .map(|r| {
+            let port = if r == 0 { REDUCE_PORT } else { CONTRIB_PORT };
+            member(r as u32, SocketAddrV4::new(ip(r), port))
+        })
+        .collect();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let rx_thread = reducer.spawn(move || {
-        let mut k = reducer_on("eth0", XdpMode::Driver, N as u32);
+        let mut k = reducer_on("eth0", XdpMode::Driver, N as u32, &members);
         let rx = UdpSocket::bind((ip(0), REDUCE_PORT)).expect("bind reducer");
         let before = k.counters().expect("counters");
         ready_tx.send(()).expect("ready");
@@ -576,7 +640,7 @@ fn contributions_fold_across_veth_in_driver_mode() {
         .map(|(i, c)| {
             let d = contrib(JOB, COMM, 1, i as u32 + 1, Op::Sum, DType::U64, &parts[i]);
             c.spawn(move || {
-                let s = UdpSocket::bind((ip(i + 1), 0)).expect("bind contributor");
+                let s = UdpSocket::bind((ip(i + 1), CONTRIB_PORT)).expect("bind contributor");
                 s.send_to(&d, (ip(0), REDUCE_PORT)).expect("send");
             })
         })
@@ -646,13 +710,14 @@ fn bcast_across_veth_bridge_with_checksums() {
     for _ in 0..receivers.len() {
         ready_rx.recv().expect("receivers ready");
     }
-    let members: Vec<BcastMember> = (0..3)
-        .map(|i| BcastMember {
+    // Rank 0 is the root (it gets no clone), ranks 1..=3 the receivers.
+    let members: Vec<BcastMember> = std::iter::once(member(0, SocketAddrV4::new(ip(0), ROOT_PORT)))
+        .chain((0..3).map(|i| BcastMember {
             addr: SocketAddrV4::new(ip(i + 1), PORT),
             rank: i as u32 + 1,
             ifindex: 0,
             mac: Some(macs[i]),
-        })
+        }))
         .collect();
     let sent_payload = payload.clone();
     let counters = root.run(move || {
@@ -661,7 +726,7 @@ fn bcast_across_veth_bridge_with_checksums() {
         k.add_port(TRIGGER_PORT, PortRole::Bcast).expect("port");
         k.set_comm(COMM, 0, &members).expect("comm");
         k.attach_tc_egress("eth0").expect("attach TC");
-        let s = UdpSocket::bind((ip(0), 0)).expect("bind root");
+        let s = UdpSocket::bind((ip(0), ROOT_PORT)).expect("bind root");
         let d = datagram(
             header(kind::BCAST, JOB, COMM, 4, Op::Sum, DType::U8),
             &sent_payload,
@@ -707,9 +772,8 @@ fn resend_to_complete_slot_reemits_result() {
     let ns = Netns::new().expect("netns");
     ns.run(|| {
         const N: u32 = 4;
-        let k = reducer_on_lo(N);
+        let (k, ranks) = reducer_on_lo(N);
         let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
-        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind contributor");
         let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
         let cases = [
             (Op::Min, DType::U8, MAX_PAYLOAD),
@@ -724,8 +788,7 @@ fn resend_to_complete_slot_reemits_result() {
             let before = k.counters().expect("counters");
             let send = |src: u32| {
                 let d = contrib(JOB, COMM, seq, src, op, dtype, &parts[src as usize - 1]);
-                tx.send_to(&d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
-                    .expect("send");
+                ranks.send(src, &d);
             };
             for src in 1..=N {
                 send(src);
@@ -772,9 +835,8 @@ fn bypass_flag_passes_contrib_unfolded() {
     }
     let ns = Netns::new().expect("netns");
     ns.run(|| {
-        let k = reducer_on_lo(2);
+        let (k, ranks) = reducer_on_lo(2);
         let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
-        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind contributor");
         let parts: Vec<Vec<u8>> = (1..=2u32)
             .map(|r| (0..32).flat_map(|j| (r * 1000 + j).to_le_bytes()).collect())
             .collect();
@@ -784,15 +846,13 @@ fn bypass_flag_passes_contrib_unfolded() {
             h.src = i as u32 + 1;
             h.flags = flags::BYPASS;
             let d = datagram(h, p);
-            tx.send_to(&d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
-                .expect("send");
+            ranks.send(h.src, &d);
             assert_eq!(recv(&rx, RECV_TIMEOUT), Some(d), "not passed untouched");
         }
         // The same reduction without the flag still folds: the bypassed ones left no trace.
         for (i, p) in parts.iter().enumerate() {
-            let d = contrib(JOB, COMM, 5, i as u32 + 1, Op::Sum, DType::U32, p);
-            tx.send_to(&d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
-                .expect("send");
+            let src = i as u32 + 1;
+            ranks.send(src, &contrib(JOB, COMM, 5, src, Op::Sum, DType::U32, p));
         }
         let got = recv(&rx, RECV_TIMEOUT).expect("RESULT");
         let (h, payload) = parse(&got).expect("header");
@@ -820,9 +880,8 @@ fn mismatched_signature_passes_unfolded() {
     ns.run(|| {
         const N: u32 = 3;
         const SEQ: u32 = 11;
-        let k = reducer_on_lo(N);
+        let (k, ranks) = reducer_on_lo(N);
         let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
-        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind contributor");
         let parts: Vec<Vec<u8>> = (1..=N as i32)
             .map(|r| (0..24).flat_map(|j| (r * 77 - j).to_le_bytes()).collect())
             .collect();
@@ -832,10 +891,8 @@ fn mismatched_signature_passes_unfolded() {
             h.root = 0;
             datagram(h, &parts[src as usize - 1])
         };
-        let send = |d: &[u8]| {
-            tx.send_to(d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
-                .expect("send");
-        };
+        // From the socket of the rank the header names.
+        let send = |d: &[u8]| ranks.send(parse(d).expect("header").0.src, d);
         let before = k.counters().expect("counters");
         send(&good(1));
         assert!(recv(&rx, QUIET).is_none(), "first contribution passed");
@@ -894,6 +951,245 @@ fn mismatched_signature_passes_unfolded() {
     finish(ns);
 }
 
+/// A CONTRIB with the job key and a member's `src` that does not come from that member's socket
+/// (another port on its address, its port on another address, another member's socket) or names no
+/// member passes untouched and never touches the slot (counter `wrong_source`): the real
+/// contributions then give the exact RESULT, and a forged one to the complete slot is not turned
+/// into a copy of it, while a real resend still is.
+#[test]
+fn forged_contributions_are_not_folded() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new().expect("netns");
+    ns.run(|| {
+        const N: u32 = 3;
+        const SEQ: u32 = 21;
+        let (k, ranks) = reducer_on_lo(N);
+        let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
+        let port1 = ranks.addr(1).port();
+        let other_port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind another port");
+        let other_addr =
+            UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 2), port1)).expect("bind another address");
+        let parts: Vec<Vec<u8>> = (1..=N as i32)
+            .map(|r| {
+                (0..40)
+                    .flat_map(|j| (r * 1009 + j * 3).to_le_bytes())
+                    .collect()
+            })
+            .collect();
+        let want = userspace_fold(DType::I32, Op::Sum, &parts);
+        let good = |src: u32| {
+            contrib(
+                JOB,
+                COMM,
+                SEQ,
+                src,
+                Op::Sum,
+                DType::I32,
+                &parts[src as usize - 1],
+            )
+        };
+        // Same call, other numbers: folded in, they would change the sum.
+        let bogus: Vec<u8> = (0..40i32)
+            .flat_map(|j| (1 << 20 | j).to_le_bytes())
+            .collect();
+        let forged = |src: u32| contrib(JOB, COMM, SEQ, src, Op::Sum, DType::I32, &bogus);
+        let to = (Ipv4Addr::LOCALHOST, REDUCE_PORT);
+        let before = k.counters().expect("counters");
+        // Rank 2 first: forged 1 and 3, if folded, would complete the reduction.
+        ranks.send(2, &good(2));
+        assert!(recv(&rx, QUIET).is_none(), "rank 2's contribution passed");
+        let forgeries: [(&str, &UdpSocket, Vec<u8>); 6] = [
+            (
+                "rank 1 from another port of its address",
+                &other_port,
+                forged(1),
+            ),
+            (
+                "rank 1 from its port on another address",
+                &other_addr,
+                forged(1),
+            ),
+            ("rank 3 from rank 2's socket", ranks.sock(2), forged(3)),
+            ("rank 3 from another port", &other_port, forged(3)),
+            (
+                "rank 0 (the reducer) from rank 1's socket",
+                ranks.sock(1),
+                forged(0),
+            ),
+            ("src 4, no member", &other_port, forged(4)),
+        ];
+        for (what, sock, d) in &forgeries {
+            sock.send_to(d, to).expect("send");
+            assert_eq!(
+                recv(&rx, RECV_TIMEOUT).as_ref(),
+                Some(d),
+                "{what}: not passed untouched"
+            );
+        }
+        let d = delta(k.counters().expect("counters"), before);
+        assert_eq!(
+            (
+                d.wrong_source,
+                d.folded,
+                d.dropped,
+                d.passed,
+                d.duplicates,
+                d.unfolded,
+                d.mismatched
+            ),
+            (forgeries.len() as u64, 1, 1, 0, 0, 0, 0),
+            "{d:?}"
+        );
+        // The real contributions complete the reduction: their fold, nothing forged in it.
+        ranks.send(1, &good(1));
+        assert!(recv(&rx, QUIET).is_none(), "rank 1's contribution passed");
+        ranks.send(3, &good(3));
+        let got = recv(&rx, RECV_TIMEOUT).expect("RESULT");
+        let (h, payload) = parse(&got).expect("header");
+        assert_eq!((h.kind, h.reserved, h.src), (kind::RESULT, N as u16, 3));
+        assert_eq!(
+            payload,
+            &want[..],
+            "the forged contributions changed the sum"
+        );
+        assert!(recv(&rx, QUIET).is_none(), "extra datagram");
+        // The slot is complete: a forgery is not made into a copy of the RESULT, a real resend is.
+        let late = forged(1);
+        other_port.send_to(&late, to).expect("send");
+        assert_eq!(recv(&rx, RECV_TIMEOUT), Some(late), "late forgery");
+        ranks.send(1, &good(1));
+        let got = recv(&rx, RECV_TIMEOUT).expect("re-emitted RESULT");
+        let (h, payload) = parse(&got).expect("header");
+        assert_eq!((h.kind, h.reserved, h.src), (kind::RESULT, N as u16, 1));
+        assert_eq!(payload, &want[..]);
+        let d = delta(k.counters().expect("counters"), before);
+        assert_eq!(
+            (
+                d.wrong_source,
+                d.folded,
+                d.passed,
+                d.result_resent,
+                d.duplicates,
+                d.unfolded
+            ),
+            (forgeries.len() as u64 + 1, N as u64, 1, 1, 0, 0),
+            "{d:?}"
+        );
+    });
+    finish(ns);
+}
+
+/// A BCAST with the job key is cloned only when it comes from the socket of the member its `src`
+/// names. From another port of the root's address, a receiver's socket, for a receiver from
+/// elsewhere, or naming no member, it is not cloned (it goes on, untouched, to the trigger port)
+/// and is counted; the root's own BCAST then reaches every receiver. `set_comm` refuses members
+/// whose ranks do not number them.
+#[test]
+fn forged_bcast_is_not_cloned() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new().expect("netns");
+    ns.run(|| {
+        const R: u32 = 3;
+        let mut k = KernelPath::load_folds(|_, _| false).expect("load eBPF programs");
+        k.set_job(JOB).expect("job");
+        k.add_port(TRIGGER_PORT, PortRole::Bcast).expect("port");
+        let root_addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, ROOT_PORT);
+        let addrs: Vec<SocketAddrV4> = (0..R)
+            .map(|i| SocketAddrV4::new(Ipv4Addr::new(127, 0, 1, 1 + i as u8), 41_100 + i as u16))
+            .collect();
+        let members: Vec<BcastMember> = std::iter::once(member(0, root_addr))
+            .chain(
+                addrs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| member(i as u32 + 1, *a)),
+            )
+            .collect();
+        for bad in [
+            vec![member(1, root_addr)],
+            vec![member(0, root_addr), member(0, addrs[0])],
+        ] {
+            assert!(
+                matches!(
+                    k.set_comm(COMM, 0, &bad),
+                    Err(boad::kernel::KernelError::Members { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        k.set_comm(COMM, 0, &members).expect("comm");
+        k.attach_tc_egress("lo")
+            .expect("attach TC to the namespace's lo");
+        let socks: Vec<UdpSocket> = addrs
+            .iter()
+            .map(|a| UdpSocket::bind(a).expect("bind receiver"))
+            .collect();
+        let trigger = UdpSocket::bind((Ipv4Addr::LOCALHOST, TRIGGER_PORT)).expect("bind trigger");
+        let root = UdpSocket::bind(root_addr).expect("bind root");
+        let stranger = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind another socket");
+        let payload: Vec<u8> = (0..120u32).map(|i| (i * 11) as u8).collect();
+        let bcast = |src: u32| {
+            let mut h = header(kind::BCAST, JOB, COMM, 8, Op::Sum, DType::U8);
+            h.src = src;
+            datagram(h, &payload)
+        };
+        let to = (Ipv4Addr::LOCALHOST, TRIGGER_PORT);
+        let before = k.counters().expect("counters");
+        let forgeries: [(&str, &UdpSocket, Vec<u8>); 4] = [
+            (
+                "the root from another port of its address",
+                &stranger,
+                bcast(0),
+            ),
+            ("the root from a receiver's socket", &socks[0], bcast(0)),
+            ("receiver 2 from another socket", &stranger, bcast(2)),
+            ("src 9, no member", &stranger, bcast(9)),
+        ];
+        for (what, sock, d) in &forgeries {
+            sock.send_to(d, to).expect("send");
+            assert_eq!(
+                recv(&trigger, RECV_TIMEOUT).as_ref(),
+                Some(d),
+                "{what}: not passed untouched"
+            );
+        }
+        for (i, s) in socks.iter().enumerate() {
+            assert!(recv(s, QUIET).is_none(), "receiver {i} got a forged clone");
+        }
+        let d = delta(k.counters().expect("counters"), before);
+        assert_eq!(
+            (d.wrong_source, d.clones, d.bcasts, d.clone_errors),
+            (forgeries.len() as u64, 0, 0, 0),
+            "{d:?}"
+        );
+        // The root's own.
+        root.send_to(&bcast(0), to).expect("send");
+        for (i, s) in socks.iter().enumerate() {
+            let got = recv(s, RECV_TIMEOUT).unwrap_or_else(|| panic!("receiver {i}: nothing"));
+            let (h, p) = parse(&got).expect("header");
+            assert_eq!((h.kind, h.src, h.dst), (kind::BCAST, 0, i as u32 + 1));
+            assert_eq!(p, &payload[..]);
+        }
+        assert!(
+            recv(&trigger, QUIET).is_none(),
+            "the original was delivered"
+        );
+        let d = delta(k.counters().expect("counters"), before);
+        assert_eq!(
+            (d.wrong_source, d.clones, d.bcasts),
+            (forgeries.len() as u64, R as u64, 1),
+            "{d:?}"
+        );
+        drop(k);
+        assert_lo_clean();
+    });
+    finish(ns);
+}
+
 /// Broadcast over veth -> bridge: the sender's own member (rank == `src`) gets nothing, a member on
 /// the sender's host (its IP) gets its clone through `lo`, remote members theirs through the bridge,
 /// also one listed after the local one with no MAC (the original's MAC is restored for it).
@@ -903,7 +1199,6 @@ fn bcast_skips_sender_and_reaches_same_host_member() {
         return;
     }
     const PORT: u16 = 41_600;
-    const ROOT_PORT: u16 = 41_601;
     let (bridge, mut hosts) = bridged(3);
     let receivers = hosts.split_off(1);
     let root = hosts.pop().expect("root host");
@@ -1035,7 +1330,14 @@ fn attach_in_other_namespace_and_detach_on_drop() {
         .expect("load eBPF programs");
     k.set_job(JOB).expect("job");
     k.add_port(REDUCE_PORT, PortRole::Reduce).expect("port");
-    k.set_comm(COMM, 2, &[]).expect("comm");
+    // Rank 0 (the reducer) and contributors 1 and 2 on fixed ports of the namespace's `lo`.
+    let at = |port: u16| SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let members = [
+        member(0, at(REDUCE_PORT)),
+        member(1, at(REDUCE_PORT + 1)),
+        member(2, at(REDUCE_PORT + 2)),
+    ];
+    k.set_comm(COMM, 2, &members).expect("comm");
     use std::os::fd::AsFd;
     k.attach_xdp_in(file.as_fd(), "lo", XdpMode::Generic)
         .expect("attach XDP in the namespace");
@@ -1065,8 +1367,9 @@ fn attach_in_other_namespace_and_detach_on_drop() {
     let before = k.counters().expect("counters");
     let result = ns.run(|| {
         let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
-        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind contributor");
         for src in 1..=2u32 {
+            let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT + src as u16))
+                .expect("bind contributor");
             let d = contrib(JOB, COMM, 1, src, Op::Sum, DType::U64, &[src as u8; 16]);
             tx.send_to(&d, (Ipv4Addr::LOCALHOST, REDUCE_PORT))
                 .expect("send");

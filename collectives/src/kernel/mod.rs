@@ -9,13 +9,20 @@
 //!   [`Header`](boad_common::Header) with this job's key ([`KernelPath::set_job`]) and
 //!   `kind == CONTRIB`, is folded in the kernel when its (op, dtype) has a program
 //!   ([`folds_in_kernel`]: every integer op on every integer type, float min/max), its communicator
-//!   is registered ([`KernelPath::set_comm`]), `src < MAX_RANKS` and `0 < len ≤ MAX_PAYLOAD` bytes.
-//!   Each distinct `src` counts once; the datagram completing `contribs` contributions is rewritten
+//!   is registered ([`KernelPath::set_comm`]), `src < MAX_RANKS`, `0 < len ≤ MAX_PAYLOAD` bytes,
+//!   and it comes from its sender (below). Each distinct `src` counts once; the datagram completing `contribs` contributions is rewritten
 //!   in place into a `RESULT` (same header otherwise, `reserved` = number of contributions folded,
 //!   UDP checksum 0, payload = the fold, equal to [`crate::ops::fold`] over the contributions in any
 //!   order) and delivered to the socket; the others are dropped. Anything else passes untouched: a
 //!   CONTRIB the kernel cannot fold arrives as a CONTRIB and userspace must fold it (counter
 //!   `unfolded`); a datagram to a registered port with a wrong magic/version/job counts as `foreign`.
+//! * **Source.** A CONTRIB is folded, and a BCAST cloned, only if its IPv4 source address and UDP
+//!   source port are those given to [`KernelPath::set_comm`] for member `src` (the header's) of its
+//!   `comm`: the socket of the rank it says it is. Any other (a socket outside the job that knows
+//!   the job key, a rank speaking for another, a `src` that is no member) passes untouched and
+//!   never touches a slot, nor is cloned (counter `wrong_source`); the transport drops it, since it
+//!   checks every datagram's source against its peer table. A RESULT is the completing
+//!   contributor's datagram rewritten, so its source and `src` are still that contributor's.
 //! * **Resends.** A CONTRIB from a `src` already folded into its (comm, seq, chunk) is dropped
 //!   (`duplicates`) while the reduction is incomplete (its RESULT leaves when the missing
 //!   contribution arrives), and rewritten into a copy of the RESULT (same rules as above, header of
@@ -39,7 +46,8 @@
 //!   `flags::CLONED`, leaving for a port registered with [`PortRole::Bcast`], is cloned to every
 //!   member given to [`KernelPath::set_comm`] for its `comm` (destination IP, port, header `dst` and,
 //!   when given, MAC rewritten; IP and UDP checksums fixed; `flags::CLONED` set) and the original is
-//!   dropped. The member whose rank equals the header's `src` (the root itself) gets no clone. A
+//!   dropped, if it comes from member `src` (see Source). That member (the root itself) gets no
+//!   clone. A
 //!   member whose IP is the original's source IP (same host as the sender) gets its clone through
 //!   `lo` (ifindex 1 in every namespace, destination MAC set to `lo`'s all-zero address), whatever
 //!   its `ifindex`/`mac`: a bridge does not send a frame back out of the port it came in by (counter
@@ -118,6 +126,14 @@ pub enum KernelError {
     /// A request over the kernel path's fixed limits.
     #[error("kernel path limit: {0}")]
     Limit(String),
+    /// A communicator's members are not numbered `0..n`, each rank once.
+    #[error("communicator {comm}: {why}")]
+    Members {
+        /// The communicator.
+        comm: u32,
+        /// What is wrong.
+        why: String,
+    },
     /// Entering a network namespace failed.
     #[error("entering the network namespace: {0}")]
     Netns(#[source] std::io::Error),
@@ -161,12 +177,14 @@ impl PortRole {
     }
 }
 
-/// One destination of the broadcast program.
+/// One member of a communicator: a destination of the broadcast program, and the only source
+/// whose datagrams either program takes as rank `rank`'s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BcastMember {
-    /// Where the clone goes.
+    /// The member's socket: where its clones go, and the IPv4 source address and UDP source port
+    /// its CONTRIBs and BCASTs must come from.
     pub addr: SocketAddrV4,
-    /// Rank written into the clone's header `dst`.
+    /// The member's rank in the communicator (header `src` of what it sends, `dst` of its clones).
     pub rank: u32,
     /// Interface the clone leaves by; 0 = the original's.
     pub ifindex: u32,
@@ -203,6 +221,9 @@ pub struct Counters {
     pub mismatched: u64,
     /// Broadcast clones sent through `lo` to a member on the sender's host (included in `clones`).
     pub local_clones: u64,
+    /// CONTRIBs and BCASTs not from the address and port of the member their header names,
+    /// passed untouched (not folded, not cloned).
+    pub wrong_source: u64,
 }
 
 impl Counters {
@@ -223,6 +244,7 @@ impl Counters {
             bypassed: d(self.bypassed, before.bypassed),
             mismatched: d(self.mismatched, before.mismatched),
             local_clones: d(self.local_clones, before.local_clones),
+            wrong_source: d(self.wrong_source, before.wrong_source),
         }
     }
 }
@@ -424,13 +446,32 @@ impl KernelPath {
     }
 
     /// Registers communicator `comm`: `contribs` CONTRIBs complete one (seq, chunk) of a reduction,
-    /// and `members` (at most [`MAX_RANKS`]) receive its broadcasts. Replaces a previous registration.
+    /// and `members` (at most [`MAX_RANKS`]; their ranks are `0..members.len()`, each once, in any
+    /// order) receive its broadcasts and are the only sources whose CONTRIBs and BCASTs the programs
+    /// take (see the module docs, Source). Replaces a previous registration.
     pub fn set_comm(&mut self, comm: u32, contribs: u32, members: &[BcastMember]) -> Result<()> {
         if members.len() > MAX_RANKS as usize || contribs > MAX_RANKS {
             return Err(KernelError::Limit(format!(
                 "communicator {comm}: {} members / {contribs} contributions, at most {MAX_RANKS}",
                 members.len()
             )));
+        }
+        // The programs find member `src` at `base + src`: the ranks must number the members.
+        let mut seen = vec![false; members.len()];
+        for m in members {
+            match seen.get_mut(m.rank as usize) {
+                Some(s) if !*s => *s = true,
+                _ => {
+                    return Err(KernelError::Members {
+                        comm,
+                        why: format!(
+                            "rank {} given twice or not below the {} members",
+                            m.rank,
+                            members.len()
+                        ),
+                    })
+                }
+            }
         }
         let block = match self.comm_blocks.get(&comm) {
             Some(b) => *b,
@@ -444,7 +485,7 @@ impl KernelPath {
         {
             let mut table: Array<_, PodMember> =
                 Array::try_from(self.map("MEMBERS")?).map_err(map_err("MEMBERS"))?;
-            for (i, m) in members.iter().enumerate() {
+            for m in members {
                 let member = Member {
                     ip_be: u32::from_ne_bytes(m.addr.ip().octets()),
                     port_be: u16::from_ne_bytes(m.addr.port().to_be_bytes()),
@@ -454,7 +495,7 @@ impl KernelPath {
                     ..Member::default()
                 };
                 table
-                    .set(base + i as u32, PodMember(member), 0)
+                    .set(base + m.rank, PodMember(member), 0)
                     .map_err(map_err("MEMBERS"))?;
             }
         }
@@ -590,6 +631,7 @@ impl KernelPath {
             bypassed: get(counter::BYPASSED)?,
             mismatched: get(counter::MISMATCHED)?,
             local_clones: get(counter::LOCAL_CLONES)?,
+            wrong_source: get(counter::WRONG_SOURCE)?,
         })
     }
 }

@@ -168,3 +168,79 @@ pub fn kernel_counters(job: &Job) -> std::collections::HashMap<String, u64> {
         .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
         .collect()
 }
+
+/// Reduction programs a `boad-check forge` job loads: its allreduces (i64 sum) and barriers (u8
+/// bor). Fewer programs to verify when the job starts.
+pub const FORGE_FOLDS: (&str, &str) = ("BOAD_KERNEL_FOLDS", "sum:i64,bor:u8");
+
+/// The `name=value` of a `boad stats: rank` line.
+fn stat(line: &str, name: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+}
+
+/// Checks a `boad-check forge ROUNDS` job of `n` ranks run with `BOAD_STATS=1` on the kernel path
+/// (`kernel_ranks` of them, the others took no kernel-path collective: non-leaders of the
+/// hierarchical path): every rank's allreduces were exact, rank 0 sent `want_forged` forged
+/// datagrams, the kernel counted exactly those as coming from the wrong source, and the ranks'
+/// transports dropped them as foreign.
+pub fn assert_forgeries_ignored(
+    job: &Job,
+    n: usize,
+    rounds: u64,
+    want_forged: u64,
+    kernel_ranks: usize,
+) {
+    job.assert_every_rank_exact(n);
+    let (out, err) = (job.stdout(), job.stderr());
+    let forged: Vec<u64> = out
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("forged ")?
+                .strip_suffix(" datagrams")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(
+        forged,
+        vec![want_forged],
+        "rank 0 sent the forgeries:\n{out}"
+    );
+    let c = kernel_counters(job);
+    assert_eq!(
+        c["wrong_source"], want_forged,
+        "the kernel counted every forgery, and nothing else: {c:?}"
+    );
+    assert!(c["folded"] > 0 && c["passed"] > 0, "{c:?}");
+    // Each forgery reached a rank's socket unfolded, and its transport dropped it.
+    let foreign: u64 = out
+        .lines()
+        .filter(|l| l.contains(" 0 wrong; path="))
+        .map(|l| stat(l, "foreign"))
+        .sum();
+    assert!(
+        foreign >= want_forged,
+        "foreign {foreign} < {want_forged}:\n{out}"
+    );
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("boad stats: rank"))
+        .collect();
+    assert_eq!(lines.len(), n, "{err}");
+    // The allgather and every allreduce: more than `rounds`.
+    let kernel = lines
+        .iter()
+        .filter(|l| stat(l, "collectives_kernel") > rounds)
+        .count();
+    let none = lines
+        .iter()
+        .filter(|l| stat(l, "collectives_kernel") == 0)
+        .count();
+    assert_eq!(
+        (kernel, none),
+        (kernel_ranks, n - kernel_ranks),
+        "the ranks that took the kernel path:\n{err}"
+    );
+}
