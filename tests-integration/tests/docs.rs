@@ -1,5 +1,5 @@
 //! The repository stands alone: no file points at documents outside it, every relative link of a
-//! Markdown file and every `docs/*.md` a file names exists.
+//! Markdown file and every Markdown file under docs/ that a file names exists.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -111,7 +111,7 @@ fn links_and_named_docs_exist() {
                 }
             }
         }
-        // `docs/NAME.md` named anywhere, relative to the repository root.
+        // A Markdown file under docs/ named anywhere, relative to the repository root.
         for (i, _) in text.match_indices("docs/") {
             let name: String = text[i..]
                 .chars()
