@@ -65,7 +65,7 @@ pub fn forged(job: u64, src: u32, dst: u32, rng: &mut impl Rng) -> Vec<(Vec<u8>,
     let whole = bytes(&near_valid(job, src, dst), &[7; EXTRA]);
     out.extend((1..=whole.len()).map(|n| (whole[..n].to_vec(), true)));
     // Garbage (not starting with the magic), truncated at every length.
-    let mut junk = vec![0u8; HEADER_LEN + EXTRA];
+    let mut junk = [0u8; HEADER_LEN + EXTRA];
     rng.fill(&mut junk[..]);
     junk[0] = b'X';
     out.extend((1..=junk.len()).map(|n| (junk[..n].to_vec(), true)));

@@ -11,6 +11,16 @@
 //!
 //! Completed messages are numbered per (sender, receiver) pair, so a resent chunk of a finished
 //! message is acknowledged again but never delivered twice.
+//!
+//! What is received: every datagram is first classified by [`wire::classify`] (a pure function of
+//! its bytes, source address and the peer table; anything it refuses is counted in
+//! `Stats::foreign`). A new message is received only for a collective within the window of
+//! `SIG_LOG` collectives of this rank's current one, from a message id within `MSG_WINDOW` of the
+//! sender's, and only as large as this rank's call for it can need, or, for a collective this rank
+//! has not started, as one of its remembered calls ([`wire::admit`]): no datagram makes a rank
+//! allocate more than its own collectives need. A refused message is sent again by its sender
+//! later (its retransmission timer, or this rank's probe once it waits for it). A message of a call
+//! other than this rank's is not received: the mismatch is noted and the sender told it arrived.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
