@@ -18,8 +18,13 @@ pub mod bootstrap;
 mod comm;
 pub mod config;
 mod error;
+#[cfg(any(feature = "fuzzing", test))]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "kernel")]
 pub mod kernel;
+#[cfg(any(feature = "kernel", feature = "fuzzing", test))]
+mod kernel_readback;
 pub mod ops;
 mod transport;
 mod types;

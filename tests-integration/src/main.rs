@@ -11,6 +11,9 @@
 //! - `random N`: N random cases only (for large jobs).
 //! - `big`: bcast and allreduce of 16 MiB.
 //! - `foreign`: every rank sprays foreign datagrams at every peer's port, then runs a quick matrix.
+//! - `hostile`: the quick matrix while every rank sends every other one datagrams that must be
+//!   refused (truncated, garbage, absurd sizes), also from a peer's own address when root; see
+//!   `hostile.rs`.
 //! - `mismatch`: count, dtype, op and root mismatches; every rank must get an error, then a good
 //!   collective must still work.
 //! - `exit-mid RANK`: RANK exits with status 3 before an allreduce; the others must get an error
@@ -33,6 +36,8 @@
 //!
 //! Rank 0 first prints `job <key>` (the job key, to find the job's files).
 #![deny(missing_docs)]
+
+mod hostile;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
@@ -832,6 +837,7 @@ fn main() -> ExitCode {
             }
             code
         }
+        "hostile" => hostile::run(&mut comm, &matrix_cases(size, chunk, true)),
         "mismatch" => expect_errors(&mut comm),
         "exit-mid" | "hang" => {
             let mut v = [1u64; 100];

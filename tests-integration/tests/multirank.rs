@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    assert_forgeries_ignored, boadrun, kernel_counters, leftover_segments, root, run_cmd, serial,
-    target_dir, Job, FORGE_FOLDS, LIMIT,
+    assert_forgeries_ignored, boadrun, cargo_build, kernel_counters, leftover_segments, root, run_cmd,
+    serial, target_dir, Job, FORGE_FOLDS, LIMIT,
 };
 
 /// Runs `boadrun <launcher_args> -n N boad-check <args>` over UDP with `env`, killing it after
@@ -157,6 +157,26 @@ fn foreign_datagrams_are_ignored() {
     assert!(job.stdout().contains("foreign"), "{}", job.stdout());
 }
 
+/// Truncated, garbage and absurd datagrams (see `src/hostile.rs`) sent to every rank while the
+/// quick matrix runs over UDP, from a stranger's socket and (as root) from a peer's own address:
+/// no rank crashes (the `checked` profile turns any overflow into a panic), the results stay exact,
+/// and each rank counts at least what was sent to it as foreign.
+#[test]
+fn hostile_datagrams_are_refused_during_collectives() {
+    let n = 3;
+    let job = run(n, &[], &["hostile"], &[], LIMIT);
+    job.assert_every_rank_exact(n);
+    let out = job.stdout();
+    assert_eq!(out.matches("hostile ok").count(), n, "{out}");
+    if root() {
+        assert_eq!(
+            out.matches("forging from a peer's address: yes").count(),
+            n,
+            "{out}"
+        );
+    }
+}
+
 #[test]
 fn mismatched_calls_are_errors_on_every_rank() {
     mismatch_on("udp");
@@ -254,12 +274,7 @@ fn singleton_without_boadrun() {
 fn demo_runs_on_9_ranks() {
     let demo = target_dir().join("examples").join("demo");
     if !demo.exists() {
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-p", "boad", "--example", "demo"]);
-        if target_dir().ends_with("release") {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().expect("build the demo").success());
+        cargo_build(&["-p", "boad", "--example", "demo"]);
     }
     let _serial = serial();
     let out = Command::new(boadrun())

@@ -12,7 +12,7 @@
 
 pub mod protocol;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -314,7 +314,11 @@ pub fn rendezvous(info: &JobInfo, port: u16, timeout: Duration) -> Result<Joined
     let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
     let mut next = || -> Result<Line, BootstrapError> {
         let mut s = String::new();
-        let n = reader.read_line(&mut s).map_err(io)?;
+        // At most MAX_LINE bytes: a longer line is cut, and then not a protocol line.
+        let n = (&mut reader)
+            .take(protocol::MAX_LINE as u64)
+            .read_line(&mut s)
+            .map_err(io)?;
         if n == 0 {
             return Err(BootstrapError::Protocol(
                 "the launcher closed the connection".into(),

@@ -22,6 +22,11 @@
 
 use std::net::IpAddr;
 
+/// Longest line either side reads (a table entry with an IPv6 address is under 80 bytes; an
+/// `ABORT` reason may be longer): a reader keeps at most this much of an unfinished line, and
+/// drops a line that runs past it.
+pub const MAX_LINE: usize = 4096;
+
 /// One rank's entry in the job table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerEntry {
@@ -86,7 +91,9 @@ impl Line {
         }
     }
 
-    /// Parses one line (with or without its newline); `None` if it is not a protocol line.
+    /// Parses one line (with or without its newline); `None` if it is not a protocol line: an
+    /// unknown word, a number out of range, a port 0 (no socket has it), or words missing or left
+    /// over.
     pub fn parse(line: &str) -> Option<Line> {
         let line = line.trim_end_matches(['\n', '\r']);
         let mut words = line.split(' ');
@@ -96,7 +103,7 @@ impl Line {
                 rank: rank.parse().ok()?,
                 host_id: w.next()?.parse().ok()?,
                 ip: w.next()?.parse().ok()?,
-                port: w.next()?.parse().ok()?,
+                port: w.next()?.parse().ok().filter(|&p| p != 0)?,
             };
             w.next().is_none().then_some(e)
         };
@@ -111,7 +118,7 @@ impl Line {
             }
             "END" => words.next().is_none().then_some(Line::End),
             "KERNEL" => {
-                let trigger_port = words.next()?.parse().ok()?;
+                let trigger_port = words.next()?.parse().ok().filter(|&p| p != 0)?;
                 let leaders = match words.next() {
                     None => false,
                     Some("LEADERS") => true,
@@ -133,9 +140,52 @@ impl Line {
     }
 }
 
+/// Takes the complete lines out of `buf` (bytes read from a connection) and parses them (None for
+/// a line that is not the protocol); what follows the last newline stays in `buf`, unless it is
+/// already longer than [`MAX_LINE`]: then it is no protocol line, and it is dropped.
+pub fn take_lines(buf: &mut Vec<u8>) -> Vec<Option<Line>> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
+        let line = &buf[start..start + nl];
+        lines.push(std::str::from_utf8(line).ok().and_then(Line::parse));
+        start += nl + 1;
+    }
+    buf.drain(..start);
+    if buf.len() > MAX_LINE {
+        buf.clear();
+    }
+    lines
+}
+
+/// Fuzz and property-test harness: `data` as what a connection delivers. Every line parses or not
+/// without panicking, what parses formats back to the same line, and [`take_lines`] keeps what
+/// follows the last newline only while it is short.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn exercise_lines(data: &[u8]) {
+    let mut buf = data.to_vec();
+    let lines = take_lines(&mut buf);
+    assert_eq!(lines.len(), data.iter().filter(|&&b| b == b'\n').count());
+    assert!(!buf.contains(&b'\n') && buf.len() <= MAX_LINE);
+    for l in lines.into_iter().flatten() {
+        assert_eq!(Line::parse(&l.format()), Some(l));
+    }
+    // The launcher's side: the first line, of at most 256 bytes, as `serve` reads it.
+    let first = &data[..data.len().min(256)];
+    let first = first
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(first, |nl| &first[..=nl]);
+    let text = String::from_utf8_lossy(first);
+    if let Some(l) = Line::parse(&text) {
+        assert_eq!(Line::parse(&l.format()), Some(l));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn lines_round_trip() {
@@ -166,5 +216,72 @@ mod tests {
         assert_eq!(Line::parse("HELLO 1 2"), None);
         assert_eq!(Line::parse("garbage"), None);
         assert_eq!(Line::parse("KERNEL 4999 FOLLOWERS"), None);
+    }
+
+    #[test]
+    fn out_of_range_numbers_and_port_zero_are_not_lines() {
+        for bad in [
+            "HELLO 1 2 127.0.0.1 0",
+            "HELLO 1 2 127.0.0.1 65536",
+            "HELLO 1 4294967296 127.0.0.1 4000",
+            "HELLO 99999999999999999999999 0 127.0.0.1 4000",
+            "HELLO 1 2 300.0.0.1 4000",
+            "HELLO 1 2 127.0.0.1 4000 5",
+            "3 1 ::1 0",
+            "KERNEL 0",
+            "KERNEL -1",
+            "EXIT 1 2147483648",
+            "EXIT -1 0",
+            "TABLE -1",
+            "",
+            " ",
+            "END END",
+        ] {
+            assert_eq!(Line::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            Line::parse("EXIT 1 -2147483648"),
+            Some(Line::Exit {
+                rank: 1,
+                code: i32::MIN
+            })
+        );
+    }
+
+    #[test]
+    fn lines_are_taken_whole_and_a_runaway_line_is_dropped() {
+        let mut buf = b"EXIT 1 0\nEND\n\xff\xfe\nEXIT 2".to_vec();
+        assert_eq!(
+            take_lines(&mut buf),
+            vec![Some(Line::Exit { rank: 1, code: 0 }), Some(Line::End), None]
+        );
+        assert_eq!(buf, b"EXIT 2");
+        buf.extend_from_slice(b" 3\n");
+        assert_eq!(
+            take_lines(&mut buf),
+            vec![Some(Line::Exit { rank: 2, code: 3 })]
+        );
+        assert!(buf.is_empty());
+        buf.extend(std::iter::repeat_n(b'x', MAX_LINE + 1));
+        assert_eq!(take_lines(&mut buf), vec![]);
+        assert!(buf.is_empty(), "a line longer than MAX_LINE is not kept");
+    }
+
+    proptest! {
+        /// Whatever a line is, parsing does not panic, and what parses formats back to itself.
+        #[test]
+        fn parse_then_format_round_trips(line in "[A-Z0-9 .:a-f\\-]{0,60}") {
+            if let Some(l) = Line::parse(&line) {
+                prop_assert_eq!(Line::parse(&l.format()), Some(l));
+            }
+        }
+
+        #[test]
+        fn any_bytes_split_into_lines(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut buf = bytes.clone();
+            let lines = take_lines(&mut buf);
+            prop_assert_eq!(lines.len(), bytes.iter().filter(|&&b| b == b'\n').count());
+            prop_assert!(!buf.contains(&b'\n') && buf.len() <= MAX_LINE);
+        }
     }
 }

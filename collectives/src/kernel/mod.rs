@@ -613,10 +613,13 @@ impl KernelPath {
             .map("COUNTERS")
             .ok_or_else(|| KernelError::Missing("map COUNTERS".into()))?;
         let table: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_err("COUNTERS"))?;
-        let get = |i: u32| -> Result<u64> {
-            let values = table.get(&i, 0).map_err(map_err("COUNTERS"))?;
-            Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
-        };
+        let sums = crate::kernel_readback::sum_counters(|i| {
+            table
+                .get(&i, 0)
+                .map(|v| v.to_vec())
+                .map_err(map_err("COUNTERS"))
+        })?;
+        let get = |i: u32| -> Result<u64> { Ok(sums[i as usize]) };
         Ok(Counters {
             folded: get(counter::FOLDED)?,
             dropped: get(counter::DROPPED)?,

@@ -36,7 +36,7 @@ use super::ledger::{SigLog, SIG_LOG};
 use super::shm::Shm;
 use super::udp::{kernel_fits, Udp};
 use super::{Ctx, Stats, Transport};
-use crate::bootstrap::protocol::{Line, PeerEntry};
+use crate::bootstrap::protocol::{Line, PeerEntry, MAX_LINE};
 use crate::bootstrap::JobInfo;
 use crate::config::Config;
 use crate::error::{CollectiveError, Error, Result, TransportError};
@@ -178,6 +178,10 @@ fn relay(
         if feeds.iter().all(Option::is_none) {
             return;
         }
+        // An unfinished line this long is no protocol line.
+        if buf.len() > MAX_LINE {
+            buf.clear();
+        }
         match conn.read(&mut chunk) {
             // The launcher is gone: closing the feeds tells the sub-transports.
             Ok(0) => return,
@@ -255,7 +259,7 @@ impl Hier {
         };
         let note_local = Self::note_of("the ranks of this host", members);
         let global_local = |r: usize| members.get(r).copied().unwrap_or(r);
-        let local = Shm::new(
+        let mut local = Shm::new(
             &local_info,
             &local_table,
             local_conn,
@@ -263,6 +267,8 @@ impl Hier {
             cfg.clone(),
         )
         .map_err(|e| e.renumber(&global_local, &note_local))?;
+        // An allgather ends with a bcast of every rank's block inside each host.
+        local.set_gather_blocks(table.len());
         let local = Arc::new(Mutex::new(local));
 
         let net = if is_leader {
@@ -274,6 +280,8 @@ impl Hier {
             if let Some(trigger) = kernel {
                 udp.enable_kernel(trigger, boad_common::kernel::comm::LEADERS);
             }
+            // The leaders' allgather gathers slabs of a host's blocks, padded to the largest host.
+            udp.set_gather_blocks(layout.hosts.len() * layout.max_local());
             Some(Arc::new(Mutex::new(udp)))
         } else {
             // Only leaders use the network; the socket bound for the rendezvous is not needed.

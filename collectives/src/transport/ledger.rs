@@ -59,12 +59,22 @@ impl SigLog {
     pub fn last(&self) -> Option<&Signature> {
         self.0.back().map(|(_, g)| g)
     }
+
+    /// The calls remembered, oldest first.
+    pub fn calls(&self) -> impl Iterator<Item = &Signature> {
+        self.0.iter().map(|(_, g)| g)
+    }
 }
 
 impl Ledger {
     /// This rank's call for collective `seq`, if it is among the last [`SIG_LOG`].
     pub fn sig_of(&self, seq: u32) -> Option<Signature> {
         self.sig_log.get(seq)
+    }
+
+    /// This rank's calls of its last [`SIG_LOG`] collectives, oldest first.
+    pub fn calls(&self) -> impl Iterator<Item = &Signature> {
+        self.sig_log.calls()
     }
 
     /// The aborts peers sent or posted for collectives this rank did not fail itself: (seq, peer,

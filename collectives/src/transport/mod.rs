@@ -18,6 +18,7 @@ pub(crate) mod hier;
 mod ledger;
 pub(crate) mod shm;
 pub(crate) mod udp;
+pub(crate) mod wire;
 
 use crate::error::Result;
 use crate::types::Signature;
@@ -53,7 +54,9 @@ pub struct Stats {
     pub retransmits: u64,
     /// Datagrams dropped on purpose by `BOAD_DROP_RATE`.
     pub dropped_injected: u64,
-    /// Datagrams ignored: wrong magic, version, job key, sender or size.
+    /// Datagrams ignored: too short, wrong magic, version or job key, from an address that is not
+    /// the sender's, inconsistent sizes or chunk numbers, a message larger than its call needs, or
+    /// for a collective outside the window this rank accepts (see `transport/wire.rs`).
     pub foreign: u64,
     /// Collectives completed on the userspace UDP path.
     pub collectives_udp: u64,

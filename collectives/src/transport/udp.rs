@@ -11,7 +11,18 @@
 //!
 //! Completed messages are numbered per (sender, receiver) pair, so a resent chunk of a finished
 //! message is acknowledged again but never delivered twice.
+//!
+//! What is received: every datagram is first classified by [`wire::classify`] (a pure function of
+//! its bytes, source address and the peer table; anything it refuses is counted in
+//! `Stats::foreign`). A new message is received only for a collective within the window of
+//! `SIG_LOG` collectives of this rank's current one, from a message id within `MSG_WINDOW` of the
+//! sender's, and only as large as this rank's call for it can need, or, for a collective this rank
+//! has not started, as one of its remembered calls ([`wire::admit`]): no datagram makes a rank
+//! allocate more than its own collectives need. A refused message is sent again by its sender
+//! later (its retransmission timer, or this rank's probe once it waits for it). A message of a call
+//! other than this rank's is not received: the mismatch is noted and the sender told it arrived.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, UdpSocket};
@@ -25,8 +36,9 @@ use mio::{Events, Interest, Poll, Token};
 use rand::{Rng, SeedableRng};
 
 use super::ledger::{check_peer, Ledger};
+use super::wire::{self, Admit, Chunk, Datagram, Receiver};
 use super::{Ctx, Stats, Transport};
-use crate::bootstrap::protocol::{Line, PeerEntry};
+use crate::bootstrap::protocol::{take_lines, Line, PeerEntry};
 use crate::config::Config;
 use crate::error::{CollectiveError, Error, Result, TransportError, UsageError};
 use crate::types::Signature;
@@ -55,8 +67,12 @@ const FRESH: Duration = Duration::from_millis(10);
 /// ... and at most this many collectives in a row skip reading it (KNACKs for resends must be served
 /// well within the `RETAIN` collectives a rank can resend).
 const MAX_SKIPPED_DRAINS: u32 = 128;
+/// How far ahead of the lowest message id not completed from a peer a new message may be: a bound
+/// on what [`DoneSet`] keeps (ids further ahead are refused, and sent again later).
+const MSG_WINDOW: u32 = 1 << 16;
+
 /// A fixed-size bit set.
-struct Bits(Vec<u64>);
+pub(crate) struct Bits(Vec<u64>);
 
 impl Bits {
     fn new(n: u32) -> Bits {
@@ -107,8 +123,12 @@ impl DoneSet {
     fn insert(&mut self, m: u32) {
         self.above.insert(m);
         while self.above.remove(&self.below) {
-            self.below += 1;
+            self.below = self.below.wrapping_add(1);
         }
+    }
+    /// Whether a new message `m` is within [`MSG_WINDOW`] of the lowest id not completed.
+    fn in_reach(&self, m: u32) -> bool {
+        m.wrapping_sub(self.below) < MSG_WINDOW
     }
 }
 
@@ -137,15 +157,68 @@ struct OutMsg {
     rto: Duration,
 }
 
-struct InMsg {
+/// A message being received.
+pub(crate) struct InMsg {
     seq: u32,
     tag: u32,
     sig: Signature,
     nchunks: u32,
+    /// Its chunk size (see [`wire::chunk_of`]).
+    stride: usize,
     got: Bits,
     n_got: u32,
     since_ack: u32,
     buf: Vec<u8>,
+}
+
+impl InMsg {
+    /// The message whose first datagram to arrive (any chunk `c` of it) is `d`.
+    pub(crate) fn new(d: &Datagram, c: &Chunk) -> InMsg {
+        InMsg {
+            seq: d.h.seq,
+            tag: d.h.tag,
+            sig: d.sig,
+            nchunks: d.h.nchunks,
+            stride: c.stride,
+            got: Bits::new(d.h.nchunks),
+            n_got: 0,
+            since_ack: 0,
+            buf: vec![0; c.total],
+        }
+    }
+
+    /// Whether `d` (chunk `c`) belongs to this message: the same collective, step and call, cut
+    /// the same way.
+    pub(crate) fn fits(&self, d: &Datagram, c: &Chunk) -> bool {
+        self.seq == d.h.seq
+            && self.tag == d.h.tag
+            && self.sig == d.sig
+            && self.nchunks == d.h.nchunks
+            && self.stride == c.stride
+            && self.buf.len() == c.total
+    }
+
+    /// Copies chunk number `i` (`c`, bytes `payload`) in; true if it had not arrived yet. `d` must
+    /// [`fit`](Self::fits).
+    pub(crate) fn put(&mut self, i: u32, c: &Chunk, payload: &[u8]) -> bool {
+        let fresh = self.got.set(i);
+        if fresh {
+            self.buf[c.off..c.off + c.len].copy_from_slice(payload);
+            self.n_got += 1;
+            self.since_ack += 1;
+        }
+        fresh
+    }
+
+    /// All chunks arrived.
+    pub(crate) fn complete(&self) -> bool {
+        self.n_got == self.nchunks
+    }
+
+    /// The message's bytes.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
 }
 
 struct Status {
@@ -220,22 +293,111 @@ impl Wire {
     }
 }
 
-/// Sets a socket buffer size past `net.core.*mem_max` (needs CAP_NET_ADMIN); false if refused.
-/// Where chunk `h.chunk` of a message of `h.total` bytes in `h.nchunks` chunks of `h.len` bytes
-/// (the last one ends at `total`) starts in the message, if the header is consistent.
-pub(super) fn chunk_offset(h: &Header) -> Option<usize> {
-    let (len, total) = (h.len as usize, h.total as usize);
-    if h.nchunks == 0 || h.chunk >= h.nchunks {
-        return None;
+/// Fuzz and property-test harness of the receive path's decisions, without a socket: `data` is a
+/// job shape, calls this rank made, and a sequence of datagrams, each from a peer's own address or
+/// a stranger's; each is classified ([`wire::classify`]) and its chunks received into messages as
+/// [`Udp::on_data`] does (admission, [`InMsg`]). Panics on any inconsistency; returns how many
+/// messages came whole.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn exercise_datagrams(data: &[u8]) -> usize {
+    use crate::types::{Coll, DType};
+    let Some((&[size_sel, rank_sel, calls, count_sel, flags_sel], mut rest)) =
+        data.split_first_chunk()
+    else {
+        return 0;
+    };
+    let mut whole = 0;
+    let size = usize::from(size_sel % 8) + 2;
+    let me = Receiver {
+        rank: usize::from(rank_sel) % size,
+        size,
+        job: 0x0b0a_d0b0_ad0b_0ad0,
+        comm: 0,
+        gather_blocks: size,
+    };
+    let addr = |r: usize| SocketAddr::from(([127, 0, 0, 1], 5000 + r as u16));
+    // This rank's last calls: bcasts of a few sizes (`count_sel`), up to collective `calls`.
+    let mut ledger = Ledger::default();
+    for seq in 0..=u32::from(calls % 8) {
+        let sig = Signature {
+            coll: Coll::Bcast,
+            op: None,
+            dtype: Some(DType::U8),
+            count: u64::from(count_sel) * u64::from(seq + 1),
+            root: 0,
+        };
+        ledger.start(&Ctx { seq, sig });
     }
-    let off = if h.chunk + 1 == h.nchunks {
-        total.checked_sub(len)
-    } else {
-        (h.chunk as usize).checked_mul(len)
-    }?;
-    (off + len <= total).then_some(off)
+    let cur = u32::from(calls % 8);
+    let mut partial: HashMap<(usize, u32), InMsg> = HashMap::new();
+    while let Some((&[lo, hi, from_sel], tail)) = rest.split_first_chunk() {
+        let n = usize::from(u16::from_le_bytes([lo, hi])).min(tail.len());
+        let (bytes, next) = tail.split_at(n);
+        rest = next;
+        let mut bytes = bytes.to_vec();
+        // Make most headers plausible, so that the deeper checks run.
+        if flags_sel & 1 != 0 && bytes.len() >= HEADER_LEN {
+            let mut h: Header = bytemuck::pod_read_unaligned(&bytes[..HEADER_LEN]);
+            h.magic = MAGIC;
+            h.version = VERSION;
+            h.job = me.job;
+            h.comm = me.comm;
+            h.dst = me.rank as u32;
+            if flags_sel & 2 != 0 {
+                h.len = (bytes.len() - HEADER_LEN) as u32;
+            }
+            bytes[..HEADER_LEN].copy_from_slice(bytemuck::bytes_of(&h));
+        }
+        let from = addr(usize::from(from_sel) % (size + 1));
+        let Ok(d) = wire::classify(&bytes, from, &me, |r| (r < size).then(|| addr(r))) else {
+            continue;
+        };
+        assert_eq!(from, addr(d.src));
+        assert!(d.src < size && d.src != me.rank);
+        let payload = &bytes[HEADER_LEN..];
+        assert_eq!(payload.len(), d.h.len as usize);
+        let Some(c) = d.chunk else {
+            assert!(!matches!(
+                d.h.kind,
+                kind::DATA | kind::BCAST | kind::CONTRIB | kind::RESULT
+            ));
+            continue;
+        };
+        assert!(c.off + c.len <= c.total && c.len == payload.len());
+        if d.h.kind != kind::DATA {
+            continue;
+        }
+        let key = (d.src, d.h.msg);
+        let m = match partial.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => match wire::admit(&ledger, cur, size, d.h.seq, &d.sig, c.total) {
+                Admit::Take => {
+                    // Bounded by a call this rank made.
+                    let most = ledger
+                        .calls()
+                        .filter_map(|s| wire::message_limit(s, size))
+                        .max()
+                        .unwrap_or(0);
+                    assert!(c.total as u64 <= most);
+                    e.insert(InMsg::new(&d, &c))
+                }
+                Admit::Refuse | Admit::Mismatch => continue,
+            },
+        };
+        if !m.fits(&d, &c) {
+            continue;
+        }
+        m.put(d.h.chunk, &c, payload);
+        if m.complete() {
+            let m = partial.remove(&key).expect("present");
+            assert_eq!(m.into_bytes().len(), c.total);
+            whole += 1;
+        }
+    }
+    whole
 }
 
+/// Sets a socket buffer size past `net.core.*mem_max` (needs CAP_NET_ADMIN); false if refused.
 fn set_buffer_force(s: &socket2::Socket, opt: libc::c_int, bytes: libc::c_int) -> bool {
     // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a pointer to a live c_int, and the fd is
     // owned by `s` for the duration of the call.
@@ -273,6 +435,9 @@ pub(crate) struct Udp {
     /// When the socket was last read to the end, and how many drains were skipped since.
     last_drain: Instant,
     skipped_drains: u32,
+    /// Blocks of the largest message of an allgather on this transport (see
+    /// [`wire::message_limit`]): its size, or what [`Udp::set_gather_blocks`] says.
+    gather_blocks: usize,
 }
 
 impl Udp {
@@ -372,9 +537,27 @@ impl Udp {
             idle_hook: None,
             last_drain: now,
             skipped_drains: 0,
+            gather_blocks: table.len(),
         };
         t.launcher_bytes(&launcher_buf);
         Ok(t)
+    }
+
+    /// Sets how many blocks the largest message of an allgather on this transport holds (its size
+    /// by default): the hierarchical path's leaders move a slab of a host's blocks at once.
+    pub fn set_gather_blocks(&mut self, blocks: usize) {
+        self.gather_blocks = blocks;
+    }
+
+    /// What this rank is, for [`wire::classify`].
+    fn receiver(&self) -> Receiver {
+        Receiver {
+            rank: self.wire.rank,
+            size: self.size,
+            job: self.wire.job,
+            comm: self.wire.comm,
+            gather_blocks: self.gather_blocks,
+        }
     }
 
     /// Sets what every round of a wait runs besides this transport's own work.
@@ -406,9 +589,8 @@ impl Udp {
 
     fn launcher_bytes(&mut self, bytes: &[u8]) {
         self.launcher_buf.extend_from_slice(bytes);
-        while let Some(nl) = self.launcher_buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.launcher_buf.drain(..=nl).collect();
-            if let Some(Line::Exit { rank, code }) = Line::parse(&String::from_utf8_lossy(&line)) {
+        for line in take_lines(&mut self.launcher_buf) {
+            if let Some(Line::Exit { rank, code }) = line {
                 if let Some(p) = self.peers.get_mut(rank) {
                     if rank != self.wire.rank {
                         p.exited = Some(code);
@@ -516,34 +698,30 @@ impl Udp {
             self.wire.stats.dropped_injected += 1;
             return Ok(());
         }
-        let Some(h) = self
-            .rx
-            .get(..HEADER_LEN)
-            .map(bytemuck::pod_read_unaligned::<Header>)
-        else {
+        let me = self.receiver();
+        let peers = &self.peers;
+        let decided = self.rx.get(..n).map_or(Err(wire::Refusal::Short), |bytes| {
+            wire::classify(bytes, from, &me, |r| peers.get(r).map(|p| p.addr))
+        });
+        let Ok(d) = decided else {
             self.wire.stats.foreign += 1;
             return Ok(());
         };
-        let src = h.src as usize;
-        let sane = h.magic == MAGIC
-            && h.version == VERSION
-            && h.job == self.wire.job
-            && h.comm == self.wire.comm
-            && h.dst as usize == self.wire.rank
-            && src < self.size
-            && src != self.wire.rank
-            && h.len as usize == n - HEADER_LEN
-            && self.peers[src].addr == from;
-        let sig = Signature::from_codes(h.coll, h.op, h.dtype, h.count, h.root);
-        let (true, Some(sig)) = (sane, sig) else {
+        let (h, src) = (d.h, d.src);
+        // Kinds that carry state for one collective: only within the window of collectives.
+        let windowed = matches!(
+            h.kind,
+            kind::STATUS | kind::ABORT | kind::RESULT | kind::CONTRIB
+        );
+        if windowed && !wire::in_window(h.seq, self.cur_seq) {
             self.wire.stats.foreign += 1;
             return Ok(());
-        };
+        }
         self.wire.stats.datagrams_received += 1;
         self.peers[src].last_heard = Instant::now();
         let payload = HEADER_LEN..n;
         match h.kind {
-            kind::DATA => self.on_data(&h, sig, payload),
+            kind::DATA => self.on_data(&d, payload),
             kind::ACK | kind::PROBE => {
                 let map = self.bitmap(payload);
                 self.on_ack(&h, map)
@@ -554,7 +732,7 @@ impl Udp {
                     (src, h.seq),
                     Status {
                         cur: h.tag,
-                        sig: (h.flags & flags::HAS_SIG != 0).then_some(sig),
+                        sig: (h.flags & flags::HAS_SIG != 0).then_some(d.sig),
                         aborted: (h.flags & flags::ABORTED != 0).then_some(reason),
                     },
                 );
@@ -565,9 +743,7 @@ impl Udp {
                 self.ledger.aborts.entry(h.seq).or_insert((src, reason));
                 Ok(())
             }
-            kind::RESULT | kind::CONTRIB | kind::BCAST | kind::KNACK => {
-                self.on_kernel(&h, sig, payload)
-            }
+            kind::RESULT | kind::CONTRIB | kind::BCAST | kind::KNACK => self.on_kernel(&d, payload),
             _ => {
                 self.wire.stats.foreign += 1;
                 Ok(())
@@ -582,58 +758,66 @@ impl Udp {
             .map_or(0, u64::from_le_bytes)
     }
 
-    fn on_data(
-        &mut self,
-        h: &Header,
-        sig: Signature,
-        payload: std::ops::Range<usize>,
-    ) -> Result<()> {
-        let src = h.src as usize;
-        let (len, total, chunk, nchunks) = (h.len as usize, h.total as usize, h.chunk, h.nchunks);
+    fn on_data(&mut self, d: &Datagram, payload: std::ops::Range<usize>) -> Result<()> {
+        let (h, src) = (&d.h, d.src);
+        let Some(c) = d.chunk else {
+            self.wire.stats.foreign += 1;
+            return Ok(());
+        };
         if self.peers[src].done.contains(h.msg) {
-            return self.send_ack(src, h.msg, nchunks, 0, h);
+            return self.send_ack(src, h.msg, h.nchunks, 0, h);
         }
-        let off = chunk_offset(h);
-        let valid = off.is_some() && (len > 0 || nchunks == 1);
-        let m = self.partial.entry((src, h.msg)).or_insert_with(|| InMsg {
-            seq: h.seq,
-            tag: h.tag,
-            sig,
-            nchunks,
-            got: Bits::new(nchunks),
-            n_got: 0,
-            since_ack: 0,
-            buf: vec![0; total],
-        });
-        if !valid
-            || m.nchunks != nchunks
-            || m.buf.len() != total
-            || m.seq != h.seq
-            || m.tag != h.tag
-        {
+        let m = match self.partial.entry((src, h.msg)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let admit = if self.peers[src].done.in_reach(h.msg) {
+                    wire::admit(
+                        &self.ledger,
+                        self.cur_seq,
+                        self.gather_blocks,
+                        h.seq,
+                        &d.sig,
+                        c.total,
+                    )
+                } else {
+                    Admit::Refuse
+                };
+                match admit {
+                    Admit::Take => e.insert(InMsg::new(d, &c)),
+                    Admit::Refuse => {
+                        self.wire.stats.foreign += 1;
+                        return Ok(());
+                    }
+                    Admit::Mismatch => {
+                        // This rank made another call for this collective: that is all it needs
+                        // to know (it fails the collective), not the data. The sender may forget
+                        // the message.
+                        self.ledger.mismatches.entry(h.seq).or_insert((src, d.sig));
+                        self.peers[src].done.insert(h.msg);
+                        return self.send_ack(src, h.msg, h.nchunks, 0, h);
+                    }
+                }
+            }
+        };
+        if !m.fits(d, &c) {
             self.wire.stats.foreign += 1;
             return Ok(());
         }
-        let off = off.unwrap_or(0);
-        let fresh = m.got.set(chunk);
-        if fresh {
-            m.buf[off..off + len].copy_from_slice(&self.rx[payload]);
-            m.n_got += 1;
-            m.since_ack += 1;
-        }
-        if m.n_got == m.nchunks {
+        let fresh = m.put(h.chunk, &c, &self.rx[payload]);
+        if m.complete() {
             let m = self.partial.remove(&(src, h.msg)).expect("entry present");
             self.peers[src].done.insert(h.msg);
             if self.ledger.sig_of(m.seq).is_some_and(|mine| mine != m.sig) {
                 self.ledger.mismatches.entry(m.seq).or_insert((src, m.sig));
             }
+            let (seq, tag, sig) = (m.seq, m.tag, m.sig);
             self.ledger
                 .inbox
-                .insert((src, m.seq, m.tag), (m.sig, m.buf));
-            return self.send_ack(src, h.msg, nchunks, 0, h);
+                .insert((src, seq, tag), (sig, m.into_bytes()));
+            return self.send_ack(src, h.msg, h.nchunks, 0, h);
         }
         let (next, map) = m.got.ack_state(m.nchunks);
-        let gap = next < chunk;
+        let gap = next < h.chunk;
         if !fresh || gap || m.since_ack >= ACK_EVERY {
             m.since_ack = 0;
             return self.send_ack(src, h.msg, next, map, h);
@@ -691,7 +875,9 @@ impl Udp {
         }
         let mut top = h.chunk;
         for b in 0..64 {
-            let c = h.chunk + b;
+            let Some(c) = h.chunk.checked_add(b) else {
+                break;
+            };
             if map & (1 << b) != 0 && c < m.nchunks {
                 top = c;
                 if m.acked.set(c) {
@@ -1080,5 +1266,14 @@ impl super::KernelOps for Udp {
     }
     fn bcast_recv(&mut self, ctx: &Ctx, root: usize, buf: &mut [u8]) -> Result<()> {
         self.kbcast_recv(ctx, root, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_fuzz_seeds_reach_whole_messages() {
+        let seed = include_bytes!("../../../fuzz/seeds/udp_datagrams/two-chunks");
+        assert_eq!(super::exercise_datagrams(seed), 1);
     }
 }

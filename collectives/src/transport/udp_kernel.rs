@@ -26,16 +26,16 @@ use std::time::Instant;
 use boad_common::kernel::{MAX_PAYLOAD, MAX_RANKS};
 use boad_common::{flags, kind, Header};
 
-use super::{chunk_offset, Bits, Udp, PROBE_BASE, PROBE_MAX};
+use super::{Bits, Udp, PROBE_BASE, PROBE_MAX};
 use crate::error::{CollectiveError, Error, Result};
 use crate::ops::fold;
+use crate::transport::wire::{Admit, Datagram};
 use crate::transport::Ctx;
 use crate::types::{Coll, DType, Op, Signature};
 
-/// Largest reduction the kernel folds (64 chunks: the slots of one `seq` in the kernel's table).
-pub(crate) const KREDUCE_MAX: usize = 64 * MAX_PAYLOAD;
-/// Largest broadcast sent through TC (it has no flow control: a burst must fit socket buffers).
-pub(crate) const KBCAST_MAX: usize = 1 << 20;
+// Largest reduction the kernel folds (64 chunks: the slots of one `seq` in the kernel's table), and
+// largest broadcast sent through TC (it has no flow control: a burst must fit socket buffers).
+use crate::transport::wire::{KBCAST_MAX, KREDUCE_MAX};
 /// How many past collectives a rank can resend.
 const RETAIN: usize = 256;
 /// Most bytes of past broadcasts a root keeps.
@@ -56,6 +56,8 @@ type Unfolded = BTreeMap<usize, (Signature, Vec<u8>)>;
 struct BcastIn {
     sig: Signature,
     nchunks: u32,
+    /// Its chunk size (see `wire::chunk_of`).
+    stride: usize,
     got: Bits,
     n_got: u32,
     buf: Vec<u8>,
@@ -105,7 +107,9 @@ pub(crate) fn kernel_fits(size: usize, sig: &Signature, bytes: usize) -> bool {
     match sig.coll {
         Coll::Barrier => true,
         Coll::Bcast => bytes > 0 && bytes <= KBCAST_MAX,
-        Coll::Allgather => bytes > 0 && bytes * (size - 1) <= KBCAST_MAX,
+        Coll::Allgather => {
+            bytes > 0 && bytes.checked_mul(size - 1).is_some_and(|b| b <= KBCAST_MAX)
+        }
         Coll::Reduce | Coll::Allreduce => {
             let (d, o) = fold_codes(sig);
             bytes > 0 && bytes <= KREDUCE_MAX && kernel_folds(o, d)
@@ -544,14 +548,15 @@ impl Udp {
         }
     }
 
-    /// Handles a kernel-path datagram (`RESULT`, unfolded `CONTRIB`, `BCAST`, `KNACK`).
+    /// Handles a kernel-path datagram (`RESULT`, unfolded `CONTRIB`, `BCAST`, `KNACK`), accepted
+    /// by `wire::classify` (chunks within the kernel path's limits; RESULTs and CONTRIBs within
+    /// the window of collectives).
     pub(super) fn on_kernel(
         &mut self,
-        h: &Header,
-        sig: Signature,
+        d: &Datagram,
         payload: std::ops::Range<usize>,
     ) -> Result<()> {
-        let src = h.src as usize;
+        let (h, src, sig) = (&d.h, d.src, d.sig);
         if matches!(h.kind, kind::RESULT | kind::CONTRIB) {
             self.wire.stats.kernel_datagrams_received += 1;
         }
@@ -568,39 +573,57 @@ impl Udp {
                     .or_default()
                     .insert(src, (sig, data));
             }
-            kind::BCAST => self.on_bcast(h, sig, payload),
+            kind::BCAST => self.on_bcast(d, payload),
             kind::KNACK => return self.on_knack(h),
             _ => self.wire.stats.foreign += 1,
         }
         Ok(())
     }
 
-    fn on_bcast(&mut self, h: &Header, sig: Signature, payload: std::ops::Range<usize>) {
-        let src = h.src as usize;
-        if self.ledger.sig_of(h.seq).is_some_and(|mine| mine != sig) {
-            self.ledger.mismatches.entry(h.seq).or_insert((src, sig));
-        }
-        let (len, total, chunk, nchunks) = (h.len as usize, h.total as usize, h.chunk, h.nchunks);
-        let off = chunk_offset(h);
-        let valid = off.is_some() && total <= KBCAST_MAX;
-        let m = self
-            .kern
-            .incoming
-            .entry((h.seq, src))
-            .or_insert_with(|| BcastIn {
-                sig,
-                nchunks,
-                got: Bits::new(nchunks),
-                n_got: 0,
-                buf: vec![0; if valid { total } else { 0 }],
-            });
-        if !valid || m.nchunks != nchunks || m.buf.len() != total {
+    fn on_bcast(&mut self, d: &Datagram, payload: std::ops::Range<usize>) {
+        let (h, src, sig) = (&d.h, d.src, d.sig);
+        let Some(c) = d.chunk else {
+            self.wire.stats.foreign += 1;
+            return;
+        };
+        let m = match self.kern.incoming.entry((h.seq, src)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                match crate::transport::wire::admit(
+                    &self.ledger,
+                    self.cur_seq,
+                    self.gather_blocks,
+                    h.seq,
+                    &sig,
+                    c.total,
+                ) {
+                    Admit::Take => e.insert(BcastIn {
+                        sig,
+                        nchunks: h.nchunks,
+                        stride: c.stride,
+                        got: Bits::new(h.nchunks),
+                        n_got: 0,
+                        buf: vec![0; c.total],
+                    }),
+                    Admit::Refuse => {
+                        self.wire.stats.foreign += 1;
+                        return;
+                    }
+                    Admit::Mismatch => {
+                        // The receiver reports it (`kbcast_recv`); the data is not needed.
+                        self.ledger.mismatches.entry(h.seq).or_insert((src, sig));
+                        return;
+                    }
+                }
+            }
+        };
+        if m.sig != sig || m.nchunks != h.nchunks || m.stride != c.stride || m.buf.len() != c.total
+        {
             self.wire.stats.foreign += 1;
             return;
         }
-        let off = off.unwrap_or(0);
-        if m.got.set(chunk) {
-            m.buf[off..off + len].copy_from_slice(&self.rx[payload]);
+        if m.got.set(h.chunk) {
+            m.buf[c.off..c.off + c.len].copy_from_slice(&self.rx[payload]);
             m.n_got += 1;
         }
     }
@@ -610,7 +633,7 @@ impl Udp {
         let map = self.bitmap(payload_range(h));
         let which: Vec<u32> = (0..64)
             .filter(|i| map & (1 << i) != 0)
-            .map(|i| h.chunk + i)
+            .filter_map(|i| h.chunk.checked_add(i))
             .collect();
         let ctx_of = |sig: Signature| Ctx { seq: h.seq, sig };
         if h.tag == 0 {

@@ -28,16 +28,34 @@ pub fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// The cargo profile this test binary was built with: the name of its target directory
+/// (`target/<profile>`), except `dev`, whose directory is `debug`.
+pub fn profile() -> String {
+    let dir = target_dir();
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("target dir name");
+    if name == "debug" { "dev" } else { name }.to_string()
+}
+
+/// Builds `what` (e.g. `["-p", "boadrun"]`) with the profile of this test binary, so the jobs run
+/// binaries built like the tests (release, or `checked` with overflow checks).
+pub fn cargo_build(what: &[&str]) {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.arg("build").args(what).args(["--profile", &profile()]);
+    assert!(
+        cmd.status().expect("run cargo build").success(),
+        "cargo build {what:?} --profile {}",
+        profile()
+    );
+}
+
 /// The `boadrun` of this profile, built if missing.
 pub fn boadrun() -> PathBuf {
     let p = target_dir().join("boadrun");
     if !p.exists() {
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-p", "boadrun"]);
-        if target_dir().ends_with("release") {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().expect("cargo build -p boadrun").success());
+        cargo_build(&["-p", "boadrun"]);
     }
     p
 }

@@ -47,8 +47,8 @@ use std::time::{Duration, Instant};
 use segment::{OpenError, Segment};
 
 use super::ledger::{check_peer, Ledger};
-use super::{Ctx, Stats, Transport};
-use crate::bootstrap::protocol::{Line, PeerEntry};
+use super::{wire, Ctx, Stats, Transport};
+use crate::bootstrap::protocol::{take_lines, Line, PeerEntry};
 use crate::bootstrap::JobInfo;
 use crate::config::Config;
 use crate::error::{CollectiveError, Error, Result, TransportError, UsageError};
@@ -128,7 +128,11 @@ fn sig_words(sig: &Signature) -> (u64, u64) {
     )
 }
 
+/// The call of [`sig_words`]; None for words no call makes (unknown codes, or the unused byte set).
 fn sig_from_words(w0: u64, w1: u64) -> Option<Signature> {
+    if (w0 >> 24) & 0xff != 0 {
+        return None;
+    }
     Signature::from_codes(
         w0 as u8,
         (w0 >> 8) as u8,
@@ -150,10 +154,145 @@ fn record(ctx: &Ctx, tag: u32, len: usize) -> [u8; REC] {
     h
 }
 
-fn word(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
+/// A record header as read from a ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// Collective.
+    pub seq: u32,
+    /// Step within it.
+    pub tag: u32,
+    /// The sender's call.
+    pub sig: Signature,
+    /// Payload bytes that follow.
+    pub len: usize,
+}
+
+/// Why a record header read from a ring is refused (the sender wrote garbage: the ring cannot be
+/// read further).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BadRecord {
+    /// Words that are not a call.
+    Call,
+    /// A payload longer than the call can need (see `wire::message_limit`).
+    Length(u64),
+}
+
+/// Decodes a record header of a transport whose allgathers move `gather_blocks` blocks at most.
+pub(crate) fn decode_record(h: &[u8; REC], gather_blocks: usize) -> Result<Record, BadRecord> {
+    let word = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&h[8 * i..8 * i + 8]);
+        u64::from_le_bytes(a)
+    };
+    let (w, len, w0, w1) = (word(0), word(1), word(2), word(3));
+    let sig = sig_from_words(w0, w1).ok_or(BadRecord::Call)?;
+    let fits = wire::message_limit(&sig, gather_blocks).is_some_and(|l| len <= l);
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|_| fits && len <= u64::from(u32::MAX))
+        .ok_or(BadRecord::Length(len))?;
+    Ok(Record {
+        seq: w as u32,
+        tag: (w >> 32) as u32,
+        sig,
+        len,
+    })
+}
+
+/// Reads what is available of the next message from `ring` into `inp` (the message being read
+/// from it, if its record header was read already): (whether anything was read, the message once
+/// it is whole). A record header that does not decode is an error (and consumed). A message's
+/// buffer is allocated whole up to `prealloc` bytes (the largest message of a call this rank
+/// made), and beyond that only as its bytes arrive.
+fn read_ring(
+    ring: &segment::Ring<'_>,
+    inp: &mut Option<InMsg>,
+    gather_blocks: usize,
+    prealloc: usize,
+) -> std::result::Result<(bool, Option<InMsg>), BadRecord> {
+    let mut read = false;
+    if inp.is_none() {
+        let mut h = [0u8; REC];
+        if !ring.read_exact(&mut h) {
+            return Ok((false, None));
+        }
+        read = true;
+        let r = decode_record(&h, gather_blocks)?;
+        *inp = Some(InMsg {
+            seq: r.seq,
+            tag: r.tag,
+            sig: r.sig,
+            len: r.len,
+            buf: Vec::with_capacity(r.len.min(prealloc)),
+        });
+    }
+    let Some(m) = inp.as_mut() else {
+        return Ok((read, None));
+    };
+    let missing = m.len - m.buf.len();
+    if missing > 0 {
+        let n = ring.read_into(&mut m.buf, missing);
+        read |= n > 0;
+        if n < missing {
+            return Ok((read, None));
+        }
+    }
+    Ok((read, inp.take()))
+}
+
+/// Fuzz and property-test harness of what a rank reads from shared memory a peer may have
+/// scribbled on: `data` overwrites a ring's control lines and data and the peer's block (abort
+/// slots, call slots, current collective) of a 2-rank segment with small rings; then the ring is
+/// read message by message, and the slots decoded. Panics on any inconsistency; returns how many
+/// messages came whole.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn exercise_segment(data: &[u8]) -> usize {
+    let Some((&[cap_sel, blocks, seq_lo, seq_hi, where_sel], rest)) = data.split_first_chunk()
+    else {
+        return 0;
+    };
+    let mut whole = 0;
+    // Rings start on 128-byte lines: a capacity of a multiple of 128 keeps them there.
+    let cap = 128usize << (cap_sel % 4);
+    let seg = Segment::scratch(2, cap).expect("map a scratch segment");
+    let (ring_at, ring_len) = seg.ring_span(1, 0);
+    let (block_at, block_len) = seg.block_span(1);
+    // First the ring (control lines and data), then the peer's block.
+    let (on_ring, on_block) = rest.split_at(rest.len().min(ring_len));
+    seg.scribble(ring_at, on_ring);
+    let shift = usize::from(where_sel) * 64 % block_len;
+    seg.scribble(block_at + shift, on_block);
+    let ring = seg.ring(1, 0);
+    let gather_blocks = usize::from(blocks % 8) + 1;
+    let prealloc = usize::from(blocks) << 12;
+    let mut inp = None;
+    for _ in 0..16 {
+        match read_ring(&ring, &mut inp, gather_blocks, prealloc) {
+            Ok((_, Some(m))) => {
+                assert_eq!(m.buf.len(), m.len);
+                let limit = wire::message_limit(&m.sig, gather_blocks).expect("limit");
+                assert!(m.len as u64 <= limit);
+                whole += 1;
+            }
+            Ok((false, None)) | Err(_) => break,
+            Ok((true, None)) => {}
+        }
+        assert!(inp.as_ref().is_none_or(|m| m.buf.len() <= m.len));
+        assert!(ring.available() <= cap);
+    }
+    let seq = u32::from_le_bytes([seq_lo, seq_hi, 0, 0]);
+    for i in 0..segment::ABORT_SLOTS as u32 {
+        if let Some((_, reason)) = seg.abort(1, seg.abort_count(1).wrapping_sub(i)) {
+            assert!(reason.len() <= 4 * 240);
+        }
+    }
+    if let Some((w0, w1)) = seg.call_of(1, seq) {
+        if let Some(sig) = sig_from_words(w0, w1) {
+            assert_eq!(sig_words(&sig), (w0, w1));
+        }
+    }
+    let _ = (seg.current(1), seg.heartbeat(1));
+    whole
 }
 
 /// A message not yet fully written into its ring.
@@ -174,7 +313,7 @@ struct Want {
 }
 
 /// A message being read from a ring.
-struct InMsg {
+pub(crate) struct InMsg {
     seq: u32,
     tag: u32,
     sig: Signature,
@@ -209,14 +348,13 @@ impl Launcher {
                 Err(_) => break,
             }
         }
-        let mut exits = Vec::new();
-        while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=nl).collect();
-            if let Some(Line::Exit { rank, code }) = Line::parse(&String::from_utf8_lossy(&line)) {
-                exits.push((rank, code));
-            }
-        }
-        exits
+        take_lines(&mut self.buf)
+            .into_iter()
+            .filter_map(|line| match line {
+                Some(Line::Exit { rank, code }) => Some((rank, code)),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -255,6 +393,11 @@ pub(crate) struct Shm {
     max_boost: u32,
     /// Run in every slow round of a wait (the hierarchical path: keeps the network level going).
     idle_hook: Option<super::hier::Service>,
+    /// Blocks of the largest message of an allgather on this transport (see
+    /// `wire::message_limit`): its size, or what [`Shm::set_gather_blocks`] says.
+    gather_blocks: usize,
+    /// The largest message a call of this rank needs (see [`read_ring`]).
+    prealloc: usize,
 }
 
 impl Shm {
@@ -350,6 +493,8 @@ impl Shm {
             boost: 0,
             max_boost: if crowded { 0 } else { MAX_BOOST },
             idle_hook: None,
+            gather_blocks: size,
+            prealloc: 0,
         };
         t.read_launcher();
         Ok(t)
@@ -457,42 +602,26 @@ impl Shm {
         let mut read = false;
         let mut got = None;
         loop {
-            if self.inp[src].is_none() {
-                let mut h = [0u8; REC];
-                if !ring.read_exact(&mut h) {
-                    break;
-                }
-                read = true;
-                let (w0, w1) = (word(&h, 16), word(&h, 24));
-                let len = word(&h, 8) as usize;
-                let Some(sig) = sig_from_words(w0, w1) else {
-                    return Err(CollectiveError::Protocol {
-                        rank: self.rank,
-                        call: "reading shared memory".into(),
-                        what: format!("rank {src} wrote a message with an unknown call"),
-                    }
-                    .into());
-                };
-                self.inp[src] = Some(InMsg {
-                    seq: word(&h, 0) as u32,
-                    tag: (word(&h, 0) >> 32) as u32,
-                    sig,
-                    len,
-                    buf: Vec::with_capacity(len),
-                });
-            }
-            let Some(m) = self.inp[src].as_mut() else {
-                break;
-            };
-            let missing = m.len - m.buf.len();
-            if missing > 0 {
-                let n = ring.read_into(&mut m.buf, missing);
-                read |= n > 0;
-                if n < missing {
-                    break;
-                }
-            }
-            let Some(m) = self.inp[src].take() else {
+            let (r, whole) =
+                read_ring(&ring, &mut self.inp[src], self.gather_blocks, self.prealloc).map_err(
+                    |bad| -> Error {
+                        CollectiveError::Protocol {
+                            rank: self.rank,
+                            call: "reading shared memory".into(),
+                            what: match bad {
+                                BadRecord::Call => {
+                                    format!("rank {src} wrote a message with an unknown call")
+                                }
+                                BadRecord::Length(len) => format!(
+                            "rank {src} wrote a message of {len} bytes, more than its call needs"
+                        ),
+                            },
+                        }
+                        .into()
+                    },
+                )?;
+            read |= r;
+            let Some(m) = whole else {
                 break;
             };
             self.consumed[src] += 1;
@@ -581,6 +710,12 @@ impl Shm {
             }
             self.peers[r].aborts_seen = n;
         }
+    }
+
+    /// Sets how many blocks the largest message of an allgather on this transport holds (its size
+    /// by default): on the hierarchical path a host's leader sends it the whole job's result.
+    pub fn set_gather_blocks(&mut self, blocks: usize) {
+        self.gather_blocks = blocks;
     }
 
     /// Sets what every slow round of a wait runs besides this transport's own checks.
@@ -765,6 +900,10 @@ impl Transport for Shm {
 
     fn begin(&mut self, ctx: &Ctx) -> Result<()> {
         self.ledger.start(ctx);
+        let need = wire::message_limit(&ctx.sig, self.gather_blocks)
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0);
+        self.prealloc = self.prealloc.max(need);
         let (w0, w1) = sig_words(&ctx.sig);
         self.seg.publish_call(self.rank, ctx.seq, w0, w1);
         self.seg.beat(self.rank);
@@ -912,5 +1051,79 @@ impl Transport for Shm {
 
     fn path(&self) -> crate::Path {
         crate::Path::Shm
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Coll, DType, Op};
+    use proptest::prelude::*;
+
+    fn ctx(coll: Coll, count: u64) -> Ctx {
+        Ctx {
+            seq: 7,
+            sig: Signature {
+                coll,
+                op: (coll == Coll::Allreduce).then_some(Op::Sum),
+                dtype: Some(DType::I32),
+                count,
+                root: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn records_decode_within_their_call() {
+        let c = ctx(Coll::Allreduce, 10);
+        let r = decode_record(&record(&c, 3, 40), 4).expect("a good record");
+        assert_eq!((r.seq, r.tag, r.sig, r.len), (7, 3, c.sig, 40));
+        assert_eq!(
+            decode_record(&record(&c, 3, 41), 4),
+            Err(BadRecord::Length(41))
+        );
+        let g = ctx(Coll::Allgather, 10);
+        assert!(decode_record(&record(&g, 0, 160), 4).is_ok());
+        assert_eq!(
+            decode_record(&record(&g, 0, 161), 4),
+            Err(BadRecord::Length(161))
+        );
+        let mut bad = record(&c, 3, 40);
+        bad[19] = 1; // the unused byte of the call's first word
+        assert_eq!(decode_record(&bad, 4), Err(BadRecord::Call));
+        let mut huge = record(&ctx(Coll::Allgather, u64::MAX / 2), 0, 0);
+        huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(decode_record(&huge, 4), Err(BadRecord::Length(u64::MAX)));
+    }
+
+    #[test]
+    fn a_ring_with_garbage_positions_is_read_without_overflow() {
+        let seg = segment::Segment::scratch(2, 128).expect("scratch segment");
+        let (at, _) = seg.ring_span(1, 0);
+        // head (consumer line, 128 bytes on) at the top of u64, tail (producer line) past the wrap.
+        seg.scribble(at, &16u64.to_le_bytes());
+        seg.scribble(at + 128, &(u64::MAX - 20).to_le_bytes());
+        let ring = seg.ring(1, 0);
+        assert_eq!(ring.available(), 37);
+        let mut inp = None;
+        // A record header read across the wrap of the positions (refused or not), never a panic.
+        let _ = read_ring(&ring, &mut inp, 2, 64);
+        assert_eq!(ring.available(), 5);
+    }
+
+    #[test]
+    fn the_fuzz_seed_reaches_a_whole_message() {
+        let seed = include_bytes!("../../../../fuzz/seeds/shm_segment/one-message");
+        assert_eq!(exercise_segment(seed), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn any_record_bytes(bytes in proptest::array::uniform32(any::<u8>()), blocks in 1usize..64) {
+            if let Ok(r) = decode_record(&bytes, blocks) {
+                let limit = wire::message_limit(&r.sig, blocks).expect("limit");
+                prop_assert!(r.len as u64 <= limit && r.len as u64 <= u64::from(u32::MAX));
+            }
+        }
     }
 }

@@ -392,10 +392,10 @@ impl Segment {
         b.status.0.cur.store(u64::from(seq) + 1, Ordering::Release);
     }
 
-    /// The collective `r` started last, if any.
+    /// The collective `r` started last, if any (None too for a value no rank writes).
     pub fn current(&self, r: usize) -> Option<u32> {
         let c = self.block(r).status.0.cur.load(Ordering::Acquire);
-        c.checked_sub(1).map(|s| s as u32)
+        c.checked_sub(1).and_then(|s| u32::try_from(s).ok())
     }
 
     /// `r`'s call for collective `seq`, if `r` started it and still remembers it.
@@ -606,20 +606,20 @@ impl Ring<'_> {
             return None;
         }
         let n = body.len().min(free - head.len());
+        // Positions wrap (a peer that scribbled on the ring's words must not make this overflow).
         self.put(tail, head);
-        self.put(tail + head.len() as u64, &body[..n]);
-        self.ctl
-            .prod
-            .0
-            .tail
-            .store(tail + (head.len() + n) as u64, Ordering::Release);
+        self.put(tail.wrapping_add(head.len() as u64), &body[..n]);
+        self.ctl.prod.0.tail.store(
+            tail.wrapping_add((head.len() + n) as u64),
+            Ordering::Release,
+        );
         Some(n)
     }
 
     /// Counts one more message queued for this ring (producer side, before it is written).
     pub fn count_queued(&self) {
         let q = &self.ctl.prod.0.queued;
-        q.store(q.load(Ordering::Relaxed) + 1, Ordering::Release);
+        q.store(q.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
     }
 
     /// Messages the producer has queued so far.
@@ -637,7 +637,7 @@ impl Ring<'_> {
         self.ctl
             .cons
             .0
-            .store(head + out.len() as u64, Ordering::Release);
+            .store(head.wrapping_add(out.len() as u64), Ordering::Release);
         true
     }
 
@@ -654,8 +654,54 @@ impl Ring<'_> {
         // SAFETY: `get` initialised the first `n` bytes of the spare capacity, which holds at least
         // `n` bytes after `reserve(n)`.
         unsafe { v.set_len(v.len() + n) };
-        self.ctl.cons.0.store(head + n as u64, Ordering::Release);
+        self.ctl
+            .cons
+            .0
+            .store(head.wrapping_add(n as u64), Ordering::Release);
         n
+    }
+}
+
+/// For tests and fuzzing: a private segment of any size and ring capacity, and a way to write any
+/// bytes anywhere in it (what a peer that writes garbage can do).
+#[cfg(any(test, feature = "fuzzing"))]
+impl Segment {
+    /// A private segment for `size` ranks with rings of `cap` bytes (a multiple of 128, so rings
+    /// stay on their lines), without a file.
+    pub fn scratch(size: usize, cap: usize) -> io::Result<Segment> {
+        assert!(cap.is_multiple_of(128), "ring capacity {cap}");
+        let map: MmapRaw = MmapOptions::new()
+            .len(total_bytes(size, cap))
+            .map_anon()?
+            .into();
+        Ok(Segment {
+            map,
+            size,
+            cap,
+            _file: None,
+        })
+    }
+
+    /// Copies `bytes` into the mapping from `off` on, wrapping around its end.
+    pub fn scribble(&self, off: usize, bytes: &[u8]) {
+        let len = self.map.len();
+        for (i, b) in bytes.iter().enumerate() {
+            let at = (off.wrapping_add(i)) % len;
+            // SAFETY: `at < len`, inside the mapping; the tests that call this use the segment
+            // from one thread, so nothing reads these bytes (as atomics or otherwise) meanwhile.
+            unsafe { self.map.as_mut_ptr().add(at).write(*b) };
+        }
+    }
+
+    /// Where rank `r`'s block starts, and its length.
+    pub fn block_span(&self, r: usize) -> (usize, usize) {
+        (HEADER_BYTES + r * RANK_BYTES, RANK_BYTES)
+    }
+
+    /// Where the ring from `src` to `dst` starts (its control lines, then its data), and its
+    /// length.
+    pub fn ring_span(&self, src: usize, dst: usize) -> (usize, usize) {
+        (self.ring_offset(src, dst), RING_CTL_BYTES + self.cap)
     }
 }
 

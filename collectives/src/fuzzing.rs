@@ -1,0 +1,52 @@
+//! Entry points for the fuzz targets (`fuzz/`, feature `fuzzing`): each feeds arbitrary bytes to
+//! one decoder of what boad reads from outside and panics on any inconsistency. Not an API.
+
+/// UDP datagrams: classification (header, source address, chunk offsets, sizes) and the receive
+/// path's admission and message assembly.
+pub fn udp_datagrams(data: &[u8]) {
+    let _ = crate::transport::udp::exercise_datagrams(data);
+}
+
+/// Rendezvous lines, as the ranks and the launcher read them.
+pub fn rendezvous_lines(data: &[u8]) {
+    crate::bootstrap::protocol::exercise_lines(data);
+}
+
+/// A shared-memory segment a peer scribbled on: record headers and messages read from a ring,
+/// abort slots, call slots.
+pub fn shm_segment(data: &[u8]) {
+    let _ = crate::transport::shm::exercise_segment(data);
+}
+
+/// The eBPF programs' per-CPU counters read back by userspace.
+pub fn kernel_counters(data: &[u8]) {
+    crate::kernel_readback::exercise_counters(data);
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        // The fuzz targets' harnesses on random input, so a plain `cargo test` runs them too.
+        #[test]
+        fn udp_datagrams(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            super::udp_datagrams(&data);
+        }
+
+        #[test]
+        fn rendezvous_lines(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            super::rendezvous_lines(&data);
+        }
+
+        #[test]
+        fn shm_segment(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            super::shm_segment(&data);
+        }
+
+        #[test]
+        fn kernel_counters(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+            super::kernel_counters(&data);
+        }
+    }
+}

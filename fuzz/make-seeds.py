@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Writes the seed inputs of the fuzz targets into fuzz/seeds/<target>/: well-formed inputs, so
+that a short run starts from the deep paths (accepted chunks, whole messages, parsed lines) and
+mutates from there. scripts/fuzz.sh copies them into a fresh corpus for every run."""
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+JOB = 0x0B0AD0B0AD0B0AD0  # the job key of the udp_datagrams harness
+MAGIC = struct.unpack("<I", b"BOAD")[0]
+HDR = "<IBBBBBBHIQIIIIIIQIIII"  # boad_common::Header, 72 bytes
+
+
+def header(kind, src, dst, seq, chunk, nchunks, count, length, total, msg=0, tag=0,
+           coll=1, op=255, dtype=4, root=0, comm=0, job=JOB):
+    return struct.pack(HDR, MAGIC, 1, kind, coll, op, dtype, 0, 0, src, job, comm, seq, tag, msg,
+                       chunk, nchunks, count, root, length, total, dst)
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "seeds", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def udp():
+    # size 3 (size_sel 1), rank 1, calls 0..=3, counts 16 * (seq + 1), plausible headers.
+    prefix = bytes([1, 1, 3, 16, 3])
+
+    def rec(b, frm=2):
+        return struct.pack("<H", len(b)) + bytes([frm]) + b
+
+    # A bcast of 64 bytes for collective 3 (16 * 4), in two chunks of 32, from rank 2.
+    c0 = header(1, 2, 1, 3, 0, 2, 64, 32, 64) + bytes(range(32))
+    c1 = header(1, 2, 1, 3, 1, 2, 64, 32, 64) + bytes(range(32, 64))
+    write("udp_datagrams", "two-chunks", prefix + rec(c1) + rec(c0) + rec(c0))
+    # One chunk each of several kinds, and one from a stranger's address.
+    ack = header(2, 2, 1, 3, 5, 0, 64, 8, 0) + struct.pack("<Q", 0xF0F0)
+    status = header(4, 0, 1, 2, 0, 0, 48, 3, 0) + b"why"
+    bcast = header(18, 0, 1, 4, 0, 1, 80, 80, 80) + bytes(80)
+    write("udp_datagrams", "kinds", prefix + rec(ack) + rec(status, 0) + rec(bcast, 0) + rec(c0, 3))
+
+
+def lines():
+    write("rendezvous_lines", "table",
+          b"TABLE 2\n0 0 127.0.0.1 4000\n1 1 ::1 4001\nKERNEL 5000 LEADERS\nEND\n"
+          b"EXIT 1 137\nABORT rank 2 exited\n")
+    write("rendezvous_lines", "hello", b"HELLO 3 1 198.18.0.2 40000\n")
+
+
+def shm():
+    # cap 128, 3 gather blocks, seq 7; the ring (1 -> 0): producer line (tail, queued) 128 bytes,
+    # consumer line (head) 128 bytes, then data: one allreduce record of 8 bytes and its payload.
+    w0 = 3 | (0 << 8) | (2 << 16)  # allreduce, sum, i32, root 0
+    record = struct.pack("<IIQQQ", 7, 0, 8, w0, 2)
+    tail = len(record) + 8
+    ctl = struct.pack("<QQ", tail, 1).ljust(128, b"\0") + struct.pack("<Q", 0).ljust(128, b"\0")
+    data = (record + bytes(range(8))).ljust(128, b"\0")
+    write("shm_segment", "one-message", bytes([0, 2, 7, 0, 0]) + ctl + data)
+
+
+def counters():
+    write("kernel_counters", "two-cpus", bytes([2]) + b"".join(
+        struct.pack("<Q", (i * 0x1111) if i % 3 else 0xFFFFFFFFFFFFFFF0) for i in range(26)))
+
+
+if __name__ == "__main__":
+    udp()
+    lines()
+    shm()
+    counters()
