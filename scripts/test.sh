@@ -47,6 +47,19 @@ bash ffi/gen-header.sh --check
 step "cargo test --release --workspace"
 cargo test --release --workspace
 
+# The decoders and the multi-process jobs once more with overflow checks and debug assertions on
+# (the `checked` profile): a release build would wrap silently where a hostile datagram overflows.
+step "library tests with overflow checks (checked profile)"
+cargo test --profile checked -p boad --lib
+step "multi-process tests with overflow checks (checked profile; a subset)"
+cargo test --profile checked -p boad-tests --test multirank -- --exact \
+    hostile_datagrams_are_refused_during_collectives foreign_datagrams_are_ignored loss_20_percent \
+    mismatched_calls_are_errors_on_every_rank matrix_4_ranks shm_matrix_4_ranks \
+    kernel_matrix_on_lo_4_ranks kernel_random_cases_with_20_percent_loss_on_a_virtual_cluster
+
+step "fuzz targets (scripts/fuzz.sh, 20 s each)"
+bash scripts/fuzz.sh 20
+
 step "eBPF programs in network namespaces (tests-privileged)"
 (cd tests-privileged && cargo clippy --all-targets -- -D warnings && cargo test --release)
 
