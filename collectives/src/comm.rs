@@ -3,8 +3,9 @@
 use crate::algorithms;
 use crate::bootstrap::{self, JobInfo};
 use crate::config::{Config, TransportKind};
-use crate::error::{Result, UsageError};
+use crate::error::{Result, TransportError, UsageError};
 use crate::transport::hier::Hier;
+use crate::transport::pulse::{Pulse, PulseSocket, PulseState};
 use crate::transport::shm::Shm;
 use crate::transport::udp::Udp;
 use crate::transport::{Ctx, Stats, Transport};
@@ -85,6 +86,10 @@ pub struct Communicator {
     seq: u32,
     last_path: Option<Path>,
     finalized: bool,
+    /// Where this rank is, for the liveness thread.
+    pulse_state: PulseState,
+    /// The liveness thread (ranks that use the network); ends when the communicator is dropped.
+    _pulse: Option<Pulse>,
 }
 
 /// Joins the job this process belongs to (or a job of one rank when not started by `boadrun`).
@@ -101,7 +106,20 @@ impl Communicator {
         // Every rank binds a socket: its port goes into the job table, and until the table is in
         // nobody knows whether the job fits on one host.
         let (sock, port) = Udp::bind(info.rank, info.bind)?;
-        let joined = bootstrap::rendezvous(&info, port, cfg.timeout)?;
+        // ... and its liveness socket (see `transport::pulse`), for the ranks that will use the
+        // network.
+        let pulse_sock = if info.size > 1 {
+            let (s, p) = PulseSocket::bind(info.bind).map_err(|source| TransportError::Io {
+                rank: info.rank,
+                what: "binding the liveness socket",
+                source,
+            })?;
+            Some((s, p))
+        } else {
+            None
+        };
+        let pulse_port = pulse_sock.as_ref().map_or(0, |(_, p)| *p);
+        let joined = bootstrap::rendezvous(&info, port, pulse_port, cfg.timeout)?;
         let one_host = joined.table.iter().all(|e| e.host_id == info.host_id);
         // Some host has several ranks (fewer leaders than ranks): the launcher's test for filling
         // the kernel path's leaders communicator too.
@@ -134,6 +152,31 @@ impl Communicator {
         };
         // The leaders' communicator, for the hierarchical path's network level.
         let leaders_kernel = kernel.filter(|_| joined.kernel_leaders);
+        // Ranks that talk over the network answer their peers' PINGs from a thread of their own.
+        let uses_net = match choice {
+            Choice::Udp => true,
+            Choice::Hier => bootstrap::host_leaders(&joined.table).contains(&info.rank),
+            Choice::Shm => false,
+        };
+        let pulse_state = PulseState::default();
+        let pulse = match pulse_sock {
+            Some((s, _)) if uses_net => {
+                let peers = joined
+                    .table
+                    .iter()
+                    .map(|e| std::net::SocketAddr::new(e.ip, e.port))
+                    .collect();
+                Some(
+                    s.start(info.job, info.rank, peers, pulse_state.clone())
+                        .map_err(|source| TransportError::Io {
+                            rank: info.rank,
+                            what: "starting the liveness thread",
+                            source,
+                        })?,
+                )
+            }
+            _ => None,
+        };
         let transport: Box<dyn Transport> = match choice {
             Choice::Shm => {
                 drop(sock);
@@ -177,6 +220,8 @@ impl Communicator {
             seq: 0,
             last_path: None,
             finalized: false,
+            pulse_state,
+            _pulse: pulse,
         })
     }
 
@@ -234,8 +279,10 @@ impl Communicator {
     ) -> Result<()> {
         let ctx = Ctx { seq: self.seq, sig };
         self.seq = self.seq.wrapping_add(1);
+        self.pulse_state.enter(ctx.seq);
         let t = self.transport.as_mut();
         let r = t.begin(&ctx).and_then(|()| body(t, &ctx));
+        self.pulse_state.leave(ctx.seq);
         match r {
             Ok(()) => {
                 t.end(&ctx);

@@ -21,8 +21,10 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "BOAD_TIMEOUT_MS",
         default: "60000",
-        meaning: "how long a peer this rank waits for may send nothing (not even an answer to a \
-                  probe) before it is reported as a Timeout naming it",
+        meaning: "how long a peer this rank waits for may stay silent: past it, a peer that is alive \
+                  (busy outside boad) is waited for with a warning naming it every BOAD_TIMEOUT_MS, \
+                  and one that shows no sign of life (lost network, stopped process) is a Timeout \
+                  error naming it",
     },
     Setting {
         name: "BOAD_CHUNK_BYTES",

@@ -29,6 +29,11 @@ pub mod kind {
     pub const STATUS: u8 = 4;
     /// A collective failed on the sender; the payload is a UTF-8 reason.
     pub const ABORT: u8 = 5;
+    /// To a rank's liveness socket: "are you alive, and where are you?" (no payload).
+    pub const PING: u8 = 6;
+    /// Answer to a PING, from the liveness socket: `seq` is the collective the rank started last,
+    /// `flags::INSIDE` set while it is inside it (no payload).
+    pub const PONG: u8 = 7;
     /// Kernel path: a contribution to an in-kernel reduction.
     pub const CONTRIB: u8 = 16;
     /// Kernel path: the folded result of an in-kernel reduction.
@@ -52,6 +57,10 @@ pub mod flags {
     /// CONTRIB: the kernel path's XDP program passes it to the socket unfolded and untouched
     /// (counter `kernel::counter::BYPASSED`): the runtime's fallback to a userspace fold.
     pub const BYPASS: u8 = 8;
+    /// PONG: the rank is inside collective `seq` (else it finished it, or has started none).
+    pub const INSIDE: u8 = 16;
+    /// PONG: the rank has started a collective (`seq` is meaningful).
+    pub const STARTED: u8 = 32;
 }
 
 /// Collective kind codes (the `coll` field of [`Header`]).

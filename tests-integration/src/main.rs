@@ -18,7 +18,12 @@
 //!   collective must still work.
 //! - `exit-mid RANK`: RANK exits with status 3 before an allreduce; the others must get an error
 //!   naming it.
-//! - `hang RANK`: RANK sleeps 30 s before an allreduce; the others must time out naming it.
+//! - `freeze RANK`: RANK stops itself (SIGSTOP) before an allreduce: alive to the kernel, it answers
+//!   nothing; the others must time out naming it.
+//! - `cut RANK`: RANK's host loses its network (`ip link set eth0 down`, in a virtual cluster)
+//!   before an allreduce; the others must time out naming it.
+//! - `busy RANK [MS]`: RANK computes outside boad for MS ms (default 3000) between two allreduces;
+//!   the others wait for it (warning that they do) and every rank prints `busy ok`.
 //! - `kill-mid RANK [ELEMS]`: RANK SIGKILLs itself while allreduces of ELEMS i32 (default 1 Mi: 4 MiB)
 //!   run; the others must fail.
 //! - `kernel-proof`: on the kernel path, the paths each collective takes, flow control of back-to-back
@@ -839,17 +844,28 @@ fn main() -> ExitCode {
         }
         "hostile" => hostile::run(&mut comm, &matrix_cases(size, chunk, true)),
         "mismatch" => expect_errors(&mut comm),
-        "exit-mid" | "hang" => {
+        "exit-mid" | "freeze" | "cut" => {
             let mut v = [1u64; 100];
             if let Err(e) = comm.allreduce_in_place(&mut v, Op::Sum) {
                 eprintln!("rank {}: first allreduce failed: {e}", comm.rank());
                 return ExitCode::from(2);
             }
             if comm.rank() == victim {
-                if mode == "exit-mid" {
-                    std::process::exit(3);
+                match mode {
+                    "exit-mid" => std::process::exit(3),
+                    // Stopped: alive to the kernel, but it answers nothing any more.
+                    // SAFETY: raise has no memory-safety preconditions.
+                    "freeze" => unsafe {
+                        libc::raise(libc::SIGSTOP);
+                    },
+                    // Its host loses its network (the rank runs as root in its namespace).
+                    _ => {
+                        let down = std::process::Command::new("ip")
+                            .args(["link", "set", "eth0", "down"])
+                            .status();
+                        eprintln!("rank {}: eth0 down: {down:?}", comm.rank());
+                    }
                 }
-                std::thread::sleep(std::time::Duration::from_secs(30));
             }
             match comm.allreduce_in_place(&mut v, Op::Sum) {
                 Ok(()) => {
@@ -864,6 +880,34 @@ fn main() -> ExitCode {
                     ExitCode::from(4)
                 }
             }
+        }
+        "busy" => {
+            // RANK computes outside boad for MS milliseconds between two collectives: the others
+            // wait for it (warning that they do) and every result is exact.
+            let ms = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3000);
+            let mut v = [comm.rank() as u64 + 1; 100];
+            let n = size as u64;
+            for round in 0..2 {
+                if round == 1 && comm.rank() == victim {
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                }
+                let mut w = v;
+                if let Err(e) = comm.allreduce_in_place(&mut w, Op::Sum) {
+                    eprintln!("rank {}: allreduce {round} failed: {e}", comm.rank());
+                    return ExitCode::from(2);
+                }
+                if w != [n * (n + 1) / 2; 100] {
+                    println!("rank {}: allreduce {round}: wrong result {:?}", comm.rank(), &w[..4]);
+                    return ExitCode::from(1);
+                }
+                v = [comm.rank() as u64 + 1; 100];
+            }
+            if let Err(e) = comm.barrier() {
+                eprintln!("rank {}: barrier failed: {e}", comm.rank());
+                return ExitCode::from(2);
+            }
+            println!("rank {}: busy ok", comm.rank());
+            ExitCode::SUCCESS
         }
         "kill-mid" => {
             let elems = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1 << 20);

@@ -359,6 +359,35 @@ fn a_rank_exiting_mid_job_fails_the_others_naming_it() {
     assert!(job.secs < 30.0, "took {:.1} s", job.secs);
 }
 
+/// A rank (not a leader) computes outside boad for 3.5 s between two allreduces, and with the
+/// kernel path between the leaders, a leader (rank 2) does: the others wait, warning, and all are
+/// exact.
+#[test]
+fn a_rank_busy_outside_boad_is_waited_for() {
+    if !root() {
+        return;
+    }
+    for (transport, busy) in [("shm", "1"), ("auto", "2")] {
+        let job = run(
+            transport,
+            2,
+            4,
+            &[],
+            &["busy", busy, "3500"],
+            &[("BOAD_TIMEOUT_MS", "1000")],
+        );
+        job.assert_ok();
+        let (out, err) = (job.stdout(), job.stderr());
+        assert_eq!(out.matches("busy ok").count(), 4, "{out}\n{err}");
+        assert!(job.secs >= 3.5, "not busy: {:.1} s", job.secs);
+        let warnings = err
+            .lines()
+            .filter(|l| l.contains(&format!("still waiting for rank {busy}")) && l.contains("is alive"))
+            .count();
+        assert!(warnings >= 2, "{transport}: {warnings} warnings naming rank {busy}:\n{err}");
+    }
+}
+
 #[test]
 fn a_silent_rank_times_out_naming_it() {
     if !root() {
@@ -371,7 +400,7 @@ fn a_silent_rank_times_out_naming_it() {
         3,
         9,
         &["--kill-grace-ms", "500"],
-        &["hang", "1"],
+        &["freeze", "1"],
         &[("BOAD_TIMEOUT_MS", "1500")],
     );
     let err = job.stderr();

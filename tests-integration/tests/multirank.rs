@@ -237,21 +237,113 @@ fn exit_mid_on(transport: &str) {
 
 #[test]
 fn a_silent_rank_times_out_naming_it() {
-    silent_on("udp");
+    silent_on("udp", &[]);
 }
 
-fn silent_on(transport: &str) {
+/// Rank 1 stops (SIGSTOP) before an allreduce: alive to the kernel, it answers nothing, not even
+/// its liveness socket; every other rank must report it within a bound.
+fn silent_on(transport: &str, launcher: &[&str]) {
+    let mut args = vec!["--kill-grace-ms", "500"];
+    args.extend_from_slice(launcher);
     let job = run_on(
         transport,
         3,
-        &["--kill-grace-ms", "500"],
-        &["hang", "1"],
+        &args,
+        &["freeze", "1"],
         &[("BOAD_TIMEOUT_MS", "1500")],
         LIMIT,
     );
     let err = job.stderr();
     assert_ne!(job.code(), Some(0), "{err}");
-    assert!(err.contains("rank 1 sent nothing"), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("error as expected"))
+        .collect();
+    assert_eq!(lines.len(), 2, "ranks 0 and 2 fail:\n{err}");
+    // Rank 0 waits for rank 1 itself; rank 2 may wait for rank 0, which passes the error on.
+    assert!(
+        lines.iter().any(|l| l.contains("rank 1 sent nothing")),
+        "{err}"
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("rank 1 sent nothing")
+            || l.contains("failed on rank 0")),
+        "{err}"
+    );
+    assert!(job.secs < 25.0, "took {:.1} s", job.secs);
+}
+
+/// Rank 1 computes outside boad for 3.5 s, over twice the timeout, between two allreduces: the
+/// others wait for it, warning every timeout, and every result is exact.
+fn busy_on(transport: &str, n: usize, launcher: &[&str]) {
+    let job = run_on(
+        transport,
+        n,
+        launcher,
+        &["busy", "1", "3500"],
+        &[("BOAD_TIMEOUT_MS", "1000")],
+        LIMIT,
+    );
+    job.assert_ok();
+    let (out, err) = (job.stdout(), job.stderr());
+    assert_eq!(out.matches("busy ok").count(), n, "{out}\n{err}");
+    assert!(job.secs >= 3.5, "rank 1 was not busy: {:.1} s", job.secs);
+    let warnings = err
+        .lines()
+        .filter(|l| l.contains("still waiting for rank 1") && l.contains("is alive"))
+        .count();
+    assert!(warnings >= 2, "{warnings} warnings naming rank 1:\n{err}");
+    assert!(!err.contains("sent nothing for") || err.contains("is alive"), "{err}");
+}
+
+#[test]
+fn a_rank_busy_outside_boad_is_waited_for() {
+    busy_on("udp", 3, &[]);
+}
+
+#[test]
+fn shm_a_rank_busy_outside_boad_is_waited_for() {
+    busy_on("shm", 3, &[]);
+}
+
+#[test]
+fn kernel_a_rank_busy_outside_boad_is_waited_for() {
+    if root() {
+        busy_on("kernel", 3, &[]);
+    }
+}
+
+#[test]
+fn kernel_a_silent_rank_times_out_naming_it() {
+    if root() {
+        silent_on("kernel", &[]);
+    }
+}
+
+/// Rank 1's host loses its network before an allreduce (one rank per host): rank 0, which waits
+/// for it, must report it silent within a bound, though its process lives on (rank 1 waits longer:
+/// its own timeout is 20 s, so it is still there, unheard, when the others give up).
+#[test]
+fn a_rank_whose_network_is_lost_times_out_naming_it() {
+    if !root() {
+        return;
+    }
+    let mut cmd = Command::new(boadrun());
+    cmd.args(["--hosts", "3", "--kill-grace-ms", "500", "-n", "3", "sh", "-c"])
+        .arg("if [ \"$BOAD_RANK\" = 1 ]; then export BOAD_TIMEOUT_MS=20000; fi; exec \"$CHECK\" cut 1")
+        .env("CHECK", env!("CARGO_BIN_EXE_boad-check"));
+    let job = run_cmd(cmd, "udp", &[("BOAD_TIMEOUT_MS", "1500")], LIMIT);
+    let err = job.stderr();
+    assert_ne!(job.code(), Some(0), "{err}");
+    assert!(
+        err.contains("rank 1: eth0 down: Ok(ExitStatus(unix_wait_status(0)))"),
+        "{err}"
+    );
+    let rank0 = err
+        .lines()
+        .find(|l| l.starts_with("rank 0: error as expected"))
+        .unwrap_or_else(|| panic!("rank 0 did not fail:\n{err}"));
+    assert!(rank0.contains("rank 1 sent nothing"), "{err}");
     assert!(job.secs < 25.0, "took {:.1} s", job.secs);
 }
 
@@ -353,7 +445,7 @@ fn shm_a_rank_exiting_mid_job_fails_the_others_naming_it() {
 
 #[test]
 fn shm_a_silent_rank_times_out_naming_it() {
-    silent_on("shm");
+    silent_on("shm", &[]);
 }
 
 #[test]

@@ -288,13 +288,21 @@ fn take_connection(fd: RawFd) -> Result<UnixStream, BootstrapError> {
     Ok(stream)
 }
 
-/// Says HELLO with this rank's UDP address and reads the job table.
-pub fn rendezvous(info: &JobInfo, port: u16, timeout: Duration) -> Result<Joined, BootstrapError> {
+/// Says HELLO with this rank's UDP address (data `port`, liveness `pulse` port, 0 for none) and
+/// reads the job table.
+pub fn rendezvous(
+    info: &JobInfo,
+    port: u16,
+    pulse: u16,
+    timeout: Duration,
+) -> Result<Joined, BootstrapError> {
     let me = PeerEntry {
         rank: info.rank,
         host_id: info.host_id,
         ip: info.bind,
         port,
+        pulse,
+        pid: std::process::id(),
     };
     let Some(fd) = info.rendezvous else {
         return Ok(Joined {

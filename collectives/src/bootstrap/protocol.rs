@@ -5,9 +5,11 @@
 //! exists nowhere in the file system). The two sides exchange newline-terminated ASCII lines:
 //!
 //! ```text
-//! rank -> launcher   HELLO <rank> <host_id> <ip> <udp_port>
+//! rank -> launcher   HELLO <rank> <host_id> <ip> <udp_port> <pulse_port> <pid>
 //! launcher -> rank   TABLE <n>          (once all n ranks said HELLO)
-//!                    <rank> <host_id> <ip> <udp_port>     (n lines, ranks 0..n in order)
+//!                    <rank> <host_id> <ip> <udp_port> <pulse_port> <pid>
+//!                                       (n lines, ranks 0..n in order; `pulse_port`: the rank's
+//!                                       liveness socket, 0 if it has none; `pid`: its process id)
 //!                    KERNEL <trigger_port> [LEADERS]
 //!                                       (optional: the kernel path is attached; BCAST datagrams to
 //!                                       this port are cloned to every member of their communicator;
@@ -38,16 +40,21 @@ pub struct PeerEntry {
     pub ip: IpAddr,
     /// Port of the rank's UDP socket.
     pub port: u16,
+    /// Port of the rank's liveness socket on `ip` (answers whether the rank is alive and where it
+    /// is; 0 if it has none).
+    pub pulse: u16,
+    /// The rank's process id (on its host).
+    pub pid: u32,
 }
 
 /// A line of the protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Line {
-    /// `HELLO <rank> <host_id> <ip> <port>`
+    /// `HELLO <rank> <host_id> <ip> <port> <pulse> <pid>`
     Hello(PeerEntry),
     /// `TABLE <n>`
     Table(usize),
-    /// `<rank> <host_id> <ip> <port>` inside a table.
+    /// `<rank> <host_id> <ip> <port> <pulse> <pid>` inside a table.
     Entry(PeerEntry),
     /// `KERNEL <trigger_port> [LEADERS]`: the launcher attached the eBPF programs for this job.
     Kernel {
@@ -75,9 +82,9 @@ impl Line {
     /// The line as sent, with its trailing newline.
     pub fn format(&self) -> String {
         match self {
-            Line::Hello(e) => format!("HELLO {} {} {} {}\n", e.rank, e.host_id, e.ip, e.port),
+            Line::Hello(e) => format!("HELLO {}", Self::entry_words(e)),
             Line::Table(n) => format!("TABLE {n}\n"),
-            Line::Entry(e) => format!("{} {} {} {}\n", e.rank, e.host_id, e.ip, e.port),
+            Line::Entry(e) => Self::entry_words(e),
             Line::Kernel {
                 trigger_port,
                 leaders,
@@ -89,6 +96,13 @@ impl Line {
             Line::Abort(r) => format!("ABORT {}\n", r.replace('\n', " ")),
             Line::Exit { rank, code } => format!("EXIT {rank} {code}\n"),
         }
+    }
+
+    fn entry_words(e: &PeerEntry) -> String {
+        format!(
+            "{} {} {} {} {} {}\n",
+            e.rank, e.host_id, e.ip, e.port, e.pulse, e.pid
+        )
     }
 
     /// Parses one line (with or without its newline); `None` if it is not a protocol line: an
@@ -104,6 +118,8 @@ impl Line {
                 host_id: w.next()?.parse().ok()?,
                 ip: w.next()?.parse().ok()?,
                 port: w.next()?.parse().ok().filter(|&p| p != 0)?,
+                pulse: w.next()?.parse().ok()?,
+                pid: w.next()?.parse().ok().filter(|&p| p != 0)?,
             };
             w.next().is_none().then_some(e)
         };
@@ -194,6 +210,8 @@ mod tests {
             host_id: 1,
             ip: "10.0.0.2".parse().unwrap(),
             port: 4000,
+            pulse: 4001,
+            pid: 77,
         };
         for l in [
             Line::Hello(e.clone()),
@@ -221,13 +239,16 @@ mod tests {
     #[test]
     fn out_of_range_numbers_and_port_zero_are_not_lines() {
         for bad in [
-            "HELLO 1 2 127.0.0.1 0",
-            "HELLO 1 2 127.0.0.1 65536",
-            "HELLO 1 4294967296 127.0.0.1 4000",
-            "HELLO 99999999999999999999999 0 127.0.0.1 4000",
-            "HELLO 1 2 300.0.0.1 4000",
+            "HELLO 1 2 127.0.0.1 0 0 1",
+            "HELLO 1 2 127.0.0.1 65536 0 1",
+            "HELLO 1 4294967296 127.0.0.1 4000 0 1",
+            "HELLO 99999999999999999999999 0 127.0.0.1 4000 0 1",
+            "HELLO 1 2 300.0.0.1 4000 0 1",
             "HELLO 1 2 127.0.0.1 4000 5",
-            "3 1 ::1 0",
+            "HELLO 1 2 127.0.0.1 4000 5 0",
+            "HELLO 1 2 127.0.0.1 4000 5 6 7",
+            "HELLO 1 2 127.0.0.1 4000 70000 6",
+            "3 1 ::1 0 0 1",
             "KERNEL 0",
             "KERNEL -1",
             "EXIT 1 2147483648",

@@ -269,6 +269,7 @@ impl Hier {
         .map_err(|e| e.renumber(&global_local, &note_local))?;
         // An allgather ends with a bcast of every rank's block inside each host.
         local.set_gather_blocks(table.len());
+        local.set_job_ranks(members.clone());
         let local = Arc::new(Mutex::new(local));
 
         let net = if is_leader {
@@ -280,6 +281,7 @@ impl Hier {
             if let Some(trigger) = kernel {
                 udp.enable_kernel(trigger, boad_common::kernel::comm::LEADERS);
             }
+            udp.set_job_ranks(leaders.clone());
             // The leaders' allgather gathers slabs of a host's blocks, padded to the largest host.
             udp.set_gather_blocks(layout.hosts.len() * layout.max_local());
             Some(Arc::new(Mutex::new(udp)))
@@ -592,6 +594,8 @@ mod tests {
                 host_id,
                 ip: std::net::IpAddr::from([127, 0, 0, 1]),
                 port: 1000 + rank as u16,
+                pulse: 0,
+                pid: 1,
             })
             .collect()
     }

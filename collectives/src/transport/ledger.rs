@@ -208,33 +208,98 @@ impl Ledger {
     }
 }
 
-/// The error for waiting on `peer` in `ctx` when it has exited, or been `silent` past `timeout`.
+/// What a waiting rank knows of a silent peer's life, besides the data path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Life {
+    /// Nothing: silence past the timeout is an error.
+    Unknown,
+    /// The peer's process is alive and responsive (its liveness socket answered, or on this host
+    /// its process runs): it is busy outside boad, or waiting for another rank. `at`: the
+    /// collective it started last and whether it is inside it, when known.
+    Alive {
+        /// (collective, inside it).
+        at: Option<(u32, bool)>,
+    },
+}
+
+/// Whether a rank waiting in `ctx` for `peer`, silent on the data path for `silent`, may go on
+/// waiting: an error if the peer exited, or has been silent past `timeout` with no sign of life;
+/// a peer that is alive is waited for as long as it takes (like MPI), with a warning naming it on
+/// stderr at most every `timeout` (`warned` keeps when the last one was printed). `job_ranks`
+/// gives the job rank of each rank of the transport for the warning (empty: the same numbers; errors
+/// are renumbered by their caller).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn check_peer(
     rank: usize,
-    ctx: &Ctx,
+    ctx: Option<&Ctx>,
     peer: usize,
     exited: Option<i32>,
     silent: Duration,
     timeout: Duration,
+    life: Life,
+    warned: &mut Option<std::time::Instant>,
+    job_ranks: &[usize],
 ) -> Result<()> {
+    let call = || ctx.map_or_else(|| "finalize (delivering the last messages)".into(), Ctx::describe);
     if let Some(code) = exited {
         return Err(CollectiveError::PeerExited {
             rank,
-            call: ctx.describe(),
+            call: call(),
             peer,
             code,
         }
         .into());
     }
-    if silent > timeout {
+    if silent <= timeout {
+        return Ok(());
+    }
+    let Life::Alive { at } = life else {
         return Err(CollectiveError::Timeout {
             rank,
-            call: ctx.describe(),
+            call: call(),
             peer,
             waited_ms: silent.as_millis() as u64,
             timeout_ms: timeout.as_millis() as u64,
         }
         .into());
+    };
+    let now = std::time::Instant::now();
+    if warned.is_none_or(|t| now.duration_since(t) >= timeout) {
+        *warned = Some(now);
+        let now_seq = ctx.map_or(u32::MAX, |c| c.seq);
+        let place = match at {
+            Some((seq, _)) if seq < now_seq => {
+                format!("it has not started this collective yet (its last was #{seq})")
+            }
+            Some((seq, true)) if seq == now_seq => "it is inside this collective".to_string(),
+            Some((seq, inside)) => format!(
+                "it is {} collective #{seq}",
+                if inside { "inside" } else { "past" }
+            ),
+            None => "it has not started any collective yet".to_string(),
+        };
+        let job = |r: usize| job_ranks.get(r).copied().unwrap_or(r);
+        eprintln!(
+            "boad: rank {}: {}: still waiting for rank {}: it sent nothing for {:.1} s but is alive; {place} (this warning repeats every BOAD_TIMEOUT_MS={} ms)",
+            job(rank),
+            call(),
+            job(peer),
+            silent.as_secs_f64(),
+            timeout.as_millis()
+        );
     }
     Ok(())
+}
+
+/// Whether process `pid` on this host is alive and running: it exists, is not a zombie, and is not
+/// stopped (a process stopped by a signal or a debugger answers nothing, like a dead one).
+pub(crate) fn process_runs(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state is the first field after the command name, which is in parentheses.
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, None | Some("Z" | "X" | "x" | "T" | "t"))
 }

@@ -18,6 +18,7 @@ pub(crate) mod hier;
 mod ledger;
 pub(crate) mod shm;
 pub(crate) mod udp;
+pub(crate) mod pulse;
 pub(crate) mod wire;
 
 use crate::error::Result;
@@ -50,6 +51,8 @@ pub struct Stats {
     pub bytes_sent: u64,
     /// Send syscalls made.
     pub send_calls: u64,
+    /// Datagrams the local network refused to send (no route, a firewall, full queues): lost.
+    pub send_failed: u64,
     /// Data datagrams sent again after a loss.
     pub retransmits: u64,
     /// Datagrams dropped on purpose by `BOAD_DROP_RATE`.

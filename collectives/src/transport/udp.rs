@@ -35,7 +35,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rand::{Rng, SeedableRng};
 
-use super::ledger::{check_peer, Ledger};
+use super::ledger::{check_peer, Ledger, Life};
 use super::wire::{self, Admit, Chunk, Datagram, Receiver};
 use super::{Ctx, Stats, Transport};
 use crate::bootstrap::protocol::{take_lines, Line, PeerEntry};
@@ -138,6 +138,14 @@ struct Peer {
     last_heard: Instant,
     exited: Option<i32>,
     done: DoneSet,
+    /// Its liveness socket (`transport::pulse`), if it has one.
+    pulse: Option<SocketAddr>,
+    /// Its last PONG: when, the collective it was at, its `flags::INSIDE` bit.
+    pong: Option<(Instant, u32, bool)>,
+    /// When we last PINGed it.
+    pinged: Option<Instant>,
+    /// When we last warned that we wait for it.
+    warned: Option<Instant>,
 }
 
 struct OutMsg {
@@ -283,6 +291,21 @@ impl Wire {
             // A peer's socket that is gone makes the kernel report ECONNREFUSED on a later send; the
             // launcher tells us about exits, so this is not an error of ours.
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(true),
+            // No route (a link went down), a firewall's drop, full device queues: to this rank the
+            // datagram is lost, as in the network; resends and timeouts deal with it, and a network
+            // that stays away shows as a peer silent past the timeout.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::NetworkUnreachable
+                        | ErrorKind::HostUnreachable
+                        | ErrorKind::NetworkDown
+                        | ErrorKind::PermissionDenied
+                ) || e.raw_os_error() == Some(libc::ENOBUFS) =>
+            {
+                self.stats.send_failed += 1;
+                Ok(true)
+            }
             Err(source) => Err(TransportError::Io {
                 rank: self.rank,
                 what: "sending a datagram",
@@ -435,6 +458,14 @@ pub(crate) struct Udp {
     /// When the socket was last read to the end, and how many drains were skipped since.
     last_drain: Instant,
     skipped_drains: u32,
+    /// The job rank of each rank of this transport, for messages (empty: the same numbers).
+    job_ranks: Vec<usize>,
+    /// Since when this rank listens to its peers without a break: a rank that was away from boad
+    /// (computing between collectives) heard nothing meanwhile, and its peers' silence counts only
+    /// from its return ([`Udp::silence`]).
+    listening_since: Instant,
+    /// When the last collective ended.
+    last_end: Instant,
     /// Blocks of the largest message of an allgather on this transport (see
     /// [`wire::message_limit`]): its size, or what [`Udp::set_gather_blocks`] says.
     gather_blocks: usize,
@@ -506,6 +537,10 @@ impl Udp {
                 last_heard: now,
                 exited: None,
                 done: DoneSet::default(),
+                pulse: (e.pulse != 0).then(|| SocketAddr::new(e.ip, e.pulse)),
+                pong: None,
+                pinged: None,
+                warned: None,
             })
             .collect();
         let seed = cfg.drop_seed ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -537,6 +572,9 @@ impl Udp {
             idle_hook: None,
             last_drain: now,
             skipped_drains: 0,
+            job_ranks: Vec::new(),
+            listening_since: now,
+            last_end: now,
             gather_blocks: table.len(),
         };
         t.launcher_bytes(&launcher_buf);
@@ -563,6 +601,12 @@ impl Udp {
     /// Sets what every round of a wait runs besides this transport's own work.
     pub fn set_idle_hook(&mut self, hook: super::hier::Service) {
         self.idle_hook = Some(hook);
+    }
+
+    /// Sets the job rank of each rank of this transport (a level of the hierarchical path), for the
+    /// warnings it prints.
+    pub fn set_job_ranks(&mut self, ranks: Vec<usize>) {
+        self.job_ranks = ranks;
     }
 
     /// Non-blocking progress for a rank waiting on another transport: reads what arrived (answers
@@ -698,6 +742,9 @@ impl Udp {
             self.wire.stats.dropped_injected += 1;
             return Ok(());
         }
+        if n == HEADER_LEN && self.on_pong(from) {
+            return Ok(());
+        }
         let me = self.receiver();
         let peers = &self.peers;
         let decided = self.rx.get(..n).map_or(Err(wire::Refusal::Short), |bytes| {
@@ -749,6 +796,90 @@ impl Udp {
                 Ok(())
             }
         }
+    }
+
+    /// A PONG from a peer's liveness socket (in `self.rx`, from `from`): noted; true if it was one.
+    fn on_pong(&mut self, from: SocketAddr) -> bool {
+        let Some(h) = self
+            .rx
+            .get(..HEADER_LEN)
+            .map(bytemuck::pod_read_unaligned::<Header>)
+        else {
+            return false;
+        };
+        if h.kind != kind::PONG || h.magic != MAGIC || h.version != VERSION || h.job != self.wire.job
+        {
+            return false;
+        }
+        let Some(p) = self.peers.iter_mut().find(|p| p.pulse == Some(from)) else {
+            return false;
+        };
+        let started = h.flags & flags::STARTED != 0;
+        p.pong = Some((
+            Instant::now(),
+            if started { h.seq } else { u32::MAX },
+            h.flags & flags::INSIDE != 0,
+        ));
+        true
+    }
+
+    /// How often a silent peer is PINGed.
+    fn ping_every(&self) -> Duration {
+        (self.cfg.timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
+    }
+
+    /// Whether waiting for `peer`, silent on the data path for `silent`, may go on (see
+    /// `ledger::check_peer`): PINGs its liveness socket once it has been silent for a quarter of
+    /// the timeout, and waits as long as its PONGs come.
+    pub(super) fn keep_waiting(
+        &mut self,
+        ctx: Option<&Ctx>,
+        peer: usize,
+        silent: Duration,
+    ) -> Result<()> {
+        let now = Instant::now();
+        let every = self.ping_every();
+        let timeout = self.cfg.timeout;
+        if let Some(to) = self.peers[peer].pulse {
+            let due = self.peers[peer].pinged.is_none_or(|t| now - t >= every);
+            if silent >= timeout / 4 && due {
+                self.peers[peer].pinged = Some(now);
+                let h = Header {
+                    magic: MAGIC,
+                    version: VERSION,
+                    kind: kind::PING,
+                    src: self.wire.rank as u32,
+                    job: self.wire.job,
+                    ..Header::default()
+                };
+                self.wire.send(h, &[], to)?;
+            }
+        }
+        let rank = self.rank_();
+        let p = &mut self.peers[peer];
+        let life = match p.pong {
+            Some((t, seq, inside)) if now - t <= timeout => Life::Alive {
+                at: (seq != u32::MAX).then_some((seq, inside)),
+            },
+            _ => Life::Unknown,
+        };
+        check_peer(
+            rank,
+            ctx,
+            peer,
+            p.exited,
+            silent,
+            timeout,
+            life,
+            &mut p.warned,
+            &self.job_ranks,
+        )
+    }
+
+    /// When a wait for a peer silent since `since` should look again: at the timeout, or once it
+    /// is past (the peer is alive), at the next PING.
+    pub(super) fn wake_for(&self, since: Instant) -> Instant {
+        (since + self.cfg.timeout).max(Instant::now() + self.ping_every())
     }
 
     fn bitmap(&self, payload: std::ops::Range<usize>) -> u64 {
@@ -1072,15 +1203,16 @@ impl Udp {
                 _ => {}
             }
         }
-        let peer = &self.peers[src];
-        check_peer(
-            rank,
-            ctx,
-            src,
-            peer.exited,
-            peer.last_heard.elapsed(),
-            self.cfg.timeout,
-        )
+        let silent = self.silence(src);
+        self.keep_waiting(Some(ctx), src, silent)
+    }
+
+    /// How long `peer` has been silent while this rank listened.
+    pub(super) fn silence(&self, peer: usize) -> Duration {
+        self.peers[peer]
+            .last_heard
+            .max(self.listening_since)
+            .elapsed()
     }
 }
 
@@ -1095,6 +1227,10 @@ impl Transport for Udp {
 
     fn begin(&mut self, ctx: &Ctx) -> Result<()> {
         self.cur_seq = ctx.seq;
+        let now = Instant::now();
+        if now - self.last_end > FRESH {
+            self.listening_since = now;
+        }
         self.ledger.start(ctx);
         self.status.retain(|(_, s), _| *s >= ctx.seq);
         self.drain_if_stale()?;
@@ -1174,11 +1310,13 @@ impl Transport for Udp {
                 next_probe = now + probe_every;
             }
             self.run_idle_hook();
-            self.wait_until(next_probe.min(self.peers[src].last_heard + self.cfg.timeout))?;
+            let since = self.peers[src].last_heard.max(self.listening_since);
+            self.wait_until(next_probe.min(self.wake_for(since)))?;
         }
     }
 
     fn end(&mut self, _ctx: &Ctx) {
+        self.last_end = Instant::now();
         if self.kern.used {
             self.wire.stats.collectives_kernel += 1;
         } else {
@@ -1206,22 +1344,15 @@ impl Transport for Udp {
                 return Ok(());
             };
             let dst = m.dst;
-            let silent = self.peers[dst].last_heard.elapsed();
-            if silent > self.cfg.timeout {
+            let silent = self.silence(dst);
+            if let Err(e) = self.keep_waiting(None, dst, silent) {
                 self.out.clear();
-                return Err(CollectiveError::Timeout {
-                    rank: self.rank(),
-                    call: "finalize (delivering the last messages)".into(),
-                    peer: dst,
-                    waited_ms: silent.as_millis() as u64,
-                    timeout_ms: self.cfg.timeout.as_millis() as u64,
-                }
-                .into());
+                return Err(e);
             }
             let deadline = self
                 .next_timer()
                 .unwrap_or_else(|| Instant::now() + RTO_BASE)
-                .min(self.peers[dst].last_heard + self.cfg.timeout);
+                .min(self.wake_for(self.peers[dst].last_heard.max(self.listening_since)));
             self.run_idle_hook();
             self.progress(
                 deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50),

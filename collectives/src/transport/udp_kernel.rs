@@ -277,16 +277,11 @@ impl Udp {
             }
             self.kcheck_peers(ctx, &contributors, round > ROUNDS_BEFORE_BYPASS, n, &done)?;
             let now = Instant::now();
-            if now - last_progress > self.cfg.timeout {
+            if now - last_progress >= self.cfg.timeout / 4 {
+                // No chunk completed for a while: the contributor most likely missing must be
+                // alive (it answers PINGs), or past the timeout it is reported.
                 let silent = self.ksilent(ctx, &contributors, n, &done);
-                return Err(CollectiveError::Timeout {
-                    rank,
-                    call: ctx.describe(),
-                    peer: silent,
-                    waited_ms: (now - last_progress).as_millis() as u64,
-                    timeout_ms: self.cfg.timeout.as_millis() as u64,
-                }
-                .into());
+                self.keep_waiting(Some(ctx), silent, now - last_progress)?;
             }
             if now >= next_knack {
                 round += 1;
@@ -316,7 +311,7 @@ impl Udp {
                 every = (every * 2).min(PROBE_MAX);
                 next_knack = now + every;
             }
-            self.wait_until(next_knack.min(last_progress + self.cfg.timeout))?;
+            self.wait_until(next_knack.min(self.wake_for(last_progress)))?;
         }
         self.wire.stats.kernel_results += u64::from(n);
         if self.credit_due(ctx) {
@@ -544,7 +539,8 @@ impl Udp {
                 every = (every * 2).min(PROBE_MAX);
                 next_knack = now + every;
             }
-            self.wait_until(next_knack.min(self.peers[root].last_heard + self.cfg.timeout))?;
+            let since = self.peers[root].last_heard.max(self.listening_since);
+            self.wait_until(next_knack.min(self.wake_for(since)))?;
         }
     }
 

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use segment::{OpenError, Segment};
 
-use super::ledger::{check_peer, Ledger};
+use super::ledger::{self, check_peer, Ledger, Life};
 use super::{wire, Ctx, Stats, Transport};
 use crate::bootstrap::protocol::{take_lines, Line, PeerEntry};
 use crate::bootstrap::JobInfo;
@@ -327,6 +327,10 @@ struct Peer {
     beat: u64,
     beat_at: Instant,
     aborts_seen: u32,
+    /// Its process (on this host).
+    pid: u32,
+    /// When we last warned that we wait for it.
+    warned: Option<Instant>,
 }
 
 /// The launcher connection, read for `EXIT` lines.
@@ -393,6 +397,12 @@ pub(crate) struct Shm {
     max_boost: u32,
     /// Run in every slow round of a wait (the hierarchical path: keeps the network level going).
     idle_hook: Option<super::hier::Service>,
+    /// The job rank of each rank of this transport, for messages (empty: the same numbers).
+    job_ranks: Vec<usize>,
+    /// Since when this rank watches its peers without a break (see `Udp::silence`).
+    listening_since: Instant,
+    /// When the last collective ended.
+    last_end: Instant,
     /// Blocks of the largest message of an allgather on this transport (see
     /// `wire::message_limit`): its size, or what [`Shm::set_gather_blocks`] says.
     gather_blocks: usize,
@@ -470,12 +480,15 @@ impl Shm {
             inp: (0..size).map(|_| None).collect(),
             consumed: vec![0; size],
             ledger: Ledger::default(),
-            peers: (0..size)
-                .map(|_| Peer {
+            peers: table
+                .iter()
+                .map(|e| Peer {
                     exited: None,
                     beat: 0,
                     beat_at: now,
                     aborts_seen: 0,
+                    pid: e.pid,
+                    warned: None,
                 })
                 .collect(),
             launcher,
@@ -493,6 +506,9 @@ impl Shm {
             boost: 0,
             max_boost: if crowded { 0 } else { MAX_BOOST },
             idle_hook: None,
+            job_ranks: Vec::new(),
+            listening_since: now,
+            last_end: now,
             gather_blocks: size,
             prealloc: 0,
         };
@@ -723,6 +739,12 @@ impl Shm {
         self.idle_hook = Some(hook);
     }
 
+    /// Sets the job rank of each rank of this transport (a level of the hierarchical path), for the
+    /// warnings it prints.
+    pub fn set_job_ranks(&mut self, ranks: Vec<usize>) {
+        self.job_ranks = ranks;
+    }
+
     /// Non-blocking progress for a rank waiting on another transport: bumps the heartbeat (the
     /// rank is inside a boad call), moves pending data, reads the rings.
     pub fn service(&mut self) {
@@ -857,14 +879,43 @@ impl Shm {
                 }
             }
         }
-        let peer = &self.peers[src];
+        self.keep_waiting(Some(ctx), src)
+    }
+
+    /// Whether waiting for `src` may go on (see `ledger::check_peer`): its heartbeat moves only
+    /// inside boad calls, so once it has stood still for the timeout, the peer's process decides:
+    /// one that runs is alive (busy outside boad, or waiting for another rank) and is waited for.
+    fn keep_waiting(&mut self, ctx: Option<&Ctx>, src: usize) -> Result<()> {
+        let mut silent = self.peers[src].beat_at.max(self.listening_since).elapsed();
+        if silent > self.cfg.timeout {
+            // The heartbeat is noted only every LOOK_EVERY of a wait on this level: look again.
+            let b = self.seg.heartbeat(src);
+            let p = &mut self.peers[src];
+            if b != p.beat {
+                p.beat = b;
+                p.beat_at = Instant::now();
+                silent = Duration::ZERO;
+            }
+        }
+        let life = if silent > self.cfg.timeout && ledger::process_runs(self.peers[src].pid) {
+            let now_seq = ctx.map_or(u32::MAX, |c| c.seq);
+            Life::Alive {
+                at: self.seg.current(src).map(|c| (c, c == now_seq)),
+            }
+        } else {
+            Life::Unknown
+        };
+        let peer = &mut self.peers[src];
         check_peer(
-            rank,
+            self.rank,
             ctx,
             src,
             peer.exited,
-            peer.beat_at.elapsed(),
+            silent,
             self.cfg.timeout,
+            life,
+            &mut peer.warned,
+            &self.job_ranks,
         )
     }
 
@@ -899,6 +950,10 @@ impl Transport for Shm {
     }
 
     fn begin(&mut self, ctx: &Ctx) -> Result<()> {
+        let now = Instant::now();
+        if now - self.last_end > Duration::from_millis(10) {
+            self.listening_since = now;
+        }
         self.ledger.start(ctx);
         let need = wire::message_limit(&ctx.sig, self.gather_blocks)
             .and_then(|n| usize::try_from(n).ok())
@@ -1005,6 +1060,7 @@ impl Transport for Shm {
     }
 
     fn end(&mut self, _ctx: &Ctx) {
+        self.last_end = Instant::now();
         self.stats.collectives_shm += 1;
     }
 
@@ -1029,17 +1085,9 @@ impl Transport for Shm {
             let Some(dst) = (0..self.size).find(|&d| !self.out[d].is_empty()) else {
                 return Ok(());
             };
-            let silent = self.peers[dst].beat_at.elapsed();
-            if silent > self.cfg.timeout {
+            if let Err(e) = self.keep_waiting(None, dst) {
                 self.out.iter_mut().for_each(VecDeque::clear);
-                return Err(CollectiveError::Timeout {
-                    rank: self.rank,
-                    call: "finalize (delivering the last messages)".into(),
-                    peer: dst,
-                    waited_ms: silent.as_millis() as u64,
-                    timeout_ms: self.cfg.timeout.as_millis() as u64,
-                }
-                .into());
+                return Err(e);
             }
             self.idle(&mut idle);
         }
