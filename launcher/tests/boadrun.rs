@@ -214,7 +214,7 @@ const PY_RANK: &str = r#"
 import os, socket, sys
 r = int(os.environ["BOAD_RANK"])
 s = socket.socket(fileno=int(os.environ["BOAD_RENDEZVOUS_FD"]))
-s.sendall(f"HELLO {os.environ.get('CLAIM', r)} 0 127.0.0.1 {5000 + r}\n".encode())
+s.sendall(f"HELLO {os.environ.get('CLAIM', r)} 0 127.0.0.1 {5000 + r} 0 {100 + r}\n".encode())
 f = s.makefile()
 while True:
     line = f.readline().rstrip("\n")
@@ -233,7 +233,12 @@ fn rendezvous_table_and_exit_lines() {
     assert_eq!(out.status.code(), Some(5), "{out:?}");
     let mut want = Vec::new();
     for r in 0..2 {
-        for l in ["TABLE 2", "0 0 127.0.0.1 5000", "1 0 127.0.0.1 5001", "END"] {
+        for l in [
+            "TABLE 2",
+            "0 0 127.0.0.1 5000 0 100",
+            "1 0 127.0.0.1 5001 0 101",
+            "END",
+        ] {
             want.push(format!("{r}: {l}"));
         }
     }

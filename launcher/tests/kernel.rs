@@ -145,7 +145,7 @@ u.bind((os.environ["BOAD_BIND_ADDR"], 0))
 port = u.getsockname()[1]
 ip = os.environ.get("IP", os.environ["BOAD_BIND_ADDR"])
 s = socket.socket(fileno=int(os.environ["BOAD_RENDEZVOUS_FD"]))
-s.sendall(f"HELLO {r} {os.environ['BOAD_HOST_ID']} {ip} {port}\n".encode())
+s.sendall(f"HELLO {r} {os.environ['BOAD_HOST_ID']} {ip} {port} 0 {os.getpid()}\n".encode())
 f = s.makefile()
 table = []
 while True:
