@@ -50,23 +50,16 @@ fn example(name: &str) -> PathBuf {
     p
 }
 
+/// Root (virtual hosts, the kernel path); not root: the test fails, or with `BOAD_ALLOW_SKIP` set
+/// is recorded as skipped.
 fn root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2))
-                .and_then(|u| u.parse::<u32>().ok())
-        })
-        == Some(0)
+    boad_test_support::require_root()
 }
 
 /// Root, and a boadrun built with the eBPF programs (`--check` without probing: `udp` skips the
 /// load).
 fn kernel_available() -> bool {
     if !root() {
-        eprintln!("skipped: the kernel path and virtual hosts need root");
         return false;
     }
     let out = Command::new(boadrun())

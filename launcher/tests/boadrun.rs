@@ -321,14 +321,10 @@ fn rendezvous_timeout_aborts_the_ranks_that_joined() {
     assert!(text(&out.stderr).contains(why), "{out:?}");
 }
 
-/// The virtual cluster needs root (network namespaces); CI runs as root.
+/// The virtual cluster needs root (network namespaces); CI runs as root. Not root: the test fails,
+/// or with `BOAD_ALLOW_SKIP` set is recorded as skipped.
 fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    if uid != 0 {
-        eprintln!("skipped: --hosts needs root");
-    }
-    uid == 0
+    boad_test_support::require_root()
 }
 
 #[test]

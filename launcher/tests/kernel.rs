@@ -20,14 +20,10 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Root is needed for network namespaces and eBPF; CI runs as root.
+/// Root is needed for network namespaces and eBPF; CI runs as root. Not root: the test fails, or
+/// with `BOAD_ALLOW_SKIP` set is recorded as skipped.
 fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    if uid != 0 {
-        eprintln!("skipped: needs root");
-    }
-    uid == 0
+    boad_test_support::require_root()
 }
 
 /// A named network namespace with `lo` up, deleted on drop.
@@ -430,7 +426,8 @@ fn sigkill_leaves_nothing_attached() {
 
 #[test]
 fn check_reports_the_machine() {
-    let (out, in_ns) = if root() {
+    // SAFETY: geteuid has no preconditions.
+    let (out, in_ns) = if unsafe { libc::geteuid() } == 0 {
         let ns = Netns::new("kcheck");
         (ns.run(&["--check"], &[]), true)
     } else {

@@ -897,7 +897,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
                 if w != [n * (n + 1) / 2; 100] {
-                    println!("rank {}: allreduce {round}: wrong result {:?}", comm.rank(), &w[..4]);
+                    println!(
+                        "rank {}: allreduce {round}: wrong result {:?}",
+                        comm.rank(),
+                        &w[..4]
+                    );
                     return ExitCode::from(1);
                 }
                 v = [comm.rank() as u64 + 1; 100];

@@ -382,9 +382,14 @@ fn a_rank_busy_outside_boad_is_waited_for() {
         assert!(job.secs >= 3.5, "not busy: {:.1} s", job.secs);
         let warnings = err
             .lines()
-            .filter(|l| l.contains(&format!("still waiting for rank {busy}")) && l.contains("is alive"))
+            .filter(|l| {
+                l.contains(&format!("still waiting for rank {busy}")) && l.contains("is alive")
+            })
             .count();
-        assert!(warnings >= 2, "{transport}: {warnings} warnings naming rank {busy}:\n{err}");
+        assert!(
+            warnings >= 2,
+            "{transport}: {warnings} warnings naming rank {busy}:\n{err}"
+        );
     }
 }
 

@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    assert_forgeries_ignored, boadrun, cargo_build, kernel_counters, leftover_segments, root, run_cmd,
-    serial, target_dir, Job, FORGE_FOLDS, LIMIT,
+    assert_forgeries_ignored, boadrun, cargo_build, kernel_counters, leftover_segments, root,
+    run_cmd, serial, target_dir, Job, FORGE_FOLDS, LIMIT,
 };
 
 /// Runs `boadrun <launcher_args> -n N boad-check <args>` over UDP with `env`, killing it after
@@ -266,8 +266,9 @@ fn silent_on(transport: &str, launcher: &[&str]) {
         "{err}"
     );
     assert!(
-        lines.iter().all(|l| l.contains("rank 1 sent nothing")
-            || l.contains("failed on rank 0")),
+        lines
+            .iter()
+            .all(|l| l.contains("rank 1 sent nothing") || l.contains("failed on rank 0")),
         "{err}"
     );
     assert!(job.secs < 25.0, "took {:.1} s", job.secs);
@@ -293,7 +294,10 @@ fn busy_on(transport: &str, n: usize, launcher: &[&str]) {
         .filter(|l| l.contains("still waiting for rank 1") && l.contains("is alive"))
         .count();
     assert!(warnings >= 2, "{warnings} warnings naming rank 1:\n{err}");
-    assert!(!err.contains("sent nothing for") || err.contains("is alive"), "{err}");
+    assert!(
+        !err.contains("sent nothing for") || err.contains("is alive"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -329,9 +333,18 @@ fn a_rank_whose_network_is_lost_times_out_naming_it() {
         return;
     }
     let mut cmd = Command::new(boadrun());
-    cmd.args(["--hosts", "3", "--kill-grace-ms", "500", "-n", "3", "sh", "-c"])
-        .arg("if [ \"$BOAD_RANK\" = 1 ]; then export BOAD_TIMEOUT_MS=20000; fi; exec \"$CHECK\" cut 1")
-        .env("CHECK", env!("CARGO_BIN_EXE_boad-check"));
+    cmd.args([
+        "--hosts",
+        "3",
+        "--kill-grace-ms",
+        "500",
+        "-n",
+        "3",
+        "sh",
+        "-c",
+    ])
+    .arg("if [ \"$BOAD_RANK\" = 1 ]; then export BOAD_TIMEOUT_MS=20000; fi; exec \"$CHECK\" cut 1")
+    .env("CHECK", env!("CARGO_BIN_EXE_boad-check"));
     let job = run_cmd(cmd, "udp", &[("BOAD_TIMEOUT_MS", "1500")], LIMIT);
     let err = job.stderr();
     assert_ne!(job.code(), Some(0), "{err}");

@@ -14,14 +14,10 @@ use std::process::Command;
 use boad::{DType, Op};
 use boad_common::{kind, Header, HEADER_LEN, MAGIC, VERSION};
 
-/// True if the tests can run here (root). Tests return early, printing why, when not.
+/// True if the tests can run here (root). Not root: the test fails, or with `BOAD_ALLOW_SKIP` set
+/// it is recorded as skipped (see `boad_test_support::require`) and returns.
 pub fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: needs root (network namespaces, eBPF)");
-    }
-    root
+    boad_test_support::require_root()
 }
 
 /// Runs a command, failing with its stderr if it exits non-zero.

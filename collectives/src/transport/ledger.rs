@@ -240,7 +240,12 @@ pub(crate) fn check_peer(
     warned: &mut Option<std::time::Instant>,
     job_ranks: &[usize],
 ) -> Result<()> {
-    let call = || ctx.map_or_else(|| "finalize (delivering the last messages)".into(), Ctx::describe);
+    let call = || {
+        ctx.map_or_else(
+            || "finalize (delivering the last messages)".into(),
+            Ctx::describe,
+        )
+    };
     if let Some(code) = exited {
         return Err(CollectiveError::PeerExited {
             rank,

@@ -16,9 +16,9 @@
 
 pub(crate) mod hier;
 mod ledger;
+pub(crate) mod pulse;
 pub(crate) mod shm;
 pub(crate) mod udp;
-pub(crate) mod pulse;
 pub(crate) mod wire;
 
 use crate::error::Result;

@@ -37,8 +37,10 @@ impl PulseState {
 
     /// Collective `seq` ended (completed or failed).
     pub fn leave(&self, seq: u32) {
-        self.0
-            .store(u64::from(seq) << 32 | u64::from(flags::STARTED), Ordering::Relaxed);
+        self.0.store(
+            u64::from(seq) << 32 | u64::from(flags::STARTED),
+            Ordering::Relaxed,
+        );
     }
 
     /// (collective, `flags::STARTED | flags::INSIDE` bits).
@@ -200,7 +202,10 @@ mod tests {
         // Nothing started yet; then inside collective 5; then done with it.
         let n = ask(&peer, &ping(7), &mut buf).expect("an answer");
         let h: Header = bytemuck::pod_read_unaligned(&buf[..n]);
-        assert_eq!((h.kind, h.src, h.flags & flags::STARTED), (kind::PONG, 3, 0));
+        assert_eq!(
+            (h.kind, h.src, h.flags & flags::STARTED),
+            (kind::PONG, 3, 0)
+        );
         state.enter(5);
         let n = ask(&peer, &ping(7), &mut buf).expect("an answer");
         let h: Header = bytemuck::pod_read_unaligned(&buf[..n]);
@@ -216,6 +221,9 @@ mod tests {
         assert!(ask(&peer, &other, &mut buf).is_none());
         assert!(ask(&stranger, &ping(7), &mut buf).is_none());
         drop(pulse);
-        assert!(ask(&peer, &ping(7), &mut buf).is_none(), "answered after drop");
+        assert!(
+            ask(&peer, &ping(7), &mut buf).is_none(),
+            "answered after drop"
+        );
     }
 }

@@ -807,7 +807,10 @@ impl Udp {
         else {
             return false;
         };
-        if h.kind != kind::PONG || h.magic != MAGIC || h.version != VERSION || h.job != self.wire.job
+        if h.kind != kind::PONG
+            || h.magic != MAGIC
+            || h.version != VERSION
+            || h.job != self.wire.job
         {
             return false;
         }

@@ -60,23 +60,11 @@ pub fn boadrun() -> PathBuf {
     p
 }
 
-/// Virtual clusters and the kernel path need root (network namespaces, BPF); CI runs as root.
+/// Virtual clusters and the kernel path need root (network namespaces, BPF); CI runs as root. Not
+/// root: the test fails, or with `BOAD_ALLOW_SKIP` set is recorded as skipped
+/// (`boad_test_support::require`).
 pub fn root() -> bool {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:").map(str::to_string))
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|u| u.parse::<u32>().ok())
-        });
-    if uid != Some(0) {
-        eprintln!("skipped: this test needs root");
-    }
-    uid == Some(0)
+    boad_test_support::require_root()
 }
 
 /// A finished job.
