@@ -27,8 +27,11 @@ pub enum Need {
 impl Need {
     fn met(self) -> bool {
         match self {
-            // SAFETY: geteuid has no preconditions.
-            Need::Root => unsafe { libc::geteuid() } == 0,
+            Need::Root => {
+                // SAFETY: geteuid has no preconditions.
+                let uid = unsafe { libc::geteuid() };
+                uid == 0
+            }
             Need::Program(p) => std::env::var_os("PATH").is_some_and(|path| {
                 std::env::split_paths(&path).any(|d| {
                     let f = d.join(p);
