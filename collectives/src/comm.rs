@@ -1,9 +1,9 @@
 //! The communicator: the collectives a rank calls.
 
 use crate::algorithms;
-use crate::bootstrap::{self, JobInfo};
 use crate::config::{Config, TransportKind};
-use crate::error::{Result, TransportError, UsageError};
+use crate::error::{Error, Result, UsageError};
+use crate::join::{self, JobInfo};
 use crate::transport::hier::Hier;
 use crate::transport::pulse::{Pulse, PulseSocket, PulseState};
 use crate::transport::shm::Shm;
@@ -101,7 +101,7 @@ impl Communicator {
     /// Joins the job described by the environment (see [`init`]).
     pub fn from_env() -> Result<Communicator> {
         let info = JobInfo::from_env()?;
-        let mut cfg = Config::from_env()?;
+        let mut cfg = Config::from_env().map_err(Error::general)?;
         cfg.resolve(info.bind);
         // Every rank binds a socket: its port goes into the job table, and until the table is in
         // nobody knows whether the job fits on one host.
@@ -109,31 +109,28 @@ impl Communicator {
         // ... and its liveness socket (see `transport::pulse`), for the ranks that will use the
         // network.
         let pulse_sock = if info.size > 1 {
-            let (s, p) = PulseSocket::bind(info.bind).map_err(|source| TransportError::Io {
-                rank: info.rank,
-                what: "binding the liveness socket",
-                source,
-            })?;
+            let (s, p) = PulseSocket::bind(info.bind)
+                .map_err(|source| Error::io(info.rank, "binding the liveness socket", source))?;
             Some((s, p))
         } else {
             None
         };
         let pulse_port = pulse_sock.as_ref().map_or(0, |(_, p)| *p);
-        let joined = bootstrap::rendezvous(&info, port, pulse_port, cfg.timeout)?;
+        let joined = join::rendezvous(&info, port, pulse_port, cfg.timeout)?;
         let one_host = joined.table.iter().all(|e| e.host_id == info.host_id);
         // Some host has several ranks (fewer leaders than ranks): the launcher's test for filling
         // the kernel path's leaders communicator too.
-        let shared_host = bootstrap::host_leaders(&joined.table).len() < joined.table.len();
+        let layout = boad_proto::Layout::of(&joined.table);
+        let shared_host = layout.shared_host();
         let kernel =
             match (cfg.transport, joined.kernel_trigger) {
-                (TransportKind::Kernel, None) => return Err(UsageError::Config {
+                (TransportKind::Kernel, None) => return Err(Error::general(UsageError::Config {
                     name: "BOAD_TRANSPORT",
                     value: "kernel".into(),
                     why: "the launcher did not attach the kernel path for this job (boadrun says \
                           why; it needs root and a build with the eBPF programs)"
                         .into(),
-                }
-                .into()),
+                })),
                 (TransportKind::Kernel | TransportKind::Auto, trigger) => trigger,
                 _ => None,
             };
@@ -155,7 +152,7 @@ impl Communicator {
         // Ranks that talk over the network answer their peers' PINGs from a thread of their own.
         let uses_net = match choice {
             Choice::Udp => true,
-            Choice::Hier => bootstrap::host_leaders(&joined.table).contains(&info.rank),
+            Choice::Hier => layout.leaders.contains(&info.rank),
             Choice::Shm => false,
         };
         let pulse_state = PulseState::default();
@@ -168,10 +165,8 @@ impl Communicator {
                     .collect();
                 Some(
                     s.start(info.job, info.rank, peers, pulse_state.clone())
-                        .map_err(|source| TransportError::Io {
-                            rank: info.rank,
-                            what: "starting the liveness thread",
-                            source,
+                        .map_err(|source| {
+                            Error::io(info.rank, "starting the liveness thread", source)
                         })?,
                 )
             }
@@ -310,12 +305,13 @@ impl Communicator {
 
     fn check_root(&self, root: usize) -> Result<()> {
         if root >= self.size() {
-            return Err(UsageError::InvalidRoot {
-                rank: self.rank(),
-                root,
-                size: self.size(),
-            }
-            .into());
+            return Err(Error::new(
+                self.rank(),
+                UsageError::InvalidRoot {
+                    root,
+                    size: self.size(),
+                },
+            ));
         }
         Ok(())
     }
@@ -328,38 +324,38 @@ impl Communicator {
         dtype: DType,
     ) -> Result<()> {
         if got != expected {
-            return Err(UsageError::BufferLength {
-                rank: self.rank(),
-                what,
-                expected: expected / dtype.size(),
-                got: got / dtype.size(),
-            }
-            .into());
+            return Err(Error::new(
+                self.rank(),
+                UsageError::BufferLength {
+                    what,
+                    expected: expected / dtype.size(),
+                    got: got / dtype.size(),
+                },
+            ));
         }
         Ok(())
     }
 
     fn check_op(&self, op: Op, dtype: DType) -> Result<()> {
         if !op.supports(dtype) {
-            return Err(UsageError::OpNotSupported {
-                rank: self.rank(),
-                op,
-                dtype,
-            }
-            .into());
+            return Err(Error::new(
+                self.rank(),
+                UsageError::OpNotSupported { op, dtype },
+            ));
         }
         Ok(())
     }
 
     fn check_bytes(&self, what: &'static str, len: usize, dtype: DType) -> Result<()> {
         if !len.is_multiple_of(dtype.size()) {
-            return Err(UsageError::BufferLength {
-                rank: self.rank(),
-                what,
-                expected: len.div_ceil(dtype.size()),
-                got: len / dtype.size(),
-            }
-            .into());
+            return Err(Error::new(
+                self.rank(),
+                UsageError::BufferLength {
+                    what,
+                    expected: len.div_ceil(dtype.size()),
+                    got: len / dtype.size(),
+                },
+            ));
         }
         Ok(())
     }
@@ -514,11 +510,7 @@ impl Communicator {
     /// rejected before calling boad), and tells the other ranks so they fail it at once instead of
     /// waiting for this rank. Returns the error to hand to the caller.
     pub fn fail_collective(&mut self, coll: Coll, what: impl Into<String>) -> crate::Error {
-        let err: crate::Error = UsageError::Invalid {
-            rank: self.rank(),
-            what: what.into(),
-        }
-        .into();
+        let err: crate::Error = Error::new(self.rank(), UsageError::Invalid { what: what.into() });
         let sig = Signature {
             coll,
             op: None,

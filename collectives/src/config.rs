@@ -2,89 +2,9 @@
 
 use std::time::Duration;
 
+pub use boad_proto::TransportKind;
+
 use crate::error::UsageError;
-
-/// One `BOAD_*` variable a rank reads: what `boadrun --help` and the README list (a test checks that
-/// they agree).
-#[derive(Clone, Copy, Debug)]
-pub struct Setting {
-    /// The variable.
-    pub name: &'static str,
-    /// Its default, as written in the docs.
-    pub default: &'static str,
-    /// What it does.
-    pub meaning: &'static str,
-}
-
-/// Every setting [`Config::from_env`] reads.
-pub const SETTINGS: &[Setting] = &[
-    Setting {
-        name: "BOAD_TIMEOUT_MS",
-        default: "60000",
-        meaning: "how long a peer this rank waits for may stay silent: past it, a peer that is alive \
-                  (busy outside boad) is waited for with a warning naming it every BOAD_TIMEOUT_MS, \
-                  and one that shows no sign of life (lost network, stopped process) is a Timeout \
-                  error naming it",
-    },
-    Setting {
-        name: "BOAD_CHUNK_BYTES",
-        default: "32768 on loopback, else 1400",
-        meaning: "payload bytes per datagram (a multiple of 8, up to 65000)",
-    },
-    Setting {
-        name: "BOAD_WINDOW",
-        default: "1 MiB of chunks (4..256)",
-        meaning: "unacknowledged datagrams per message",
-    },
-    Setting {
-        name: "BOAD_DROP_RATE",
-        default: "0",
-        meaning: "drop this fraction of received datagrams (to test loss recovery)",
-    },
-    Setting {
-        name: "BOAD_DROP_SEED",
-        default: "1",
-        meaning: "seed of the dropped datagrams (mixed with the rank)",
-    },
-    Setting {
-        name: "BOAD_STATS",
-        default: "off",
-        meaning: "1: print each rank's counters at finalize",
-    },
-    Setting {
-        name: "BOAD_TRANSPORT",
-        default: "auto",
-        meaning: "auto, kernel, udp or shm: the data path (see --transport)",
-    },
-    Setting {
-        name: "BOAD_SHM_SPIN_US",
-        default: "100 (0 with more ranks than cores)",
-        meaning: "shared memory: how long a waiting rank polls before it yields",
-    },
-    Setting {
-        name: "BOAD_SHM_YIELD_US",
-        default: "0 (100 with more ranks than cores)",
-        meaning: "shared memory: how long a waiting rank polls between sched_yields before it \
-                  sleeps on its futex",
-    },
-];
-
-/// Which transport a job uses (`BOAD_TRANSPORT`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TransportKind {
-    /// Shared memory when every rank of the job is on this host; else the kernel path where the
-    /// launcher attached it (UDP for the calls it does not fit); else hierarchical (shared memory
-    /// inside each host, UDP between one leader per host) when some host has several ranks; else UDP.
-    Auto,
-    /// Userspace UDP, rank to rank.
-    Udp,
-    /// The eBPF kernel path where the call fits, else UDP (an error at init if the launcher did not
-    /// attach it).
-    Kernel,
-    /// Shared memory; over several hosts, hierarchical (shared memory inside each host, UDP
-    /// between one leader per host).
-    Shm,
-}
 
 /// Settings, from `BOAD_*` environment variables.
 #[derive(Clone, Debug)]
@@ -216,20 +136,8 @@ impl Config {
                 Duration::from_micros(yields.unwrap_or(0)),
             ));
         }
-        if let Some(t) = parse::<String>("BOAD_TRANSPORT")? {
-            c.transport = match t.as_str() {
-                "auto" => TransportKind::Auto,
-                "udp" => TransportKind::Udp,
-                "kernel" => TransportKind::Kernel,
-                "shm" => TransportKind::Shm,
-                _ => {
-                    return Err(UsageError::Config {
-                        name: "BOAD_TRANSPORT",
-                        value: t,
-                        why: "must be one of auto, udp, kernel, shm".into(),
-                    })
-                }
-            };
+        if let Some(t) = parse::<TransportKind>(boad_proto::env::TRANSPORT)? {
+            c.transport = t;
         }
         Ok(c)
     }

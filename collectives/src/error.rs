@@ -1,21 +1,35 @@
-//! The crate's error type, composed of one error type per subsystem.
+//! The crate's error: the rank that reports it, and what happened — one error type per subsystem
+//! (joining the job, a bad argument or setting, the transport's I/O, another rank).
+//!
+//! Every error is built through a constructor of [`Error`] that takes the reporting rank once; the
+//! kinds carry the other ranks involved (`peer`, `by`), which [`Error::renumber`] maps when an error
+//! leaves a level of the hierarchical path.
 
-use crate::bootstrap::BootstrapError;
+use crate::join::JoinError;
 use crate::types::{DType, Op, Signature};
 
 /// Result of every boad call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Every error boad returns.
+/// Every error boad returns: the rank that reports it (none for a setting or an environment that
+/// does not parse), and what happened.
+#[derive(Debug)]
+pub struct Error {
+    rank: Option<usize>,
+    kind: ErrorKind,
+}
+
+/// What happened, by subsystem.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+#[non_exhaustive]
+pub enum ErrorKind {
     /// Finding the job or its peers failed.
     #[error(transparent)]
-    Bootstrap(#[from] BootstrapError),
+    Join(#[from] JoinError),
     /// A bad argument or setting on this rank.
     #[error(transparent)]
     Usage(#[from] UsageError),
-    /// The network transport failed.
+    /// The transport's own I/O failed.
     #[error(transparent)]
     Transport(#[from] TransportError),
     /// A collective could not complete because of another rank.
@@ -23,24 +37,40 @@ pub enum Error {
     Collective(#[from] CollectiveError),
 }
 
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.rank {
+            Some(r) => write!(f, "rank {r}: {}", self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            ErrorKind::Transport(TransportError::Io { source, .. }) => Some(source),
+            ErrorKind::Join(e) => e.source(),
+            _ => None,
+        }
+    }
+}
+
 /// A bad argument or setting, found on this rank before anything was sent.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum UsageError {
     /// The root is not a rank of the communicator.
-    #[error("rank {rank}: root {root} is out of range for a communicator of {size} ranks")]
+    #[error("root {root} is out of range for a communicator of {size} ranks")]
     InvalidRoot {
-        /// This rank.
-        rank: usize,
         /// The root given.
         root: usize,
         /// Communicator size.
         size: usize,
     },
     /// A buffer has the wrong length.
-    #[error("rank {rank}: {what} has {got} elements but {expected} are needed")]
+    #[error("{what} has {got} elements but {expected} are needed")]
     BufferLength {
-        /// This rank.
-        rank: usize,
         /// Which buffer.
         what: &'static str,
         /// Elements needed.
@@ -49,30 +79,24 @@ pub enum UsageError {
         got: usize,
     },
     /// The op is not defined on the element type (bitwise and logical ops on floats).
-    #[error("rank {rank}: op {op} is not defined on {dtype} (bitwise and logical ops take integers only)")]
+    #[error("op {op} is not defined on {dtype} (bitwise and logical ops take integers only)")]
     OpNotSupported {
-        /// This rank.
-        rank: usize,
         /// The op.
         op: Op,
         /// The dtype.
         dtype: DType,
     },
     /// A message would be larger than the wire format allows.
-    #[error("rank {rank}: a message of {bytes} bytes is too large (at most {max})")]
+    #[error("a message of {bytes} bytes is too large (at most {max})")]
     TooLarge {
-        /// This rank.
-        rank: usize,
         /// Its size.
         bytes: usize,
         /// The limit.
         max: usize,
     },
     /// A binding (C, Python) rejected an argument of a collective.
-    #[error("rank {rank}: {what}")]
+    #[error("{what}")]
     Invalid {
-        /// This rank.
-        rank: usize,
         /// What was wrong.
         what: String,
     },
@@ -88,14 +112,13 @@ pub enum UsageError {
     },
 }
 
-/// A failure of the network transport itself.
+/// A failure of the transport itself.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransportError {
-    /// A socket call failed.
-    #[error("rank {rank}: {what} failed: {source}")]
+    /// A system call failed.
+    #[error("{what} failed: {source}")]
     Io {
-        /// This rank.
-        rank: usize,
         /// What was being done.
         what: &'static str,
         /// The error.
@@ -105,12 +128,11 @@ pub enum TransportError {
 
 /// A collective that failed because of what another rank did (or did not do).
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum CollectiveError {
-    /// A peer stayed silent past the timeout.
-    #[error("rank {rank}: {call}: rank {peer} sent nothing for {waited_ms} ms (BOAD_TIMEOUT_MS={timeout_ms}); it may be hung, dead or not calling this collective")]
+    /// A peer stayed silent past the timeout, with no sign of life.
+    #[error("{call}: rank {peer} sent nothing for {waited_ms} ms (BOAD_TIMEOUT_MS={timeout_ms}) and shows no sign of life (a lost network, a stopped or hung process)")]
     Timeout {
-        /// This rank.
-        rank: usize,
         /// The collective, e.g. `allreduce #7`.
         call: String,
         /// The silent rank.
@@ -121,10 +143,10 @@ pub enum CollectiveError {
         timeout_ms: u64,
     },
     /// A peer exited while this rank needed data from it.
-    #[error("rank {rank}: {call}: rank {peer} exited with status {code} before sending the data this rank waits for")]
+    #[error(
+        "{call}: rank {peer} exited with status {code} before sending the data this rank waits for"
+    )]
     PeerExited {
-        /// This rank.
-        rank: usize,
         /// The collective.
         call: String,
         /// The rank that exited.
@@ -133,12 +155,8 @@ pub enum CollectiveError {
         code: i32,
     },
     /// Two ranks made different calls for the same collective.
-    #[error(
-        "rank {rank}: collective #{seq}: this rank called {mine} but rank {peer} called {theirs}"
-    )]
+    #[error("collective #{seq}: this rank called {mine} but rank {peer} called {theirs}")]
     Mismatch {
-        /// This rank.
-        rank: usize,
         /// Collective sequence number.
         seq: u32,
         /// The other rank.
@@ -149,10 +167,8 @@ pub enum CollectiveError {
         theirs: Signature,
     },
     /// Another rank reported that this collective failed.
-    #[error("rank {rank}: collective #{seq} failed on rank {by}: {reason}")]
+    #[error("collective #{seq} failed on rank {by}: {reason}")]
     Aborted {
-        /// This rank.
-        rank: usize,
         /// Collective sequence number.
         seq: u32,
         /// The rank that reported it.
@@ -161,10 +177,8 @@ pub enum CollectiveError {
         reason: String,
     },
     /// A peer sent something inconsistent with the call.
-    #[error("rank {rank}: {call}: {what}")]
+    #[error("{call}: {what}")]
     Protocol {
-        /// This rank.
-        rank: usize,
         /// The collective.
         call: String,
         /// What was wrong.
@@ -173,117 +187,174 @@ pub enum CollectiveError {
 }
 
 impl Error {
+    /// An error of `kind` reported by `rank`.
+    pub(crate) fn new(rank: usize, kind: impl Into<ErrorKind>) -> Error {
+        Error {
+            rank: Some(rank),
+            kind: kind.into(),
+        }
+    }
+
+    /// An error about no rank in particular (a setting or the environment).
+    pub(crate) fn general(kind: impl Into<ErrorKind>) -> Error {
+        Error {
+            rank: None,
+            kind: kind.into(),
+        }
+    }
+
+    /// The rank that reports the error (None for a bad setting or environment).
+    pub fn rank(&self) -> Option<usize> {
+        self.rank
+    }
+
+    /// What happened.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
+    /// `rank` saw `peer` make call `theirs` where it made `mine`, in collective `seq`.
+    pub(crate) fn mismatch(
+        rank: usize,
+        seq: u32,
+        peer: usize,
+        mine: Signature,
+        theirs: Signature,
+    ) -> Error {
+        Error::new(
+            rank,
+            CollectiveError::Mismatch {
+                seq,
+                peer,
+                mine,
+                theirs,
+            },
+        )
+    }
+
+    /// `rank` was told by `by` that collective `seq` failed.
+    pub(crate) fn aborted(rank: usize, seq: u32, by: usize, reason: String) -> Error {
+        Error::new(rank, CollectiveError::Aborted { seq, by, reason })
+    }
+
+    /// `rank` found something inconsistent in `call`.
+    pub(crate) fn protocol(rank: usize, call: String, what: String) -> Error {
+        Error::new(rank, CollectiveError::Protocol { call, what })
+    }
+
+    /// `rank` failed doing `what`.
+    pub(crate) fn io(rank: usize, what: &'static str, source: std::io::Error) -> Error {
+        Error::new(rank, TransportError::Io { what, source })
+    }
+
+    /// A closure for `map_err` turning an I/O error met doing `what` into `rank`'s error.
+    pub(crate) fn io_at(rank: usize, what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+        move |source| Error::io(rank, what, source)
+    }
+
     /// The same error with every rank number it holds passed through `global` (a sub-transport of
     /// the hierarchical path numbers its members `0..k`; errors leave it with job ranks). Numbers
     /// inside free text (a `Protocol` error's `what`) cannot be translated: `note` is appended to
     /// such text to say how it counts.
     pub(crate) fn renumber(self, global: &dyn Fn(usize) -> usize, note: &str) -> Error {
-        match self {
-            Error::Bootstrap(e) => Error::Bootstrap(e),
-            Error::Usage(e) => Error::Usage(match e {
-                UsageError::InvalidRoot { rank, root, size } => UsageError::InvalidRoot {
-                    rank: global(rank),
-                    root,
-                    size,
-                },
-                UsageError::BufferLength {
-                    rank,
-                    what,
-                    expected,
-                    got,
-                } => UsageError::BufferLength {
-                    rank: global(rank),
-                    what,
-                    expected,
-                    got,
-                },
-                UsageError::OpNotSupported { rank, op, dtype } => UsageError::OpNotSupported {
-                    rank: global(rank),
-                    op,
-                    dtype,
-                },
-                UsageError::TooLarge { rank, bytes, max } => UsageError::TooLarge {
-                    rank: global(rank),
-                    bytes,
-                    max,
-                },
-                UsageError::Invalid { rank, what } => UsageError::Invalid {
-                    rank: global(rank),
-                    what,
-                },
-                e @ UsageError::Config { .. } => e,
-            }),
-            Error::Transport(TransportError::Io { rank, what, source }) => {
-                Error::Transport(TransportError::Io {
-                    rank: global(rank),
-                    what,
-                    source,
-                })
-            }
-            Error::Collective(e) => Error::Collective(match e {
+        let kind = match self.kind {
+            ErrorKind::Collective(c) => ErrorKind::Collective(match c {
                 CollectiveError::Timeout {
-                    rank,
                     call,
                     peer,
                     waited_ms,
                     timeout_ms,
                 } => CollectiveError::Timeout {
-                    rank: global(rank),
                     call,
                     peer: global(peer),
                     waited_ms,
                     timeout_ms,
                 },
-                CollectiveError::PeerExited {
-                    rank,
-                    call,
-                    peer,
-                    code,
-                } => CollectiveError::PeerExited {
-                    rank: global(rank),
+                CollectiveError::PeerExited { call, peer, code } => CollectiveError::PeerExited {
                     call,
                     peer: global(peer),
                     code,
                 },
                 CollectiveError::Mismatch {
-                    rank,
                     seq,
                     peer,
                     mine,
                     theirs,
                 } => CollectiveError::Mismatch {
-                    rank: global(rank),
                     seq,
                     peer: global(peer),
                     mine,
                     theirs,
                 },
-                CollectiveError::Aborted {
-                    rank,
-                    seq,
-                    by,
-                    reason,
-                } => CollectiveError::Aborted {
-                    rank: global(rank),
+                CollectiveError::Aborted { seq, by, reason } => CollectiveError::Aborted {
                     seq,
                     by: global(by),
                     reason,
                 },
-                CollectiveError::Protocol { rank, call, what } => CollectiveError::Protocol {
-                    rank: global(rank),
+                CollectiveError::Protocol { call, what } => CollectiveError::Protocol {
                     call,
                     what: format!("{what} ({note})"),
                 },
             }),
+            other => other,
+        };
+        Error {
+            rank: self.rank.map(global),
+            kind,
         }
     }
 
     /// The collective an error another rank caused is about, when it says.
     pub(crate) fn seq(&self) -> Option<u32> {
-        match self {
-            Error::Collective(CollectiveError::Mismatch { seq, .. })
-            | Error::Collective(CollectiveError::Aborted { seq, .. }) => Some(*seq),
+        match &self.kind {
+            ErrorKind::Collective(
+                CollectiveError::Mismatch { seq, .. } | CollectiveError::Aborted { seq, .. },
+            ) => Some(*seq),
             _ => None,
         }
+    }
+}
+
+impl From<JoinError> for Error {
+    fn from(e: JoinError) -> Error {
+        Error::general(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Coll;
+
+    #[test]
+    fn messages_name_the_rank_once_and_renumbering_maps_every_rank() {
+        let sig = Signature {
+            coll: Coll::Barrier,
+            op: None,
+            dtype: None,
+            count: 0,
+            root: 0,
+        };
+        let e = Error::mismatch(1, 7, 2, sig, sig);
+        assert_eq!(
+            e.to_string(),
+            "rank 1: collective #7: this rank called barrier() but rank 2 called barrier()"
+        );
+        let g = e.renumber(&|r| r + 10, "");
+        assert_eq!(g.rank(), Some(11));
+        assert!(
+            matches!(
+                g.kind(),
+                ErrorKind::Collective(CollectiveError::Mismatch { peer: 12, .. })
+            ),
+            "{g:?}"
+        );
+        let c = Error::general(UsageError::Config {
+            name: "BOAD_X",
+            value: "y".into(),
+            why: "no".into(),
+        });
+        assert_eq!(c.to_string(), "BOAD_X=\"y\" is invalid: no");
+        assert_eq!(c.renumber(&|r| r + 1, "").rank(), None);
     }
 }

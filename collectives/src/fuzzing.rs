@@ -9,7 +9,7 @@ pub fn udp_datagrams(data: &[u8]) {
 
 /// Rendezvous lines, as the ranks and the launcher read them.
 pub fn rendezvous_lines(data: &[u8]) {
-    crate::bootstrap::protocol::exercise_lines(data);
+    boad_proto::lines::exercise_lines(data);
 }
 
 /// A shared-memory segment a peer scribbled on: record headers and messages read from a ring,

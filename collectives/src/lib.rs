@@ -14,13 +14,13 @@
 #![deny(missing_docs)]
 
 mod algorithms;
-pub mod bootstrap;
 mod comm;
-pub mod config;
+mod config;
 mod error;
 #[cfg(any(feature = "fuzzing", test))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod join;
 #[cfg(feature = "kernel")]
 pub mod kernel;
 #[cfg(any(feature = "kernel", feature = "fuzzing", test))]
@@ -30,8 +30,9 @@ mod transport;
 mod types;
 
 pub use comm::{init, Communicator, Path};
-pub use error::{CollectiveError, Error, Result, TransportError, UsageError};
-pub use transport::shm::{remove_segment as remove_shm_segment, segment_path as shm_segment_path};
+pub use config::{Config, TransportKind};
+pub use error::{CollectiveError, Error, ErrorKind, Result, TransportError, UsageError};
+pub use join::JoinError;
 pub use transport::Stats;
 pub use types::{Coll, DType, Element, Op, Signature};
 

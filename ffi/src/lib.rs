@@ -18,7 +18,7 @@ mod state;
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 
-use boad::{Coll, CollectiveError, Communicator, DType, Error, Op, UsageError};
+use boad::{Coll, CollectiveError, Communicator, DType, Error, ErrorKind, Op, UsageError};
 
 use state::{guard, with_comm, Fail};
 
@@ -216,25 +216,24 @@ const IN_PLACE: usize = 1;
 /// The code of a core error.
 pub(crate) fn code_of(e: &Error) -> boad_result {
     use boad_result::*;
-    match e {
-        Error::Bootstrap(_) => BOAD_ERR_BOOTSTRAP,
-        Error::Usage(u) => match u {
+    match e.kind() {
+        ErrorKind::Join(_) => BOAD_ERR_BOOTSTRAP,
+        ErrorKind::Usage(u) => match u {
             UsageError::InvalidRoot { .. } => BOAD_ERR_INVALID_ROOT,
-            UsageError::BufferLength { .. } | UsageError::TooLarge { .. } => BOAD_ERR_BUFFER,
             UsageError::OpNotSupported { .. } => BOAD_ERR_INVALID_OP,
             UsageError::Config { .. } => BOAD_ERR_CONFIG,
-            // Only `Communicator::fail_collective` returns it, for an argument this library
-            // rejected: the caller gets that rejection's own code (see `collective`).
-            UsageError::Invalid { .. } => BOAD_ERR_BUFFER,
+            // `Invalid` only comes from `Communicator::fail_collective`, for an argument this
+            // library rejected: the caller gets that rejection's own code (see `collective`).
+            _ => BOAD_ERR_BUFFER,
         },
-        Error::Transport(_) => BOAD_ERR_TRANSPORT,
-        Error::Collective(c) => match c {
+        ErrorKind::Collective(c) => match c {
             CollectiveError::Timeout { .. } => BOAD_ERR_TIMEOUT,
             CollectiveError::PeerExited { .. } => BOAD_ERR_PEER_EXITED,
             CollectiveError::Mismatch { .. } => BOAD_ERR_MISMATCH,
             CollectiveError::Aborted { .. } => BOAD_ERR_ABORTED,
-            CollectiveError::Protocol { .. } => BOAD_ERR_PROTOCOL,
+            _ => BOAD_ERR_PROTOCOL,
         },
+        _ => BOAD_ERR_TRANSPORT,
     }
 }
 

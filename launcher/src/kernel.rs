@@ -7,40 +7,41 @@
 //! descriptors and the programs are gone from every interface.
 
 use boad::{DType, Op};
+use boad_proto::TransportKind;
 
-/// Which path the ranks' collectives take between hosts (`BOAD_TRANSPORT`, `--transport`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Transport {
-    /// The kernel path if boadrun can set it up, else the userspace path (saying so once).
-    Auto,
-    /// The kernel path, or boadrun fails (exit 125).
-    Kernel,
-    /// Userspace UDP only.
-    Udp,
-    /// Shared memory; over several hosts, hierarchical (shared memory inside hosts, UDP between
-    /// leaders).
-    Shm,
-}
+/// `--transport`: the ranks' data path ([`TransportKind`], defined with the ranks' side in
+/// `boad-proto`), as a command-line value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transport(pub TransportKind);
 
-impl Transport {
-    /// The value as written in `BOAD_TRANSPORT`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Auto => "auto",
-            Transport::Kernel => "kernel",
-            Transport::Udp => "udp",
-            Transport::Shm => "shm",
-        }
+impl clap::ValueEnum for Transport {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            Transport(TransportKind::Auto),
+            Transport(TransportKind::Kernel),
+            Transport(TransportKind::Udp),
+            Transport(TransportKind::Shm),
+        ]
     }
 
-    /// Whether boadrun sets up the kernel path for this choice.
-    pub fn wants_kernel(self) -> bool {
-        matches!(self, Transport::Auto | Transport::Kernel)
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let help = match self.0 {
+            TransportKind::Auto => {
+                "The kernel path if boadrun can set it up, else the userspace path (saying so once)"
+            }
+            TransportKind::Kernel => "The kernel path, or boadrun fails (exit 125)",
+            TransportKind::Udp => "Userspace UDP only",
+            TransportKind::Shm => {
+                "Shared memory; over several hosts, hierarchical (shared memory inside hosts, UDP \
+                 between leaders)"
+            }
+        };
+        Some(clap::builder::PossibleValue::new(self.0.name()).help(help))
     }
 }
 
 /// The variable through which ranks learn the transport.
-pub const ENV_TRANSPORT: &str = "BOAD_TRANSPORT";
+pub const ENV_TRANSPORT: &str = boad_proto::env::TRANSPORT;
 
 /// Which reduction programs boadrun loads (each costs a verifier run when the job starts).
 pub const ENV_FOLDS: &str = "BOAD_KERNEL_FOLDS";
@@ -154,7 +155,7 @@ fn lo_has_xdp() -> bool {
 
 /// `boadrun --check`: what the machine offers the kernel path, and the path a job would take.
 /// Prints a report to stdout; never fails.
-pub fn check(transport: Transport) {
+pub fn check(transport: TransportKind) {
     let yes = |b: bool| if b { "yes" } else { "no" };
     let btf = std::path::Path::new("/sys/kernel/btf/vmlinux").exists();
     println!("boadrun {}", env!("CARGO_PKG_VERSION"));
@@ -225,9 +226,8 @@ mod imp {
     use std::os::fd::{AsFd, AsRawFd, OwnedFd};
     use std::time::{Duration, Instant};
 
-    use boad::bootstrap::host_leaders;
-    use boad::bootstrap::protocol::PeerEntry;
     use boad::kernel::{comm, with_netns, BcastMember, Counters, KernelPath, PortRole, XdpMode};
+    use boad_proto::{Layout, PeerEntry};
 
     use super::{chain, lo_has_xdp, missing_caps, Folds};
 
@@ -381,7 +381,7 @@ mod imp {
         /// the job key, every rank's port (reduce), a trigger port (broadcast), the world
         /// communicator and, on a job over several hosts where some host has several ranks, the
         /// host leaders' communicator (the hierarchical path's network level: leader `h` is the
-        /// `h`-th of [`host_leaders`]). Returns the trigger port and whether the leaders'
+        /// `h`-th leader of `boad_proto::Layout`). Returns the trigger port and whether the leaders'
         /// communicator is filled.
         ///
         /// Each member is given under the rank its transport puts in the header's `src` (job rank
@@ -410,7 +410,7 @@ mod imp {
             self.path
                 .set_comm(comm::WORLD, contribs, &members)
                 .map_err(map)?;
-            let leaders = host_leaders(peers);
+            let leaders = Layout::of(peers).leaders;
             let hierarchical = leaders.len() > 1 && leaders.len() < peers.len();
             if hierarchical {
                 // Numbered by host: the leaders' transport calls leader `h` rank `h`.
@@ -493,7 +493,7 @@ mod imp {
     use std::os::fd::OwnedFd;
     use std::time::Duration;
 
-    use boad::bootstrap::protocol::PeerEntry;
+    use boad_proto::PeerEntry;
 
     use super::Folds;
 
@@ -567,15 +567,9 @@ mod tests {
 
     #[test]
     fn transport_names() {
-        for t in [
-            Transport::Auto,
-            Transport::Kernel,
-            Transport::Udp,
-            Transport::Shm,
-        ] {
+        for t in TransportKind::ALL {
             let parsed = <Transport as clap::ValueEnum>::from_str(t.name(), false);
-            assert_eq!(parsed, Ok(t));
+            assert_eq!(parsed, Ok(Transport(t)));
         }
-        assert!(Transport::Auto.wants_kernel() && !Transport::Shm.wants_kernel());
     }
 }

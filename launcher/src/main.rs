@@ -22,12 +22,13 @@ use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use boad::bootstrap::ENV_JOB;
+use boad_proto::env::JOB as ENV_JOB;
+use boad_proto::TransportKind;
 use clap::Parser;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use boad::bootstrap::protocol::Line;
+use boad_proto::Line;
 use error::Error;
 use kernel::{Setup, Transport, ENV_TRANSPORT};
 use rendezvous::{Server, TableHook};
@@ -45,7 +46,7 @@ const DRAIN: Duration = Duration::from_secs(1);
 const DEADLINE_EXIT: i32 = 124;
 
 /// What `boadrun --help` says after the options: the ranks' environment, exit status, signals,
-/// the kernel path, and every `BOAD_*` setting with its default (from [`boad::config::SETTINGS`]).
+/// the kernel path, and every `BOAD_*` setting with its default (from [`boad_proto::SETTINGS`]).
 fn after_help() -> String {
     let mut s = String::from(
         "Each rank gets BOAD_RANK, BOAD_SIZE, BOAD_LOCAL_RANK, BOAD_LOCAL_SIZE, BOAD_HOST_ID, \
@@ -67,14 +68,14 @@ ranks joined and sends a KERNEL line in the rendezvous table. Everything is deta
 exits, even by SIGKILL. With BOAD_STATS=1 boadrun prints the programs' counters at the end of the \
 job.\n\nEnvironment (default in brackets):\n",
     );
-    let folds = boad::config::Setting {
+    let folds = boad_proto::Setting {
         name: kernel::ENV_FOLDS,
         default: "all",
         meaning:
             "for boadrun: which reduction programs to load (all, none, or a list of OP, DTYPE \
                   or OP:DTYPE such as sum:i32,max), each a verifier run",
     };
-    for st in boad::config::SETTINGS.iter().chain([&folds]) {
+    for st in boad_proto::SETTINGS.iter().chain([&folds]) {
         s += &format!("  {} [{}]\n      {}\n", st.name, st.default, st.meaning);
     }
     s
@@ -233,7 +234,7 @@ struct ShmCleanup {
 impl Drop for ShmCleanup {
     fn drop(&mut self) {
         for host in 0..self.hosts {
-            if let Err(e) = boad::remove_shm_segment(self.job, host) {
+            if let Err(e) = boad_proto::shm::remove_segment(self.job, host) {
                 eprintln!("boadrun: cannot remove the job's shared-memory segment: {e}");
             }
         }
@@ -270,7 +271,7 @@ fn run(args: &Args) -> Result<i32, Error> {
     let server = Server::start(
         ours,
         Duration::from_millis(args.rendezvous_timeout_ms),
-        Some(table_hook(Arc::clone(&kernel), job, args.transport)),
+        Some(table_hook(Arc::clone(&kernel), job, args.transport.0)),
     );
     // Cleans up after the job even if boadrun is killed (see janitor.rs).
     let mut janitor = janitor::Janitor::start()?;
@@ -301,8 +302,9 @@ fn run(args: &Args) -> Result<i32, Error> {
     // `auto` job.
     // With `auto` the kernel path is set up only for a job over several hosts: on one host the
     // ranks use shared memory, and loading the programs costs seconds of verifier time.
-    if args.transport == Transport::Kernel
-        || (args.transport.wants_kernel() && cfg!(feature = "kernel") && cluster.is_some())
+    let transport = args.transport.0;
+    if transport == TransportKind::Kernel
+        || (transport.wants_kernel() && cfg!(feature = "kernel") && cluster.is_some())
     {
         let netns = match &cluster {
             Some(c) => c.netns_handles()?,
@@ -310,7 +312,7 @@ fn run(args: &Args) -> Result<i32, Error> {
         };
         match kernel::Folds::from_env().and_then(|folds| Setup::attach(netns, &folds)) {
             Ok(setup) => *lock(&kernel) = Some(setup),
-            Err(why) if args.transport == Transport::Kernel => return Err(Error::Kernel(why)),
+            Err(why) if transport == TransportKind::Kernel => return Err(Error::Kernel(why)),
             Err(why) => fallback(&why),
         }
     }
@@ -345,11 +347,11 @@ fn run(args: &Args) -> Result<i32, Error> {
         hosts: hosts as u32,
     };
     for host in 0..hosts as u32 {
-        janitor.watch_file(&boad::shm_segment_path(job, host));
+        janitor.watch_file(&boad_proto::shm::segment_path(job, host));
     }
     let mut env = vec![
         (ENV_JOB, format!("{job:016x}").into()),
-        (ENV_TRANSPORT, args.transport.name().into()),
+        (ENV_TRANSPORT, transport.name().into()),
     ];
     if let Some(ms) = args.timeout_ms {
         env.push((ENV_TIMEOUT_MS, ms.to_string().into()));
@@ -518,7 +520,7 @@ fn fallback(why: &str) {
 /// Once all ranks joined: fills the kernel path's maps for job `job` and adds the `KERNEL` line to
 /// the table. If that fails, `--transport kernel` aborts the job; `auto` detaches the programs,
 /// says so, and sends the table without the line.
-fn table_hook(kernel: Arc<Mutex<Option<Setup>>>, job: u64, transport: Transport) -> TableHook {
+fn table_hook(kernel: Arc<Mutex<Option<Setup>>>, job: u64, transport: TransportKind) -> TableHook {
     Box::new(move |peers| {
         let mut slot = lock(&kernel);
         let Some(setup) = slot.as_mut() else {
@@ -529,7 +531,7 @@ fn table_hook(kernel: Arc<Mutex<Option<Setup>>>, job: u64, transport: Transport)
                 trigger_port,
                 leaders,
             }]),
-            Err(why) if transport == Transport::Kernel => Err(format!("kernel path: {why}")),
+            Err(why) if transport == TransportKind::Kernel => Err(format!("kernel path: {why}")),
             Err(why) => {
                 *slot = None;
                 fallback(&why);
@@ -551,7 +553,7 @@ fn main() {
         Err(e) => e.exit(),
     };
     if args.check {
-        kernel::check(args.transport);
+        kernel::check(args.transport.0);
         std::process::exit(0);
     }
     let code = match run(&args) {

@@ -1,4 +1,4 @@
-//! The launcher side of the rendezvous protocol ([`boad::bootstrap::protocol`]).
+//! The launcher side of the rendezvous protocol (`boad_proto::lines`).
 //!
 //! Every rank gets its own connection: one end of a Unix socket pair, inherited across `exec`
 //! (`BOAD_RENDEZVOUS_FD`). A rank that uses the library says `HELLO` on it; once all ranks have, each
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use boad::bootstrap::protocol::{Line, PeerEntry};
+use boad_proto::{Line, PeerEntry};
 
 /// How long a write to a rank may block before the rank is considered gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -60,19 +60,13 @@ pub fn spawn_rank(
     cmd.arg0(launch.argv0)
         .args(launch.args)
         .envs(launch.env.iter().map(|(k, v)| (*k, v)))
-        .env(boad::bootstrap::ENV_RANK, rank.to_string())
-        .env(boad::bootstrap::ENV_SIZE, size.to_string())
-        .env(
-            boad::bootstrap::ENV_LOCAL_RANK,
-            place.local_rank.to_string(),
-        )
-        .env(
-            boad::bootstrap::ENV_LOCAL_SIZE,
-            place.local_size.to_string(),
-        )
-        .env(boad::bootstrap::ENV_HOST_ID, place.host_id.to_string())
-        .env(boad::bootstrap::ENV_BIND_ADDR, place.bind.to_string())
-        .env(boad::bootstrap::ENV_RENDEZVOUS_FD, rendezvous.to_string())
+        .env(boad_proto::env::RANK, rank.to_string())
+        .env(boad_proto::env::SIZE, size.to_string())
+        .env(boad_proto::env::LOCAL_RANK, place.local_rank.to_string())
+        .env(boad_proto::env::LOCAL_SIZE, place.local_size.to_string())
+        .env(boad_proto::env::HOST_ID, place.host_id.to_string())
+        .env(boad_proto::env::BIND_ADDR, place.bind.to_string())
+        .env(boad_proto::env::RENDEZVOUS_FD, rendezvous.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

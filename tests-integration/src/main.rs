@@ -776,7 +776,7 @@ fn main() -> ExitCode {
             eprintln!("boad-check shm-path: BOAD_JOB or BOAD_HOST_ID missing");
             return ExitCode::from(2);
         };
-        println!("{}", boad::shm_segment_path(job, host).display());
+        println!("{}", boad_proto::shm::segment_path(job, host).display());
         return ExitCode::SUCCESS;
     }
     let mut comm = match boad::init() {

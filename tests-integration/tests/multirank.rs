@@ -493,7 +493,7 @@ fn boadrun_removes_a_segment_left_by_dead_ranks() {
     let job = run_cmd(cmd, "shm", &[], LIMIT);
     assert_eq!(job.code(), Some(128 + 9), "{}", job.stderr());
     let key = job.key();
-    let made = boad::shm_segment_path(u64::from_str_radix(&key, 16).expect("key"), 0);
+    let made = boad_proto::shm::segment_path(u64::from_str_radix(&key, 16).expect("key"), 0);
     assert!(
         job.stdout().contains(&made.display().to_string()),
         "rank 0 did not make {made:?}:\n{}",

@@ -599,7 +599,7 @@ fn baseline(comm: &mut Communicator, flavor: Flavor, timeout: Duration) -> Resul
         .local_addr()
         .map(|a| a.ip())
         .or_else(|| {
-            std::env::var(boad::bootstrap::ENV_BIND_ADDR)
+            std::env::var(boad_proto::env::BIND_ADDR)
                 .ok()
                 .and_then(|s| s.parse().ok())
         })

@@ -29,7 +29,7 @@ pub(crate) use kernel_tc_xdp::{
 };
 pub(crate) use reduce_binomial::reduce_binomial;
 
-use crate::error::{CollectiveError, Result};
+use crate::error::{Error, Result};
 use crate::ops::fold;
 use crate::transport::{Ctx, Transport};
 use crate::types::{DType, Op};
@@ -47,12 +47,11 @@ fn fold_into(
     if fold(dtype, op, acc, src) {
         return Ok(());
     }
-    Err(CollectiveError::Protocol {
+    Err(Error::protocol(
         rank,
-        call: ctx.describe(),
-        what: format!("cannot fold {op} over {dtype}"),
-    }
-    .into())
+        ctx.describe(),
+        format!("cannot fold {op} over {dtype}"),
+    ))
 }
 
 /// Receives a message that must be exactly `len` bytes long.
@@ -65,15 +64,14 @@ fn recv_exact<T: Transport + ?Sized>(
 ) -> Result<Vec<u8>> {
     let data = t.recv(ctx, src, tag)?;
     if data.len() != len {
-        return Err(CollectiveError::Protocol {
-            rank: t.rank(),
-            call: ctx.describe(),
-            what: format!(
+        return Err(Error::protocol(
+            t.rank(),
+            ctx.describe(),
+            format!(
                 "rank {src} sent {} bytes where {len} were expected",
                 data.len()
             ),
-        }
-        .into());
+        ));
     }
     Ok(data)
 }

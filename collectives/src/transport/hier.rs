@@ -36,54 +36,12 @@ use super::ledger::{SigLog, SIG_LOG};
 use super::shm::Shm;
 use super::udp::{kernel_fits, Udp};
 use super::{Ctx, Stats, Transport};
-use crate::bootstrap::protocol::{Line, PeerEntry, MAX_LINE};
-use crate::bootstrap::JobInfo;
 use crate::config::Config;
-use crate::error::{CollectiveError, Error, Result, TransportError};
+use crate::error::{Error, Result};
+use crate::join::JobInfo;
 use crate::types::{Coll, Signature};
-
-/// Which hosts the ranks of a job are on.
-#[derive(Clone, Debug)]
-pub(crate) struct Layout {
-    /// Per host, in order of its lowest rank: its ranks, ascending (the first is the leader).
-    pub hosts: Vec<Vec<usize>>,
-    /// Per job rank: (host index, index among the host's ranks).
-    pub place: Vec<(usize, usize)>,
-    /// Per host: its leader (lowest rank), i.e. the job rank of leader rank `h`.
-    pub leaders: Vec<usize>,
-}
-
-impl Layout {
-    /// The layout of a job table.
-    pub fn of(table: &[PeerEntry]) -> Layout {
-        let mut ids: Vec<u32> = Vec::new();
-        let mut hosts: Vec<Vec<usize>> = Vec::new();
-        let mut place = Vec::with_capacity(table.len());
-        for (rank, e) in table.iter().enumerate() {
-            let h = match ids.iter().position(|&id| id == e.host_id) {
-                Some(h) => h,
-                None => {
-                    ids.push(e.host_id);
-                    hosts.push(Vec::new());
-                    ids.len() - 1
-                }
-            };
-            place.push((h, hosts[h].len()));
-            hosts[h].push(rank);
-        }
-        let leaders = hosts.iter().map(|ranks| ranks[0]).collect();
-        Layout {
-            hosts,
-            place,
-            leaders,
-        }
-    }
-
-    /// The most ranks any host has.
-    pub fn max_local(&self) -> usize {
-        self.hosts.iter().map(Vec::len).max().unwrap_or(1)
-    }
-}
+use boad_proto::lines::{Line, PeerEntry, MAX_LINE};
+use boad_proto::Layout;
 
 /// A sub-transport shared between [`Hier`] and the other sub-transport's idle hook.
 type Shared<T> = Arc<Mutex<T>>;
@@ -210,7 +168,7 @@ impl Hier {
         let (host, local_rank) = layout.place[rank];
         let leaders = layout.leaders.clone();
         let is_leader = local_rank == 0;
-        let io = |what| move |source| -> Error { TransportError::Io { rank, what, source }.into() };
+        let io = |what| Error::io_at(rank, what);
 
         // The feeds of the launcher's lines, one per sub-transport.
         let mut launcher = None;
@@ -369,12 +327,11 @@ impl Hier {
     /// Runs `f` on the leaders' network transport (leader ranks `0..H`); errors name job ranks.
     pub fn net<R>(&self, f: impl FnOnce(&mut dyn Transport) -> Result<R>) -> Result<R> {
         let Some(net) = &self.net else {
-            return Err(CollectiveError::Protocol {
-                rank: self.rank,
-                call: "a hierarchical collective".into(),
-                what: "only a host's leader uses the network (internal error)".into(),
-            }
-            .into());
+            return Err(Error::protocol(
+                self.rank,
+                "a hierarchical collective".into(),
+                "only a host's leader uses the network (internal error)".into(),
+            ));
         };
         let leaders = &self.layout.leaders;
         let r = f(&mut *lock(net));
@@ -413,13 +370,7 @@ impl Hier {
             } else {
                 leaders.get(by).copied().unwrap_or(by)
             };
-            let err: Error = CollectiveError::Aborted {
-                rank: self.rank,
-                seq,
-                by,
-                reason,
-            }
-            .into();
+            let err: Error = Error::aborted(self.rank, seq, by, reason);
             let ctx = Ctx { seq, sig };
             if to_net {
                 lock(net).fail(&ctx, &err);
@@ -569,14 +520,13 @@ impl Transport for Hier {
 impl Hier {
     /// The error for a collective that tried to use this transport rank to rank.
     fn direct(&self, ctx: &Ctx) -> Error {
-        CollectiveError::Protocol {
-            rank: self.rank,
-            call: ctx.describe(),
-            what: "the hierarchical transport carries whole collectives, not messages between two \
+        Error::protocol(
+            self.rank,
+            ctx.describe(),
+            "the hierarchical transport carries whole collectives, not messages between two \
                    ranks (internal error)"
                 .into(),
-        }
-        .into()
+        )
     }
 }
 
@@ -585,59 +535,24 @@ mod tests {
     use super::*;
     use crate::error::CollectiveError;
 
-    fn table(hosts: &[u32]) -> Vec<PeerEntry> {
-        hosts
-            .iter()
-            .enumerate()
-            .map(|(rank, &host_id)| PeerEntry {
-                rank,
-                host_id,
-                ip: std::net::IpAddr::from([127, 0, 0, 1]),
-                port: 1000 + rank as u16,
-                pulse: 0,
-                pid: 1,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn layout_orders_hosts_by_lowest_rank_and_handles_uneven_interleaved_hosts() {
-        let l = Layout::of(&table(&[7, 7, 2, 7, 5, 2]));
-        assert_eq!(l.hosts, vec![vec![0, 1, 3], vec![2, 5], vec![4]]);
-        assert_eq!(
-            l.place,
-            vec![(0, 0), (0, 1), (1, 0), (0, 2), (2, 0), (1, 1)]
-        );
-        assert_eq!(l.leaders, vec![0, 2, 4]);
-        assert_eq!(l.max_local(), 3);
-        // The launcher numbers the kernel path's leaders communicator the same way.
-        let t = table(&[7, 7, 2, 7, 5, 2]);
-        assert_eq!(crate::bootstrap::host_leaders(&t), vec![0, 2, 4]);
-    }
-
     #[test]
     fn errors_leave_a_sub_transport_with_job_ranks() {
         let ids = [3usize, 4, 5];
         let global = |r: usize| ids[r];
-        let e: Error = CollectiveError::PeerExited {
-            rank: 0,
-            call: "allreduce #2".into(),
-            peer: 2,
-            code: 137,
-        }
-        .into();
+        let e: Error = Error::new(
+            0,
+            CollectiveError::PeerExited {
+                call: "allreduce #2".into(),
+                peer: 2,
+                code: 137,
+            },
+        );
         let e = e.renumber(&global, "n");
         assert_eq!(
             e.to_string(),
             "rank 3: allreduce #2: rank 5 exited with status 137 before sending the data this rank waits for"
         );
-        let e: Error = CollectiveError::Aborted {
-            rank: 1,
-            seq: 9,
-            by: 0,
-            reason: "r".into(),
-        }
-        .into();
+        let e: Error = Error::aborted(1, 9, 0, "r".into());
         let e = e.renumber(&global, "n");
         assert_eq!(e.seq(), Some(9));
         assert_eq!(e.to_string(), "rank 4: collective #9 failed on rank 3: r");

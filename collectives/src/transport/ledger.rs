@@ -107,14 +107,7 @@ impl Ledger {
             .find(|((_, s, _), (theirs, _))| *s == ctx.seq && *theirs != ctx.sig)
             .map(|((src, _, _), (theirs, _))| (*src, *theirs));
         if let Some((peer, theirs)) = early {
-            return Err(CollectiveError::Mismatch {
-                rank,
-                seq: ctx.seq,
-                peer,
-                mine: ctx.sig,
-                theirs,
-            }
-            .into());
+            return Err(Error::mismatch(rank, ctx.seq, peer, ctx.sig, theirs));
         }
         Ok(())
     }
@@ -146,22 +139,9 @@ impl Ledger {
             .min_by_key(|(s, _)| **s);
         let err: Error = match (abort, mismatch) {
             (_, Some((s, (peer, theirs)))) if abort.is_none_or(|(a, _)| s <= a) => {
-                CollectiveError::Mismatch {
-                    rank,
-                    seq: *s,
-                    peer: *peer,
-                    mine: self.sig_of(*s)?,
-                    theirs: *theirs,
-                }
-                .into()
+                Error::mismatch(rank, *s, *peer, self.sig_of(*s)?, *theirs)
             }
-            (Some((s, (by, reason))), _) => CollectiveError::Aborted {
-                rank,
-                seq: *s,
-                by: *by,
-                reason: reason.clone(),
-            }
-            .into(),
+            (Some((s, (by, reason))), _) => Error::aborted(rank, *s, *by, reason.clone()),
             _ => return None,
         };
         let done: Vec<u32> = self
@@ -178,23 +158,10 @@ impl Ledger {
     /// The mismatch or abort already known for collective `ctx` itself.
     pub fn current(&self, rank: usize, ctx: &Ctx) -> Result<()> {
         if let Some((peer, theirs)) = self.mismatches.get(&ctx.seq) {
-            return Err(CollectiveError::Mismatch {
-                rank,
-                seq: ctx.seq,
-                peer: *peer,
-                mine: ctx.sig,
-                theirs: *theirs,
-            }
-            .into());
+            return Err(Error::mismatch(rank, ctx.seq, *peer, ctx.sig, *theirs));
         }
         if let Some((by, reason)) = self.aborts.get(&ctx.seq) {
-            return Err(CollectiveError::Aborted {
-                rank,
-                seq: ctx.seq,
-                by: *by,
-                reason: reason.clone(),
-            }
-            .into());
+            return Err(Error::aborted(rank, ctx.seq, *by, reason.clone()));
         }
         Ok(())
     }
@@ -247,26 +214,28 @@ pub(crate) fn check_peer(
         )
     };
     if let Some(code) = exited {
-        return Err(CollectiveError::PeerExited {
+        return Err(Error::new(
             rank,
-            call: call(),
-            peer,
-            code,
-        }
-        .into());
+            CollectiveError::PeerExited {
+                call: call(),
+                peer,
+                code,
+            },
+        ));
     }
     if silent <= timeout {
         return Ok(());
     }
     let Life::Alive { at } = life else {
-        return Err(CollectiveError::Timeout {
+        return Err(Error::new(
             rank,
-            call: call(),
-            peer,
-            waited_ms: silent.as_millis() as u64,
-            timeout_ms: timeout.as_millis() as u64,
-        }
-        .into());
+            CollectiveError::Timeout {
+                call: call(),
+                peer,
+                waited_ms: silent.as_millis() as u64,
+                timeout_ms: timeout.as_millis() as u64,
+            },
+        ));
     };
     let now = std::time::Instant::now();
     if warned.is_none_or(|t| now.duration_since(t) >= timeout) {

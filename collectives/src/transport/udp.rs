@@ -38,10 +38,10 @@ use rand::{Rng, SeedableRng};
 use super::ledger::{check_peer, Ledger, Life};
 use super::wire::{self, Admit, Chunk, Datagram, Receiver};
 use super::{Ctx, Stats, Transport};
-use crate::bootstrap::protocol::{take_lines, Line, PeerEntry};
 use crate::config::Config;
-use crate::error::{CollectiveError, Error, Result, TransportError, UsageError};
+use crate::error::{Error, Result, UsageError};
 use crate::types::Signature;
+use boad_proto::lines::{take_lines, Line, PeerEntry};
 
 #[path = "udp_kernel.rs"]
 mod kernel_path;
@@ -306,12 +306,7 @@ impl Wire {
                 self.stats.send_failed += 1;
                 Ok(true)
             }
-            Err(source) => Err(TransportError::Io {
-                rank: self.rank,
-                what: "sending a datagram",
-                source,
-            }
-            .into()),
+            Err(source) => Err(Error::io(self.rank, "sending a datagram", source)),
         }
     }
 }
@@ -474,7 +469,7 @@ pub(crate) struct Udp {
 impl Udp {
     /// Binds a socket on `bind`, without peers yet; returns it with its port.
     pub fn bind(rank: usize, bind: std::net::IpAddr) -> Result<(UdpSocket, u16)> {
-        let io = |what| move |source| -> Error { TransportError::Io { rank, what, source }.into() };
+        let io = |what| Error::io_at(rank, what);
         let domain = if bind.is_ipv4() {
             socket2::Domain::IPV4
         } else {
@@ -512,7 +507,7 @@ impl Udp {
         launcher_buf: Vec<u8>,
         cfg: Config,
     ) -> Result<Udp> {
-        let io = |what| move |source| -> Error { TransportError::Io { rank, what, source }.into() };
+        let io = |what| Error::io_at(rank, what);
         let poll = Poll::new().map_err(io("creating the poller"))?;
         poll.registry()
             .register(
@@ -678,14 +673,7 @@ impl Udp {
         match self.poll.poll(&mut self.events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(TransportError::Io {
-                    rank: self.rank_(),
-                    what: "waiting for datagrams",
-                    source,
-                }
-                .into())
-            }
+            Err(source) => return Err(Error::io(self.rank_(), "waiting for datagrams", source)),
         }
         let launcher_ready = self.events.iter().any(|e| e.token() == LAUNCHER);
         if self
@@ -725,14 +713,7 @@ impl Udp {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 // ICMP errors of earlier sends surface here; they carry no datagram.
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
-                Err(source) => {
-                    return Err(TransportError::Io {
-                        rank: self.rank_(),
-                        what: "receiving a datagram",
-                        source,
-                    }
-                    .into())
-                }
+                Err(source) => return Err(Error::io(self.rank_(), "receiving a datagram", source)),
             }
         }
     }
@@ -1174,34 +1155,16 @@ impl Udp {
         self.ledger.current(rank, ctx)?;
         if let Some(st) = self.status.get(&(src, ctx.seq)) {
             if let Some(reason) = &st.aborted {
-                return Err(CollectiveError::Aborted {
-                    rank,
-                    seq: ctx.seq,
-                    by: src,
-                    reason: reason.clone(),
-                }
-                .into());
+                return Err(Error::aborted(rank, ctx.seq, src, reason.clone()));
             }
             match st.sig {
                 Some(theirs) if theirs != ctx.sig => {
-                    return Err(CollectiveError::Mismatch {
-                        rank,
-                        seq: ctx.seq,
-                        peer: src,
-                        mine: ctx.sig,
-                        theirs,
-                    }
-                    .into())
+                    return Err(Error::mismatch(rank, ctx.seq, src, ctx.sig, theirs))
                 }
                 Some(_) if st.cur > ctx.seq => {
-                    return Err(CollectiveError::Protocol {
-                        rank,
-                        call: ctx.describe(),
-                        what: format!(
+                    return Err(Error::protocol(rank, ctx.describe(), format!(
                             "rank {src} finished this collective without sending this rank the data it waits for (do all ranks pass the same root?)"
-                        ),
-                    }
-                    .into())
+                        )))
                 }
                 _ => {}
             }
@@ -1251,12 +1214,13 @@ impl Transport for Udp {
     fn send(&mut self, ctx: &Ctx, dst: usize, tag: u32, data: &[u8]) -> Result<()> {
         let max = u32::MAX as usize;
         if data.len() > max {
-            return Err(UsageError::TooLarge {
-                rank: self.rank(),
-                bytes: data.len(),
-                max,
-            }
-            .into());
+            return Err(Error::new(
+                self.rank(),
+                UsageError::TooLarge {
+                    bytes: data.len(),
+                    max,
+                },
+            ));
         }
         if dst == self.rank() {
             self.ledger
@@ -1294,14 +1258,7 @@ impl Transport for Udp {
         loop {
             if let Some((theirs, data)) = self.ledger.inbox.remove(&(src, ctx.seq, tag)) {
                 if theirs != ctx.sig {
-                    return Err(CollectiveError::Mismatch {
-                        rank: self.rank(),
-                        seq: ctx.seq,
-                        peer: src,
-                        mine: ctx.sig,
-                        theirs,
-                    }
-                    .into());
+                    return Err(Error::mismatch(self.rank(), ctx.seq, src, ctx.sig, theirs));
                 }
                 return Ok(data);
             }

@@ -27,7 +27,7 @@ use boad_common::kernel::{MAX_PAYLOAD, MAX_RANKS};
 use boad_common::{flags, kind, Header};
 
 use super::{Bits, Udp, PROBE_BASE, PROBE_MAX};
-use crate::error::{CollectiveError, Error, Result};
+use crate::error::{Error, Result};
 use crate::ops::fold;
 use crate::transport::wire::{Admit, Datagram};
 use crate::transport::Ctx;
@@ -342,23 +342,11 @@ impl Udp {
     }
 
     fn mismatch(&self, ctx: &Ctx, peer: usize, theirs: Signature) -> Error {
-        CollectiveError::Mismatch {
-            rank: self.rank_(),
-            seq: ctx.seq,
-            peer,
-            mine: ctx.sig,
-            theirs,
-        }
-        .into()
+        Error::mismatch(self.rank_(), ctx.seq, peer, ctx.sig, theirs)
     }
 
     fn kprotocol(&self, ctx: &Ctx, what: String) -> Error {
-        CollectiveError::Protocol {
-            rank: self.rank_(),
-            call: ctx.describe(),
-            what,
-        }
-        .into()
+        Error::protocol(self.rank_(), ctx.describe(), what)
     }
 
     /// The first contributor missing from some incomplete chunk's unfolded set (after bypass
@@ -410,13 +398,7 @@ impl Udp {
             }
         }
         if let Some((by, reason)) = self.ledger.aborts.get(&ctx.seq) {
-            return Err(CollectiveError::Aborted {
-                rank: self.rank_(),
-                seq: ctx.seq,
-                by: *by,
-                reason: reason.clone(),
-            }
-            .into());
+            return Err(Error::aborted(self.rank_(), ctx.seq, *by, reason.clone()));
         }
         Ok(())
     }
@@ -425,15 +407,7 @@ impl Udp {
     fn status_error(&self, ctx: &Ctx, src: usize) -> Option<Error> {
         let st = self.status.get(&(src, ctx.seq))?;
         if let Some(reason) = &st.aborted {
-            return Some(
-                CollectiveError::Aborted {
-                    rank: self.rank_(),
-                    seq: ctx.seq,
-                    by: src,
-                    reason: reason.clone(),
-                }
-                .into(),
-            );
+            return Some(Error::aborted(self.rank_(), ctx.seq, src, reason.clone()));
         }
         match st.sig {
             Some(theirs) if theirs != ctx.sig => Some(self.mismatch(ctx, src, theirs)),

@@ -155,7 +155,7 @@ pub fn run_cmd(mut cmd: Command, transport: &str, env: &[(&str, &str)], limit: D
 pub fn leftover_segments(key: &str) -> Vec<String> {
     let job = u64::from_str_radix(key, 16).unwrap_or_else(|_| panic!("job key {key:?}"));
     (0..64)
-        .map(|h| boad::shm_segment_path(job, h))
+        .map(|h| boad_proto::shm::segment_path(job, h))
         .filter(|p| p.exists())
         .map(|p| p.display().to_string())
         .collect()

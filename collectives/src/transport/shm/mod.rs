@@ -9,7 +9,7 @@
 //! at once: the abort wakes them), and the same deferred errors (`take_deferred`).
 //!
 //! Data path: one segment per job and host (`/dev/shm/boad-<name>`, the name a hash of the job key
-//! and the host that reveals neither, see [`segment_path`] and [`segment`]) holding a
+//! and the host that reveals neither, see `boad_proto::shm` and [`segment`]) holding a
 //! single-producer single-consumer byte ring for every ordered pair of ranks. A message is a 32-byte
 //! record header (collective number, tag, length, the sender's call) followed by its payload, streamed
 //! through the ring in as many pieces as the ring's free space allows. `send` writes what fits and
@@ -27,8 +27,8 @@
 //! Lifetime of the segment: rank 0 creates it, the others open it, and the last rank to map it
 //! unlinks it, so once a job has started nothing is left in `/dev/shm` whatever happens later (even
 //! SIGKILL of every process). A job that dies before every rank mapped it leaves the file behind;
-//! `boadrun` removes it when it ends ([`remove_segment`]), or its cleanup process does if boadrun
-//! is killed.
+//! `boadrun` removes it when it ends (`boad_proto::shm::remove_segment`), or its cleanup process does
+//! if boadrun is killed.
 //!
 //! Other users: the segment is created exclusively, owner-only (0600), under a name nobody can
 //! predict or reverse without the job key; a rank opening it checks, before mapping it, that it is a
@@ -41,21 +41,18 @@ mod segment;
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use segment::{OpenError, Segment};
 
 use super::ledger::{self, check_peer, Ledger, Life};
 use super::{wire, Ctx, Stats, Transport};
-use crate::bootstrap::protocol::{take_lines, Line, PeerEntry};
-use crate::bootstrap::JobInfo;
 use crate::config::Config;
-use crate::error::{CollectiveError, Error, Result, TransportError, UsageError};
+use crate::error::{CollectiveError, Error, Result, UsageError};
+use crate::join::JobInfo;
 use crate::types::Signature;
+use boad_proto::lines::{take_lines, Line, PeerEntry};
 
-/// Where segments live.
-pub const SHM_DIR: &str = "/dev/shm";
 /// Bytes of a message's record header in a ring.
 const REC: usize = 32;
 /// How long a sleeping rank sleeps at most before it looks around (exits, timeouts, heartbeat).
@@ -79,45 +76,6 @@ const MAX_BOOST: u32 = 4;
 /// 2-core machines here; a 2 µs spin first doubled the cost of every hand-over.
 const SPIN_CROWDED: Duration = Duration::ZERO;
 const YIELD_CROWDED: Duration = Duration::from_micros(100);
-/// The segment path of job `job` on host `host`: `/dev/shm/boad-` and 32 hex digits of a SHA-256 of
-/// the key and the host, so the name (visible to every user) reveals neither the key nor anything
-/// another user could use to predict the name of another job's segment.
-pub fn segment_path(job: u64, host: u32) -> PathBuf {
-    let d = keyed_digest(job, b"segment-name", host);
-    let hex: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
-    PathBuf::from(format!("{SHM_DIR}/boad-{hex}"))
-}
-
-/// SHA-256 of a purpose, the job key and the host: names and tags that only the key's holders can
-/// compute.
-pub(super) fn keyed_digest(job: u64, purpose: &[u8], host: u32) -> [u8; 32] {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(b"boad shm ");
-    h.update(purpose);
-    h.update(job.to_le_bytes());
-    h.update(host.to_le_bytes());
-    h.finalize().into()
-}
-
-/// Removes the segment of job `job` on host `host` if it was left in `/dev/shm` (by a job that died
-/// before all its ranks mapped it) and this user owns it; true if it removed it.
-pub fn remove_segment(job: u64, host: u32) -> std::io::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let path = segment_path(job, host);
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    match std::fs::symlink_metadata(&path) {
-        Ok(m) if m.is_file() && m.uid() == me => match std::fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
-            Err(err) => Err(err),
-        },
-        Ok(_) => Ok(false),
-        Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
-        Err(err) => Err(err),
-    }
-}
 
 /// A call as two words: (coll, op, dtype, root) and count.
 fn sig_words(sig: &Signature) -> (u64, u64) {
@@ -421,7 +379,7 @@ impl Shm {
         cfg: Config,
     ) -> Result<Shm> {
         let (rank, size) = (info.rank, table.len());
-        let io = |what| move |source| -> Error { TransportError::Io { rank, what, source }.into() };
+        let io = |what| Error::io_at(rank, what);
         if let Some(c) = &conn {
             c.set_nonblocking(true)
                 .map_err(io("making the launcher connection non-blocking"))?;
@@ -433,9 +391,8 @@ impl Shm {
         let seg = if size == 1 {
             Segment::anonymous().map_err(io("mapping memory"))?
         } else {
-            let path = segment_path(info.job, info.host_id);
-            let d = keyed_digest(info.job, b"segment-tag", info.host_id);
-            let tag = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+            let path = boad_proto::shm::segment_path(info.job, info.host_id);
+            let tag = boad_proto::shm::segment_tag(info.job, info.host_id);
             let seg = if rank == 0 {
                 Segment::create(&path, tag, size).map_err(|e| {
                     let what = if e.kind() == ErrorKind::AlreadyExists {
@@ -532,42 +489,38 @@ impl Shm {
                 Ok(s) => return Ok(s),
                 Err(OpenError::NotYet) => {}
                 Err(OpenError::Bad(why)) => {
-                    return Err(TransportError::Io {
+                    return Err(Error::io(
                         rank,
-                        what: "opening the shared-memory segment",
-                        source: std::io::Error::other(why),
-                    }
-                    .into())
+                        "opening the shared-memory segment",
+                        std::io::Error::other(why),
+                    ))
                 }
                 Err(OpenError::Io(source)) => {
-                    return Err(TransportError::Io {
-                        rank,
-                        what: "opening the shared-memory segment",
-                        source,
-                    }
-                    .into())
+                    return Err(Error::io(rank, "opening the shared-memory segment", source))
                 }
             }
             let call = "init (opening the shared-memory segment)";
             if let Some((_, code)) = launcher.poll().into_iter().find(|(r, _)| *r == 0) {
-                return Err(CollectiveError::PeerExited {
+                return Err(Error::new(
                     rank,
-                    call: call.into(),
-                    peer: 0,
-                    code,
-                }
-                .into());
+                    CollectiveError::PeerExited {
+                        call: call.into(),
+                        peer: 0,
+                        code,
+                    },
+                ));
             }
             let waited = start.elapsed();
             if waited > cfg.timeout {
-                return Err(CollectiveError::Timeout {
+                return Err(Error::new(
                     rank,
-                    call: call.into(),
-                    peer: 0,
-                    waited_ms: waited.as_millis() as u64,
-                    timeout_ms: cfg.timeout.as_millis() as u64,
-                }
-                .into());
+                    CollectiveError::Timeout {
+                        call: call.into(),
+                        peer: 0,
+                        waited_ms: waited.as_millis() as u64,
+                        timeout_ms: cfg.timeout.as_millis() as u64,
+                    },
+                ));
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(5));
@@ -621,10 +574,10 @@ impl Shm {
             let (r, whole) =
                 read_ring(&ring, &mut self.inp[src], self.gather_blocks, self.prealloc).map_err(
                     |bad| -> Error {
-                        CollectiveError::Protocol {
-                            rank: self.rank,
-                            call: "reading shared memory".into(),
-                            what: match bad {
+                        Error::protocol(
+                            self.rank,
+                            "reading shared memory".into(),
+                            match bad {
                                 BadRecord::Call => {
                                     format!("rank {src} wrote a message with an unknown call")
                                 }
@@ -632,8 +585,7 @@ impl Shm {
                             "rank {src} wrote a message of {len} bytes, more than its call needs"
                         ),
                             },
-                        }
-                        .into()
+                        )
                     },
                 )?;
             read |= r;
@@ -850,14 +802,7 @@ impl Shm {
                     .and_then(|(w0, w1)| sig_from_words(w0, w1))
                 {
                     if theirs != ctx.sig {
-                        return Err(CollectiveError::Mismatch {
-                            rank,
-                            seq: ctx.seq,
-                            peer: src,
-                            mine: ctx.sig,
-                            theirs,
-                        }
-                        .into());
+                        return Err(Error::mismatch(rank, ctx.seq, src, ctx.sig, theirs));
                     }
                     // It moved on, and everything it queued for us has been read. A rank that gave
                     // up the collective posted its abort before moving on: look again for it.
@@ -867,14 +812,9 @@ impl Shm {
                     {
                         self.scan_aborts();
                         self.ledger.current(rank, ctx)?;
-                        return Err(CollectiveError::Protocol {
-                            rank,
-                            call: ctx.describe(),
-                            what: format!(
+                        return Err(Error::protocol(rank, ctx.describe(), format!(
                                 "rank {src} finished this collective without sending this rank the data it waits for (do all ranks pass the same root?)"
-                            ),
-                        }
-                        .into());
+                            )));
                     }
                 }
             }
@@ -926,14 +866,9 @@ impl Shm {
             return Ok(None);
         }
         match self.ledger.inbox.remove(&(src, ctx.seq, tag)) {
-            Some((theirs, _)) if theirs != ctx.sig => Err(CollectiveError::Mismatch {
-                rank: self.rank,
-                seq: ctx.seq,
-                peer: src,
-                mine: ctx.sig,
-                theirs,
+            Some((theirs, _)) if theirs != ctx.sig => {
+                Err(Error::mismatch(self.rank, ctx.seq, src, ctx.sig, theirs))
             }
-            .into()),
             Some((_, data)) => Ok(Some(data)),
             None => Ok(None),
         }
@@ -975,12 +910,13 @@ impl Transport for Shm {
     fn send(&mut self, ctx: &Ctx, dst: usize, tag: u32, data: &[u8]) -> Result<()> {
         let max = u32::MAX as usize;
         if data.len() > max {
-            return Err(UsageError::TooLarge {
-                rank: self.rank,
-                bytes: data.len(),
-                max,
-            }
-            .into());
+            return Err(Error::new(
+                self.rank,
+                UsageError::TooLarge {
+                    bytes: data.len(),
+                    max,
+                },
+            ));
         }
         if dst == self.rank {
             self.ledger

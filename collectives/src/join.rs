@@ -5,12 +5,10 @@
 //! within the rendezvous timeout.
 //!
 //! A process started by `boadrun` finds its rank, size and the rendezvous connection in the
-//! environment (the `ENV_*` names below): the connection is a Unix stream socket boadrun created for
+//! environment (`boad_proto::env`): the connection is a Unix stream socket boadrun created for
 //! this rank alone and left open across `exec` (`BOAD_RENDEZVOUS_FD` is its descriptor number), so no
 //! other process can join the job in its place, nothing exists in the file system, and nothing is
 //! left behind whatever happens to boadrun. A process started without it is a job of size 1.
-
-pub mod protocol;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
@@ -19,28 +17,16 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use protocol::{Line, PeerEntry};
-
-/// Rank of this process.
-pub const ENV_RANK: &str = "BOAD_RANK";
-/// Number of ranks in the job.
-pub const ENV_SIZE: &str = "BOAD_SIZE";
-/// Rank among the ranks on the same host.
-pub const ENV_LOCAL_RANK: &str = "BOAD_LOCAL_RANK";
-/// Number of ranks on the same host.
-pub const ENV_LOCAL_SIZE: &str = "BOAD_LOCAL_SIZE";
-/// Job key, 16 hex digits: datagrams carrying another key are ignored.
-pub const ENV_JOB: &str = "BOAD_JOB";
-/// Descriptor of this rank's rendezvous connection to the launcher (a Unix stream socket it inherits).
-pub const ENV_RENDEZVOUS_FD: &str = "BOAD_RENDEZVOUS_FD";
-/// Host id of this rank (ranks with equal ids share a machine).
-pub const ENV_HOST_ID: &str = "BOAD_HOST_ID";
-/// IP address the rank binds its UDP socket to (default 127.0.0.1).
-pub const ENV_BIND_ADDR: &str = "BOAD_BIND_ADDR";
+use boad_proto::env::{
+    BIND_ADDR as ENV_BIND_ADDR, HOST_ID as ENV_HOST_ID, JOB as ENV_JOB,
+    LOCAL_RANK as ENV_LOCAL_RANK, LOCAL_SIZE as ENV_LOCAL_SIZE, RANK as ENV_RANK,
+    RENDEZVOUS_FD as ENV_RENDEZVOUS_FD, SIZE as ENV_SIZE,
+};
+use boad_proto::lines::{self as protocol, Line, PeerEntry};
 
 /// Errors while finding the job and its peers.
 #[derive(Debug, thiserror::Error)]
-pub enum BootstrapError {
+pub enum JoinError {
     /// An environment variable set by the launcher does not parse.
     #[error("environment variable {name}={value:?} is invalid: {why}")]
     BadEnv {
@@ -98,7 +84,7 @@ pub struct JobInfo {
     pub rendezvous: Option<RawFd>,
 }
 
-fn var<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, BootstrapError>
+fn var<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, JoinError>
 where
     T::Err: std::fmt::Display,
 {
@@ -108,7 +94,7 @@ where
             .trim()
             .parse()
             .map(Some)
-            .map_err(|e: T::Err| BootstrapError::BadEnv {
+            .map_err(|e: T::Err| JoinError::BadEnv {
                 name,
                 value: v,
                 why: e.to_string(),
@@ -118,11 +104,11 @@ where
 
 impl JobInfo {
     /// Reads the job from the environment; a process not started by `boadrun` is rank 0 of 1.
-    pub fn from_env() -> Result<JobInfo, BootstrapError> {
+    pub fn from_env() -> Result<JobInfo, JoinError> {
         let Some(size) = var::<usize>(ENV_SIZE)? else {
             return Ok(JobInfo::singleton());
         };
-        let bad = |name, value: String, why: &str| BootstrapError::BadEnv {
+        let bad = |name, value: String, why: &str| JoinError::BadEnv {
             name,
             value,
             why: why.into(),
@@ -209,25 +195,18 @@ pub struct Joined {
     pub kernel_leaders: bool,
 }
 
-/// The leader of every host of a job (its lowest rank), in order of those ranks: the ranks of the
-/// hierarchical path's network level, leader `h` being the `h`-th. The launcher fills the kernel
-/// path's leaders communicator from this, so both sides number the leaders the same way.
-pub fn host_leaders(table: &[PeerEntry]) -> Vec<usize> {
-    crate::transport::hier::Layout::of(table).leaders
-}
-
 /// Whether this process took its rendezvous connection already (it can be taken once).
 static TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// Takes the inherited descriptor `fd` as the connection to the launcher, after checking that it
 /// is one: a connected Unix stream socket whose peer runs as this user (or root). Marks it
 /// close-on-exec, so that programs this rank starts do not inherit it.
-fn take_connection(fd: RawFd) -> Result<UnixStream, BootstrapError> {
-    let bad = |why: String| BootstrapError::BadConnection { fd, why };
+fn take_connection(fd: RawFd) -> Result<UnixStream, JoinError> {
+    let bad = |why: String| JoinError::BadConnection { fd, why };
     if TAKEN.swap(true, Ordering::SeqCst) {
         return Err(bad("this process joined a job already".into()));
     }
-    let int_opt = |level, name| -> Result<libc::c_int, BootstrapError> {
+    let int_opt = |level, name| -> Result<libc::c_int, JoinError> {
         let mut v: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: getsockopt writes at most `len` bytes to `v`, a live c_int; `fd` is only read.
@@ -295,7 +274,7 @@ pub fn rendezvous(
     port: u16,
     pulse: u16,
     timeout: Duration,
-) -> Result<Joined, BootstrapError> {
+) -> Result<Joined, JoinError> {
     let me = PeerEntry {
         rank: info.rank,
         host_id: info.host_id,
@@ -313,14 +292,14 @@ pub fn rendezvous(
             kernel_leaders: false,
         });
     };
-    let io = |source| BootstrapError::Io { fd, source };
+    let io = |source| JoinError::Io { fd, source };
     let mut stream = take_connection(fd)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream
         .write_all(Line::Hello(me).format().as_bytes())
         .map_err(io)?;
     let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
-    let mut next = || -> Result<Line, BootstrapError> {
+    let mut next = || -> Result<Line, JoinError> {
         let mut s = String::new();
         // At most MAX_LINE bytes: a longer line is cut, and then not a protocol line.
         let n = (&mut reader)
@@ -328,17 +307,17 @@ pub fn rendezvous(
             .read_line(&mut s)
             .map_err(io)?;
         if n == 0 {
-            return Err(BootstrapError::Protocol(
+            return Err(JoinError::Protocol(
                 "the launcher closed the connection".into(),
             ));
         }
-        Line::parse(&s).ok_or_else(|| BootstrapError::Protocol(format!("unexpected line {s:?}")))
+        Line::parse(&s).ok_or_else(|| JoinError::Protocol(format!("unexpected line {s:?}")))
     };
     let n = match next()? {
         Line::Table(n) if n == info.size => n,
-        Line::Abort(why) => return Err(BootstrapError::Aborted(why)),
+        Line::Abort(why) => return Err(JoinError::Aborted(why)),
         other => {
-            return Err(BootstrapError::Protocol(format!(
+            return Err(JoinError::Protocol(format!(
                 "expected TABLE {}, got {other:?}",
                 info.size
             )))
@@ -349,7 +328,7 @@ pub fn rendezvous(
         match next()? {
             Line::Entry(e) if e.rank == i => table.push(e),
             other => {
-                return Err(BootstrapError::Protocol(format!(
+                return Err(JoinError::Protocol(format!(
                     "expected entry {i}, got {other:?}"
                 )))
             }
@@ -367,11 +346,7 @@ pub fn rendezvous(
                 kernel_trigger = Some(trigger_port);
                 kernel_leaders = leaders;
             }
-            other => {
-                return Err(BootstrapError::Protocol(format!(
-                    "expected END, got {other:?}"
-                )))
-            }
+            other => return Err(JoinError::Protocol(format!("expected END, got {other:?}"))),
         }
     }
     let leftover = reader.buffer().to_vec();
