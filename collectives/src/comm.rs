@@ -1,14 +1,11 @@
 //! The communicator: the collectives a rank calls.
 
-use crate::algorithms;
-use crate::config::{Config, TransportKind};
+use crate::config::Config;
+use crate::engine::Engine;
 use crate::error::{Error, Result, UsageError};
-use crate::join::{self, JobInfo};
-use crate::transport::hier::Hier;
-use crate::transport::pulse::{Pulse, PulseSocket, PulseState};
-use crate::transport::shm::Shm;
-use crate::transport::udp::Udp;
-use crate::transport::{Ctx, Stats, Transport};
+use crate::join::JobInfo;
+use crate::transport::pulse::{Pulse, PulseState};
+use crate::transport::{Ctx, Stats};
 use crate::types::{Coll, DType, Element, Op, Signature};
 
 /// Which data path carried a collective.
@@ -66,13 +63,6 @@ impl std::fmt::Display for Path {
     }
 }
 
-/// Which transport a job uses (see `Communicator::from_env`).
-enum Choice {
-    Shm,
-    Hier,
-    Udp,
-}
-
 /// All the ranks of a job, and the collectives they call together.
 ///
 /// Every rank must call the same collectives in the same order with matching arguments (same count,
@@ -82,7 +72,7 @@ enum Choice {
 pub struct Communicator {
     info: JobInfo,
     cfg: Config,
-    transport: Box<dyn Transport>,
+    engine: Engine,
     seq: u32,
     last_path: Option<Path>,
     finalized: bool,
@@ -103,120 +93,16 @@ impl Communicator {
         let info = JobInfo::from_env()?;
         let mut cfg = Config::from_env().map_err(Error::general)?;
         cfg.resolve(info.bind);
-        // Every rank binds a socket: its port goes into the job table, and until the table is in
-        // nobody knows whether the job fits on one host.
-        let (sock, port) = Udp::bind(info.rank, info.bind)?;
-        // ... and its liveness socket (see `transport::pulse`), for the ranks that will use the
-        // network.
-        let pulse_sock = if info.size > 1 {
-            let (s, p) = PulseSocket::bind(info.bind)
-                .map_err(|source| Error::io(info.rank, "binding the liveness socket", source))?;
-            Some((s, p))
-        } else {
-            None
-        };
-        let pulse_port = pulse_sock.as_ref().map_or(0, |(_, p)| *p);
-        let joined = join::rendezvous(&info, port, pulse_port, cfg.timeout)?;
-        let one_host = joined.table.iter().all(|e| e.host_id == info.host_id);
-        // Some host has several ranks (fewer leaders than ranks): the launcher's test for filling
-        // the kernel path's leaders communicator too.
-        let layout = boad_proto::Layout::of(&joined.table);
-        let shared_host = layout.shared_host();
-        let kernel =
-            match (cfg.transport, joined.kernel_trigger) {
-                (TransportKind::Kernel, None) => return Err(Error::general(UsageError::Config {
-                    name: "BOAD_TRANSPORT",
-                    value: "kernel".into(),
-                    why: "the launcher did not attach the kernel path for this job (boadrun says \
-                          why; it needs root and a build with the eBPF programs)"
-                        .into(),
-                })),
-                (TransportKind::Kernel | TransportKind::Auto, trigger) => trigger,
-                _ => None,
-            };
-        let choice = match cfg.transport {
-            // On one host shared memory beats any network path.
-            TransportKind::Shm if one_host => Choice::Shm,
-            TransportKind::Auto if one_host && joined.table.len() > 1 => Choice::Shm,
-            // Over several hosts `shm` means shared memory inside each host, UDP between leaders.
-            TransportKind::Shm => Choice::Hier,
-            // Several hosts, some with several ranks: shared memory inside each host, and between
-            // the hosts' leaders the kernel path when the launcher attached it for them (it fills
-            // the leaders' communicator on exactly these jobs), else UDP.
-            TransportKind::Auto if shared_host => Choice::Hier,
-            // `kernel` keeps every rank on the kernel path (the eBPF programs' world communicator).
-            TransportKind::Auto | TransportKind::Udp | TransportKind::Kernel => Choice::Udp,
-        };
-        // The leaders' communicator, for the hierarchical path's network level.
-        let leaders_kernel = kernel.filter(|_| joined.kernel_leaders);
-        // Ranks that talk over the network answer their peers' PINGs from a thread of their own.
-        let uses_net = match choice {
-            Choice::Udp => true,
-            Choice::Hier => layout.leaders.contains(&info.rank),
-            Choice::Shm => false,
-        };
-        let pulse_state = PulseState::default();
-        let pulse = match pulse_sock {
-            Some((s, _)) if uses_net => {
-                let peers = joined
-                    .table
-                    .iter()
-                    .map(|e| std::net::SocketAddr::new(e.ip, e.port))
-                    .collect();
-                Some(
-                    s.start(info.job, info.rank, peers, pulse_state.clone())
-                        .map_err(|source| {
-                            Error::io(info.rank, "starting the liveness thread", source)
-                        })?,
-                )
-            }
-            _ => None,
-        };
-        let transport: Box<dyn Transport> = match choice {
-            Choice::Shm => {
-                drop(sock);
-                Box::new(Shm::new(
-                    &info,
-                    &joined.table,
-                    joined.conn,
-                    joined.leftover,
-                    cfg.clone(),
-                )?)
-            }
-            Choice::Hier => Box::new(Hier::new(
-                &info,
-                &joined.table,
-                sock,
-                joined.conn,
-                joined.leftover,
-                cfg.clone(),
-                leaders_kernel,
-            )?),
-            Choice::Udp => {
-                let mut udp = Udp::new(
-                    info.rank,
-                    info.job,
-                    sock,
-                    &joined.table,
-                    joined.conn,
-                    joined.leftover,
-                    cfg.clone(),
-                )?;
-                if let Some(trigger) = kernel {
-                    udp.enable_kernel(trigger, boad_common::kernel::comm::WORLD);
-                }
-                Box::new(udp)
-            }
-        };
+        let started = Engine::start(&info, &cfg)?;
         Ok(Communicator {
             info,
             cfg,
-            transport,
+            engine: started.engine,
             seq: 0,
             last_path: None,
             finalized: false,
-            pulse_state,
-            _pulse: pulse,
+            pulse_state: started.pulse_state,
+            _pulse: started.pulse,
         })
     }
 
@@ -243,7 +129,7 @@ impl Communicator {
     /// The address of this rank's UDP socket (None on the shared-memory path, on the hierarchical
     /// path for a rank that is not its host's leader, or if it cannot be read).
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.transport.local_addr()
+        self.engine.session_ref().local_addr()
     }
 
     /// The settings in force.
@@ -263,21 +149,25 @@ impl Communicator {
 
     /// This rank's traffic counters.
     pub fn stats(&self) -> Stats {
-        self.transport.stats()
+        self.engine.session_ref().stats()
     }
 
     /// Runs one collective: numbers it, validates, runs `body`, and on failure tells the peers.
     fn run(
         &mut self,
         sig: Signature,
-        body: impl FnOnce(&mut dyn Transport, &Ctx) -> Result<()>,
+        body: impl FnOnce(&mut Engine, &Ctx) -> Result<()>,
     ) -> Result<()> {
         let ctx = Ctx { seq: self.seq, sig };
         self.seq = self.seq.wrapping_add(1);
         self.pulse_state.enter(ctx.seq);
-        let t = self.transport.as_mut();
-        let r = t.begin(&ctx).and_then(|()| body(t, &ctx));
+        let r = self
+            .engine
+            .session()
+            .begin(&ctx)
+            .and_then(|()| body(&mut self.engine, &ctx));
         self.pulse_state.leave(ctx.seq);
+        let t = self.engine.session();
         match r {
             Ok(()) => {
                 t.end(&ctx);
@@ -368,12 +258,9 @@ impl Communicator {
         let checks = self
             .check_bytes("the buffer", buf.len(), dtype)
             .and(self.check_root(root));
-        self.run(sig, |t, ctx| {
+        self.run(sig, |e, ctx| {
             checks?;
-            if let Some(h) = t.hier() {
-                return algorithms::bcast_hier(h, ctx, buf, root);
-            }
-            algorithms::bcast_flat(t, ctx, buf, root)
+            e.bcast(ctx, buf, root)
         })
     }
 
@@ -396,31 +283,10 @@ impl Communicator {
             let got = recv.as_ref().map_or(0, |r| r.len());
             checks = checks.and(self.check_len("the receive buffer", got, send.len(), dtype));
         }
-        self.run(sig, |t, ctx| {
+        let recv = recv.filter(|_| is_root);
+        self.run(sig, |e, ctx| {
             checks?;
-            if let Some(h) = t.hier() {
-                return match recv {
-                    Some(r) if is_root => {
-                        r.copy_from_slice(send);
-                        algorithms::reduce_hier(h, ctx, r, dtype, op, root)
-                    }
-                    _ => algorithms::reduce_hier(h, ctx, &mut send.to_vec(), dtype, op, root),
-                };
-            }
-            // A kernel-path contributor sends `send` as it is (no scratch copy).
-            if let Some(k) = t
-                .kernel()
-                .filter(|k| !is_root && k.fits(&ctx.sig, send.len()))
-            {
-                return k.contrib(ctx, root, send);
-            }
-            match recv {
-                Some(r) if is_root => {
-                    r.copy_from_slice(send);
-                    algorithms::reduce_flat(t, ctx, r, dtype, op, root, 0)
-                }
-                _ => algorithms::reduce_flat(t, ctx, &mut send.to_vec(), dtype, op, root, 0),
-            }
+            e.reduce(ctx, send, recv, dtype, op, root)
         })
     }
 
@@ -438,12 +304,9 @@ impl Communicator {
                 .check_bytes("the buffer", buf.len(), dtype)
                 .and(self.check_root(root))
                 .and(self.check_op(op, dtype));
-            self.run(sig, |t, ctx| {
+            self.run(sig, |e, ctx| {
                 checks?;
-                if let Some(h) = t.hier() {
-                    return algorithms::reduce_hier(h, ctx, buf, dtype, op, root);
-                }
-                algorithms::reduce_flat(t, ctx, buf, dtype, op, root, 0)
+                e.reduce_in_place(ctx, buf, dtype, op, root)
             })
         } else {
             self.reduce_raw(buf, None, dtype, op, root)
@@ -463,13 +326,10 @@ impl Communicator {
             .check_bytes("the send buffer", send.len(), dtype)
             .and(self.check_len("the receive buffer", recv.len(), send.len(), dtype))
             .and(self.check_op(op, dtype));
-        self.run(sig, |t, ctx| {
+        self.run(sig, |e, ctx| {
             checks?;
             recv.copy_from_slice(send);
-            if let Some(h) = t.hier() {
-                return algorithms::allreduce_hier(h, ctx, recv, dtype, op);
-            }
-            algorithms::allreduce_flat(t, ctx, recv, dtype, op)
+            e.allreduce(ctx, recv, dtype, op)
         })
     }
 
@@ -479,12 +339,9 @@ impl Communicator {
         let checks = self
             .check_bytes("the buffer", buf.len(), dtype)
             .and(self.check_op(op, dtype));
-        self.run(sig, |t, ctx| {
+        self.run(sig, |e, ctx| {
             checks?;
-            if let Some(h) = t.hier() {
-                return algorithms::allreduce_hier(h, ctx, buf, dtype, op);
-            }
-            algorithms::allreduce_flat(t, ctx, buf, dtype, op)
+            e.allreduce(ctx, buf, dtype, op)
         })
     }
 
@@ -496,13 +353,10 @@ impl Communicator {
             .check_bytes("the send buffer", send.len(), dtype)
             .and(self.check_len("the receive buffer", recv.len(), block * self.size(), dtype));
         let rank = self.rank();
-        self.run(sig, |t, ctx| {
+        self.run(sig, |e, ctx| {
             checks?;
             recv[rank * block..(rank + 1) * block].copy_from_slice(send);
-            if let Some(h) = t.hier() {
-                return algorithms::allgather_hier(h, ctx, recv, block);
-            }
-            algorithms::allgather_flat(t, ctx, recv, block)
+            e.allgather(ctx, recv, block)
         })
     }
 
@@ -520,7 +374,7 @@ impl Communicator {
         };
         let ctx = Ctx { seq: self.seq, sig };
         self.seq = self.seq.wrapping_add(1);
-        self.transport.fail(&ctx, &err);
+        self.engine.session().fail(&ctx, &err);
         err
     }
 
@@ -591,12 +445,7 @@ impl Communicator {
             count: 1,
             root: 0,
         };
-        self.run(sig, |t, ctx| {
-            if let Some(h) = t.hier() {
-                return algorithms::barrier_hier(h, ctx);
-            }
-            algorithms::barrier_flat(t, ctx)
-        })
+        self.run(sig, |e, ctx| e.barrier(ctx))
     }
 
     /// Delivers what this rank still has to send, prints the counters if `BOAD_STATS` is set, and
@@ -613,9 +462,7 @@ impl Communicator {
         // a root may still ask it to resend, so leaving is collective there (like MPI_Finalize).
         // The userspace barrier: its messages are acknowledged before a rank leaves, so no rank
         // waits for the last message of one that is gone (a kernel broadcast has no such ack).
-        let kernel = self.transport.kernel().is_some()
-            || self.transport.hier().is_some_and(|h| h.net_kernel());
-        let left_together = if kernel {
+        let left_together = if self.engine.kernel_attached() {
             let sig = Signature {
                 coll: Coll::Barrier,
                 op: Some(Op::Bor),
@@ -623,81 +470,37 @@ impl Communicator {
                 count: 1,
                 root: 0,
             };
-            self.run(sig, |t, ctx| match t.hier() {
-                Some(h) => algorithms::leave_hier(h, ctx),
-                None => algorithms::barrier_dissemination(t, ctx),
-            })
+            self.run(sig, |e, ctx| e.leave(ctx))
         } else {
             Ok(())
         };
         self.finalized = true;
-        let r = left_together
-            .and_then(|()| self.transport.flush())
-            .and_then(|()| {
-                // An error another rank raised for one of our last collectives.
-                let seq = self.seq;
-                self.transport.take_deferred(seq).map_or(Ok(()), Err)
-            });
+        let seq = self.seq;
+        let t = self.engine.session();
+        let r = left_together.and_then(|()| t.flush()).and_then(|()| {
+            // An error another rank raised for one of our last collectives.
+            t.take_deferred(seq).map_or(Ok(()), Err)
+        });
         if self.cfg.stats {
-            let s = self.stats();
-            let path = self.transport.path();
-            if matches!(path, Path::Hier | Path::HierKernel) {
-                eprintln!(
-                    "boad stats: rank {} path=hier collectives={} collectives_kernel={} kernel_contribs={} kernel_results={} kernel_bcast_sends={} kernel_bcast_received={} shm_messages_sent={} shm_messages_received={} shm_bytes_sent={} futex_waits={} datagrams_sent={} send_calls={} datagrams_received={} bytes_sent={} retransmits={} dropped_injected={} foreign={}",
-                    self.rank(),
-                    s.collectives_hier,
-                    s.collectives_kernel,
-                    s.kernel_contribs,
-                    s.kernel_results,
-                    s.kernel_bcast_sends,
-                    s.kernel_bcast_received,
-                    s.shm_messages_sent,
-                    s.shm_messages_received,
-                    s.shm_bytes_sent,
-                    s.futex_waits,
-                    s.datagrams_sent,
-                    s.send_calls,
-                    s.datagrams_received,
-                    s.bytes_sent,
-                    s.retransmits,
-                    s.dropped_injected,
-                    s.foreign
-                );
-                return r;
-            }
-            if path == Path::Shm {
-                eprintln!(
-                    "boad stats: rank {} path=shm collectives={} messages_sent={} messages_received={} bytes_sent={} futex_waits={}",
-                    self.rank(),
-                    s.collectives_shm,
-                    s.shm_messages_sent,
-                    s.shm_messages_received,
-                    s.shm_bytes_sent,
-                    s.futex_waits
-                );
-                return r;
-            }
-            eprintln!(
-                "boad stats: rank {} collectives_udp={} collectives_kernel={} datagrams_sent={} send_calls={} datagrams_received={} bytes_sent={} retransmits={} dropped_injected={} foreign={} kernel_contribs={} kernel_results={} kernel_bcast_sends={} kernel_bcast_received={} kernel_knacks={} kernel_bypass_rounds={}",
-                self.rank(),
-                s.collectives_udp,
-                s.collectives_kernel,
-                s.datagrams_sent,
-                s.send_calls,
-                s.datagrams_received,
-                s.bytes_sent,
-                s.retransmits,
-                s.dropped_injected,
-                s.foreign,
-                s.kernel_contribs,
-                s.kernel_results,
-                s.kernel_bcast_sends,
-                s.kernel_bcast_received,
-                s.kernel_knacks,
-                s.kernel_bypass_rounds
-            );
+            eprintln!("{}", self.stats_line());
         }
         r
+    }
+
+    /// `boad stats: rank R path=P name=value ...` with every counter ([`Stats::fields`]), what
+    /// `BOAD_STATS=1` prints at finalize. `P` is `shm`, `udp` (flat, the kernel path included) or
+    /// `hier`.
+    fn stats_line(&self) -> String {
+        let shape = match &self.engine {
+            Engine::Hier(_) => "hier",
+            Engine::Flat(t) if t.path() == Path::Shm => "shm",
+            Engine::Flat(_) => "udp",
+        };
+        let mut line = format!("boad stats: rank {} path={shape}", self.rank());
+        for (name, value) in self.stats().fields() {
+            line += &format!(" {name}={value}");
+        }
+        line
     }
 }
 

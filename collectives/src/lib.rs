@@ -16,6 +16,7 @@
 mod algorithms;
 mod comm;
 mod config;
+mod engine;
 mod error;
 #[cfg(any(feature = "fuzzing", test))]
 #[doc(hidden)]

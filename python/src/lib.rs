@@ -711,22 +711,9 @@ impl PyCommunicator {
         }
         let s = lock(&self.seen).stats;
         let d = PyDict::new(py);
-        d.set_item("datagrams_sent", s.datagrams_sent)?;
-        d.set_item("datagrams_received", s.datagrams_received)?;
-        d.set_item("bytes_sent", s.bytes_sent)?;
-        d.set_item("send_calls", s.send_calls)?;
-        d.set_item("retransmits", s.retransmits)?;
-        d.set_item("dropped_injected", s.dropped_injected)?;
-        d.set_item("foreign", s.foreign)?;
-        d.set_item("collectives_udp", s.collectives_udp)?;
-        d.set_item("collectives_shm", s.collectives_shm)?;
-        d.set_item("collectives_kernel", s.collectives_kernel)?;
-        d.set_item("collectives_hier", s.collectives_hier)?;
-        d.set_item("shm_messages_sent", s.shm_messages_sent)?;
-        d.set_item("shm_messages_received", s.shm_messages_received)?;
-        d.set_item("futex_waits", s.futex_waits)?;
-        d.set_item("kernel_bcast_sends", s.kernel_bcast_sends)?;
-        d.set_item("kernel_results", s.kernel_results)?;
+        for (name, value) in s.fields() {
+            d.set_item(name, value)?;
+        }
         Ok(d)
     }
 

@@ -9,8 +9,18 @@ use super::{
     reduce_binomial, reduce_xdp,
 };
 use crate::error::Result;
-use crate::transport::{Ctx, Transport};
-use crate::types::{DType, Op};
+use crate::transport::{Ctx, KernelOps, Transport};
+use crate::types::{DType, Op, Signature};
+
+/// The kernel path of `t`, if it is attached and takes a call `sig` over `bytes` bytes per rank
+/// (`KernelOps::fits`: a decision every rank makes the same).
+fn kernel_for<'a>(
+    t: &'a mut dyn Transport,
+    sig: &Signature,
+    bytes: usize,
+) -> Option<&'a mut dyn KernelOps> {
+    t.kernel().filter(|k| k.fits(sig, bytes))
+}
 
 /// `buf` on `root` to every rank: TC clones, else a binomial tree.
 pub(crate) fn bcast_flat(
@@ -20,7 +30,7 @@ pub(crate) fn bcast_flat(
     root: usize,
 ) -> Result<()> {
     let rank = t.rank();
-    if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, buf.len())) {
+    if let Some(k) = kernel_for(t, &ctx.sig, buf.len()) {
         return bcast_tc(k, ctx, buf, rank, root);
     }
     bcast_binomial(t, ctx, buf, root)
@@ -38,10 +48,26 @@ pub(crate) fn reduce_flat(
     tag: u32,
 ) -> Result<()> {
     let rank = t.rank();
-    if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, acc.len())) {
+    if let Some(k) = kernel_for(t, &ctx.sig, acc.len()) {
         return reduce_xdp(k, ctx, acc, rank, root);
     }
     reduce_binomial(t, ctx, acc, dtype, op, root, tag)
+}
+
+/// A rank's part of a reduce to another rank, `root`: on the kernel path `send` goes as it is (no
+/// scratch copy), else [`reduce_flat`] over a copy.
+pub(crate) fn contribute_flat(
+    t: &mut dyn Transport,
+    ctx: &Ctx,
+    send: &[u8],
+    dtype: DType,
+    op: Op,
+    root: usize,
+) -> Result<()> {
+    if let Some(k) = kernel_for(t, &ctx.sig, send.len()) {
+        return k.contrib(ctx, root, send);
+    }
+    reduce_binomial(t, ctx, &mut send.to_vec(), dtype, op, root, 0)
 }
 
 /// Largest allreduce (bytes per rank) that takes recursive doubling on more than 2 ranks: it sends
@@ -60,7 +86,7 @@ pub(crate) fn allreduce_flat(
     op: Op,
 ) -> Result<()> {
     let rank = t.rank();
-    if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, buf.len())) {
+    if let Some(k) = kernel_for(t, &ctx.sig, buf.len()) {
         return allreduce_xdp_tc(k, ctx, buf, rank);
     }
     let size = t.size();
@@ -79,7 +105,7 @@ pub(crate) fn allgather_flat(
     block: usize,
 ) -> Result<()> {
     let (rank, size) = (t.rank(), t.size());
-    if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, block)) {
+    if let Some(k) = kernel_for(t, &ctx.sig, block) {
         return allgather_tc(k, ctx, recv, block, rank, size);
     }
     allgather_ring(t, ctx, recv, block)
@@ -88,7 +114,7 @@ pub(crate) fn allgather_flat(
 /// Returns once every rank has entered: a one-byte kernel allreduce, else dissemination.
 pub(crate) fn barrier_flat(t: &mut dyn Transport, ctx: &Ctx) -> Result<()> {
     let rank = t.rank();
-    if let Some(k) = t.kernel().filter(|k| k.fits(&ctx.sig, 1)) {
+    if let Some(k) = kernel_for(t, &ctx.sig, 1) {
         return barrier_xdp_tc(k, ctx, rank);
     }
     barrier_dissemination(t, ctx)

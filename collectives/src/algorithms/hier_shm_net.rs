@@ -23,7 +23,7 @@ use super::{
 };
 use crate::error::Result;
 use crate::transport::hier::Hier;
-use crate::transport::{Ctx, Transport};
+use crate::transport::{Ctx, Session, Transport};
 use crate::types::{DType, Op};
 
 /// Tag of a binomial reduce inside a host.

@@ -20,7 +20,9 @@ pub(crate) use allreduce_recursive_doubling::allreduce_recursive_doubling;
 pub(crate) use allreduce_reduce_bcast::allreduce_reduce_bcast;
 pub(crate) use barrier_dissemination::barrier_dissemination;
 pub(crate) use bcast_binomial::bcast_binomial;
-pub(crate) use flat::{allgather_flat, allreduce_flat, barrier_flat, bcast_flat, reduce_flat};
+pub(crate) use flat::{
+    allgather_flat, allreduce_flat, barrier_flat, bcast_flat, contribute_flat, reduce_flat,
+};
 pub(crate) use hier_shm_net::{
     allgather_hier, allreduce_hier, barrier_hier, bcast_hier, leave_hier, reduce_hier,
 };

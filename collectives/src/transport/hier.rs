@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::ledger::{SigLog, SIG_LOG};
 use super::shm::Shm;
 use super::udp::{kernel_fits, Udp};
-use super::{Ctx, Stats, Transport};
+use super::{Ctx, Session, Stats, Transport};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::join::JobInfo;
@@ -398,7 +398,7 @@ impl Hier {
     }
 }
 
-impl Transport for Hier {
+impl Session for Hier {
     fn rank(&self) -> usize {
         self.rank
     }
@@ -441,14 +441,6 @@ impl Transport for Hier {
             }
         }
         None
-    }
-
-    fn send(&mut self, ctx: &Ctx, _dst: usize, _tag: u32, _data: &[u8]) -> Result<()> {
-        Err(self.direct(ctx))
-    }
-
-    fn recv(&mut self, ctx: &Ctx, _src: usize, _tag: u32) -> Result<Vec<u8>> {
-        Err(self.direct(ctx))
     }
 
     fn end(&mut self, ctx: &Ctx) {
@@ -508,25 +500,8 @@ impl Transport for Hier {
         }
     }
 
-    fn hier(&mut self) -> Option<&mut Hier> {
-        Some(self)
-    }
-
     fn local_addr(&self) -> Option<std::net::SocketAddr> {
         self.net.as_ref().and_then(|n| lock(n).local_addr())
-    }
-}
-
-impl Hier {
-    /// The error for a collective that tried to use this transport rank to rank.
-    fn direct(&self, ctx: &Ctx) -> Error {
-        Error::protocol(
-            self.rank,
-            ctx.describe(),
-            "the hierarchical transport carries whole collectives, not messages between two \
-                   ranks (internal error)"
-                .into(),
-        )
     }
 }
 

@@ -40,59 +40,79 @@ impl Ctx {
     }
 }
 
-/// Counters of one rank's traffic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
+/// Declares [`Stats`] from one list of counters, with the list itself ([`Stats::NAMES`],
+/// [`Stats::fields`]) for everything that shows them: `BOAD_STATS`, the C and Python bindings.
+macro_rules! stats {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Counters of one rank's traffic (all zero where a path does not count them).
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Stats {
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        impl Stats {
+            /// Every counter's name, in the order of [`Stats::fields`].
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($name)),*];
+
+            /// (name, value) of every counter.
+            pub fn fields(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+                Self::NAMES.iter().copied().zip([$(self.$name),*])
+            }
+        }
+    };
+}
+
+stats! {
     /// Datagrams sent (all kinds).
-    pub datagrams_sent: u64,
+    datagrams_sent,
     /// Datagrams received and accepted (all kinds).
-    pub datagrams_received: u64,
+    datagrams_received,
     /// Payload bytes sent in data datagrams.
-    pub bytes_sent: u64,
+    bytes_sent,
     /// Send syscalls made.
-    pub send_calls: u64,
+    send_calls,
     /// Datagrams the local network refused to send (no route, a firewall, full queues): lost.
-    pub send_failed: u64,
+    send_failed,
     /// Data datagrams sent again after a loss.
-    pub retransmits: u64,
+    retransmits,
     /// Datagrams dropped on purpose by `BOAD_DROP_RATE`.
-    pub dropped_injected: u64,
+    dropped_injected,
     /// Datagrams ignored: too short, wrong magic, version or job key, from an address that is not
     /// the sender's, inconsistent sizes or chunk numbers, a message larger than its call needs, or
     /// for a collective outside the window this rank accepts (see `transport/wire.rs`).
-    pub foreign: u64,
+    foreign,
     /// Collectives completed on the userspace UDP path.
-    pub collectives_udp: u64,
+    collectives_udp,
     /// Collectives completed on the kernel path (XDP folds, TC clones).
-    pub collectives_kernel: u64,
+    collectives_kernel,
     /// CONTRIB datagrams this rank sent first (not resends).
-    pub kernel_contribs: u64,
+    kernel_contribs,
     /// Chunks this rank received reduced (as a root of the kernel path).
-    pub kernel_results: u64,
+    kernel_results,
     /// BCAST datagrams this rank sent to be cloned by TC (one send each, whatever the fan-out).
-    pub kernel_bcast_sends: u64,
+    kernel_bcast_sends,
     /// Broadcasts received whole through the kernel path.
-    pub kernel_bcast_received: u64,
+    kernel_bcast_received,
     /// Reduction datagrams that reached this rank's socket (RESULTs, and contributions the kernel let
     /// through unfolded): one per chunk per reduction at a root when the kernel folds.
-    pub kernel_datagrams_received: u64,
+    kernel_datagrams_received,
     /// KNACKs sent (a chunk asked for again).
-    pub kernel_knacks: u64,
+    kernel_knacks,
     /// KNACK rounds asking contributors to bypass the kernel (userspace fold).
-    pub kernel_bypass_rounds: u64,
+    kernel_bypass_rounds,
     /// Collectives completed on the shared-memory path.
-    pub collectives_shm: u64,
+    collectives_shm,
     /// Messages written to shared-memory rings (to other ranks).
-    pub shm_messages_sent: u64,
+    shm_messages_sent,
     /// Messages read from shared-memory rings.
-    pub shm_messages_received: u64,
+    shm_messages_received,
     /// Payload bytes of the messages written to shared-memory rings.
-    pub shm_bytes_sent: u64,
+    shm_bytes_sent,
     /// Times this rank slept on its futex waiting for a peer (shared-memory path).
-    pub futex_waits: u64,
+    futex_waits,
     /// Collectives completed on the hierarchical path (shared memory inside hosts, UDP between
     /// their leaders; the other counters then count each level's part).
-    pub collectives_hier: u64,
+    collectives_hier,
 }
 
 /// What the kernel-path algorithms need (the UDP transport when the launcher attached the eBPF
@@ -111,8 +131,10 @@ pub(crate) trait KernelOps {
     fn bcast_recv(&mut self, ctx: &Ctx, root: usize, buf: &mut [u8]) -> Result<()>;
 }
 
-/// What the algorithms need from a transport (see the module docs for the contract).
-pub(crate) trait Transport: Send {
+/// A data path collectives run on, as the communicator drives it: collective numbering, failures,
+/// delivery at the end, counters. Every transport is one; so is the hierarchical path, which is
+/// two transports (`Hier`), and which is not a [`Transport`]: it has no rank-to-rank messages.
+pub(crate) trait Session: Send {
     /// This rank.
     fn rank(&self) -> usize;
     /// Number of ranks.
@@ -125,10 +147,6 @@ pub(crate) trait Transport: Send {
         let _ = seq;
         None
     }
-    /// Queues `data` for `dst`.
-    fn send(&mut self, ctx: &Ctx, dst: usize, tag: u32, data: &[u8]) -> Result<()>;
-    /// Waits for the message `src` sent for (`ctx.seq`, `tag`).
-    fn recv(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<Vec<u8>>;
     /// Marks collective `ctx.seq` done.
     fn end(&mut self, ctx: &Ctx);
     /// Tells the peers that this rank gave up `ctx.seq` because of `err`.
@@ -137,18 +155,23 @@ pub(crate) trait Transport: Send {
     fn flush(&mut self) -> Result<()>;
     /// Traffic counters.
     fn stats(&self) -> Stats;
-    /// The data path this transport is.
+    /// The data path the last collective took.
     fn path(&self) -> crate::Path;
+    /// The address of this rank's socket, for data paths that have one.
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
+}
+
+/// What the algorithms need from a transport (see the module docs for the contract): a
+/// [`Session`] with messages between its ranks.
+pub(crate) trait Transport: Session {
+    /// Queues `data` for `dst`.
+    fn send(&mut self, ctx: &Ctx, dst: usize, tag: u32, data: &[u8]) -> Result<()>;
+    /// Waits for the message `src` sent for (`ctx.seq`, `tag`).
+    fn recv(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<Vec<u8>>;
     /// The kernel path, when attached.
     fn kernel(&mut self) -> Option<&mut dyn KernelOps> {
-        None
-    }
-    /// The hierarchical path, when this transport is it.
-    fn hier(&mut self) -> Option<&mut hier::Hier> {
-        None
-    }
-    /// The address of this rank's socket, for transports that have one.
-    fn local_addr(&self) -> Option<std::net::SocketAddr> {
         None
     }
 }

@@ -37,7 +37,7 @@ use rand::{Rng, SeedableRng};
 
 use super::ledger::{check_peer, Ledger, Life};
 use super::wire::{self, Admit, Chunk, Datagram, Receiver};
-use super::{Ctx, Stats, Transport};
+use super::{Ctx, Session, Stats, Transport};
 use crate::config::Config;
 use crate::error::{Error, Result, UsageError};
 use crate::types::Signature;
@@ -1182,15 +1182,13 @@ impl Udp {
     }
 }
 
-impl Transport for Udp {
+impl Session for Udp {
     fn rank(&self) -> usize {
         self.wire.rank
     }
-
     fn size(&self) -> usize {
         self.size
     }
-
     fn begin(&mut self, ctx: &Ctx) -> Result<()> {
         self.cur_seq = ctx.seq;
         let now = Instant::now();
@@ -1204,13 +1202,69 @@ impl Transport for Udp {
         let rank = self.rank();
         self.ledger.settle(rank, ctx)
     }
-
     fn take_deferred(&mut self, seq: u32) -> Option<Error> {
         self.drain_if_stale().ok()?;
         let rank = self.rank();
         self.ledger.take_deferred(rank, seq)
     }
+    fn end(&mut self, _ctx: &Ctx) {
+        self.last_end = Instant::now();
+        if self.kern.used {
+            self.wire.stats.collectives_kernel += 1;
+        } else {
+            self.wire.stats.collectives_udp += 1;
+        }
+    }
+    fn fail(&mut self, ctx: &Ctx, err: &Error) {
+        let reason = err.to_string();
+        self.ledger.my_aborts.insert(ctx.seq, reason.clone());
+        for dst in 0..self.size {
+            if dst != self.rank() && self.peers[dst].exited.is_none() {
+                let h = self.wire.header(kind::ABORT, dst, ctx.seq, &ctx.sig);
+                let addr = self.peers[dst].addr;
+                // Best effort: peers that miss it learn it from a STATUS when they probe us.
+                let _ = self.wire.send(h, reason.as_bytes(), addr);
+            }
+        }
+    }
+    fn flush(&mut self) -> Result<()> {
+        loop {
+            self.pump()?;
+            let Some(m) = self.out.first() else {
+                return Ok(());
+            };
+            let dst = m.dst;
+            let silent = self.silence(dst);
+            if let Err(e) = self.keep_waiting(None, dst, silent) {
+                self.out.clear();
+                return Err(e);
+            }
+            let deadline = self
+                .next_timer()
+                .unwrap_or_else(|| Instant::now() + RTO_BASE)
+                .min(self.wake_for(self.peers[dst].last_heard.max(self.listening_since)));
+            self.run_idle_hook();
+            self.progress(
+                deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50),
+            )?;
+        }
+    }
+    fn stats(&self) -> Stats {
+        self.wire.stats
+    }
+    fn path(&self) -> crate::Path {
+        if self.kern.used {
+            crate::Path::Kernel
+        } else {
+            crate::Path::Udp
+        }
+    }
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.wire.sock.local_addr().ok()
+    }
+}
 
+impl Transport for Udp {
     fn send(&mut self, ctx: &Ctx, dst: usize, tag: u32, data: &[u8]) -> Result<()> {
         let max = u32::MAX as usize;
         if data.len() > max {
@@ -1251,7 +1305,6 @@ impl Transport for Udp {
         });
         self.pump()
     }
-
     fn recv(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<Vec<u8>> {
         let mut probe_every = PROBE_BASE;
         let mut next_probe = Instant::now() + probe_every;
@@ -1274,71 +1327,9 @@ impl Transport for Udp {
             self.wait_until(next_probe.min(self.wake_for(since)))?;
         }
     }
-
-    fn end(&mut self, _ctx: &Ctx) {
-        self.last_end = Instant::now();
-        if self.kern.used {
-            self.wire.stats.collectives_kernel += 1;
-        } else {
-            self.wire.stats.collectives_udp += 1;
-        }
-    }
-
-    fn fail(&mut self, ctx: &Ctx, err: &Error) {
-        let reason = err.to_string();
-        self.ledger.my_aborts.insert(ctx.seq, reason.clone());
-        for dst in 0..self.size {
-            if dst != self.rank() && self.peers[dst].exited.is_none() {
-                let h = self.wire.header(kind::ABORT, dst, ctx.seq, &ctx.sig);
-                let addr = self.peers[dst].addr;
-                // Best effort: peers that miss it learn it from a STATUS when they probe us.
-                let _ = self.wire.send(h, reason.as_bytes(), addr);
-            }
-        }
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        loop {
-            self.pump()?;
-            let Some(m) = self.out.first() else {
-                return Ok(());
-            };
-            let dst = m.dst;
-            let silent = self.silence(dst);
-            if let Err(e) = self.keep_waiting(None, dst, silent) {
-                self.out.clear();
-                return Err(e);
-            }
-            let deadline = self
-                .next_timer()
-                .unwrap_or_else(|| Instant::now() + RTO_BASE)
-                .min(self.wake_for(self.peers[dst].last_heard.max(self.listening_since)));
-            self.run_idle_hook();
-            self.progress(
-                deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50),
-            )?;
-        }
-    }
-
-    fn stats(&self) -> Stats {
-        self.wire.stats
-    }
-
-    fn path(&self) -> crate::Path {
-        if self.kern.used {
-            crate::Path::Kernel
-        } else {
-            crate::Path::Udp
-        }
-    }
-
     fn kernel(&mut self) -> Option<&mut dyn super::KernelOps> {
         self.kernel_on()
             .then_some(self as &mut dyn super::KernelOps)
-    }
-
-    fn local_addr(&self) -> Option<SocketAddr> {
-        self.wire.sock.local_addr().ok()
     }
 }
 

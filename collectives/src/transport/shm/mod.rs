@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use segment::{OpenError, Segment};
 
 use super::ledger::{self, check_peer, Ledger, Life};
-use super::{wire, Ctx, Stats, Transport};
+use super::{wire, Ctx, Session, Stats, Transport};
 use crate::config::Config;
 use crate::error::{CollectiveError, Error, Result, UsageError};
 use crate::join::JobInfo;
@@ -875,15 +875,13 @@ impl Shm {
     }
 }
 
-impl Transport for Shm {
+impl Session for Shm {
     fn rank(&self) -> usize {
         self.rank
     }
-
     fn size(&self) -> usize {
         self.size
     }
-
     fn begin(&mut self, ctx: &Ctx) -> Result<()> {
         let now = Instant::now();
         if now - self.last_end > Duration::from_millis(10) {
@@ -900,13 +898,51 @@ impl Transport for Shm {
         self.progress()?;
         self.ledger.settle(self.rank, ctx)
     }
-
     fn take_deferred(&mut self, seq: u32) -> Option<Error> {
         self.progress().ok()?;
         self.scan_aborts();
         self.ledger.take_deferred(self.rank, seq)
     }
+    fn end(&mut self, _ctx: &Ctx) {
+        self.last_end = Instant::now();
+        self.stats.collectives_shm += 1;
+    }
+    fn fail(&mut self, ctx: &Ctx, err: &Error) {
+        let reason = err.to_string();
+        self.seg.post_abort(self.rank, ctx.seq, &reason);
+        self.ledger.my_aborts.insert(ctx.seq, reason);
+        for r in 0..self.size {
+            if r != self.rank {
+                self.seg.notify(r);
+            }
+        }
+    }
+    fn flush(&mut self) -> Result<()> {
+        let mut idle = 0u32;
+        loop {
+            if self.progress()? {
+                self.adapt();
+                idle = 0;
+            }
+            let Some(dst) = (0..self.size).find(|&d| !self.out[d].is_empty()) else {
+                return Ok(());
+            };
+            if let Err(e) = self.keep_waiting(None, dst) {
+                self.out.iter_mut().for_each(VecDeque::clear);
+                return Err(e);
+            }
+            self.idle(&mut idle);
+        }
+    }
+    fn stats(&self) -> Stats {
+        self.stats
+    }
+    fn path(&self) -> crate::Path {
+        crate::Path::Shm
+    }
+}
 
+impl Transport for Shm {
     fn send(&mut self, ctx: &Ctx, dst: usize, tag: u32, data: &[u8]) -> Result<()> {
         let max = u32::MAX as usize;
         if data.len() > max {
@@ -951,7 +987,6 @@ impl Transport for Shm {
         });
         Ok(())
     }
-
     fn recv(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<Vec<u8>> {
         let mut idle = 0u32;
         let mut slow = false;
@@ -993,48 +1028,6 @@ impl Transport for Shm {
             }
             slow = self.idle(&mut idle);
         }
-    }
-
-    fn end(&mut self, _ctx: &Ctx) {
-        self.last_end = Instant::now();
-        self.stats.collectives_shm += 1;
-    }
-
-    fn fail(&mut self, ctx: &Ctx, err: &Error) {
-        let reason = err.to_string();
-        self.seg.post_abort(self.rank, ctx.seq, &reason);
-        self.ledger.my_aborts.insert(ctx.seq, reason);
-        for r in 0..self.size {
-            if r != self.rank {
-                self.seg.notify(r);
-            }
-        }
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        let mut idle = 0u32;
-        loop {
-            if self.progress()? {
-                self.adapt();
-                idle = 0;
-            }
-            let Some(dst) = (0..self.size).find(|&d| !self.out[d].is_empty()) else {
-                return Ok(());
-            };
-            if let Err(e) = self.keep_waiting(None, dst) {
-                self.out.iter_mut().for_each(VecDeque::clear);
-                return Err(e);
-            }
-            self.idle(&mut idle);
-        }
-    }
-
-    fn stats(&self) -> Stats {
-        self.stats
-    }
-
-    fn path(&self) -> crate::Path {
-        crate::Path::Shm
     }
 }
 
