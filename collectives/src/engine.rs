@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::error::{Error, Result, UsageError};
 use crate::join::{self, JobInfo};
 use crate::transport::hier::Hier;
+use crate::transport::kernel::KernelUdp;
 use crate::transport::pulse::{Pulse, PulseSocket, PulseState};
 use crate::transport::shm::Shm;
 use crate::transport::udp::Udp;
@@ -148,7 +149,7 @@ impl Engine {
                 kernel.filter(|_| joined.kernel_leaders),
             )?)),
             Choice::Udp => {
-                let mut udp = Udp::new(
+                let udp = Udp::new(
                     info.rank,
                     info.job,
                     sock,
@@ -157,10 +158,14 @@ impl Engine {
                     joined.leftover,
                     cfg.clone(),
                 )?;
-                if let Some(trigger) = kernel {
-                    udp.enable_kernel(trigger, boad_common::kernel::comm::WORLD);
+                match kernel {
+                    Some(trigger) => Engine::Flat(Box::new(KernelUdp::new(
+                        udp,
+                        trigger,
+                        boad_common::kernel::comm::WORLD,
+                    ))),
+                    None => Engine::Flat(Box::new(udp)),
                 }
-                Engine::Flat(Box::new(udp))
             }
         };
         Ok(Started {

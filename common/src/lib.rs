@@ -218,6 +218,27 @@ pub mod kernel {
     /// Ranks per communicator the kernel path serves: contributors must have `src < MAX_RANKS`, and the
     /// broadcast program clones to at most this many members.
     pub const MAX_RANKS: u32 = 128;
+    /// Largest reduction (bytes per rank) the kernel path folds: 64 chunks of [`MAX_PAYLOAD`], the
+    /// slots one `seq` has in the kernel's table (see [`slot_index`]).
+    pub const KREDUCE_MAX: usize = 64 * MAX_PAYLOAD;
+    /// Largest broadcast (bytes) the runtime sends through TC's clones: TC has no flow control, so
+    /// a burst must fit the receivers' socket buffers.
+    pub const KBCAST_MAX: usize = 1 << 20;
+
+    /// Whether the kernel's programs fold `op` over `dtype` (codes from [`op`](crate::op) and
+    /// [`dtype`](crate::dtype)): every integer op on every integer type, and float min/max (on bit
+    /// patterns); float sum and product need floating point, which eBPF has not. The one definition
+    /// the loader (which programs exist) and the runtime (which calls take the kernel path) share.
+    pub const fn folds(op: u8, dtype: u8) -> bool {
+        use crate::{dtype as d, op as o};
+        if op >= o::COUNT || dtype >= d::COUNT {
+            return false;
+        }
+        match dtype {
+            d::F32 | d::F64 => op == o::MIN || op == o::MAX,
+            _ => true,
+        }
+    }
     /// Communicators the kernel path can serve at once (entries of the `COMMS` map; each has a block of
     /// `MAX_RANKS` entries in the `MEMBERS` array starting at [`CommInfo::members_base`]).
     pub const MAX_COMMS: u32 = 16;

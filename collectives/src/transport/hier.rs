@@ -32,9 +32,10 @@ use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::kernel::{kernel_fits, KernelUdp};
 use super::ledger::{SigLog, SIG_LOG};
 use super::shm::Shm;
-use super::udp::{kernel_fits, Udp};
+use super::udp::{NoKernel, Udp};
 use super::{Ctx, Session, Stats, Transport};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -42,6 +43,46 @@ use crate::join::JobInfo;
 use crate::types::{Coll, Signature};
 use boad_proto::lines::{Line, PeerEntry, MAX_LINE};
 use boad_proto::Layout;
+
+/// The leaders' network transport: UDP, with the kernel path when the launcher attached it for
+/// them.
+enum Leaders {
+    Udp(Box<Udp>),
+    Kernel(Box<KernelUdp>),
+}
+
+impl Leaders {
+    fn t(&mut self) -> &mut dyn Transport {
+        match self {
+            Leaders::Udp(u) => u.as_mut(),
+            Leaders::Kernel(k) => k.as_mut(),
+        }
+    }
+    fn s(&self) -> &dyn Session {
+        match self {
+            Leaders::Udp(u) => u.as_ref(),
+            Leaders::Kernel(k) => k.as_ref(),
+        }
+    }
+    fn udp(&mut self) -> &mut Udp {
+        match self {
+            Leaders::Udp(u) => u,
+            Leaders::Kernel(k) => k.udp_mut(),
+        }
+    }
+    fn service(&mut self) {
+        match self {
+            Leaders::Udp(u) => u.service(&mut NoKernel),
+            Leaders::Kernel(k) => k.service(),
+        }
+    }
+    fn seen_aborts(&mut self) -> Vec<(u32, usize, String)> {
+        match self {
+            Leaders::Udp(u) => u.seen_aborts(&mut NoKernel),
+            Leaders::Kernel(k) => k.seen_aborts(),
+        }
+    }
+}
 
 /// A sub-transport shared between [`Hier`] and the other sub-transport's idle hook.
 type Shared<T> = Arc<Mutex<T>>;
@@ -63,7 +104,7 @@ pub(crate) struct Hier {
     host: usize,
     local: Shared<Shm>,
     /// The leaders' transport; `Some` on leaders only.
-    net: Option<Shared<Udp>>,
+    net: Option<Shared<Leaders>>,
     /// Recent calls: to relay an abort of a finished collective with its call, and to tell which
     /// path the last one took.
     sigs: SigLog,
@@ -236,13 +277,18 @@ impl Hier {
             let global_net = |r: usize| leaders.get(r).copied().unwrap_or(r);
             let mut udp = Udp::new(host, info.job, sock, &net_table, net_conn, Vec::new(), cfg)
                 .map_err(|e| e.renumber(&global_net, &note_net))?;
-            if let Some(trigger) = kernel {
-                udp.enable_kernel(trigger, boad_common::kernel::comm::LEADERS);
-            }
             udp.set_job_ranks(leaders.clone());
             // The leaders' allgather gathers slabs of a host's blocks, padded to the largest host.
             udp.set_gather_blocks(layout.hosts.len() * layout.max_local());
-            Some(Arc::new(Mutex::new(udp)))
+            let leaders_net = match kernel {
+                Some(trigger) => Leaders::Kernel(Box::new(KernelUdp::new(
+                    udp,
+                    trigger,
+                    boad_common::kernel::comm::LEADERS,
+                ))),
+                None => Leaders::Udp(Box::new(udp)),
+            };
+            Some(Arc::new(Mutex::new(leaders_net)))
         } else {
             // Only leaders use the network; the socket bound for the rendezvous is not needed.
             drop(sock);
@@ -259,7 +305,7 @@ impl Hier {
                 }
             }));
             let weak_local = Arc::downgrade(&local);
-            lock(net).set_idle_hook(Box::new(move || {
+            lock(net).udp().set_idle_hook(Box::new(move || {
                 if let Some(l) = weak_local.upgrade() {
                     if let Ok(mut l) = l.try_lock() {
                         l.service();
@@ -334,7 +380,7 @@ impl Hier {
             ));
         };
         let leaders = &self.layout.leaders;
-        let r = f(&mut *lock(net));
+        let r = f(lock(net).t());
         r.map_err(|e| {
             e.renumber(
                 &|r| leaders.get(r).copied().unwrap_or(r),
@@ -373,7 +419,7 @@ impl Hier {
             let err: Error = Error::aborted(self.rank, seq, by, reason);
             let ctx = Ctx { seq, sig };
             if to_net {
-                lock(net).fail(&ctx, &err);
+                lock(net).t().fail(&ctx, &err);
             } else {
                 lock(&self.local).fail(&ctx, &err);
             }
@@ -446,7 +492,7 @@ impl Session for Hier {
     fn end(&mut self, ctx: &Ctx) {
         lock(&self.local).end(ctx);
         if let Some(n) = &self.net {
-            lock(n).end(ctx);
+            lock(n).t().end(ctx);
         }
         self.collectives += 1;
     }
@@ -456,7 +502,7 @@ impl Session for Hier {
         self.relayed.insert(ctx.seq);
         lock(&self.local).fail(ctx, err);
         if let Some(n) = &self.net {
-            lock(n).fail(ctx, err);
+            lock(n).t().fail(ctx, err);
         }
     }
 
@@ -474,7 +520,7 @@ impl Session for Hier {
         let n = self
             .net
             .as_ref()
-            .map(|n| lock(n).stats())
+            .map(|n| lock(n).s().stats())
             .unwrap_or_default();
         Stats {
             collectives_shm: l.collectives_shm,
@@ -501,7 +547,7 @@ impl Session for Hier {
     }
 
     fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.net.as_ref().and_then(|n| lock(n).local_addr())
+        self.net.as_ref().and_then(|n| lock(n).s().local_addr())
     }
 }
 

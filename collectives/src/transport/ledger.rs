@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::error::{CollectiveError, Error, Result};
 use crate::transport::Ctx;
-use crate::types::Signature;
+use crate::types::{Coll, Signature};
 
 /// How many past collectives' calls a rank remembers (to answer peers, to judge late messages).
 pub(crate) const SIG_LOG: usize = 256;
@@ -276,4 +276,26 @@ pub(crate) fn process_runs(pid: u32) -> bool {
         .rfind(')')
         .and_then(|i| stat[i + 1..].split_whitespace().next());
     !matches!(state, None | Some("Z" | "X" | "x" | "T" | "t"))
+}
+
+/// The most bytes one message of call `sig` can carry: the call's whole buffer, `count` elements
+/// (a barrier's one byte on the kernel path included), times `gather_blocks` for an allgather (a
+/// flat transport's size; on the hierarchical path, the blocks a level moves at once). None if
+/// that overflows: no buffer of such a call can exist.
+pub(crate) fn message_limit(sig: &Signature, gather_blocks: usize) -> Option<u64> {
+    let elem = sig.dtype.map_or(0, |d| d.size() as u64);
+    let blocks = match sig.coll {
+        Coll::Allgather => u64::try_from(gather_blocks).ok()?,
+        _ => 1,
+    };
+    sig.count.checked_mul(elem)?.checked_mul(blocks)
+}
+
+/// Whether collective `seq` is within [`SIG_LOG`] collectives of `cur` (the last this rank
+/// started), before or after: the window of collectives a transport accepts messages for. Sequence
+/// numbers wrap.
+pub(crate) fn in_window(seq: u32, cur: u32) -> bool {
+    let ahead = seq.wrapping_sub(cur);
+    let behind = cur.wrapping_sub(seq);
+    ahead <= SIG_LOG as u32 || behind < SIG_LOG as u32
 }

@@ -15,11 +15,11 @@
 //!   out once by `take_deferred`.
 
 pub(crate) mod hier;
+pub(crate) mod kernel;
 mod ledger;
 pub(crate) mod pulse;
 pub(crate) mod shm;
 pub(crate) mod udp;
-pub(crate) mod wire;
 
 use crate::error::Result;
 use crate::types::Signature;

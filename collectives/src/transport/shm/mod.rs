@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use segment::{OpenError, Segment};
 
 use super::ledger::{self, check_peer, Ledger, Life};
-use super::{wire, Ctx, Session, Stats, Transport};
+use super::{Ctx, Session, Stats, Transport};
 use crate::config::Config;
 use crate::error::{CollectiveError, Error, Result, UsageError};
 use crate::join::JobInfo;
@@ -131,7 +131,7 @@ pub(crate) struct Record {
 pub(crate) enum BadRecord {
     /// Words that are not a call.
     Call,
-    /// A payload longer than the call can need (see `wire::message_limit`).
+    /// A payload longer than the call can need (see `ledger::message_limit`).
     Length(u64),
 }
 
@@ -144,7 +144,7 @@ pub(crate) fn decode_record(h: &[u8; REC], gather_blocks: usize) -> Result<Recor
     };
     let (w, len, w0, w1) = (word(0), word(1), word(2), word(3));
     let sig = sig_from_words(w0, w1).ok_or(BadRecord::Call)?;
-    let fits = wire::message_limit(&sig, gather_blocks).is_some_and(|l| len <= l);
+    let fits = ledger::message_limit(&sig, gather_blocks).is_some_and(|l| len <= l);
     let len = usize::try_from(len)
         .ok()
         .filter(|_| fits && len <= u64::from(u32::MAX))
@@ -228,7 +228,7 @@ pub(crate) fn exercise_segment(data: &[u8]) -> usize {
         match read_ring(&ring, &mut inp, gather_blocks, prealloc) {
             Ok((_, Some(m))) => {
                 assert_eq!(m.buf.len(), m.len);
-                let limit = wire::message_limit(&m.sig, gather_blocks).expect("limit");
+                let limit = ledger::message_limit(&m.sig, gather_blocks).expect("limit");
                 assert!(m.len as u64 <= limit);
                 whole += 1;
             }
@@ -289,6 +289,8 @@ struct Peer {
     pid: u32,
     /// When we last warned that we wait for it.
     warned: Option<Instant>,
+    /// When this rank started the wait for it that is going on (see `Udp::watch`).
+    watched: Instant,
 }
 
 /// The launcher connection, read for `EXIT` lines.
@@ -357,12 +359,8 @@ pub(crate) struct Shm {
     idle_hook: Option<super::hier::Service>,
     /// The job rank of each rank of this transport, for messages (empty: the same numbers).
     job_ranks: Vec<usize>,
-    /// Since when this rank watches its peers without a break (see `Udp::silence`).
-    listening_since: Instant,
-    /// When the last collective ended.
-    last_end: Instant,
     /// Blocks of the largest message of an allgather on this transport (see
-    /// `wire::message_limit`): its size, or what [`Shm::set_gather_blocks`] says.
+    /// `ledger::message_limit`): its size, or what [`Shm::set_gather_blocks`] says.
     gather_blocks: usize,
     /// The largest message a call of this rank needs (see [`read_ring`]).
     prealloc: usize,
@@ -446,6 +444,7 @@ impl Shm {
                     aborts_seen: 0,
                     pid: e.pid,
                     warned: None,
+                    watched: now,
                 })
                 .collect(),
             launcher,
@@ -464,8 +463,6 @@ impl Shm {
             max_boost: if crowded { 0 } else { MAX_BOOST },
             idle_hook: None,
             job_ranks: Vec::new(),
-            listening_since: now,
-            last_end: now,
             gather_blocks: size,
             prealloc: 0,
         };
@@ -826,7 +823,10 @@ impl Shm {
     /// inside boad calls, so once it has stood still for the timeout, the peer's process decides:
     /// one that runs is alive (busy outside boad, or waiting for another rank) and is waited for.
     fn keep_waiting(&mut self, ctx: Option<&Ctx>, src: usize) -> Result<()> {
-        let mut silent = self.peers[src].beat_at.max(self.listening_since).elapsed();
+        let mut silent = self.peers[src]
+            .beat_at
+            .max(self.peers[src].watched)
+            .elapsed();
         if silent > self.cfg.timeout {
             // The heartbeat is noted only every LOOK_EVERY of a wait on this level: look again.
             let b = self.seg.heartbeat(src);
@@ -883,12 +883,8 @@ impl Session for Shm {
         self.size
     }
     fn begin(&mut self, ctx: &Ctx) -> Result<()> {
-        let now = Instant::now();
-        if now - self.last_end > Duration::from_millis(10) {
-            self.listening_since = now;
-        }
         self.ledger.start(ctx);
-        let need = wire::message_limit(&ctx.sig, self.gather_blocks)
+        let need = ledger::message_limit(&ctx.sig, self.gather_blocks)
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(0);
         self.prealloc = self.prealloc.max(need);
@@ -904,7 +900,6 @@ impl Session for Shm {
         self.ledger.take_deferred(self.rank, seq)
     }
     fn end(&mut self, _ctx: &Ctx) {
-        self.last_end = Instant::now();
         self.stats.collectives_shm += 1;
     }
     fn fail(&mut self, ctx: &Ctx, err: &Error) {
@@ -919,6 +914,7 @@ impl Session for Shm {
     }
     fn flush(&mut self) -> Result<()> {
         let mut idle = 0u32;
+        let mut watching = None;
         loop {
             if self.progress()? {
                 self.adapt();
@@ -927,6 +923,10 @@ impl Session for Shm {
             let Some(dst) = (0..self.size).find(|&d| !self.out[d].is_empty()) else {
                 return Ok(());
             };
+            if watching != Some(dst) {
+                watching = Some(dst);
+                self.peers[dst].watched = Instant::now();
+            }
             if let Err(e) = self.keep_waiting(None, dst) {
                 self.out.iter_mut().for_each(VecDeque::clear);
                 return Err(e);
@@ -998,6 +998,9 @@ impl Transport for Shm {
         };
         // The inbox changes only when a ring is read: look into it first and after each read.
         let mut look = true;
+        // The wait for `src` starts (its silence counts) at the first slow round, not on the fast
+        // path: a clock read there would cost more than many a whole message.
+        let mut watching = false;
         loop {
             self.scan_aborts();
             if look {
@@ -1024,6 +1027,10 @@ impl Transport for Shm {
             // or a silent peer can wait for the next slow round.
             if slow || (!self.ledger.aborts.is_empty() && self.ledger.aborts.contains_key(&ctx.seq))
             {
+                if !watching {
+                    watching = true;
+                    self.peers[src].watched = Instant::now();
+                }
                 self.check_status(ctx, src)?;
             }
             slow = self.idle(&mut idle);
@@ -1098,7 +1105,7 @@ mod tests {
         #[test]
         fn any_record_bytes(bytes in proptest::array::uniform32(any::<u8>()), blocks in 1usize..64) {
             if let Ok(r) = decode_record(&bytes, blocks) {
-                let limit = wire::message_limit(&r.sig, blocks).expect("limit");
+                let limit = ledger::message_limit(&r.sig, blocks).expect("limit");
                 prop_assert!(r.len as u64 <= limit && r.len as u64 <= u64::from(u32::MAX));
             }
         }

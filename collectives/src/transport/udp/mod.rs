@@ -23,9 +23,10 @@
 //! other than this rank's is not received: the mismatch is noted and the sender told it arrived.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, UdpSocket};
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -36,16 +37,40 @@ use mio::{Events, Interest, Poll, Token};
 use rand::{Rng, SeedableRng};
 
 use super::ledger::{check_peer, Ledger, Life};
-use super::wire::{self, Admit, Chunk, Datagram, Receiver};
 use super::{Ctx, Session, Stats, Transport};
 use crate::config::Config;
 use crate::error::{Error, Result, UsageError};
 use crate::types::Signature;
 use boad_proto::lines::{take_lines, Line, PeerEntry};
+use wire::{Admit, Chunk, Datagram, Receiver};
 
-#[path = "udp_kernel.rs"]
-mod kernel_path;
-pub(crate) use kernel_path::kernel_fits;
+pub(crate) mod reliable;
+pub(crate) mod wire;
+
+use reliable::{Bits, DoneSet};
+
+/// The kernel path's share of what this transport receives (`transport::kernel`): the datagrams of
+/// its kinds (RESULT, CONTRIB, BCAST, KNACK), at once, whatever this rank is waiting for — a KNACK
+/// must be answered even while the rank waits in a userspace collective — and the start of every
+/// collective. Every receiving method takes one; a transport without the kernel path passes
+/// [`NoKernel`].
+pub(crate) trait KernelSide {
+    /// Takes datagram `d`, its payload at `payload` in [`Udp::rx`].
+    fn on_datagram(&mut self, udp: &mut Udp, d: &Datagram, payload: Range<usize>) -> Result<()>;
+    /// Collective `seq` starts.
+    fn begin(&mut self, seq: u32);
+}
+
+/// No kernel path: its datagrams are foreign.
+pub(crate) struct NoKernel;
+
+impl KernelSide for NoKernel {
+    fn on_datagram(&mut self, udp: &mut Udp, _d: &Datagram, _p: Range<usize>) -> Result<()> {
+        udp.wire.stats.foreign += 1;
+        Ok(())
+    }
+    fn begin(&mut self, _seq: u32) {}
+}
 
 const SOCK: Token = Token(0);
 const LAUNCHER: Token = Token(1);
@@ -55,8 +80,8 @@ const RTO_BASE: Duration = Duration::from_millis(20);
 const RTO_MAX: Duration = Duration::from_secs(1);
 /// A hole an ACK reveals is resent at most this often.
 const FAST_GAP: Duration = Duration::from_millis(2);
-const PROBE_BASE: Duration = Duration::from_millis(30);
-const PROBE_MAX: Duration = Duration::from_millis(500);
+pub(crate) const PROBE_BASE: Duration = Duration::from_millis(30);
+pub(crate) const PROBE_MAX: Duration = Duration::from_millis(500);
 /// ACK after this many chunks of one message even without a gap.
 const ACK_EVERY: u32 = 16;
 /// A collective starts or ends without reading the socket when it was read to the end this
@@ -67,70 +92,6 @@ const FRESH: Duration = Duration::from_millis(10);
 /// ... and at most this many collectives in a row skip reading it (KNACKs for resends must be served
 /// well within the `RETAIN` collectives a rank can resend).
 const MAX_SKIPPED_DRAINS: u32 = 128;
-/// How far ahead of the lowest message id not completed from a peer a new message may be: a bound
-/// on what [`DoneSet`] keeps (ids further ahead are refused, and sent again later).
-const MSG_WINDOW: u32 = 1 << 16;
-
-/// A fixed-size bit set.
-pub(crate) struct Bits(Vec<u64>);
-
-impl Bits {
-    fn new(n: u32) -> Bits {
-        Bits(vec![0; (n as usize).div_ceil(64)])
-    }
-    fn get(&self, i: u32) -> bool {
-        self.0[(i / 64) as usize] & (1 << (i % 64)) != 0
-    }
-    /// Sets bit `i`; true if it was clear.
-    fn set(&mut self, i: u32) -> bool {
-        let w = &mut self.0[(i / 64) as usize];
-        let was = *w & (1 << (i % 64)) != 0;
-        *w |= 1 << (i % 64);
-        !was
-    }
-    /// `n` bits, bit `i` set when `f(i)`.
-    fn from_fn(n: u32, f: impl Fn(u32) -> bool) -> Bits {
-        let mut b = Bits::new(n);
-        (0..n).filter(|&i| f(i)).for_each(|i| {
-            b.set(i);
-        });
-        b
-    }
-    /// (first clear bit below `n`, bitmap of the 64 bits from it).
-    fn ack_state(&self, n: u32) -> (u32, u64) {
-        let next = (0..n).find(|&i| !self.get(i)).unwrap_or(n);
-        let mut map = 0u64;
-        for i in 0..64 {
-            if next + i < n && self.get(next + i) {
-                map |= 1 << i;
-            }
-        }
-        (next, map)
-    }
-}
-
-/// Message ids completed from one sender.
-#[derive(Default)]
-struct DoneSet {
-    below: u32,
-    above: BTreeSet<u32>,
-}
-
-impl DoneSet {
-    fn contains(&self, m: u32) -> bool {
-        m < self.below || self.above.contains(&m)
-    }
-    fn insert(&mut self, m: u32) {
-        self.above.insert(m);
-        while self.above.remove(&self.below) {
-            self.below = self.below.wrapping_add(1);
-        }
-    }
-    /// Whether a new message `m` is within [`MSG_WINDOW`] of the lowest id not completed.
-    fn in_reach(&self, m: u32) -> bool {
-        m.wrapping_sub(self.below) < MSG_WINDOW
-    }
-}
 
 struct Peer {
     addr: SocketAddr,
@@ -146,6 +107,8 @@ struct Peer {
     pinged: Option<Instant>,
     /// When we last warned that we wait for it.
     warned: Option<Instant>,
+    /// When this rank started the wait for it that is going on (see [`Udp::watch`]).
+    watched: Instant,
 }
 
 struct OutMsg {
@@ -393,7 +356,7 @@ pub(crate) fn exercise_datagrams(data: &[u8]) -> usize {
                     // Bounded by a call this rank made.
                     let most = ledger
                         .calls()
-                        .filter_map(|s| wire::message_limit(s, size))
+                        .filter_map(|s| crate::transport::ledger::message_limit(s, size))
                         .max()
                         .unwrap_or(0);
                     assert!(c.total as u64 <= most);
@@ -447,7 +410,6 @@ pub(crate) struct Udp {
     launcher: Option<UnixStream>,
     launcher_buf: Vec<u8>,
     drop_rng: rand::rngs::SmallRng,
-    kern: kernel_path::Kern,
     /// Run on every round of a wait (the hierarchical path: keeps the shared-memory level going).
     idle_hook: Option<super::hier::Service>,
     /// When the socket was last read to the end, and how many drains were skipped since.
@@ -455,14 +417,8 @@ pub(crate) struct Udp {
     skipped_drains: u32,
     /// The job rank of each rank of this transport, for messages (empty: the same numbers).
     job_ranks: Vec<usize>,
-    /// Since when this rank listens to its peers without a break: a rank that was away from boad
-    /// (computing between collectives) heard nothing meanwhile, and its peers' silence counts only
-    /// from its return ([`Udp::silence`]).
-    listening_since: Instant,
-    /// When the last collective ended.
-    last_end: Instant,
     /// Blocks of the largest message of an allgather on this transport (see
-    /// [`wire::message_limit`]): its size, or what [`Udp::set_gather_blocks`] says.
+    /// [`crate::transport::ledger::message_limit`]): its size, or what [`Udp::set_gather_blocks`] says.
     gather_blocks: usize,
 }
 
@@ -536,6 +492,7 @@ impl Udp {
                 pong: None,
                 pinged: None,
                 warned: None,
+                watched: now,
             })
             .collect();
         let seed = cfg.drop_seed ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -563,13 +520,10 @@ impl Udp {
             launcher,
             launcher_buf: Vec::new(),
             drop_rng: rand::rngs::SmallRng::seed_from_u64(seed),
-            kern: kernel_path::Kern::default(),
             idle_hook: None,
             last_drain: now,
             skipped_drains: 0,
             job_ranks: Vec::new(),
-            listening_since: now,
-            last_end: now,
             gather_blocks: table.len(),
         };
         t.launcher_bytes(&launcher_buf);
@@ -606,13 +560,13 @@ impl Udp {
 
     /// Non-blocking progress for a rank waiting on another transport: reads what arrived (answers
     /// probes, acknowledges data) and sends what windows allow.
-    pub fn service(&mut self) {
-        let _ = self.drain().and_then(|()| self.pump());
+    pub fn service(&mut self, ks: &mut dyn KernelSide) {
+        let _ = self.drain(ks).and_then(|()| self.pump());
     }
 
     /// The aborts peers sent for collectives this rank did not fail itself: (seq, peer, reason).
-    pub fn seen_aborts(&mut self) -> Vec<(u32, usize, String)> {
-        let _ = self.drain();
+    pub fn seen_aborts(&mut self, ks: &mut dyn KernelSide) -> Vec<(u32, usize, String)> {
+        let _ = self.drain(ks);
         self.ledger.peer_aborts()
     }
 
@@ -664,7 +618,7 @@ impl Udp {
     }
 
     /// Waits for events up to `timeout`, then handles every datagram and timer.
-    fn progress(&mut self, timeout: Duration) -> Result<()> {
+    fn progress(&mut self, timeout: Duration, ks: &mut dyn KernelSide) -> Result<()> {
         let timeout = if self.wire.blocked {
             timeout.min(Duration::from_millis(1))
         } else {
@@ -686,7 +640,7 @@ impl Udp {
         if launcher_ready {
             self.read_launcher();
         }
-        self.drain()?;
+        self.drain(ks)?;
         self.pump()
     }
 
@@ -694,21 +648,21 @@ impl Udp {
     /// than [`MAX_SKIPPED_DRAINS`] drains were skipped since): a drain that finds nothing is a
     /// system call, and the socket is edge-triggered, so anything that arrived since the last drain
     /// wakes the next wait.
-    fn drain_if_stale(&mut self) -> Result<()> {
+    fn drain_if_stale(&mut self, ks: &mut dyn KernelSide) -> Result<()> {
         if self.last_drain.elapsed() < FRESH && self.skipped_drains < MAX_SKIPPED_DRAINS {
             self.skipped_drains += 1;
             return Ok(());
         }
-        self.drain()
+        self.drain(ks)
     }
 
     /// Reads every datagram waiting on the socket.
-    fn drain(&mut self) -> Result<()> {
+    fn drain(&mut self, ks: &mut dyn KernelSide) -> Result<()> {
         self.skipped_drains = 0;
         self.last_drain = Instant::now();
         loop {
             match self.wire.sock.recv_from(&mut self.rx) {
-                Ok((n, from)) => self.on_datagram(n, from)?,
+                Ok((n, from)) => self.on_datagram(n, from, ks)?,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 // ICMP errors of earlier sends surface here; they carry no datagram.
@@ -718,7 +672,7 @@ impl Udp {
         }
     }
 
-    fn on_datagram(&mut self, n: usize, from: SocketAddr) -> Result<()> {
+    fn on_datagram(&mut self, n: usize, from: SocketAddr, ks: &mut dyn KernelSide) -> Result<()> {
         if self.cfg.drop_rate > 0.0 && self.drop_rng.gen::<f64>() < self.cfg.drop_rate {
             self.wire.stats.dropped_injected += 1;
             return Ok(());
@@ -741,7 +695,7 @@ impl Udp {
             h.kind,
             kind::STATUS | kind::ABORT | kind::RESULT | kind::CONTRIB
         );
-        if windowed && !wire::in_window(h.seq, self.cur_seq) {
+        if windowed && !crate::transport::ledger::in_window(h.seq, self.cur_seq) {
             self.wire.stats.foreign += 1;
             return Ok(());
         }
@@ -771,7 +725,9 @@ impl Udp {
                 self.ledger.aborts.entry(h.seq).or_insert((src, reason));
                 Ok(())
             }
-            kind::RESULT | kind::CONTRIB | kind::BCAST | kind::KNACK => self.on_kernel(&d, payload),
+            kind::RESULT | kind::CONTRIB | kind::BCAST | kind::KNACK => {
+                ks.on_datagram(self, &d, payload)
+            }
             _ => {
                 self.wire.stats.foreign += 1;
                 Ok(())
@@ -815,7 +771,7 @@ impl Udp {
     /// Whether waiting for `peer`, silent on the data path for `silent`, may go on (see
     /// `ledger::check_peer`): PINGs its liveness socket once it has been silent for a quarter of
     /// the timeout, and waits as long as its PONGs come.
-    pub(super) fn keep_waiting(
+    pub(crate) fn keep_waiting(
         &mut self,
         ctx: Option<&Ctx>,
         peer: usize,
@@ -862,11 +818,11 @@ impl Udp {
 
     /// When a wait for a peer silent since `since` should look again: at the timeout, or once it
     /// is past (the peer is alive), at the next PING.
-    pub(super) fn wake_for(&self, since: Instant) -> Instant {
+    pub(crate) fn wake_for(&self, since: Instant) -> Instant {
         (since + self.cfg.timeout).max(Instant::now() + self.ping_every())
     }
 
-    fn bitmap(&self, payload: std::ops::Range<usize>) -> u64 {
+    pub(crate) fn bitmap(&self, payload: std::ops::Range<usize>) -> u64 {
         self.rx
             .get(payload)
             .and_then(|p| p.try_into().ok())
@@ -1030,7 +986,7 @@ impl Udp {
         Ok(())
     }
 
-    fn send_status(&mut self, dst: usize, seq: u32) -> Result<()> {
+    pub(crate) fn send_status(&mut self, dst: usize, seq: u32) -> Result<()> {
         let sig = self.ledger.sig_of(seq);
         let mut h = self.wire.header(
             kind::STATUS,
@@ -1120,10 +1076,11 @@ impl Udp {
     }
 
     /// Handles traffic until `deadline` or the next retransmission timer, whichever is first.
-    fn wait_until(&mut self, deadline: Instant) -> Result<()> {
+    pub(crate) fn wait_until(&mut self, deadline: Instant, ks: &mut dyn KernelSide) -> Result<()> {
         let deadline = self.next_timer().map_or(deadline, |t| deadline.min(t));
         self.progress(
             deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50),
+            ks,
         )
     }
 
@@ -1150,7 +1107,7 @@ impl Udp {
         self.wire.send(h, &map.to_le_bytes(), addr).map(|_| ())
     }
 
-    fn check_status(&mut self, ctx: &Ctx, src: usize) -> Result<()> {
+    pub(crate) fn check_status(&mut self, ctx: &Ctx, src: usize) -> Result<()> {
         let rank = self.rank_();
         self.ledger.current(rank, ctx)?;
         if let Some(st) = self.status.get(&(src, ctx.seq)) {
@@ -1174,11 +1131,113 @@ impl Udp {
     }
 
     /// How long `peer` has been silent while this rank listened.
-    pub(super) fn silence(&self, peer: usize) -> Duration {
-        self.peers[peer]
-            .last_heard
-            .max(self.listening_since)
-            .elapsed()
+    pub(crate) fn silence(&self, peer: usize) -> Duration {
+        self.heard_since(peer).elapsed()
+    }
+
+    /// Starts a wait for `peer`: its silence counts from now at the earliest. Only a peer this rank
+    /// waits for, and listens to, is expected to speak: one that is not, or a rank that was away
+    /// from boad (computing between collectives), hears nothing for a while without any peer being
+    /// silent.
+    pub(crate) fn watch(&mut self, peer: usize) {
+        self.peers[peer].watched = Instant::now();
+    }
+}
+
+/// The receiving half of the [`Session`] and [`Transport`] methods, with the kernel path's share
+/// of what arrives handed to `ks` (the kernel transport calls these; this transport's own trait
+/// methods pass [`NoKernel`]).
+impl Udp {
+    /// [`Session::begin`].
+    pub(crate) fn begin_with(&mut self, ctx: &Ctx, ks: &mut dyn KernelSide) -> Result<()> {
+        self.cur_seq = ctx.seq;
+        self.ledger.start(ctx);
+        self.status.retain(|(_, s), _| *s >= ctx.seq);
+        self.drain_if_stale(ks)?;
+        ks.begin(ctx.seq);
+        let rank = self.rank();
+        self.ledger.settle(rank, ctx)
+    }
+
+    /// [`Session::take_deferred`].
+    pub(crate) fn take_deferred_with(
+        &mut self,
+        seq: u32,
+        ks: &mut dyn KernelSide,
+    ) -> Option<Error> {
+        self.drain_if_stale(ks).ok()?;
+        let rank = self.rank();
+        self.ledger.take_deferred(rank, seq)
+    }
+
+    /// [`Session::end`], counting the collective as one of the kernel path's when `kernel`.
+    pub(crate) fn end_as(&mut self, kernel: bool) {
+        if kernel {
+            self.wire.stats.collectives_kernel += 1;
+        } else {
+            self.wire.stats.collectives_udp += 1;
+        }
+    }
+
+    /// [`Session::flush`].
+    pub(crate) fn flush_with(&mut self, ks: &mut dyn KernelSide) -> Result<()> {
+        let mut watching = None;
+        loop {
+            self.pump()?;
+            let Some(m) = self.out.first() else {
+                return Ok(());
+            };
+            let dst = m.dst;
+            if watching != Some(dst) {
+                watching = Some(dst);
+                self.watch(dst);
+            }
+            let silent = self.silence(dst);
+            if let Err(e) = self.keep_waiting(None, dst, silent) {
+                self.out.clear();
+                return Err(e);
+            }
+            let deadline = self
+                .next_timer()
+                .unwrap_or_else(|| Instant::now() + RTO_BASE)
+                .min(self.wake_for(self.heard_since(dst)));
+            self.run_idle_hook();
+            self.progress(
+                deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50),
+                ks,
+            )?;
+        }
+    }
+
+    /// [`Transport::recv`].
+    pub(crate) fn recv_with(
+        &mut self,
+        ctx: &Ctx,
+        src: usize,
+        tag: u32,
+        ks: &mut dyn KernelSide,
+    ) -> Result<Vec<u8>> {
+        let mut probe_every = PROBE_BASE;
+        let mut next_probe = Instant::now() + probe_every;
+        self.watch(src);
+        loop {
+            if let Some((theirs, data)) = self.ledger.inbox.remove(&(src, ctx.seq, tag)) {
+                if theirs != ctx.sig {
+                    return Err(Error::mismatch(self.rank(), ctx.seq, src, ctx.sig, theirs));
+                }
+                return Ok(data);
+            }
+            self.check_status(ctx, src)?;
+            let now = Instant::now();
+            if now >= next_probe {
+                self.probe(ctx, src, tag)?;
+                probe_every = (probe_every * 2).min(PROBE_MAX);
+                next_probe = now + probe_every;
+            }
+            self.run_idle_hook();
+            let since = self.heard_since(src);
+            self.wait_until(next_probe.min(self.wake_for(since)), ks)?;
+        }
     }
 }
 
@@ -1190,30 +1249,13 @@ impl Session for Udp {
         self.size
     }
     fn begin(&mut self, ctx: &Ctx) -> Result<()> {
-        self.cur_seq = ctx.seq;
-        let now = Instant::now();
-        if now - self.last_end > FRESH {
-            self.listening_since = now;
-        }
-        self.ledger.start(ctx);
-        self.status.retain(|(_, s), _| *s >= ctx.seq);
-        self.drain_if_stale()?;
-        self.kernel_begin(ctx.seq);
-        let rank = self.rank();
-        self.ledger.settle(rank, ctx)
+        self.begin_with(ctx, &mut NoKernel)
     }
     fn take_deferred(&mut self, seq: u32) -> Option<Error> {
-        self.drain_if_stale().ok()?;
-        let rank = self.rank();
-        self.ledger.take_deferred(rank, seq)
+        self.take_deferred_with(seq, &mut NoKernel)
     }
     fn end(&mut self, _ctx: &Ctx) {
-        self.last_end = Instant::now();
-        if self.kern.used {
-            self.wire.stats.collectives_kernel += 1;
-        } else {
-            self.wire.stats.collectives_udp += 1;
-        }
+        self.end_as(false);
     }
     fn fail(&mut self, ctx: &Ctx, err: &Error) {
         let reason = err.to_string();
@@ -1228,36 +1270,13 @@ impl Session for Udp {
         }
     }
     fn flush(&mut self) -> Result<()> {
-        loop {
-            self.pump()?;
-            let Some(m) = self.out.first() else {
-                return Ok(());
-            };
-            let dst = m.dst;
-            let silent = self.silence(dst);
-            if let Err(e) = self.keep_waiting(None, dst, silent) {
-                self.out.clear();
-                return Err(e);
-            }
-            let deadline = self
-                .next_timer()
-                .unwrap_or_else(|| Instant::now() + RTO_BASE)
-                .min(self.wake_for(self.peers[dst].last_heard.max(self.listening_since)));
-            self.run_idle_hook();
-            self.progress(
-                deadline.saturating_duration_since(Instant::now()) + Duration::from_micros(50),
-            )?;
-        }
+        self.flush_with(&mut NoKernel)
     }
     fn stats(&self) -> Stats {
         self.wire.stats
     }
     fn path(&self) -> crate::Path {
-        if self.kern.used {
-            crate::Path::Kernel
-        } else {
-            crate::Path::Udp
-        }
+        crate::Path::Udp
     }
     fn local_addr(&self) -> Option<SocketAddr> {
         self.wire.sock.local_addr().ok()
@@ -1306,48 +1325,104 @@ impl Transport for Udp {
         self.pump()
     }
     fn recv(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<Vec<u8>> {
-        let mut probe_every = PROBE_BASE;
-        let mut next_probe = Instant::now() + probe_every;
-        loop {
-            if let Some((theirs, data)) = self.ledger.inbox.remove(&(src, ctx.seq, tag)) {
-                if theirs != ctx.sig {
-                    return Err(Error::mismatch(self.rank(), ctx.seq, src, ctx.sig, theirs));
-                }
-                return Ok(data);
-            }
-            self.check_status(ctx, src)?;
-            let now = Instant::now();
-            if now >= next_probe {
-                self.probe(ctx, src, tag)?;
-                probe_every = (probe_every * 2).min(PROBE_MAX);
-                next_probe = now + probe_every;
-            }
-            self.run_idle_hook();
-            let since = self.peers[src].last_heard.max(self.listening_since);
-            self.wait_until(next_probe.min(self.wake_for(since)))?;
-        }
-    }
-    fn kernel(&mut self) -> Option<&mut dyn super::KernelOps> {
-        self.kernel_on()
-            .then_some(self as &mut dyn super::KernelOps)
+        self.recv_with(ctx, src, tag, &mut NoKernel)
     }
 }
 
-impl super::KernelOps for Udp {
-    fn fits(&self, sig: &Signature, bytes: usize) -> bool {
-        self.kernel_fits(sig, bytes)
+/// What the kernel path (`transport::kernel`) uses of the transport it runs on: the socket, the
+/// peers, the ledger, the waits.
+impl Udp {
+    /// Payload bytes per datagram (`BOAD_CHUNK_BYTES`).
+    pub(crate) fn chunk_bytes(&self) -> usize {
+        self.cfg.chunk_bytes
     }
-    fn contrib(&mut self, ctx: &Ctx, root: usize, data: &[u8]) -> Result<()> {
-        self.kcontrib(ctx, root, data)
+
+    /// `BOAD_TIMEOUT_MS`.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.cfg.timeout
     }
-    fn reduce_root(&mut self, ctx: &Ctx, acc: &mut [u8]) -> Result<()> {
-        self.kreduce_root(ctx, acc)
+
+    /// Where rank `r`'s socket is.
+    pub(crate) fn peer_addr(&self, r: usize) -> SocketAddr {
+        self.peers[r].addr
     }
-    fn bcast_send(&mut self, ctx: &Ctx, data: &[u8]) -> Result<()> {
-        self.kbcast_send(ctx, data)
+
+    /// When rank `r` was last heard, or this rank started waiting for it, whichever is later.
+    pub(crate) fn heard_since(&self, r: usize) -> Instant {
+        self.peers[r].last_heard.max(self.peers[r].watched)
     }
-    fn bcast_recv(&mut self, ctx: &Ctx, root: usize, buf: &mut [u8]) -> Result<()> {
-        self.kbcast_recv(ctx, root, buf)
+
+    /// Rank `r`'s exit status, if the launcher said it exited.
+    pub(crate) fn exited(&self, r: usize) -> Option<i32> {
+        self.peers[r].exited
+    }
+
+    /// The header of a datagram of this transport: `kind`, to `dst`, for collective `seq` with
+    /// call `sig`.
+    pub(crate) fn header(&self, kind: u8, dst: usize, seq: u32, sig: &Signature) -> Header {
+        self.wire.header(kind, dst, seq, sig)
+    }
+
+    /// Sends one datagram; false if the socket buffer is full.
+    pub(crate) fn send_datagram(
+        &mut self,
+        h: Header,
+        payload: &[u8],
+        to: SocketAddr,
+    ) -> Result<bool> {
+        self.wire.send(h, payload, to)
+    }
+
+    /// The counters, to add to.
+    pub(crate) fn stats_mut(&mut self) -> &mut Stats {
+        &mut self.wire.stats
+    }
+
+    /// What this rank remembers of collectives.
+    pub(crate) fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The same, to note a mismatch in.
+    pub(crate) fn ledger_mut(&mut self) -> &mut Ledger {
+        &mut self.ledger
+    }
+
+    /// The bytes of the datagram just received, at `range`.
+    pub(crate) fn received(&self, range: Range<usize>) -> &[u8] {
+        &self.rx[range]
+    }
+
+    /// Whether a broadcast of `total` bytes for collective `seq` with call `sig` may be received
+    /// (see [`wire::admit`]).
+    pub(crate) fn admit(&self, seq: u32, sig: &Signature, total: usize) -> Admit {
+        wire::admit(
+            &self.ledger,
+            self.cur_seq,
+            self.gather_blocks,
+            seq,
+            sig,
+            total,
+        )
+    }
+
+    /// A mismatch or abort a peer's STATUS shows for collective `ctx` (not silence or exit).
+    pub(crate) fn status_error(&self, ctx: &Ctx, src: usize) -> Option<Error> {
+        let st = self.status.get(&(src, ctx.seq))?;
+        if let Some(reason) = &st.aborted {
+            return Some(Error::aborted(self.rank(), ctx.seq, src, reason.clone()));
+        }
+        match st.sig {
+            Some(theirs) if theirs != ctx.sig => {
+                Some(Error::mismatch(self.rank(), ctx.seq, src, ctx.sig, theirs))
+            }
+            _ => None,
+        }
+    }
+
+    /// Sets the communicator id every header carries (`boad_common::kernel::comm`).
+    pub(crate) fn set_comm(&mut self, comm: u32) {
+        self.wire.comm = comm;
     }
 }
 
@@ -1355,7 +1430,7 @@ impl super::KernelOps for Udp {
 mod tests {
     #[test]
     fn the_fuzz_seeds_reach_whole_messages() {
-        let seed = include_bytes!("../../../fuzz/seeds/udp_datagrams/two-chunks");
+        let seed = include_bytes!("../../../../fuzz/seeds/udp_datagrams/two-chunks");
         assert_eq!(super::exercise_datagrams(seed), 1);
     }
 }

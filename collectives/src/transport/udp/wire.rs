@@ -18,21 +18,15 @@
 
 use std::net::SocketAddr;
 
-use boad_common::kernel::MAX_PAYLOAD;
+use boad_common::kernel::{KBCAST_MAX, KREDUCE_MAX, MAX_PAYLOAD};
 use boad_common::{kind, Header, HEADER_LEN, MAGIC, VERSION};
 
-use super::ledger::{Ledger, SIG_LOG};
-use crate::types::{Coll, Signature};
+use crate::transport::ledger::{in_window, message_limit, Ledger};
+use crate::types::Signature;
 
 /// Smallest chunk of a message of several chunks: `BOAD_CHUNK_BYTES` is at least 8, and the kernel
 /// path's reductions use chunks of `MAX_PAYLOAD` bytes.
 pub(crate) const MIN_CHUNK: u64 = 8;
-/// Largest reduction the kernel path folds (64 chunks: the slots of one `seq` in the kernel's
-/// table).
-pub(crate) const KREDUCE_MAX: usize = 64 * MAX_PAYLOAD;
-/// Largest broadcast sent through the kernel path's TC program (it has no flow control: a burst
-/// must fit socket buffers).
-pub(crate) const KBCAST_MAX: usize = 1 << 20;
 
 /// What the receiving rank is, as far as decoding goes.
 #[derive(Clone, Copy, Debug)]
@@ -223,28 +217,6 @@ pub(crate) fn chunk_of(h: &Header) -> Option<Chunk> {
     })
 }
 
-/// The most bytes one message of call `sig` can carry: the call's whole buffer, `count` elements
-/// (a barrier's one byte on the kernel path included), times `gather_blocks` for an allgather (a
-/// flat transport's size; on the hierarchical path, the blocks a level moves at once). None if
-/// that overflows: no buffer of such a call can exist.
-pub(crate) fn message_limit(sig: &Signature, gather_blocks: usize) -> Option<u64> {
-    let elem = sig.dtype.map_or(0, |d| d.size() as u64);
-    let blocks = match sig.coll {
-        Coll::Allgather => u64::try_from(gather_blocks).ok()?,
-        _ => 1,
-    };
-    sig.count.checked_mul(elem)?.checked_mul(blocks)
-}
-
-/// Whether collective `seq` is within [`SIG_LOG`] collectives of `cur` (the last this rank
-/// started), before or after: the window of collectives a transport accepts messages for. Sequence
-/// numbers wrap.
-pub(crate) fn in_window(seq: u32, cur: u32) -> bool {
-    let ahead = seq.wrapping_sub(cur);
-    let behind = cur.wrapping_sub(seq);
-    ahead <= SIG_LOG as u32 || behind < SIG_LOG as u32
-}
-
 /// What to do with the first datagram of a message (or broadcast) not seen before.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Admit {
@@ -292,7 +264,8 @@ pub(crate) fn admit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{DType, Op};
+    use crate::transport::ledger::SIG_LOG;
+    use crate::types::{Coll, DType, Op};
     use proptest::prelude::*;
     use std::net::{IpAddr, Ipv4Addr};
 
