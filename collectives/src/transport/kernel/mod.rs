@@ -362,7 +362,9 @@ impl Kern {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 match udp.admit(h.seq, &sig, c.total) {
-                    Admit::Take => e.insert(BcastIn {
+                    // A broadcast on this path is at most KBCAST_MAX bytes (`wire::classify`):
+                    // one running ahead of this rank is received whole.
+                    Admit::Take | Admit::Early => e.insert(BcastIn {
                         sig,
                         nchunks: h.nchunks,
                         stride: c.stride,

@@ -136,25 +136,44 @@ pub(crate) struct InMsg {
     nchunks: u32,
     /// Its chunk size (see [`wire::chunk_of`]).
     stride: usize,
-    got: Bits,
+    /// Its size.
+    total: usize,
     n_got: u32,
     since_ack: u32,
-    buf: Vec<u8>,
+    store: Store,
+}
+
+/// Where a message's chunks go as they arrive.
+enum Store {
+    /// A buffer of the message's size (a size this rank's own calls need), and which chunks are in.
+    Whole { buf: Vec<u8>, got: Bits },
+    /// The chunks as they come, for a message of a collective this rank has not started and whose
+    /// size it cannot vouch for yet: what it holds grows with what arrives, never with what a header
+    /// claims (see [`Admit::Early`]).
+    Pieces(std::collections::BTreeMap<u32, Vec<u8>>),
 }
 
 impl InMsg {
-    /// The message whose first datagram to arrive (any chunk `c` of it) is `d`.
-    pub(crate) fn new(d: &Datagram, c: &Chunk) -> InMsg {
+    /// The message whose first datagram to arrive (any chunk `c` of it) is `d`; `early`: its size
+    /// is not vouched for (see [`Store::Pieces`]).
+    pub(crate) fn new(d: &Datagram, c: &Chunk, early: bool) -> InMsg {
         InMsg {
             seq: d.h.seq,
             tag: d.h.tag,
             sig: d.sig,
             nchunks: d.h.nchunks,
             stride: c.stride,
-            got: Bits::new(d.h.nchunks),
+            total: c.total,
             n_got: 0,
             since_ack: 0,
-            buf: vec![0; c.total],
+            store: if early {
+                Store::Pieces(std::collections::BTreeMap::new())
+            } else {
+                Store::Whole {
+                    buf: vec![0; c.total],
+                    got: Bits::new(d.h.nchunks),
+                }
+            },
         }
     }
 
@@ -166,15 +185,29 @@ impl InMsg {
             && self.sig == d.sig
             && self.nchunks == d.h.nchunks
             && self.stride == c.stride
-            && self.buf.len() == c.total
+            && self.total == c.total
     }
 
     /// Copies chunk number `i` (`c`, bytes `payload`) in; true if it had not arrived yet. `d` must
     /// [`fit`](Self::fits).
     pub(crate) fn put(&mut self, i: u32, c: &Chunk, payload: &[u8]) -> bool {
-        let fresh = self.got.set(i);
+        let fresh = match &mut self.store {
+            Store::Whole { buf, got } => {
+                let fresh = got.set(i);
+                if fresh {
+                    buf[c.off..c.off + c.len].copy_from_slice(payload);
+                }
+                fresh
+            }
+            Store::Pieces(pieces) => match pieces.entry(i) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(payload.to_vec());
+                    true
+                }
+                std::collections::btree_map::Entry::Occupied(_) => false,
+            },
+        };
         if fresh {
-            self.buf[c.off..c.off + c.len].copy_from_slice(payload);
             self.n_got += 1;
             self.since_ack += 1;
         }
@@ -186,9 +219,39 @@ impl InMsg {
         self.n_got == self.nchunks
     }
 
-    /// The message's bytes.
+    /// (first chunk not in, bitmap of the 64 chunks from it): what an ACK says.
+    fn ack_state(&self) -> (u32, u64) {
+        match &self.store {
+            Store::Whole { got, .. } => got.ack_state(self.nchunks),
+            Store::Pieces(pieces) => {
+                let has = |i: u32| pieces.contains_key(&i);
+                let next = (0..self.nchunks).find(|&i| !has(i)).unwrap_or(self.nchunks);
+                let mut map = 0u64;
+                for i in 0..64 {
+                    if next
+                        .checked_add(i)
+                        .is_some_and(|c| c < self.nchunks && has(c))
+                    {
+                        map |= 1 << i;
+                    }
+                }
+                (next, map)
+            }
+        }
+    }
+
+    /// The message's bytes (complete).
     pub(crate) fn into_bytes(self) -> Vec<u8> {
-        self.buf
+        match self.store {
+            Store::Whole { buf, .. } => buf,
+            Store::Pieces(pieces) => {
+                let mut buf = Vec::with_capacity(self.total);
+                for piece in pieces.into_values() {
+                    buf.extend_from_slice(&piece);
+                }
+                buf
+            }
+        }
     }
 }
 
@@ -353,15 +416,17 @@ pub(crate) fn exercise_datagrams(data: &[u8]) -> usize {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => match wire::admit(&ledger, cur, size, d.h.seq, &d.sig, c.total) {
                 Admit::Take => {
-                    // Bounded by a call this rank made.
+                    // A buffer sized up front is bounded by a call this rank made.
                     let most = ledger
                         .calls()
                         .filter_map(|s| crate::transport::ledger::message_limit(s, size))
                         .max()
                         .unwrap_or(0);
                     assert!(c.total as u64 <= most);
-                    e.insert(InMsg::new(&d, &c))
+                    e.insert(InMsg::new(&d, &c, false))
                 }
+                // Anything else holds only what arrives.
+                Admit::Early => e.insert(InMsg::new(&d, &c, true)),
                 Admit::Refuse | Admit::Mismatch => continue,
             },
         };
@@ -854,7 +919,8 @@ impl Udp {
                     Admit::Refuse
                 };
                 match admit {
-                    Admit::Take => e.insert(InMsg::new(d, &c)),
+                    Admit::Take => e.insert(InMsg::new(d, &c, false)),
+                    Admit::Early => e.insert(InMsg::new(d, &c, true)),
                     Admit::Refuse => {
                         self.wire.stats.foreign += 1;
                         return Ok(());
@@ -887,7 +953,7 @@ impl Udp {
                 .insert((src, seq, tag), (sig, m.into_bytes()));
             return self.send_ack(src, h.msg, h.nchunks, 0, h);
         }
-        let (next, map) = m.got.ack_state(m.nchunks);
+        let (next, map) = m.ack_state();
         let gap = next < h.chunk;
         if !fresh || gap || m.since_ack >= ACK_EVERY {
             m.since_ack = 0;
@@ -1098,7 +1164,7 @@ impl Udp {
             .partial
             .iter()
             .find(|((s, _), m)| *s == src && m.seq == ctx.seq && m.tag == tag)
-            .map_or((0, 0), |(_, m)| m.got.ack_state(m.nchunks));
+            .map_or((0, 0), |(_, m)| m.ack_state());
         let mut h = self.wire.header(kind::PROBE, src, ctx.seq, &ctx.sig);
         h.tag = tag;
         h.msg = u32::MAX;
@@ -1428,6 +1494,71 @@ impl Udp {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::types::{Coll, DType};
+
+    /// A message received chunk by chunk (early) or into a buffer sized up front gives the same
+    /// bytes and the same ACKs, whatever order the chunks come in, and an early one holds only what
+    /// arrived.
+    #[test]
+    fn early_messages_hold_what_arrived_and_assemble_the_same() {
+        let sig = Signature {
+            coll: Coll::Bcast,
+            op: None,
+            dtype: Some(DType::U8),
+            count: 100,
+            root: 0,
+        };
+        let total = 100usize;
+        let stride = 16usize;
+        let nchunks = total.div_ceil(stride) as u32;
+        let data: Vec<u8> = (0..total as u8).collect();
+        let datagram = |i: u32| {
+            let h = Header {
+                seq: 3,
+                tag: 1,
+                chunk: i,
+                nchunks,
+                total: total as u32,
+                len: (stride.min(total - i as usize * stride)) as u32,
+                ..Header::default()
+            };
+            let c = Chunk {
+                off: i as usize * stride,
+                len: h.len as usize,
+                stride,
+                total,
+            };
+            (
+                Datagram {
+                    h,
+                    src: 1,
+                    sig,
+                    chunk: Some(c),
+                },
+                c,
+            )
+        };
+        let order = [3u32, 0, 6, 3, 1, 5, 2, 4];
+        let (d0, c0) = datagram(order[0]);
+        let mut whole = InMsg::new(&d0, &c0, false);
+        let mut early = InMsg::new(&d0, &c0, true);
+        for &i in &order {
+            let (d, c) = datagram(i);
+            let bytes = &data[c.off..c.off + c.len];
+            assert!(whole.fits(&d, &c) && early.fits(&d, &c));
+            assert_eq!(whole.put(i, &c, bytes), early.put(i, &c, bytes));
+            assert_eq!(whole.ack_state(), early.ack_state());
+            if let Store::Pieces(p) = &early.store {
+                let held: usize = p.values().map(Vec::len).sum();
+                assert!(held <= total);
+            }
+        }
+        assert!(whole.complete() && early.complete());
+        assert_eq!(whole.into_bytes(), data);
+        assert_eq!(early.into_bytes(), data);
+    }
+
     #[test]
     fn the_fuzz_seeds_reach_whole_messages() {
         let seed = include_bytes!("../../../../fuzz/seeds/udp_datagrams/two-chunks");

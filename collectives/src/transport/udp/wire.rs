@@ -224,16 +224,19 @@ pub(crate) enum Admit {
     Take,
     /// This rank's call for its collective is another: note the mismatch; the data is not needed.
     Mismatch,
-    /// Ignore it (foreign): its collective is outside the window, or this rank has not started it
-    /// and the message is larger than any call it remembers needs. A sender sends it again later
-    /// (retransmission timer, or this rank's probe once it waits for it).
+    /// Receive it chunk by chunk, holding only what arrives: its collective is one this rank has
+    /// not started, and the message is larger than any call it remembers needs (a sender running
+    /// ahead into a larger collective). No buffer is sized from the header.
+    Early,
+    /// Ignore it (foreign): its collective is outside the window of collectives.
     Refuse,
 }
 
 /// Whether to start receiving a message of `total` bytes of call `sig` for collective `seq`, on a
 /// transport whose last collective is `cur` and whose allgathers move `gather_blocks` blocks at
-/// most (see [`message_limit`]). The buffer a message allocates is bounded by a call this rank
-/// makes or remembers, so no datagram makes a rank allocate more than its own collectives need.
+/// most (see [`message_limit`]). A buffer is allocated up front only as large as a call this rank
+/// makes or remembers needs; anything else is received as it comes ([`Admit::Early`]), so no
+/// datagram makes a rank allocate more than its own collectives need or the bytes that arrived.
 pub(crate) fn admit(
     ledger: &Ledger,
     cur: u32,
@@ -255,7 +258,7 @@ pub(crate) fn admit(
             if needed {
                 Admit::Take
             } else {
-                Admit::Refuse
+                Admit::Early
             }
         }
     }
