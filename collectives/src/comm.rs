@@ -90,6 +90,7 @@ pub fn init() -> Result<Communicator> {
 impl Communicator {
     /// Joins the job described by the environment (see [`init`]).
     pub fn from_env() -> Result<Communicator> {
+        crate::log::init();
         let info = JobInfo::from_env()?;
         let mut cfg = Config::from_env().map_err(Error::general)?;
         cfg.resolve(info.bind);
@@ -507,7 +508,7 @@ impl Communicator {
 impl Drop for Communicator {
     fn drop(&mut self) {
         if let Err(e) = self.finish() {
-            eprintln!("boad: {e}");
+            tracing::error!("boad: {e}");
         }
     }
 }

@@ -102,6 +102,17 @@ impl Engine {
         let joined = join::rendezvous(info, port, pulse_port, cfg.timeout)?;
         let layout = Layout::of(&joined.table);
         let choice = choose(cfg.transport, &layout, joined.kernel_trigger.is_some())?;
+        tracing::debug!(
+            "boad: rank {}: BOAD_TRANSPORT={} on {} host(s), kernel path {}: {choice:?}",
+            info.rank,
+            cfg.transport,
+            layout.hosts.len(),
+            if joined.kernel_trigger.is_some() {
+                "attached"
+            } else {
+                "not attached"
+            }
+        );
         // The kernel path is used where `auto` or `kernel` lets it.
         let kernel = joined
             .kernel_trigger

@@ -26,6 +26,7 @@ mod join;
 pub mod kernel;
 #[cfg(any(feature = "kernel", feature = "fuzzing", test))]
 mod kernel_readback;
+mod log;
 pub mod ops;
 mod transport;
 mod types;

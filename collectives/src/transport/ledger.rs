@@ -253,7 +253,7 @@ pub(crate) fn check_peer(
             None => "it has not started any collective yet".to_string(),
         };
         let job = |r: usize| job_ranks.get(r).copied().unwrap_or(r);
-        eprintln!(
+        tracing::warn!(
             "boad: rank {}: {}: still waiting for rank {}: it sent nothing for {:.1} s but is alive; {place} (this warning repeats every BOAD_TIMEOUT_MS={} ms)",
             job(rank),
             call(),
