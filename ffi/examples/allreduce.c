@@ -5,6 +5,7 @@
 #include <boad.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
 static int rank = -1;
@@ -57,6 +58,21 @@ int main(void) {
     CHECK(boad_allreduce(&bits, &all, 1, BOAD_U8, BOAD_BOR));
     uint8_t want_bits = size >= 8 ? 0xff : (uint8_t)((1u << size) - 1);
     EXPECT(all == want_bits, "bor = %#x, want %#x", all, want_bits);
+
+    /* The counters: three allreduces on whichever path ran. */
+    size_t nstats = boad_stats_count();
+    EXPECT(nstats > 0 && boad_stats_name(0) != NULL && boad_stats_name(nstats) == NULL, "%zu counters", nstats);
+    uint64_t stats[64] = {0};
+    EXPECT(nstats <= 64, "%zu counters", nstats);
+    CHECK(boad_stats(stats, nstats));
+    uint64_t collectives = 0;
+    for (size_t i = 0; i < nstats; i++) {
+        const char *name = boad_stats_name(i);
+        if (strcmp(name, "collectives_udp") == 0 || strcmp(name, "collectives_shm") == 0 ||
+            strcmp(name, "collectives_kernel") == 0 || strcmp(name, "collectives_hier") == 0)
+            collectives += stats[i];
+    }
+    EXPECT(size == 1 || collectives >= 3, "counted %llu collectives", (unsigned long long)collectives);
 
     const char *path = NULL;
     CHECK(boad_last_path(&path));

@@ -254,6 +254,21 @@ const char *boad_strerror(boad_result code);
 // `buf` must be NULL or valid for writing `len` bytes.
 size_t boad_last_error_message(char *buf, size_t len);
 
+// How many traffic counters [`boad_stats`] reports (the same list `BOAD_STATS=1` prints and
+// Python's `stats()` returns).
+size_t boad_stats_count(void);
+
+// The name of counter `index` (`"datagrams_sent"`, ...), static; NULL if `index` is not below
+// [`boad_stats_count`].
+const char *boad_stats_name(size_t index);
+
+// Writes this rank's counters, in the order of [`boad_stats_name`], into `values[0..len]` (the
+// first `len` of them if there are more; the rest of `values` is left alone).
+//
+// # Safety
+// `values` must be valid for writing `len` `uint64_t`s (or NULL if `len` is 0).
+boad_result boad_stats(uint64_t *values, size_t len);
+
 // The library's version (`"0.1.0"`), static.
 const char *boad_version(void);
 

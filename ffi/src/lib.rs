@@ -731,6 +731,53 @@ pub unsafe extern "C" fn boad_last_error_message(buf: *mut c_char, len: usize) -
     r.unwrap_or(0)
 }
 
+/// How many traffic counters [`boad_stats`] reports (the same list `BOAD_STATS=1` prints and
+/// Python's `stats()` returns).
+#[no_mangle]
+pub extern "C" fn boad_stats_count() -> usize {
+    boad::Stats::NAMES.len()
+}
+
+/// The name of counter `index` (`"datagrams_sent"`, ...), static; NULL if `index` is not below
+/// [`boad_stats_count`].
+#[no_mangle]
+pub extern "C" fn boad_stats_name(index: usize) -> *const c_char {
+    static NAMES: std::sync::OnceLock<Vec<std::ffi::CString>> = std::sync::OnceLock::new();
+    let r = std::panic::catch_unwind(|| {
+        let names = NAMES.get_or_init(|| {
+            boad::Stats::NAMES
+                .iter()
+                .filter_map(|n| std::ffi::CString::new(*n).ok())
+                .collect()
+        });
+        names.get(index).map_or(std::ptr::null(), |n| n.as_ptr())
+    });
+    r.unwrap_or(std::ptr::null())
+}
+
+/// Writes this rank's counters, in the order of [`boad_stats_name`], into `values[0..len]` (the
+/// first `len` of them if there are more; the rest of `values` is left alone).
+///
+/// # Safety
+/// `values` must be valid for writing `len` `uint64_t`s (or NULL if `len` is 0).
+#[no_mangle]
+pub unsafe extern "C" fn boad_stats(values: *mut u64, len: usize) -> boad_result {
+    guard("boad_stats", || {
+        with_comm("boad_stats", |comm| {
+            let call = Call::new("boad_stats", comm);
+            if values.is_null() && len > 0 {
+                return Err(call.fail(boad_result::BOAD_ERR_NULL_POINTER, "values is NULL"));
+            }
+            let stats = comm.stats();
+            for (i, (_, v)) in stats.fields().take(len).enumerate() {
+                // SAFETY: i < len, and the caller guarantees values is valid for len writes.
+                unsafe { values.add(i).write(v) };
+            }
+            Ok(())
+        })
+    })
+}
+
 /// The library's version (`"0.1.0"`), static.
 #[no_mangle]
 pub extern "C" fn boad_version() -> *const c_char {
