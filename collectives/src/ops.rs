@@ -3,69 +3,58 @@
 //! These define the result of every op for every dtype; the kernel path's programs must compute the
 //! same values (the tests compare both paths element by element).
 
+use boad_common::fold;
+use num_traits::{Float, PrimInt, Unsigned, WrappingAdd, WrappingMul};
+
 use crate::types::{DType, Op};
 
-/// One element type's arithmetic.
-trait Arith: bytemuck::Pod + PartialOrd {
-    fn apply(op: Op, a: Self, b: Self) -> Self;
+/// An integer element type.
+trait Integer: bytemuck::Pod + PrimInt + WrappingAdd + WrappingMul {}
+impl<T: bytemuck::Pod + PrimInt + WrappingAdd + WrappingMul> Integer for T {}
+
+/// A float element type, and the unsigned integer of its bits.
+trait IeeeFloat: bytemuck::Pod + Float {
+    type Bits: PrimInt + Unsigned + bytemuck::Pod;
+}
+impl IeeeFloat for f32 {
+    type Bits = u32;
+}
+impl IeeeFloat for f64 {
+    type Bits = u64;
 }
 
-macro_rules! int_arith {
-    ($($t:ty),*) => {$(
-        impl Arith for $t {
-            #[inline(always)]
-            fn apply(op: Op, a: Self, b: Self) -> Self {
-                match op {
-                    Op::Sum => a.wrapping_add(b),
-                    Op::Prod => a.wrapping_mul(b),
-                    Op::Min => a.min(b),
-                    Op::Max => a.max(b),
-                    Op::Band => a & b,
-                    Op::Bor => a | b,
-                    Op::Bxor => a ^ b,
-                    Op::Land => (a != 0 && b != 0) as $t,
-                    Op::Lor => (a != 0 || b != 0) as $t,
-                }
-            }
-        }
-    )*};
+/// `op` on two integers: `boad_common::fold::int`, the kernel's own arithmetic.
+#[inline(always)]
+fn int<T: Integer>(op: Op, a: T, b: T) -> T {
+    fold::int(op as u8, a, b)
 }
-int_arith!(i8, i16, i32, i64, u8, u16, u32, u64);
 
-macro_rules! float_arith {
-    ($($t:ty),*) => {$(
-        impl Arith for $t {
-            #[inline(always)]
-            fn apply(op: Op, a: Self, b: Self) -> Self {
-                match op {
-                    Op::Sum => a + b,
-                    Op::Prod => a * b,
-                    // NaN wins; otherwise IEEE total order, so -0.0 < 0.0 (what the kernel's
-                    // bit-pattern comparison computes too).
-                    Op::Min if a.is_nan() => a,
-                    Op::Min if b.is_nan() => b,
-                    Op::Min => if b.total_cmp(&a).is_lt() { b } else { a },
-                    Op::Max if a.is_nan() => a,
-                    Op::Max if b.is_nan() => b,
-                    Op::Max => if b.total_cmp(&a).is_gt() { b } else { a },
-                    // Rejected by `fold` before we get here.
-                    Op::Band | Op::Bor | Op::Bxor | Op::Land | Op::Lor => a,
-                }
-            }
-        }
-    )*};
+/// `op` on two floats: natively for sum and product, on bit patterns for min and max
+/// (`boad_common::fold::float_bits`, the kernel's own arithmetic).
+#[inline(always)]
+fn float<T: IeeeFloat>(op: Op, a: T, b: T) -> T {
+    match op {
+        Op::Sum => a + b,
+        Op::Prod => a * b,
+        Op::Min | Op::Max => bytemuck::cast(fold::float_bits::<T::Bits>(
+            op as u8,
+            bytemuck::cast(a),
+            bytemuck::cast(b),
+        )),
+        // Rejected by `fold` before we get here: bitwise and logical ops.
+        Op::Band | Op::Bor | Op::Bxor | Op::Land | Op::Lor => a,
+    }
 }
-float_arith!(f32, f64);
 
 #[inline(always)]
-fn fold_op<T: Arith>(op: Op, acc: &mut [u8], other: &[u8]) {
+fn fold_op<T: bytemuck::Pod, F: Fn(Op, T, T) -> T>(op: Op, acc: &mut [u8], other: &[u8], apply: F) {
     match (
         bytemuck::try_cast_slice_mut::<u8, T>(acc),
         bytemuck::try_cast_slice::<u8, T>(other),
     ) {
         (Ok(a), Ok(b)) => {
             for (x, y) in a.iter_mut().zip(b) {
-                *x = T::apply(op, *x, *y);
+                *x = apply(op, *x, *y);
             }
         }
         (a, _) => {
@@ -76,7 +65,7 @@ fn fold_op<T: Arith>(op: Op, acc: &mut [u8], other: &[u8]) {
             };
             let n = std::mem::size_of::<T>();
             for (x, y) in acc.chunks_exact_mut(n).zip(other.chunks_exact(n)) {
-                let r = T::apply(
+                let r = apply(
                     op,
                     bytemuck::pod_read_unaligned(x),
                     bytemuck::pod_read_unaligned(y),
@@ -87,18 +76,24 @@ fn fold_op<T: Arith>(op: Op, acc: &mut [u8], other: &[u8]) {
     }
 }
 
-/// Monomorphises `fold_op` per op so the inner loop has no branch on the op.
-fn fold_typed<T: Arith>(op: Op, acc: &mut [u8], other: &[u8]) {
+/// Monomorphises `fold_op` per element type (`apply`, a function item, is inlined) and per op (a
+/// constant in each arm), so the inner loop has no call and no branch on the op.
+fn fold_typed<T: bytemuck::Pod, F: Fn(Op, T, T) -> T + Copy>(
+    op: Op,
+    acc: &mut [u8],
+    other: &[u8],
+    apply: F,
+) {
     match op {
-        Op::Sum => fold_op::<T>(Op::Sum, acc, other),
-        Op::Prod => fold_op::<T>(Op::Prod, acc, other),
-        Op::Min => fold_op::<T>(Op::Min, acc, other),
-        Op::Max => fold_op::<T>(Op::Max, acc, other),
-        Op::Band => fold_op::<T>(Op::Band, acc, other),
-        Op::Bor => fold_op::<T>(Op::Bor, acc, other),
-        Op::Bxor => fold_op::<T>(Op::Bxor, acc, other),
-        Op::Land => fold_op::<T>(Op::Land, acc, other),
-        Op::Lor => fold_op::<T>(Op::Lor, acc, other),
+        Op::Sum => fold_op(Op::Sum, acc, other, apply),
+        Op::Prod => fold_op(Op::Prod, acc, other, apply),
+        Op::Min => fold_op(Op::Min, acc, other, apply),
+        Op::Max => fold_op(Op::Max, acc, other, apply),
+        Op::Band => fold_op(Op::Band, acc, other, apply),
+        Op::Bor => fold_op(Op::Bor, acc, other, apply),
+        Op::Bxor => fold_op(Op::Bxor, acc, other, apply),
+        Op::Land => fold_op(Op::Land, acc, other, apply),
+        Op::Lor => fold_op(Op::Lor, acc, other, apply),
     }
 }
 
@@ -110,16 +105,16 @@ pub fn fold(dtype: DType, op: Op, acc: &mut [u8], other: &[u8]) -> bool {
         return false;
     }
     match dtype {
-        DType::I8 => fold_typed::<i8>(op, acc, other),
-        DType::I16 => fold_typed::<i16>(op, acc, other),
-        DType::I32 => fold_typed::<i32>(op, acc, other),
-        DType::I64 => fold_typed::<i64>(op, acc, other),
-        DType::U8 => fold_typed::<u8>(op, acc, other),
-        DType::U16 => fold_typed::<u16>(op, acc, other),
-        DType::U32 => fold_typed::<u32>(op, acc, other),
-        DType::U64 => fold_typed::<u64>(op, acc, other),
-        DType::F32 => fold_typed::<f32>(op, acc, other),
-        DType::F64 => fold_typed::<f64>(op, acc, other),
+        DType::I8 => fold_typed(op, acc, other, int::<i8>),
+        DType::I16 => fold_typed(op, acc, other, int::<i16>),
+        DType::I32 => fold_typed(op, acc, other, int::<i32>),
+        DType::I64 => fold_typed(op, acc, other, int::<i64>),
+        DType::U8 => fold_typed(op, acc, other, int::<u8>),
+        DType::U16 => fold_typed(op, acc, other, int::<u16>),
+        DType::U32 => fold_typed(op, acc, other, int::<u32>),
+        DType::U64 => fold_typed(op, acc, other, int::<u64>),
+        DType::F32 => fold_typed(op, acc, other, float::<f32>),
+        DType::F64 => fold_typed(op, acc, other, float::<f64>),
     }
     true
 }

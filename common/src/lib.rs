@@ -7,6 +7,8 @@
 #![no_std]
 #![deny(missing_docs)]
 
+pub mod fold;
+
 /// `"BOAD"` read as a little-endian `u32`: the first four bytes of every boad datagram.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"BOAD");
 /// Version of the wire format. A datagram with another version is ignored and counted as foreign.
