@@ -35,8 +35,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::kernel::{kernel_fits, KernelUdp};
 use super::ledger::{SigLog, SIG_LOG};
 use super::shm::Shm;
-use super::udp::{NoKernel, Udp};
-use super::{Ctx, Session, Stats, Transport};
+use super::udp::Udp;
+use super::{Ctx, Level, Session, Stats, Transport};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::join::JobInfo;
@@ -44,57 +44,12 @@ use crate::types::{Coll, Signature};
 use boad_proto::lines::{Line, PeerEntry, MAX_LINE};
 use boad_proto::Layout;
 
-/// The leaders' network transport: UDP, with the kernel path when the launcher attached it for
-/// them.
-enum Leaders {
-    Udp(Box<Udp>),
-    Kernel(Box<KernelUdp>),
-}
-
-impl Leaders {
-    fn t(&mut self) -> &mut dyn Transport {
-        match self {
-            Leaders::Udp(u) => u.as_mut(),
-            Leaders::Kernel(k) => k.as_mut(),
-        }
-    }
-    fn s(&self) -> &dyn Session {
-        match self {
-            Leaders::Udp(u) => u.as_ref(),
-            Leaders::Kernel(k) => k.as_ref(),
-        }
-    }
-    fn udp(&mut self) -> &mut Udp {
-        match self {
-            Leaders::Udp(u) => u,
-            Leaders::Kernel(k) => k.udp_mut(),
-        }
-    }
-    fn service(&mut self) {
-        match self {
-            Leaders::Udp(u) => u.service(&mut NoKernel),
-            Leaders::Kernel(k) => k.service(),
-        }
-    }
-    fn seen_aborts(&mut self) -> Vec<(u32, usize, String)> {
-        match self {
-            Leaders::Udp(u) => u.seen_aborts(&mut NoKernel),
-            Leaders::Kernel(k) => k.seen_aborts(),
-        }
-    }
-}
-
-/// A sub-transport shared between [`Hier`] and the other sub-transport's idle hook.
-type Shared<T> = Arc<Mutex<T>>;
+/// A level shared between [`Hier`] and the other level's idle hook.
+type Shared = Arc<Mutex<Box<dyn Level>>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
-
-/// What a sub-transport does for the other level while it waits: non-blocking progress (read what
-/// arrived, answer probes, bump the heartbeat). Called from inside the other sub-transport's wait
-/// loops, never while this one is in use (the lock is only tried).
-pub(crate) type Service = Box<dyn FnMut() + Send>;
 
 /// Both levels of the hierarchical path, for one rank.
 pub(crate) struct Hier {
@@ -102,9 +57,9 @@ pub(crate) struct Hier {
     layout: Layout,
     /// This rank's host.
     host: usize,
-    local: Shared<Shm>,
+    local: Shared,
     /// The leaders' transport; `Some` on leaders only.
-    net: Option<Shared<Leaders>>,
+    net: Option<Shared>,
     /// Recent calls: to relay an abort of a finished collective with its call, and to tell which
     /// path the last one took.
     sigs: SigLog,
@@ -269,7 +224,7 @@ impl Hier {
         // An allgather ends with a bcast of every rank's block inside each host.
         local.set_gather_blocks(table.len());
         local.set_job_ranks(members.clone());
-        let local = Arc::new(Mutex::new(local));
+        let local: Box<dyn Level> = Box::new(local);
 
         let net = if is_leader {
             let net_table = Self::sub_table(table, &leaders);
@@ -280,21 +235,39 @@ impl Hier {
             udp.set_job_ranks(leaders.clone());
             // The leaders' allgather gathers slabs of a host's blocks, padded to the largest host.
             udp.set_gather_blocks(layout.hosts.len() * layout.max_local());
-            let leaders_net = match kernel {
-                Some(trigger) => Leaders::Kernel(Box::new(KernelUdp::new(
+            let leaders_net: Box<dyn Level> = match kernel {
+                Some(trigger) => Box::new(KernelUdp::new(
                     udp,
                     trigger,
                     boad_common::kernel::comm::LEADERS,
-                ))),
-                None => Leaders::Udp(Box::new(udp)),
+                )),
+                None => Box::new(udp),
             };
-            Some(Arc::new(Mutex::new(leaders_net)))
+            Some(leaders_net)
         } else {
             // Only leaders use the network; the socket bound for the rendezvous is not needed.
             drop(sock);
             None
         };
-        // Each level, while it waits, keeps the other one going (weak: no reference cycle).
+        let mut hier = Hier::from_levels(rank, layout, local, net, kernel.is_some());
+        hier.launcher = launcher;
+        Ok(hier)
+    }
+
+    /// The hierarchical path of `rank` of a job laid out as `layout` over its two levels: `local`
+    /// (the ranks of its host, local ranks `0..k`) and, on a host's leader, `net` (the leaders,
+    /// leader ranks `0..H`), whose transport takes the kernel path where calls fit when
+    /// `net_kernel` (known on every rank). Each level, while it waits, keeps the other going.
+    pub(crate) fn from_levels(
+        rank: usize,
+        layout: Layout,
+        local: Box<dyn Level>,
+        net: Option<Box<dyn Level>>,
+        net_kernel: bool,
+    ) -> Hier {
+        let local = Arc::new(Mutex::new(local));
+        let net = net.map(|n| Arc::new(Mutex::new(n)));
+        // Weak references in the hooks: no reference cycle.
         if let Some(net) = &net {
             let weak_net = Arc::downgrade(net);
             lock(&local).set_idle_hook(Box::new(move || {
@@ -305,7 +278,7 @@ impl Hier {
                 }
             }));
             let weak_local = Arc::downgrade(&local);
-            lock(net).udp().set_idle_hook(Box::new(move || {
+            lock(net).set_idle_hook(Box::new(move || {
                 if let Some(l) = weak_local.upgrade() {
                     if let Ok(mut l) = l.try_lock() {
                         l.service();
@@ -313,7 +286,8 @@ impl Hier {
                 }
             }));
         }
-        Ok(Hier {
+        let host = layout.place[rank].0;
+        Hier {
             rank,
             layout,
             host,
@@ -323,9 +297,9 @@ impl Hier {
             relayed: BTreeSet::new(),
             reported: BTreeSet::new(),
             collectives: 0,
-            net_kernel: kernel.is_some(),
-            launcher,
-        })
+            net_kernel,
+            launcher: None,
+        }
     }
 }
 
@@ -361,7 +335,7 @@ impl Hier {
     /// Runs `f` on this host's shared-memory transport (local ranks `0..k`); errors name job ranks.
     pub fn local<R>(&self, f: impl FnOnce(&mut dyn Transport) -> Result<R>) -> Result<R> {
         let members = &self.layout.hosts[self.host];
-        let r = f(&mut *lock(&self.local));
+        let r = f(lock(&self.local).as_mut());
         r.map_err(|e| {
             e.renumber(
                 &|r| members.get(r).copied().unwrap_or(r),
@@ -380,7 +354,7 @@ impl Hier {
             ));
         };
         let leaders = &self.layout.leaders;
-        let r = f(lock(net).t());
+        let r = f(lock(net).as_mut());
         r.map_err(|e| {
             e.renumber(
                 &|r| leaders.get(r).copied().unwrap_or(r),
@@ -419,7 +393,7 @@ impl Hier {
             let err: Error = Error::aborted(self.rank, seq, by, reason);
             let ctx = Ctx { seq, sig };
             if to_net {
-                lock(net).t().fail(&ctx, &err);
+                lock(net).fail(&ctx, &err);
             } else {
                 lock(&self.local).fail(&ctx, &err);
             }
@@ -492,7 +466,7 @@ impl Session for Hier {
     fn end(&mut self, ctx: &Ctx) {
         lock(&self.local).end(ctx);
         if let Some(n) = &self.net {
-            lock(n).t().end(ctx);
+            lock(n).end(ctx);
         }
         self.collectives += 1;
     }
@@ -502,7 +476,7 @@ impl Session for Hier {
         self.relayed.insert(ctx.seq);
         lock(&self.local).fail(ctx, err);
         if let Some(n) = &self.net {
-            lock(n).t().fail(ctx, err);
+            lock(n).fail(ctx, err);
         }
     }
 
@@ -520,7 +494,7 @@ impl Session for Hier {
         let n = self
             .net
             .as_ref()
-            .map(|n| lock(n).s().stats())
+            .map(|n| lock(n).stats())
             .unwrap_or_default();
         Stats {
             collectives_shm: l.collectives_shm,
@@ -547,7 +521,7 @@ impl Session for Hier {
     }
 
     fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.net.as_ref().and_then(|n| lock(n).s().local_addr())
+        self.net.as_ref().and_then(|n| lock(n).local_addr())
     }
 }
 

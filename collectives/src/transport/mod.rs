@@ -163,6 +163,26 @@ pub(crate) trait Session: Send {
     }
 }
 
+/// A transport one level of the hierarchical path runs on (`hier`): with what the other level needs
+/// of it while it waits.
+pub(crate) trait Level: Transport {
+    /// Non-blocking progress for a rank waiting on another level: reads what arrived (answers
+    /// probes, acknowledges data, bumps a heartbeat) and sends what it can.
+    fn service(&mut self);
+    /// The aborts peers posted for collectives this rank did not fail itself: (seq, peer, reason).
+    fn seen_aborts(&mut self) -> Vec<(u32, usize, String)>;
+    /// Sets what every round of a wait runs besides this transport's own work.
+    fn set_idle_hook(&mut self, hook: Service);
+    /// Sets the job rank of each rank of this transport, for the messages it prints.
+    fn set_job_ranks(&mut self, ranks: Vec<usize>);
+    /// Sets how many blocks the largest message of an allgather on this transport holds.
+    fn set_gather_blocks(&mut self, blocks: usize);
+}
+
+/// What a level does for the other one while it waits (see [`Level::service`]). Called from inside
+/// the other level's wait loops, never while this one is in use.
+pub(crate) type Service = Box<dyn FnMut() + Send>;
+
 /// What the algorithms need from a transport (see the module docs for the contract): a
 /// [`Session`] with messages between its ranks.
 pub(crate) trait Transport: Session {

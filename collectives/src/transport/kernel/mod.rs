@@ -36,7 +36,7 @@ use boad_common::kernel::{KBCAST_MAX, KREDUCE_MAX};
 use super::udp::reliable::Bits;
 use super::udp::wire::{Admit, Datagram};
 use super::udp::{KernelSide, Udp, PROBE_BASE, PROBE_MAX};
-use super::{Ctx, KernelOps, Session, Stats, Transport};
+use super::{Ctx, KernelOps, Level, Service, Session, Stats, Transport};
 use crate::error::{Error, Result};
 use crate::ops::fold;
 use crate::types::{Coll, DType, Op, Signature};
@@ -142,21 +142,6 @@ impl KernelUdp {
                 ..Kern::default()
             },
         }
-    }
-
-    /// The UDP transport underneath.
-    pub fn udp_mut(&mut self) -> &mut Udp {
-        &mut self.udp
-    }
-
-    /// Non-blocking progress (see `Udp::service`).
-    pub fn service(&mut self) {
-        self.udp.service(&mut self.k);
-    }
-
-    /// The aborts peers sent (see `Udp::seen_aborts`).
-    pub fn seen_aborts(&mut self) -> Vec<(u32, usize, String)> {
-        self.udp.seen_aborts(&mut self.k)
     }
 
     /// Counts a kernel reduction; true when it is one that ends with the root's release (only
@@ -503,6 +488,24 @@ impl Session for KernelUdp {
     }
     fn local_addr(&self) -> Option<SocketAddr> {
         self.udp.local_addr()
+    }
+}
+
+impl Level for KernelUdp {
+    fn service(&mut self) {
+        self.udp.service_with(&mut self.k);
+    }
+    fn seen_aborts(&mut self) -> Vec<(u32, usize, String)> {
+        self.udp.seen_aborts_with(&mut self.k)
+    }
+    fn set_idle_hook(&mut self, hook: Service) {
+        self.udp.set_idle_hook(hook);
+    }
+    fn set_job_ranks(&mut self, ranks: Vec<usize>) {
+        self.udp.set_job_ranks(ranks);
+    }
+    fn set_gather_blocks(&mut self, blocks: usize) {
+        self.udp.set_gather_blocks(blocks);
     }
 }
 

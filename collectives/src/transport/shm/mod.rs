@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use segment::{OpenError, Segment};
 
 use super::ledger::{self, check_peer, Ledger, Life};
-use super::{Ctx, Session, Stats, Transport};
+use super::{Ctx, Level, Service, Session, Stats, Transport};
 use crate::config::Config;
 use crate::error::{CollectiveError, Error, Result, UsageError};
 use crate::join::JobInfo;
@@ -356,7 +356,7 @@ pub(crate) struct Shm {
     /// MAX_BOOST with at most one rank per core, else 0 (a busy core is not halted).
     max_boost: u32,
     /// Run in every slow round of a wait (the hierarchical path: keeps the network level going).
-    idle_hook: Option<super::hier::Service>,
+    idle_hook: Option<super::Service>,
     /// The job rank of each rank of this transport, for messages (empty: the same numbers).
     job_ranks: Vec<usize>,
     /// Blocks of the largest message of an allgather on this transport (see
@@ -675,36 +675,6 @@ impl Shm {
             }
             self.peers[r].aborts_seen = n;
         }
-    }
-
-    /// Sets how many blocks the largest message of an allgather on this transport holds (its size
-    /// by default): on the hierarchical path a host's leader sends it the whole job's result.
-    pub fn set_gather_blocks(&mut self, blocks: usize) {
-        self.gather_blocks = blocks;
-    }
-
-    /// Sets what every slow round of a wait runs besides this transport's own checks.
-    pub fn set_idle_hook(&mut self, hook: super::hier::Service) {
-        self.idle_hook = Some(hook);
-    }
-
-    /// Sets the job rank of each rank of this transport (a level of the hierarchical path), for the
-    /// warnings it prints.
-    pub fn set_job_ranks(&mut self, ranks: Vec<usize>) {
-        self.job_ranks = ranks;
-    }
-
-    /// Non-blocking progress for a rank waiting on another transport: bumps the heartbeat (the
-    /// rank is inside a boad call), moves pending data, reads the rings.
-    pub fn service(&mut self) {
-        self.seg.beat(self.rank);
-        let _ = self.progress();
-    }
-
-    /// The aborts peers posted for collectives this rank did not fail itself: (seq, peer, reason).
-    pub fn seen_aborts(&mut self) -> Vec<(u32, usize, String)> {
-        self.scan_aborts();
-        self.ledger.peer_aborts()
     }
 
     /// Bumps our heartbeat, and (at most every LOOK_EVERY) reads the launcher's `EXIT` lines and
@@ -1035,6 +1005,38 @@ impl Transport for Shm {
             }
             slow = self.idle(&mut idle);
         }
+    }
+}
+
+impl Level for Shm {
+    /// Sets how many blocks the largest message of an allgather on this transport holds (its size
+    /// by default): on the hierarchical path a host's leader sends it the whole job's result.
+    fn set_gather_blocks(&mut self, blocks: usize) {
+        self.gather_blocks = blocks;
+    }
+
+    /// Sets what every slow round of a wait runs besides this transport's own checks.
+    fn set_idle_hook(&mut self, hook: Service) {
+        self.idle_hook = Some(hook);
+    }
+
+    /// Sets the job rank of each rank of this transport (a level of the hierarchical path), for the
+    /// warnings it prints.
+    fn set_job_ranks(&mut self, ranks: Vec<usize>) {
+        self.job_ranks = ranks;
+    }
+
+    /// Non-blocking progress for a rank waiting on another transport: bumps the heartbeat (the
+    /// rank is inside a boad call), moves pending data, reads the rings.
+    fn service(&mut self) {
+        self.seg.beat(self.rank);
+        let _ = self.progress();
+    }
+
+    /// The aborts peers posted for collectives this rank did not fail itself: (seq, peer, reason).
+    fn seen_aborts(&mut self) -> Vec<(u32, usize, String)> {
+        self.scan_aborts();
+        self.ledger.peer_aborts()
     }
 }
 

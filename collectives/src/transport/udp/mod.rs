@@ -37,7 +37,7 @@ use mio::{Events, Interest, Poll, Token};
 use rand::{Rng, SeedableRng};
 
 use super::ledger::{check_peer, Ledger, Life};
-use super::{Ctx, Session, Stats, Transport};
+use super::{Ctx, Level, Session, Stats, Transport};
 use crate::config::Config;
 use crate::error::{Error, Result, UsageError};
 use crate::types::Signature;
@@ -476,7 +476,7 @@ pub(crate) struct Udp {
     launcher_buf: Vec<u8>,
     drop_rng: rand::rngs::SmallRng,
     /// Run on every round of a wait (the hierarchical path: keeps the shared-memory level going).
-    idle_hook: Option<super::hier::Service>,
+    idle_hook: Option<super::Service>,
     /// When the socket was last read to the end, and how many drains were skipped since.
     last_drain: Instant,
     skipped_drains: u32,
@@ -595,12 +595,6 @@ impl Udp {
         Ok(t)
     }
 
-    /// Sets how many blocks the largest message of an allgather on this transport holds (its size
-    /// by default): the hierarchical path's leaders move a slab of a host's blocks at once.
-    pub fn set_gather_blocks(&mut self, blocks: usize) {
-        self.gather_blocks = blocks;
-    }
-
     /// What this rank is, for [`wire::classify`].
     fn receiver(&self) -> Receiver {
         Receiver {
@@ -612,25 +606,14 @@ impl Udp {
         }
     }
 
-    /// Sets what every round of a wait runs besides this transport's own work.
-    pub fn set_idle_hook(&mut self, hook: super::hier::Service) {
-        self.idle_hook = Some(hook);
-    }
-
-    /// Sets the job rank of each rank of this transport (a level of the hierarchical path), for the
-    /// warnings it prints.
-    pub fn set_job_ranks(&mut self, ranks: Vec<usize>) {
-        self.job_ranks = ranks;
-    }
-
     /// Non-blocking progress for a rank waiting on another transport: reads what arrived (answers
     /// probes, acknowledges data) and sends what windows allow.
-    pub fn service(&mut self, ks: &mut dyn KernelSide) {
+    pub fn service_with(&mut self, ks: &mut dyn KernelSide) {
         let _ = self.drain(ks).and_then(|()| self.pump());
     }
 
     /// The aborts peers sent for collectives this rank did not fail itself: (seq, peer, reason).
-    pub fn seen_aborts(&mut self, ks: &mut dyn KernelSide) -> Vec<(u32, usize, String)> {
+    pub fn seen_aborts_with(&mut self, ks: &mut dyn KernelSide) -> Vec<(u32, usize, String)> {
         let _ = self.drain(ks);
         self.ledger.peer_aborts()
     }
@@ -1392,6 +1375,33 @@ impl Transport for Udp {
     }
     fn recv(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<Vec<u8>> {
         self.recv_with(ctx, src, tag, &mut NoKernel)
+    }
+}
+
+impl Level for Udp {
+    /// Sets how many blocks the largest message of an allgather on this transport holds (its size
+    /// by default): the hierarchical path's leaders move a slab of a host's blocks at once.
+    fn set_gather_blocks(&mut self, blocks: usize) {
+        self.gather_blocks = blocks;
+    }
+
+    /// Sets what every round of a wait runs besides this transport's own work.
+    fn set_idle_hook(&mut self, hook: super::Service) {
+        self.idle_hook = Some(hook);
+    }
+
+    /// Sets the job rank of each rank of this transport (a level of the hierarchical path), for the
+    /// warnings it prints.
+    fn set_job_ranks(&mut self, ranks: Vec<usize>) {
+        self.job_ranks = ranks;
+    }
+
+    fn service(&mut self) {
+        self.service_with(&mut NoKernel);
+    }
+
+    fn seen_aborts(&mut self) -> Vec<(u32, usize, String)> {
+        self.seen_aborts_with(&mut NoKernel)
     }
 }
 
