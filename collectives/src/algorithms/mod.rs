@@ -14,6 +14,8 @@ mod flat;
 mod hier_shm_net;
 mod kernel_tc_xdp;
 mod reduce_binomial;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use allgather_ring::allgather_ring;
 pub(crate) use allreduce_recursive_doubling::allreduce_recursive_doubling;

@@ -17,6 +17,8 @@
 pub(crate) mod hier;
 pub(crate) mod kernel;
 mod ledger;
+#[cfg(test)]
+pub(crate) mod mem;
 pub(crate) mod pulse;
 pub(crate) mod shm;
 pub(crate) mod udp;
