@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates every benchmark number and plot of docs/benchmarks.md:
 #   scripts/bench.sh           full run (about 15 minutes on 2 cores) into docs/bench/
-#   scripts/bench.sh --quick   a few minutes, into a temporary directory (CI smoke test: it checks
-#                              that everything runs, not the numbers)
+#   scripts/bench.sh --quick   a few minutes, into a new temporary directory (CI smoke test: it
+#                              checks that everything runs, not the numbers)
+#   --out DIR                  write results.jsonl, the PNGs and report.md into DIR instead
 # Installs what it needs (Open MPI, MPICH, strace, a font for the plots, the eBPF toolchain), builds
 # release, runs boad-bench (all records into results.jsonl), then boad-plot (PNGs + report.md).
 # Needs root: the kernel path and the virtual clusters (network namespaces).
@@ -10,12 +11,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=()
 out=docs/bench
-for a in "$@"; do
-    case "$a" in
-        --quick) quick=(--quick); out=$(mktemp -d /tmp/boad-bench.XXXXXX) ;;
-        *) echo "usage: scripts/bench.sh [--quick]" >&2; exit 2 ;;
+out_set=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) quick=(--quick) ;;
+        --out) [ $# -ge 2 ] || { echo "--out needs a directory" >&2; exit 2; }; out=$2; out_set=1; shift ;;
+        *) echo "usage: scripts/bench.sh [--quick] [--out DIR]" >&2; exit 2 ;;
     esac
+    shift
 done
+# A quick run's numbers mean nothing: by default they go to a new temporary directory.
+if [ ${#quick[@]} -gt 0 ] && [ -z "$out_set" ]; then
+    out=$(mktemp -d /tmp/boad-bench.XXXXXX)
+fi
 step() { printf '\n==> %s   (%ss)\n' "$*" "$SECONDS"; }
 
 step "prerequisites"

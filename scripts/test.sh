@@ -11,7 +11,8 @@ step() { printf '\n==> %s   (%ss)\n' "$*" "$SECONDS"; }
 # What was here before the tests: at the end nothing new may be left (scripts/check-leftovers.sh).
 leftovers="$(mktemp)"
 skips="$(mktemp)"
-trap 'rm -f "$leftovers" "$skips"' EXIT
+benchout="$(mktemp -d)"
+trap 'rm -f "$leftovers" "$skips"; rm -rf "$benchout"' EXIT
 if [ "$(id -u)" != 0 ]; then
     # Not root: root-only tests record their skips here instead of failing.
     export BOAD_ALLOW_SKIP="$skips"
@@ -79,7 +80,8 @@ bash scripts/check-readme.sh
 # The benchmarks run (every sweep, tiny sizes, MPI included), not their numbers: docs/benchmarks.md.
 step "benchmark smoke test: scripts/bench.sh --quick"
 if [ "$(id -u)" = 0 ]; then
-    bash scripts/bench.sh --quick
+    bash scripts/bench.sh --quick --out "$benchout"
+    rm -rf "$benchout"
 else
     echo "skipped: scripts/bench.sh needs root" | tee -a "$skips"
 fi

@@ -338,13 +338,17 @@ impl Driver {
         }
     }
 
+    /// The MPI baselines, built into a private temporary directory removed afterwards.
     fn mpi(&mut self) {
-        let dir = std::env::temp_dir().join(format!("boad-bench-mpi.{}", std::process::id()));
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            self.failures
-                .push(format!("mpi: cannot create {}: {e}", dir.display()));
-            return;
+        match tempfile::Builder::new().prefix("boad-bench-mpi.").tempdir() {
+            Ok(dir) => self.mpi_in(dir.path()),
+            Err(e) => self
+                .failures
+                .push(format!("mpi: cannot create a temporary directory: {e}")),
         }
+    }
+
+    fn mpi_in(&mut self, dir: &std::path::Path) {
         let p = &self.plan;
         let max = p.local_sizes.last().copied().unwrap_or(4);
         let (it, wu, pi) = (p.iters, p.warmup, p.pass_iters);
