@@ -6,62 +6,7 @@ use crate::error::{Error, Result, UsageError};
 use crate::join::JobInfo;
 use crate::transport::pulse::{Pulse, PulseState};
 use crate::transport::{Ctx, Stats};
-use crate::types::{Coll, DType, Element, Op, Signature};
-
-/// Which data path carried a collective.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Path {
-    /// Userspace UDP sockets.
-    Udp,
-    /// Shared memory between the ranks of one host.
-    Shm,
-    /// The eBPF kernel path: XDP folds contributions, TC clones broadcasts.
-    Kernel,
-    /// Hierarchical: shared memory inside each host, userspace UDP between one leader per host.
-    Hier,
-    /// Hierarchical with the kernel path between the leaders: shared memory inside each host,
-    /// XDP folds and TC clones between one leader per host.
-    HierKernel,
-}
-
-impl Path {
-    /// Every path.
-    pub const ALL: [Path; 5] = [
-        Path::Kernel,
-        Path::Udp,
-        Path::Shm,
-        Path::Hier,
-        Path::HierKernel,
-    ];
-
-    /// `"udp"`, `"shm"`, `"kernel"`, `"hier"`, `"hier-kernel"`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Path::Udp => "udp",
-            Path::Shm => "shm",
-            Path::Kernel => "kernel",
-            Path::Hier => "hier",
-            Path::HierKernel => "hier-kernel",
-        }
-    }
-
-    /// [`name`](Self::name) as a C string (for the C bindings).
-    pub const fn c_name(self) -> &'static std::ffi::CStr {
-        match self {
-            Path::Udp => c"udp",
-            Path::Shm => c"shm",
-            Path::Kernel => c"kernel",
-            Path::Hier => c"hier",
-            Path::HierKernel => c"hier-kernel",
-        }
-    }
-}
-
-impl std::fmt::Display for Path {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use crate::types::{Coll, DType, Element, Op, Path, Signature};
 
 /// All the ranks of a job, and the collectives they call together.
 ///
@@ -364,8 +309,8 @@ impl Communicator {
     /// Fails the next collective, of kind `coll`, on this rank with `what` (an argument a binding
     /// rejected before calling boad), and tells the other ranks so they fail it at once instead of
     /// waiting for this rank. Returns the error to hand to the caller.
-    pub fn fail_collective(&mut self, coll: Coll, what: impl Into<String>) -> crate::Error {
-        let err: crate::Error = Error::new(self.rank(), UsageError::Invalid { what: what.into() });
+    pub fn fail_collective(&mut self, coll: Coll, what: impl Into<String>) -> Error {
+        let err: Error = Error::new(self.rank(), UsageError::Invalid { what: what.into() });
         let sig = Signature {
             coll,
             op: None,

@@ -31,12 +31,12 @@ pub mod ops;
 mod transport;
 mod types;
 
-pub use comm::{init, Communicator, Path};
+pub use comm::{init, Communicator};
 pub use config::{Config, TransportKind};
 pub use error::{CollectiveError, Error, ErrorKind, Result, TransportError, UsageError};
 pub use join::JoinError;
 pub use transport::Stats;
-pub use types::{Coll, DType, Element, Op, Signature};
+pub use types::{Coll, DType, Element, Op, Path, Signature};
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("boad's wire format assumes a little-endian host");

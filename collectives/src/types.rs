@@ -283,3 +283,58 @@ impl std::fmt::Display for Signature {
         write!(f, "{})", parts.join(", "))
     }
 }
+
+/// Which data path carried a collective.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Userspace UDP sockets.
+    Udp,
+    /// Shared memory between the ranks of one host.
+    Shm,
+    /// The eBPF kernel path: XDP folds contributions, TC clones broadcasts.
+    Kernel,
+    /// Hierarchical: shared memory inside each host, userspace UDP between one leader per host.
+    Hier,
+    /// Hierarchical with the kernel path between the leaders: shared memory inside each host,
+    /// XDP folds and TC clones between one leader per host.
+    HierKernel,
+}
+
+impl Path {
+    /// Every path.
+    pub const ALL: [Path; 5] = [
+        Path::Kernel,
+        Path::Udp,
+        Path::Shm,
+        Path::Hier,
+        Path::HierKernel,
+    ];
+
+    /// `"udp"`, `"shm"`, `"kernel"`, `"hier"`, `"hier-kernel"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Path::Udp => "udp",
+            Path::Shm => "shm",
+            Path::Kernel => "kernel",
+            Path::Hier => "hier",
+            Path::HierKernel => "hier-kernel",
+        }
+    }
+
+    /// [`name`](Self::name) as a C string (for the C bindings).
+    pub const fn c_name(self) -> &'static std::ffi::CStr {
+        match self {
+            Path::Udp => c"udp",
+            Path::Shm => c"shm",
+            Path::Kernel => c"kernel",
+            Path::Hier => c"hier",
+            Path::HierKernel => c"hier-kernel",
+        }
+    }
+}
+
+impl std::fmt::Display for Path {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -507,16 +507,16 @@ impl Session for Hier {
         }
     }
 
-    fn path(&self) -> crate::Path {
+    fn path(&self) -> crate::types::Path {
         // The last collective's call decides it on every rank, as the leaders' transport decided.
         if self
             .sigs
             .last()
             .is_some_and(|sig| self.net_takes_kernel(sig))
         {
-            crate::Path::HierKernel
+            crate::types::Path::HierKernel
         } else {
-            crate::Path::Hier
+            crate::types::Path::Hier
         }
     }
 

@@ -156,8 +156,8 @@ impl Session for Mem {
         self.stats
     }
 
-    fn path(&self) -> crate::Path {
-        crate::Path::Udp
+    fn path(&self) -> crate::types::Path {
+        crate::types::Path::Udp
     }
 }
 

@@ -145,20 +145,20 @@ pub(crate) trait Session: Send {
     fn begin(&mut self, ctx: &Ctx) -> Result<()>;
     /// An error not reported yet that another rank raised for a collective before `seq` which this
     /// rank finished (each such error is returned once).
-    fn take_deferred(&mut self, seq: u32) -> Option<crate::Error> {
+    fn take_deferred(&mut self, seq: u32) -> Option<crate::error::Error> {
         let _ = seq;
         None
     }
     /// Marks collective `ctx.seq` done.
     fn end(&mut self, ctx: &Ctx);
     /// Tells the peers that this rank gave up `ctx.seq` because of `err`.
-    fn fail(&mut self, ctx: &Ctx, err: &crate::Error);
+    fn fail(&mut self, ctx: &Ctx, err: &crate::error::Error);
     /// Waits until every queued message has been delivered.
     fn flush(&mut self) -> Result<()>;
     /// Traffic counters.
     fn stats(&self) -> Stats;
     /// The data path the last collective took.
-    fn path(&self) -> crate::Path;
+    fn path(&self) -> crate::types::Path;
     /// The address of this rank's socket, for data paths that have one.
     fn local_addr(&self) -> Option<std::net::SocketAddr> {
         None

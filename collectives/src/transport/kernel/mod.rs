@@ -479,11 +479,11 @@ impl Session for KernelUdp {
     fn stats(&self) -> Stats {
         self.udp.stats()
     }
-    fn path(&self) -> crate::Path {
+    fn path(&self) -> crate::types::Path {
         if self.k.used {
-            crate::Path::Kernel
+            crate::types::Path::Kernel
         } else {
-            crate::Path::Udp
+            crate::types::Path::Udp
         }
     }
     fn local_addr(&self) -> Option<SocketAddr> {

@@ -907,8 +907,8 @@ impl Session for Shm {
     fn stats(&self) -> Stats {
         self.stats
     }
-    fn path(&self) -> crate::Path {
-        crate::Path::Shm
+    fn path(&self) -> crate::types::Path {
+        crate::types::Path::Shm
     }
 }
 

@@ -1324,8 +1324,8 @@ impl Session for Udp {
     fn stats(&self) -> Stats {
         self.wire.stats
     }
-    fn path(&self) -> crate::Path {
-        crate::Path::Udp
+    fn path(&self) -> crate::types::Path {
+        crate::types::Path::Udp
     }
     fn local_addr(&self) -> Option<SocketAddr> {
         self.wire.sock.local_addr().ok()
