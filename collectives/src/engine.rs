@@ -299,23 +299,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use boad_proto::PeerEntry;
-
-    fn layout(hosts: &[u32]) -> Layout {
-        let table: Vec<PeerEntry> = hosts
-            .iter()
-            .enumerate()
-            .map(|(rank, &host_id)| PeerEntry {
-                rank,
-                host_id,
-                ip: std::net::IpAddr::from([127, 0, 0, 1]),
-                port: 1000 + rank as u16,
-                pulse: 0,
-                pid: 1,
-            })
-            .collect();
-        Layout::of(&table)
-    }
+    use crate::transport::mem::layout;
 
     #[test]
     fn the_shape_of_every_job() {

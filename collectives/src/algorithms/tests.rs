@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::*;
 use crate::engine::Engine;
 use crate::transport::hier::Hier;
-use crate::transport::mem::{mesh, Mem};
+use crate::transport::mem::{layout, mesh, Mem};
 use crate::transport::{Level, Session};
 use crate::types::{Coll, Signature};
-use boad_proto::{Layout, PeerEntry};
+use boad_proto::PeerEntry;
 
 /// A reduction with values whose exact result the test can work out by itself.
 #[derive(Clone, Copy, Debug)]
@@ -440,23 +440,6 @@ fn flat_dispatch_on_1_to_17_ranks() {
             engine_collectives(&mut e, &entered)
         });
     }
-}
-
-/// The layout of a job whose rank `r` is on host `hosts[r]`.
-fn layout(hosts: &[u32]) -> Layout {
-    let table: Vec<PeerEntry> = hosts
-        .iter()
-        .enumerate()
-        .map(|(rank, &host_id)| PeerEntry {
-            rank,
-            host_id,
-            ip: std::net::IpAddr::from([198, 18, 0, 1]),
-            port: 1,
-            pulse: 0,
-            pid: 1,
-        })
-        .collect();
-    Layout::of(&table)
 }
 
 /// One hierarchical engine per rank of a job laid out as `hosts`: a mesh per host, one between
