@@ -299,3 +299,172 @@ pub(crate) fn in_window(seq: u32, cur: u32) -> bool {
     let behind = cur.wrapping_sub(seq);
     ahead <= SIG_LOG as u32 || behind < SIG_LOG as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{DType, Op};
+
+    fn sig(count: u64, root: u32) -> Signature {
+        Signature {
+            coll: Coll::Reduce,
+            op: Some(Op::Sum),
+            dtype: Some(DType::I32),
+            count,
+            root,
+        }
+    }
+
+    fn ctx(seq: u32, count: u64) -> Ctx {
+        Ctx {
+            seq,
+            sig: sig(count, 0),
+        }
+    }
+
+    fn kind(e: &Error) -> &CollectiveError {
+        match e.kind() {
+            crate::error::ErrorKind::Collective(c) => c,
+            other => panic!("not a collective error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_message_showing_another_call_fails_the_collective_at_once() {
+        let mut l = Ledger::default();
+        l.start(&ctx(1, 4));
+        l.inbox.insert((2, 1, 0), (sig(5, 0), vec![0; 20]));
+        let e = l.settle(0, &ctx(1, 4)).expect_err("a mismatch");
+        assert!(
+            matches!(kind(&e), CollectiveError::Mismatch { seq: 1, peer: 2, mine, theirs }
+                if mine.count == 4 && theirs.count == 5),
+            "{e}"
+        );
+        // The same call is no mismatch, and the message stays for the algorithm.
+        let mut l = Ledger::default();
+        l.start(&ctx(1, 4));
+        l.inbox.insert((2, 1, 0), (sig(4, 0), vec![0; 16]));
+        assert!(l.settle(0, &ctx(1, 4)).is_ok());
+        assert_eq!(l.inbox.len(), 1);
+    }
+
+    #[test]
+    fn a_leftover_of_a_finished_collective_with_another_root_is_reported_once_later() {
+        let mut l = Ledger::default();
+        for seq in 1..=3 {
+            l.start(&ctx(seq, 4));
+        }
+        // Rank 3 sent a message for #2 that nobody consumed, made with root 1 where ours was 0.
+        l.inbox.insert((3, 2, 0), (sig(4, 1), vec![0; 16]));
+        l.start(&ctx(4, 4));
+        assert!(l.settle(0, &ctx(4, 4)).is_ok(), "#4 itself is fine");
+        assert!(
+            l.inbox.is_empty(),
+            "leftovers of finished collectives are dropped"
+        );
+        let e = l.take_deferred(0, 4).expect("the mismatch of #2");
+        assert!(
+            matches!(kind(&e), CollectiveError::Mismatch { seq: 2, peer: 3, theirs, .. } if theirs.root == 1),
+            "{e}"
+        );
+        assert!(l.take_deferred(0, 5).is_none(), "reported once");
+    }
+
+    #[test]
+    fn deferred_errors_come_oldest_first_once_and_never_for_this_ranks_own_failures() {
+        let mut l = Ledger::default();
+        for seq in 1..=6 {
+            l.start(&ctx(seq, 1));
+        }
+        l.aborts.insert(5, (1, "late".into()));
+        l.aborts.insert(3, (2, "early".into()));
+        l.aborts.insert(2, (4, "mine too".into()));
+        l.my_aborts.insert(2, "this rank failed #2 itself".into());
+        // Not before the collective is finished (seq 6 is current: #5 and #3 are before it).
+        let e = l.take_deferred(0, 6).expect("an abort");
+        assert!(
+            matches!(kind(&e), CollectiveError::Aborted { seq: 3, by: 2, .. }),
+            "{e}"
+        );
+        // Every fresh one was marked reported with it: one error per call of take_deferred.
+        assert!(l.take_deferred(0, 7).is_none());
+        assert_eq!(
+            l.peer_aborts().len(),
+            2,
+            "the peers' aborts, without this rank's own"
+        );
+        // The current collective's abort is not deferred: `current` reports it.
+        l.aborts.insert(7, (1, "now".into()));
+        assert!(l.take_deferred(0, 7).is_none());
+        let e = l.current(0, &ctx(7, 1)).expect_err("the abort of #7");
+        assert!(matches!(
+            kind(&e),
+            CollectiveError::Aborted { seq: 7, by: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn calls_are_remembered_for_a_window_only() {
+        let mut l = Ledger::default();
+        for seq in 1..=(SIG_LOG as u32 + 10) {
+            l.start(&ctx(seq, u64::from(seq)));
+        }
+        assert_eq!(l.sig_of(5), None, "forgotten");
+        assert_eq!(l.sig_of(11).map(|s| s.count), Some(11));
+        assert_eq!(l.calls().count(), SIG_LOG);
+        assert!(in_window(10, 10) && in_window(10 + SIG_LOG as u32, 10));
+        assert!(!in_window(11 + SIG_LOG as u32, 10));
+        assert!(in_window(11, 10 + SIG_LOG as u32) && !in_window(10, 10 + SIG_LOG as u32));
+        // Across the wrap of the sequence numbers.
+        assert!(in_window(3, u32::MAX - 3) && in_window(u32::MAX - 3, 3));
+    }
+
+    #[test]
+    fn message_limits_follow_the_call_and_refuse_overflow() {
+        assert_eq!(message_limit(&sig(10, 0), 9), Some(40));
+        let gather = Signature {
+            coll: Coll::Allgather,
+            op: None,
+            ..sig(10, 0)
+        };
+        assert_eq!(message_limit(&gather, 9), Some(360));
+        assert_eq!(message_limit(&sig(u64::MAX / 2, 0), 1), None);
+    }
+
+    #[test]
+    fn a_silent_peer_is_an_error_only_when_it_exited_or_shows_no_life() {
+        let t = Duration::from_millis(100);
+        let c = ctx(9, 1);
+        let mut warned = None;
+        let mut check = |exited, silent, life| {
+            check_peer(0, Some(&c), 3, exited, silent, t, life, &mut warned, &[])
+        };
+        let e = check(Some(137), Duration::ZERO, Life::Unknown).expect_err("exited");
+        assert!(matches!(
+            kind(&e),
+            CollectiveError::PeerExited {
+                peer: 3,
+                code: 137,
+                ..
+            }
+        ));
+        assert!(
+            check(None, t, Life::Unknown).is_ok(),
+            "silent, but not past the timeout"
+        );
+        let e = check(None, t * 2, Life::Unknown).expect_err("silent past the timeout");
+        assert!(matches!(kind(&e), CollectiveError::Timeout { peer: 3, .. }));
+        let alive = Life::Alive {
+            at: Some((8, false)),
+        };
+        assert!(check(None, t * 50, alive).is_ok(), "alive: waited for");
+        assert!(warned.is_some(), "with a warning");
+    }
+
+    #[test]
+    fn a_running_process_runs_and_a_missing_one_does_not() {
+        assert!(process_runs(std::process::id()));
+        // Above the kernel's largest pid (2^22).
+        assert!(!process_runs(1 << 23));
+    }
+}

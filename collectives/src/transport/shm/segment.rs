@@ -754,4 +754,133 @@ mod tests {
         std::fs::set_permissions(&none, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         assert_eq!(bad(Segment::open(&none, 7, 3)), "not yet");
     }
+
+    /// A stream of messages of every length from 0 to past the ring's capacity, written and read
+    /// by two threads through a small ring (every message wraps, most need several writes): every
+    /// byte arrives, in order.
+    #[test]
+    fn a_ring_carries_a_stream_across_wraps_between_threads() {
+        let seg = Segment::scratch(2, 256).expect("scratch");
+        let msg = |i: usize| -> Vec<u8> {
+            (0..(i * 37) % 700)
+                .map(|j| (i * 31 + j * 7) as u8)
+                .collect()
+        };
+        const N: usize = 3000;
+        std::thread::scope(|s| {
+            let seg = &seg;
+            s.spawn(move || {
+                let ring = seg.ring(0, 1);
+                let mut seen = 0;
+                for i in 0..N {
+                    let body = msg(i);
+                    let len = (body.len() as u32).to_le_bytes();
+                    // The head goes whole with the first piece of the body, the rest as room opens.
+                    let mut off = loop {
+                        match ring.write_with(&len, &body, &mut seen) {
+                            Some(n) => break n,
+                            None => std::thread::yield_now(),
+                        }
+                    };
+                    while off < body.len() {
+                        match ring.write_with(&[], &body[off..], &mut seen) {
+                            Some(n) => off += n,
+                            None => std::thread::yield_now(),
+                        }
+                    }
+                }
+            });
+            s.spawn(move || {
+                let ring = seg.ring(0, 1);
+                for i in 0..N {
+                    let mut len = [0u8; 4];
+                    while !ring.read_exact(&mut len) {
+                        std::thread::yield_now();
+                    }
+                    let len = u32::from_le_bytes(len) as usize;
+                    let mut got = Vec::new();
+                    while got.len() < len {
+                        let want = len - got.len();
+                        if ring.read_into(&mut got, want) == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                    assert!(got == msg(i), "message {i} arrived wrong ({len} bytes)");
+                }
+                assert_eq!(ring.available(), 0, "nothing after the last message");
+            });
+        });
+        // The other direction was never used.
+        assert_eq!(seg.ring(1, 0).available(), 0);
+    }
+
+    /// A rank's published calls and aborts, read by another thread while the owner keeps writing:
+    /// a read is whole or nothing, never half of one write and half of another.
+    #[test]
+    fn calls_and_aborts_are_read_whole_while_their_owner_writes() {
+        use std::sync::atomic::AtomicBool;
+        let seg = Segment::scratch(2, 128).expect("scratch");
+        let reason = |seq: u32| format!("abort of {seq} {}", "x".repeat((seq % 300) as usize));
+        let key = |seq: u32| u64::from(seq).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let (enough, last) = (AtomicBool::new(false), AtomicU32::new(0));
+        std::thread::scope(|s| {
+            let (seg, enough, last) = (&seg, &enough, &last);
+            s.spawn(move || {
+                // Writes until the reader has seen enough (or has failed: then it never says so).
+                let (mut seq, start) = (0, std::time::Instant::now());
+                while !enough.load(Ordering::Acquire)
+                    && start.elapsed() < std::time::Duration::from_secs(10)
+                {
+                    seg.publish_call(0, seq, key(seq), !key(seq));
+                    if seq % 7 == 0 {
+                        seg.post_abort(0, seq, &reason(seq));
+                    }
+                    seq += 1;
+                }
+                last.store(seq - 1, Ordering::Release);
+                enough.store(true, Ordering::Release);
+            });
+            s.spawn(move || {
+                let (mut calls, mut aborts) = (0u64, 0u64);
+                let start = std::time::Instant::now();
+                while !enough.load(Ordering::Acquire) {
+                    // The last call, and the oldest one kept: the slot the owner rewrites next.
+                    let cur = seg.current(0).unwrap_or(0);
+                    for seq in [cur, cur.wrapping_sub(SIG_SLOTS as u32 - 1)] {
+                        if let Some((w0, w1)) = seg.call_of(0, seq) {
+                            assert_eq!(w0, key(seq), "a torn call of #{seq}");
+                            assert_eq!(w1, !w0, "a torn call of #{seq}");
+                            calls += 1;
+                        }
+                    }
+                    if let Some(i) = seg.abort_count(0).checked_sub(1) {
+                        if let Some((seq, got)) = seg.abort(0, i) {
+                            // The slot may hold a later abort by now (it is reused), never a mix.
+                            let want = reason(seq);
+                            let kept = want.len().min(REASON_WORDS * 8);
+                            assert_eq!(got, want[..kept], "a torn abort");
+                            aborts += 1;
+                        }
+                    }
+                    // Long enough for reads to overlap writes many times over.
+                    if start.elapsed() > std::time::Duration::from_millis(300) {
+                        enough.store(true, Ordering::Release);
+                    }
+                }
+                assert!(
+                    calls > 0 && aborts > 0,
+                    "read {calls} calls and {aborts} aborts"
+                );
+            });
+        });
+        // Once the writer is done: its last call, and its last ABORT_SLOTS aborts, are all there.
+        let last = last.load(Ordering::Acquire);
+        assert_eq!(seg.current(0), Some(last));
+        assert_eq!(seg.call_of(0, last), Some((key(last), !key(last))));
+        assert_eq!(seg.call_of(0, last - SIG_SLOTS as u32), None, "overwritten");
+        let count = seg.abort_count(0);
+        for i in count - ABORT_SLOTS as u32..count {
+            assert!(seg.abort(0, i).is_some_and(|(seq, _)| seq % 7 == 0));
+        }
+    }
 }
