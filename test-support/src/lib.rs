@@ -8,9 +8,15 @@
 //! - otherwise the test panics, saying what it needs. A plain `cargo test` by a user who is not root
 //!   thus fails the root-only tests instead of passing them silently; CI (root, everything
 //!   installed) never skips.
+//!
+//! [`oracle`]: the expected result of every reduction op on every element type, written by hand, that
+//! `boad::ops::fold`, the kernel path's eBPF folds and the multi-process worker's reference are
+//! checked against.
 #![deny(missing_docs)]
 
 use std::io::Write;
+
+pub mod oracle;
 
 /// The variable naming the file skips are recorded in (skips are allowed only when it is set).
 pub const ENV_ALLOW_SKIP: &str = "BOAD_ALLOW_SKIP";
