@@ -174,10 +174,15 @@ mod tests {
                     let (mut acc, mut b) = (vec![], vec![]);
                     case.a.put_le(&mut acc);
                     case.b.put_le(&mut b);
-                    assert!(fold(dtype, boad_op(case.op), &mut acc, &b), "{case:?}");
+                    assert!(
+                        fold(dtype, boad_op(case.op), &mut acc, &b),
+                        "{}",
+                        case.show()
+                    );
                     let got = T::get_le(&acc);
                     if !T::matches(case.op, got, case.want) {
-                        self.wrong.push(format!("{dtype} {case:?}: got {got:?}"));
+                        self.wrong
+                            .push(format!("{}: got {}", case.show(), got.show()));
                     }
                     self.singles += 1;
                 }

@@ -105,6 +105,22 @@ pub trait Elem: Copy + PartialEq + Debug + 'static {
     /// Whether `got` is `want` for `op`: the same bits, except that any NaN is right where the
     /// table expects a NaN from float `sum` or `prod`.
     fn matches(op: Op, got: Self, want: Self) -> bool;
+    /// The value for a message: a float with its bits too (NaNs and zeros differ only there).
+    fn show(self) -> String;
+}
+
+impl<T: Elem> Case<T> {
+    /// `i8 sum(127, 1) = -128`, floats with their bits.
+    pub fn show(&self) -> String {
+        format!(
+            "{} {}({}, {}) = {}",
+            T::DTYPE,
+            self.op.name(),
+            self.a.show(),
+            self.b.show(),
+            self.want.show()
+        )
+    }
 }
 
 /// Something done once per element type, with the type (see [`visit_all`]).
@@ -165,6 +181,9 @@ macro_rules! int_elem {
             fn matches(_: Op, got: Self, want: Self) -> bool {
                 got == want
             }
+            fn show(self) -> String {
+                self.to_string()
+            }
         }
     )*};
 }
@@ -192,6 +211,9 @@ macro_rules! float_elem {
                     return got.is_nan();
                 }
                 got.to_bits() == want.to_bits()
+            }
+            fn show(self) -> String {
+                format!("{self:?} ({:#x})", self.to_bits())
             }
         }
     )*};
