@@ -60,14 +60,26 @@ impl Need {
 
 /// Whether every one of `needs` is met (see the module docs for what happens when one is not).
 pub fn require(needs: &[Need]) -> bool {
-    let Some(missing) = needs.iter().find(|n| !n.met()) else {
-        return true;
-    };
+    match needs.iter().find(|n| !n.met()) {
+        None => true,
+        Some(missing) => unmet(&missing.describe()),
+    }
+}
+
+/// Like [`require`], for a prerequisite the test checks itself: `holds` is whether it does, `what`
+/// says what the test needs (e.g. "a boadrun built with the eBPF programs").
+pub fn require_that(holds: bool, what: &str) -> bool {
+    holds || unmet(what)
+}
+
+/// A prerequisite is not met: records the skip and returns false when skips are allowed, else
+/// panics.
+fn unmet(what: &str) -> bool {
     let test = std::thread::current()
         .name()
         .unwrap_or("a test")
         .to_string();
-    let why = format!("needs {}", missing.describe());
+    let why = format!("needs {what}");
     match std::env::var_os(ENV_ALLOW_SKIP) {
         Some(file) if !file.is_empty() => {
             let line = format!("{test}: {why}\n");
