@@ -37,21 +37,19 @@ fn cargo_build(args: &[&str]) {
     assert!(cmd.status().expect("run cargo build").success(), "{cmd:?}");
 }
 
+/// boadrun, built (or found up to date) once per test run: a stale one would test old code.
 fn boadrun() -> PathBuf {
-    let p = target_dir().join("boadrun");
-    if !p.exists() {
-        cargo_build(&["-p", "boadrun"]);
-    }
-    p
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| cargo_build(&["-p", "boadrun"]));
+    target_dir().join("boadrun")
 }
 
-/// `cargo test` builds the examples before running tests; `cargo test --test apps` does not.
+/// An example, built once per test run: `cargo test` builds the examples before running tests,
+/// `cargo test --test apps` does not, and a stale example would test old code.
 fn example(name: &str) -> PathBuf {
-    let p = target_dir().join("examples").join(name);
-    if !p.exists() {
-        cargo_build(&["-p", "boad-benches", "--examples"]);
-    }
-    p
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| cargo_build(&["-p", "boad-benches", "--examples"]));
+    target_dir().join("examples").join(name)
 }
 
 /// Root (virtual hosts, the kernel path); not root: the test fails, or with `BOAD_ALLOW_SKIP` set

@@ -15,17 +15,18 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// boadrun, built (or found up to date) once per test run: a stale one would test old code.
 fn boadrun() -> PathBuf {
-    let p = target_dir().join("boadrun");
-    if !p.exists() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.args(["build", "-p", "boadrun"]);
         if target_dir().ends_with("release") {
             cmd.arg("--release");
         }
         assert!(cmd.status().expect("cargo build -p boadrun").success());
-    }
-    p
+    });
+    target_dir().join("boadrun")
 }
 
 fn run(transport: &str, impls: &str, extra: &[&str]) -> Vec<Record> {
