@@ -107,14 +107,15 @@ fn udp_with_baselines_and_shm() {
                 "{r:?}"
             );
         }
-        // One system-call record per collective asked for, each with both counts.
+        // One system-call record per collective asked for, each with both counts (the root makes
+        // calls; boad's receiver may make none between the markers).
         let sys = of("syscalls");
         let colls: Vec<&str> = sys.iter().map(|r| r.coll.as_str()).collect();
         assert_eq!(colls, ["bcast", "reduce"], "{imp}: {sys:?}");
         for r in sys {
             assert!(
                 r.syscalls_root.is_some_and(|v| v > 0.0)
-                    && r.syscalls_receiver.is_some_and(|v| v > 0.0),
+                    && r.syscalls_receiver.is_some_and(|v| v >= 0.0),
                 "{r:?}"
             );
         }
