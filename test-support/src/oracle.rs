@@ -826,14 +826,18 @@ mod tests {
         assert!(F32_NAN.is_nan() && F32_NEG_NAN.is_nan() && F32_SNAN.is_nan());
         assert!(F32_NEG_NAN.is_sign_negative());
         assert!(F32_SUB.is_subnormal() && F32_SUB_MAX.is_subnormal());
-        assert!(F32_MIN_NORMAL.is_normal() && F32_MIN_NORMAL == f32::MIN_POSITIVE);
-        assert!(F32_INF == f32::INFINITY && F32_NEG_INF == f32::NEG_INFINITY);
-        assert!(F32_MAX == f32::MAX);
+        assert!(F32_MIN_NORMAL.is_normal());
+        assert_eq!(F32_MIN_NORMAL.to_bits(), f32::MIN_POSITIVE.to_bits());
+        assert_eq!(F32_INF.to_bits(), f32::INFINITY.to_bits());
+        assert_eq!(F32_NEG_INF.to_bits(), f32::NEG_INFINITY.to_bits());
+        assert_eq!(F32_MAX.to_bits(), f32::MAX.to_bits());
         assert!(F64_NAN.is_nan() && F64_NEG_NAN.is_nan() && F64_SNAN.is_nan());
         assert!(F64_NEG_NAN.is_sign_negative());
         assert!(F64_SUB.is_subnormal() && F64_SUB_MAX.is_subnormal());
-        assert!(F64_MIN_NORMAL.is_normal() && F64_MIN_NORMAL == f64::MIN_POSITIVE);
-        assert!(F64_INF == f64::INFINITY && F64_NEG_INF == f64::NEG_INFINITY);
-        assert!(F64_MAX == f64::MAX);
+        assert!(F64_MIN_NORMAL.is_normal());
+        assert_eq!(F64_MIN_NORMAL.to_bits(), f64::MIN_POSITIVE.to_bits());
+        assert_eq!(F64_INF.to_bits(), f64::INFINITY.to_bits());
+        assert_eq!(F64_NEG_INF.to_bits(), f64::NEG_INFINITY.to_bits());
+        assert_eq!(F64_MAX.to_bits(), f64::MAX.to_bits());
     }
 }
