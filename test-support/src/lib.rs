@@ -114,6 +114,25 @@ mod tests {
     #[test]
     fn met_needs_pass() {
         assert!(require(&[Need::Program("sh")]));
+        assert!(require_that(true, "nothing"));
+    }
+
+    /// The tests that read or set `BOAD_ALLOW_SKIP` run one at a time.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    #[should_panic(expected = "needs a thing that is not here")]
+    fn an_unmet_need_fails_when_skips_are_not_allowed() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let saved = std::env::var_os(ENV_ALLOW_SKIP);
+        std::env::remove_var(ENV_ALLOW_SKIP);
+        let r = std::panic::catch_unwind(|| require_that(false, "a thing that is not here"));
+        if let Some(v) = saved {
+            std::env::set_var(ENV_ALLOW_SKIP, v);
+        }
+        if let Err(panic) = r {
+            std::panic::resume_unwind(panic);
+        }
     }
 
     #[test]
@@ -121,6 +140,7 @@ mod tests {
         // The recording path, on a need that cannot hold.
         let dir = std::env::temp_dir().join(format!("boad-skip-test-{}", std::process::id()));
         let file = dir.with_extension("log");
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY (not unsafe in edition 2021): tests of this crate run in threads of one process;
         // no other test reads this variable.
         std::env::set_var(ENV_ALLOW_SKIP, &file);
