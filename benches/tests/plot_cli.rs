@@ -9,11 +9,28 @@ use std::process::{Command, Output};
 use boad_benches::plot::{DEFAULT_FONT, FONT_PACKAGE};
 use boad_benches::record::Record;
 
+/// A directory removed when dropped (also when the test fails).
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for Dir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
 /// A fresh directory with a results file of one latency record (enough for one figure).
-fn setup(name: &str) -> (PathBuf, PathBuf) {
+fn setup(name: &str) -> (Dir, PathBuf) {
     let dir = std::env::temp_dir().join(format!("boad-plot-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = Dir(dir);
     let rec = Record {
         bench: "latency".into(),
         implementation: "boad-udp".into(),
@@ -75,7 +92,6 @@ fn a_missing_font_fails_and_names_the_package() {
         report.contains("all figures: cannot read the font"),
         "{report}"
     );
-    std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
 #[test]
@@ -95,7 +111,6 @@ fn a_file_that_is_not_a_font_fails() {
     );
     assert!(pngs(&out_dir).is_empty(), "{:?}", pngs(&out_dir));
     assert!(out_dir.join("report.md").exists());
-    std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
 #[test]
@@ -110,5 +125,4 @@ fn the_default_font_draws_the_figure() {
         ["latency-vs-size-bcast-host.png"],
         "{stderr}"
     );
-    std::fs::remove_dir_all(&dir).expect("clean up");
 }
