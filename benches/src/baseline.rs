@@ -451,35 +451,51 @@ mod tests {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()
     }
 
+    /// Rank `r`'s data: 5 ints, distinct per rank and per element (a copy of another rank's block,
+    /// or a chunk in the wrong place, shows).
+    fn data(r: usize) -> Vec<i32> {
+        (0..5).map(|j| 100 * (r as i32 + 1) + j).collect()
+    }
+
     fn every_collective(r: usize, b: &mut Baseline) {
         let p = 3;
         // Several chunks (chunk = 8 bytes, 5 ints = 20 bytes).
-        let mine = ints(&[r as i32 + 1; 5]);
-        let mut buf = if r == 1 { mine.clone() } else { vec![0; 20] };
+        let mine = ints(&data(r));
+        // Receivers start from something else than the root's data.
+        let mut buf = if r == 1 { mine.clone() } else { ints(&[-1; 5]) };
         b.bcast(&mut buf, 1).unwrap();
-        assert_eq!(buf, ints(&[2; 5]));
+        assert_eq!(buf, ints(&data(1)));
+        // The sums, by hand: 100 (r + 1) + j over r = 0, 1, 2 is 600 + 3 j.
+        let sum = ints(&[600, 603, 606, 609, 612]);
         let mut out = vec![0; 20];
         b.reduce(&mine, &mut out, 2).unwrap();
         if r == 2 {
-            assert_eq!(out, ints(&[6; 5]));
+            assert_eq!(out, sum);
+        } else {
+            assert_eq!(out, vec![0; 20], "recv is the root's only");
         }
         let mut all = vec![0; 20];
         b.allreduce(&mine, &mut all).unwrap();
-        assert_eq!(all, ints(&[6; 5]));
+        assert_eq!(all, sum);
         let mut g = vec![0; 20 * p];
         b.allgather(&mine, &mut g).unwrap();
         for q in 0..p {
-            assert_eq!(g[q * 20..(q + 1) * 20], ints(&[q as i32 + 1; 5]));
+            assert_eq!(g[q * 20..(q + 1) * 20], ints(&data(q)));
         }
-        // Back to back with rotating roots: early datagrams are kept for their collective.
+        // Back to back with rotating roots, one int each: early datagrams are kept for their
+        // collective. Each root sends a value of its own (1000 i + root); the others start from a
+        // value that is no root's (-1 - r), so a bcast that delivers nothing, or another
+        // collective's datagram, shows.
         for i in 0..20 {
-            let mut x = ints(&[i]);
-            b.bcast(&mut x, i as usize % p).unwrap();
-            assert_eq!(x, ints(&[i]));
+            let root = i as usize % p;
+            let sent = 1000 * i + root as i32;
+            let mut x = ints(&[if r == root { sent } else { -1 - r as i32 }]);
+            b.bcast(&mut x, root).unwrap();
+            assert_eq!(x, ints(&[sent]), "bcast {i} from {root}");
             let mut y = vec![0; 4];
-            b.reduce(&ints(&[1]), &mut y, i as usize % p).unwrap();
-            if r == i as usize % p {
-                assert_eq!(y, ints(&[3]));
+            b.reduce(&ints(&[i + r as i32]), &mut y, root).unwrap();
+            if r == root {
+                assert_eq!(y, ints(&[3 * i + 3]), "reduce {i} to {root}");
             }
         }
     }

@@ -66,6 +66,25 @@ impl Graph {
         Ok(Graph { offsets, targets })
     }
 
+    /// The graph whose vertex `u` has out-edges to `out[u]` (for small graphs written by hand).
+    pub fn from_out_edges(out: &[&[u32]]) -> Result<Graph, String> {
+        let n = out.len();
+        if n == 0 || u32::try_from(n).is_err() {
+            return Err(format!("vertices must be in 1..={}, got {n}", u32::MAX));
+        }
+        let mut offsets = Vec::with_capacity(n + 1);
+        let mut targets = vec![];
+        offsets.push(0);
+        for (u, edges) in out.iter().enumerate() {
+            if let Some(v) = edges.iter().find(|&&v| v as usize >= n) {
+                return Err(format!("edge {u} -> {v}: no vertex {v} (0..{n})"));
+            }
+            targets.extend_from_slice(edges);
+            offsets.push(targets.len());
+        }
+        Ok(Graph { offsets, targets })
+    }
+
     /// Number of vertices.
     pub fn vertices(&self) -> usize {
         self.offsets.len() - 1
@@ -301,8 +320,57 @@ mod tests {
                 }
             }
         }
+        // And every reached vertex but the source has an in-neighbour one level closer: the levels
+        // are the shortest distances, not merely consistent (all zeros would pass the check above).
+        let mut closer = vec![false; g.vertices()];
+        for u in 0..g.vertices() {
+            for &v in g.out(u) {
+                if level[u] != UNREACHED && level[v as usize] == level[u] + 1 {
+                    closer[v as usize] = true;
+                }
+            }
+        }
+        for v in 0..g.vertices() {
+            if v != src && level[v] != UNREACHED {
+                assert!(closer[v], "vertex {v} at level {} has no parent", level[v]);
+            }
+        }
         let reached = level.iter().filter(|&&l| l != UNREACHED).count();
         assert!(reached > 1500, "only {reached} reached");
+    }
+
+    /// The single-process references against values worked out by hand on a small graph:
+    /// 0 -> {1, 2}, 1 -> {2}, 2 -> {0}, 3 dangling, 4 -> {0} (unreachable from 0). With d = 0.5
+    /// every number is a short binary fraction, so the results are exact.
+    #[test]
+    fn pagerank_and_bfs_of_a_graph_worked_by_hand() {
+        let g = Graph::from_out_edges(&[&[1, 2], &[2], &[0], &[], &[0]]).unwrap();
+        assert_eq!((g.vertices(), g.edges()), (5, 5));
+        // From 1/5 each. Iteration 1: the dangling rank is pr[3] = 1/5; shares: 0 gets 1/5 (from
+        // 2) + 1/5 (from 4), 1 gets 1/10, 2 gets 1/10 + 1/5; then pr = 0.1 + 0.5 (share + 1/25).
+        // Fifths are not binary fractions: compare within a few ulps.
+        let p1 = pagerank(&g, 0.5, 1);
+        let want1 = [0.32, 0.17, 0.27, 0.12, 0.12];
+        for (v, (got, want)) in p1.iter().zip(want1).enumerate() {
+            assert!(
+                (got - want).abs() < 1e-15,
+                "iteration 1, vertex {v}: {got} != {want}"
+            );
+        }
+        // Without the unreachable vertex 4 and from 1/4 each, iteration 2 is exact.
+        let g = Graph::from_out_edges(&[&[1, 2], &[2], &[0], &[]]).unwrap();
+        assert_eq!(pagerank(&g, 0.5, 0), [0.25; 4]);
+        assert_eq!(pagerank(&g, 0.5, 1), [0.28125, 0.21875, 0.34375, 0.15625]);
+        assert_eq!(
+            pagerank(&g, 0.5, 2),
+            [0.31640625, 0.21484375, 0.32421875, 0.14453125]
+        );
+        let g = Graph::from_out_edges(&[&[1, 2], &[3], &[3], &[], &[0]]).unwrap();
+        assert_eq!(bfs(&g, 0), [0, 1, 1, 2, UNREACHED]);
+        assert_eq!(bfs(&g, 4), [1, 2, 2, 3, 0]);
+        assert_eq!(bfs(&g, 3), [UNREACHED, UNREACHED, UNREACHED, 0, UNREACHED]);
+        assert!(Graph::from_out_edges(&[&[1]]).is_err());
+        assert!(Graph::from_out_edges(&[]).is_err());
     }
 
     #[test]

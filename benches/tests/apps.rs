@@ -1,13 +1,17 @@
 //! The PageRank and BFS examples under `boadrun`: 4 ranks over shared memory and UDP on one host,
 //! and, as root with a `boadrun` that has the eBPF programs, over the kernel path on 2 virtual
-//! hosts. Each job must exit 0 (the examples check their answer against a single-process
-//! computation and fail otherwise) and print one `Record` with the expected fields.
+//! hosts. Each job must exit 0 and print one `Record` with the expected fields, and every rank
+//! must print its own verdict line (each rank checks its copy of the answer against a
+//! single-process computation and exits non-zero by itself if a vertex is wrong): the lines are
+//! counted, one per rank, each over the whole graph and the rank's own block. A rank made wrong on
+//! purpose (`--fault-rank`) must fail on its own, naming its vertex.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use boad_benches::graph;
 use boad_benches::record::Record;
 
 /// Jobs run one at a time (2-core machines; one XDP program per interface).
@@ -33,21 +37,19 @@ fn cargo_build(args: &[&str]) {
     assert!(cmd.status().expect("run cargo build").success(), "{cmd:?}");
 }
 
+/// boadrun, built (or found up to date) once per test run: a stale one would test old code.
 fn boadrun() -> PathBuf {
-    let p = target_dir().join("boadrun");
-    if !p.exists() {
-        cargo_build(&["-p", "boadrun"]);
-    }
-    p
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| cargo_build(&["-p", "boadrun"]));
+    target_dir().join("boadrun")
 }
 
-/// `cargo test` builds the examples before running tests; `cargo test --test apps` does not.
+/// An example, built once per test run: `cargo test` builds the examples before running tests,
+/// `cargo test --test apps` does not, and a stale example would test old code.
 fn example(name: &str) -> PathBuf {
-    let p = target_dir().join("examples").join(name);
-    if !p.exists() {
-        cargo_build(&["-p", "boad-benches", "--examples"]);
-    }
-    p
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| cargo_build(&["-p", "boad-benches", "--examples"]));
+    target_dir().join("examples").join(name)
 }
 
 /// Root (virtual hosts, the kernel path); not root: the test fails, or with `BOAD_ALLOW_SKIP` set
@@ -57,7 +59,7 @@ fn root() -> bool {
 }
 
 /// Root, and a boadrun built with the eBPF programs (`--check` without probing: `udp` skips the
-/// load).
+/// load); either missing fails the test, or with `BOAD_ALLOW_SKIP` records the skip.
 fn kernel_available() -> bool {
     if !root() {
         return false;
@@ -71,9 +73,12 @@ fn kernel_available() -> bool {
         .lines()
         .any(|l| l.starts_with("eBPF programs:") && l.ends_with("compiled in"));
     if !ok {
-        eprintln!("skipped: boadrun has no eBPF programs:\n{text}");
+        eprintln!("boadrun --check:\n{text}");
     }
-    ok
+    boad_test_support::require_that(
+        ok,
+        "a boadrun built with the eBPF programs (see `boadrun --check` above)",
+    )
 }
 
 /// Runs `boadrun launcher_args prog args`, killing it after [`LIMIT`].
@@ -116,6 +121,60 @@ fn run(launcher_args: &[&str], prog: &str, args: &[&str]) -> Output {
     }
 }
 
+/// One rank's verdict line (see `app::check_mine`).
+#[derive(Debug, PartialEq)]
+struct Verdict {
+    rank: usize,
+    checked: usize,
+    own: std::ops::Range<usize>,
+    wrong: usize,
+}
+
+/// Every verdict line of `prog` in `stdout`, in rank order; panics on a line that starts like one
+/// but does not parse.
+fn verdicts(stdout: &str, prog: &str) -> Vec<Verdict> {
+    let mut v: Vec<Verdict> = stdout
+        .lines()
+        .filter(|l| l.starts_with("rank ") && l.contains(&format!(": {prog}: ")))
+        .map(|l| {
+            let parse = || -> Option<Verdict> {
+                let (rank, rest) = l.strip_prefix("rank ")?.split_once(": ")?;
+                let rest = rest.strip_prefix(&format!("{prog}: "))?;
+                let (checked, rest) = rest.split_once(" vertices checked against ")?;
+                let (_, rest) = rest.split_once(" (")?;
+                let (_, rest) = rest.split_once(" of them this rank's own, ")?;
+                let (range, rest) = rest.split_once("): ")?;
+                let (lo, hi) = range.split_once("..")?;
+                let wrong = rest.strip_suffix(" wrong")?;
+                Some(Verdict {
+                    rank: rank.parse().ok()?,
+                    checked: checked.parse().ok()?,
+                    own: lo.parse().ok()?..hi.parse().ok()?,
+                    wrong: wrong.parse().ok()?,
+                })
+            };
+            parse().unwrap_or_else(|| panic!("not a verdict line: {l:?}"))
+        })
+        .collect();
+    v.sort_by_key(|x| x.rank);
+    v
+}
+
+/// The verdicts of a job of 4 ranks over `vertices`: one per rank, over every vertex and the rank's
+/// own block, with `wrong` wrong vertices on rank `r` (`wrong(r)`).
+fn assert_verdicts(stdout: &str, prog: &str, vertices: usize, wrong: impl Fn(usize) -> usize) {
+    let got = verdicts(stdout, prog);
+    let want: Vec<Verdict> = (0..4)
+        .map(|rank| Verdict {
+            rank,
+            checked: vertices,
+            own: graph::block(vertices, 4, rank),
+            wrong: wrong(rank),
+        })
+        .collect();
+    assert_eq!(got, want, "one verdict per rank:\n{stdout}");
+}
+
 /// Runs an example on 4 ranks over `transport` (on `hosts` virtual hosts if > 1), checks that it
 /// succeeded and that its record says what ran.
 fn check(prog: &str, transport: &str, hosts: u32, vertices: u32, extra: &[&str]) -> Record {
@@ -153,6 +212,7 @@ fn check(prog: &str, transport: &str, hosts: u32, vertices: u32, extra: &[&str])
         stdout.lines().any(|l| l.starts_with(&format!("{prog}: "))),
         "the human line:\n{stdout}"
     );
+    assert_verdicts(&stdout, prog, vertices as usize, |_| 0);
     rec
 }
 
@@ -196,6 +256,40 @@ fn bfs_udp_in_many_calls() {
         rec.note.as_deref().unwrap_or("").contains("(10 per level"),
         "{rec:?}"
     );
+}
+
+/// Rank 2 makes one vertex of its own block wrong: it alone finds it, names it and exits 1 (the
+/// first rank to fail), whatever the other ranks found; they still check theirs (0 wrong).
+#[test]
+fn a_wrong_vertex_fails_its_own_rank() {
+    for prog in ["pagerank", "bfs"] {
+        let out = run(
+            &["-n", "4", "--transport", "udp"],
+            prog,
+            &["--vertices", "3000", "--fault-rank", "2"],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{prog}:\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        assert_verdicts(&stdout, prog, 3000, |r| usize::from(r == 2));
+        let vertex = graph::block(3000, 4, 2).start;
+        assert!(
+            stderr.contains(&format!("rank 2: vertex {vertex}: "))
+                && stderr.contains("boadrun: rank 2 (pid ")
+                && stderr.contains("rank 2: 1 of 3000 vertices differ"),
+            "{prog}: rank 2 names its vertex and fails first:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("rank 0: vertex")
+                && !stderr.contains("rank 1: vertex")
+                && !stderr.contains("rank 3: vertex"),
+            "{prog}: only rank 2 is wrong:\n{stderr}"
+        );
+    }
 }
 
 #[test]

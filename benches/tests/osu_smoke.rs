@@ -15,17 +15,18 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// boadrun, built (or found up to date) once per test run: a stale one would test old code.
 fn boadrun() -> PathBuf {
-    let p = target_dir().join("boadrun");
-    if !p.exists() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.args(["build", "-p", "boadrun"]);
         if target_dir().ends_with("release") {
             cmd.arg("--release");
         }
         assert!(cmd.status().expect("cargo build -p boadrun").success());
-    }
-    p
+    });
+    target_dir().join("boadrun")
 }
 
 fn run(transport: &str, impls: &str, extra: &[&str]) -> Vec<Record> {
@@ -81,34 +82,53 @@ fn udp_with_baselines_and_shm() {
         "--cpu-iters",
         "50",
     ];
-    if have_strace {
-        extra.extend(["--syscall-colls", "bcast,reduce", "--syscall-iters", "10"]);
-    }
+    extra.extend(["--syscall-colls", "bcast,reduce", "--syscall-iters", "10"]);
     let recs = run("udp", "boad,naive,epoll", &extra);
     for imp in ["boad-udp", "naive", "epoll"] {
         check_latency(&recs, imp);
-        let tput = recs
-            .iter()
-            .filter(|r| r.bench == "throughput" && r.implementation == imp);
-        assert_eq!(tput.clone().count(), 3, "{imp}");
-        assert!(tput.into_iter().all(|r| r.ops_per_s.unwrap() > 0.0));
-        for r in recs
-            .iter()
-            .filter(|r| r.bench == "cpu" && r.implementation == imp)
-        {
-            assert!(r.cpu_us_root.unwrap() > 0.0 && r.cpu_us_other.unwrap() >= 0.0);
+        let of = |bench: &str| -> Vec<&Record> {
+            recs.iter()
+                .filter(|r| r.bench == bench && r.implementation == imp)
+                .collect()
+        };
+        let tput = of("throughput");
+        let colls: Vec<&str> = tput.iter().map(|r| r.coll.as_str()).collect();
+        assert_eq!(colls, ["bcast", "reduce", "allreduce"], "{imp}: {tput:?}");
+        for r in tput {
+            assert!(r.ops_per_s.is_some_and(|v| v > 0.0), "{r:?}");
+        }
+        // One CPU record per collective asked for, each with both numbers.
+        let cpu = of("cpu");
+        let colls: Vec<&str> = cpu.iter().map(|r| r.coll.as_str()).collect();
+        assert_eq!(colls, ["bcast", "reduce"], "{imp}: {cpu:?}");
+        for r in cpu {
+            assert!(
+                r.cpu_us_root.is_some_and(|v| v > 0.0) && r.cpu_us_other.is_some_and(|v| v >= 0.0),
+                "{r:?}"
+            );
+        }
+        // One system-call record per collective asked for, each with both counts (the root makes
+        // calls; boad's receiver may make none between the markers).
+        let sys = of("syscalls");
+        let colls: Vec<&str> = sys.iter().map(|r| r.coll.as_str()).collect();
+        assert_eq!(colls, ["bcast", "reduce"], "{imp}: {sys:?}");
+        for r in sys {
+            assert!(
+                r.syscalls_root.is_some_and(|v| v > 0.0)
+                    && r.syscalls_receiver.is_some_and(|v| v >= 0.0),
+                "{r:?}"
+            );
         }
     }
-    if have_strace {
-        // The naive root of a bcast makes one sendto per receiver (2), a receiver one recvfrom.
-        let naive = recs
-            .iter()
-            .find(|r| r.bench == "syscalls" && r.implementation == "naive" && r.coll == "bcast")
-            .expect("naive bcast syscalls");
-        assert_eq!(naive.syscalls_root, Some(2.0), "{naive:?}");
-        assert_eq!(naive.syscalls_receiver, Some(1.0), "{naive:?}");
-    }
+    // The naive root of a bcast makes one sendto per receiver (2), a receiver one recvfrom.
+    let naive = recs
+        .iter()
+        .find(|r| r.bench == "syscalls" && r.implementation == "naive" && r.coll == "bcast")
+        .expect("naive bcast syscalls");
+    assert_eq!(naive.syscalls_root, Some(2.0), "{naive:?}");
+    assert_eq!(naive.syscalls_receiver, Some(1.0), "{naive:?}");
     let shm = run("shm", "boad", &[]);
     check_latency(&shm, "boad-shm");
+    assert_eq!(shm.len(), 8, "latency only: {shm:?}");
     assert!(shm.iter().all(|r| r.path.as_deref() == Some("shm")));
 }

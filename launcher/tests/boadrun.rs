@@ -352,49 +352,121 @@ fn virtual_cluster_places_ranks_on_hosts() {
     assert!(text(&out.stderr).contains("--hosts 3 needs at least as many ranks"));
 }
 
-/// The namespace (inode) of every live process.
-fn live_netns() -> std::collections::HashSet<String> {
+/// A process as found in /proc: its pid, its start time (clock ticks since boot: with the pid, it
+/// tells a process from a later one that reuses its pid), its parent and its network namespace
+/// (`net:[INODE]`).
+#[derive(Clone, Debug, PartialEq)]
+struct Proc {
+    pid: u32,
+    start: u64,
+    ppid: u32,
+    netns: String,
+}
+
+/// Every live process (not a zombie) whose stat and namespace can be read.
+fn processes() -> Vec<Proc> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| std::fs::read_link(e.path().join("ns/net")).ok())
-        .map(|p| p.to_string_lossy().into_owned())
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // After the command name: state, ppid, ... starttime (field 22 of stat).
+            let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            if rest.first() == Some(&"Z") {
+                return None;
+            }
+            let netns = std::fs::read_link(e.path().join("ns/net")).ok()?;
+            Some(Proc {
+                pid,
+                ppid: rest.get(1)?.parse().ok()?,
+                start: rest.get(19)?.parse().ok()?,
+                netns: netns.to_string_lossy().into_owned(),
+            })
+        })
         .collect()
 }
 
+/// Now, in the clock ticks of a process's start time.
+fn now_ticks() -> u64 {
+    let up = std::fs::read_to_string("/proc/uptime").expect("/proc/uptime");
+    let secs: f64 = up
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("uptime");
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (secs * hz as f64) as u64
+}
+
+/// The virtual cluster's namespaces are boadrun's own: those of its children (the keeper of each
+/// host and of the switch, and the ranks, which live in the hosts'), found from boadrun's pid, so
+/// namespaces that other tests create or remove meanwhile do not count. After a SIGKILL of boadrun,
+/// every process that was in them is gone, and no process that existed before the kill is in a
+/// namespace of that inode (a namespace created later may reuse a freed inode: it is not ours).
 #[test]
 fn virtual_cluster_is_gone_after_sigkill() {
     if !root() {
         return;
     }
-    let before = live_netns();
+    let me = std::fs::read_link("/proc/self/ns/net")
+        .expect("our namespace")
+        .to_string_lossy()
+        .into_owned();
     let mut child = cmd()
         .args(["--hosts", "3", "-n", "3", "sleep", "30"])
         .stdin(Stdio::null())
         .spawn()
         .expect("start boadrun");
-    // Wait until the three hosts and the switch exist.
+    let boadrun_pid = child.id();
+    // Wait until the three hosts and the switch exist, each held by a child of boadrun, and the
+    // three ranks run in the hosts.
     let start = Instant::now();
-    let ours = loop {
-        let new: Vec<String> = live_netns().difference(&before).cloned().collect();
-        if new.len() >= 4 || start.elapsed() > Duration::from_secs(10) {
-            break new;
+    let ours: std::collections::BTreeSet<String> = loop {
+        let kids: Vec<Proc> = processes()
+            .into_iter()
+            .filter(|p| p.ppid == boadrun_pid && p.netns != me)
+            .collect();
+        let spaces: std::collections::BTreeSet<String> =
+            kids.iter().map(|p| p.netns.clone()).collect();
+        if (spaces.len() == 4 && kids.len() >= 4 + 3) || start.elapsed() > Duration::from_secs(10) {
+            assert_eq!(
+                (spaces.len(), kids.len()),
+                (4, 4 + 3),
+                "boadrun's children outside our namespace: 4 keepers (3 hosts and the switch) \
+                 and 3 ranks: {kids:?}"
+            );
+            break spaces;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(ours.len() >= 4, "namespaces of the cluster: {ours:?}");
+    // Everything in those namespaces now is ours: while they exist their inodes cannot be reused.
+    let inside: Vec<Proc> = processes()
+        .into_iter()
+        .filter(|p| ours.contains(&p.netns))
+        .collect();
+    assert!(inside.len() >= 4 + 3, "{inside:?}");
     child.kill().expect("SIGKILL boadrun");
+    let killed_at = now_ticks();
     child.wait().expect("reap boadrun");
     let start = Instant::now();
     loop {
-        let left: Vec<&String> = ours.iter().filter(|n| live_netns().contains(*n)).collect();
+        let now = processes();
+        let left: Vec<&Proc> = now
+            .iter()
+            .filter(|p| {
+                inside.iter().any(|q| (q.pid, q.start) == (p.pid, p.start))
+                    || (ours.contains(&p.netns) && p.start <= killed_at)
+            })
+            .collect();
         if left.is_empty() {
             break;
         }
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "namespaces left: {left:?}"
+            "processes of the cluster left after boadrun's SIGKILL (namespaces {ours:?}): {left:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

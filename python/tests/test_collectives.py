@@ -2,9 +2,12 @@
 
     boadrun -n 4 python -m pytest -q python/tests
 
-(or python/test.sh). Every rank runs the same tests in the same order, so the collectives match;
-run alone (without boadrun) it is a job of one rank. Results are checked against NumPy on every
-rank.
+(or python/test.sh, which also runs them over UDP, the kernel path and a virtual cluster). Every
+rank runs the same tests in the same order, so the collectives match; run alone (without boadrun) it
+is a job of one rank. Results are checked against NumPy on every rank, with contributions that
+differ on every rank, so that a result copied from one rank, or one that lost a rank's
+contribution, fails (each reduction test checks that premise: `distinguishing`). Where a test looks
+at `comm.last_path`, it must be the path the run is meant to take (`conftest.expected_path`).
 """
 
 import os
@@ -16,12 +19,16 @@ import numpy as np
 import pytest
 
 import boad
+from conftest import expected_path
 
 DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64, np.float32, np.float64]
 INT_OPS = [boad.SUM, boad.PROD, boad.MIN, boad.MAX, boad.BAND, boad.BOR, boad.BXOR, boad.LAND, boad.LOR]
 FLOAT_OPS = [boad.SUM, boad.PROD, boad.MIN, boad.MAX]
 COUNTS = [0, 1, 7, 1000]
 LARGE = 300_001
+SIZE = int(os.environ.get("BOAD_SIZE", "1"))
+# Long enough for every rank to be marked in every kind of element (see `contribution`).
+MARKED = 3 * SIZE + 1
 
 
 @pytest.fixture(scope="session")
@@ -34,20 +41,26 @@ def roots(size):
 
 
 def contribution(rank, n, dtype):
-    """What `rank` contributes: small values with zeros (for LAND/LOR) and, for signed types,
-    negatives; exact in every dtype."""
-    v = (np.arange(n) + rank) % 3
-    if np.issubdtype(dtype, np.signedinteger) or np.issubdtype(dtype, np.floating):
-        v = v - 1 + (np.arange(n) % 4)
-    return v.astype(dtype)
+    """What `rank` contributes: small values (exact in every dtype, their products too), zeros (for
+    LAND/LOR) and, for signed types, negatives, different on every rank. Element i is marked for
+    rank i % SIZE, which holds a value of its own there while every other rank holds a common one,
+    in three kinds by (i // SIZE) % 3: marked 2 among 0s (MAX, BOR, LOR, SUM see it), marked 0 among
+    3s (MIN, BAND, LAND, PROD), marked -1 (3 if unsigned) among 2s (MIN or MAX, PROD). With
+    n >= 3 * SIZE every rank is marked in every kind: see `distinguishing`."""
+    i = np.arange(n)
+    marked = (i % SIZE) == rank
+    kind = (i // SIZE) % 3
+    signed = not np.issubdtype(dtype, np.unsignedinteger)
+    mine = np.select([kind == 0, kind == 1], [2, 0], -1 if signed else 3)
+    others = np.select([kind == 0, kind == 1], [0, 3], 2)
+    return np.where(marked, mine, others).astype(dtype)
 
 
-def expected(op, dtype, n, size):
-    """The reduction of every rank's contribution, computed with NumPy in `dtype` (integer SUM and
-    PROD wrap, as boad's do). With one rank the result is its contribution, unchanged (even for
-    LAND/LOR, as in MPI)."""
-    parts = np.stack([contribution(r, n, dtype) for r in range(size)])
-    if size == 1:
+def reduce_parts(op, dtype, parts):
+    """The reduction of `parts` (one row per rank), computed with NumPy in `dtype` (integer SUM and
+    PROD wrap, as boad's do). Of one row the result is that row, unchanged (even for LAND/LOR, as
+    in MPI)."""
+    if len(parts) == 1:
         return parts[0]
     with np.errstate(over="ignore"):
         if op == boad.SUM:
@@ -69,6 +82,33 @@ def expected(op, dtype, n, size):
     if op == boad.LOR:
         return np.logical_or.reduce(parts, axis=0).astype(dtype)
     raise AssertionError(op)
+
+
+def expected(op, dtype, n, size):
+    """The reduction of every rank's contribution."""
+    return reduce_parts(op, dtype, np.stack([contribution(r, n, dtype) for r in range(size)]))
+
+
+def distinguishing(op, dtype, n, size):
+    """The premise of a reduction test over several ranks: its result differs from every rank's own
+    contribution and from the reduction without any one rank, so a result copied from one rank, or
+    one that lost a rank's contribution, fails. Asserted, then the result returned."""
+    parts = np.stack([contribution(r, n, dtype) for r in range(size)])
+    want = reduce_parts(op, dtype, parts)
+    if size > 1:
+        for r in range(size):
+            assert not np.array_equal(want, parts[r]), f"rank {r}'s copy is the result of {op.name}"
+            rest = reduce_parts(op, dtype, np.delete(parts, r, axis=0))
+            assert not np.array_equal(want, rest), f"{op.name} without rank {r} gives the same result"
+    return want
+
+
+def distinct_from_other_ranks(want, n, dtype, rank):
+    """The premise of a bcast test: the root's data is no other rank's (n >= SIZE)."""
+    if n >= SIZE:
+        for r in range(SIZE):
+            if r != rank:
+                assert not np.array_equal(want, contribution(r, n, dtype)), f"rank {r} has the root's data"
 
 
 def ops_for(dtype):
@@ -113,6 +153,7 @@ def test_ops_are_int_constants():
 def test_bcast(comm, dtype, n):
     for root in roots(comm.size):
         want = contribution(root, n, dtype)
+        distinct_from_other_ranks(want, n, dtype, root)
         buf = want.copy() if comm.rank == root else np.full(n, 9, dtype=dtype)
         out = comm.bcast(buf, root=root)
         assert out is buf
@@ -125,7 +166,8 @@ def test_bcast_large_2d(comm):
     buf = want.copy() if comm.rank == root else np.zeros_like(want)
     comm.bcast(buf, root)
     np.testing.assert_array_equal(buf, want)
-    assert comm.last_path in ("udp", "shm", "kernel", "hier", "hier-kernel")
+    # 4.8 MB: over the kernel path's limit.
+    assert comm.last_path == expected_path(comm, "bcast", want.nbytes)
 
 
 # ----- reduce -----
@@ -133,13 +175,14 @@ def test_bcast_large_2d(comm):
 
 @pytest.mark.parametrize("dtype,op", op_cases())
 def test_reduce(comm, dtype, op):
-    for n in (1, 7):
+    for n in (1, MARKED):
+        want = distinguishing(op, dtype, n, comm.size) if n == MARKED else expected(op, dtype, n, comm.size)
         for root in roots(comm.size):
             send = contribution(comm.rank, n, dtype)
             got = comm.reduce(send, op=op, root=root)
             if comm.rank == root:
                 assert got.dtype == send.dtype and got.shape == send.shape
-                np.testing.assert_array_equal(got, expected(op, dtype, n, comm.size))
+                np.testing.assert_array_equal(got, want)
             else:
                 assert got is None
             np.testing.assert_array_equal(send, contribution(comm.rank, n, dtype))
@@ -170,11 +213,12 @@ def test_reduce_into_recv_and_in_place(comm, n):
 
 
 def test_reduce_readonly_send(comm):
-    send = contribution(comm.rank, 5, np.float32)
+    want = distinguishing(boad.MAX, np.float32, MARKED, comm.size)
+    send = contribution(comm.rank, MARKED, np.float32)
     send.flags.writeable = False
     got = comm.reduce(send, op=boad.MAX, root=0)
     if comm.rank == 0:
-        np.testing.assert_array_equal(got, expected(boad.MAX, np.float32, 5, comm.size))
+        np.testing.assert_array_equal(got, want)
 
 
 # ----- allreduce -----
@@ -182,8 +226,8 @@ def test_reduce_readonly_send(comm):
 
 @pytest.mark.parametrize("dtype,op", op_cases())
 def test_allreduce(comm, dtype, op):
-    for n in (1, 7):
-        want = expected(op, dtype, n, comm.size)
+    for n in (1, MARKED):
+        want = distinguishing(op, dtype, n, comm.size) if n == MARKED else expected(op, dtype, n, comm.size)
         # into a new recv
         send = contribution(comm.rank, n, dtype)
         recv = np.empty_like(send)
@@ -208,19 +252,21 @@ def test_allreduce_sizes(comm, n):
 
 
 def test_allreduce_shapes_and_default_op(comm):
-    x = np.ones((3, 4, 5), dtype=np.int32)
+    x = np.full((3, 4, 5), comm.rank + 1, dtype=np.int32)
     out = comm.allreduce(x)
     assert out is x and x.shape == (3, 4, 5)
-    assert (x == comm.size).all()
+    assert (x == comm.size * (comm.size + 1) // 2).all()
     # recv of another shape but the same size
-    s = np.arange(12, dtype=np.uint16)
-    r = np.zeros((3, 4), dtype=np.uint16)
+    n = 3 * 4 * SIZE
+    want = distinguishing(boad.MAX, np.uint16, n, comm.size)
+    s = contribution(comm.rank, n, np.uint16)
+    r = np.zeros((3, 4 * SIZE), dtype=np.uint16)
     comm.allreduce(s, r, boad.MAX)
-    np.testing.assert_array_equal(r.ravel(), s)
+    np.testing.assert_array_equal(r.ravel(), want)
     # 0-d arrays are one element
-    z = np.array(2.5)
+    z = np.array(2.5 * (comm.rank + 1))
     comm.allreduce(z, op=boad.SUM)
-    assert z == 2.5 * comm.size
+    assert z == 2.5 * comm.size * (comm.size + 1) / 2
 
 
 def test_allreduce_from_a_thread(comm):
@@ -244,6 +290,7 @@ def test_allreduce_from_a_thread(comm):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("n", COUNTS)
 def test_allgather(comm, dtype, n):
+    distinct_from_other_ranks(contribution(comm.rank, n, dtype), n, dtype, comm.rank)
     send = contribution(comm.rank, n, dtype)
     got = comm.allgather(send)
     assert got.shape == (comm.size, n) and got.dtype == send.dtype
@@ -282,10 +329,57 @@ def test_barrier(comm):
 def test_last_path_and_stats(comm):
     comm.barrier()
     path = comm.last_path
-    assert path in ("udp", "shm", "kernel", "hier", "hier-kernel")
+    assert path == expected_path(comm, "barrier")
     s = comm.stats()
-    assert s[f"collectives_{path}"] > 0
+    # A hierarchical collective counts in collectives_hier whether its leaders' part took the
+    # kernel path or UDP (which counts in collectives_kernel or collectives_udp on the leaders).
+    assert s["collectives_hier" if path == "hier-kernel" else f"collectives_{path}"] > 0
     assert set(s) >= {"datagrams_sent", "datagrams_received", "bytes_sent", "retransmits"}
+
+
+def path_cases():
+    i32, f32, f64 = np.int32, np.float32, np.float64
+    return [
+        pytest.param("barrier", None, 0, None, id="barrier"),
+        pytest.param("bcast", i32, 1000, None, id="bcast-4KB"),
+        pytest.param("bcast", np.uint8, (1 << 20) + 1, None, id="bcast-over-1MiB"),
+        pytest.param("reduce", i32, 1000, boad.SUM, id="reduce-i32-sum"),
+        pytest.param("allreduce", i32, 1000, boad.BXOR, id="allreduce-i32-bxor"),
+        pytest.param("allreduce", f32, 100, boad.MAX, id="allreduce-f32-max"),
+        pytest.param("allreduce", f64, 100, boad.SUM, id="allreduce-f64-sum"),
+        pytest.param("allreduce", i32, 20_000, boad.SUM, id="allreduce-over-64KiB"),
+        pytest.param("allgather", i32, 100, None, id="allgather-400B"),
+    ]
+
+
+@pytest.mark.parametrize("coll,dtype,n,op", path_cases())
+def test_each_collective_takes_the_path_meant(comm, coll, dtype, n, op):
+    """Which path each kind of call takes in this run (shm, udp, kernel, hier-kernel or hier, by
+    the run's transport and the kernel path's limits), and that its result is right there."""
+    nbytes = n * np.dtype(dtype).itemsize if dtype is not None else 0
+    if coll == "barrier":
+        comm.barrier()
+    elif coll == "bcast":
+        root = comm.size - 1
+        want = (np.arange(n) * 7 + 3).astype(dtype)
+        buf = want.copy() if comm.rank == root else np.zeros(n, dtype)
+        comm.bcast(buf, root)
+        np.testing.assert_array_equal(buf, want)
+    elif coll in ("reduce", "allreduce"):
+        want = distinguishing(op, dtype, n, comm.size)
+        send = contribution(comm.rank, n, dtype)
+        if coll == "reduce":
+            got = comm.reduce(send, op=op, root=0)
+            if comm.rank == 0:
+                np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_array_equal(comm.allreduce(send, np.empty_like(send), op=op), want)
+    else:
+        send = contribution(comm.rank, n, dtype)
+        got = comm.allgather(send)
+        for r in range(comm.size):
+            np.testing.assert_array_equal(got[r], contribution(r, n, dtype))
+    assert comm.last_path == expected_path(comm, coll, nbytes, dtype, op)
 
 
 # ----- errors -----

@@ -8,9 +8,15 @@
 //! - otherwise the test panics, saying what it needs. A plain `cargo test` by a user who is not root
 //!   thus fails the root-only tests instead of passing them silently; CI (root, everything
 //!   installed) never skips.
+//!
+//! [`oracle`]: the expected result of every reduction op on every element type, written by hand, that
+//! `boad::ops::fold`, the kernel path's eBPF folds and the multi-process worker's reference are
+//! checked against.
 #![deny(missing_docs)]
 
 use std::io::Write;
+
+pub mod oracle;
 
 /// The variable naming the file skips are recorded in (skips are allowed only when it is set).
 pub const ENV_ALLOW_SKIP: &str = "BOAD_ALLOW_SKIP";
@@ -54,14 +60,26 @@ impl Need {
 
 /// Whether every one of `needs` is met (see the module docs for what happens when one is not).
 pub fn require(needs: &[Need]) -> bool {
-    let Some(missing) = needs.iter().find(|n| !n.met()) else {
-        return true;
-    };
+    match needs.iter().find(|n| !n.met()) {
+        None => true,
+        Some(missing) => unmet(&missing.describe()),
+    }
+}
+
+/// Like [`require`], for a prerequisite the test checks itself: `holds` is whether it does, `what`
+/// says what the test needs (e.g. "a boadrun built with the eBPF programs").
+pub fn require_that(holds: bool, what: &str) -> bool {
+    holds || unmet(what)
+}
+
+/// A prerequisite is not met: records the skip and returns false when skips are allowed, else
+/// panics.
+fn unmet(what: &str) -> bool {
     let test = std::thread::current()
         .name()
         .unwrap_or("a test")
         .to_string();
-    let why = format!("needs {}", missing.describe());
+    let why = format!("needs {what}");
     match std::env::var_os(ENV_ALLOW_SKIP) {
         Some(file) if !file.is_empty() => {
             let line = format!("{test}: {why}\n");
@@ -96,6 +114,25 @@ mod tests {
     #[test]
     fn met_needs_pass() {
         assert!(require(&[Need::Program("sh")]));
+        assert!(require_that(true, "nothing"));
+    }
+
+    /// The tests that read or set `BOAD_ALLOW_SKIP` run one at a time.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    #[should_panic(expected = "needs a thing that is not here")]
+    fn an_unmet_need_fails_when_skips_are_not_allowed() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let saved = std::env::var_os(ENV_ALLOW_SKIP);
+        std::env::remove_var(ENV_ALLOW_SKIP);
+        let r = std::panic::catch_unwind(|| require_that(false, "a thing that is not here"));
+        if let Some(v) = saved {
+            std::env::set_var(ENV_ALLOW_SKIP, v);
+        }
+        if let Err(panic) = r {
+            std::panic::resume_unwind(panic);
+        }
     }
 
     #[test]
@@ -103,6 +140,7 @@ mod tests {
         // The recording path, on a need that cannot hold.
         let dir = std::env::temp_dir().join(format!("boad-skip-test-{}", std::process::id()));
         let file = dir.with_extension("log");
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY (not unsafe in edition 2021): tests of this crate run in threads of one process;
         // no other test reads this variable.
         std::env::set_var(ENV_ALLOW_SKIP, &file);

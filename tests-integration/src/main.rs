@@ -1,8 +1,11 @@
 //! `boad-check MODE`: a rank program for the multi-process tests, run under `boadrun`.
 //!
 //! Every rank generates its contribution from a seed shared by all ranks, runs the collective, and
-//! compares the result with a reference it computes itself from every rank's (re-generated) data.
-//! A wrong result prints the case and exits 1; a collective error exits 2 unless the mode expects it.
+//! compares the result with a reference it computes itself from every rank's (re-generated) data,
+//! with arithmetic of its own (`Val::reference`, not `boad::ops`; its unit test checks it against
+//! the hand-written `boad_test_support::oracle`). Each rank judges its own result: a wrong one
+//! prints the case and exits 1 on that rank, whatever the others found (no collective agrees on a
+//! verdict); a collective error exits 2 unless the mode expects it.
 //!
 //! Modes:
 //! - `matrix [--quick]`: every collective x op x dtype x size (0, 1, odd, one chunk, chunk + 1,
@@ -976,5 +979,57 @@ fn main() -> ExitCode {
             eprintln!("boad-check: unknown mode {other}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boad_test_support::oracle::{self, Elem, Visit};
+
+    /// The worker's reference (`Val::reference`, its own arithmetic, not `boad::ops`) against the
+    /// hand-written oracle, every case; compared as the worker compares results (`Val::same`: any
+    /// NaN for a NaN, otherwise the same bits, so `-0.0` is not `0.0`). Counted.
+    #[test]
+    fn reference_matches_the_independent_oracle() {
+        struct Check(Vec<String>, usize);
+        impl Visit for Check {
+            fn visit<T: Elem>(&mut self) {
+                self.0.extend(reference_against::<T>(&mut self.1));
+            }
+        }
+        let mut c = Check(vec![], 0);
+        oracle::visit_all(&mut c);
+        assert!(c.0.is_empty(), "{} wrong:\n{}", c.0.len(), c.0.join("\n"));
+        assert_eq!(c.1, oracle::total_cases());
+    }
+
+    /// Bridges the oracle's element types to the worker's: the ten are the same Rust types.
+    fn reference_against<T: Elem>(count: &mut usize) -> Vec<String> {
+        macro_rules! each {
+            ($($t:ty),*) => {
+                $(if T::DTYPE == stringify!($t) {
+                    return check::<$t>(count);
+                })*
+            };
+        }
+        each!(i8, i16, i32, i64, u8, u16, u32, u64, f32, f64);
+        panic!("no worker type for {}", T::DTYPE)
+    }
+
+    fn check<T: Elem + Val>(count: &mut usize) -> Vec<String> {
+        let mut wrong = vec![];
+        for c in T::cases() {
+            let op = Op::ALL
+                .into_iter()
+                .find(|o| o.name() == c.op.name())
+                .unwrap_or_else(|| panic!("no op {}", c.op.name()));
+            let got = <T as Val>::reference(op, c.a, c.b);
+            if !T::same(got, c.want) {
+                wrong.push(format!("reference {}: got {}", c.show(), got.show()));
+            }
+            *count += 1;
+        }
+        wrong
     }
 }

@@ -188,7 +188,9 @@ fn finish(ns: Netns) {
     assert_lo_clean();
 }
 
-/// (a) N contributions fold into one RESULT equal to the userspace fold, for many (op, dtype).
+/// (a) N contributions fold into one RESULT equal to the userspace fold, for many (op, dtype), on
+/// random data (both folds are checked against the hand-written oracle on their own:
+/// `folds_match_the_independent_oracle` here, `boad::ops`'s unit tests there).
 #[test]
 fn contributions_fold_into_one_result() {
     if !privileged() {
@@ -273,6 +275,138 @@ fn contributions_fold_into_one_result() {
         }
         let d = delta(k.counters().expect("counters"), before);
         assert_eq!((d.unfolded, d.folded), (N as u64, 0), "{d:?}");
+    });
+    finish(ns);
+}
+
+/// The fold programs against the hand-written oracle (`boad_test_support::oracle`), which shares
+/// no code with them or with `boad::ops::fold`: for every (op, dtype) the kernel folds (every
+/// integer op, float min and max), contributor 1 sends the table's `a`s and, once XDP has folded
+/// them in, contributor 2 its `b`s; the RESULT must hold every `want`, bit for bit. Counted.
+#[test]
+fn folds_match_the_independent_oracle() {
+    use boad_test_support::oracle::{self, Elem, Visit};
+
+    struct Check<'a> {
+        k: &'a KernelPath,
+        ranks: &'a Ranks,
+        rx: &'a UdpSocket,
+        seq: u32,
+        wrong: Vec<String>,
+        cases: usize,
+        folds: usize,
+    }
+
+    impl Check<'_> {
+        /// Waits until XDP has folded `n` more contributions than `before`.
+        fn folded(&self, before: Counters, n: u64, what: &str) {
+            let deadline = std::time::Instant::now() + RECV_TIMEOUT;
+            loop {
+                let d = delta(self.k.counters().expect("counters"), before);
+                if d.folded >= n {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{what}: the first contribution was not folded: {d:?}"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    impl Visit for Check<'_> {
+        fn visit<T: Elem>(&mut self) {
+            let dtype = DType::ALL
+                .into_iter()
+                .find(|d| d.name() == T::DTYPE && d.size() == T::SIZE)
+                .unwrap_or_else(|| panic!("no dtype {}", T::DTYPE));
+            for oop in oracle::Op::ALL {
+                let op = Op::ALL
+                    .into_iter()
+                    .find(|o| o.name() == oop.name())
+                    .unwrap_or_else(|| panic!("no op {}", oop.name()));
+                let cases: Vec<_> = oracle::cases_of::<T>(oop).collect();
+                // Float sum and prod have no kernel program (eBPF has no floating point).
+                if cases.is_empty()
+                    || (T::FLOAT && matches!(oop, oracle::Op::Sum | oracle::Op::Prod))
+                {
+                    continue;
+                }
+                let what = format!("{op}/{dtype}");
+                let (mut a, mut b) = (vec![], vec![]);
+                for c in &cases {
+                    c.a.put_le(&mut a);
+                    c.b.put_le(&mut b);
+                }
+                self.seq += 1;
+                let before = self.k.counters().expect("counters");
+                // In this order: with two NaNs the accumulator's (the first folded) wins.
+                self.ranks
+                    .send(1, &contrib(JOB, COMM, self.seq, 1, op, dtype, &a));
+                self.folded(before, 1, &what);
+                self.ranks
+                    .send(2, &contrib(JOB, COMM, self.seq, 2, op, dtype, &b));
+                let got = recv(self.rx, RECV_TIMEOUT)
+                    .unwrap_or_else(|| panic!("{what}: no RESULT arrived"));
+                let (h, payload) = parse(&got).expect("header");
+                assert_eq!(
+                    (h.kind, h.reserved, h.seq),
+                    (kind::RESULT, 2, self.seq),
+                    "{what}"
+                );
+                assert_eq!(payload.len(), a.len(), "{what}: payload length");
+                for (i, c) in cases.iter().enumerate() {
+                    let g = T::get_le(&payload[i * T::SIZE..]);
+                    if !T::matches(oop, g, c.want) {
+                        self.wrong
+                            .push(format!("kernel {}: got {}", c.show(), g.show()));
+                    }
+                    self.cases += 1;
+                }
+                let d = delta(self.k.counters().expect("counters"), before);
+                assert_eq!(
+                    (d.folded, d.dropped, d.passed, d.duplicates, d.unfolded),
+                    (2, 1, 1, 0, 0),
+                    "{what}: counters {d:?}"
+                );
+                self.folds += 1;
+            }
+        }
+    }
+
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new().expect("netns");
+    ns.run(|| {
+        let (k, ranks) = reducer_on_lo(2);
+        let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, REDUCE_PORT)).expect("bind reducer");
+        let mut c = Check {
+            k: &k,
+            ranks: &ranks,
+            rx: &rx,
+            seq: 0,
+            wrong: vec![],
+            cases: 0,
+            folds: 0,
+        };
+        oracle::visit_all(&mut c);
+        assert!(
+            c.wrong.is_empty(),
+            "{} of {} cases wrong:\n{}",
+            c.wrong.len(),
+            c.cases,
+            c.wrong.join("\n")
+        );
+        // Every integer op on 8 types, min and max on 2 float types; every case of those.
+        assert_eq!(c.folds, 9 * 8 + 2 * 2);
+        let float_sum_prod = oracle::cases_of::<f32>(oracle::Op::Sum).count()
+            + oracle::cases_of::<f32>(oracle::Op::Prod).count()
+            + oracle::cases_of::<f64>(oracle::Op::Sum).count()
+            + oracle::cases_of::<f64>(oracle::Op::Prod).count();
+        assert_eq!(c.cases, oracle::total_cases() - float_sum_prod);
+        assert!(recv(&rx, QUIET).is_none(), "an extra datagram");
     });
     finish(ns);
 }
