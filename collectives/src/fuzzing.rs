@@ -18,11 +18,6 @@ pub fn shm_segment(data: &[u8]) {
     let _ = crate::transport::shm::exercise_segment(data);
 }
 
-/// The eBPF programs' per-CPU counters read back by userspace.
-pub fn kernel_counters(data: &[u8]) {
-    crate::kernel_readback::exercise_counters(data);
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -42,11 +37,6 @@ mod tests {
         #[test]
         fn shm_segment(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
             super::shm_segment(&data);
-        }
-
-        #[test]
-        fn kernel_counters(data in proptest::collection::vec(any::<u8>(), 0..400)) {
-            super::kernel_counters(&data);
         }
     }
 }

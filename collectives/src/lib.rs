@@ -22,10 +22,6 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod join;
-#[cfg(feature = "kernel")]
-pub mod kernel;
-#[cfg(any(feature = "kernel", feature = "fuzzing", test))]
-mod kernel_readback;
 mod log;
 pub mod ops;
 mod transport;

@@ -211,7 +211,7 @@ unsafe impl bytemuck::Zeroable for Header {}
 const _: () = assert!(core::mem::size_of::<Header>() == 72);
 
 /// Map layouts and limits of the kernel path, shared by the eBPF programs (`collectives-ebpf`) and
-/// their userspace loader (`boad::kernel`). Added for the kernel fast path; nothing above depends on it.
+/// their userspace loader (`boad-ebpf-loader`). Added for the kernel fast path; nothing above depends on it.
 pub mod kernel {
     /// Largest payload (bytes after the [`Header`](super::Header)) one CONTRIB datagram may carry to be
     /// folded in the kernel: 1024 `u8`/`i8`, 512 16-bit, 256 32-bit or 128 64-bit elements. A longer

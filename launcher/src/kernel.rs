@@ -226,7 +226,9 @@ mod imp {
     use std::os::fd::{AsFd, AsRawFd, OwnedFd};
     use std::time::{Duration, Instant};
 
-    use boad::kernel::{comm, with_netns, BcastMember, Counters, KernelPath, PortRole, XdpMode};
+    use boad_ebpf_loader::{
+        comm, with_netns, BcastMember, Counters, KernelPath, PortRole, XdpMode,
+    };
     use boad_proto::{Layout, PeerEntry};
 
     use super::{chain, lo_has_xdp, missing_caps, Folds};
@@ -293,7 +295,7 @@ mod imp {
         }
         // A virtual host's own namespace: TC sends the clones for ranks on the root's host to lo
         // ingress, which drops packets from a local source address unless this is on.
-        boad::kernel::accept_local_on_lo()
+        boad_ebpf_loader::accept_local_on_lo()
             .map_err(|e| format!("setting accept_local on lo: {}", chain(&e)))?;
         path.attach_xdp("eth0", XdpMode::Auto)
             .map_err(|e| format!("attaching XDP to eth0: {}", chain(&e)))?;
@@ -389,7 +391,7 @@ mod imp {
         /// it said HELLO with, which the leaders' transport keeps): the programs take a CONTRIB
         /// or BCAST naming `src` only from there.
         pub fn fill(&mut self, job: u64, peers: &[PeerEntry]) -> Result<(u16, bool), String> {
-            let map = |e: boad::kernel::KernelError| chain(&e);
+            let map = |e: boad_ebpf_loader::KernelError| chain(&e);
             self.path.set_job(job).map_err(map)?;
             let mut members = Vec::with_capacity(peers.len());
             for p in peers {

@@ -63,7 +63,7 @@ impl Netns {
         &self.name
     }
 
-    /// The namespace's file (`/run/netns/NAME`), e.g. for `boad::kernel::with_netns`.
+    /// The namespace's file (`/run/netns/NAME`), e.g. for `boad_ebpf_loader::with_netns`.
     pub fn file(&self) -> io::Result<File> {
         File::open(format!("/run/netns/{}", self.name))
     }

@@ -4,9 +4,9 @@
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
-use boad::kernel::{BcastMember, Counters, KernelPath, PortRole, XdpMode, MAX_PAYLOAD};
 use boad::{DType, Op};
 use boad_common::{flags, kind};
+use boad_ebpf_loader::{BcastMember, Counters, KernelPath, PortRole, XdpMode, MAX_PAYLOAD};
 use boad_tests_privileged::{
     assert_lo_clean, cmd, contrib, datagram, header, parse, privileged, tcx_programs, Netns,
 };
@@ -1250,7 +1250,7 @@ fn forged_bcast_is_not_cloned() {
             assert!(
                 matches!(
                     k.set_comm(COMM, 0, &bad),
-                    Err(boad::kernel::KernelError::Members { .. })
+                    Err(boad_ebpf_loader::KernelError::Members { .. })
                 ),
                 "{bad:?}"
             );
@@ -1395,7 +1395,7 @@ fn bcast_skips_sender_and_reaches_same_host_member() {
         k.add_port(TRIGGER_PORT, PortRole::Bcast).expect("port");
         k.set_comm(COMM, 0, &members).expect("comm");
         k.attach_tc_egress("eth0").expect("attach TC");
-        boad::kernel::accept_local_on_lo().expect("accept_local on lo");
+        boad_ebpf_loader::accept_local_on_lo().expect("accept_local on lo");
         let local = UdpSocket::bind((ip(0), PORT)).expect("bind local receiver");
         let s = UdpSocket::bind((ip(0), ROOT_PORT)).expect("bind root");
         let mut h = header(kind::BCAST, JOB, COMM, 6, Op::Sum, DType::U8);
@@ -1479,7 +1479,7 @@ fn attach_in_other_namespace_and_detach_on_drop() {
         .expect("attach TC in the namespace");
     assert!(matches!(
         k.attach_xdp_in(file.as_fd(), "boad-no-such", XdpMode::Generic),
-        Err(boad::kernel::KernelError::Interface(_))
+        Err(boad_ebpf_loader::KernelError::Interface(_))
     ));
     assert_lo_clean();
     assert!(ns
@@ -1488,7 +1488,7 @@ fn attach_in_other_namespace_and_detach_on_drop() {
         .contains("xdp"));
     assert_eq!(ns.run(|| tcx_programs("lo")), 1);
     // with_netns runs code there and returns its result.
-    let inode = boad::kernel::with_netns(file.as_fd(), || {
+    let inode = boad_ebpf_loader::with_netns(file.as_fd(), || {
         std::fs::metadata("/proc/thread-self/ns/net")
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
     })

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::os::fd::AsFd;
 
-use boad::kernel::{KernelPath, XdpMode};
+use boad_ebpf_loader::{KernelPath, XdpMode};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -1,11 +1,11 @@
-//! Build script of `boad`. Without the `kernel` feature it does nothing. With it, it builds the eBPF
-//! crate `collectives-ebpf` (pinned nightly, `-Z build-std=core`, bpf-linker; install them with
-//! `scripts/install-ebpf-toolchain.sh`) through `aya-build` into `OUT_DIR/boad-collectives-ebpf`,
-//! which `boad::kernel` embeds.
+//! Build script of `boad-ebpf-loader`. Without the `programs` feature it does nothing. With it, it
+//! builds the eBPF crate `collectives-ebpf` (pinned nightly, `-Z build-std=core`, bpf-linker;
+//! install them with `scripts/install-ebpf-toolchain.sh`) through `aya-build` into
+//! `OUT_DIR/boad-collectives-ebpf`, which the loader embeds.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    #[cfg(feature = "kernel")]
+    #[cfg(feature = "programs")]
     if let Err(e) = kernel::build() {
         // A build script reports failure by exiting non-zero; the message says what to install.
         eprintln!("error: building the eBPF programs (collectives-ebpf) failed: {e:#}");
@@ -14,7 +14,7 @@ fn main() {
     }
 }
 
-#[cfg(feature = "kernel")]
+#[cfg(feature = "programs")]
 mod kernel {
     use std::path::PathBuf;
 

@@ -11,7 +11,7 @@ use boad_common::kernel::counter;
 
 /// The counters, indexed by `boad_common::kernel::counter`, each the sum over CPUs of what
 /// `per_cpu(index)` returns for it; the first error of `per_cpu` is returned as is.
-pub(crate) fn sum_counters<V: AsRef<[u64]>, E>(
+pub fn sum_counters<V: AsRef<[u64]>, E>(
     mut per_cpu: impl FnMut(u32) -> Result<V, E>,
 ) -> Result<[u64; counter::COUNT as usize], E> {
     let mut sums = [0u64; counter::COUNT as usize];
@@ -27,7 +27,8 @@ pub(crate) fn sum_counters<V: AsRef<[u64]>, E>(
 /// Fuzz and property-test harness: `data` as the per-CPU values of every counter (a CPU count,
 /// then values); the sums are the wrapping sums, whatever the values.
 #[cfg(any(test, feature = "fuzzing"))]
-pub(crate) fn exercise_counters(data: &[u8]) {
+#[doc(hidden)]
+pub fn exercise_counters(data: &[u8]) {
     let Some((&cpus, rest)) = data.split_first() else {
         return;
     };
@@ -73,6 +74,12 @@ mod tests {
     }
 
     proptest! {
+        // The fuzz target's harness on random input, so a plain `cargo test` runs it too.
+        #[test]
+        fn fuzz_harness(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+            exercise_counters(&data);
+        }
+
         #[test]
         fn any_values_sum(values in proptest::collection::vec(proptest::collection::vec(any::<u64>(), 0..8), counter::COUNT as usize)) {
             let sums = sum_counters(|i| Ok::<_, ()>(values[i as usize].clone())).expect("sums");
