@@ -16,6 +16,7 @@
 
 pub(crate) mod hier;
 pub(crate) mod kernel;
+mod launcher;
 mod ledger;
 #[cfg(test)]
 pub(crate) mod mem;

@@ -39,19 +39,20 @@
 mod segment;
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use segment::{OpenError, Segment};
 
+use super::launcher::LauncherFeed;
 use super::ledger::{self, check_peer, Ledger, Life};
 use super::{Ctx, Level, Service, Session, Stats, Transport};
 use crate::config::Config;
 use crate::error::{CollectiveError, Error, Result, UsageError};
 use crate::join::JobInfo;
 use crate::types::Signature;
-use boad_proto::lines::{take_lines, Line, PeerEntry};
+use boad_proto::lines::PeerEntry;
 
 /// Bytes of a message's record header in a ring.
 const REC: usize = 32;
@@ -293,35 +294,6 @@ struct Peer {
     watched: Instant,
 }
 
-/// The launcher connection, read for `EXIT` lines.
-struct Launcher {
-    conn: Option<UnixStream>,
-    buf: Vec<u8>,
-}
-
-impl Launcher {
-    /// Reads what the launcher sent; returns the (rank, code) of every `EXIT` line.
-    fn poll(&mut self) -> Vec<(usize, i32)> {
-        let mut chunk = [0u8; 1024];
-        while let Some(c) = self.conn.as_mut() {
-            match c.read(&mut chunk) {
-                // The launcher is gone; its death signal ends us soon.
-                Ok(0) => self.conn = None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
-        }
-        take_lines(&mut self.buf)
-            .into_iter()
-            .filter_map(|line| match line {
-                Some(Line::Exit { rank, code }) => Some((rank, code)),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
 /// Messages through shared memory.
 pub(crate) struct Shm {
     rank: usize,
@@ -338,7 +310,7 @@ pub(crate) struct Shm {
     consumed: Vec<u64>,
     ledger: Ledger,
     peers: Vec<Peer>,
-    launcher: Launcher,
+    launcher: LauncherFeed,
     stats: Stats,
     /// How long a wait polls before it yields, and polls and yields before it sleeps.
     spin: Duration,
@@ -378,14 +350,8 @@ impl Shm {
     ) -> Result<Shm> {
         let (rank, size) = (info.rank, table.len());
         let io = |what| Error::io_at(rank, what);
-        if let Some(c) = &conn {
-            c.set_nonblocking(true)
-                .map_err(io("making the launcher connection non-blocking"))?;
-        }
-        let mut launcher = Launcher {
-            conn,
-            buf: leftover,
-        };
+        let mut launcher = LauncherFeed::new(conn, leftover)
+            .map_err(io("making the launcher connection non-blocking"))?;
         let seg = if size == 1 {
             Segment::anonymous().map_err(io("mapping memory"))?
         } else {
@@ -477,7 +443,7 @@ impl Shm {
         tag: u64,
         size: usize,
         cfg: &Config,
-        launcher: &mut Launcher,
+        launcher: &mut LauncherFeed,
     ) -> Result<Segment> {
         let start = Instant::now();
         let mut pause = Duration::from_micros(50);
@@ -497,7 +463,7 @@ impl Shm {
                 }
             }
             let call = "init (opening the shared-memory segment)";
-            if let Some((_, code)) = launcher.poll().into_iter().find(|(r, _)| *r == 0) {
+            if let Some((_, code)) = launcher.poll(|_| {}).into_iter().find(|(r, _)| *r == 0) {
                 return Err(Error::new(
                     rank,
                     CollectiveError::PeerExited {
@@ -525,7 +491,7 @@ impl Shm {
     }
 
     fn read_launcher(&mut self) {
-        for (r, code) in self.launcher.poll() {
+        for (r, code) in self.launcher.poll(|_| {}) {
             if r != self.rank {
                 if let Some(p) = self.peers.get_mut(r) {
                     p.exited = Some(code);

@@ -24,7 +24,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
@@ -36,12 +36,13 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rand::{Rng, SeedableRng};
 
+use super::launcher::LauncherFeed;
 use super::ledger::{check_peer, Ledger, Life};
 use super::{Ctx, Level, Session, Stats, Transport};
 use crate::config::Config;
 use crate::error::{Error, Result, UsageError};
 use crate::types::Signature;
-use boad_proto::lines::{take_lines, Line, PeerEntry};
+use boad_proto::lines::PeerEntry;
 use wire::{Admit, Chunk, Datagram, Receiver};
 
 pub(crate) mod reliable;
@@ -472,8 +473,7 @@ pub(crate) struct Udp {
     ledger: Ledger,
     status: HashMap<(usize, u32), Status>,
     cur_seq: u32,
-    launcher: Option<UnixStream>,
-    launcher_buf: Vec<u8>,
+    launcher: LauncherFeed,
     drop_rng: rand::rngs::SmallRng,
     /// Run on every round of a wait (the hierarchical path: keeps the shared-memory level going).
     idle_hook: Option<super::Service>,
@@ -537,11 +537,11 @@ impl Udp {
                 Interest::READABLE | Interest::WRITABLE,
             )
             .map_err(io("registering the socket"))?;
-        if let Some(l) = &launcher {
-            l.set_nonblocking(true)
-                .map_err(io("making the launcher connection non-blocking"))?;
+        let launcher = LauncherFeed::new(launcher, launcher_buf)
+            .map_err(io("making the launcher connection non-blocking"))?;
+        if let Some(fd) = launcher.fd() {
             poll.registry()
-                .register(&mut SourceFd(&l.as_raw_fd()), LAUNCHER, Interest::READABLE)
+                .register(&mut SourceFd(&fd), LAUNCHER, Interest::READABLE)
                 .map_err(io("registering the launcher connection"))?;
         }
         let now = Instant::now();
@@ -583,7 +583,6 @@ impl Udp {
             status: HashMap::new(),
             cur_seq: 0,
             launcher,
-            launcher_buf: Vec::new(),
             drop_rng: rand::rngs::SmallRng::seed_from_u64(seed),
             idle_hook: None,
             last_drain: now,
@@ -591,7 +590,8 @@ impl Udp {
             job_ranks: Vec::new(),
             gather_blocks: table.len(),
         };
-        t.launcher_bytes(&launcher_buf);
+        // EXIT lines the rendezvous read along with its own.
+        t.read_launcher();
         Ok(t)
     }
 
@@ -628,39 +628,18 @@ impl Udp {
         self.wire.rank
     }
 
-    fn launcher_bytes(&mut self, bytes: &[u8]) {
-        self.launcher_buf.extend_from_slice(bytes);
-        for line in take_lines(&mut self.launcher_buf) {
-            if let Some(Line::Exit { rank, code }) = line {
-                if let Some(p) = self.peers.get_mut(rank) {
-                    if rank != self.wire.rank {
-                        p.exited = Some(code);
-                    }
-                }
-            }
-        }
-    }
-
+    /// Notes the exits the launcher reported.
     fn read_launcher(&mut self) {
-        let mut buf = [0u8; 1024];
-        loop {
-            let Some(l) = self.launcher.as_mut() else {
-                return;
-            };
-            match l.read(&mut buf) {
-                Ok(0) => {
-                    // The launcher is gone; its death signal ends us soon. Stop polling it.
-                    if let Some(l) = self.launcher.take() {
-                        let _ = self
-                            .poll
-                            .registry()
-                            .deregister(&mut SourceFd(&l.as_raw_fd()));
-                    }
-                    return;
+        let registry = self.poll.registry();
+        // The launcher is gone (its death signal ends us soon): stop polling its connection.
+        let exits = self.launcher.poll(|fd| {
+            let _ = registry.deregister(&mut SourceFd(&fd));
+        });
+        for (rank, code) in exits {
+            if rank != self.wire.rank {
+                if let Some(p) = self.peers.get_mut(rank) {
+                    p.exited = Some(code);
                 }
-                Ok(n) => self.launcher_bytes(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => return,
             }
         }
     }
