@@ -1,23 +1,33 @@
-//! PNG plots made from the benchmark [`Record`]s of `results.jsonl`, and the error type shared with
-//! [`crate::report`].
+//! PNG figures made from the benchmark [`Record`]s of `results.jsonl`, drawn with plotters' chart
+//! API (`ChartBuilder`, `configure_mesh`, series with `.label()`/`.legend()` and
+//! `configure_series_labels`), and the error type shared with [`crate::report`].
 //!
 //! Every figure is drawn from whatever records exist: a figure whose data is absent is skipped (with
 //! the reason), never invented. When several records describe the same point (the same
 //! implementation, collective, size, ranks and hosts), the one written last wins: `results.jsonl` is
 //! appended to, so the last line is the newest run.
 //!
+//! Axes: message sizes and receiver counts are log2 axes; measured values are on a log10 axis when
+//! they span more than a decade, else on a linear one from 0. The legend sits right of the plot
+//! area, never over the data.
+//!
 //! Text needs a TrueType font, registered at run time with [`load_font`] (plotters is built without
 //! fontconfig): by default DejaVu Sans from Debian's `fonts-dejavu-core`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
+use plotters::element::IntoDynElement;
 use plotters::prelude::*;
 
-use crate::record::Record;
+use crate::record::{
+    common_bytes, implementation_key, preferred_ranks, receivers, who, Record, IMPLEMENTATIONS,
+};
 
 /// What can go wrong while reading records, drawing plots or writing the report.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +40,16 @@ pub enum PlotError {
         /// Why (for a bad line: its number and the JSON error).
         #[source]
         source: std::io::Error,
+    },
+    /// The expectations file (`boad-plot --expect`) cannot be read or a line of it is malformed.
+    #[error("{path}:{line}: {message}")]
+    Expect {
+        /// The expectations file.
+        path: PathBuf,
+        /// The line (1-based; 0 when the file cannot be read).
+        line: usize,
+        /// What is wrong.
+        message: String,
     },
     /// The font file cannot be read.
     #[error(
@@ -80,8 +100,7 @@ pub const HEIGHT: u32 = 620;
 pub const SIZE_COLLECTIVES: [&str; 4] = ["bcast", "reduce", "allreduce", "allgather"];
 
 const FAMILY: &str = "sans-serif";
-/// Legend panel width, pixels: wide enough for the longest label, within these bounds.
-const LEGEND_WIDTH: (u32, u32) = (170, 380);
+const SUBTITLE_GREY: RGBColor = RGBColor(80, 80, 80);
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
@@ -170,57 +189,7 @@ pub fn plot_all(records: &[Record], out: &Path) -> Outcome {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Shared with the report: order, colours, formatting, choosing among records.
-
-/// Implementations in the order figures and tables list them; others follow, alphabetically.
-pub const IMPLEMENTATIONS: [&str; 11] = [
-    "boad-kernel",
-    "boad-udp",
-    "boad-hier-kernel",
-    "boad-hier",
-    "boad-shm",
-    "naive",
-    "epoll",
-    "ompi-tcp",
-    "ompi-shm",
-    "mpich-tcp",
-    "mpich-shm",
-];
-
-/// Who a record measured, as figures and tables name it: its `implementation`, except that a boad
-/// record whose note says the job ran on another path than it asked for (`asked for kernel, ran on
-/// udp`, the worker's wording) is `boad-udp (asked kernel)`, kept apart from a real boad-udp run.
-pub fn who(r: &Record) -> String {
-    let asked = r
-        .note
-        .as_deref()
-        .filter(|_| r.implementation.starts_with("boad-"))
-        .and_then(|n| n.split("asked for ").nth(1))
-        .and_then(|rest| rest.split([',', ';', ' ']).next())
-        .filter(|a| !a.is_empty());
-    match asked {
-        Some(a) => format!("{} (asked {a})", r.implementation),
-        None => r.implementation.clone(),
-    }
-}
-
-/// Sort key of an implementation: its place in [`IMPLEMENTATIONS`], then its name.
-pub fn implementation_key(name: &str) -> (usize, String) {
-    let i = IMPLEMENTATIONS
-        .iter()
-        .position(|k| *k == name)
-        .unwrap_or(IMPLEMENTATIONS.len());
-    (i, name.to_string())
-}
-
-/// The implementations named in `records`, in [`implementation_key`] order.
-pub fn implementations<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<String> {
-    let set: BTreeSet<(usize, String)> = records
-        .into_iter()
-        .map(|r| implementation_key(&who(r)))
-        .collect();
-    set.into_iter().map(|(_, n)| n).collect()
-}
+// Colours and formatting.
 
 /// A colour that stays with an implementation across figures (Color Brewer "Set1" and friends).
 fn fixed_color(name: &str) -> Option<RGBColor> {
@@ -240,32 +209,20 @@ fn fixed_color(name: &str) -> Option<RGBColor> {
     })
 }
 
-const SPARE_COLORS: [RGBColor; 6] = [
-    RGBColor(102, 166, 30),
-    RGBColor(31, 31, 140),
-    RGBColor(190, 170, 0),
-    RGBColor(166, 118, 29),
-    RGBColor(120, 200, 230),
-    RGBColor(250, 150, 150),
-];
-
-/// Gives each series its implementation's colour (the first series of an implementation), or a
-/// spare colour.
-fn assign_colors(implementations: &[&str]) -> Vec<RGBColor> {
+/// Colour and marker of each series: an implementation's first series gets its own colour and
+/// marker (the same in every figure); any other series the next of plotters' palette and markers.
+fn styles(implementations: &[&str]) -> Vec<(RGBColor, usize)> {
+    let mut used = BTreeSet::new();
     let mut spare = 0;
-    let mut used: Vec<&str> = vec![];
     implementations
         .iter()
-        .map(|&implementation| {
-            if !used.contains(&implementation) {
-                if let Some(c) = fixed_color(implementation) {
-                    used.push(implementation);
-                    return c;
-                }
+        .map(|&name| match fixed_color(name) {
+            Some(c) if used.insert(name) => (c, implementation_key(name).0),
+            _ => {
+                spare += 1;
+                let (r, g, b) = Palette99::pick(spare + 1).rgb();
+                (RGBColor(r, g, b), IMPLEMENTATIONS.len() + spare)
             }
-            let c = SPARE_COLORS[spare % SPARE_COLORS.len()];
-            spare += 1;
-            c
         })
         .collect()
 }
@@ -285,15 +242,19 @@ pub fn fmt_bytes(bytes: f64) -> String {
     format!("{} B", trim_number(bytes, 0))
 }
 
-/// A number for an axis: `0.5`, `20`, `1.5k`, `2M`.
+/// A number for an axis or a group label: `0.5`, `20`, `1.5k`, `2M`.
 fn fmt_axis_number(v: f64) -> String {
     let a = v.abs();
     if a >= 1e6 {
         format!("{}M", trim_number(v / 1e6, 2))
     } else if a >= 1e3 {
         format!("{}k", trim_number(v / 1e3, 1))
+    } else if a >= 1.0 || a == 0.0 {
+        trim_number(v, 2)
     } else {
-        trim_number(v, 3)
+        // Two significant digits: 0.25, 0.005.
+        let decimals = (1.0 - a.log10().floor()).clamp(2.0, 9.0) as usize;
+        trim_number(v, decimals)
     }
 }
 
@@ -307,122 +268,329 @@ fn trim_number(v: f64, decimals: usize) -> String {
     }
 }
 
-/// Receivers of a collective on `ranks` ranks: everyone but the root.
-pub fn receivers(r: &Record) -> u32 {
-    r.ranks.saturating_sub(1)
+// ---------------------------------------------------------------------------------------------
+// Line charts.
+
+/// One series: an implementation's means (and p99s) by x, the last record of a point winning.
+#[derive(Clone, Debug)]
+struct Series {
+    label: String,
+    color: RGBColor,
+    marker: usize,
+    mean: Vec<(f64, f64)>,
+    p99: Vec<(f64, f64)>,
 }
 
-/// The message size most records share (the smallest on a tie).
-pub fn common_bytes<'a>(records: impl IntoIterator<Item = &'a Record>) -> Option<u64> {
-    let mut count: BTreeMap<u64, usize> = BTreeMap::new();
-    for r in records {
-        *count.entry(r.bytes).or_default() += 1;
-    }
-    // max_by_key keeps the last maximum: iterate sizes downwards so a tie goes to the smallest.
-    count
-        .into_iter()
-        .rev()
-        .max_by_key(|(_, n)| *n)
-        .map(|(b, _)| b)
+/// A line chart: x is receivers or bytes (log2), y a measured value.
+struct LineChart {
+    file: String,
+    title: String,
+    subtitle: String,
+    x_bytes: bool,
+    x_desc: String,
+    y_desc: String,
+    series: Vec<Series>,
 }
 
-/// One implementation's line: points (x, value, optional p99) by x; the last record of a point wins.
-#[derive(Default)]
-struct Line {
-    points: BTreeMap<u64, (f64, Option<f64>)>,
-}
-
-/// Lines keyed by (implementation order, implementation, one host?).
-type Lines = BTreeMap<((usize, String), bool), Line>;
-
-fn collect_lines<'a>(
+/// Lines from `records`: one per implementation, and per one host/cluster when both occur.
+/// `y` gives the mean and, when the figure shows it, the p99.
+fn lines<'a>(
     records: impl IntoIterator<Item = &'a Record>,
     x: impl Fn(&Record) -> u64,
     y: impl Fn(&Record) -> Option<(f64, Option<f64>)>,
-) -> Lines {
-    let mut lines = Lines::new();
+) -> Vec<Series> {
+    type Points = BTreeMap<u64, (f64, Option<f64>)>;
+    let mut by: BTreeMap<((usize, String), bool), Points> = BTreeMap::new();
     for r in records {
-        if let Some(v) = y(r) {
-            lines
-                .entry((implementation_key(&who(r)), r.hosts <= 1))
+        if let (Some(v), xv @ 1..) = (y(r), x(r)) {
+            by.entry((implementation_key(&who(r)), r.hosts <= 1))
                 .or_default()
-                .points
-                .insert(x(r), v);
+                .insert(xv, v);
         }
     }
-    lines
-}
-
-/// Series for a line chart: one per implementation (and per one-host/cluster when both occur).
-fn series_of(lines: &Lines, with_p99: bool) -> Vec<Series> {
-    let mixed = lines.keys().any(|k| k.1) && lines.keys().any(|k| !k.1);
-    let labels: Vec<(String, String)> = lines
-        .keys()
-        .map(|((_, name), one_host)| {
-            let label = match (mixed, one_host) {
-                (false, _) => name.clone(),
-                (true, true) => format!("{name} (1 host)"),
-                (true, false) => format!("{name} (cluster)"),
-            };
-            (label, name.clone())
+    let mixed = by.keys().any(|k| k.1) && by.keys().any(|k| !k.1);
+    let names: Vec<&str> = by.keys().map(|((_, n), _)| n.as_str()).collect();
+    let mut series: Vec<Series> = by
+        .iter()
+        .zip(styles(&names))
+        .map(|(((name, one_host), points), (color, marker))| Series {
+            label: match (mixed, one_host) {
+                (false, _) => name.1.clone(),
+                (true, true) => format!("{} (1 host)", name.1),
+                (true, false) => format!("{} (cluster)", name.1),
+            },
+            color,
+            marker,
+            mean: points.iter().map(|(&x, &(m, _))| (x as f64, m)).collect(),
+            p99: points
+                .iter()
+                .filter_map(|(&x, &(_, p))| Some((x as f64, p?)))
+                .collect(),
         })
         .collect();
-    let names: Vec<&str> = labels.iter().map(|(_, n)| n.as_str()).collect();
-    let colors = assign_colors(&names);
-    let mut out = vec![];
-    let mut used = BTreeSet::new();
-    let mut other_shape = IMPLEMENTATIONS.len();
-    for ((key, line), ((label, _), color)) in lines.iter().zip(labels.into_iter().zip(colors)) {
-        // A known implementation keeps its marker across figures (its first line, when it has
-        // two); any other line takes the next marker.
-        let known = key.0 .0;
-        let shape = if known < IMPLEMENTATIONS.len() && used.insert(known) {
-            known
-        } else {
-            other_shape += 1;
-            other_shape
-        };
-        out.push(Series {
-            label,
-            color,
-            shape,
-            dashed: false,
-            in_legend: true,
-            points: line
-                .points
-                .iter()
-                .map(|(&x, &(y, _))| (x as f64, y))
-                .collect(),
-        });
-        if with_p99 {
-            let p99: Vec<(f64, f64)> = line
-                .points
-                .iter()
-                .filter_map(|(&x, &(_, p))| p.map(|p| (x as f64, p)))
-                .collect();
-            if !p99.is_empty() {
-                out.push(Series {
-                    label: String::new(),
-                    color,
-                    shape,
-                    dashed: true,
-                    in_legend: false,
-                    points: p99,
-                });
-            }
+    // A line drawn under a later one with the same points (within 1%) says so in the legend.
+    for i in 0..series.len() {
+        if let Some(top) = hidden_under(&series, i) {
+            series[i].label = format!("{} (under {top})", series[i].label);
         }
     }
-    out
+    series
+}
+
+/// The label of a later (drawn on top) series with the same means as series `i`, within 1%.
+fn hidden_under(series: &[Series], i: usize) -> Option<String> {
+    let me = &series[i].mean;
+    series[i + 1..]
+        .iter()
+        .find(|o| {
+            o.mean.len() == me.len()
+                && o.mean.iter().zip(me).all(|(a, b)| {
+                    a.0 == b.0 && (a.1 - b.1).abs() <= 0.01 * a.1.abs().max(b.1.abs())
+                })
+        })
+        .map(|o| o.label.clone())
+}
+
+/// The smallest and largest finite values, if any.
+fn span(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
+    values
+        .into_iter()
+        .filter(|v| v.is_finite())
+        .fold(None, |acc, v| match acc {
+            None => Some((v, v)),
+            Some((lo, hi)) => Some((v.min(lo), v.max(hi))),
+        })
+}
+
+/// The y range of measured values: whole decades (and `true`: log scale) when they span more than
+/// a decade, with room so that no point sits on an edge; else linear from 0 with some headroom.
+fn y_range(values: impl IntoIterator<Item = f64>) -> (Range<f64>, bool) {
+    match span(values) {
+        Some((lo, hi)) if lo > 0.0 && hi / lo > 10.0 => {
+            let (mut a, mut b) = (
+                10f64.powf(lo.log10().floor()),
+                10f64.powf(hi.log10().ceil()),
+            );
+            if lo < a * 1.2 {
+                a /= 2.0;
+            }
+            if hi > b / 1.2 {
+                b *= 2.0;
+            }
+            (a..b, true)
+        }
+        Some((lo, hi)) => {
+            let lo = lo.min(0.0);
+            let hi = if hi > lo {
+                hi + (hi - lo) * 0.08
+            } else {
+                lo + 1.0
+            };
+            (lo..hi, false)
+        }
+        None => (0.0..1.0, false),
+    }
+}
+
+/// Draws a line chart into its file in `out`.
+fn draw_lines(out: &Path, chart: LineChart) -> Result<Drawn, PlotError> {
+    let path = out.join(&chart.file);
+    let points = || {
+        chart
+            .series
+            .iter()
+            .flat_map(|s| s.mean.iter().chain(&s.p99))
+    };
+    let (xlo, xhi) = span(points().map(|p| p.0)).unwrap_or((1.0, 2.0));
+    // Log2 axis, padded by 30% of a doubling (at least) on each side, over two doublings at least
+    // (so that it has two ticks).
+    let pad = 2f64
+        .powf(((xhi / xlo).log2() * 0.04).max(0.3))
+        .max((4.0 * xlo / xhi).sqrt());
+    let x = (xlo / pad..xhi * pad).log_scale().base(2.0);
+    let drawn = match y_range(points().map(|p| p.1)) {
+        (y, true) => draw_lines_on(&path, &chart, x, y.log_scale()),
+        (y, false) => draw_lines_on(&path, &chart, x, y),
+    };
+    drawn.map_err(|e| PlotError::Draw {
+        path,
+        message: e.to_string(),
+    })?;
+    Ok(Drawn::Written(Figure {
+        file: chart.file,
+        title: chart.title,
+    }))
+}
+
+fn draw_lines_on<X, Y>(path: &Path, c: &LineChart, x: X, y: Y) -> DrawResult
+where
+    X: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let body = root.titled(&c.title, (FAMILY, 26))?;
+    let mut labels: Vec<&str> = c.series.iter().map(|s| s.label.as_str()).collect();
+    let with_p99 = c.series.iter().any(|s| !s.p99.is_empty());
+    if with_p99 {
+        labels.push("p99 (dashed)");
+    }
+    let body = body.titled(&c.subtitle, (FAMILY, 16).into_font().color(&SUBTITLE_GREY))?;
+    let (plot, legend_area) = body.split_horizontally(WIDTH - legend_width(&root, &labels));
+    let mut chart = ChartBuilder::on(&plot)
+        .margin(12)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x, y)?;
+    let x_label = |v: &f64| {
+        if c.x_bytes {
+            fmt_bytes(*v)
+        } else {
+            trim_number(*v, 0)
+        }
+    };
+    chart
+        .configure_mesh()
+        .x_desc(c.x_desc.as_str())
+        .y_desc(c.y_desc.as_str())
+        .x_label_formatter(&x_label)
+        .y_label_formatter(&|v| fmt_axis_number(*v))
+        .label_style((FAMILY, 15))
+        .axis_desc_style((FAMILY, 17))
+        .bold_line_style(BLACK.mix(0.15))
+        .light_line_style(BLACK.mix(0.05))
+        .x_max_light_lines(1)
+        .y_max_light_lines(4)
+        .draw()?;
+    let mut legend = legend_chart(&legend_area)?;
+    for s in &c.series {
+        let (color, shape) = (s.color, s.marker);
+        if !s.p99.is_empty() {
+            let dashed = color.stroke_width(2);
+            chart.draw_series(DashedLineSeries::new(s.p99.clone(), 9, 6, dashed))?;
+            chart.draw_series(s.p99.iter().map(|&p| Circle::new(p, 4, dashed)))?;
+        }
+        chart.draw_series(LineSeries::new(s.mean.clone(), color.stroke_width(3)))?;
+        chart.draw_series(
+            s.mean
+                .iter()
+                .map(|&p| EmptyElement::at(p) + Polygon::new(marker(shape), color.filled())),
+        )?;
+        legend_entry(&mut legend, &s.label, move |(x, y)| {
+            EmptyElement::at((x + 14, y))
+                + PathElement::new(vec![(-14, 0), (14, 0)], color.stroke_width(3))
+                + Polygon::new(marker(shape), color.filled())
+        })?;
+    }
+    if with_p99 {
+        legend_entry(&mut legend, "p99 (dashed)", |(x, y)| {
+            let style = SUBTITLE_GREY.stroke_width(3);
+            EmptyElement::at((x, y))
+                + PathElement::new(vec![(0, 0), (8, 0)], style)
+                + PathElement::new(vec![(12, 0), (20, 0)], style)
+                + PathElement::new(vec![(24, 0), (28, 0)], style)
+        })?;
+    }
+    draw_legend(&mut legend)?;
+    root.present()?;
+    Ok(())
+}
+
+/// A chart without axes that only holds a legend, in the strip right of the plot. (plotters
+/// clamps what a chart draws to the chart's own area: a legend that must not cover the data gets
+/// its own chart.) Entries are added with [`legend_entry`] and drawn by [`draw_legend`].
+type LegendChart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+fn legend_chart<'a, 'b>(
+    area: &'a Area<'b>,
+) -> Result<LegendChart<'a, 'b>, Box<dyn std::error::Error>> {
+    Ok(ChartBuilder::on(area)
+        .margin_top(12)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.0)?)
+}
+
+/// A legend entry: `label`, with `mark` drawn left of it (at the point it is given).
+fn legend_entry<'a, 'b, E, F>(legend: &mut LegendChart<'a, 'b>, label: &str, mark: F) -> DrawResult
+where
+    F: Fn((i32, i32)) -> E + 'a,
+    E: IntoDynElement<'a, BitMapBackend<'b>, (i32, i32)>,
+{
+    legend
+        .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
+        .label(label)
+        .legend(mark);
+    Ok(())
+}
+
+fn draw_legend<'a, 'b: 'a>(legend: &mut LegendChart<'a, 'b>) -> DrawResult {
+    legend
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .legend_area_size(36)
+        .margin(6)
+        .label_font((FAMILY, 15))
+        .draw()?;
+    Ok(())
+}
+
+/// Room for a legend of `labels` right of the plot: marker, gap and the widest label.
+fn legend_width(area: &Area<'_>, labels: &[&str]) -> u32 {
+    let font = TextStyle::from((FAMILY, 15).into_font());
+    let widest = labels
+        .iter()
+        .filter_map(|l| area.estimate_text_size(l, &font).ok())
+        .map(|(w, _)| w)
+        .max()
+        .unwrap_or(0);
+    (widest + 80).clamp(180, 420)
+}
+
+/// The corners of a filled marker around (0, 0), pixels: circle, triangle, square, diamond or
+/// inverted triangle by `shape`, so series that coincide still show and the legend tells them
+/// apart without colour.
+fn marker(shape: usize) -> Vec<(i32, i32)> {
+    match shape % 5 {
+        0 => (0..12)
+            .map(|i| {
+                let a = f64::from(i) * std::f64::consts::PI / 6.0;
+                (
+                    (5.5 * a.cos()).round() as i32,
+                    (5.5 * a.sin()).round() as i32,
+                )
+            })
+            .collect(),
+        1 => vec![(0, -7), (6, 4), (-6, 4)],
+        2 => vec![(-5, -5), (5, -5), (5, 5), (-5, 5)],
+        3 => vec![(0, -7), (7, 0), (0, 7), (-7, 0)],
+        _ => vec![(0, 7), (6, -4), (-6, -4)],
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The figures.
 
-fn written(file: &str, title: &str) -> Drawn {
-    Drawn::Written(Figure {
-        file: file.to_string(),
-        title: title.to_string(),
-    })
+/// A chart against receivers (ranks - 1) from the records of the size most of them share, or
+/// `Skipped` with `why` when there are none.
+fn vs_receivers(
+    rs: Vec<&Record>,
+    file: String,
+    why: &str,
+    chart: impl FnOnce(String, u64, Vec<Series>) -> LineChart,
+    y: impl Fn(&Record) -> Option<(f64, Option<f64>)>,
+    out: &Path,
+) -> Result<Drawn, PlotError> {
+    let Some(bytes) = common_bytes(rs.iter().copied()) else {
+        return Ok(Drawn::Skipped(format!("{file}: no records with {why}")));
+    };
+    let series = lines(
+        rs.into_iter().filter(|r| r.bytes == bytes),
+        |r| u64::from(receivers(r)),
+        y,
+    );
+    draw_lines(out, chart(file, bytes, series))
 }
 
 /// `<coll>-latency-vs-receivers.png` (`bcast-latency-vs-receivers.png`, the BOAD paper's figure):
@@ -442,32 +610,27 @@ pub fn latency_vs_receivers(
     if rs.iter().any(|r| r.hosts > 1) {
         rs.retain(|r| r.hosts > 1);
     }
-    let Some(bytes) = common_bytes(rs.iter().copied()) else {
-        return Ok(Drawn::Skipped(format!(
-            "{file}: no records with bench \"fanout\", coll \"{coll}\" and avg_us"
-        )));
-    };
-    let lines = collect_lines(
-        rs.iter().copied().filter(|r| r.bytes == bytes),
-        |r| u64::from(receivers(r)),
-        |r| r.avg_us.map(|a| (a, r.p99_us)),
-    );
-    let title = format!("{} latency vs number of receivers", capitalized(coll));
-    let chart = LineChart {
-        title: title.clone(),
+    let chart = |file, bytes, series| LineChart {
+        file,
+        title: format!("{} latency vs number of receivers", capitalized(coll)),
         subtitle: format!(
             "{} messages, bench fanout; solid: mean, dashed: p99 (max over ranks)",
             fmt_bytes(bytes as f64)
         ),
-        x: AxisKind::Count,
-        y: AxisKind::Value,
+        x_bytes: false,
         x_desc: "receivers (ranks - 1)".into(),
         y_desc: "latency (µs)".into(),
-        series: series_of(&lines, true),
-        reference: None,
+        series,
     };
-    draw_line_chart(&out.join(&file), &chart)?;
-    Ok(written(&file, &title))
+    let why = format!("bench \"fanout\", coll \"{coll}\" and avg_us");
+    vs_receivers(
+        rs,
+        file,
+        &why,
+        chart,
+        |r| r.avg_us.map(|a| (a, r.p99_us)),
+        out,
+    )
 }
 
 /// `<coll>-throughput-vs-fanout.png`: collectives per second against receivers, one line per
@@ -494,43 +657,40 @@ pub fn throughput_vs_fanout(
     if one_host_left_out {
         rs.retain(|r| r.hosts > 1);
     }
-    let Some(bytes) = common_bytes(rs.iter().copied()) else {
-        return Ok(Drawn::Skipped(format!(
-            "{file}: no records with bench \"throughput\" or \"fanout\", coll \"{coll}\" and ops_per_s"
-        )));
+    let chart = |file, bytes, series: Vec<Series>| {
+        let fanouts: BTreeSet<u64> = series
+            .iter()
+            .flat_map(|s| s.mean.iter().map(|p| p.0 as u64))
+            .collect();
+        let mut subtitle = format!(
+            "{} per rank; collectives completed per second",
+            fmt_bytes(bytes as f64)
+        );
+        if let (1, Some(x)) = (fanouts.len(), fanouts.first()) {
+            subtitle = format!("{subtitle}; only one fan-out measured ({x} receivers)");
+        }
+        if one_host_left_out {
+            subtitle = format!("{subtitle}; cluster runs only (one-host runs: see report.md)");
+        }
+        LineChart {
+            file,
+            title: format!("{} throughput vs fan-out", capitalized(coll)),
+            subtitle,
+            x_bytes: false,
+            x_desc: "receivers (ranks - 1)".into(),
+            y_desc: "throughput (collectives/s)".into(),
+            series,
+        }
     };
-    let lines = collect_lines(
-        rs.iter().copied().filter(|r| r.bytes == bytes),
-        |r| u64::from(receivers(r)),
+    let why = format!("bench \"throughput\" or \"fanout\", coll \"{coll}\" and ops_per_s");
+    vs_receivers(
+        rs,
+        file,
+        &why,
+        chart,
         |r| r.ops_per_s.map(|o| (o, None)),
-    );
-    let title = format!("{} throughput vs fan-out", capitalized(coll));
-    let fanouts: BTreeSet<u64> = lines
-        .values()
-        .flat_map(|l| l.points.keys().copied())
-        .collect();
-    let mut subtitle = format!(
-        "{} per rank; collectives completed per second",
-        fmt_bytes(bytes as f64)
-    );
-    if let (1, Some(x)) = (fanouts.len(), fanouts.first()) {
-        subtitle = format!("{subtitle}; only one fan-out measured ({x} receivers)");
-    }
-    if one_host_left_out {
-        subtitle = format!("{subtitle}; cluster runs only (one-host runs: see report.md)");
-    }
-    let chart = LineChart {
-        title: title.clone(),
-        subtitle,
-        x: AxisKind::Count,
-        y: AxisKind::Value,
-        x_desc: "receivers (ranks - 1)".into(),
-        y_desc: "throughput (collectives/s)".into(),
-        series: series_of(&lines, false),
-        reference: None,
-    };
-    draw_line_chart(&out.join(&file), &chart)?;
-    Ok(written(&file, &title))
+        out,
+    )
 }
 
 /// Where the ranks of a latency-vs-size figure ran.
@@ -549,22 +709,6 @@ impl Placement {
             Placement::Host => r.hosts <= 1,
         }
     }
-    fn suffix(self) -> &'static str {
-        match self {
-            Placement::Cluster => "cluster",
-            Placement::Host => "host",
-        }
-    }
-}
-
-/// The rank count a figure of one placement shows: 9 when there are 9-rank records, else the most.
-pub fn preferred_ranks<'a>(records: impl IntoIterator<Item = &'a Record>) -> Option<u32> {
-    let ranks: BTreeSet<u32> = records.into_iter().map(|r| r.ranks).collect();
-    if ranks.contains(&9) {
-        Some(9)
-    } else {
-        ranks.last().copied()
-    }
 }
 
 /// `latency-vs-size-<coll>-cluster.png` / `-host.png`: mean latency against message size (log-log),
@@ -575,7 +719,11 @@ pub fn latency_vs_size(
     placement: Placement,
     out: &Path,
 ) -> Result<Drawn, PlotError> {
-    let file = format!("latency-vs-size-{coll}-{}.png", placement.suffix());
+    let (suffix, where_) = match placement {
+        Placement::Cluster => ("cluster", "hosts > 1"),
+        Placement::Host => ("host", "hosts == 1"),
+    };
+    let file = format!("latency-vs-size-{coll}-{suffix}.png");
     let rs: Vec<&Record> = records
         .iter()
         .filter(|r| {
@@ -583,17 +731,12 @@ pub fn latency_vs_size(
         })
         .collect();
     let Some(ranks) = preferred_ranks(rs.iter().copied()) else {
-        let where_ = match placement {
-            Placement::Cluster => "hosts > 1",
-            Placement::Host => "hosts == 1",
-        };
         return Ok(Drawn::Skipped(format!(
             "{file}: no records with bench \"latency\", coll \"{coll}\", {where_} and avg_us"
         )));
     };
     let rs: Vec<&Record> = rs.into_iter().filter(|r| r.ranks == ranks).collect();
     let hosts: BTreeSet<u32> = rs.iter().map(|r| r.hosts).collect();
-    let lines = collect_lines(rs, |r| r.bytes, |r| r.avg_us.map(|a| (a, None)));
     let place = match (placement, hosts.first(), hosts.last()) {
         (Placement::Host, _, _) => "one host".to_string(),
         (Placement::Cluster, Some(a), Some(b)) if a == b => format!("{a} hosts"),
@@ -610,17 +753,15 @@ pub fn latency_vs_size(
         "message"
     };
     let chart = LineChart {
-        title: title.clone(),
+        file,
+        title,
         subtitle: "bench latency; mean per rank, max over ranks; log-log".into(),
-        x: AxisKind::Bytes,
-        y: AxisKind::Value,
+        x_bytes: true,
         x_desc: format!("size ({per}, bytes)"),
         y_desc: "latency (µs)".into(),
-        series: series_of(&lines, false),
-        reference: None,
+        series: lines(rs, |r| r.bytes, |r| r.avg_us.map(|a| (a, None))),
     };
-    draw_line_chart(&out.join(&file), &chart)?;
-    Ok(written(&file, &title))
+    draw_lines(out, chart)
 }
 
 /// What a root-cost figure shows.
@@ -641,11 +782,21 @@ pub fn root_cost_vs_fanout(
     out: &Path,
 ) -> Result<Drawn, PlotError> {
     type Field = fn(&Record) -> Option<f64>;
-    let (file, field, value): (&str, &str, Field) = match cost {
-        RootCost::Cpu => ("root-cpu-vs-fanout.png", "cpu_us_root", |r| r.cpu_us_root),
-        RootCost::Syscalls => ("root-syscalls-vs-fanout.png", "syscalls_root", |r| {
-            r.syscalls_root
-        }),
+    let (file, field, value, title, y_desc): (&str, &str, Field, &str, &str) = match cost {
+        RootCost::Cpu => (
+            "root-cpu-vs-fanout.png",
+            "cpu_us_root",
+            |r| r.cpu_us_root,
+            "CPU time at the root per broadcast vs receivers",
+            "root CPU time per bcast (µs, user + sys)",
+        ),
+        RootCost::Syscalls => (
+            "root-syscalls-vs-fanout.png",
+            "syscalls_root",
+            |r| r.syscalls_root,
+            "System calls at the root per broadcast vs receivers",
+            "root system calls per bcast",
+        ),
     };
     let mut rs: Vec<&Record> = records
         .iter()
@@ -655,40 +806,24 @@ pub fn root_cost_vs_fanout(
     if rs.iter().any(|r| r.bench == "fanout") {
         rs.retain(|r| r.bench == "fanout");
     }
-    let Some(bytes) = common_bytes(rs.iter().copied()) else {
-        return Ok(Drawn::Skipped(format!(
-            "{file}: no records with coll \"bcast\" and {field}"
-        )));
-    };
-    let lines = collect_lines(
-        rs.iter().copied().filter(|r| r.bytes == bytes),
-        |r| u64::from(receivers(r)),
-        |r| value(r).map(|v| (v, None)),
-    );
-    let (title, y_desc, reference) = match cost {
-        RootCost::Cpu => (
-            "CPU time at the root per broadcast vs receivers",
-            "root CPU time per bcast (µs, user + sys)",
-            None,
-        ),
-        RootCost::Syscalls => (
-            "System calls at the root per broadcast vs receivers",
-            "root system calls per bcast",
-            Some((1.0, "target: 1 (boad-kernel)".to_string())),
-        ),
-    };
-    let chart = LineChart {
+    let chart = |file, bytes, series| LineChart {
+        file,
         title: title.into(),
         subtitle: format!("{} messages", fmt_bytes(bytes as f64)),
-        x: AxisKind::Count,
-        y: AxisKind::Value,
+        x_bytes: false,
         x_desc: "receivers (ranks - 1)".into(),
         y_desc: y_desc.into(),
-        series: series_of(&lines, false),
-        reference,
+        series,
     };
-    draw_line_chart(&out.join(file), &chart)?;
-    Ok(written(file, title))
+    let why = format!("coll \"bcast\" and {field}");
+    vs_receivers(
+        rs,
+        file.into(),
+        &why,
+        chart,
+        |r| value(r).map(|v| (v, None)),
+        out,
+    )
 }
 
 /// A bar of `app-time.png`: an implementation on a number of ranks and hosts.
@@ -702,10 +837,7 @@ type AppGroup = BTreeMap<BarKey, (f64, Option<f64>)>;
 pub fn app_time(records: &[Record], out: &Path) -> Result<Drawn, PlotError> {
     const FILE: &str = "app-time.png";
     let mut apps: BTreeMap<String, BTreeMap<u64, AppGroup>> = BTreeMap::new();
-    for r in records {
-        if r.bench != "app" {
-            continue;
-        }
+    for r in records.iter().filter(|r| r.bench == "app") {
         if let Some(total) = r.total_s {
             apps.entry(r.coll.clone())
                 .or_default()
@@ -729,21 +861,24 @@ pub fn app_time(records: &[Record], out: &Path) -> Result<Drawn, PlotError> {
         .collect();
     let ranks: BTreeSet<u32> = bars.iter().map(|b| b.1).collect();
     let hosts: BTreeSet<u32> = bars.iter().map(|b| b.2).collect();
-    let label = |((_, name), r, h): &BarKey| {
-        let on = if *h <= 1 {
-            "1 host".to_string()
-        } else {
-            format!("{h} hosts")
-        };
-        match (ranks.len() > 1, hosts.len() > 1) {
-            (true, _) => format!("{name} ({r} ranks, {on})"),
-            (false, true) => format!("{name} ({on})"),
-            (false, false) => name.clone(),
-        }
-    };
     let names: Vec<&str> = bars.iter().map(|b| b.0 .1.as_str()).collect();
-    let colors: BTreeMap<BarKey, RGBColor> =
-        bars.iter().cloned().zip(assign_colors(&names)).collect();
+    let legend: Vec<(String, RGBColor)> = bars
+        .iter()
+        .zip(styles(&names))
+        .map(|(((_, name), r, h), (color, _))| {
+            let on = if *h <= 1 {
+                "1 host".to_string()
+            } else {
+                format!("{h} hosts")
+            };
+            let label = match (ranks.len() > 1, hosts.len() > 1) {
+                (true, _) => format!("{name} ({r} ranks, {on})"),
+                (false, true) => format!("{name} ({on})"),
+                (false, false) => name.clone(),
+            };
+            (label, color)
+        })
+        .collect();
     let title = "Applications: total time and time in collectives";
     let mut subtitle =
         "light bar: total wall time; solid bar: time inside collectives (max over ranks)"
@@ -752,29 +887,27 @@ pub fn app_time(records: &[Record], out: &Path) -> Result<Drawn, PlotError> {
         subtitle = format!("{r} ranks; {subtitle}");
     }
     let path = out.join(FILE);
+    let bars: Vec<BarKey> = bars.into_iter().collect();
     let drawn = (|| -> DrawResult {
         let root = BitMapBackend::new(&path, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE)?;
         let body = root.titled(title, (FAMILY, 26))?;
-        let body = body.titled(
-            &subtitle,
-            (FAMILY, 16).into_font().color(&RGBColor(80, 80, 80)),
-        )?;
-        let labels: Vec<String> = bars.iter().map(label).collect();
-        let (plots, legend) = body.split_horizontally(WIDTH - legend_width(&root, &labels));
-        let entries: Vec<LegendEntry> = bars
-            .iter()
-            .map(|b| LegendEntry {
-                label: label(b),
-                color: colors.get(b).copied().unwrap_or(BLACK),
-                mark: Mark::Bar,
-            })
-            .collect();
-        draw_legend(&legend, &entries)?;
-        let panels = plots.split_evenly((1, apps.len()));
-        for (panel, (app, groups)) in panels.iter().zip(&apps) {
-            draw_app_panel(panel, app, groups, &colors)?;
+        let body = body.titled(&subtitle, (FAMILY, 16).into_font().color(&SUBTITLE_GREY))?;
+        let labels: Vec<&str> = legend.iter().map(|(l, _)| l.as_str()).collect();
+        let (panels, legend_area) = body.split_horizontally(WIDTH - legend_width(&root, &labels));
+        for (panel, (app, groups)) in panels.split_evenly((1, apps.len())).iter().zip(&apps) {
+            draw_app_panel(panel, app, groups, &bars, &legend)?;
         }
+        let mut legend_chart = legend_chart(&legend_area)?;
+        for (label, color) in &legend {
+            let color = *color;
+            legend_entry(&mut legend_chart, label, move |(x, y)| {
+                EmptyElement::at((x, y))
+                    + Rectangle::new([(0, -8), (28, 0)], color.mix(0.3).filled())
+                    + Rectangle::new([(0, 0), (28, 8)], color.filled())
+            })?;
+        }
+        draw_legend(&mut legend_chart)?;
         root.present()?;
         Ok(())
     })();
@@ -782,80 +915,80 @@ pub fn app_time(records: &[Record], out: &Path) -> Result<Drawn, PlotError> {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    Ok(written(FILE, title))
+    Ok(Drawn::Written(Figure {
+        file: FILE.into(),
+        title: title.into(),
+    }))
 }
 
+/// One application's panel of `app-time.png`: a group of `bars` per problem size.
 fn draw_app_panel(
     panel: &Area<'_>,
     app: &str,
     groups: &BTreeMap<u64, AppGroup>,
-    colors: &BTreeMap<BarKey, RGBColor>,
+    bars: &[BarKey],
+    legend: &[(String, RGBColor)],
 ) -> DrawResult {
-    let group_labels: Vec<String> = groups
-        .keys()
-        .map(|&v| format!("{} vertices", fmt_axis_number(v as f64)))
-        .collect();
-    let bars: BTreeSet<&BarKey> = groups.values().flat_map(|g| g.keys()).collect();
-    let bars: Vec<&BarKey> = bars.into_iter().collect();
-    let values: Vec<f64> = groups
-        .values()
-        .flat_map(|g| g.values())
-        .flat_map(|&(t, c)| [Some(t), c])
-        .flatten()
-        .collect();
-    let y = Axis::new(AxisKind::Value, &values);
+    let (_, top) = span(
+        groups
+            .values()
+            .flat_map(|g| g.values())
+            .flat_map(|&(t, c)| [Some(t), c])
+            .flatten(),
+    )
+    .unwrap_or((0.0, 1.0));
     let n = groups.len();
-    let x = Axis {
-        log: false,
-        lo: -0.5,
-        hi: n as f64 - 0.5,
-        ticks: (0..n).map(|i| i as f64).collect(),
-        kind: AxisKind::Count,
-    };
     let mut chart = ChartBuilder::on(panel)
         .caption(app, (FAMILY, 20))
         .margin(10)
         .x_label_area_size(45)
         .y_label_area_size(75)
-        .build_cartesian_2d(x.ranged(), y.ranged())?;
+        .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..(top * 1.08).max(1e-9))?;
+    let sizes: Vec<u64> = groups.keys().copied().collect();
     let group_label = |v: &f64| {
         let i = v.round();
-        if (v - i).abs() < 1e-6 && i >= 0.0 {
-            group_labels.get(i as usize).cloned().unwrap_or_default()
-        } else {
-            String::new()
+        match sizes.get(i as usize) {
+            Some(s) if (v - i).abs() < 1e-6 && i >= 0.0 => {
+                format!("{} vertices", fmt_axis_number(*s as f64))
+            }
+            _ => String::new(),
         }
     };
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .bold_line_style(BLACK.mix(0.12))
+        .x_labels(n)
         .x_label_formatter(&group_label)
-        .y_label_formatter(&|v| y.label(*v))
+        .y_label_formatter(&|v| fmt_axis_number(*v))
         .y_desc("time (s)")
         .label_style((FAMILY, 15))
         .axis_desc_style((FAMILY, 17))
+        .bold_line_style(BLACK.mix(0.15))
+        .light_line_style(BLACK.mix(0.05))
+        .y_max_light_lines(4)
         .draw()?;
     let width = 0.8 / bars.len().max(1) as f64;
-    for (gi, group) in groups.values().enumerate() {
-        for (bi, key) in bars.iter().enumerate() {
-            let Some(&(total, comm)) = group.get(*key) else {
-                continue;
-            };
-            let color = colors.get(*key).copied().unwrap_or(BLACK);
-            let x0 = gi as f64 - 0.4 + bi as f64 * width + width * 0.08;
-            let x1 = x0 + width * 0.84;
-            let bar = |v: f64| y.t(v).map(|top| [(x0, y.lo), (x1, top.max(y.lo))]);
-            if let Some(b) = bar(total) {
-                chart.draw_series([
-                    Rectangle::new(b, color.mix(0.3).filled()),
-                    Rectangle::new(b, ShapeStyle::from(color).stroke_width(1)),
-                ])?;
-            }
-            if let Some(b) = comm.and_then(bar) {
-                chart.draw_series([Rectangle::new(b, color.filled())])?;
-            }
-        }
+    for (bi, (key, (_, color))) in bars.iter().zip(legend).enumerate() {
+        let color = *color;
+        // (left, right, total, comm) of this implementation's bar in each group that has it.
+        let rects: Vec<(f64, f64, f64, Option<f64>)> = groups
+            .values()
+            .enumerate()
+            .filter_map(|(gi, g)| {
+                let &(total, comm) = g.get(key)?;
+                let x0 = gi as f64 - 0.4 + (bi as f64 + 0.08) * width;
+                Some((x0, x0 + width * 0.84, total, comm))
+            })
+            .collect();
+        chart.draw_series(rects.iter().flat_map(|&(x0, x1, t, _)| {
+            [
+                Rectangle::new([(x0, 0.0), (x1, t)], color.mix(0.3).filled()),
+                Rectangle::new([(x0, 0.0), (x1, t)], color.stroke_width(1)),
+            ]
+        }))?;
+        chart.draw_series(rects.iter().filter_map(|&(x0, x1, _, c)| {
+            Some(Rectangle::new([(x0, 0.0), (x1, c?)], color.filled()))
+        }))?;
     }
     Ok(())
 }
@@ -870,471 +1003,6 @@ fn capitalized(coll: &str) -> String {
         "barrier" => "Barrier".into(),
         other => other.to_string(),
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Drawing: axes, line charts, legends.
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AxisKind {
-    /// Small integers (receivers): linear, or log2 when they span three doublings.
-    Count,
-    /// Message sizes: always logarithmic, ticks at powers of two.
-    Bytes,
-    /// Measured values: logarithmic when they span more than a decade, else linear from 0.
-    Value,
-}
-
-/// An axis in plotting coordinates: values are drawn at `t(v)` (log10 on a log axis).
-struct Axis {
-    log: bool,
-    lo: f64,
-    hi: f64,
-    ticks: Vec<f64>,
-    kind: AxisKind,
-}
-
-impl Axis {
-    fn new(kind: AxisKind, values: &[f64]) -> Axis {
-        let vals: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-        let min = vals.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        if vals.is_empty() {
-            return Axis {
-                log: false,
-                lo: 0.0,
-                hi: 1.0,
-                ticks: vec![0.0, 1.0],
-                kind,
-            };
-        }
-        match kind {
-            AxisKind::Count if min >= 1.0 && max / min >= 8.0 => {
-                // Fan-outs that double (2, 4, ..., 64): a log2 axis, with a tick at each value
-                // measured (or at each power of two when there are many).
-                let (lo2, hi2) = (min.log2() - 0.3, max.log2() + 0.3);
-                let mut distinct: Vec<f64> = vals.iter().map(|v| v.round()).collect();
-                distinct.sort_by(f64::total_cmp);
-                distinct.dedup();
-                let ticks = if distinct.len() <= 12 {
-                    distinct.iter().map(|v| v.log10()).collect()
-                } else {
-                    ((lo2.ceil() as i32)..=(hi2.floor() as i32))
-                        .map(|e| f64::from(e) * std::f64::consts::LOG10_2)
-                        .collect()
-                };
-                Axis {
-                    log: true,
-                    lo: lo2 * std::f64::consts::LOG10_2,
-                    hi: hi2 * std::f64::consts::LOG10_2,
-                    ticks,
-                    kind,
-                }
-            }
-            AxisKind::Count => {
-                let lo = (min - 0.5).max(-0.5);
-                let hi = max + 0.5;
-                let span = (max - min.max(0.0)).max(1.0);
-                let step = (span / 15.0).ceil().max(1.0);
-                let first = (lo / step).ceil() * step;
-                let ticks = (0..)
-                    .map(|i| first + i as f64 * step)
-                    .take_while(|t| *t <= hi)
-                    .collect();
-                Axis {
-                    log: false,
-                    lo,
-                    hi,
-                    ticks,
-                    kind,
-                }
-            }
-            AxisKind::Bytes if min > 0.0 => {
-                let (lo2, hi2) = (min.log2(), max.log2());
-                let pad = ((hi2 - lo2) * 0.04).max(0.3);
-                let (lo2, hi2) = (lo2 - pad, hi2 + pad);
-                let count = (hi2.floor() - lo2.ceil() + 1.0).max(1.0);
-                let step = (count / 11.0).ceil().max(1.0);
-                let ticks = ((lo2.ceil() as i32)..=(hi2.floor() as i32))
-                    .filter(|e| f64::from(*e).rem_euclid(step) == 0.0)
-                    .map(|e| f64::from(e) * std::f64::consts::LOG10_2)
-                    .collect();
-                Axis {
-                    log: true,
-                    lo: lo2 * std::f64::consts::LOG10_2,
-                    hi: hi2 * std::f64::consts::LOG10_2,
-                    ticks,
-                    kind,
-                }
-            }
-            _ if min > 0.0 && max / min > 10.0 => {
-                let (lo10, hi10) = (min.log10(), max.log10());
-                let pad = (hi10 - lo10) * 0.06;
-                let (lo, hi) = (lo10 - pad, hi10 + pad);
-                let mults: &[f64] = if hi - lo <= 4.5 {
-                    &[1.0, 2.0, 5.0]
-                } else if hi - lo <= 7.0 {
-                    &[1.0, 3.0]
-                } else {
-                    &[1.0]
-                };
-                let every = if hi - lo > 8.0 { 2 } else { 1 };
-                let mut ticks = vec![];
-                for k in (lo.floor() as i32)..=(hi.ceil() as i32) {
-                    if k.rem_euclid(every) != 0 {
-                        continue;
-                    }
-                    for m in mults {
-                        let t = m.log10() + f64::from(k);
-                        if t >= lo && t <= hi {
-                            ticks.push(t);
-                        }
-                    }
-                }
-                Axis {
-                    log: true,
-                    lo,
-                    hi,
-                    ticks,
-                    kind,
-                }
-            }
-            _ => {
-                let lo = min.min(0.0);
-                let hi = if max > lo {
-                    max + (max - lo) * 0.08
-                } else {
-                    lo + 1.0
-                };
-                let step = nice_step((hi - lo) / 6.0);
-                let first = (lo / step).ceil() * step;
-                let ticks = (0..)
-                    .map(|i| first + i as f64 * step)
-                    .take_while(|t| *t <= hi + step * 1e-9)
-                    .collect();
-                Axis {
-                    log: false,
-                    lo,
-                    hi,
-                    ticks,
-                    kind: AxisKind::Value,
-                }
-            }
-        }
-    }
-
-    fn ranged(&self) -> Ticked {
-        Ticked {
-            lo: self.lo,
-            hi: self.hi,
-            ticks: self.ticks.clone(),
-        }
-    }
-
-    /// Where `v` is drawn, or `None` if a log axis cannot show it.
-    fn t(&self, v: f64) -> Option<f64> {
-        match (self.log, v.is_finite()) {
-            (_, false) => None,
-            (true, _) if v <= 0.0 => None,
-            (true, _) => Some(v.log10()),
-            (false, _) => Some(v),
-        }
-    }
-
-    fn label(&self, t: f64) -> String {
-        let v = if self.log { 10f64.powf(t) } else { t };
-        match self.kind {
-            AxisKind::Bytes => fmt_bytes(v.round()),
-            AxisKind::Count => format!("{}", v.round()),
-            AxisKind::Value => fmt_axis_number(if self.log { round_sig(v) } else { v }),
-        }
-    }
-}
-
-/// A linear plotters axis with exactly the given ticks (grid lines and labels).
-struct Ticked {
-    lo: f64,
-    hi: f64,
-    ticks: Vec<f64>,
-}
-
-impl Ranged for Ticked {
-    type FormatOption = DefaultFormatting;
-    type ValueType = f64;
-
-    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
-        let frac = (value - self.lo) / (self.hi - self.lo);
-        let px = f64::from(limit.0) + frac * f64::from(limit.1 - limit.0);
-        px.clamp(-1e6, 1e6).round() as i32
-    }
-
-    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
-        if hint.weight().allow_light_points() {
-            vec![]
-        } else {
-            self.ticks.clone()
-        }
-    }
-
-    fn range(&self) -> std::ops::Range<f64> {
-        self.lo..self.hi
-    }
-}
-
-/// 1, 2 or 5 times a power of ten, at least `raw`.
-fn nice_step(raw: f64) -> f64 {
-    if raw <= 0.0 || !raw.is_finite() {
-        return 1.0;
-    }
-    let p = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .map(|m| m * p)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * p)
-}
-
-/// Rounds away the error of 10^log10(v) (so 2 prints as 2, not 1.9999999).
-fn round_sig(v: f64) -> f64 {
-    if v == 0.0 {
-        return 0.0;
-    }
-    let p = 10f64.powf(v.abs().log10().floor() - 2.0);
-    (v / p).round() * p
-}
-
-struct Series {
-    label: String,
-    color: RGBColor,
-    /// Marker (see [`marker_points`]).
-    shape: usize,
-    dashed: bool,
-    in_legend: bool,
-    points: Vec<(f64, f64)>,
-}
-
-struct LineChart {
-    title: String,
-    subtitle: String,
-    x: AxisKind,
-    y: AxisKind,
-    x_desc: String,
-    y_desc: String,
-    series: Vec<Series>,
-    reference: Option<(f64, String)>,
-}
-
-#[derive(Clone, Copy)]
-enum Mark {
-    /// A solid line with the marker of this index (see [`marker_points`]).
-    Line(usize),
-    Dashed,
-    Bar,
-}
-
-struct LegendEntry {
-    label: String,
-    color: RGBColor,
-    mark: Mark,
-}
-
-fn draw_line_chart(path: &Path, spec: &LineChart) -> Result<(), PlotError> {
-    let drawn = (|| -> DrawResult {
-        let xs: Vec<f64> = spec
-            .series
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.0))
-            .collect();
-        let mut ys: Vec<f64> = spec
-            .series
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.1))
-            .collect();
-        if let Some((v, _)) = &spec.reference {
-            ys.push(*v);
-        }
-        let x = Axis::new(spec.x, &xs);
-        let y = Axis::new(spec.y, &ys);
-
-        let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let body = root.titled(&spec.title, (FAMILY, 26))?;
-        let body = body.titled(
-            &spec.subtitle,
-            (FAMILY, 16).into_font().color(&RGBColor(80, 80, 80)),
-        )?;
-        // Legend labels by series (a hidden series says what hides it).
-        let legend_labels: Vec<String> = (0..spec.series.len())
-            .map(|i| match hidden_under(&spec.series, i) {
-                Some(top) => format!("{} (under {top})", spec.series[i].label),
-                None => spec.series[i].label.clone(),
-            })
-            .collect();
-        let mut labels: Vec<String> = legend_labels
-            .iter()
-            .zip(&spec.series)
-            .filter(|(_, s)| s.in_legend)
-            .map(|(l, _)| l.clone())
-            .collect();
-        labels.extend(spec.reference.iter().map(|(_, l)| l.clone()));
-        let (plot, legend) = body.split_horizontally(WIDTH - legend_width(&root, &labels));
-        let mut chart = ChartBuilder::on(&plot)
-            .margin(12)
-            .x_label_area_size(50)
-            .y_label_area_size(80)
-            .build_cartesian_2d(x.ranged(), y.ranged())?;
-        chart
-            .configure_mesh()
-            .bold_line_style(BLACK.mix(0.12))
-            .x_label_formatter(&|v| x.label(*v))
-            .y_label_formatter(&|v| y.label(*v))
-            .x_desc(spec.x_desc.as_str())
-            .y_desc(spec.y_desc.as_str())
-            .label_style((FAMILY, 15))
-            .axis_desc_style((FAMILY, 17))
-            .draw()?;
-
-        let mut entries = vec![];
-        for (i, s) in spec.series.iter().enumerate() {
-            let shape = s.shape;
-            let pts: Vec<(f64, f64)> = s
-                .points
-                .iter()
-                .filter_map(|&(a, b)| Some((x.t(a)?, y.t(b)?)))
-                .collect();
-            let style = ShapeStyle::from(s.color).stroke_width(if s.dashed { 2 } else { 3 });
-            if s.dashed {
-                chart.draw_series(DashedLineSeries::new(pts.clone(), 9, 6, style))?;
-                chart.draw_series(
-                    pts.iter()
-                        .map(|&p| Circle::new(p, 4, ShapeStyle::from(s.color).stroke_width(2))),
-                )?;
-            } else {
-                chart.draw_series(LineSeries::new(pts.clone(), style))?;
-                chart.draw_series(pts.iter().map(|&p| {
-                    EmptyElement::at(p) + Polygon::new(marker_points(shape), s.color.filled())
-                }))?;
-            }
-            if s.in_legend {
-                entries.push(LegendEntry {
-                    label: legend_labels[i].clone(),
-                    color: s.color,
-                    mark: Mark::Line(shape),
-                });
-            }
-        }
-        if spec.series.iter().any(|s| s.dashed) {
-            entries.push(LegendEntry {
-                label: "p99 (dashed)".into(),
-                color: RGBColor(60, 60, 60),
-                mark: Mark::Dashed,
-            });
-        }
-        if let Some((v, label)) = &spec.reference {
-            if let Some(ty) = y.t(*v) {
-                let style = ShapeStyle::from(BLACK).stroke_width(2);
-                chart.draw_series(DashedLineSeries::new(
-                    vec![(x.lo, ty), (x.hi, ty)],
-                    4,
-                    4,
-                    style,
-                ))?;
-                entries.push(LegendEntry {
-                    label: label.clone(),
-                    color: BLACK,
-                    mark: Mark::Dashed,
-                });
-            }
-        }
-        draw_legend(&legend, &entries)?;
-        root.present()?;
-        Ok(())
-    })();
-    drawn.map_err(|e| PlotError::Draw {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
-}
-
-/// The label of a later (drawn on top) legend series with the same points as series `i`, within
-/// 1%: series `i` is then hidden, and its legend entry says so.
-fn hidden_under(series: &[Series], i: usize) -> Option<&str> {
-    let me = &series[i];
-    series[i + 1..]
-        .iter()
-        .filter(|o| o.in_legend && o.points.len() == me.points.len())
-        .find(|o| {
-            o.points
-                .iter()
-                .zip(&me.points)
-                .all(|(a, b)| a.0 == b.0 && (a.1 - b.1).abs() <= 0.01 * a.1.abs().max(b.1.abs()))
-        })
-        .map(|o| o.label.as_str())
-}
-
-/// The points of a filled marker around (0, 0), pixels: circle, triangle, square, diamond or
-/// inverted triangle by `shape` (so series that coincide still show, and the legend tells them
-/// apart without colour).
-fn marker_points(shape: usize) -> Vec<(i32, i32)> {
-    match shape % 5 {
-        0 => (0..12)
-            .map(|i| {
-                let a = f64::from(i) * std::f64::consts::PI / 6.0;
-                (
-                    (5.5 * a.cos()).round() as i32,
-                    (5.5 * a.sin()).round() as i32,
-                )
-            })
-            .collect(),
-        1 => vec![(0, -7), (6, 4), (-6, 4)],
-        2 => vec![(-5, -5), (5, -5), (5, 5), (-5, 5)],
-        3 => vec![(0, -7), (7, 0), (0, 7), (-7, 0)],
-        _ => vec![(0, 7), (6, -4), (-6, -4)],
-    }
-}
-
-/// The width of a legend panel holding `labels`.
-fn legend_width(area: &Area<'_>, labels: &[String]) -> u32 {
-    let font = TextStyle::from((FAMILY, 15).into_font());
-    let widest = labels
-        .iter()
-        .filter_map(|l| area.estimate_text_size(l, &font).ok())
-        .map(|(w, _)| w)
-        .max()
-        .unwrap_or(0);
-    (widest + 64).clamp(LEGEND_WIDTH.0, LEGEND_WIDTH.1)
-}
-
-/// The legend, in its own panel right of the plot (so it never hides data).
-fn draw_legend(area: &Area<'_>, entries: &[LegendEntry]) -> DrawResult {
-    let font = (FAMILY, 15).into_font();
-    for (i, e) in entries.iter().enumerate() {
-        let y = 40 + 28 * i as i32;
-        let style = ShapeStyle::from(e.color).stroke_width(3);
-        match e.mark {
-            Mark::Line(shape) => {
-                area.draw(&PathElement::new(vec![(6, y), (40, y)], style))?;
-                area.draw(
-                    &(EmptyElement::at((23, y))
-                        + Polygon::new(marker_points(shape), e.color.filled())),
-                )?;
-            }
-            Mark::Dashed => {
-                for x in [6, 20, 34] {
-                    area.draw(&PathElement::new(vec![(x, y), (x + 8, y)], style))?;
-                }
-            }
-            Mark::Bar => {
-                area.draw(&Rectangle::new(
-                    [(8, y - 8), (38, y + 8)],
-                    e.color.mix(0.3).filled(),
-                ))?;
-                area.draw(&Rectangle::new([(8, y), (38, y + 8)], e.color.filled()))?;
-            }
-        }
-        area.draw(&Text::new(e.label.clone(), (48, y - 5), font.clone()))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1371,7 +1039,7 @@ pub(crate) mod tests {
         let host = ["boad-shm", "boad-udp", "ompi-shm", "mpich-shm"];
         for (i, imp) in cluster.iter().enumerate() {
             let f = 1.0 + i as f64;
-            // The fan-out sweep's shape: 2 to 64 receivers (and 9 ranks, the bar's).
+            // The fan-out sweep's shape: 2 to 64 receivers (and 9 ranks, the main configuration).
             for ranks in [2, 3, 5, 9, 17, 33, 65] {
                 let mut a = rec("fanout", imp, "allreduce", 4, ranks, ranks.min(8));
                 a.avg_us = Some(f * 12.0 * f64::from(ranks));
@@ -1432,71 +1100,93 @@ pub(crate) mod tests {
         v
     }
 
-    pub(crate) fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("boad-plot-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     pub(crate) fn font() {
         load_font(Path::new(DEFAULT_FONT))
             .unwrap_or_else(|e| panic!("the plot tests need a font: {e}"));
     }
 
-    /// Width and height from a PNG's signature and IHDR chunk.
-    fn png_size(path: &Path) -> (u32, u32) {
-        let b = std::fs::read(path).unwrap();
-        assert!(b.len() > 33, "{} is too short for a PNG", path.display());
-        assert_eq!(
-            &b[..8],
-            b"\x89PNG\r\n\x1a\n",
-            "{} is not a PNG",
-            path.display()
-        );
-        assert_eq!(&b[12..16], b"IHDR");
-        let be = |o: usize| u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-        (be(16), be(20))
-    }
-
+    /// Every figure from the synthetic records, into a temporary directory: the expected files,
+    /// each a PNG of the figure size with a drawing on it (not blank, not all ink), the
+    /// implementations' colours in the plot (left) and in the legend (right), and the directory
+    /// removed afterwards.
     #[test]
-    fn every_figure_is_a_png_of_the_requested_size() {
+    fn every_figure_is_drawn_from_synthetic_records() {
         font();
-        let dir = temp_dir("all");
-        let outcome = plot_all(&synthetic(), &dir);
+        let dir = tempfile::tempdir().unwrap();
+        let outcome = plot_all(&synthetic(), dir.path());
         assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
         assert!(outcome.skipped.is_empty(), "{:?}", outcome.skipped);
         let files: Vec<&str> = outcome.written.iter().map(|f| f.file.as_str()).collect();
-        for want in [
-            "bcast-latency-vs-receivers.png",
-            "allreduce-latency-vs-receivers.png",
-            "allreduce-throughput-vs-fanout.png",
-            "reduce-throughput-vs-fanout.png",
-            "latency-vs-size-bcast-cluster.png",
-            "latency-vs-size-allgather-host.png",
-            "root-cpu-vs-fanout.png",
-            "root-syscalls-vs-fanout.png",
-            "app-time.png",
-        ] {
-            assert!(files.contains(&want), "{want} not in {files:?}");
-        }
-        assert_eq!(files.len(), 4 + 2 * SIZE_COLLECTIVES.len() + 3);
+        assert_eq!(
+            files,
+            [
+                "bcast-latency-vs-receivers.png",
+                "allreduce-latency-vs-receivers.png",
+                "allreduce-throughput-vs-fanout.png",
+                "reduce-throughput-vs-fanout.png",
+                "latency-vs-size-bcast-cluster.png",
+                "latency-vs-size-bcast-host.png",
+                "latency-vs-size-reduce-cluster.png",
+                "latency-vs-size-reduce-host.png",
+                "latency-vs-size-allreduce-cluster.png",
+                "latency-vs-size-allreduce-host.png",
+                "latency-vs-size-allgather-cluster.png",
+                "latency-vs-size-allgather-host.png",
+                "root-cpu-vs-fanout.png",
+                "root-syscalls-vs-fanout.png",
+                "app-time.png",
+            ]
+        );
         for f in &outcome.written {
-            assert_eq!(png_size(&dir.join(&f.file)), (WIDTH, HEIGHT), "{}", f.file);
+            let path = dir.path().join(&f.file);
+            let img = image::open(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.file))
+                .to_rgb8();
+            assert_eq!(img.dimensions(), (WIDTH, HEIGHT), "{}", f.file);
+            let ink = img.pixels().filter(|p| p.0 != [255, 255, 255]).count();
+            let share = ink as f64 / f64::from(WIDTH * HEIGHT);
+            assert!(
+                (0.02..0.6).contains(&share),
+                "{}: {share} not white",
+                f.file
+            );
+            // Where each implementation's own colour shows: in the plot, in the legend.
+            let (mut left, mut right) = (BTreeSet::new(), BTreeSet::new());
+            for (x, _, p) in img.enumerate_pixels() {
+                // (Not mpich-tcp's grey, which anti-aliased black text also makes.)
+                if let Some(name) = IMPLEMENTATIONS
+                    .iter()
+                    .find(|n| fixed_color(n).is_some_and(|c| c.0 != c.1 && [c.0, c.1, c.2] == p.0))
+                {
+                    if x < WIDTH / 2 {
+                        left.insert(*name);
+                    } else if x > WIDTH - 380 {
+                        right.insert(*name);
+                    }
+                }
+            }
+            assert!(left.len() >= 3, "{}: plotted {left:?}", f.file);
+            assert!(
+                left.is_subset(&right),
+                "{}: {left:?} vs legend {right:?}",
+                f.file
+            );
         }
-        std::fs::remove_dir_all(&dir).unwrap();
+        let path = dir.path().to_path_buf();
+        dir.close().unwrap();
+        assert!(!path.exists());
     }
 
     #[test]
     fn missing_data_skips_a_figure_without_failing() {
         font();
-        let dir = temp_dir("skip");
+        let dir = tempfile::tempdir().unwrap();
         // Only one-host latency of bcast: every other figure is skipped, one is written.
         let records: Vec<Record> = synthetic()
             .into_iter()
             .filter(|r| r.bench == "latency" && r.hosts == 1 && r.coll == "bcast")
             .collect();
-        let outcome = plot_all(&records, &dir);
+        let outcome = plot_all(&records, dir.path());
         assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
         let files: Vec<&str> = outcome.written.iter().map(|f| f.file.as_str()).collect();
         assert_eq!(files, ["latency-vs-size-bcast-host.png"]);
@@ -1504,45 +1194,65 @@ pub(crate) mod tests {
             .skipped
             .iter()
             .any(|s| s.starts_with("app-time.png")));
-        assert!(!dir.join("app-time.png").exists());
-        let empty = plot_all(&[], &dir);
+        assert!(!dir.path().join("app-time.png").exists());
+        let empty = plot_all(&[], dir.path());
         assert!(empty.written.is_empty() && empty.failed.is_empty());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn axes_and_labels() {
-        let b = Axis::new(AxisKind::Bytes, &[4.0, 1048576.0]);
-        assert!(b.log);
-        let labels: Vec<String> = b.ticks.iter().map(|t| b.label(*t)).collect();
-        assert!(labels.contains(&"4 B".to_string()), "{labels:?}");
-        assert!(labels.contains(&"1 MiB".to_string()), "{labels:?}");
-        let v = Axis::new(AxisKind::Value, &[2.0, 3.0]);
-        assert!(!v.log && v.lo == 0.0 && v.hi > 3.0);
-        let l = Axis::new(AxisKind::Value, &[1.0, 5000.0]);
-        assert!(l.log);
-        assert_eq!(l.label(l.ticks[0]), "1");
+    fn axes_lines_and_labels() {
+        // Values over more than a decade: a log axis over whole decades; else linear from 0.
+        assert_eq!(y_range([20.0, 5000.0]), (10.0..10000.0, true));
+        assert_eq!(y_range([1.01, 64.0]), (0.5..100.0, true));
+        let (r, log) = y_range([2.0, 3.0]);
+        assert!(!log && r.start == 0.0 && r.end > 3.0, "{r:?}");
+        assert_eq!(y_range([]), (0.0..1.0, false));
         assert_eq!(fmt_axis_number(20000.0), "20k");
+        assert_eq!(fmt_axis_number(0.005), "0.005");
+        assert_eq!(fmt_axis_number(0.25), "0.25");
+        assert_eq!(fmt_bytes(1048576.0), "1 MiB");
+        assert_eq!(fmt_bytes(4.0), "4 B");
         assert_eq!(
             common_bytes(&[rec("a", "b", "c", 8, 2, 1), rec("a", "b", "c", 4, 2, 1)]),
             Some(4)
         );
         assert_eq!(receivers(&rec("a", "b", "c", 8, 9, 3)), 8);
-        let line = |label: &str, ys: &[f64]| Series {
-            label: label.into(),
-            color: BLACK,
-            shape: 0,
-            dashed: false,
-            in_legend: true,
-            points: ys.iter().enumerate().map(|(i, y)| (i as f64, *y)).collect(),
+        // Lines: one per implementation, the last record of a point winning; a line hidden under
+        // a later one says so; one host and cluster apart when both occur.
+        let point = |imp: &str, ranks: u32, hosts: u32, avg: f64| {
+            let mut r = rec("fanout", imp, "bcast", 4, ranks, hosts);
+            r.avg_us = Some(avg);
+            r
         };
-        let series = [
-            line("naive", &[2.0, 4.0]),
-            line("epoll", &[2.01, 4.0]),
-            line("udp", &[3.0, 4.0]),
+        let records = [
+            point("naive", 3, 3, 2.0),
+            point("naive", 5, 3, 4.0),
+            point("epoll", 3, 3, 2.01),
+            point("epoll", 5, 3, 4.0),
+            point("boad-udp", 3, 3, 9.0),
+            point("boad-udp", 3, 3, 3.0),
+            point("boad-udp", 5, 1, 4.0),
         ];
-        assert_eq!(hidden_under(&series, 0), Some("epoll"));
-        assert_eq!(hidden_under(&series, 1), None);
+        let series = lines(
+            &records,
+            |r| u64::from(receivers(r)),
+            |r| r.avg_us.map(|a| (a, None)),
+        );
+        let labels: Vec<&str> = series.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "boad-udp (cluster)",
+                "boad-udp (1 host)",
+                "naive (cluster) (under epoll (cluster))",
+                "epoll (cluster)"
+            ]
+        );
+        assert_eq!(series[0].mean, [(2.0, 3.0)]);
+        // boad-udp's second line takes a spare colour and marker, not boad-udp's own.
+        assert_eq!(series[0].color, RGBColor(44, 123, 182));
+        assert_ne!(series[1].color, series[0].color);
+        assert_ne!(series[1].marker, series[0].marker);
         let mut fell_back = rec("fanout", "boad-udp", "bcast", 4, 9, 3);
         fell_back.note = Some("asked for kernel, ran on udp".into());
         assert_eq!(who(&fell_back), "boad-udp (asked kernel)");

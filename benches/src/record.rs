@@ -2,8 +2,11 @@
 //!
 //! Every producer (the osu-style worker under `boadrun`, the MPI C benchmark, the baselines, the
 //! PageRank/BFS examples) writes these, and every consumer (tables in `docs/`, the plots) reads them.
-//! Fields that do not apply to a benchmark are `None` (omitted from the JSON).
+//! Fields that do not apply to a benchmark are `None` (omitted from the JSON). Also here: who a
+//! record measured ([`who`]), the order implementations are listed in, and the choices of records
+//! the figures and the report share.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::path::Path;
 
@@ -96,6 +99,90 @@ pub fn read(file: &Path) -> std::io::Result<Vec<Record>> {
         out.push(r);
     }
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who a record measured and which records a figure or table shows (shared by the plots and the
+// report).
+
+/// Implementations in the order figures and tables list them; others follow, alphabetically.
+pub const IMPLEMENTATIONS: [&str; 11] = [
+    "boad-kernel",
+    "boad-udp",
+    "boad-hier-kernel",
+    "boad-hier",
+    "boad-shm",
+    "naive",
+    "epoll",
+    "ompi-tcp",
+    "ompi-shm",
+    "mpich-tcp",
+    "mpich-shm",
+];
+
+/// Who a record measured, as figures and tables name it: its `implementation`, except that a boad
+/// record whose note says the job ran on another path than it asked for (`asked for kernel, ran on
+/// udp`, the worker's wording) is `boad-udp (asked kernel)`, kept apart from a real boad-udp run.
+pub fn who(r: &Record) -> String {
+    let asked = r
+        .note
+        .as_deref()
+        .filter(|_| r.implementation.starts_with("boad-"))
+        .and_then(|n| n.split("asked for ").nth(1))
+        .and_then(|rest| rest.split([',', ';', ' ']).next())
+        .filter(|a| !a.is_empty());
+    match asked {
+        Some(a) => format!("{} (asked {a})", r.implementation),
+        None => r.implementation.clone(),
+    }
+}
+
+/// Sort key of an implementation: its place in [`IMPLEMENTATIONS`], then its name.
+pub fn implementation_key(name: &str) -> (usize, String) {
+    let i = IMPLEMENTATIONS
+        .iter()
+        .position(|k| *k == name)
+        .unwrap_or(IMPLEMENTATIONS.len());
+    (i, name.to_string())
+}
+
+/// The implementations named in `records`, in [`implementation_key`] order.
+pub fn implementations<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<String> {
+    let set: BTreeSet<(usize, String)> = records
+        .into_iter()
+        .map(|r| implementation_key(&who(r)))
+        .collect();
+    set.into_iter().map(|(_, n)| n).collect()
+}
+
+/// Receivers of a collective on `ranks` ranks: everyone but the root.
+pub fn receivers(r: &Record) -> u32 {
+    r.ranks.saturating_sub(1)
+}
+
+/// The message size most records share (the smallest on a tie).
+pub fn common_bytes<'a>(records: impl IntoIterator<Item = &'a Record>) -> Option<u64> {
+    let mut count: BTreeMap<u64, usize> = BTreeMap::new();
+    for r in records {
+        *count.entry(r.bytes).or_default() += 1;
+    }
+    // max_by_key keeps the last maximum: iterate sizes downwards so a tie goes to the smallest.
+    count
+        .into_iter()
+        .rev()
+        .max_by_key(|(_, n)| *n)
+        .map(|(b, _)| b)
+}
+
+/// The rank count a figure of one placement shows: 9 when there are 9-rank records (the sweeps'
+/// main configuration), else the most.
+pub fn preferred_ranks<'a>(records: impl IntoIterator<Item = &'a Record>) -> Option<u32> {
+    let ranks: BTreeSet<u32> = records.into_iter().map(|r| r.ranks).collect();
+    if ranks.contains(&9) {
+        Some(9)
+    } else {
+        ranks.last().copied()
+    }
 }
 
 #[cfg(test)]

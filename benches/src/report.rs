@@ -1,28 +1,27 @@
-//! `report.md`: markdown tables made from the benchmark [`Record`]s, and "The bar": the goals of the
-//! benchmark issue computed from the records, each met or MISSED with its margin, or "no data".
+//! `report.md`: markdown tables made from the benchmark [`Record`]s, opened by a summary of what
+//! they measured side by side: the kernel path against boad's userspace path and the naive/epoll
+//! baselines on a (virtual) cluster (mean and p99 latency, throughput, CPU and system calls at the
+//! root), boad's shared memory against its UDP path, Open MPI and MPICH on one host, and the
+//! applications.
 //!
-//! Nothing here invents a number: a table cell or a bar item without a record says so. When several
-//! records describe the same measurement, the last one in the file wins (the newest run).
+//! Nothing here invents or judges a number: a table cell without a record says so, and the report
+//! holds no goals. A reader who wants numbers checked against bounds writes them in a file
+//! ([`parse_expectations`], `boad-plot --expect FILE`), naming each summary number by its key.
+//! When several records describe the same measurement, the last one in the file wins (the newest
+//! run).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::plot::{implementation_key, implementations, who, Figure, PlotError};
-use crate::record::{self, Record};
+use crate::plot::{Figure, PlotError, SIZE_COLLECTIVES};
+use crate::record::{self, implementation_key, implementations, preferred_ranks, who, Record};
 
-/// Bar item 1: how much lower boad-kernel's mean bcast latency must be than boad-udp's, percent.
-pub const TARGET_AVG_REDUCTION: f64 = 82.8;
-/// Bar item 1: how much lower boad-kernel's p99 bcast latency must be than boad-udp's, percent.
-pub const TARGET_P99_REDUCTION: f64 = 80.3;
-/// Bar item 2: boad-kernel's reduce/allreduce throughput over the best userspace baseline.
-pub const TARGET_THROUGHPUT_RATIO: f64 = 1.46;
-/// Bar item 3: system calls at the root per broadcast on the kernel path.
-pub const TARGET_ROOT_SYSCALLS: f64 = 1.0;
-/// Bar item 3 counts a measured value up to this much above the target as met (it prints as 1.00).
-pub const SYSCALLS_TOLERANCE: f64 = 0.005;
-/// The userspace baselines bar item 2 compares boad-kernel with.
+/// The userspace baselines the kernel path's throughput and CPU are compared with: boad's own UDP
+/// path and the naive and epoll baselines (the best of them, per number).
 pub const USERSPACE_BASELINES: [&str; 3] = ["boad-udp", "naive", "epoll"];
+/// The baselines outside boad the kernel path's latency is compared with (the fastest of them).
+pub const OTHER_BASELINES: [&str; 2] = ["naive", "epoll"];
 
 /// Reads a results file, naming it (and the bad line) on error.
 pub fn load(path: &Path) -> Result<Vec<Record>, PlotError> {
@@ -40,122 +39,528 @@ pub fn write(path: &Path, text: &str) -> Result<(), PlotError> {
     })
 }
 
-/// The unit of a bar item.
+// ---------------------------------------------------------------------------------------------
+// The summary: measured ratios, each with a key.
+
+/// How a [`Measure`] reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unit {
-    /// A reduction in percent (margins in percentage points).
-    Percent,
-    /// A ratio (`1.46x`).
+    /// A ratio of two measurements, the first implementation's over the second's (`0.38x`: 62%
+    /// lower).
     Ratio,
-    /// A count per collective.
+    /// A count per collective (system calls).
     Count,
 }
 
-/// One item of "The bar": a goal, and what the records say about it.
+/// One number of the summary, computed from the records.
 #[derive(Clone, Debug, PartialEq)]
-pub struct BarCheck {
-    /// What is measured, and where.
-    pub item: String,
-    /// The measured value, or `None` for no data.
-    pub measured: Option<f64>,
-    /// The goal.
-    pub target: f64,
-    /// `true`: the goal is a minimum; `false`: a maximum.
-    pub at_least: bool,
-    /// Unit of `measured` and `target`.
+pub struct Measure {
+    /// What it is, as `quantity/collective/implementation[/compared-with]`, e.g.
+    /// `latency-mean/bcast/boad-kernel/boad-udp` (what `--expect` files name).
+    pub key: String,
+    /// The value: a ratio (first over second) or a count.
+    pub value: f64,
+    /// How to read `value`.
     pub unit: Unit,
-    /// The records it came from, or what is missing.
-    pub detail: String,
+    /// The configuration and the measurements it came from.
+    pub from: String,
 }
 
-impl BarCheck {
-    /// How far past the goal (positive) or short of it (negative); `None` for no data.
-    pub fn margin(&self) -> Option<f64> {
-        self.measured.map(|m| {
-            if self.at_least {
-                m - self.target
+impl Measure {
+    /// The value as the report shows it: `0.38x (62.1% lower)`, `0.0011x (1/923, 99.9% lower)`,
+    /// `1.16x (16.0% higher)`, `3.40x`, `1.01`.
+    pub fn shown(&self) -> String {
+        let v = self.value;
+        let x = fmt_x(v);
+        match self.unit {
+            Unit::Count => format!("{v:.2}"),
+            Unit::Ratio if v > 0.0 && v < 0.1 => {
+                format!("{x} (1/{:.0}, {:.1}% lower)", 1.0 / v, (1.0 - v) * 100.0)
+            }
+            Unit::Ratio if v < 1.0 => format!("{x} ({:.1}% lower)", (1.0 - v) * 100.0),
+            Unit::Ratio if v < 2.0 => format!("{x} ({:.1}% higher)", (v - 1.0) * 100.0),
+            Unit::Ratio => x,
+        }
+    }
+}
+
+/// A ratio: two decimals, or two significant digits below 0.1 (`0.38x`, `0.0011x`).
+fn fmt_x(v: f64) -> String {
+    let decimals = if v > 0.0 && v < 0.1 {
+        (1.0 - v.log10().floor()).clamp(2.0, 9.0) as usize
+    } else {
+        2
+    };
+    format!("{v:.decimals$}x")
+}
+
+type Field = fn(&Record) -> Option<f64>;
+
+/// The records a summary number compares: those that `keep`, from the first of `benches` that has
+/// any, on a cluster (`hosts > 1`) or on one host, at the figures' rank count
+/// ([`preferred_ranks`]), the most common host count there and the smallest size there.
+fn config<'a>(
+    records: &'a [Record],
+    benches: &[&str],
+    cluster: bool,
+    keep: impl Fn(&Record) -> bool,
+) -> Vec<&'a Record> {
+    let all: Vec<&Record> = records
+        .iter()
+        .filter(|r| (r.hosts > 1) == cluster && keep(r))
+        .collect();
+    let Some(bench) = benches.iter().find(|b| all.iter().any(|r| r.bench == **b)) else {
+        return vec![];
+    };
+    let rs: Vec<&Record> = all.into_iter().filter(|r| r.bench == *bench).collect();
+    let Some(ranks) = preferred_ranks(rs.iter().copied()) else {
+        return vec![];
+    };
+    let mut hosts: BTreeMap<u32, usize> = BTreeMap::new();
+    for r in rs.iter().filter(|r| r.ranks == ranks) {
+        *hosts.entry(r.hosts).or_default() += 1;
+    }
+    let Some(hosts) = hosts
+        .into_iter()
+        .rev()
+        .max_by_key(|(_, n)| *n)
+        .map(|(h, _)| h)
+    else {
+        return vec![];
+    };
+    let at = |r: &Record| r.ranks == ranks && r.hosts == hosts;
+    let Some(bytes) = rs.iter().filter(|r| at(r)).map(|r| r.bytes).min() else {
+        return vec![];
+    };
+    rs.into_iter()
+        .filter(|r| at(r) && r.bytes == bytes)
+        .collect()
+}
+
+/// The last record of `imp` among `rs` that has `field`, with its value.
+fn last<'a>(rs: &[&'a Record], imp: &str, field: Field) -> Option<(&'a Record, f64)> {
+    rs.iter()
+        .rev()
+        .filter(|r| who(r) == imp)
+        .find_map(|r| Some((*r, field(r)?)))
+}
+
+/// The best (lowest, or highest when `highest`) of `imps` among `rs`.
+fn best<'a>(
+    rs: &[&'a Record],
+    imps: &[&str],
+    field: Field,
+    highest: bool,
+) -> Option<(&'a Record, f64)> {
+    imps.iter()
+        .filter_map(|i| last(rs, i, field))
+        .min_by(|a, b| {
+            let o = a.1.total_cmp(&b.1);
+            if highest {
+                o.reverse()
             } else {
-                self.target - m
+                o
+            }
+        })
+}
+
+/// `8 B, 9 ranks on 3 hosts, bench latency` (an application: `50000 vertices, ...`).
+fn describe(r: &Record) -> String {
+    let unit = if r.bench == "app" { "vertices" } else { "B" };
+    format!(
+        "{} {unit}, {} ranks on {}, bench {}",
+        r.bytes,
+        r.ranks,
+        hosts_text(r.hosts),
+        r.bench
+    )
+}
+
+/// `a / b` as a [`Measure`], when both were measured (and `b > 0`).
+fn ratio(
+    key: String,
+    a: Option<(&Record, f64)>,
+    b: Option<(&Record, f64)>,
+    fmt: fn(f64) -> String,
+) -> Option<Measure> {
+    let ((ra, va), (rb, vb)) = (a?, b?);
+    if vb <= 0.0 || !va.is_finite() {
+        return None;
+    }
+    let mut from = format!(
+        "{}: {} {} vs {} {}",
+        describe(ra),
+        who(ra),
+        fmt(va),
+        who(rb),
+        fmt(vb)
+    );
+    for w in [ra, rb].into_iter().filter_map(path_warning) {
+        let _ = write!(from, "; WARNING: {w}");
+    }
+    Some(Measure {
+        key,
+        value: va / vb,
+        unit: Unit::Ratio,
+        from,
+    })
+}
+
+/// Every number of the summary that the records allow, in report order.
+pub fn summary(records: &[Record]) -> Vec<Measure> {
+    let mut out = vec![];
+    let us = |v: f64| format!("{} µs", fmt_us(v));
+    let ops = |v: f64| format!("{} ops/s", fmt_ops(v));
+    let secs = |v: f64| format!("{} s", fmt_s(v));
+    let mean: Field = |r| r.avg_us;
+    let p99: Field = |r| r.p99_us;
+    // Latency on a cluster: the kernel path against the userspace path and the other baselines.
+    for coll in SIZE_COLLECTIVES {
+        let rs = config(records, &["latency"], true, |r| {
+            r.coll == coll && r.avg_us.is_some()
+        });
+        let kernel = |f| last(&rs, "boad-kernel", f);
+        let udp = |f| last(&rs, "boad-udp", f);
+        let key = |q: &str, i: &str, o: &str| format!("{q}/{coll}/{i}/{o}");
+        out.extend(ratio(
+            key("latency-mean", "boad-kernel", "boad-udp"),
+            kernel(mean),
+            udp(mean),
+            us,
+        ));
+        out.extend(ratio(
+            key("latency-p99", "boad-kernel", "boad-udp"),
+            kernel(p99),
+            udp(p99),
+            us,
+        ));
+        out.extend(ratio(
+            key("latency-mean", "boad-kernel", "best-baseline"),
+            kernel(mean),
+            best(&rs, &OTHER_BASELINES, mean, false),
+            us,
+        ));
+        out.extend(ratio(
+            key("latency-mean", "boad-hier-kernel", "boad-udp"),
+            last(&rs, "boad-hier-kernel", mean),
+            udp(mean),
+            us,
+        ));
+    }
+    // Throughput on a cluster: boad's kernel paths against the best userspace baseline.
+    for coll in ["bcast", "reduce", "allreduce"] {
+        let rs = config(records, &["throughput", "fanout"], true, |r| {
+            r.coll == coll && r.ops_per_s.is_some()
+        });
+        let field: Field = |r| r.ops_per_s;
+        for imp in ["boad-kernel", "boad-hier-kernel"] {
+            out.extend(ratio(
+                format!("throughput/{coll}/{imp}/best-userspace"),
+                last(&rs, imp, field),
+                best(&rs, &USERSPACE_BASELINES, field, true),
+                ops,
+            ));
+        }
+    }
+    // CPU and system calls at the root on a cluster.
+    for coll in SIZE_COLLECTIVES {
+        let field: Field = |r| r.cpu_us_root;
+        let rs = config(records, &["cpu"], true, |r| {
+            r.coll == coll && field(r).is_some()
+        });
+        out.extend(ratio(
+            format!("root-cpu/{coll}/boad-kernel/best-userspace"),
+            last(&rs, "boad-kernel", field),
+            best(&rs, &USERSPACE_BASELINES, field, false),
+            us,
+        ));
+    }
+    for coll in SIZE_COLLECTIVES {
+        let field: Field = |r| r.syscalls_root;
+        let rs = config(records, &["syscalls"], true, |r| {
+            r.coll == coll && field(r).is_some()
+        });
+        if let Some((k, v)) = last(&rs, "boad-kernel", field) {
+            let others: Vec<String> = USERSPACE_BASELINES
+                .iter()
+                .filter_map(|b| last(&rs, b, field).map(|(_, v)| format!("{b} {v:.2}")))
+                .collect();
+            let mut from = describe(k);
+            if !others.is_empty() {
+                let _ = write!(from, "; the others' roots: {}", others.join(", "));
+            }
+            out.push(Measure {
+                key: format!("root-syscalls/{coll}/boad-kernel"),
+                value: v,
+                unit: Unit::Count,
+                from,
+            });
+        }
+    }
+    out.extend(syscalls_over_fanout(records));
+    out.extend(one_host(records));
+    out.extend(applications(records, secs));
+    out
+}
+
+/// The most system calls a kernel bcast root made at any fan-out (bench `fanout`).
+fn syscalls_over_fanout(records: &[Record]) -> Option<Measure> {
+    let mut by: BTreeMap<u32, f64> = BTreeMap::new();
+    for r in records.iter().filter(|r| {
+        r.bench == "fanout" && r.coll == "bcast" && who(r) == "boad-kernel" && r.hosts > 1
+    }) {
+        if let Some(v) = r.syscalls_root {
+            by.insert(r.ranks.saturating_sub(1), v);
+        }
+    }
+    let lo = by.values().copied().reduce(f64::min)?;
+    let hi = by.values().copied().reduce(f64::max)?;
+    let per: Vec<String> = by.iter().map(|(n, v)| format!("{n}: {v:.2}")).collect();
+    Some(Measure {
+        key: "root-syscalls-max-over-fanout/bcast/boad-kernel".into(),
+        value: hi,
+        unit: Unit::Count,
+        from: format!(
+            "bench fanout, {lo:.2}-{hi:.2} over {} fan-outs (receivers: calls) {}",
+            by.len(),
+            per.join(", ")
+        ),
+    })
+}
+
+/// One host: boad's shared memory against every other implementation measured there, per rank
+/// count: the median over collectives and sizes of the ratio of means `boad-shm / other`.
+fn one_host(records: &[Record]) -> Vec<Measure> {
+    // ranks -> (coll, bytes) -> implementation -> the last mean
+    type Cells = BTreeMap<(String, u64), BTreeMap<(usize, String), f64>>;
+    let mut by: BTreeMap<u32, Cells> = BTreeMap::new();
+    for r in records
+        .iter()
+        .filter(|r| r.bench == "latency" && r.hosts <= 1)
+    {
+        if let Some(v) = r.avg_us {
+            by.entry(r.ranks)
+                .or_default()
+                .entry((r.coll.clone(), r.bytes))
+                .or_default()
+                .insert(implementation_key(&who(r)), v);
+        }
+    }
+    let mut out = vec![];
+    for (ranks, cells) in &by {
+        let others: BTreeSet<&(usize, String)> = cells
+            .values()
+            .flat_map(|m| m.keys())
+            .filter(|k| k.1 != "boad-shm")
+            .collect();
+        for other in others {
+            let mut ratios: Vec<f64> = vec![];
+            let mut colls: BTreeSet<(usize, String)> = BTreeSet::new();
+            let mut sizes: BTreeSet<u64> = BTreeSet::new();
+            for ((coll, bytes), m) in cells {
+                let shm = m.iter().find(|(k, _)| k.1 == "boad-shm").map(|(_, v)| *v);
+                if let (Some(s), Some(&o)) = (shm, m.get(other)) {
+                    if o > 0.0 {
+                        ratios.push(s / o);
+                        colls.insert(coll_key(coll));
+                        sizes.insert(*bytes);
+                    }
+                }
+            }
+            if ratios.is_empty() {
+                continue;
+            }
+            ratios.sort_by(f64::total_cmp);
+            let n = ratios.len();
+            let median = if n % 2 == 1 {
+                ratios[n / 2]
+            } else {
+                (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+            };
+            let sizes = match (sizes.first(), sizes.last()) {
+                (Some(a), Some(b)) if a != b => format!("{a}-{b} B"),
+                (Some(a), _) => format!("{a} B"),
+                _ => String::new(),
+            };
+            out.push(Measure {
+                key: format!(
+                    "latency-mean-median/one-host-{ranks}-ranks/boad-shm/{}",
+                    other.1
+                ),
+                value: median,
+                unit: Unit::Ratio,
+                from: format!(
+                    "{ranks} ranks on one host, bench latency: median of {n} ratios of means \
+                     ({}; {sizes}), from {} to {}",
+                    colls
+                        .into_iter()
+                        .map(|c| c.1)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    fmt_x(ratios[0]),
+                    fmt_x(ratios[n - 1])
+                ),
+            });
+        }
+    }
+    out
+}
+
+/// Applications: each boad path's total time over boad-udp's, at the largest problem measured
+/// with boad-udp.
+fn applications(records: &[Record], secs: fn(f64) -> String) -> Vec<Measure> {
+    let apps: BTreeSet<&str> = records
+        .iter()
+        .filter(|r| r.bench == "app")
+        .map(|r| r.coll.as_str())
+        .collect();
+    let mut out = vec![];
+    for app in apps {
+        let with_udp = |r: &&Record| r.bench == "app" && r.coll == app && r.total_s.is_some();
+        let Some(size) = records
+            .iter()
+            .filter(with_udp)
+            .filter(|r| who(r) == "boad-udp")
+            .map(|r| (r.bytes, r.ranks))
+            .max()
+        else {
+            continue;
+        };
+        let rs: Vec<&Record> = records
+            .iter()
+            .filter(with_udp)
+            .filter(|r| (r.bytes, r.ranks) == size)
+            .collect();
+        let total: Field = |r| r.total_s;
+        for imp in ["boad-kernel", "boad-hier-kernel", "boad-shm"] {
+            out.extend(ratio(
+                format!("app-total/{app}/{imp}/boad-udp"),
+                last(&rs, imp, total),
+                last(&rs, "boad-udp", total),
+                secs,
+            ));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expectations: bounds on summary numbers, from a file.
+
+/// A bound on a summary number: `key >= bound` or `key <= bound`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expectation {
+    /// A [`Measure::key`].
+    pub key: String,
+    /// `true` for `>=`, `false` for `<=`.
+    pub at_least: bool,
+    /// The bound.
+    pub bound: f64,
+    /// Its line in the file (1-based).
+    pub line: usize,
+}
+
+/// Reads an expectations file: one `KEY >= NUMBER` or `KEY <= NUMBER` a line (keys as in the
+/// report's summary); blank lines and lines starting with `#` are skipped.
+pub fn parse_expectations(path: &Path) -> Result<Vec<Expectation>, PlotError> {
+    let text = std::fs::read_to_string(path).map_err(|e| PlotError::Expect {
+        path: path.to_path_buf(),
+        line: 0,
+        message: format!("cannot read: {e}"),
+    })?;
+    let mut out = vec![];
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |message: String| PlotError::Expect {
+            path: path.to_path_buf(),
+            line: i + 1,
+            message,
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let [key, op, bound] = words[..] else {
+            return Err(bad(format!(
+                "expected `KEY >= NUMBER` or `KEY <= NUMBER`, found `{line}`"
+            )));
+        };
+        let at_least = match op {
+            ">=" => true,
+            "<=" => false,
+            _ => return Err(bad(format!("unknown comparison `{op}` (>= or <=)"))),
+        };
+        let bound: f64 = bound
+            .parse()
+            .ok()
+            .filter(|b: &f64| b.is_finite())
+            .ok_or_else(|| bad(format!("`{bound}` is not a number")))?;
+        out.push(Expectation {
+            key: key.to_string(),
+            at_least,
+            bound,
+            line: i + 1,
+        });
+    }
+    Ok(out)
+}
+
+/// An expectation and the summary number it was checked against.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checked {
+    /// The expectation.
+    pub expectation: Expectation,
+    /// The number with its key, or `None`: no data.
+    pub measured: Option<f64>,
+}
+
+impl Checked {
+    /// Whether the bound holds; `None` for no data.
+    pub fn holds(&self) -> Option<bool> {
+        let e = &self.expectation;
+        self.measured.map(|m| {
+            if e.at_least {
+                m >= e.bound
+            } else {
+                m <= e.bound
             }
         })
     }
 
-    /// Whether the goal is met; `None` for no data.
-    pub fn met(&self) -> Option<bool> {
-        let slack = if self.unit == Unit::Count {
-            SYSCALLS_TOLERANCE
-        } else {
-            0.0
-        };
-        self.margin().map(|m| m >= -slack)
-    }
-
-    /// `met`, `MISSED` or `no data`.
+    /// `holds`, `does not hold` or `no data`.
     pub fn verdict(&self) -> &'static str {
-        match self.met() {
-            Some(true) => "met",
-            Some(false) => "MISSED",
+        match self.holds() {
+            Some(true) => "holds",
+            Some(false) => "does not hold",
             None => "no data",
         }
     }
 
-    fn value(&self, v: f64) -> String {
-        match self.unit {
-            Unit::Percent => format!("{v:.1}%"),
-            Unit::Ratio => format!("{v:.2}x"),
-            Unit::Count => format!("{v:.2}"),
-        }
-    }
-
-    fn target_text(&self) -> String {
-        let op = if self.at_least { ">=" } else { "<=" };
-        format!("{op} {}", self.value(self.target))
-    }
-
-    fn margin_text(&self) -> String {
-        match self.margin() {
-            None => "-".into(),
-            Some(m) => match self.unit {
-                Unit::Percent => format!("{m:+.1} pp"),
-                Unit::Ratio => format!("{m:+.2}x"),
-                Unit::Count => format!("{m:+.2}"),
-            },
-        }
-    }
-
-    /// One line: verdict, item, measured value, target, margin.
+    /// One line: key, bound, measured value, verdict.
     pub fn summary(&self) -> String {
-        match self.measured {
-            Some(m) => format!(
-                "{}: {}: {} (target {}, margin {})",
-                self.verdict(),
-                self.item,
-                self.value(m),
-                self.target_text(),
-                self.margin_text()
-            ),
-            None => format!("no data: {}: {}", self.item, self.detail),
-        }
+        let e = &self.expectation;
+        let op = if e.at_least { ">=" } else { "<=" };
+        let measured = self
+            .measured
+            .map_or_else(|| "no data".to_string(), |m| format!("{m:.4}"));
+        format!(
+            "{} {op} {}: measured {measured}: {}",
+            e.key,
+            e.bound,
+            self.verdict()
+        )
     }
 }
 
-/// The last record that `keep`s, looking at the benches in `benches` in order of preference.
-fn pick<'a>(
-    records: &'a [Record],
-    benches: &[&str],
-    keep: impl Fn(&Record) -> bool,
-) -> Option<&'a Record> {
-    benches
+/// Checks each expectation against the summary number with its key.
+pub fn check(expectations: &[Expectation], measures: &[Measure]) -> Vec<Checked> {
+    expectations
         .iter()
-        .find_map(|b| records.iter().rev().find(|r| r.bench == *b && keep(r)))
-}
-
-fn source(r: &Record) -> String {
-    let mut s = format!("bench {}, {} hosts", r.bench, r.hosts);
-    if let Some(p) = &r.path {
-        let _ = write!(s, ", path {p}");
-    }
-    s
+        .map(|e| Checked {
+            expectation: e.clone(),
+            measured: measures.iter().find(|m| m.key == e.key).map(|m| m.value),
+        })
+        .collect()
 }
 
 /// A warning when a boad implementation's record says it took another path than its name.
@@ -163,229 +568,6 @@ fn path_warning(r: &Record) -> Option<String> {
     let want = r.implementation.strip_prefix("boad-")?;
     let path = r.path.as_deref()?;
     (!path.contains(want)).then(|| format!("{} reported path {path}", r.implementation))
-}
-
-/// Every item of "The bar", computed from `records`.
-pub fn the_bar(records: &[Record]) -> Vec<BarCheck> {
-    let mut out = bar_bcast_latency(records);
-    out.extend(bar_throughput(records));
-    out.extend(bar_root_syscalls(records));
-    out
-}
-
-/// Item 1: bcast of 4 bytes on 9 ranks over hosts > 1, boad-kernel against boad-udp (bench
-/// `latency`, else `fanout`): reduction of the mean and of the p99, in percent.
-pub fn bar_bcast_latency(records: &[Record]) -> Vec<BarCheck> {
-    type Field = fn(&Record) -> Option<f64>;
-    let items: [(&str, f64, Field, &str); 2] = [
-        ("mean", TARGET_AVG_REDUCTION, |r| r.avg_us, "avg_us"),
-        ("p99", TARGET_P99_REDUCTION, |r| r.p99_us, "p99_us"),
-    ];
-    items
-        .into_iter()
-        .map(|(what, target, field, name)| {
-            let find = |imp: &str| {
-                pick(records, &["latency", "fanout"], |r| {
-                    who(r) == imp
-                        && r.coll == "bcast"
-                        && r.bytes == 4
-                        && r.ranks == 9
-                        && r.hosts > 1
-                        && field(r).is_some()
-                })
-            };
-            let item = format!(
-                "bcast 4 B, 9 ranks, hosts > 1: {what} latency reduction of boad-kernel vs boad-udp"
-            );
-            let mut check = BarCheck {
-                item,
-                measured: None,
-                target,
-                at_least: true,
-                unit: Unit::Percent,
-                detail: String::new(),
-            };
-            match (find("boad-kernel"), find("boad-udp")) {
-                (Some(k), Some(u)) => {
-                    let (kv, uv) = (field(k).unwrap_or(f64::NAN), field(u).unwrap_or(f64::NAN));
-                    if uv > 0.0 {
-                        check.measured = Some((1.0 - kv / uv) * 100.0);
-                    }
-                    check.detail = format!(
-                        "boad-kernel {} µs ({}) vs boad-udp {} µs ({})",
-                        fmt_us(kv),
-                        source(k),
-                        fmt_us(uv),
-                        source(u)
-                    );
-                    if let Some(w) = path_warning(k) {
-                        let _ = write!(check.detail, "; WARNING: {w}");
-                    }
-                }
-                (k, u) => {
-                    let missing: Vec<&str> = [("boad-kernel", k), ("boad-udp", u)]
-                        .into_iter()
-                        .filter(|(_, r)| r.is_none())
-                        .map(|(n, _)| n)
-                        .collect();
-                    check.detail = format!(
-                        "no record of {} with bench latency or fanout, coll bcast, bytes 4, \
-                         ranks 9, hosts > 1 and {name}",
-                        missing.join(" or ")
-                    );
-                }
-            }
-            check
-        })
-        .collect()
-}
-
-/// Item 2: reduce and allreduce on 9 ranks over hosts > 1: boad-kernel's collectives per second
-/// over the best of the userspace baselines (bench `throughput`, else `fanout`), per message size.
-pub fn bar_throughput(records: &[Record]) -> Vec<BarCheck> {
-    let mut out = vec![];
-    for coll in ["reduce", "allreduce"] {
-        let matches = |r: &Record, imp: &str, bytes: Option<u64>| {
-            who(r) == imp
-                && r.coll == coll
-                && r.ranks == 9
-                && r.hosts > 1
-                && r.ops_per_s.is_some()
-                && (r.bench == "throughput" || r.bench == "fanout")
-                && bytes.is_none_or(|b| r.bytes == b)
-        };
-        let sizes: BTreeSet<u64> = records
-            .iter()
-            .filter(|r| matches(r, "boad-kernel", None))
-            .map(|r| r.bytes)
-            .collect();
-        let check = |item: String| BarCheck {
-            item,
-            measured: None,
-            target: TARGET_THROUGHPUT_RATIO,
-            at_least: true,
-            unit: Unit::Ratio,
-            detail: String::new(),
-        };
-        if sizes.is_empty() {
-            let mut c = check(format!(
-                "{coll} throughput, 9 ranks, hosts > 1: boad-kernel / best userspace baseline"
-            ));
-            c.detail = format!(
-                "no record of boad-kernel with bench throughput or fanout, coll {coll}, ranks 9, \
-                 hosts > 1 and ops_per_s"
-            );
-            out.push(c);
-            continue;
-        }
-        for bytes in sizes {
-            let find = |imp: &str| {
-                pick(records, &["throughput", "fanout"], |r| {
-                    matches(r, imp, Some(bytes))
-                })
-            };
-            let mut c = check(format!(
-                "{coll} throughput, {bytes} B, 9 ranks, hosts > 1: boad-kernel / best userspace \
-                 baseline"
-            ));
-            let Some(k) = find("boad-kernel") else {
-                continue;
-            };
-            let kv = k.ops_per_s.unwrap_or(f64::NAN);
-            let found: Vec<(&str, &Record)> = USERSPACE_BASELINES
-                .iter()
-                .filter_map(|b| find(b).map(|r| (*b, r)))
-                .collect();
-            let absent: Vec<&str> = USERSPACE_BASELINES
-                .iter()
-                .copied()
-                .filter(|b| !found.iter().any(|(f, _)| f == b))
-                .collect();
-            let best = found.iter().max_by(|a, b| {
-                let (x, y) = (a.1.ops_per_s, b.1.ops_per_s);
-                x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal)
-            });
-            match best {
-                Some((name, r)) => {
-                    let bv = r.ops_per_s.unwrap_or(f64::NAN);
-                    if bv > 0.0 {
-                        c.measured = Some(kv / bv);
-                    }
-                    c.detail = format!(
-                        "boad-kernel {} ops/s ({}) vs best baseline {name} {} ops/s ({})",
-                        fmt_ops(kv),
-                        source(k),
-                        fmt_ops(bv),
-                        source(r)
-                    );
-                    if !absent.is_empty() {
-                        let _ = write!(c.detail, "; no data for {}", absent.join(", "));
-                    }
-                    if let Some(w) = path_warning(k) {
-                        let _ = write!(c.detail, "; WARNING: {w}");
-                    }
-                }
-                None => {
-                    c.detail = format!(
-                        "boad-kernel measured ({} ops/s) but no record of {} at the same size",
-                        fmt_ops(kv),
-                        USERSPACE_BASELINES.join(", ")
-                    );
-                }
-            }
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Item 3: system calls at the root per broadcast for boad-kernel, at each fan-out (any bench with
-/// `syscalls_root`).
-pub fn bar_root_syscalls(records: &[Record]) -> Vec<BarCheck> {
-    let mut last: BTreeMap<(u32, u32, u64), &Record> = BTreeMap::new();
-    for r in records {
-        if who(r) == "boad-kernel" && r.coll == "bcast" && r.syscalls_root.is_some() {
-            last.insert((r.ranks, r.hosts, r.bytes), r);
-        }
-    }
-    if last.is_empty() {
-        return vec![BarCheck {
-            item: "root system calls per bcast, boad-kernel".into(),
-            measured: None,
-            target: TARGET_ROOT_SYSCALLS,
-            at_least: false,
-            unit: Unit::Count,
-            detail: "no record of boad-kernel with coll bcast and syscalls_root".into(),
-        }];
-    }
-    // The notes say which calls they were (the parts not shared by most of them).
-    let notes: Vec<&str> = last.values().filter_map(|r| r.note.as_deref()).collect();
-    let recurring = recurring_clauses(&notes);
-    last.into_iter()
-        .map(|((ranks, hosts, bytes), r)| {
-            let mut detail = source(r);
-            if let Some(n) = r.note.as_deref() {
-                let rest = rest_of(n, &recurring);
-                if !rest.is_empty() {
-                    let _ = write!(detail, "; {rest}");
-                }
-            }
-            if let Some(w) = path_warning(r) {
-                let _ = write!(detail, "; WARNING: {w}");
-            }
-            BarCheck {
-                item: format!(
-                    "root system calls per bcast, boad-kernel, {} receivers ({hosts} hosts, {bytes} B)",
-                    ranks.saturating_sub(1)
-                ),
-                measured: r.syscalls_root,
-                target: TARGET_ROOT_SYSCALLS,
-                at_least: false,
-                unit: Unit::Count,
-                detail,
-            }
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -506,13 +688,15 @@ fn table_aligned(
 // ---------------------------------------------------------------------------------------------
 // The report.
 
-/// The whole `report.md`: `source` names the results file, `figures` are the PNGs beside it and
-/// `not_drawn` says which figures are missing and why.
+/// The whole `report.md`: `source` names the results file, `figures` are the PNGs beside it,
+/// `not_drawn` says which figures are missing and why, and `expected` holds the expectations file
+/// and its checks when `--expect` gave one.
 pub fn render(
     records: &[Record],
     source: &str,
     figures: &[Figure],
     not_drawn: &[String],
+    expected: Option<(&str, &[Checked])>,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# boad benchmark report\n");
@@ -524,7 +708,10 @@ pub fn render(
          several records describe the same measurement, the last one in the file is used.\n",
         records.len()
     );
-    bar_section(&mut out, records);
+    summary_section(&mut out, records);
+    if let Some((file, checked)) = expected {
+        expectations_section(&mut out, file, checked);
+    }
     figures_section(&mut out, figures, not_drawn);
     latency_section(&mut out, records);
     shm_vs_mpi_section(&mut out, records);
@@ -536,43 +723,64 @@ pub fn render(
     out
 }
 
-fn bar_section(out: &mut String, records: &[Record]) {
-    let _ = writeln!(out, "## The bar\n");
+fn summary_section(out: &mut String, records: &[Record]) {
+    let _ = writeln!(out, "## Summary\n");
+    let measures = summary(records);
+    if measures.is_empty() {
+        let _ = writeln!(
+            out,
+            "No data (no comparison: needs latency, throughput, cpu, syscalls, fanout or app \
+             records of a boad path and of what it is compared with).\n"
+        );
+        return;
+    }
     let _ = writeln!(
         out,
-        "(1) bcast of 4 B on 9 ranks over a (virtual) cluster: boad-kernel's latency at least \
-         {TARGET_AVG_REDUCTION}% (mean) and {TARGET_P99_REDUCTION}% (p99) below boad-udp's; \
-         (2) reduce and allreduce throughput on 9 ranks over a cluster: boad-kernel at least \
-         {TARGET_THROUGHPUT_RATIO}x the best userspace baseline ({}); (3) one system call at the \
-         root per broadcast on the kernel path, at every fan-out (up to {SYSCALLS_TOLERANCE} above \
-         1 counts as 1).\n",
+        "Measured side by side. A ratio is the first implementation's number over the second's: \
+         for latency, CPU and time below 1 means the first took less, for throughput above 1 \
+         means it completed more. `best-baseline` is the fastest of {} and `best-userspace` the \
+         best of {} for that number. On one host the ratio is boad-shm's mean latency over the \
+         other's, the median over every collective and size both measured. Each configuration is \
+         the sweep's main one (9 ranks when measured; the most common host count; the smallest \
+         size); the tables below have the rest. The key names the number for `boad-plot \
+         --expect`.\n",
+        OTHER_BASELINES.join(", "),
         USERSPACE_BASELINES.join(", ")
     );
-    let rows: Vec<Vec<String>> = the_bar(records)
+    let rows: Vec<Vec<String>> = measures
         .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let verdict = match c.met() {
-                Some(true) => "met".to_string(),
-                Some(false) => "**MISSED**".to_string(),
-                None => "no data".to_string(),
-            };
+        .map(|m| vec![format!("`{}`", m.key), m.shown(), m.from.replace('|', "/")])
+        .collect();
+    let header = ["key", "measured", "from"].map(String::from);
+    table_aligned(out, &header, |i| i == 1, &rows);
+}
+
+fn expectations_section(out: &mut String, file: &str, checked: &[Checked]) {
+    let _ = writeln!(out, "## Expectations\n");
+    let _ = writeln!(
+        out,
+        "Bounds read from `{file}` (`boad-plot --expect`), checked against the summary above.\n"
+    );
+    if checked.is_empty() {
+        let _ = writeln!(out, "The file holds no expectation.\n");
+        return;
+    }
+    let rows: Vec<Vec<String>> = checked
+        .iter()
+        .map(|c| {
+            let e = &c.expectation;
             vec![
-                (i + 1).to_string(),
-                c.item.clone(),
-                c.measured.map_or_else(|| "no data".into(), |m| c.value(m)),
-                c.target_text(),
-                verdict,
-                c.margin_text(),
-                c.detail.clone(),
+                e.line.to_string(),
+                format!("`{}`", e.key),
+                format!("{} {}", if e.at_least { ">=" } else { "<=" }, e.bound),
+                c.measured
+                    .map_or_else(|| "no data".into(), |m| format!("{m:.4}")),
+                c.verdict().to_string(),
             ]
         })
         .collect();
-    let header = [
-        "#", "item", "measured", "target", "result", "margin", "from",
-    ]
-    .map(String::from);
-    table_aligned(out, &header, |i| [0, 2, 3, 5].contains(&i), &rows);
+    let header = ["line", "key", "bound", "measured", "result"].map(String::from);
+    table_aligned(out, &header, |i| i == 0 || i == 3, &rows);
 }
 
 fn figures_section(out: &mut String, figures: &[Figure], not_drawn: &[String]) {
@@ -1070,7 +1278,7 @@ fn notes_section(out: &mut String, records: &[Record]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plot::tests::{rec, synthetic, temp_dir};
+    use crate::plot::tests::{rec, synthetic};
 
     fn lat(imp: &str, avg: f64, p99: f64) -> Record {
         let mut r = rec("latency", imp, "bcast", 4, 9, 3);
@@ -1085,113 +1293,240 @@ mod tests {
         r
     }
 
-    fn close(a: Option<f64>, b: f64) -> bool {
-        a.is_some_and(|a| (a - b).abs() < 1e-9)
+    fn get<'a>(m: &'a [Measure], key: &str) -> &'a Measure {
+        m.iter()
+            .find(|m| m.key == key)
+            .unwrap_or_else(|| panic!("no {key} in {m:#?}"))
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
     }
 
     #[test]
-    fn bcast_latency_reduction_from_known_records() {
-        // Kernel 15 µs vs UDP 100 µs: 85% lower (met by 2.2 pp); p99 25 vs 100: 75% (missed by 5.3).
+    fn kernel_against_userspace_latency_from_known_records() {
         let records = vec![
-            lat("boad-udp", 100.0, 100.0),
-            lat("boad-kernel", 15.0, 25.0),
-            // Not the bar's configuration: ignored.
+            lat("boad-udp", 100.0, 200.0),
+            lat("boad-kernel", 90.0, 90.0),
+            // The last record of a measurement wins.
+            lat("boad-kernel", 15.0, 50.0),
+            lat("naive", 20.0, 40.0),
+            lat("epoll", 30.0, 30.0),
+            // Another configuration (one host; a larger size): not compared.
             {
                 let mut r = lat("boad-kernel", 1.0, 1.0);
                 r.hosts = 1;
                 r
             },
+            {
+                let mut r = lat("boad-kernel", 1.0, 1.0);
+                r.bytes = 1024;
+                r
+            },
         ];
-        let b = bar_bcast_latency(&records);
-        assert!(close(b[0].measured, 85.0), "{b:?}");
-        assert!(close(b[0].margin(), 85.0 - 82.8));
-        assert_eq!(b[0].verdict(), "met");
-        assert!(close(b[1].measured, 75.0));
-        assert_eq!(b[1].verdict(), "MISSED");
-        assert!(b[1].summary().contains("-5.3 pp"), "{}", b[1].summary());
-    }
-
-    #[test]
-    fn latency_bench_wins_over_fanout_and_last_record_wins() {
-        let mut f = lat("boad-kernel", 50.0, 50.0);
-        f.bench = "fanout".into();
-        let records = vec![
+        let m = summary(&records);
+        let mean = get(&m, "latency-mean/bcast/boad-kernel/boad-udp");
+        assert!(close(mean.value, 0.15), "{mean:?}");
+        assert_eq!(mean.shown(), "0.15x (85.0% lower)");
+        assert!(
+            mean.from
+                .starts_with("4 B, 9 ranks on 3 hosts, bench latency: boad-kernel 15.0 µs"),
+            "{}",
+            mean.from
+        );
+        assert!(close(
+            get(&m, "latency-p99/bcast/boad-kernel/boad-udp").value,
+            0.25
+        ));
+        // The fastest of naive and epoll.
+        let b = get(&m, "latency-mean/bcast/boad-kernel/best-baseline");
+        assert!(
+            close(b.value, 0.75) && b.from.contains("naive 20.0 µs"),
+            "{b:?}"
+        );
+        // A slower kernel path reads as higher, not hidden.
+        let slower = summary(&[
             lat("boad-udp", 100.0, 100.0),
-            lat("boad-kernel", 90.0, 90.0),
-            lat("boad-kernel", 10.0, 10.0),
-            f,
-        ];
-        let b = bar_bcast_latency(&records);
-        assert!(close(b[0].measured, 90.0), "{b:?}");
-        // Only fanout records: they count.
-        let mut fu = lat("boad-udp", 100.0, 100.0);
-        fu.bench = "fanout".into();
-        let mut fk = lat("boad-kernel", 20.0, 20.0);
-        fk.bench = "fanout".into();
-        assert!(close(bar_bcast_latency(&[fu, fk])[0].measured, 80.0));
+            lat("boad-kernel", 116.0, 1.0),
+        ]);
+        assert_eq!(slower[0].shown(), "1.16x (16.0% higher)");
+        // Nothing to compare with: no number.
+        assert!(summary(&[lat("boad-kernel", 1.0, 1.0)]).is_empty());
     }
 
     #[test]
-    fn throughput_ratio_is_over_the_best_userspace_baseline() {
+    fn throughput_is_over_the_best_userspace_baseline() {
         let records = vec![
             ops("boad-kernel", "reduce", 30_000.0),
             ops("boad-udp", "reduce", 10_000.0),
             ops("naive", "reduce", 20_000.0),
             ops("epoll", "reduce", 15_000.0),
-            ops("ompi-tcp", "reduce", 1e9), // not a userspace baseline of the bar
-            ops("boad-kernel", "allreduce", 10_000.0),
+            ops("ompi-tcp", "reduce", 1e9), // not a userspace baseline
+            ops("boad-kernel", "allreduce", 5_000.0),
             ops("boad-udp", "allreduce", 10_000.0),
         ];
-        let b = bar_throughput(&records);
-        assert_eq!(b.len(), 2, "{b:?}");
-        assert!(close(b[0].measured, 1.5));
-        assert_eq!(b[0].verdict(), "met");
-        assert!(b[0].detail.contains("naive"), "{}", b[0].detail);
-        assert!(close(b[1].measured, 1.0));
-        assert_eq!(b[1].verdict(), "MISSED");
+        let m = summary(&records);
+        let r = get(&m, "throughput/reduce/boad-kernel/best-userspace");
         assert!(
-            b[1].detail.contains("no data for naive, epoll"),
+            close(r.value, 1.5) && r.from.contains("naive 20,000 ops/s"),
+            "{r:?}"
+        );
+        let a = get(&m, "throughput/allreduce/boad-kernel/best-userspace");
+        assert_eq!(a.shown(), "0.50x (50.0% lower)");
+    }
+
+    #[test]
+    fn cpu_and_system_calls_at_the_root() {
+        let mut records = vec![];
+        for (imp, cpu, calls) in [
+            ("boad-kernel", 8.0, 1.01),
+            ("naive", 16.0, 8.0),
+            ("epoll", 12.0, 8.0),
+        ] {
+            let mut c = rec("cpu", imp, "reduce", 4, 9, 3);
+            c.cpu_us_root = Some(cpu);
+            records.push(c);
+            let mut s = rec("syscalls", imp, "bcast", 4, 9, 3);
+            s.syscalls_root = Some(calls);
+            records.push(s);
+        }
+        for (ranks, calls) in [(3, 1.0), (9, 1.07), (65, 1.95)] {
+            let mut f = rec("fanout", "boad-kernel", "bcast", 4, ranks, 8);
+            f.syscalls_root = Some(calls);
+            records.push(f);
+        }
+        let m = summary(&records);
+        let cpu = get(&m, "root-cpu/reduce/boad-kernel/best-userspace");
+        assert!(close(cpu.value, 8.0 / 12.0), "{cpu:?}");
+        let s = get(&m, "root-syscalls/bcast/boad-kernel");
+        assert_eq!((s.unit, s.shown()), (Unit::Count, "1.01".to_string()));
+        assert!(s.from.contains("naive 8.00, epoll 8.00"), "{}", s.from);
+        let f = get(&m, "root-syscalls-max-over-fanout/bcast/boad-kernel");
+        assert!(close(f.value, 1.95), "{f:?}");
+        assert!(f.from.contains("1.00-1.95 over 3 fan-outs"), "{}", f.from);
+        assert!(f.from.contains("64: 1.95"), "{}", f.from);
+    }
+
+    #[test]
+    fn one_host_is_a_median_of_ratios() {
+        let mut records = vec![];
+        // boad-shm over ompi-shm: 0.5, 1, 4 -> median 1; over mpich-shm: one ratio, 0.25.
+        for (coll, shm, ompi) in [
+            ("bcast", 1.0, 2.0),
+            ("reduce", 3.0, 3.0),
+            ("allgather", 8.0, 2.0),
+        ] {
+            for (imp, v) in [("boad-shm", shm), ("ompi-shm", ompi)] {
+                let mut r = rec("latency", imp, coll, 4, 2, 1);
+                r.avg_us = Some(v);
+                records.push(r);
+            }
+        }
+        let mut r = rec("latency", "mpich-shm", "bcast", 4, 2, 1);
+        r.avg_us = Some(4.0);
+        records.push(r);
+        let m = summary(&records);
+        let o = get(&m, "latency-mean-median/one-host-2-ranks/boad-shm/ompi-shm");
+        assert!(close(o.value, 1.0), "{o:?}");
+        assert!(o.from.contains("median of 3 ratios"), "{}", o.from);
+        assert!(o.from.contains("from 0.50x to 4.00x"), "{}", o.from);
+        assert!(
+            o.from.contains("(bcast, reduce, allgather; 4 B)"),
             "{}",
-            b[1].detail
+            o.from
+        );
+        let p = get(
+            &m,
+            "latency-mean-median/one-host-2-ranks/boad-shm/mpich-shm",
+        );
+        assert!(close(p.value, 0.25));
+        let tiny = Measure {
+            value: 1.0 / 923.0,
+            ..p.clone()
+        };
+        assert_eq!(tiny.shown(), "0.0011x (1/923, 99.9% lower)");
+    }
+
+    #[test]
+    fn applications_against_the_userspace_path() {
+        let m = summary(&synthetic());
+        // Synthetic: udp takes 1.5x kernel's time at every size; the largest size is compared.
+        let k = get(&m, "app-total/pagerank/boad-kernel/boad-udp");
+        assert!(close(k.value, 1.0 / 1.5), "{k:?}");
+        assert!(
+            k.from.starts_with("1000000 vertices, 9 ranks"),
+            "{}",
+            k.from
         );
     }
 
     #[test]
-    fn root_syscalls_per_fanout() {
-        let mut records = vec![];
-        for (ranks, v) in [(3, 1.0), (5, 1.004), (9, 2.0)] {
-            let mut r = rec("syscalls", "boad-kernel", "bcast", 4, ranks, 3);
-            r.syscalls_root = Some(v);
-            records.push(r);
+    fn expectations_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("expect.txt");
+        std::fs::write(
+            &file,
+            "# bounds\n\nlatency-mean/bcast/boad-kernel/boad-udp <= 0.2\n\
+             throughput/reduce/boad-kernel/best-userspace >= 1.6\nno/such/key >= 1\n",
+        )
+        .unwrap();
+        let e = parse_expectations(&file).unwrap();
+        assert_eq!(e.len(), 3);
+        assert_eq!((e[0].line, e[0].at_least, e[0].bound), (3, false, 0.2));
+        let records = vec![
+            lat("boad-udp", 100.0, 100.0),
+            lat("boad-kernel", 15.0, 15.0),
+            ops("boad-kernel", "reduce", 30_000.0),
+            ops("naive", "reduce", 20_000.0),
+        ];
+        let c = check(&e, &summary(&records));
+        let verdicts: Vec<&str> = c.iter().map(Checked::verdict).collect();
+        assert_eq!(verdicts, ["holds", "does not hold", "no data"]);
+        assert!(
+            c[1].summary()
+                == "throughput/reduce/boad-kernel/best-userspace >= 1.6: measured 1.5000: does not hold",
+            "{}",
+            c[1].summary()
+        );
+        let text = render(
+            &records,
+            "r.jsonl",
+            &[],
+            &[],
+            Some(("expect.txt", c.as_slice())),
+        );
+        assert!(
+            text.contains("| 4 | `throughput/reduce/boad-kernel/best-userspace` | >= 1.6 | 1.5000 | does not hold |"),
+            "{text}"
+        );
+        for (bad, why) in [
+            ("a >= 1 2", "expected `KEY >= NUMBER`"),
+            ("a > 1", "unknown comparison `>`"),
+            ("a >= x", "`x` is not a number"),
+            ("a <= inf", "`inf` is not a number"),
+        ] {
+            std::fs::write(&file, format!("# c\n{bad}\n")).unwrap();
+            let err = parse_expectations(&file).unwrap_err().to_string();
+            assert!(err.contains(":2: ") && err.contains(why), "{bad}: {err}");
         }
-        let b = bar_root_syscalls(&records);
-        let verdicts: Vec<&str> = b.iter().map(BarCheck::verdict).collect();
-        assert_eq!(verdicts, ["met", "met", "MISSED"]);
-        assert!(b[2].item.contains("8 receivers"), "{}", b[2].item);
-        assert!(close(b[2].margin(), -1.0));
+        let missing = parse_expectations(&dir.path().join("none")).unwrap_err();
+        assert!(missing.to_string().contains("cannot read"), "{missing}");
     }
 
     #[test]
     fn no_data_is_said_never_invented() {
-        let b = the_bar(&[]);
-        assert_eq!(b.len(), 2 + 2 + 1);
-        assert!(b
-            .iter()
-            .all(|c| c.measured.is_none() && c.verdict() == "no data"));
-        // A kernel number without a baseline is still no data.
-        let b = bar_throughput(&[ops("boad-kernel", "reduce", 1.0)]);
-        assert_eq!(b[0].verdict(), "no data");
-        let b = bar_bcast_latency(&[lat("boad-kernel", 1.0, 1.0)]);
-        assert!(b[0].detail.contains("boad-udp"), "{}", b[0].detail);
+        assert!(summary(&[]).is_empty());
         let text = render(
             &[],
             "empty.jsonl",
             &[],
             &["app-time.png: no records".into()],
+            None,
         );
         assert!(text.contains("(0 records)"));
         assert!(text.contains("- app-time.png: no records"));
         for section in [
+            "## Summary",
             "## Latency",
             "## Fan-out",
             "## Throughput",
@@ -1200,7 +1535,7 @@ mod tests {
             let after = &text[text.find(section).unwrap()..];
             assert!(after.contains("No data"), "{section}");
         }
-        assert!(!text.contains("MISSED") && !text.contains("| met |"));
+        assert!(!text.contains("## Expectations"));
     }
 
     #[test]
@@ -1209,9 +1544,12 @@ mod tests {
             file: "app-time.png".into(),
             title: "Applications".into(),
         }];
-        let text = render(&synthetic(), "synthetic.jsonl", &figures, &[]);
+        let text = render(&synthetic(), "synthetic.jsonl", &figures, &[], None);
         for want in [
-            "## The bar",
+            "## Summary",
+            "| `latency-mean/bcast/boad-kernel/boad-udp` | 0.50x (50.0% lower) |",
+            "`throughput/reduce/boad-kernel/best-userspace` | 2.00x |",
+            "`latency-mean-median/one-host-9-ranks/boad-shm/ompi-shm`",
             "### bcast: 9 ranks on 3 hosts",
             "boad-kernel / boad-udp",
             "### 2 ranks",
@@ -1224,22 +1562,13 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?}");
         }
-        // Synthetic fan-out: kernel 90 µs vs udp 180 µs at 9 ranks: 50% lower, missed.
-        let bar = the_bar(&synthetic());
-        assert!(close(bar[0].measured, 50.0), "{bar:?}");
-        // Synthetic throughput: kernel 1e5/9 vs best baseline (udp) 1e5/18: 2x, met.
-        assert!(bar
-            .iter()
-            .any(|c| c.item.starts_with("reduce") && close(c.measured, 2.0)));
-        assert_eq!(bar.iter().filter(|c| c.unit == Unit::Count).count(), 7);
         // And it can be written where the figures go.
-        let dir = temp_dir("report");
-        write(&dir.join("report.md"), &text).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        write(&dir.path().join("report.md"), &text).unwrap();
         assert!(
-            load(&dir.join("report.md")).is_err(),
+            load(&dir.path().join("report.md")).is_err(),
             "markdown is not JSON lines"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -283,7 +283,7 @@ impl Driver {
             ("hier", "boad"),
         ];
         for (t, impls) in paths {
-            // First one datagram (the bar: latency, throughput, CPU, system calls), then the other
+            // First one datagram (latency, throughput, CPU and system calls at 4 B), then the other
             // sizes in a second launch, so that a slow large-message case cannot cost the first.
             let mut c = self.osu(t, 9, 3, impls);
             c.args(["--sizes", "4", "--iters", &(it * 2).to_string()]);
