@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use boad_common::{
-    dtype, flags,
+    dtype, flags, fold,
     kernel::{counter, port, slot_index, MAX_PAYLOAD, MAX_RANKS},
     kind, op, prog_index, Header,
 };
@@ -98,70 +98,36 @@ pub fn try_dispatch(ctx: &XdpContext) -> Result<u32, u32> {
     Ok(xdp_action::XDP_PASS)
 }
 
-/// An element type the kernel folds, and its ops (`OP` is an [`op`] code).
+/// An element type the fold programs handle, and its arithmetic: `boad_common::fold`, the same
+/// functions `boad::ops` folds with in userspace, so both paths give the same bits. `OP` (an [`op`]
+/// code) is a constant, so each program's loop holds the one operation. Every (op, dtype) the
+/// kernel path folds ([`boad_common::kernel::folds`]) goes through these, none has arithmetic of
+/// its own: the verifier accepts all 76 programs so built.
 pub trait Elem: Copy {
-    fn apply<const OP: u8>(a: Self, b: Self) -> Self;
+    /// `OP` applied to the fold so far, `acc`, and a contribution's element `b`.
+    fn fold<const OP: u8>(acc: Self, b: Self) -> Self;
 }
 
-macro_rules! int_elem {
-    ($($t:ty),*) => {$(
-        impl Elem for $t {
-            #[inline(always)]
-            fn apply<const OP: u8>(a: Self, b: Self) -> Self {
-                // Same definitions as boad::ops::fold (wrapping sum/prod, logical ops give 0 or 1).
-                match OP {
-                    op::SUM => a.wrapping_add(b),
-                    op::PROD => a.wrapping_mul(b),
-                    op::MIN => if b < a { b } else { a },
-                    op::MAX => if b > a { b } else { a },
-                    op::BAND => a & b,
-                    op::BOR => a | b,
-                    op::BXOR => a ^ b,
-                    op::LAND => (a != 0 && b != 0) as $t,
-                    op::LOR => (a != 0 || b != 0) as $t,
-                    _ => a,
-                }
-            }
-        }
-    )*};
+/// Integers: every op (wrapping sum and product, logical ops give 1 or 0).
+impl<T: fold::Int> Elem for T {
+    #[inline(always)]
+    fn fold<const OP: u8>(acc: Self, b: Self) -> Self {
+        fold::int(OP, acc, b)
+    }
 }
-int_elem!(i8, i16, i32, i64, u8, u16, u32, u64);
 
-macro_rules! float_elem {
-    ($($name:ident($bits:ty, $inf:expr)),*) => {$(
-        /// IEEE float as its bit pattern: the kernel has no floating point.
-        #[derive(Clone, Copy)]
-        #[repr(transparent)]
-        pub struct $name($bits);
+/// An IEEE float held as its bit pattern `B` (`u32` for `f32`, `u64` for `f64`): eBPF has no
+/// floating point, so only min and max fold, on the bits.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct Float<B>(B);
 
-        impl Elem for $name {
-            #[inline(always)]
-            fn apply<const OP: u8>(a: Self, b: Self) -> Self {
-                const SIGN: $bits = 1 << (<$bits>::BITS - 1);
-                // Exponent all ones: the largest non-NaN magnitude is infinity.
-                const INF: $bits = $inf;
-                // Total-order key: compares as unsigned like f::total_cmp (-0.0 < +0.0).
-                #[inline(always)]
-                fn key(x: $bits) -> $bits {
-                    if x & SIGN != 0 { !x } else { x | SIGN }
-                }
-                // NaN wins, the first one (a) if both are: exactly boad::ops::fold.
-                if a.0 & !SIGN > INF {
-                    return a;
-                }
-                if b.0 & !SIGN > INF {
-                    return b;
-                }
-                match OP {
-                    op::MIN => if key(b.0) < key(a.0) { b } else { a },
-                    op::MAX => if key(b.0) > key(a.0) { b } else { a },
-                    _ => a,
-                }
-            }
-        }
-    )*};
+impl<B: fold::FloatBits> Elem for Float<B> {
+    #[inline(always)]
+    fn fold<const OP: u8>(acc: Self, b: Self) -> Self {
+        Float(fold::float_bits(OP, acc.0, b.0))
+    }
 }
-float_elem!(F32(u32, 0x7f80_0000), F64(u64, 0x7ff0_0000_0000_0000));
 
 enum Outcome {
     Folded,
@@ -173,7 +139,8 @@ enum Outcome {
     Mismatched,
 }
 
-/// Folds the CONTRIB in the packet into its slot with `T::apply::<OP>`; see [`Slot`].
+/// Behind `fold_<op>_<dtype>`: folds the CONTRIB in the packet into its slot with
+/// [`Elem::fold`]`::<OP>`; see [`Slot`].
 #[inline(always)]
 pub fn try_fold<T: Elem, const OP: u8>(ctx: &XdpContext) -> Result<u32, u32> {
     let (start, end) = (ctx.data(), ctx.data_end());
@@ -304,7 +271,7 @@ pub fn try_fold<T: Elem, const OP: u8>(ctx: &XdpContext) -> Result<u32, u32> {
                 } else if first {
                     b
                 } else {
-                    T::apply::<OP>(*a, b)
+                    T::fold::<OP>(*a, b)
                 };
                 *a = r;
                 if emit {

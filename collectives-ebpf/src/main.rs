@@ -146,10 +146,10 @@ fold_progs! {
     fold_lor_u16 => u16, op::LOR;
     fold_lor_u32 => u32, op::LOR;
     fold_lor_u64 => u64, op::LOR;
-    fold_min_f32 => fold::F32, op::MIN;
-    fold_min_f64 => fold::F64, op::MIN;
-    fold_max_f32 => fold::F32, op::MAX;
-    fold_max_f64 => fold::F64, op::MAX;
+    fold_min_f32 => fold::Float<u32>, op::MIN;
+    fold_min_f64 => fold::Float<u64>, op::MIN;
+    fold_max_f32 => fold::Float<u32>, op::MAX;
+    fold_max_f64 => fold::Float<u64>, op::MAX;
 }
 
 /// TC egress: clone a BCAST datagram to every member of its communicator.

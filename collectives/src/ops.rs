@@ -4,17 +4,17 @@
 //! same values (the tests compare both paths element by element).
 
 use boad_common::fold;
-use num_traits::{Float, PrimInt, Unsigned, WrappingAdd, WrappingMul};
+use num_traits::Float;
 
 use crate::types::{DType, Op};
 
 /// An integer element type.
-trait Integer: bytemuck::Pod + PrimInt + WrappingAdd + WrappingMul {}
-impl<T: bytemuck::Pod + PrimInt + WrappingAdd + WrappingMul> Integer for T {}
+trait Integer: bytemuck::Pod + fold::Int {}
+impl<T: bytemuck::Pod + fold::Int> Integer for T {}
 
 /// A float element type, and the unsigned integer of its bits.
 trait IeeeFloat: bytemuck::Pod + Float {
-    type Bits: PrimInt + Unsigned + bytemuck::Pod;
+    type Bits: fold::FloatBits + bytemuck::Pod;
 }
 impl IeeeFloat for f32 {
     type Bits = u32;
