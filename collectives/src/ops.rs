@@ -6,17 +6,17 @@
 //! NaN, signed zeros, infinities, subnormals), and against each other on random data.
 
 use boad_common::fold;
-use num_traits::{Float, PrimInt, Unsigned, WrappingAdd, WrappingMul};
+use num_traits::Float;
 
 use crate::types::{DType, Op};
 
 /// An integer element type.
-trait Integer: bytemuck::Pod + PrimInt + WrappingAdd + WrappingMul {}
-impl<T: bytemuck::Pod + PrimInt + WrappingAdd + WrappingMul> Integer for T {}
+trait Integer: bytemuck::Pod + fold::Int {}
+impl<T: bytemuck::Pod + fold::Int> Integer for T {}
 
 /// A float element type, and the unsigned integer of its bits.
 trait IeeeFloat: bytemuck::Pod + Float {
-    type Bits: PrimInt + Unsigned + bytemuck::Pod;
+    type Bits: fold::FloatBits + bytemuck::Pod;
 }
 impl IeeeFloat for f32 {
     type Bits = u32;

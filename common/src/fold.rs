@@ -1,5 +1,6 @@
 //! The arithmetic of every reduction op, one definition for the runtime's local folds
-//! (`boad::ops`) and the kernel's XDP folds (`collectives-ebpf`), so the two give the same bits.
+//! (`boad::ops`) and the kernel's XDP folds (`collectives-ebpf/src/fold.rs`, every program), so
+//! the two give the same bits.
 //!
 //! - Integers ([`int`]): `sum` and `prod` wrap; `min`, `max`, bitwise ops as usual; `land`/`lor`
 //!   give 1 or 0.
@@ -9,16 +10,33 @@
 //!   at all ([`crate::kernel::folds`]).
 //!
 //! Every function is `#[inline(always)]` and, for a constant `op`, reduces to the one operation:
-//! the eBPF verifier sees straight-line code.
+//! the eBPF verifier sees straight-line code. The element types are named by [`Int`] and
+//! [`FloatBits`], so users need not spell out the `num-traits` bounds.
 
 use num_traits::{PrimInt, Unsigned, WrappingAdd, WrappingMul};
 
 use crate::op;
 
+/// An integer element type [`int`] folds: `i8`..`i64`, `u8`..`u64`.
+pub trait Int: PrimInt + WrappingAdd + WrappingMul {}
+impl<T: PrimInt + WrappingAdd + WrappingMul> Int for T {}
+
+/// The bits of an IEEE float [`float_bits`] folds: `u32` for `f32`, `u64` for `f64`.
+pub trait FloatBits: PrimInt + Unsigned {
+    /// Width of the exponent field.
+    const EXP_BITS: usize;
+}
+impl FloatBits for u32 {
+    const EXP_BITS: usize = 8;
+}
+impl FloatBits for u64 {
+    const EXP_BITS: usize = 11;
+}
+
 /// `op` (an [`op`](crate::op) code) applied to two integers; `a` unchanged for a code that is no
 /// integer op.
 #[inline(always)]
-pub fn int<T: PrimInt + WrappingAdd + WrappingMul>(op: u8, a: T, b: T) -> T {
+pub fn int<T: Int>(op: u8, a: T, b: T) -> T {
     let bool_int = |x: bool| if x { T::one() } else { T::zero() };
     match op {
         op::SUM => a.wrapping_add(&b),
@@ -49,12 +67,11 @@ pub fn int<T: PrimInt + WrappingAdd + WrappingMul>(op: u8, a: T, b: T) -> T {
 /// `min` or `max` (`op`) of two IEEE floats given as their bit patterns (`u32` for `f32`, `u64`
 /// for `f64`); `a` for any other op.
 #[inline(always)]
-pub fn float_bits<B: PrimInt + Unsigned>(op: u8, a: B, b: B) -> B {
-    let bits = B::zero().count_zeros();
-    let sign = B::one() << (bits as usize - 1);
+pub fn float_bits<B: FloatBits>(op: u8, a: B, b: B) -> B {
+    let bits = B::zero().count_zeros() as usize;
+    let sign = B::one() << (bits - 1);
     // Exponent all ones, mantissa zero: infinity. Larger magnitudes are NaNs.
-    let exp_bits = if bits == 32 { 8 } else { 11 };
-    let inf = ((B::one() << exp_bits) - B::one()) << (bits as usize - 1 - exp_bits);
+    let inf = ((B::one() << B::EXP_BITS) - B::one()) << (bits - 1 - B::EXP_BITS);
     let nan = |x: B| x & !sign > inf;
     if nan(a) {
         return a;

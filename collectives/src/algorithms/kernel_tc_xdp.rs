@@ -1,4 +1,4 @@
-//! Collectives on the kernel path (see `transport/udp_kernel.rs` for the datagrams):
+//! Collectives on the kernel path (see `transport/kernel/` for the datagrams):
 //!
 //! | collective | steps | datagrams per chunk |
 //! | --- | --- | --- |
