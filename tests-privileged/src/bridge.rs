@@ -45,11 +45,12 @@ pub fn bridged(n: usize) -> (Netns, Vec<Netns>) {
     (bridge, hosts)
 }
 
-/// True if `ethtool` runs (the veth tests turn tx checksum offload off with it).
+/// True if `ethtool` runs (the veth tests turn tx checksum offload off with it). If it does not,
+/// the test fails, or with `BOAD_ALLOW_SKIP` set is recorded as skipped (see
+/// `boad_test_support::require`) and returns, as without root.
 pub fn has_ethtool() -> bool {
-    let ok = cmd(&["ethtool", "--version"]).is_ok();
-    if !ok {
-        eprintln!("skipped: needs ethtool (scripts/install-ebpf-toolchain.sh installs it)");
-    }
-    ok
+    boad_test_support::require_that(
+        cmd(&["ethtool", "--version"]).is_ok(),
+        "ethtool (scripts/install-ebpf-toolchain.sh installs it)",
+    )
 }
