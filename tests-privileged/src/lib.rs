@@ -1,9 +1,15 @@
-//! Support for boad's privileged tests: throwaway network namespaces and boad datagrams.
+//! Support for boad's privileged tests (`tests/*.rs`, one file per feature of the kernel path's
+//! programs): throwaway network namespaces and boad datagrams here, the kernel path as the tests
+//! set it up in [`fixture`], hosts on a virtual LAN in [`bridge`].
 //!
 //! Every namespace is named `boadtest-<pid>-<random>`, is deleted by a drop guard (also when the test
 //! panics), and code runs inside it on a thread that `setns`es into it, so nothing is ever attached
-//! to, or sent on, the host's interfaces.
+//! to, or sent on, the host's interfaces. Each test makes namespaces of its own and ends with
+//! [`finish`].
 #![deny(missing_docs)]
+
+pub mod bridge;
+pub mod fixture;
 
 use std::fs::File;
 use std::io;
@@ -150,6 +156,15 @@ impl Drop for Netns {
             eprintln!("warning: namespace {} still exists", self.name);
         }
     }
+}
+
+/// Deletes `ns` and checks that its file is gone and that the host's `lo` (the calling thread's
+/// namespace: call it from the test's main thread) has no program attached.
+pub fn finish(ns: Netns) {
+    let path = format!("/run/netns/{}", ns.name());
+    drop(ns);
+    assert!(!Path::new(&path).exists(), "{path} left behind");
+    assert_lo_clean();
 }
 
 /// Moves the calling thread into the network namespace bound at `path`.
