@@ -39,7 +39,13 @@
 //!   `WORLD`; on the hierarchical path host leaders in `LEADERS`), each chunk to every rank's port,
 //!   and prints `forged N datagrams` (N = (ROUNDS - 1) x claims x ranks with a socket x 3).
 //!
-//! Rank 0 first prints `job <key>` (the job key, to find the job's files).
+//! Rank 0 first prints `job <key>` (the job key, to find the job's files). Every rank of the modes
+//! that check results ends with one line `rank R: N cases, B wrong; path=P name=value ...` (its
+//! counters: collectives per path, datagrams, sends the network refused, retransmits, injected
+//! drops, foreign datagrams, KNACKs),
+//! `exit-mid`, `freeze`, `cut` and `kill-mid` print `rank R: before: path=P ...` once their first
+//! allreduce is done, and `busy` and `mismatch` end with `rank R: busy ok; path=P ...` and
+//! `rank R: mismatch done; path=P ...`: what the tests count to know which paths ran.
 #![deny(missing_docs)]
 
 mod hostile;
@@ -383,23 +389,42 @@ fn run_all(comm: &mut Communicator, cases: &[Case]) -> ExitCode {
             }
         }
     }
-    let s = comm.stats();
     println!(
-        "rank {}: {} cases, {} wrong; datagrams sent {} received {} retransmits {} dropped_injected {} foreign {}",
+        "rank {}: {} cases, {} wrong; {}",
         comm.rank(),
         cases.len(),
         bad,
-        s.datagrams_sent,
-        s.datagrams_received,
-        s.retransmits,
-        s.dropped_injected,
-        s.foreign
+        counters(comm)
     );
     if bad > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// This rank's counters as `name=value` words (the names of `boad::Stats`), after `path=` (the path
+/// of its last collective): what the tests check to know which paths ran and what was lost.
+fn counters(comm: &Communicator) -> String {
+    let s = comm.stats();
+    format!(
+        "path={} collectives_udp={} collectives_kernel={} collectives_shm={} collectives_hier={} \
+         datagrams_sent={} datagrams_received={} send_failed={} retransmits={} dropped_injected={} \
+         foreign={} kernel_knacks={} kernel_bypass_rounds={}",
+        comm.last_path().map_or("none", |p| p.name()),
+        s.collectives_udp,
+        s.collectives_kernel,
+        s.collectives_shm,
+        s.collectives_hier,
+        s.datagrams_sent,
+        s.datagrams_received,
+        s.send_failed,
+        s.retransmits,
+        s.dropped_injected,
+        s.foreign,
+        s.kernel_knacks,
+        s.kernel_bypass_rounds
+    )
 }
 
 /// Sends datagrams no rank should accept to every peer's socket.
@@ -476,6 +501,7 @@ fn expect_errors(comm: &mut Communicator) -> ExitCode {
         eprintln!("rank {rank}: allreduce after a mismatch gave {}", good[0]);
         ok.set(false);
     }
+    println!("rank {rank}: mismatch done; {}", counters(comm));
     if ok.get() {
         ExitCode::SUCCESS
     } else {
@@ -850,6 +876,7 @@ fn main() -> ExitCode {
                 eprintln!("rank {}: first allreduce failed: {e}", comm.rank());
                 return ExitCode::from(2);
             }
+            println!("rank {}: before: {}", comm.rank(), counters(&comm));
             if comm.rank() == victim {
                 match mode {
                     "exit-mid" => std::process::exit(3),
@@ -910,7 +937,7 @@ fn main() -> ExitCode {
                 eprintln!("rank {}: barrier failed: {e}", comm.rank());
                 return ExitCode::from(2);
             }
-            println!("rank {}: busy ok", comm.rank());
+            println!("rank {}: busy ok; {}", comm.rank(), counters(&comm));
             ExitCode::SUCCESS
         }
         "kill-mid" => {
@@ -920,6 +947,7 @@ fn main() -> ExitCode {
                 eprintln!("rank {}: first allreduce failed: {e}", comm.rank());
                 return ExitCode::from(2);
             }
+            println!("rank {}: before: {}", comm.rank(), counters(&comm));
             if comm.rank() == victim {
                 std::thread::spawn(|| {
                     std::thread::sleep(std::time::Duration::from_millis(30));
