@@ -39,6 +39,8 @@
 //!   `WORLD`; on the hierarchical path host leaders in `LEADERS`), each chunk to every rank's port,
 //!   and prints `forged N datagrams` (N = (ROUNDS - 1) x claims x ranks with a socket x 3).
 //!
+//! A mode that succeeded ends with `finalize`, and fails the rank (exit 2) if that fails.
+//!
 //! Rank 0 first prints `job <key>` (the job key, to find the job's files). Every rank of the modes
 //! that check results ends with one line `rank R: N cases, B wrong; path=P name=value ...` (its
 //! counters: collectives per path, datagrams, sends the network refused, retransmits, injected
@@ -823,7 +825,7 @@ fn main() -> ExitCode {
         .get(1)
         .and_then(|a| a.parse::<usize>().ok())
         .unwrap_or(1);
-    match mode {
+    let code = match mode {
         "matrix" => {
             let quick = args.iter().any(|a| a == "--quick");
             let mut cases = matrix_cases(size, chunk, quick);
@@ -1002,6 +1004,25 @@ fn main() -> ExitCode {
         }
         other => {
             eprintln!("boad-check: unknown mode {other}");
+            ExitCode::from(2)
+        }
+    };
+    finish(comm, code)
+}
+
+/// Ends a mode that succeeded with an explicit `finalize`, so that an error in the job's last
+/// step (on the kernel path a collective barrier; an error another rank raised for one of this
+/// rank's last collectives) fails the rank instead of only being printed when the communicator is
+/// dropped.
+fn finish(comm: Communicator, code: ExitCode) -> ExitCode {
+    if code != ExitCode::SUCCESS {
+        return code;
+    }
+    let rank = comm.rank();
+    match comm.finalize() {
+        Ok(()) => code,
+        Err(e) => {
+            eprintln!("rank {rank}: finalize failed: {e}");
             ExitCode::from(2)
         }
     }

@@ -342,7 +342,7 @@ fn mismatches(transport: &str, hosts: usize, n: usize) {
         n,
         "every rank's last collective took {path}: {done:#?}"
     );
-    assert_mismatches_reported(&out, n);
+    assert_mismatches_reported(&out, n, true);
 }
 
 #[test]
