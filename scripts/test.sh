@@ -31,6 +31,9 @@ command -v python3 >/dev/null || missing+=(python3 python3-pip python3-venv)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 # benches' osu_smoke test checks the system-call counts only where strace exists.
 command -v strace >/dev/null || missing+=(strace)
+# The loss tests on virtual clusters drop datagrams on the wire (boadrun --wire-loss: nftables);
+# they need root, like every virtual-cluster test.
+[ "$(id -u)" != 0 ] || command -v nft >/dev/null || missing+=(nftables)
 if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || { echo "missing ${missing[*]}: install them (apt-get install ${missing[*]})" >&2; exit 1; }
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

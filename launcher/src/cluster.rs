@@ -6,6 +6,13 @@
 //! the machine's own namespace), and every namespace is anonymous, held only by a keeper process that
 //! dies with boadrun (PR_SET_PDEATHSIG): when boadrun exits, however it exits (SIGKILL too), the
 //! namespaces, their veths and the bridge are gone.
+//!
+//! Loss on the wire (`--wire-loss PERCENT`, [`Cluster::add_wire_loss`]): an nftables rule in every
+//! host's namespace drops that share of the boad datagrams (UDP, payload starting with the magic
+//! `BOAD`) the host sends, on `eth0` and on `lo` alike, and counts them. It sits on the `output`
+//! hook, which runs before TC egress (so a dropped broadcast is never cloned) and before the
+//! receiving host's XDP (which runs before any netfilter ingress hook: a rule there would come too
+//! late for the kernel path). The rule goes with its namespace.
 
 use std::fs::File;
 use std::io::Write;
@@ -81,31 +88,124 @@ fn keeper() -> Result<Child, Error> {
         .map_err(cluster_err("cannot create a network namespace"))
 }
 
-/// Runs `ip -batch -` with `script` inside the namespace of process `pid`.
-fn ip_batch(pid: u32, script: &str) -> Result<(), Error> {
+/// Runs `tool` with `args` inside the namespace of process `pid`, `script` on its standard input;
+/// returns its standard output.
+fn run_in(pid: u32, tool: &str, args: &[&str], script: &str) -> Result<String, Error> {
     let mut child = Command::new("nsenter")
         .arg(format!("--net=/proc/{pid}/ns/net"))
-        .args(["ip", "-batch", "-"])
+        .arg(tool)
+        .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(cluster_err("cannot run nsenter ip (iproute2, util-linux)"))?;
+        .map_err(cluster_err(format!("cannot run nsenter {tool}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(script.as_bytes())
-            .map_err(cluster_err("cannot talk to ip"))?;
+            .map_err(cluster_err(format!("cannot talk to {tool}")))?;
     }
     let out = child
         .wait_with_output()
-        .map_err(cluster_err("cannot wait for ip"))?;
+        .map_err(cluster_err(format!("cannot wait for {tool}")))?;
     if !out.status.success() {
         return Err(cluster_err(format!(
-            "ip failed on:\n{script}{}",
+            "{tool} {} failed on:\n{script}{}",
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr)
-        ))(std::io::Error::other("ip -batch")));
+        ))(std::io::Error::other(tool.to_string())));
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `ip -batch -` with `script` inside the namespace of process `pid` (iproute2, util-linux).
+fn ip_batch(pid: u32, script: &str) -> Result<(), Error> {
+    run_in(pid, "ip", &["-batch", "-"], script).map(|_| ())
+}
+
+/// The nftables table `--wire-loss` adds to every host.
+const LOSS_TABLE: &str = "boadrun_wire_loss";
+
+/// `--wire-loss PERCENT`: a share of the boad datagrams each host sends is dropped on the wire, in
+/// hundredths of a percent (1..=9999).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WireLoss(u32);
+
+impl WireLoss {
+    /// Parses a percentage above 0 and below 100, with at most two decimals that count (`5`,
+    /// `0.5`, `12.25`).
+    pub fn parse(text: &str) -> Result<WireLoss, String> {
+        let p: f64 = text
+            .trim()
+            .parse()
+            .map_err(|e| format!("{text:?} is not a percentage: {e}"))?;
+        if !(p > 0.0 && p < 100.0) {
+            return Err(format!(
+                "{text}: a percentage above 0 and below 100 (of the datagrams each host sends)"
+            ));
+        }
+        let hundredths = (p * 100.0).round();
+        if !(1.0..=9999.0).contains(&hundredths) {
+            return Err(format!("{text}: between 0.01 and 99.99"));
+        }
+        Ok(WireLoss(hundredths as u32))
+    }
+
+    /// The percentage, as given (to two decimals).
+    pub fn percent(self) -> String {
+        let (whole, frac) = (self.0 / 100, self.0 % 100);
+        if frac == 0 {
+            whole.to_string()
+        } else {
+            format!("{whole}.{frac:02}")
+                .trim_end_matches('0')
+                .to_string()
+        }
+    }
+
+    /// The nftables script that adds the table and its one rule: UDP datagrams whose payload starts
+    /// with boad's magic, dropped when a random number below 10000 falls under the share, counted.
+    fn script(self) -> String {
+        let magic = u32::from_be_bytes(*b"BOAD");
+        format!(
+            "table ip {LOSS_TABLE} {{\n\
+             \tchain output {{\n\
+             \t\ttype filter hook output priority 0; policy accept;\n\
+             \t\tmeta l4proto udp @th,64,32 {magic:#010x} numgen random mod 10000 < {} counter drop\n\
+             \t}}\n\
+             }}\n",
+            self.0
+        )
+    }
+
+    /// Fails with a clear message if `nft` (nftables) cannot be run.
+    pub fn check_nft() -> Result<(), Error> {
+        match Command::new("nft")
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+        {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(Error::Setup {
+                what: "--wire-loss needs nftables: `nft --version` failed".into(),
+                source: std::io::Error::other(s.to_string()),
+            }),
+            Err(source) => Err(Error::Setup {
+                what: "--wire-loss needs nftables: cannot run `nft` (install it, e.g. apt-get \
+                       install nftables)"
+                    .into(),
+                source,
+            }),
+        }
+    }
+}
+
+/// The packet count of the first `counter` in an `nft list` listing.
+fn counted_packets(listing: &str) -> Option<u64> {
+    let rest = &listing[listing.find("counter packets ")? + "counter packets ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 impl Cluster {
@@ -178,6 +278,32 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Installs `loss` in every host (see the module docs), before any rank starts.
+    pub fn add_wire_loss(&self, loss: WireLoss) -> Result<(), Error> {
+        let script = loss.script();
+        for k in &self.keepers[1..] {
+            run_in(k.id(), "nft", &["-f", "-"], &script)?;
+        }
+        Ok(())
+    }
+
+    /// How many datagrams `--wire-loss` dropped on each host so far, in host-id order.
+    pub fn wire_loss_dropped(&self) -> Result<Vec<u64>, Error> {
+        self.keepers[1..]
+            .iter()
+            .map(|k| {
+                let listing = run_in(k.id(), "nft", &["list", "table", "ip", LOSS_TABLE], "")?;
+                counted_packets(&listing).ok_or_else(|| {
+                    cluster_err(format!("no counter in the wire-loss rule:\n{listing}"))(
+                        std::io::Error::other("nft list"),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         // Our own children, by pid: with them go the namespaces, veths and the bridge.
@@ -197,7 +323,40 @@ pub fn host_of(rank: usize, size: usize, hosts: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::host_of;
+    use super::{counted_packets, host_of, WireLoss};
+
+    #[test]
+    fn wire_loss_percentages() {
+        for (text, hundredths, shown) in [
+            ("5", 500, "5"),
+            ("0.5", 50, "0.5"),
+            ("12.25", 1225, "12.25"),
+            ("99.99", 9999, "99.99"),
+            ("0.01", 1, "0.01"),
+        ] {
+            let l = WireLoss::parse(text).expect(text);
+            assert_eq!((l.0, l.percent().as_str()), (hundredths, shown), "{text}");
+        }
+        for bad in ["0", "100", "-1", "0.001", "x", "", "NaN", "inf"] {
+            assert!(WireLoss::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let script = WireLoss::parse("20").expect("20").script();
+        assert!(
+            script.contains(
+                "meta l4proto udp @th,64,32 0x424f4144 numgen random mod 10000 < 2000 counter drop"
+            ),
+            "{script}"
+        );
+        assert!(script.contains("hook output"), "{script}");
+    }
+
+    #[test]
+    fn counter_of_a_listing() {
+        let listing = "table ip boadrun_wire_loss {\n\tchain output {\n\t\ttype filter hook output priority filter; policy accept;\n\t\tmeta l4proto udp @th,64,32 0x424f4144 numgen random mod 10000 < 500 counter packets 42 bytes 4200 drop\n\t}\n}\n";
+        assert_eq!(counted_packets(listing), Some(42));
+        assert_eq!(counted_packets("table ip x {}"), None);
+        assert_eq!(counted_packets("counter packets many"), None);
+    }
 
     #[test]
     fn blocks_are_balanced() {

@@ -66,7 +66,7 @@ Kernel path (boadrun built with the kernel feature, the default; CAP_BPF + CAP_N
 (with --hosts, to lo and eth0 of every host) before starting the ranks, fills their maps once all \
 ranks joined and sends a KERNEL line in the rendezvous table. Everything is detached when boadrun \
 exits, even by SIGKILL. With BOAD_STATS=1 boadrun prints the programs' counters at the end of the \
-job.\n\nEnvironment (default in brackets):\n",
+job (and, with --wire-loss, how many datagrams it dropped on each host).\n\nEnvironment (default in brackets):\n",
     );
     let folds = boad_proto::Setting {
         name: kernel::ENV_FOLDS,
@@ -121,6 +121,12 @@ struct Args {
     /// is removed when boadrun exits, even by SIGKILL. Overrides --bind.
     #[arg(long, value_name = "H", value_parser = clap::value_parser!(u32).range(1..=cluster::MAX_HOSTS as i64))]
     hosts: Option<u32>,
+    /// With --hosts: drop PERCENT of the boad datagrams each host sends (0.01..99.99), on the wire
+    /// before the kernel programs see them (an nftables rule on every host's output hook, so XDP
+    /// folds and TC clones meet real loss), to test loss recovery. Needs nftables (nft). With
+    /// BOAD_STATS=1 boadrun prints how many it dropped on each host.
+    #[arg(long, value_name = "PERCENT", requires = "hosts", value_parser = cluster::WireLoss::parse)]
+    wire_loss: Option<cluster::WireLoss>,
     /// The program to run (searched in PATH if it has no '/'), then its arguments, passed as they
     /// are (options after PROGRAM belong to it).
     #[arg(value_name = "PROGRAM", required_unless_present = "check", num_args = 1..,
@@ -294,10 +300,18 @@ fn run(args: &Args) -> Result<i32, Error> {
             "--hosts {hosts} needs at least as many ranks (-n {size})"
         )));
     }
+    if args.wire_loss.is_some() {
+        cluster::WireLoss::check_nft()?;
+    }
     let cluster = match args.hosts {
         Some(h) => Some(cluster::Cluster::create(h as usize)?),
         None => None,
     };
+    match (args.wire_loss, &cluster) {
+        (Some(loss), Some(c)) => c.add_wire_loss(loss)?,
+        (Some(_), None) => return Err(Error::Usage("--wire-loss needs --hosts".into())),
+        (None, _) => {}
+    }
     // A build without the programs says so for `--transport kernel` (and `--check`), not on every
     // `auto` job.
     // With `auto` the kernel path is set up only for a job over several hosts: on one host the
@@ -497,6 +511,14 @@ fn run(args: &Args) -> Result<i32, Error> {
             kernel::print_stats(&setup);
         }
     }
+    if let (Some(loss), Some(c)) = (args.wire_loss, &cluster) {
+        if kernel::stats_wanted() {
+            match c.wire_loss_dropped() {
+                Ok(per_host) => eprintln!("{}", wire_loss_line(&loss.percent(), &per_host)),
+                Err(e) => eprintln!("boadrun: reading the wire-loss counters: {e}"),
+            }
+        }
+    }
     drop(cluster);
     janitor.finish();
     if server.failure().is_some() {
@@ -506,6 +528,18 @@ fn run(args: &Args) -> Result<i32, Error> {
         return Ok(DEADLINE_EXIT);
     }
     Ok(first_failure.unwrap_or(0))
+}
+
+/// The `BOAD_STATS` line of `--wire-loss`: the datagrams dropped in all and on each host.
+fn wire_loss_line(percent: &str, per_host: &[u64]) -> String {
+    let mut line = format!(
+        "boadrun stats: wire-loss percent={percent} dropped={}",
+        per_host.iter().sum::<u64>()
+    );
+    for (h, n) in per_host.iter().enumerate() {
+        line += &format!(" host{h}={n}");
+    }
+    line
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -42,7 +42,15 @@
 //!   `WORLD`; on the hierarchical path host leaders in `LEADERS`), each chunk to every rank's port,
 //!   and prints `forged N datagrams` (N = (ROUNDS - 1) x claims x ranks with a socket x 3).
 //!
-//! Rank 0 first prints `job <key>` (the job key, to find the job's files).
+//! A mode that succeeded ends with `finalize`, and fails the rank (exit 2) if that fails.
+//!
+//! Rank 0 first prints `job <key>` (the job key, to find the job's files). Every rank of the modes
+//! that check results ends with one line `rank R: N cases, B wrong; path=P name=value ...` (its
+//! counters: collectives per path, datagrams, sends the network refused, retransmits, injected
+//! drops, foreign datagrams, KNACKs),
+//! `exit-mid`, `freeze`, `cut` and `kill-mid` print `rank R: before: path=P ...` once their first
+//! allreduce is done, and `busy` and `mismatch` end with `rank R: busy ok; path=P ...` and
+//! `rank R: mismatch done; path=P ...`: what the tests count to know which paths ran.
 #![deny(missing_docs)]
 
 mod hostile;
@@ -386,23 +394,42 @@ fn run_all(comm: &mut Communicator, cases: &[Case]) -> ExitCode {
             }
         }
     }
-    let s = comm.stats();
     println!(
-        "rank {}: {} cases, {} wrong; datagrams sent {} received {} retransmits {} dropped_injected {} foreign {}",
+        "rank {}: {} cases, {} wrong; {}",
         comm.rank(),
         cases.len(),
         bad,
-        s.datagrams_sent,
-        s.datagrams_received,
-        s.retransmits,
-        s.dropped_injected,
-        s.foreign
+        counters(comm)
     );
     if bad > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// This rank's counters as `name=value` words (the names of `boad::Stats`), after `path=` (the path
+/// of its last collective): what the tests check to know which paths ran and what was lost.
+fn counters(comm: &Communicator) -> String {
+    let s = comm.stats();
+    format!(
+        "path={} collectives_udp={} collectives_kernel={} collectives_shm={} collectives_hier={} \
+         datagrams_sent={} datagrams_received={} send_failed={} retransmits={} dropped_injected={} \
+         foreign={} kernel_knacks={} kernel_bypass_rounds={}",
+        comm.last_path().map_or("none", |p| p.name()),
+        s.collectives_udp,
+        s.collectives_kernel,
+        s.collectives_shm,
+        s.collectives_hier,
+        s.datagrams_sent,
+        s.datagrams_received,
+        s.send_failed,
+        s.retransmits,
+        s.dropped_injected,
+        s.foreign,
+        s.kernel_knacks,
+        s.kernel_bypass_rounds
+    )
 }
 
 /// Sends datagrams no rank should accept to every peer's socket.
@@ -479,6 +506,7 @@ fn expect_errors(comm: &mut Communicator) -> ExitCode {
         eprintln!("rank {rank}: allreduce after a mismatch gave {}", good[0]);
         ok.set(false);
     }
+    println!("rank {rank}: mismatch done; {}", counters(comm));
     if ok.get() {
         ExitCode::SUCCESS
     } else {
@@ -800,7 +828,7 @@ fn main() -> ExitCode {
         .get(1)
         .and_then(|a| a.parse::<usize>().ok())
         .unwrap_or(1);
-    match mode {
+    let code = match mode {
         "matrix" => {
             let quick = args.iter().any(|a| a == "--quick");
             let mut cases = matrix_cases(size, chunk, quick);
@@ -853,6 +881,7 @@ fn main() -> ExitCode {
                 eprintln!("rank {}: first allreduce failed: {e}", comm.rank());
                 return ExitCode::from(2);
             }
+            println!("rank {}: before: {}", comm.rank(), counters(&comm));
             if comm.rank() == victim {
                 match mode {
                     "exit-mid" => std::process::exit(3),
@@ -913,7 +942,7 @@ fn main() -> ExitCode {
                 eprintln!("rank {}: barrier failed: {e}", comm.rank());
                 return ExitCode::from(2);
             }
-            println!("rank {}: busy ok", comm.rank());
+            println!("rank {}: busy ok; {}", comm.rank(), counters(&comm));
             ExitCode::SUCCESS
         }
         "kill-mid" => {
@@ -923,6 +952,7 @@ fn main() -> ExitCode {
                 eprintln!("rank {}: first allreduce failed: {e}", comm.rank());
                 return ExitCode::from(2);
             }
+            println!("rank {}: before: {}", comm.rank(), counters(&comm));
             if comm.rank() == victim {
                 std::thread::spawn(|| {
                     std::thread::sleep(std::time::Duration::from_millis(30));
@@ -977,6 +1007,25 @@ fn main() -> ExitCode {
         }
         other => {
             eprintln!("boad-check: unknown mode {other}");
+            ExitCode::from(2)
+        }
+    };
+    finish(comm, code)
+}
+
+/// Ends a mode that succeeded with an explicit `finalize`, so that an error in the job's last
+/// step (on the kernel path a collective barrier; an error another rank raised for one of this
+/// rank's last collectives) fails the rank instead of only being printed when the communicator is
+/// dropped.
+fn finish(comm: Communicator, code: ExitCode) -> ExitCode {
+    if code != ExitCode::SUCCESS {
+        return code;
+    }
+    let rank = comm.rank();
+    match comm.finalize() {
+        Ok(()) => code,
+        Err(e) => {
+            eprintln!("rank {rank}: finalize failed: {e}");
             ExitCode::from(2)
         }
     }

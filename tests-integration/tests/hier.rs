@@ -8,8 +8,9 @@ mod common;
 use std::process::Command;
 
 use common::{
-    assert_forgeries_ignored, boadrun, kernel_counters, leftover_segments, root, run_cmd, Job,
-    FORGE_FOLDS, LIMIT,
+    assert_forgeries_ignored, assert_mismatches_reported, boadrun, count, kernel_counters,
+    leftover_segments, lines_of, rank_lines, rank_stats, ranks_of, root, run_cmd,
+    wire_loss_dropped, Job, RankLine, FORGE_FOLDS, LIMIT,
 };
 
 /// `boadrun --hosts H <extra> -n N boad-check <args>` with `BOAD_TRANSPORT=transport`, 1 KiB chunks
@@ -31,21 +32,38 @@ fn run(
     run_cmd(cmd, transport, env, LIMIT)
 }
 
-/// Every rank ran every case of `args` and found none wrong; nothing left in /dev/shm.
-fn all_exact(hosts: usize, n: usize, args: &[&str], env: &[(&str, &str)]) {
+/// The leaders of `n` ranks on `hosts` hosts: the lowest rank of each host (boadrun places ranks
+/// in contiguous blocks, `rank * hosts / n` being rank's host).
+fn leaders(hosts: usize, n: usize) -> Vec<usize> {
+    (0..n)
+        .filter(|&r| r == 0 || r * hosts / n != (r - 1) * hosts / n)
+        .collect()
+}
+
+/// Every rank ran every case of `args` on the hierarchical path and found none wrong; only the
+/// leaders sent datagrams; nothing left in /dev/shm. Returns each rank's summary line.
+fn all_exact(hosts: usize, n: usize, args: &[&str], env: &[(&str, &str)]) -> Vec<RankLine> {
     let job = run("shm", hosts, n, &[], args, env);
-    job.assert_every_rank_exact(n);
-    let out = job.stdout();
-    // Only leaders send datagrams: a rank that is not the lowest on its host sends none.
-    let senders = out
-        .lines()
-        .filter(|l| l.contains(" 0 wrong") && !l.contains("datagrams sent 0 "))
-        .count();
+    let lines = job.assert_every_rank_exact(n);
     assert_eq!(
-        senders, hosts,
-        "one leader per host uses the network:\n{out}"
+        count(&lines, |l| l.path == "hier"
+            && l.get("collectives_hier") > 0),
+        n,
+        "every rank took the hierarchical path: {lines:#?}"
+    );
+    // Only leaders send datagrams: a rank that is not the lowest on its host sends none.
+    let senders: Vec<usize> = lines
+        .iter()
+        .filter(|l| l.get("datagrams_sent") > 0)
+        .map(|l| l.rank)
+        .collect();
+    assert_eq!(
+        senders,
+        leaders(hosts, n),
+        "one leader per host uses the network: {lines:#?}"
     );
     assert_eq!(leftover_segments(&job.key()), Vec::<String>::new());
+    lines
 }
 
 #[test]
@@ -71,9 +89,21 @@ fn matrix_on_4_hosts_of_3_2_2_2_ranks() {
 
 #[test]
 fn random_cases_with_loss_between_leaders() {
-    if root() {
-        all_exact(3, 7, &["random", "100"], &[("BOAD_DROP_RATE", "0.05")]);
+    if !root() {
+        return;
     }
+    let lines = all_exact(3, 7, &["random", "100"], &[("BOAD_DROP_RATE", "0.05")]);
+    // Only leaders receive datagrams, so only they can lose some, and each does, and resends.
+    let lost: Vec<usize> = lines
+        .iter()
+        .filter(|l| l.get("dropped_injected") > 0 && l.get("retransmits") > 0)
+        .map(|l| l.rank)
+        .collect();
+    assert_eq!(
+        lost,
+        leaders(3, 7),
+        "every leader lost datagrams and resent: {lines:#?}"
+    );
 }
 
 #[test]
@@ -92,42 +122,74 @@ fn sixteen_mib_on_2_hosts() {
     }
 }
 
-/// `args` on `hosts` hosts of `n` ranks with `auto` and the kernel path attached: every rank exact,
-/// the kernel folded and cloned, every leader's network level went through it, and no other rank
-/// sent a datagram.
-fn kernel_between_leaders(hosts: usize, n: usize, args: &[&str], env: &[(&str, &str)]) {
+/// What shows that the leaders' level of an `auto` job of `n` ranks took the kernel path (`auto`
+/// falls back to UDP silently for the ranks when the programs cannot be attached): the kernel
+/// folded and cloned, and `lines` (at most one per rank, each with `collectives_kernel=` and
+/// `datagrams_sent=`; all `n` unless a test says why not) say that each leader among them
+/// completed collectives on the kernel path, and no other rank did or sent a datagram.
+fn assert_leaders_on_kernel(job: &Job, hosts: usize, n: usize, lines: &[RankLine]) {
+    let c = kernel_counters(job);
+    assert!(c["folded"] > 0 && c["passed"] > 0, "{c:?}");
+    assert!(c["clones"] > 0 && c["bcasts"] > 0, "{c:?}");
+    let present = ranks_of(lines);
+    let want: Vec<usize> = leaders(hosts, n)
+        .into_iter()
+        .filter(|r| present.contains(r))
+        .collect();
+    assert!(!want.is_empty(), "no leader's line: {lines:#?}");
+    let kernel: Vec<usize> = lines
+        .iter()
+        .filter(|l| l.get("collectives_kernel") > 0)
+        .map(|l| l.rank)
+        .collect();
+    assert_eq!(
+        kernel, want,
+        "every leader, and only leaders, used the kernel: {lines:#?}"
+    );
+    let silent: Vec<usize> = lines
+        .iter()
+        .filter(|l| l.get("datagrams_sent") == 0)
+        .map(|l| l.rank)
+        .collect();
+    let others: Vec<usize> = present.into_iter().filter(|r| !want.contains(r)).collect();
+    assert_eq!(silent, others, "only leaders use the network: {lines:#?}");
+}
+
+/// `args` on `hosts` hosts of `n` ranks with `auto` and the kernel path attached (and `launcher`
+/// options): every rank exact, the kernel folded and cloned, every leader's network level went
+/// through it, and no other rank sent a datagram. Returns the job and each rank's summary line.
+fn kernel_between_leaders(
+    hosts: usize,
+    n: usize,
+    launcher: &[&str],
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Job, Vec<RankLine>) {
     let mut env = env.to_vec();
     env.push(("BOAD_STATS", "1"));
-    let job = run("auto", hosts, n, &[], args, &env);
-    job.assert_every_rank_exact(n);
+    let job = run("auto", hosts, n, launcher, args, &env);
+    let lines = job.assert_every_rank_exact(n);
     let c = kernel_counters(&job);
-    assert!(c["folded"] > 0 && c["passed"] > 0, "{c:?}");
     assert!(hosts == 2 || c["dropped"] > 0, "{c:?}");
-    assert!(c["clones"] > 0 && c["bcasts"] > 0, "{c:?}");
     assert_eq!(
         c["wrong_source"], 0,
         "a leader's datagram taken for a forgery: {c:?}"
     );
-    let err = job.stderr();
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("boad stats: rank") && l.contains("path=hier "))
-        .collect();
-    assert_eq!(lines.len(), n, "{err}");
-    let leaders = lines
-        .iter()
-        .filter(|l| !l.contains("collectives_kernel=0 "))
-        .count();
+    let all: Vec<usize> = (0..n).collect();
+    let stats = rank_stats(&job, &all);
     assert_eq!(
-        leaders, hosts,
-        "every leader, and only leaders, used the kernel:\n{err}"
+        count(&stats, |l| l.path == "hier"),
+        n,
+        "every rank ran hierarchical: {stats:#?}"
     );
-    let silent = lines
-        .iter()
-        .filter(|l| l.contains("collectives_kernel=0 ") && l.contains(" datagrams_sent=0 "))
-        .count();
-    assert_eq!(silent, n - hosts, "only leaders use the network:\n{err}");
+    assert_leaders_on_kernel(&job, hosts, n, &stats);
+    assert_eq!(
+        count(&lines, |l| l.path == "hier-kernel"),
+        n,
+        "the last collective took hier-kernel on every rank: {lines:#?}"
+    );
     assert_eq!(leftover_segments(&job.key()), Vec::<String>::new());
+    (job, lines)
 }
 
 /// Rank 0's worker, from a socket of its own with the job key, sends CONTRIBs claiming to be each
@@ -157,7 +219,7 @@ fn forged_contributions_between_leaders_change_no_result() {
 #[test]
 fn kernel_between_leaders_matrix_on_3_hosts_of_3_ranks() {
     if root() {
-        kernel_between_leaders(3, 9, &["matrix", "--quick"], &[]);
+        kernel_between_leaders(3, 9, &[], &["matrix", "--quick"], &[]);
     }
 }
 
@@ -165,17 +227,48 @@ fn kernel_between_leaders_matrix_on_3_hosts_of_3_ranks() {
 fn kernel_between_leaders_matrix_on_4_hosts_of_3_2_2_2_ranks() {
     // Uneven hosts: the leaders' allgather broadcasts slabs padded to the largest host.
     if root() {
-        kernel_between_leaders(4, 9, &["matrix", "--quick"], &[]);
+        kernel_between_leaders(4, 9, &[], &["matrix", "--quick"], &[]);
     }
 }
 
 #[test]
 fn kernel_between_leaders_random_cases_with_loss() {
-    // Lost contributions, results and clones between leaders: KNACKs, resends and the userspace
-    // fold fallback, on the leaders' communicator.
-    if root() {
-        kernel_between_leaders(3, 7, &["random", "100"], &[("BOAD_DROP_RATE", "0.05")]);
+    // Lost contributions and clones between leaders, on the wire before XDP and TC see them (5% of
+    // what each host sends), and results lost at a leader's socket after the fold (5% of what it
+    // receives): KNACKs, resends and re-emitted results, on the leaders' communicator.
+    if !root() {
+        return;
     }
+    let (hosts, n) = (3, 7);
+    let (job, lines) = kernel_between_leaders(
+        hosts,
+        n,
+        &["--wire-loss", "5"],
+        &["random", "100"],
+        &[("BOAD_DROP_RATE", "0.05")],
+    );
+    let dropped = wire_loss_dropped(&job, hosts);
+    let leaders = leaders(hosts, n);
+    // Lost on the wire (a refused `sendto`), lost at its socket, and resent: every leader, and
+    // no other rank (they send nothing).
+    let recovered: Vec<usize> = lines
+        .iter()
+        .filter(|l| {
+            l.get("send_failed") > 0 && l.get("dropped_injected") > 0 && l.get("retransmits") > 0
+        })
+        .map(|l| l.rank)
+        .collect();
+    assert_eq!(
+        recovered, leaders,
+        "every leader lost datagrams and resent ({dropped:?}): {lines:#?}"
+    );
+    let knacks: u64 = lines.iter().map(|l| l.get("kernel_knacks")).sum();
+    assert!(knacks > 0, "no KNACK: {lines:#?}");
+    let c = kernel_counters(&job);
+    assert!(
+        c["duplicates"] > 0,
+        "contributions resent after a KNACK reach XDP again: {c:?}"
+    );
 }
 
 #[test]
@@ -185,16 +278,17 @@ fn selection_and_reported_path() {
     }
     // `shm` over several hosts is hierarchical.
     run("shm", 3, 9, &[], &["path", "hier"], &[]).assert_ok();
-    // `auto` without the kernel path too (an invalid fold list makes boadrun fall back).
-    run(
+    // `auto` without the kernel path too (an invalid fold list makes boadrun fall back, saying so).
+    let job = run(
         "auto",
         3,
         9,
         &[],
         &["path", "hier"],
         &[("BOAD_KERNEL_FOLDS", "no-such-op")],
-    )
-    .assert_ok();
+    );
+    job.assert_ok();
+    assert_eq!(fallbacks(&job), 1, "{}", job.stderr());
     // `auto` with the kernel path attached: the leaders use it (a 3-element allreduce fits), and
     // `kernel` keeps every rank on it.
     let folds = [("BOAD_KERNEL_FOLDS", "sum:u32")];
@@ -202,48 +296,53 @@ fn selection_and_reported_path() {
     run("kernel", 3, 9, &[], &["path", "kernel"], &folds).assert_ok();
     // `udp` stays flat, and so does `auto` with one rank per host.
     run("udp", 3, 9, &[], &["path", "udp"], &[]).assert_ok();
-    run(
+    let job = run(
         "auto",
         3,
         3,
         &[],
         &["path", "udp"],
         &[("BOAD_KERNEL_FOLDS", "no-such-op")],
-    )
-    .assert_ok();
+    );
+    job.assert_ok();
+    assert_eq!(fallbacks(&job), 1, "{}", job.stderr());
+}
+
+/// How many times boadrun said the kernel path was unavailable.
+fn fallbacks(job: &Job) -> usize {
+    job.stderr()
+        .lines()
+        .filter(|l| l.starts_with("boadrun: kernel path unavailable"))
+        .count()
 }
 
 /// Mismatched calls by the last rank on `hosts` hosts of `n` ranks with `BOAD_TRANSPORT=transport`:
-/// an error on every rank.
+/// an error on every rank. With `auto`, the leaders' level took the kernel path.
 fn mismatches(transport: &str, hosts: usize, n: usize) {
-    let job = run(transport, hosts, n, &[], &["mismatch"], &[]);
+    let job = run(
+        transport,
+        hosts,
+        n,
+        &[],
+        &["mismatch"],
+        &[("BOAD_STATS", "1")],
+    );
     job.assert_ok();
     let out = job.stdout();
-    for what in [
-        "count mismatch",
-        "dtype mismatch",
-        "op mismatch",
-        "root mismatch",
-        "float with band",
-        "local error",
-    ] {
-        let got = out.matches(&format!("{what}: error as expected")).count();
-        assert_eq!(got, n, "every rank reports the {what}:\n{out}");
-    }
-    // Whichever side sees the other's call first reports both (on the kernel path the odd leader
-    // may hear the others' call before they see its unfolded contribution).
-    let odd = n - 1;
-    let seen_by_others = format!(
-        "this rank called allreduce(count=10, dtype=i32, op=sum) but rank {odd} called allreduce(count=11"
+    let all: Vec<usize> = (0..n).collect();
+    let done = rank_lines(&out, ": mismatch done; ", &all);
+    let path = if transport == "auto" {
+        assert_leaders_on_kernel(&job, hosts, n, &done);
+        "hier-kernel"
+    } else {
+        "hier"
+    };
+    assert_eq!(
+        count(&done, |l| l.path == path),
+        n,
+        "every rank's last collective took {path}: {done:#?}"
     );
-    let seen_by_odd = format!(
-        "rank {odd}: collective #0: this rank called allreduce(count=11, dtype=i32, op=sum) but rank "
-    );
-    assert!(
-        out.contains(&seen_by_others) || out.contains(&seen_by_odd),
-        "{out}"
-    );
-    assert!(out.contains("rejected by the binding"), "{out}");
+    assert_mismatches_reported(&out, n, true);
 }
 
 #[test]
@@ -287,28 +386,48 @@ fn killed_mid_collective(transport: &str, victim: usize, elems: usize) {
         &[
             ("BOAD_TIMEOUT_MS", "60000"),
             ("BOAD_KERNEL_FOLDS", "sum:i32"),
+            ("BOAD_STATS", "1"),
         ],
     );
     let err = job.stderr();
     assert_eq!(job.out.status.code(), Some(128 + 9), "{err}");
-    assert!(
-        err.contains(&format!("rank {victim} (pid")) && err.contains("SIGKILL"),
-        "{err}"
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with(&format!("boadrun: rank {victim} (pid "))
+                && l.contains("SIGKILL"))
+            .count(),
+        1,
+        "boadrun reports rank {victim}:\n{err}"
     );
+    // The ranks' own errors (not boadrun's line): each other rank fails once, naming the victim,
+    // in a later allreduce or in the first, if that still had data in flight from it.
     let named = format!("rank {victim} exited with status 137");
-    for r in (0..9).filter(|&r| r != victim) {
-        let line = err
-            .lines()
-            .find(|l| {
-                l.starts_with(&format!("rank {r}: "))
-                    && (l.contains("error as expected") || l.contains("first allreduce failed"))
-            })
-            .unwrap_or_else(|| panic!("rank {r} reported no error:\n{err}"));
-        assert!(
-            line.contains(&named),
-            "rank {r} does not name the victim: {line}"
-        );
-    }
+    let first = lines_of(&err, ": first allreduce failed: ");
+    let mut failed = lines_of(&err, ": error as expected: ");
+    failed.extend(first.iter().cloned());
+    failed.sort_by_key(|l| l.rank);
+    let others: Vec<usize> = (0..9).filter(|&r| r != victim).collect();
+    assert_eq!(ranks_of(&failed), others, "{err}");
+    assert_eq!(
+        count(&failed, |l| l.line.contains(&named)),
+        8,
+        "every other rank names rank {victim}:\n{err}"
+    );
+    // The first allreduce took the path this test is about on every rank that finished it (the
+    // victim among them); with `auto`, the leaders' level ran in the kernel.
+    let finished: Vec<usize> = (0..9).filter(|r| !ranks_of(&first).contains(r)).collect();
+    let before = rank_lines(&job.stdout(), ": before: ", &finished);
+    let path = if transport == "auto" {
+        assert_leaders_on_kernel(&job, 3, 9, &before);
+        "hier-kernel"
+    } else {
+        "hier"
+    };
+    assert_eq!(
+        count(&before, |l| l.path == path),
+        finished.len(),
+        "the first allreduce took {path}: {before:#?}"
+    );
     assert!(job.secs < 30.0, "took {:.1} s", job.secs);
     assert_eq!(leftover_segments(&job.key()), Vec::<String>::new());
 }
@@ -350,9 +469,11 @@ fn a_rank_exiting_mid_job_fails_the_others_naming_it() {
     );
     let err = job.stderr();
     assert_eq!(job.out.status.code(), Some(3), "{err}");
-    assert_eq!(err.matches("error as expected").count(), 4, "{err}");
+    let before = rank_lines(&job.stdout(), ": before: ", &[0, 1, 2, 3, 4]);
+    assert_eq!(count(&before, |l| l.path == "hier"), 5, "{before:#?}");
+    let lines = rank_lines(&err, "error as expected", &[0, 1, 2, 3]);
     assert_eq!(
-        err.matches("rank 4 exited with status 3").count(),
+        count(&lines, |l| l.line.contains("rank 4 exited with status 3")),
         4,
         "every other rank names rank 4:\n{err}"
     );
@@ -374,11 +495,18 @@ fn a_rank_busy_outside_boad_is_waited_for() {
             4,
             &[],
             &["busy", busy, "3500"],
-            &[("BOAD_TIMEOUT_MS", "1000")],
+            &[("BOAD_TIMEOUT_MS", "1000"), ("BOAD_STATS", "1")],
         );
         job.assert_ok();
         let (out, err) = (job.stdout(), job.stderr());
-        assert_eq!(out.matches("busy ok").count(), 4, "{out}\n{err}");
+        let done = rank_lines(&out, ": busy ok; ", &[0, 1, 2, 3]);
+        let path = if transport == "auto" {
+            assert_leaders_on_kernel(&job, 2, 4, &done);
+            "hier-kernel"
+        } else {
+            "hier"
+        };
+        assert_eq!(count(&done, |l| l.path == path), 4, "{done:#?}");
         assert!(job.secs >= 3.5, "not busy: {:.1} s", job.secs);
         let warnings = err
             .lines()
@@ -410,13 +538,15 @@ fn a_silent_rank_times_out_naming_it() {
     );
     let err = job.stderr();
     assert_ne!(job.out.status.code(), Some(0), "{err}");
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.contains("error as expected"))
-        .collect();
-    assert_eq!(lines.len(), 8, "{err}");
-    for l in lines {
-        assert!(l.contains("rank 1 sent nothing"), "{err}");
-    }
+    let all: Vec<usize> = (0..9).collect();
+    let before = rank_lines(&job.stdout(), ": before: ", &all);
+    assert_eq!(count(&before, |l| l.path == "hier"), 9, "{before:#?}");
+    let others: Vec<usize> = (0..9).filter(|&r| r != 1).collect();
+    let lines = rank_lines(&err, "error as expected", &others);
+    assert_eq!(
+        count(&lines, |l| l.line.contains("rank 1 sent nothing")),
+        8,
+        "{err}"
+    );
     assert!(job.secs < 25.0, "took {:.1} s", job.secs);
 }

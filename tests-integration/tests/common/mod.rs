@@ -93,15 +93,21 @@ impl Job {
             self.stderr()
         );
     }
-    /// The job succeeded and each of its `n` ranks reported its cases with none wrong.
-    pub fn assert_every_rank_exact(&self, n: usize) {
+    /// The job succeeded and each of its `n` ranks reported its cases (one summary line each, see
+    /// [`summaries`]) with none wrong; returns those lines, by rank.
+    pub fn assert_every_rank_exact(&self, n: usize) -> Vec<RankLine> {
         self.assert_ok();
-        let out = self.stdout();
-        assert_eq!(
-            out.matches(" 0 wrong").count(),
-            n,
-            "every rank reports its cases:\n{out}"
-        );
+        let lines = summaries(self, n);
+        for l in &lines {
+            assert!(
+                l.cases > 0 && l.wrong == 0,
+                "rank {} ran no case or found some wrong: {}\n{}",
+                l.rank,
+                l.line,
+                self.stderr()
+            );
+        }
+        lines
     }
     /// The job key rank 0 of `boad-check` prints (`job <16 hex digits>`).
     pub fn key(&self) -> String {
@@ -111,6 +117,205 @@ impl Job {
             .map(str::to_string)
             .unwrap_or_else(|| panic!("no job key printed:\n{}", self.stdout()))
     }
+}
+
+/// A line a rank printed (`rank R: ...` on the worker's stdout, or `boad stats: rank R ...`, the
+/// library's `BOAD_STATS` line on stderr), with its `name=value` counters.
+#[derive(Clone, Debug)]
+pub struct RankLine {
+    pub rank: usize,
+    pub line: String,
+    /// For a summary line: the cases run and found wrong.
+    pub cases: u64,
+    pub wrong: u64,
+    /// The `path=` word (`none` if the line has none).
+    pub path: String,
+    counters: std::collections::HashMap<String, u64>,
+}
+
+impl RankLine {
+    fn parse(rank: usize, line: &str) -> RankLine {
+        let counters = line
+            .split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .filter_map(|(k, v)| Some((k.to_string(), v.trim_end_matches(',').parse().ok()?)))
+            .collect();
+        let path = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("path="))
+            .unwrap_or("none")
+            .to_string();
+        // "rank R: [MODE: ]N cases, B wrong; ..."
+        let (cases, wrong) = line
+            .split_once(" cases, ")
+            .and_then(|(before, rest)| {
+                let c = before.rsplit(' ').next()?;
+                let (w, _) = rest.split_once(" wrong")?;
+                Some((c.parse().ok()?, w.parse().ok()?))
+            })
+            .unwrap_or((0, u64::MAX));
+        RankLine {
+            rank,
+            line: line.to_string(),
+            cases,
+            wrong,
+            path,
+            counters,
+        }
+    }
+
+    /// Counter `name` of this line; fails the test if the line has none.
+    pub fn get(&self, name: &str) -> u64 {
+        *self
+            .counters
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name}= in {}", self.line))
+    }
+}
+
+/// The lines of `text` that start with `rank R: ` and contain `marker`, with their rank, sorted by
+/// rank (any number of them).
+pub fn lines_of(text: &str, marker: &str) -> Vec<RankLine> {
+    let mut lines: Vec<RankLine> = text
+        .lines()
+        .filter(|l| l.contains(marker))
+        .filter_map(|l| {
+            let rest = l.strip_prefix("rank ")?;
+            let (r, _) = rest.split_once(": ")?;
+            Some(RankLine::parse(r.parse().ok()?, l))
+        })
+        .collect();
+    lines.sort_by_key(|l| l.rank);
+    lines
+}
+
+/// The ranks of `lines`, in order.
+pub fn ranks_of(lines: &[RankLine]) -> Vec<usize> {
+    lines.iter().map(|l| l.rank).collect()
+}
+
+/// The lines of `text` that start with `rank R: ` and contain `marker`, with their rank: exactly one
+/// for each rank of `ranks` (fails the test otherwise), sorted by rank.
+pub fn rank_lines(text: &str, marker: &str, ranks: &[usize]) -> Vec<RankLine> {
+    let lines = lines_of(text, marker);
+    let got = ranks_of(&lines);
+    assert_eq!(
+        got, ranks,
+        "one line with {marker:?} from each of these ranks:\n{text}"
+    );
+    lines
+}
+
+/// The summary line (`rank R: N cases, B wrong; path=P name=value ...`) of each of the `n` ranks of
+/// a `boad-check` job, by rank.
+pub fn summaries(job: &Job, n: usize) -> Vec<RankLine> {
+    let all: Vec<usize> = (0..n).collect();
+    rank_lines(&job.stdout(), " wrong; path=", &all)
+}
+
+/// The `BOAD_STATS` line (`boad stats: rank R ...`) of each rank of `ranks`, by rank.
+pub fn rank_stats(job: &Job, ranks: &[usize]) -> Vec<RankLine> {
+    let err = job.stderr();
+    let text: String = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("boad stats: rank ")?.split_once(' '))
+        .map(|(r, rest)| format!("rank {r}: boad stats: {rest}\n"))
+        .collect();
+    rank_lines(&text, ": boad stats: ", ranks)
+}
+
+/// The errors of a `boad-check mismatch` job of `n` ranks (its stdout): each rank reports each
+/// mismatch once, and each report quotes what went wrong: both calls, from a rank that saw the
+/// mismatch itself (at least one did) or was told by another (`failed on rank R: ` and that rank's
+/// error). With `over_shm`, a reason passed on through shared memory keeps only its first 240 bytes
+/// (an abort slot), so one relayed over several ranks may lose its end: such a report must quote
+/// at least one of the calls.
+pub fn assert_mismatches_reported(out: &str, n: usize, over_shm: bool) {
+    let all: Vec<usize> = (0..n).collect();
+    for (what, quoted) in [
+        (
+            "count mismatch",
+            &[
+                "allreduce(count=10, dtype=i32, op=sum)",
+                "allreduce(count=11, dtype=i32, op=sum)",
+            ][..],
+        ),
+        (
+            "dtype mismatch",
+            &[
+                "allreduce(count=4, dtype=i32, op=sum)",
+                "allreduce(count=4, dtype=u32, op=sum)",
+            ],
+        ),
+        (
+            "op mismatch",
+            &[
+                "allreduce(count=4, dtype=u8, op=min)",
+                "allreduce(count=4, dtype=u8, op=max)",
+            ],
+        ),
+        (
+            "root mismatch",
+            &[
+                "bcast(count=3, dtype=u16, root=0)",
+                "bcast(count=3, dtype=u16, root=1)",
+            ],
+        ),
+        ("float with band", &["op band is not defined on f32"]),
+        ("local error", &["rejected by the binding"]),
+    ] {
+        let marker = format!(": {what}: error as expected: ");
+        let lines = rank_lines(out, &marker, &all);
+        let direct = count(&lines, |l| {
+            !l.line.contains(" failed on rank ") && quoted.iter().all(|q| l.line.contains(q))
+        });
+        let relayed = count(&lines, |l| {
+            let quotes = quoted.iter().filter(|q| l.line.contains(*q)).count();
+            l.line.contains(" failed on rank ")
+                && (quotes == quoted.len() || (over_shm && quotes > 0))
+        });
+        assert!(direct >= 1, "no rank saw the {what} itself:\n{out}");
+        assert_eq!(
+            direct + relayed,
+            n,
+            "every rank's {what} error quotes {quoted:?}:\n{out}"
+        );
+    }
+}
+
+/// How many of `lines` satisfy `f`.
+pub fn count(lines: &[RankLine], f: impl Fn(&RankLine) -> bool) -> usize {
+    lines.iter().filter(|l| f(l)).count()
+}
+
+/// Counters of boadrun's `boadrun stats: wire-loss ...` line (`dropped`, and `host<h>` per host):
+/// the job ran with `--wire-loss` and `BOAD_STATS=1`. Fails the test unless every one of the
+/// `hosts` hosts dropped some of its datagrams.
+pub fn wire_loss_dropped(job: &Job, hosts: usize) -> std::collections::HashMap<String, u64> {
+    let err = job.stderr();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("boadrun stats: wire-loss "))
+        .collect();
+    assert_eq!(lines.len(), 1, "one wire-loss line:\n{err}");
+    let c: std::collections::HashMap<String, u64> = lines[0]
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect();
+    let per_host: Vec<u64> = (0..hosts)
+        .map(|h| {
+            *c.get(&format!("host{h}"))
+                .unwrap_or_else(|| panic!("no host{h}= in {}", lines[0]))
+        })
+        .collect();
+    assert!(
+        per_host.iter().all(|&d| d > 0),
+        "every host lost datagrams on the wire: {}",
+        lines[0]
+    );
+    assert_eq!(c["dropped"], per_host.iter().sum::<u64>(), "{}", lines[0]);
+    c
 }
 
 /// Runs `cmd` (a boadrun command line) with `BOAD_TRANSPORT=transport`, 1 KiB chunks (unless
