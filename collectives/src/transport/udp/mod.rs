@@ -106,6 +106,9 @@ struct Peer {
     pong: Option<(Instant, u32, bool)>,
     /// When we last PINGed it.
     pinged: Option<Instant>,
+    /// When we first PINGed it since we last heard from it (datagram or PONG): how long it has
+    /// left us asking.
+    asking: Option<Instant>,
     /// When we last warned that we wait for it.
     warned: Option<Instant>,
     /// When this rank started the wait for it that is going on (see [`Udp::watch`]).
@@ -556,6 +559,7 @@ impl Udp {
                 pulse: (e.pulse != 0).then(|| SocketAddr::new(e.ip, e.pulse)),
                 pong: None,
                 pinged: None,
+                asking: None,
                 warned: None,
                 watched: now,
             })
@@ -728,6 +732,7 @@ impl Udp {
         }
         self.wire.stats.datagrams_received += 1;
         self.peers[src].last_heard = Instant::now();
+        self.peers[src].asking = None;
         let payload = HEADER_LEN..n;
         match h.kind {
             kind::DATA => self.on_data(&d, payload),
@@ -782,6 +787,7 @@ impl Udp {
             return false;
         };
         let started = h.flags & flags::STARTED != 0;
+        p.asking = None;
         p.pong = Some((
             Instant::now(),
             if started { h.seq } else { u32::MAX },
@@ -797,12 +803,16 @@ impl Udp {
 
     /// Whether waiting for `peer`, silent on the data path for `silent`, may go on (see
     /// `ledger::check_peer`): PINGs its liveness socket once it has been silent for a quarter of
-    /// the timeout, and waits as long as its PONGs come.
+    /// the timeout, and waits as long as its PONGs come. A peer with a liveness socket is reported
+    /// silent only once it has also left this rank's PINGs unanswered for the timeout: silence
+    /// this rank did not ask about proves nothing (on the kernel path a rank never hears the
+    /// contributors whose data the kernel folds, and back-to-back collectives can keep a peer
+    /// unheard for as long as another rank was busy).
     pub(crate) fn keep_waiting(
         &mut self,
         ctx: Option<&Ctx>,
         peer: usize,
-        silent: Duration,
+        mut silent: Duration,
     ) -> Result<()> {
         let now = Instant::now();
         let every = self.ping_every();
@@ -811,6 +821,7 @@ impl Udp {
             let due = self.peers[peer].pinged.is_none_or(|t| now - t >= every);
             if silent >= timeout / 4 && due {
                 self.peers[peer].pinged = Some(now);
+                self.peers[peer].asking.get_or_insert(now);
                 let h = Header {
                     magic: MAGIC,
                     version: VERSION,
@@ -830,6 +841,10 @@ impl Udp {
             },
             _ => Life::Unknown,
         };
+        if p.pulse.is_some() && matches!(life, Life::Unknown) {
+            // No sign of life: silent for as long as it has left us asking, at most.
+            silent = silent.min(p.asking.map_or(Duration::ZERO, |t| now - t));
+        }
         check_peer(
             rank,
             ctx,
