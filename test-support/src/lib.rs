@@ -12,11 +12,15 @@
 //! [`oracle`]: the expected result of every reduction op on every element type, written by hand, that
 //! `boad::ops::fold`, the kernel path's eBPF folds and the multi-process worker's reference are
 //! checked against.
+//!
+//! [`sshhosts`]: several hosts on one machine, each a network namespace running a real OpenSSH
+//! server, for the tests of `boadrun --launch-agent ssh` (root only).
 #![deny(missing_docs)]
 
 use std::io::Write;
 
 pub mod oracle;
+pub mod sshhosts;
 
 /// The variable naming the file skips are recorded in (skips are allowed only when it is set).
 pub const ENV_ALLOW_SKIP: &str = "BOAD_ALLOW_SKIP";
@@ -38,15 +42,7 @@ impl Need {
                 let uid = unsafe { libc::geteuid() };
                 uid == 0
             }
-            Need::Program(p) => std::env::var_os("PATH").is_some_and(|path| {
-                std::env::split_paths(&path).any(|d| {
-                    let f = d.join(p);
-                    std::fs::metadata(&f).is_ok_and(|m| {
-                        use std::os::unix::fs::PermissionsExt;
-                        m.is_file() && m.permissions().mode() & 0o111 != 0
-                    })
-                })
-            }),
+            Need::Program(p) => find_program(p).is_some(),
         }
     }
 
@@ -58,11 +54,29 @@ impl Need {
     }
 }
 
+/// Where `program` is on `PATH`: the first executable file of that name.
+pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|f| {
+            std::fs::metadata(f).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.is_file() && m.permissions().mode() & 0o111 != 0
+            })
+        })
+}
+
+/// The first of `needs` that is not met, described (see [`require`]).
+pub fn unmet_need(needs: &[Need]) -> Option<String> {
+    needs.iter().find(|n| !n.met()).map(|n| n.describe())
+}
+
 /// Whether every one of `needs` is met (see the module docs for what happens when one is not).
 pub fn require(needs: &[Need]) -> bool {
-    match needs.iter().find(|n| !n.met()) {
+    match unmet_need(needs) {
         None => true,
-        Some(missing) => unmet(&missing.describe()),
+        Some(missing) => unmet(&missing),
     }
 }
 
