@@ -2,6 +2,8 @@
 """Writes the seed inputs of the fuzz targets into fuzz/seeds/<target>/: well-formed inputs, so
 that a short run starts from the deep paths (accepted chunks, whole messages, parsed lines) and
 mutates from there. scripts/fuzz.sh copies them into a fresh corpus for every run."""
+import hashlib
+import hmac
 import os
 import struct
 
@@ -65,8 +67,23 @@ def counters():
         struct.pack("<Q", (i * 0x1111) if i % 3 else 0xFFFFFFFFFFFFFFF0) for i in range(26)))
 
 
+def hosts():
+    write("host_lists", "list", b"node1:4,node2,192.0.2.7:2,[2001:db8::1]:3,node1")
+    write("host_lists", "hostfile",
+          b"# cluster\nnode01 slots=4\n\nnode02 slots=2 max_slots=6 # big\n[::1]\nnode01\n")
+
+
+def auth():
+    # boad_proto::auth's harness: secret 0x5e * 32, server nonce 0x17 * 32.
+    secret, sn, cn, role = bytes([0x5E] * 32), bytes([0x17] * 32), bytes([0x21] * 32), b"agent 7"
+    proof = hmac.new(secret, b"boad-auth client" + sn + cn + role, hashlib.sha256).digest()
+    write("auth_server", "right-answer", sn + cn + bytes([len(role)]) + role.ljust(64, b"\0") + proof)
+
+
 if __name__ == "__main__":
     udp()
     lines()
     shm()
     counters()
+    hosts()
+    auth()

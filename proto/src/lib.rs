@@ -2,12 +2,17 @@
 //! the environment a rank is started with ([`env`]), the rendezvous lines and the job table
 //! ([`lines`]), how ranks sit on hosts ([`layout`]), the data paths a job may take
 //! ([`TransportKind`]), the settings a rank reads ([`SETTINGS`]), and the names of a job's
-//! shared-memory segments ([`shm`]).
+//! shared-memory segments ([`shm`]). For jobs over several machines: the `-H` host lists and
+//! hostfiles and the placement of ranks on their slots ([`hosts`]), and the authenticated handshake
+//! between the launcher and its agents on other machines ([`auth`]).
 //!
-//! Nothing here does I/O on its own behalf: parsing is pure, and the only file operation
-//! ([`shm::remove_segment`]) removes what the caller names.
+//! Nothing here does I/O on its own behalf: parsing is pure, the handshake reads and writes only
+//! the stream it is given, and the only file operation ([`shm::remove_segment`]) removes what the
+//! caller names.
 #![deny(missing_docs)]
 
+pub mod auth;
+pub mod hosts;
 pub mod layout;
 pub mod lines;
 pub mod shm;
