@@ -1,0 +1,490 @@
+//! The control channel between `boadrun` and the agent it starts on each host of a multi-host job
+//! (`-H`, `--hostfile`): the launch agent's (ssh's) standard input and output.
+//!
+//! boadrun writes the agent an [`AgentSpec`] (text lines, ended by `GO`), then, while the job runs,
+//! [`SIGNAL`](ToAgent::Signal) lines; closing the agent's input ends the job on that host (its ranks
+//! are killed). The agent answers with [`FromAgent`] lines: `READY` once it has joined the
+//! rendezvous and started its ranks, every line its ranks write (`OUT`/`ERR`), each rank's exit, or
+//! why it could not start (`FAIL`).
+//!
+//! Contract: both directions are newline-framed and every decoder here is pure and bounded (line
+//! length, number of lines, sizes): a line that does not parse is an error naming it, never a panic.
+//! Arbitrary bytes (program, arguments, environment, working directory) travel hex-encoded; rank
+//! output travels as it was written (a rank's line never contains a newline: the agent cuts it
+//! there). The job's secret travels here (inside ssh's encrypted channel) and nowhere else: never on
+//! a command line.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+
+/// Version of this protocol: an agent speaking another refuses to start.
+pub const PROTOCOL: u32 = 1;
+/// The boad version both sides must run.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Longest control line accepted (an argument or variable of up to 64 KiB, hex-encoded).
+pub const MAX_LINE: usize = 2 * (64 << 10) + 64;
+/// Most lines a spec may have (arguments, variables and ranks together).
+const MAX_SPEC_LINES: usize = 100_000;
+
+/// A control line that cannot be accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ControlError {
+    /// The line is not one this side understands.
+    #[error("malformed control line {line:?}: {why}")]
+    Malformed {
+        /// The line (cut to 80 bytes).
+        line: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// The other side runs another boad.
+    #[error("boadrun {theirs} (control protocol {their_protocol}) started an agent that runs boad {ours} (protocol {PROTOCOL}): install the same boad on every host, or point --agent-path at it")]
+    Version {
+        /// The launcher's boad version.
+        theirs: String,
+        /// Its protocol version.
+        their_protocol: u32,
+        /// Ours.
+        ours: &'static str,
+    },
+    /// The spec ended early or is incomplete.
+    #[error("incomplete job description: {0}")]
+    Incomplete(&'static str),
+    /// Reading failed.
+    #[error("reading the job description: {0}")]
+    Io(String),
+}
+
+fn malformed(line: &[u8], why: &'static str) -> ControlError {
+    let cut = &line[..line.len().min(80)];
+    ControlError::Malformed {
+        line: String::from_utf8_lossy(cut).into_owned(),
+        why,
+    }
+}
+
+/// Hex encoding of arbitrary bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// Decodes [`hex`]; None if `text` is not lower- or upper-case hex of even length.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    let b = text.as_bytes();
+    if !b.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16);
+    b.chunks_exact(2)
+        .map(|p| Some((digit(p[0])? * 16 + digit(p[1])?) as u8))
+        .collect()
+}
+
+/// Where the agent finds the rendezvous.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RendezvousAt {
+    /// This address.
+    Addr(SocketAddr),
+    /// This port on the address the agent's ssh connection came from (`SSH_CONNECTION`): used when
+    /// boadrun could not resolve the host's name itself (an ssh alias).
+    SshClient(u16),
+}
+
+/// What one agent is to run: its host's ranks of the job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentSpec {
+    /// The rendezvous.
+    pub rendezvous: RendezvousAt,
+    /// The job's secret, hex (proves the agent to the rendezvous).
+    pub secret: String,
+    /// The host's id in the job.
+    pub host_id: usize,
+    /// Ranks in the job.
+    pub size: usize,
+    /// The host's ranks, in increasing order (local rank = position).
+    pub ranks: Vec<usize>,
+    /// The program as the user wrote it.
+    pub program: Vec<u8>,
+    /// Its arguments.
+    pub args: Vec<Vec<u8>>,
+    /// Variables for the ranks (boad's and the user's `-x`).
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Working directory to try (else the agent's own).
+    pub cwd: Option<Vec<u8>>,
+}
+
+impl AgentSpec {
+    /// The spec as control lines, ended by `GO`.
+    pub fn encode(&self) -> String {
+        let mut s = format!("BOAD-AGENT {PROTOCOL} {VERSION}\n");
+        match &self.rendezvous {
+            RendezvousAt::Addr(a) => s += &format!("RENDEZVOUS {a}\n"),
+            RendezvousAt::SshClient(p) => s += &format!("RENDEZVOUS ssh-client:{p}\n"),
+        }
+        s += &format!("SECRET {}\n", self.secret);
+        s += &format!("HOST {} {}\n", self.host_id, self.size);
+        for r in &self.ranks {
+            s += &format!("RANK {r}\n");
+        }
+        s += &format!("PROGRAM {}\n", hex(&self.program));
+        for a in &self.args {
+            s += &format!("ARG {}\n", hex(a));
+        }
+        for (k, v) in &self.env {
+            s += &format!("ENV {} {}\n", hex(k), hex(v));
+        }
+        if let Some(d) = &self.cwd {
+            s += &format!("CWD {}\n", hex(d));
+        }
+        s += "GO\n";
+        s
+    }
+
+    /// Reads a spec up to its `GO` line: checks the version first, then every line.
+    pub fn read(input: &mut impl BufRead) -> Result<AgentSpec, ControlError> {
+        let mut rendezvous = None;
+        let mut secret = None;
+        let mut host = None;
+        let mut ranks = Vec::new();
+        let mut program = None;
+        let mut args = Vec::new();
+        let mut env = Vec::new();
+        let mut cwd = None;
+        let mut first = true;
+        for _ in 0..MAX_SPEC_LINES {
+            let Some(line) = read_line(input)? else {
+                return Err(ControlError::Incomplete("the input ended before GO"));
+            };
+            let text = std::str::from_utf8(&line).map_err(|_| malformed(&line, "not UTF-8"))?;
+            let mut words = text.split(' ');
+            let key = words.next().unwrap_or("");
+            let rest: Vec<&str> = words.collect();
+            if first {
+                first = false;
+                let [proto, version] = rest[..] else {
+                    return Err(malformed(&line, "expected BOAD-AGENT PROTOCOL VERSION"));
+                };
+                if key != "BOAD-AGENT" {
+                    return Err(malformed(&line, "expected BOAD-AGENT PROTOCOL VERSION"));
+                }
+                let their_protocol = proto
+                    .parse()
+                    .map_err(|_| malformed(&line, "bad protocol number"))?;
+                if their_protocol != PROTOCOL || version != VERSION {
+                    return Err(ControlError::Version {
+                        theirs: version.chars().take(40).collect(),
+                        their_protocol,
+                        ours: VERSION,
+                    });
+                }
+                continue;
+            }
+            let num = |s: &str| {
+                s.parse::<usize>()
+                    .map_err(|_| malformed(&line, "bad number"))
+            };
+            let bytes = |s: &str| unhex(s).ok_or_else(|| malformed(&line, "bad hex"));
+            match (key, &rest[..]) {
+                ("RENDEZVOUS", [a]) => {
+                    rendezvous = Some(match a.strip_prefix("ssh-client:") {
+                        Some(p) => RendezvousAt::SshClient(
+                            p.parse().map_err(|_| malformed(&line, "bad port"))?,
+                        ),
+                        None => RendezvousAt::Addr(
+                            a.parse().map_err(|_| malformed(&line, "bad address"))?,
+                        ),
+                    })
+                }
+                ("SECRET", [s]) => secret = Some((*s).to_string()),
+                ("HOST", [id, size]) => host = Some((num(id)?, num(size)?)),
+                ("RANK", [r]) => ranks.push(num(r)?),
+                ("PROGRAM", [p]) => program = Some(bytes(p)?),
+                ("ARG", [a]) => args.push(bytes(a)?),
+                ("ENV", [k, v]) => {
+                    let k = bytes(k)?;
+                    if k.is_empty() || k.contains(&b'=') || k.contains(&0) {
+                        return Err(malformed(&line, "bad variable name"));
+                    }
+                    env.push((k, bytes(v)?));
+                }
+                ("CWD", [d]) => cwd = Some(bytes(d)?),
+                ("GO", []) => {
+                    let (host_id, size) = host.ok_or(ControlError::Incomplete("no HOST"))?;
+                    let spec = AgentSpec {
+                        rendezvous: rendezvous.ok_or(ControlError::Incomplete("no RENDEZVOUS"))?,
+                        secret: secret.ok_or(ControlError::Incomplete("no SECRET"))?,
+                        host_id,
+                        size,
+                        ranks,
+                        program: program.ok_or(ControlError::Incomplete("no PROGRAM"))?,
+                        args,
+                        env,
+                        cwd,
+                    };
+                    if spec.ranks.is_empty() {
+                        return Err(ControlError::Incomplete("no RANK"));
+                    }
+                    if !spec.ranks.windows(2).all(|w| w[0] < w[1])
+                        || spec.ranks.iter().any(|&r| r >= size)
+                    {
+                        return Err(ControlError::Incomplete(
+                            "ranks must increase and be below the job's size",
+                        ));
+                    }
+                    return Ok(spec);
+                }
+                _ => return Err(malformed(&line, "unknown key or wrong number of fields")),
+            }
+        }
+        Err(ControlError::Incomplete("too many lines"))
+    }
+}
+
+/// Reads one line (without its newline) of at most [`MAX_LINE`] bytes; None at the end of input.
+pub fn read_line(input: &mut impl BufRead) -> Result<Option<Vec<u8>>, ControlError> {
+    let mut line = Vec::new();
+    let n = std::io::Read::take(&mut *input, MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| ControlError::Io(e.to_string()))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() > MAX_LINE {
+        return Err(malformed(&line, "line too long"));
+    }
+    Ok(Some(line))
+}
+
+/// What boadrun tells a running agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ToAgent {
+    /// Send this signal to every rank of the host (their process groups).
+    Signal(i32),
+}
+
+impl ToAgent {
+    /// The line, with its newline.
+    pub fn encode(self) -> String {
+        match self {
+            ToAgent::Signal(s) => format!("SIGNAL {s}\n"),
+        }
+    }
+
+    /// Parses a line (without newline).
+    pub fn parse(line: &[u8]) -> Result<ToAgent, ControlError> {
+        let text = std::str::from_utf8(line).map_err(|_| malformed(line, "not UTF-8"))?;
+        match text.split(' ').collect::<Vec<_>>()[..] {
+            ["SIGNAL", s] => match s.parse::<i32>() {
+                Ok(s) if (1..=64).contains(&s) => Ok(ToAgent::Signal(s)),
+                _ => Err(malformed(line, "bad signal number")),
+            },
+            _ => Err(malformed(line, "unknown key")),
+        }
+    }
+}
+
+/// What an agent tells boadrun.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FromAgent {
+    /// Joined the rendezvous and started every rank.
+    Ready,
+    /// A line a rank wrote to stdout (`err`: stderr), without its newline.
+    Output {
+        /// The rank.
+        rank: usize,
+        /// Written to stderr.
+        err: bool,
+        /// The line.
+        line: Vec<u8>,
+    },
+    /// A rank exited.
+    Exit {
+        /// The rank.
+        rank: usize,
+        /// Its status, or 128 + signal.
+        code: i32,
+        /// How it ended, in words ("exited with status 3").
+        how: String,
+    },
+    /// The agent cannot run the job on its host.
+    Fail(String),
+}
+
+impl FromAgent {
+    /// The line, with its newline.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = match self {
+            FromAgent::Ready => b"READY".to_vec(),
+            FromAgent::Output { rank, err, line } => {
+                let mut v = format!("{} {rank} ", if *err { "ERR" } else { "OUT" }).into_bytes();
+                v.extend(line.iter().map(|&b| if b == b'\n' { b' ' } else { b }));
+                v
+            }
+            FromAgent::Exit { rank, code, how } => {
+                format!("EXIT {rank} {code} {}", how.replace('\n', " ")).into_bytes()
+            }
+            FromAgent::Fail(why) => format!("FAIL {}", why.replace('\n', " ")).into_bytes(),
+        };
+        v.push(b'\n');
+        v
+    }
+
+    /// Parses a line (without newline).
+    pub fn parse(line: &[u8]) -> Result<FromAgent, ControlError> {
+        let (key, rest) = match line.iter().position(|&b| b == b' ') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => (line, &[][..]),
+        };
+        let split = |rest: &[u8]| -> Option<(usize, Vec<u8>)> {
+            let i = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+            let rank = std::str::from_utf8(&rest[..i]).ok()?.parse().ok()?;
+            Some((rank, rest.get(i + 1..).unwrap_or_default().to_vec()))
+        };
+        match key {
+            b"READY" if rest.is_empty() => Ok(FromAgent::Ready),
+            b"OUT" | b"ERR" => {
+                let (rank, line) = split(rest).ok_or_else(|| malformed(line, "bad rank"))?;
+                Ok(FromAgent::Output {
+                    rank,
+                    err: key == b"ERR",
+                    line,
+                })
+            }
+            b"EXIT" => {
+                let (rank, more) = split(rest).ok_or_else(|| malformed(line, "bad rank"))?;
+                let text = String::from_utf8_lossy(&more);
+                let (code, how) = text.split_once(' ').unwrap_or((&text, ""));
+                let code = code
+                    .parse::<i32>()
+                    .map_err(|_| malformed(line, "bad exit code"))?;
+                Ok(FromAgent::Exit {
+                    rank,
+                    code,
+                    how: how.to_string(),
+                })
+            }
+            b"FAIL" => Ok(FromAgent::Fail(String::from_utf8_lossy(rest).into_owned())),
+            _ => Err(malformed(line, "unknown key")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> AgentSpec {
+        AgentSpec {
+            rendezvous: RendezvousAt::Addr("198.18.1.1:4242".parse().expect("addr")),
+            secret: "ab".repeat(32),
+            host_id: 1,
+            size: 9,
+            ranks: vec![3, 4, 5],
+            program: b"./app with space".to_vec(),
+            args: vec![b"--x=1".to_vec(), b"\n\0\xff".to_vec(), Vec::new()],
+            env: vec![(b"BOAD_JOB".to_vec(), b"0123".to_vec())],
+            cwd: Some(b"/home/u/run".to_vec()),
+        }
+    }
+
+    #[test]
+    fn a_spec_survives_the_wire() {
+        let s = spec();
+        let text = s.encode();
+        let back = AgentSpec::read(&mut text.as_bytes()).expect("parses");
+        assert_eq!(back, s);
+        let mut ssh = spec();
+        ssh.rendezvous = RendezvousAt::SshClient(4242);
+        ssh.cwd = None;
+        assert_eq!(
+            AgentSpec::read(&mut ssh.encode().as_bytes()).expect("parses"),
+            ssh
+        );
+    }
+
+    #[test]
+    fn a_bad_spec_is_refused_with_its_reason() {
+        let good = spec().encode();
+        let other = good.replacen(VERSION, "0.0.0-other", 1);
+        assert!(matches!(
+            AgentSpec::read(&mut other.as_bytes()),
+            Err(ControlError::Version { .. })
+        ));
+        let cut = &good[..good.len() - 3];
+        assert_eq!(
+            AgentSpec::read(&mut cut.as_bytes()),
+            Err(ControlError::Incomplete("the input ended before GO"))
+        );
+        for (bad, why) in [
+            ("RANK x\n", "bad number"),
+            ("ENV 3d 00\n", "bad variable name"),
+            ("ARG 0\n", "bad hex"),
+            ("FOO 1\n", "unknown key or wrong number of fields"),
+        ] {
+            let text = good.replacen("GO\n", &format!("{bad}GO\n"), 1);
+            match AgentSpec::read(&mut text.as_bytes()) {
+                Err(ControlError::Malformed { why: w, .. }) => assert_eq!(w, why, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let beyond = good.replacen("RANK 5\n", "RANK 5\nRANK 9\n", 1);
+        assert!(matches!(
+            AgentSpec::read(&mut beyond.as_bytes()),
+            Err(ControlError::Incomplete(_))
+        ));
+        let long = format!("{}\n", "A".repeat(MAX_LINE + 10));
+        assert!(matches!(
+            AgentSpec::read(&mut long.as_bytes()),
+            Err(ControlError::Malformed {
+                why: "line too long",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn agent_lines_survive_the_wire() {
+        for m in [
+            FromAgent::Ready,
+            FromAgent::Output {
+                rank: 7,
+                err: true,
+                line: b"x y \xff".to_vec(),
+            },
+            FromAgent::Output {
+                rank: 0,
+                err: false,
+                line: Vec::new(),
+            },
+            FromAgent::Exit {
+                rank: 2,
+                code: 137,
+                how: "was killed by signal SIGKILL".into(),
+            },
+            FromAgent::Fail("no such program".into()),
+        ] {
+            let mut line = m.encode();
+            assert_eq!(line.pop(), Some(b'\n'));
+            assert_eq!(FromAgent::parse(&line), Ok(m));
+        }
+        assert!(FromAgent::parse(b"EXIT 1 x").is_err());
+        assert!(FromAgent::parse(b"OUT -1 x").is_err());
+        assert!(FromAgent::parse(b"READY now").is_err());
+        assert_eq!(
+            ToAgent::parse(ToAgent::Signal(15).encode().trim_end().as_bytes()),
+            Ok(ToAgent::Signal(15))
+        );
+        assert!(ToAgent::parse(b"SIGNAL 0").is_err());
+        assert_eq!(unhex("0aFF"), Some(vec![10, 255]));
+        assert_eq!(unhex("0"), None);
+        assert_eq!(unhex("zz"), None);
+    }
+}
