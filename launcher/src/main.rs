@@ -3,11 +3,15 @@
 //! failed.
 #![deny(missing_docs)]
 
+mod agent;
 mod cluster;
+mod control;
 mod error;
 mod janitor;
 mod kernel;
 mod program;
+mod relay;
+mod remote;
 mod rendezvous;
 mod spawn;
 
@@ -32,7 +36,7 @@ use boad_proto::Line;
 use error::Error;
 use kernel::{Setup, Transport, ENV_TRANSPORT};
 use rendezvous::{Server, TableHook};
-use spawn::{spawn_rank, Launch, Placement};
+use spawn::{spawn_rank, Launch, Output, Placement};
 
 /// Collective timeout variable read by the library.
 const ENV_TIMEOUT_MS: &str = "BOAD_TIMEOUT_MS";
@@ -89,10 +93,50 @@ job (and, with --wire-loss, how many datagrams it dropped on each host).\n\nEnvi
     override_usage = "boadrun [OPTIONS] [-n N] PROGRAM [ARGS]..."
 )]
 struct Args {
-    /// Number of ranks to start.
-    #[arg(short = 'n', long = "np", value_name = "N", default_value_t = 1,
+    /// Number of ranks to start [default: 1; with -H or --hostfile: every slot of the hosts].
+    #[arg(short = 'n', long = "np", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
-    np: u32,
+    np: Option<u32>,
+    /// Run the ranks on these machines, started over the launch agent (ssh): a comma-separated
+    /// list of NAME or NAME:SLOTS (SLOTS default 1), like mpirun -H; may be repeated. A host named
+    /// localhost runs its ranks without the launch agent. Ranks fill each host's slots in order
+    /// (see --map-by).
+    #[arg(short = 'H', long = "host", value_name = "HOSTS",
+          conflicts_with_all = ["hosts", "bind", "hostfile"])]
+    host: Vec<String>,
+    /// Like -H, from a file in Open MPI's syntax: one "NAME [slots=N] [max_slots=N]" per line,
+    /// '#' comments.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["hosts", "bind"])]
+    hostfile: Option<std::path::PathBuf>,
+    /// With -H or --hostfile, how ranks are placed: slot (fill the first host's slots, then the
+    /// next's) or node (one rank per host in turn).
+    #[arg(long, value_enum, value_name = "HOW", default_value = "slot")]
+    map_by: MapByArg,
+    /// With -H or --hostfile, allow more ranks than slots (placed round robin).
+    #[arg(long)]
+    oversubscribe: bool,
+    /// With -H or --hostfile, the command that runs a program on another host, given the host's
+    /// name and the command (like Open MPI's plm_rsh_agent); split at spaces. For ssh boadrun adds
+    /// -o BatchMode=yes -o ConnectTimeout=10 (no password prompt; options given here come first).
+    #[arg(long, value_name = "COMMAND", default_value = "ssh")]
+    launch_agent: String,
+    /// With -H or --hostfile, the boadrun run on each host as the agent that starts its ranks (the
+    /// same boad version); a name is looked up in that host's PATH.
+    #[arg(long, value_name = "PATH", default_value = "boadrun")]
+    agent_path: String,
+    /// With -H or --hostfile, the address the other hosts reach boadrun's rendezvous at (a TCP
+    /// port the system chooses) [default: the address this machine routes to each host from].
+    #[arg(long, value_name = "ADDR")]
+    rendezvous_addr: Option<IpAddr>,
+    /// With -H or --hostfile, how long each host's agent has to start and join, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    launch_timeout: u64,
+    /// Set an environment variable for the ranks: VAR=VALUE, or VAR to pass on boadrun's own value
+    /// (like mpirun -x); may be repeated. Every BOAD_* variable of boadrun's environment reaches
+    /// the ranks on every host without it.
+    #[arg(short = 'x', value_name = "VAR[=VALUE]")]
+    export: Vec<String>,
     /// Prefix every line a rank writes to stdout or stderr with "[RANK] " (a last line without
     /// newline gets one in any case, so lines of different ranks never mix).
     #[arg(long)]
@@ -140,8 +184,37 @@ struct Args {
     transport: Transport,
     /// Print what this machine offers the kernel path (kernel, BTF, capabilities, whether the
     /// eBPF programs are compiled in and load) and the path a job would take, then exit.
-    #[arg(long, conflicts_with_all = ["np", "hosts"])]
+    #[arg(long, conflicts_with_all = ["np", "hosts", "host", "hostfile"])]
     check: bool,
+}
+
+/// `--map-by`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum MapByArg {
+    /// Fill each host's slots in turn.
+    Slot,
+    /// One rank per host in turn.
+    Node,
+}
+
+/// `-x VAR[=VALUE]`: the variable and its value (boadrun's own if no value is given; None if it has
+/// none).
+fn export(item: &str) -> Result<Option<(OsString, OsString)>, Error> {
+    let (name, value) = match item.split_once('=') {
+        Some((n, v)) => (n, Some(OsString::from(v))),
+        None => (item, None),
+    };
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        return Err(Error::Usage(format!(
+            "-x {item}: {name:?} is not a variable name"
+        )));
+    }
+    Ok(value
+        .or_else(|| std::env::var_os(name))
+        .map(|v| (OsString::from(name), v)))
 }
 
 /// `--bind`: an address peers can reach (ranks advertise it).
@@ -158,7 +231,8 @@ fn parse_bind(text: &str) -> Result<IpAddr, String> {
 
 /// A started rank.
 struct Rank {
-    child: Child,
+    /// The process, if on this machine (else its host's agent started it).
+    child: Option<Child>,
     exited: bool,
 }
 
@@ -166,10 +240,10 @@ impl Rank {
     /// Sends `sig` to the rank's process group (its descendants too), or to the rank alone if it
     /// left that group. Only called before the rank is reaped, so its pid cannot have been reused.
     fn signal(&self, sig: i32) {
-        if self.exited {
+        let Some(child) = self.child.as_ref().filter(|_| !self.exited) else {
             return;
-        }
-        let Ok(pid) = libc::pid_t::try_from(self.child.id()) else {
+        };
+        let Ok(pid) = libc::pid_t::try_from(child.id()) else {
             return;
         };
         // SAFETY: kill() has no memory-safety preconditions; `pid` is our unreaped child, which is
@@ -256,44 +330,85 @@ fn job_key() -> Result<u64, Error> {
     Ok(u64::from_le_bytes(b))
 }
 
-fn run(args: &Args) -> Result<i32, Error> {
-    let Some((argv0, rest)) = args.command.split_first() else {
-        return Err(Error::CommandNotFound(String::new()));
+/// The hosts of a `-H` / `--hostfile` job and its size, or None for a job on this machine.
+fn host_plan(args: &Args) -> Result<Option<(usize, Vec<remote::HostPlan>)>, Error> {
+    let specs = if let Some(path) = &args.hostfile {
+        let text = std::fs::read_to_string(path)
+            .map_err(Error::setup(format!("cannot read {}", path.display())))?;
+        boad_proto::hosts::parse_hostfile(&text)
+            .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?
+    } else if !args.host.is_empty() {
+        boad_proto::hosts::parse_host_list(&args.host.join(","))
+            .map_err(|e| Error::Usage(format!("-H: {e}")))?
+    } else {
+        return Ok(None);
     };
-    let program = program::resolve(argv0, std::env::var_os("PATH").as_deref())?;
-    let size = args.np as usize;
-    let grace = Duration::from_millis(args.kill_grace_ms);
+    let map_by = match args.map_by {
+        MapByArg::Slot => boad_proto::hosts::MapBy::Slot,
+        MapByArg::Node => boad_proto::hosts::MapBy::Node,
+    };
+    let placed = boad_proto::hosts::place(
+        &specs,
+        args.np.map(|n| n as usize),
+        map_by,
+        args.oversubscribe,
+    )
+    .map_err(|e| Error::Usage(e.to_string()))?;
+    let plan = placed
+        .hosts
+        .iter()
+        .map(|h| remote::HostPlan {
+            name: h.name.clone(),
+            ranks: h.ranks.clone(),
+        })
+        .collect();
+    Ok(Some((placed.np(), plan)))
+}
 
-    // One connection per rank: boadrun keeps one end, the rank inherits the other.
-    let mut ours = Vec::with_capacity(size);
-    let mut theirs = Vec::with_capacity(size);
-    for _ in 0..size {
-        let (a, b) = UnixStream::pair().map_err(Error::setup("cannot create a socket pair"))?;
-        ours.push(a);
-        theirs.push(b);
-    }
-    let job = job_key()?;
-    let kernel: Arc<Mutex<Option<Setup>>> = Arc::new(Mutex::new(None));
-    let server = Server::start(
-        ours,
-        Duration::from_millis(args.rendezvous_timeout_ms),
-        Some(table_hook(Arc::clone(&kernel), job, args.transport.0)),
-    );
-    // Cleans up after the job even if boadrun is killed (see janitor.rs).
-    let mut janitor = janitor::Janitor::start()?;
+/// The variables boadrun passes to the ranks on other hosts besides its own: every `BOAD_*` of its
+/// environment that it does not set per rank.
+fn forwarded_env() -> Vec<(OsString, OsString)> {
+    use boad_proto::env::*;
+    let set_here = [
+        RANK,
+        SIZE,
+        LOCAL_RANK,
+        LOCAL_SIZE,
+        JOB,
+        RENDEZVOUS_FD,
+        HOST_ID,
+        BIND_ADDR,
+        TRANSPORT,
+        TIMEOUT_MS,
+    ];
+    std::env::vars_os()
+        .filter(|(k, _)| {
+            let k = k.to_string_lossy();
+            k.starts_with("BOAD_") && !set_here.contains(&k.as_ref())
+        })
+        .collect()
+}
 
-    // Handlers first, so that a signal arriving while ranks start is not lost.
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD])
-        .map_err(Error::setup("cannot install signal handlers"))?;
-    let (sig_tx, sig_rx) = mpsc::channel::<i32>();
-    thread::spawn(move || {
-        for s in signals.forever() {
-            if sig_tx.send(s).is_err() {
-                break;
-            }
-        }
-    });
+/// The ranks of a job on this machine, started.
+struct Local {
+    groups: Vec<janitor::Group>,
+    cluster: Option<cluster::Cluster>,
+    _shm: ShmCleanup,
+}
 
+/// Starts the ranks of a job on this machine (with `--hosts`, on a virtual cluster), `theirs[r]`
+/// being rank r's end of its rendezvous connection.
+#[allow(clippy::too_many_arguments)]
+fn start_local(
+    args: &Args,
+    size: usize,
+    job: u64,
+    theirs: Vec<UnixStream>,
+    kernel: &Mutex<Option<Setup>>,
+    janitor: &mut janitor::Janitor,
+    launch: &Launch<'_>,
+    done_tx: &mpsc::Sender<()>,
+) -> Result<(Vec<Rank>, Local), Error> {
     let hosts = args.hosts.map_or(1, |h| h as usize);
     if hosts > size {
         return Err(Error::Usage(format!(
@@ -325,12 +440,12 @@ fn run(args: &Args) -> Result<i32, Error> {
             None => Vec::new(),
         };
         match kernel::Folds::from_env().and_then(|folds| Setup::attach(netns, &folds)) {
-            Ok(setup) => *lock(&kernel) = Some(setup),
+            Ok(setup) => *lock(kernel) = Some(setup),
             Err(why) if transport == TransportKind::Kernel => return Err(Error::Kernel(why)),
             Err(why) => fallback(&why),
         }
     }
-    let kernel_on_lo = cluster.is_none() && lock(&kernel).is_some() && args.bind.is_loopback();
+    let kernel_on_lo = cluster.is_none() && lock(kernel).is_some() && args.bind.is_loopback();
     let placements: Vec<Placement> = (0..size)
         .map(|r| {
             let h = cluster::host_of(r, size, hosts);
@@ -356,32 +471,17 @@ fn run(args: &Args) -> Result<i32, Error> {
         .collect();
     // Removes the job's shared-memory segment if the ranks did not (they unlink it once all mapped
     // it, so it is left only when a rank died before that), whatever way this function returns.
-    let _shm = ShmCleanup {
+    let shm = ShmCleanup {
         job,
         hosts: hosts as u32,
     };
     for host in 0..hosts as u32 {
         janitor.watch_file(&boad_proto::shm::segment_path(job, host));
     }
-    let mut env = vec![
-        (ENV_JOB, format!("{job:016x}").into()),
-        (ENV_TRANSPORT, transport.name().into()),
-    ];
-    if let Some(ms) = args.timeout_ms {
-        env.push((ENV_TIMEOUT_MS, ms.to_string().into()));
-    }
-    let launch = Launch {
-        program: &program,
-        argv0,
-        args: rest,
-        env,
-        tag_output: args.tag_output,
-    };
-    let (done_tx, done_rx) = mpsc::channel();
     let mut ranks: Vec<Rank> = Vec::with_capacity(size);
     let mut groups = Vec::with_capacity(size);
     for (r, (place, conn)) in placements.iter().zip(theirs).enumerate() {
-        let spawned = spawn_rank(&launch, r, size, place, conn.as_raw_fd(), &done_tx);
+        let spawned = spawn_rank(launch, r, size, place, conn.as_raw_fd(), done_tx);
         // The rank has its copy; boadrun's must go, so that the rank's exit closes the connection.
         drop(conn);
         match spawned {
@@ -391,18 +491,167 @@ fn run(args: &Args) -> Result<i32, Error> {
                     groups.push(g);
                 }
                 ranks.push(Rank {
-                    child,
+                    child: Some(child),
                     exited: false,
                 });
             }
             Err(e) => {
                 for rank in &mut ranks {
                     rank.signal(SIGKILL);
-                    let _ = rank.child.wait();
+                    if let Some(c) = rank.child.as_mut() {
+                        let _ = c.wait();
+                    }
                 }
                 return Err(e);
             }
         }
+    }
+    Ok((
+        ranks,
+        Local {
+            groups,
+            cluster,
+            _shm: shm,
+        },
+    ))
+}
+
+fn run(args: &Args) -> Result<i32, Error> {
+    let Some((argv0, rest)) = args.command.split_first() else {
+        return Err(Error::CommandNotFound(String::new()));
+    };
+    let plan = host_plan(args)?;
+    let size = match &plan {
+        Some((size, _)) => *size,
+        None => args.np.map_or(1, |n| n as usize),
+    };
+    // On other hosts the agents find the program; here boadrun does, before anything starts.
+    let program = match plan {
+        Some(_) => None,
+        None => Some(program::resolve(
+            argv0,
+            std::env::var_os("PATH").as_deref(),
+        )?),
+    };
+    let mut exports = Vec::new();
+    for item in &args.export {
+        exports.extend(export(item)?);
+    }
+    let grace = Duration::from_millis(args.kill_grace_ms);
+    let transport = args.transport.0;
+    if plan.is_some() && transport == TransportKind::Kernel {
+        return Err(Error::Kernel(
+            "boadrun does not yet set up the kernel path across machines (-H, --hostfile): use \
+             --transport auto, udp or shm"
+                .into(),
+        ));
+    }
+
+    // One connection per rank: boadrun keeps one end, the rank (or, on another host, the relay to
+    // the rank's agent) the other.
+    let mut ours = Vec::with_capacity(size);
+    let mut theirs = Vec::with_capacity(size);
+    for _ in 0..size {
+        let (a, b) = UnixStream::pair().map_err(Error::setup("cannot create a socket pair"))?;
+        ours.push(a);
+        theirs.push(b);
+    }
+    let job = job_key()?;
+    let kernel: Arc<Mutex<Option<Setup>>> = Arc::new(Mutex::new(None));
+    let server = Server::start(
+        ours,
+        Duration::from_millis(args.rendezvous_timeout_ms),
+        Some(table_hook(Arc::clone(&kernel), job, transport)),
+    );
+    // Cleans up after the job even if boadrun is killed (see janitor.rs).
+    let mut janitor = janitor::Janitor::start()?;
+
+    // Handlers first, so that a signal arriving while ranks start is not lost.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD])
+        .map_err(Error::setup("cannot install signal handlers"))?;
+    let (sig_tx, sig_rx) = mpsc::channel::<i32>();
+    thread::spawn(move || {
+        for s in signals.forever() {
+            if sig_tx.send(s).is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut env = vec![
+        (ENV_JOB, format!("{job:016x}").into()),
+        (ENV_TRANSPORT, transport.name().into()),
+    ];
+    if let Some(ms) = args.timeout_ms {
+        env.push((ENV_TIMEOUT_MS, ms.to_string().into()));
+    }
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut local = None;
+    let mut remote = None;
+    let mut ranks: Vec<Rank>;
+    match (&plan, &program) {
+        (Some((_, hosts)), _) => {
+            if transport.wants_kernel() {
+                eprintln!(
+                    "boadrun: the kernel path is not set up across machines yet (-H, --hostfile); \
+                     collectives use the userspace path"
+                );
+            }
+            let mut all_env: Vec<(OsString, OsString)> = forwarded_env();
+            all_env.extend(
+                env.iter()
+                    .map(|(k, v): &(&str, OsString)| (OsString::from(k), v.clone())),
+            );
+            all_env.extend(exports);
+            let opts = remote::Options {
+                launch_agent: args
+                    .launch_agent
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect(),
+                agent_path: args.agent_path.clone(),
+                rendezvous_addr: args.rendezvous_addr,
+                tag_output: args.tag_output,
+                launch_timeout: Duration::from_secs(args.launch_timeout),
+            };
+            let prog = remote::Program {
+                argv0: argv0.clone(),
+                args: rest.to_vec(),
+                env: all_env,
+            };
+            remote = Some(remote::Remote::start(hosts, size, theirs, &prog, &opts)?);
+            ranks = (0..size)
+                .map(|_| Rank {
+                    child: None,
+                    exited: false,
+                })
+                .collect();
+        }
+        (None, Some(program)) => {
+            let launch = Launch {
+                program,
+                argv0,
+                args: rest,
+                env,
+                extra_env: &exports,
+                output: Output::Direct {
+                    tag: args.tag_output,
+                },
+            };
+            let (r, l) = start_local(
+                args,
+                size,
+                job,
+                theirs,
+                &kernel,
+                &mut janitor,
+                &launch,
+                &done_tx,
+            )?;
+            ranks = r;
+            local = Some(l);
+        }
+        (None, None) => return Err(Error::CommandNotFound(String::new())),
     }
     drop(done_tx);
 
@@ -415,24 +664,80 @@ fn run(args: &Args) -> Result<i32, Error> {
     let mut kill_at: Option<Instant> = None;
     let mut stopping = false; // boadrun is ending the job: rank deaths are no news
     let mut interrupts = 0;
+    let mut host_failed = false;
+    let signal_all = |ranks: &[Rank], remote: &Option<remote::Remote>, sig: i32| {
+        ranks.iter().for_each(|rk| rk.signal(sig));
+        if let Some(rem) = remote {
+            rem.signal(sig);
+        }
+    };
     loop {
+        // (rank, code, who, how) of every rank that exited since the last round.
+        let mut exits: Vec<(usize, i32, String, String)> = Vec::new();
         for (r, rank) in ranks.iter_mut().enumerate().filter(|(_, rk)| !rk.exited) {
-            let status = match rank.child.try_wait() {
+            let Some(child) = rank.child.as_mut() else {
+                continue;
+            };
+            let status = match child.try_wait() {
                 Ok(Some(status)) => status,
                 Ok(None) => continue,
                 Err(_) => ExitStatus::from_raw(125 << 8),
             };
-            rank.exited = true;
-            let code = exit_code(status);
+            exits.push((
+                r,
+                exit_code(status),
+                format!("pid {}", child.id()),
+                describe(status),
+            ));
+        }
+        let mut wait = POLL;
+        if let Some(rem) = remote.as_mut() {
+            // The hosts' news is what the loop waits for; signals are checked right after.
+            wait = Duration::from_millis(20);
+            for ev in rem.poll(POLL - wait) {
+                match ev {
+                    remote::Event::Exit { rank, code, how } => {
+                        let host = rem.host_of(rank).map_or("?", |h| rem.name(h));
+                        exits.push((rank, code, format!("on {host}"), how));
+                    }
+                    remote::Event::Fail { host, why } => {
+                        eprintln!("boadrun: host {}: {why}", rem.name(host));
+                        host_failed = true;
+                    }
+                    remote::Event::Gone { host, how } => {
+                        let name = rem.name(host).to_string();
+                        let lost: Vec<usize> = (0..size)
+                            .filter(|&r| rem.host_of(r) == Some(host) && !ranks[r].exited)
+                            .filter(|r| !exits.iter().any(|e| e.0 == *r))
+                            .collect();
+                        if !stopping {
+                            eprintln!(
+                                "boadrun: host {name}: its agent ended ({how}) while rank(s) {} ran",
+                                lost.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+                            );
+                        }
+                        for r in lost {
+                            exits.push((
+                                r,
+                                255,
+                                format!("on {name}"),
+                                "was lost with its host".into(),
+                            ));
+                        }
+                    }
+                }
+            }
+            if host_failed && term_at.is_none() && kill_at.is_none() {
+                term_at = Some(Instant::now());
+            }
+        }
+        for (r, code, who, how) in exits {
+            ranks[r].exited = true;
             server.rank_exited(r, code);
             if code != 0 && first_failure.is_none() {
                 first_failure = Some(code);
                 if !stopping {
-                    eprintln!(
-                        "boadrun: rank {r} (pid {}) {}",
-                        rank.child.id(),
-                        describe(status)
-                    );
+                    eprintln!("boadrun: rank {r} ({who}) {how}");
                 }
                 if term_at.is_none() && kill_at.is_none() {
                     term_at = Some(Instant::now() + grace);
@@ -454,34 +759,42 @@ fn run(args: &Args) -> Result<i32, Error> {
                 args.timeout.unwrap_or(0)
             );
             stopping = true;
-            ranks.iter().for_each(|rk| rk.signal(SIGTERM));
+            signal_all(&ranks, &remote, SIGTERM);
             term_at = None;
             kill_at = Some(now + TERM_TO_KILL);
         }
         if term_at.is_some_and(|t| now >= t) {
-            if !stopping {
+            if !stopping || host_failed {
                 eprintln!("boadrun: terminating {live} remaining rank(s)");
             }
             stopping = true;
-            ranks.iter().for_each(|rk| rk.signal(SIGTERM));
+            signal_all(&ranks, &remote, SIGTERM);
             term_at = None;
             kill_at = Some(now + TERM_TO_KILL);
         }
         if kill_at.is_some_and(|t| now >= t) {
-            ranks.iter().for_each(|rk| rk.signal(SIGKILL));
+            signal_all(&ranks, &remote, SIGKILL);
             kill_at = None;
+            if let Some(rem) = remote.as_mut() {
+                // Ranks on a host whose agent no longer answers are given up on.
+                rem.end(TERM_TO_KILL);
+                for (r, rank) in ranks.iter_mut().enumerate().filter(|(_, rk)| !rk.exited) {
+                    rank.exited = true;
+                    server.rank_exited(r, 255);
+                }
+            }
         }
         let wait = [term_at, kill_at]
             .into_iter()
             .flatten()
             .map(|t| t.saturating_duration_since(now))
-            .fold(POLL, Duration::min);
+            .fold(wait, Duration::min);
         match sig_rx.recv_timeout(wait) {
             Ok(sig) if sig != SIGCHLD => {
                 interrupts += usize::from(sig == SIGINT);
                 let sig = if interrupts > 1 { SIGKILL } else { sig };
                 stopping = true;
-                ranks.iter().for_each(|rk| rk.signal(sig));
+                signal_all(&ranks, &remote, sig);
                 if term_at.is_none() && kill_at.is_none() {
                     kill_at = Some(Instant::now() + grace);
                 }
@@ -490,11 +803,21 @@ fn run(args: &Args) -> Result<i32, Error> {
         }
     }
 
-    // What the ranks left running in their process groups ends with the job.
-    let left = janitor::end_groups(&groups, TERM_TO_KILL);
-    if left > 0 {
-        eprintln!("boadrun: ended {left} process(es) the ranks left running");
+    if let Some(rem) = remote.as_mut() {
+        // Every rank exited: the agents pass on the last output and end.
+        rem.end(DRAIN);
     }
+    let cluster = match local {
+        Some(l) => {
+            // What the ranks left running in their process groups ends with the job.
+            let left = janitor::end_groups(&l.groups, TERM_TO_KILL);
+            if left > 0 {
+                eprintln!("boadrun: ended {left} process(es) the ranks left running");
+            }
+            Some((l.cluster, l._shm))
+        }
+        None => None,
+    };
     // Let the forwarding threads finish writing what the ranks left in their pipes.
     let until = Instant::now() + DRAIN;
     for _ in 0..2 * size {
@@ -511,17 +834,19 @@ fn run(args: &Args) -> Result<i32, Error> {
             kernel::print_stats(&setup);
         }
     }
-    if let (Some(loss), Some(c)) = (args.wire_loss, &cluster) {
-        if kernel::stats_wanted() {
-            match c.wire_loss_dropped() {
-                Ok(per_host) => eprintln!("{}", wire_loss_line(&loss.percent(), &per_host)),
-                Err(e) => eprintln!("boadrun: reading the wire-loss counters: {e}"),
+    if let Some((Some(c), _)) = &cluster {
+        if let Some(loss) = args.wire_loss {
+            if kernel::stats_wanted() {
+                match c.wire_loss_dropped() {
+                    Ok(per_host) => eprintln!("{}", wire_loss_line(&loss.percent(), &per_host)),
+                    Err(e) => eprintln!("boadrun: reading the wire-loss counters: {e}"),
+                }
             }
         }
     }
     drop(cluster);
     janitor.finish();
-    if server.failure().is_some() {
+    if server.failure().is_some() || host_failed {
         return Ok(125);
     }
     if past_deadline {
@@ -580,6 +905,9 @@ fn main() {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     if std::path::Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new(janitor::ARGV0)) {
         janitor::run();
+    }
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(agent::FLAG)) {
+        agent::main();
     }
     let matches = Args::command().after_help(after_help()).get_matches();
     let args = match Args::from_arg_matches(&matches) {

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Sender;
 use std::thread;
 
+use crate::control::FromAgent;
 use crate::error::Error;
 
 /// What every rank of a job is started with.
@@ -20,8 +21,23 @@ pub struct Launch<'a> {
     pub args: &'a [OsString],
     /// Environment variables common to all ranks.
     pub env: Vec<(&'static str, OsString)>,
-    /// Prefix output lines with the rank.
-    pub tag_output: bool,
+    /// More of them, set after `env` (an agent's: what boadrun sent it).
+    pub extra_env: &'a [(OsString, OsString)],
+    /// Where the ranks' output goes.
+    pub output: Output,
+}
+
+/// Where a rank's output lines go.
+#[derive(Clone, Copy, Debug)]
+pub enum Output {
+    /// To our stdout and stderr, each line prefixed with `[RANK] ` if `tag`.
+    Direct {
+        /// Prefix lines with the rank.
+        tag: bool,
+    },
+    /// Both to our stdout as the control lines of an agent ([`FromAgent::Output`]): boadrun, on the
+    /// other end, writes them out.
+    Framed,
 }
 
 /// Where one rank runs.
@@ -60,6 +76,7 @@ pub fn spawn_rank(
     cmd.arg0(launch.argv0)
         .args(launch.args)
         .envs(launch.env.iter().map(|(k, v)| (*k, v)))
+        .envs(launch.extra_env.iter().map(|(k, v)| (k, v)))
         .env(boad_proto::env::RANK, rank.to_string())
         .env(boad_proto::env::SIZE, size.to_string())
         .env(boad_proto::env::LOCAL_RANK, place.local_rank.to_string())
@@ -105,52 +122,75 @@ pub fn spawn_rank(
         program: launch.argv0.to_string_lossy().into_owned(),
         source,
     })?;
-    let prefix = launch.tag_output.then(|| format!("[{rank}] "));
     if let Some(out) = child.stdout.take() {
-        forward(out, prefix.clone(), false, done.clone());
+        forward(out, rank, false, launch.output, done.clone());
     }
     if let Some(err) = child.stderr.take() {
-        forward(err, prefix, true, done.clone());
+        forward(err, rank, true, launch.output, done.clone());
     }
     Ok(child)
 }
 
-/// Copies `stream` to our stdout (or stderr) a whole line at a time, each under the stream's lock so
-/// that lines of different ranks never mix. A last line without newline gets one; a line longer than
-/// [`MAX_LINE`] is passed on in pieces of that size, each ended by a newline.
+/// Copies a rank's `stream` (its stderr if `err`) out a whole line at a time (see [`Output`]).
+/// A last line without newline gets one; a line longer than [`MAX_LINE`] is passed on in pieces of
+/// that size, each ended by a newline.
 fn forward(
     stream: impl Read + Send + 'static,
-    prefix: Option<String>,
-    to_stderr: bool,
+    rank: usize,
+    err: bool,
+    output: Output,
     done: Sender<()>,
 ) {
     thread::spawn(move || {
         let mut reader = BufReader::with_capacity(MAX_LINE, stream);
-        let prefix = prefix.unwrap_or_default().into_bytes();
         let mut line = Vec::with_capacity(256);
         let mut broken = false; // our own output is gone: keep draining so the rank never blocks
         loop {
             line.clear();
-            line.extend_from_slice(&prefix);
             match read_piece(&mut reader, &mut line, MAX_LINE) {
                 Ok(0) | Err(_) => break,
                 Ok(_) if broken => continue,
                 Ok(_) => {}
             }
-            if line.last() != Some(&b'\n') {
-                line.push(b'\n');
+            if line.last() == Some(&b'\n') {
+                line.pop();
             }
-            // One write per line, so that not even a terminal shared by stdout and stderr splits it.
-            broken = if to_stderr {
-                let mut e = std::io::stderr().lock();
-                e.write_all(&line).and_then(|()| e.flush()).is_err()
-            } else {
-                let mut o = std::io::stdout().lock();
-                o.write_all(&line).and_then(|()| o.flush()).is_err()
+            broken = match output {
+                Output::Direct { tag } => write_line(rank, err, tag, &line).is_err(),
+                Output::Framed => {
+                    let framed = FromAgent::Output {
+                        rank,
+                        err,
+                        line: std::mem::take(&mut line),
+                    };
+                    let mut o = std::io::stdout().lock();
+                    o.write_all(&framed.encode())
+                        .and_then(|()| o.flush())
+                        .is_err()
+                }
             };
         }
         let _ = done.send(());
     });
+}
+
+/// Writes one line of `rank`'s to our stdout (stderr if `err`), prefixed with `[RANK] ` if `tag`,
+/// in one write under the stream's lock, so that lines of different ranks never mix and not even a
+/// terminal shared by stdout and stderr splits one.
+pub fn write_line(rank: usize, err: bool, tag: bool, line: &[u8]) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(line.len() + 16);
+    if tag {
+        out.extend_from_slice(format!("[{rank}] ").as_bytes());
+    }
+    out.extend_from_slice(line);
+    out.push(b'\n');
+    if err {
+        let mut e = std::io::stderr().lock();
+        e.write_all(&out).and_then(|()| e.flush())
+    } else {
+        let mut o = std::io::stdout().lock();
+        o.write_all(&out).and_then(|()| o.flush())
+    }
 }
 
 /// Appends to `out` the bytes up to and including the next newline, or `max` bytes if no newline

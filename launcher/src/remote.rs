@@ -1,0 +1,598 @@
+//! boadrun's side of a multi-host job (`-H`, `--hostfile`): one agent per host, started through
+//! the launch agent (`ssh` by default), a TCP rendezvous the agents connect to, and what they report.
+//!
+//! For each host boadrun runs `LAUNCH-AGENT [ssh options] HOST AGENT-PATH --agent` (a host named
+//! `localhost`, `127.0.0.1` or `::1` runs `boadrun --agent` directly, without the launch agent) and
+//! writes the agent its part of the job on its standard input (`control`), including the job's
+//! secret: it never appears on a command line. The agents connect to a TCP listener of boadrun's
+//! (port chosen by the system, on the address this machine routes to each host from, or
+//! `--rendezvous-addr`), prove they know the secret (`auth`, mutual challenge-response), and then
+//! carry their ranks' rendezvous connections (`relay`) to the same rendezvous server a job on one
+//! machine uses, which sees one socket per rank either way.
+//!
+//! Contract: every launch-agent process is in its own process group and dies with boadrun
+//! (PR_SET_PDEATHSIG), and with it the agent's input, which ends that host's ranks. An agent that
+//! cannot start, a connection that is refused, or a host whose agent did not report ready within the
+//! launch timeout is an [`Event::Fail`] naming the host; an agent that ends while its ranks have not
+//! all exited is an [`Event::Gone`]. A connection to the listener that does not prove the secret
+//! within a few seconds is dropped, and at most one connection per host is accepted.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::control::{read_line, AgentSpec, FromAgent, RendezvousAt, ToAgent};
+use crate::error::Error;
+use crate::relay::{self, RankEnd};
+use crate::spawn::write_line;
+use boad_proto::auth::{server_handshake, Secret};
+
+/// How long a connection to the rendezvous listener has to prove the secret.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an agent whose rendezvous connection was lost has to end before its ranks are
+/// given up on.
+const LOST_GRACE: Duration = Duration::from_secs(5);
+/// Handshakes in progress at most (more connections wait in the listen queue).
+const MAX_HANDSHAKES: usize = 32;
+
+/// One host of the job and the ranks it runs.
+#[derive(Clone, Debug)]
+pub struct HostPlan {
+    /// The name the user gave (passed to the launch agent).
+    pub name: String,
+    /// Its ranks, in increasing order.
+    pub ranks: Vec<usize>,
+}
+
+/// How boadrun reaches the hosts.
+pub struct Options {
+    /// The launch agent's command words (`ssh -p 2222` is `["ssh", "-p", "2222"]`).
+    pub launch_agent: Vec<String>,
+    /// The `boadrun` to run on each host.
+    pub agent_path: String,
+    /// Where the agents find the rendezvous, if not where this machine routes to them from.
+    pub rendezvous_addr: Option<IpAddr>,
+    /// Prefix output lines with the rank.
+    pub tag_output: bool,
+    /// How long every agent has to report ready.
+    pub launch_timeout: Duration,
+}
+
+/// What every host's ranks run.
+pub struct Program {
+    /// The program as the user wrote it.
+    pub argv0: OsString,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Variables for the ranks.
+    pub env: Vec<(OsString, OsString)>,
+}
+
+/// What boadrun hears from the hosts.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A rank exited.
+    Exit {
+        /// The rank.
+        rank: usize,
+        /// Its status, or 128 + signal.
+        code: i32,
+        /// How, in words.
+        how: String,
+    },
+    /// A host cannot run its part of the job (why, naming it).
+    Fail {
+        /// The host's index.
+        host: usize,
+        /// Why.
+        why: String,
+    },
+    /// A host's agent ended before all its ranks exited.
+    Gone {
+        /// The host's index.
+        host: usize,
+        /// How the launch agent ended.
+        how: String,
+    },
+}
+
+/// What the threads pass to [`Remote::poll`].
+enum Msg {
+    Line(usize, FromAgent),
+    Bad(usize, String),
+    Eof(usize),
+    Lost(usize),
+}
+
+struct Agent {
+    name: String,
+    ranks: Vec<usize>,
+    exited: Vec<usize>,
+    child: Child,
+    stdin: Arc<Mutex<Option<ChildStdin>>>,
+    ready: bool,
+    eof: bool,
+    gone: bool,
+    failed: bool,
+    /// When its rendezvous connection was lost while ranks ran.
+    lost: Option<Instant>,
+}
+
+/// The hosts of a running job.
+pub struct Remote {
+    agents: Vec<Agent>,
+    rx: Receiver<Msg>,
+    started: Instant,
+    launch_timeout: Duration,
+}
+
+/// Whether boadrun starts this host's agent itself rather than through the launch agent.
+fn is_local(name: &str) -> bool {
+    matches!(name, "localhost" | "127.0.0.1" | "::1" | "[::1]")
+}
+
+/// The address this machine sends from to reach `name`, if the name resolves.
+fn route_source(name: &str) -> Option<IpAddr> {
+    let host = name.trim_start_matches('[').trim_end_matches(']');
+    let addr = (host, 9).to_socket_addrs().ok()?.next()?;
+    let any: SocketAddr = match addr {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let s = UdpSocket::bind(any).ok()?;
+    s.connect(addr).ok()?;
+    Some(s.local_addr().ok()?.ip())
+}
+
+/// Checks a word boadrun puts on the remote command line (the remote shell reads it).
+fn plain_word(what: &str, w: &str) -> Result<(), Error> {
+    let ok = !w.is_empty()
+        && !w.starts_with('-')
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._+-~:@[]%".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "{what} {w:?} cannot be passed to the launch agent safely (letters, digits and /._+-~:@[]% only, not starting with '-')"
+        )))
+    }
+}
+
+impl Remote {
+    /// Starts one agent per host of `plan` and the rendezvous listener; `rank_ends[r]` is the end
+    /// of rank `r`'s rendezvous connection that stands for the rank (its partner is the server's).
+    pub fn start(
+        plan: &[HostPlan],
+        size: usize,
+        rank_ends: Vec<UnixStream>,
+        program: &Program,
+        opts: &Options,
+    ) -> Result<Remote, Error> {
+        for h in plan {
+            plain_word("host name", &h.name)?;
+        }
+        plain_word("--agent-path", &opts.agent_path)?;
+        let secret = Secret::random().map_err(|e| Error::Usage(e.to_string()))?;
+        let sources: Vec<Option<IpAddr>> = plan.iter().map(|h| route_source(&h.name)).collect();
+        let routed = plan
+            .iter()
+            .zip(&sources)
+            .filter(|(h, _)| !is_local(&h.name))
+            .find_map(|(_, s)| s.filter(|ip| !ip.is_loopback()));
+        let bind_ip = match opts.rendezvous_addr {
+            Some(ip) => ip,
+            None if sources.iter().flatten().all(IpAddr::is_loopback) && routed.is_none() => {
+                if plan.iter().all(|h| is_local(&h.name)) {
+                    IpAddr::V4(Ipv4Addr::LOCALHOST)
+                } else {
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                }
+            }
+            None if sources.iter().flatten().any(IpAddr::is_ipv6) => {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            }
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        let listener = TcpListener::bind((bind_ip, 0)).map_err(Error::setup(format!(
+            "cannot listen for agents on {bind_ip}"
+        )))?;
+        let port = listener
+            .local_addr()
+            .map_err(Error::setup("cannot read the rendezvous address"))?
+            .port();
+
+        // Each host's rank ends, taken by the first connection that proves the secret as its agent.
+        let mut ends: Vec<Option<RankEnd>> = rank_ends
+            .into_iter()
+            .enumerate()
+            .map(|(rank, conn)| Some(RankEnd { rank, conn }))
+            .collect();
+        let slots: Vec<Option<Vec<RankEnd>>> = plan
+            .iter()
+            .map(|h| Some(h.ranks.iter().filter_map(|&r| ends[r].take()).collect()))
+            .collect();
+        let (tx, rx) = mpsc::channel();
+        accept(listener, secret.clone(), slots, tx.clone());
+
+        let cwd = std::env::current_dir()
+            .ok()
+            .map(|d| d.as_os_str().as_bytes().to_vec());
+        let mut agents = Vec::with_capacity(plan.len());
+        for (host, (h, source)) in plan.iter().zip(&sources).enumerate() {
+            let rendezvous = match (opts.rendezvous_addr, is_local(&h.name), source) {
+                (Some(ip), _, _) => RendezvousAt::Addr(SocketAddr::new(ip, port)),
+                (None, true, _) => RendezvousAt::Addr(SocketAddr::new(
+                    routed.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                    port,
+                )),
+                (None, false, Some(ip)) => RendezvousAt::Addr(SocketAddr::new(*ip, port)),
+                (None, false, None) => RendezvousAt::SshClient(port),
+            };
+            let spec = AgentSpec {
+                rendezvous,
+                secret: secret.to_hex(),
+                host_id: host,
+                size,
+                ranks: h.ranks.clone(),
+                program: program.argv0.as_bytes().to_vec(),
+                args: program.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+                env: program
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                    .collect(),
+                cwd: cwd.clone(),
+            };
+            let started = launch(host, h, &spec, opts, &tx);
+            match started {
+                Ok(agent) => agents.push(agent),
+                Err(e) => {
+                    for a in &mut agents {
+                        a.stdin
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .take();
+                        let _ = a.child.kill();
+                        let _ = a.child.wait();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Remote {
+            agents,
+            rx,
+            started: Instant::now(),
+            launch_timeout: opts.launch_timeout,
+        })
+    }
+
+    /// The name of host `host`.
+    pub fn name(&self, host: usize) -> &str {
+        &self.agents[host].name
+    }
+
+    /// Which host runs `rank`.
+    pub fn host_of(&self, rank: usize) -> Option<usize> {
+        self.agents.iter().position(|a| a.ranks.contains(&rank))
+    }
+
+    /// Sends `sig` to every rank still running, through their agents.
+    pub fn signal(&self, sig: i32) {
+        for a in &self.agents {
+            let mut stdin = a.stdin.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(s) = stdin.as_mut() {
+                let _ = s.write_all(ToAgent::Signal(sig).encode().as_bytes());
+            }
+        }
+    }
+
+    /// What happened since the last call; waits at most `wait` for the first news.
+    pub fn poll(&mut self, wait: Duration) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut first = self.rx.recv_timeout(wait).ok();
+        while let Some(msg) = first.take().or_else(|| self.rx.try_recv().ok()) {
+            self.take(msg, &mut events);
+        }
+        let now = Instant::now();
+        for (host, a) in self.agents.iter_mut().enumerate() {
+            if !a.ready && !a.failed && !a.gone && now - self.started > self.launch_timeout {
+                a.failed = true;
+                events.push(Event::Fail {
+                    host,
+                    why: format!(
+                        "its agent did not start within {} s (is the host reachable, and boadrun installed there?)",
+                        self.launch_timeout.as_secs()
+                    ),
+                });
+            }
+            if !a.gone && a.lost.is_some_and(|t| now - t > LOST_GRACE) {
+                // Its connection is gone and so, as far as we can tell, is the host.
+                a.gone = true;
+                let _ = a.child.kill();
+                if a.exited.len() < a.ranks.len() {
+                    events.push(Event::Gone {
+                        host,
+                        how: "its rendezvous connection was lost and it did not end".into(),
+                    });
+                }
+            }
+            if a.eof && !a.gone {
+                if let Ok(Some(status)) = a.child.try_wait() {
+                    a.gone = true;
+                    if !a.ready && !a.failed {
+                        a.failed = true;
+                        events.push(Event::Fail {
+                            host,
+                            why: format!(
+                                "its agent ended ({}) before starting the ranks",
+                                crate::describe(status)
+                            ),
+                        });
+                    }
+                    if a.exited.len() < a.ranks.len() {
+                        events.push(Event::Gone {
+                            host,
+                            how: crate::describe(status),
+                        });
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    fn take(&mut self, msg: Msg, events: &mut Vec<Event>) {
+        match msg {
+            Msg::Line(host, FromAgent::Ready) => self.agents[host].ready = true,
+            Msg::Line(host, FromAgent::Exit { rank, code, how }) => {
+                let a = &mut self.agents[host];
+                if a.ranks.contains(&rank) && !a.exited.contains(&rank) {
+                    a.exited.push(rank);
+                    events.push(Event::Exit { rank, code, how });
+                } else {
+                    events.push(Event::Fail {
+                        host,
+                        why: format!("its agent reported the exit of rank {rank}, not one of its"),
+                    });
+                }
+            }
+            Msg::Line(host, FromAgent::Fail(why)) => {
+                self.agents[host].failed = true;
+                events.push(Event::Fail { host, why });
+            }
+            // Output is written by the reading thread.
+            Msg::Line(_, FromAgent::Output { .. }) => {}
+            Msg::Bad(host, why) => events.push(Event::Fail {
+                host,
+                why: format!("protocol error from its agent: {why}"),
+            }),
+            Msg::Eof(host) => self.agents[host].eof = true,
+            // The agent ends its ranks when it loses the connection, and then itself: its end
+            // (or, if it does not come, the grace in `poll`) reports them.
+            Msg::Lost(host) => {
+                let a = &mut self.agents[host];
+                if a.exited.len() < a.ranks.len() {
+                    a.lost.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+    }
+
+    /// Ends the job on every host: closes the agents' input (which kills what is left of their
+    /// ranks), gives them `grace` to exit and to pass on the last output, then kills the launch
+    /// agents still running.
+    pub fn end(&mut self, grace: Duration) {
+        for a in &self.agents {
+            a.stdin
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+        }
+        let until = Instant::now() + grace;
+        while Instant::now() < until && self.agents.iter().any(|a| !a.eof) {
+            if let Ok(msg) = self.rx.recv_timeout(Duration::from_millis(20)) {
+                let mut ignored = Vec::new();
+                self.take(msg, &mut ignored);
+            }
+        }
+        for a in &mut self.agents {
+            if !matches!(a.child.try_wait(), Ok(Some(_))) {
+                let _ = a.child.kill();
+            }
+            let _ = a.child.wait();
+        }
+    }
+}
+
+/// Accepts agents' connections: each one that proves the secret as `agent H` gets host `H`'s rank
+/// ends (once), relayed until either side ends.
+fn accept(
+    listener: TcpListener,
+    secret: Secret,
+    slots: Vec<Option<Vec<RankEnd>>>,
+    tx: Sender<Msg>,
+) {
+    let left = slots.iter().filter(|s| s.is_some()).count();
+    let slots = Arc::new(Mutex::new((slots, left)));
+    let busy = Arc::new(AtomicUsize::new(0));
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut stream) = conn else { continue };
+            if busy.fetch_add(1, Ordering::SeqCst) >= MAX_HANDSHAKES {
+                busy.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            let (shared, busy, secret, tx) = (
+                Arc::clone(&slots),
+                Arc::clone(&busy),
+                secret.clone(),
+                tx.clone(),
+            );
+            thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+                let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
+                let role = server_handshake(&mut stream, &secret);
+                busy.fetch_sub(1, Ordering::SeqCst);
+                let Ok(role) = role else { return };
+                let host = std::str::from_utf8(&role)
+                    .ok()
+                    .and_then(|r| r.strip_prefix("agent "))
+                    .and_then(|h| h.parse::<usize>().ok());
+                let mut guard = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                let Some(ends) = host.and_then(|h| guard.0.get_mut(h)).and_then(Option::take)
+                else {
+                    return;
+                };
+                guard.1 -= 1;
+                drop(guard);
+                let host = host.unwrap_or_default();
+                let _ = stream.set_read_timeout(None);
+                let _ = stream.set_write_timeout(None);
+                let _ = stream.set_nodelay(true);
+                relay::run(stream, ends, move || {
+                    let _ = tx.send(Msg::Lost(host));
+                });
+            });
+            if slots.lock().unwrap_or_else(PoisonError::into_inner).1 == 0 {
+                // Every host's agent has joined: nobody else may.
+                break;
+            }
+        }
+    });
+}
+
+/// Starts host `host`'s agent and the threads that read what it says.
+fn launch(
+    host: usize,
+    h: &HostPlan,
+    spec: &AgentSpec,
+    opts: &Options,
+    tx: &Sender<Msg>,
+) -> Result<Agent, Error> {
+    let mut cmd = if is_local(&h.name) {
+        let exe = std::env::current_exe().map_err(Error::setup("cannot find boadrun itself"))?;
+        Command::new(exe)
+    } else {
+        let (first, rest) = opts
+            .launch_agent
+            .split_first()
+            .ok_or_else(|| Error::Usage("--launch-agent is empty".into()))?;
+        let mut c = Command::new(first);
+        c.args(rest);
+        if std::path::Path::new(first).file_name() == Some(std::ffi::OsStr::new("ssh")) {
+            // Never a password prompt, and a host that does not answer fails in bounded time.
+            c.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]);
+        }
+        c.arg(&h.name).arg(&opts.agent_path);
+        c
+    };
+    cmd.arg(crate::agent::FLAG)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let launcher = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
+    // functions (prctl, getppid, _exit); it allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            let (sig, zero): (libc::c_ulong, libc::c_ulong) = (libc::SIGKILL as _, 0);
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig, zero, zero, zero) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != launcher {
+                libc::_exit(1);
+            }
+            Ok(())
+        })
+    };
+    let mut child = cmd.spawn().map_err(|source| Error::Setup {
+        what: format!(
+            "cannot start the launch agent {:?} for host {}",
+            opts.launch_agent.join(" "),
+            h.name
+        ),
+        source,
+    })?;
+    let stdin = Arc::new(Mutex::new(child.stdin.take()));
+    // The spec may be larger than a pipe holds before the agent reads it.
+    let text = spec.encode();
+    let writer = Arc::clone(&stdin);
+    thread::spawn(move || {
+        if let Some(s) = writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            let _ = s.write_all(text.as_bytes()).and_then(|()| s.flush());
+        }
+    });
+    if let Some(out) = child.stdout.take() {
+        let tx = tx.clone();
+        let tag = opts.tag_output;
+        let ranks = h.ranks.clone();
+        thread::spawn(move || {
+            let mut r = BufReader::new(out);
+            loop {
+                match read_line(&mut r) {
+                    Ok(Some(line)) => match FromAgent::parse(&line) {
+                        Ok(FromAgent::Output { rank, err, line }) if ranks.contains(&rank) => {
+                            let _ = write_line(rank, err, tag, &line);
+                        }
+                        Ok(m @ FromAgent::Output { .. }) => {
+                            let _ =
+                                tx.send(Msg::Bad(host, format!("{m:?} names another host's rank")));
+                        }
+                        Ok(m) => {
+                            let _ = tx.send(Msg::Line(host, m));
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Msg::Bad(host, e.to_string()));
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tx.send(Msg::Bad(host, e.to_string()));
+                        break;
+                    }
+                }
+            }
+            let _ = tx.send(Msg::Eof(host));
+        });
+    }
+    if let Some(err) = child.stderr.take() {
+        // What the launch agent (ssh) or the agent itself says outside the protocol.
+        let name = h.name.clone();
+        thread::spawn(move || {
+            let mut r = BufReader::new(err);
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 {
+                eprintln!("boadrun: host {name}: {}", line.trim_end());
+                line.clear();
+            }
+        });
+    }
+    Ok(Agent {
+        name: h.name.clone(),
+        ranks: h.ranks.clone(),
+        exited: Vec::new(),
+        child,
+        stdin,
+        ready: false,
+        eof: false,
+        gone: false,
+        failed: false,
+        lost: None,
+    })
+}
