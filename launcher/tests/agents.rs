@@ -1,0 +1,245 @@
+//! `boadrun -H` / `--hostfile` through agents, without ssh: hosts named `localhost` (boadrun starts
+//! their agents itself) and a launch agent that is a local script (runs the agent here, ignoring the
+//! host name). The same code path as over ssh (tests-integration/tests/hosts.rs runs it across
+//! namespace hosts with a real sshd): agents, the authenticated TCP rendezvous, the relay of the
+//! ranks' connections, output, exit codes and signals. Runs as any user.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BOADRUN: &str = env!("CARGO_BIN_EXE_boadrun");
+
+fn boadrun(args: &[&str]) -> Output {
+    Command::new(BOADRUN)
+        .env("BOAD_TRANSPORT", "udp")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run boadrun")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn sorted_lines(b: &[u8]) -> Vec<String> {
+    let mut v: Vec<String> = text(b).lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+/// A launch agent that runs the agent on this machine whatever host it is given: `SCRIPT HOST
+/// AGENT --agent` runs `AGENT --agent`.
+struct FakeAgent {
+    dir: tempfile::TempDir,
+}
+
+impl FakeAgent {
+    fn new(body: &str) -> FakeAgent {
+        let dir = tempfile::Builder::new()
+            .prefix("agents-test")
+            .tempdir()
+            .expect("temp dir");
+        let path = dir.path().join("launch");
+        let mut f = std::fs::File::create(&path).expect("create");
+        writeln!(f, "#!/bin/sh\n{body}").expect("write");
+        drop(f);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        FakeAgent { dir }
+    }
+
+    fn path(&self) -> String {
+        self.dir.path().join("launch").display().to_string()
+    }
+}
+
+#[test]
+fn localhost_hosts_get_their_ranks_and_environment() {
+    let out = boadrun(&[
+        "-H",
+        "localhost:2,localhost:1",
+        "-H",
+        "localhost:2",
+        "-x",
+        "FOO=bar baz",
+        "-x",
+        "HOME",
+        "--tag-output",
+        "sh",
+        "-c",
+        "echo $BOAD_RANK $BOAD_SIZE $BOAD_HOST_ID $BOAD_LOCAL_RANK $BOAD_LOCAL_SIZE \"$FOO\" $BOAD_TRANSPORT; echo err$BOAD_RANK >&2",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    // "localhost" three times is one host of 5 slots (names add up, as in Open MPI).
+    assert_eq!(
+        sorted_lines(&out.stdout),
+        [
+            "[0] 0 5 0 0 5 bar baz udp",
+            "[1] 1 5 0 1 5 bar baz udp",
+            "[2] 2 5 0 2 5 bar baz udp",
+            "[3] 3 5 0 3 5 bar baz udp",
+            "[4] 4 5 0 4 5 bar baz udp",
+        ]
+    );
+    let err = sorted_lines(&out.stderr);
+    for r in 0..5 {
+        assert!(err.contains(&format!("[{r}] err{r}")), "{err:?}");
+    }
+}
+
+#[test]
+fn ranks_fill_slots_or_go_round_robin() {
+    let agent = FakeAgent::new("shift; exec \"$@\"");
+    let launch = agent.path();
+    let script = "echo $BOAD_RANK $BOAD_HOST_ID $BOAD_LOCAL_RANK $BOAD_LOCAL_SIZE";
+    let common = [
+        "--launch-agent",
+        &launch,
+        "--agent-path",
+        BOADRUN,
+        "--rendezvous-addr",
+        "127.0.0.1",
+    ];
+    let mut args: Vec<&str> = common.to_vec();
+    args.extend(["-H", "198.18.7.1:3,198.18.7.2:2", "sh", "-c", script]);
+    let out = boadrun(&args);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        sorted_lines(&out.stdout),
+        ["0 0 0 3", "1 0 1 3", "2 0 2 3", "3 1 0 2", "4 1 1 2"]
+    );
+    let mut args: Vec<&str> = common.to_vec();
+    args.extend([
+        "--map-by",
+        "node",
+        "-n",
+        "4",
+        "-H",
+        "198.18.7.1:3,198.18.7.2:2",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let out = boadrun(&args);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        sorted_lines(&out.stdout),
+        ["0 0 0 2", "1 1 0 2", "2 0 1 2", "3 1 1 2"]
+    );
+}
+
+#[test]
+fn a_failing_rank_on_a_host_ends_the_job_with_its_code() {
+    let start = Instant::now();
+    let out = boadrun(&[
+        "-H",
+        "localhost:2,127.0.0.1:2",
+        "--kill-grace-ms",
+        "200",
+        "sh",
+        "-c",
+        "if [ $BOAD_RANK = 2 ]; then exit 7; fi; sleep 30",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("boadrun: rank 2 (on 127.0.0.1) exited with status 7"),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(20), "{err}");
+}
+
+#[test]
+fn a_host_whose_agent_cannot_start_fails_the_job_naming_it() {
+    // The launch agent fails at once, as ssh does for a host that refuses it.
+    let agent = FakeAgent::new(
+        "echo 'ssh: connect to host nowhere port 22: Connection refused' >&2; exit 255",
+    );
+    let launch = agent.path();
+    let start = Instant::now();
+    let out = boadrun(&[
+        "--launch-agent",
+        &launch,
+        "-H",
+        "localhost:1,198.18.7.9:1",
+        "--rendezvous-addr",
+        "127.0.0.1",
+        "sh",
+        "-c",
+        "sleep 30",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "boadrun: host 198.18.7.9: ssh: connect to host nowhere port 22: Connection refused"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("boadrun: host 198.18.7.9: its agent ended"),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(20), "{err}");
+
+    // A program that does not exist there: the agent says so, naming the host.
+    let out = boadrun(&["-H", "localhost:2", "./no-such-boad-program"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("boadrun: host localhost: ./no-such-boad-program: no such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_silent_host_fails_within_the_launch_timeout() {
+    // A launch agent that never starts the agent, and never ends.
+    let agent = FakeAgent::new("exec sleep 60");
+    let launch = agent.path();
+    let start = Instant::now();
+    let out = boadrun(&[
+        "--launch-agent",
+        &launch,
+        "--launch-timeout",
+        "2",
+        "-H",
+        "198.18.7.3:1",
+        "--rendezvous-addr",
+        "127.0.0.1",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("boadrun: host 198.18.7.3: its agent did not start within 2 s"),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(10), "{err}");
+}
+
+#[test]
+fn bad_host_lists_are_usage_errors() {
+    for (args, says) in [
+        (vec!["-H", "a:0", "true"], "a:0"),
+        (vec!["-H", "a,-oProxyCommand=x", "true"], "-oProxyCommand=x"),
+        (vec!["-H", "localhost:1", "-n", "3", "true"], "3"),
+        (vec!["-H", "localhost", "--hosts", "2", "true"], "--hosts"),
+        (vec!["-H", "localhost", "-x", "1BAD=x", "true"], "1BAD"),
+        (
+            vec!["-H", "localhost", "--transport", "kernel", "true"],
+            "kernel path",
+        ),
+        (
+            vec!["--hostfile", "/nonexistent/hosts", "true"],
+            "/nonexistent/hosts",
+        ),
+    ] {
+        let out = boadrun(&args);
+        let err = text(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
