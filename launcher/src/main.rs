@@ -93,7 +93,7 @@ job (and, with --wire-loss, how many datagrams it dropped on each host).\n\nEnvi
     override_usage = "boadrun [OPTIONS] [-n N] PROGRAM [ARGS]..."
 )]
 struct Args {
-    /// Number of ranks to start [default: 1; with -H or --hostfile: every slot of the hosts].
+    /// Number of ranks to start (with -H or --hostfile: every slot of the hosts) [default: 1].
     #[arg(short = 'n', long = "np", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     np: Option<u32>,
@@ -135,7 +135,7 @@ struct Args {
     /// Set an environment variable for the ranks: VAR=VALUE, or VAR to pass on boadrun's own value
     /// (like mpirun -x); may be repeated. Every BOAD_* variable of boadrun's environment reaches
     /// the ranks on every host without it.
-    #[arg(short = 'x', value_name = "VAR[=VALUE]")]
+    #[arg(short = 'x', long = "export", value_name = "VAR[=VALUE]")]
     export: Vec<String>,
     /// Prefix every line a rank writes to stdout or stderr with "[RANK] " (a last line without
     /// newline gets one in any case, so lines of different ranks never mix).

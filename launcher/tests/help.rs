@@ -70,7 +70,9 @@ fn option_section<'a>(help: &'a str, long: &str) -> Option<&'a str> {
 #[test]
 fn every_readme_flag_is_in_help_with_its_default() {
     let (help, readme) = (help(), readme());
-    let rows = table(&readme, "## Running a job");
+    // The flags of a job on one machine, then those of a job across machines.
+    let mut rows = table(&readme, "## Running a job");
+    rows.extend(table(&readme, "## Several machines"));
     let mut named = BTreeSet::new();
     for row in &rows {
         let longs: Vec<&str> = row[0]
