@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGKILL, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::control::{read_line, AgentSpec, FromAgent, RendezvousAt, ToAgent};
 use crate::relay::{self, RankEnd};
 use crate::spawn::{spawn_rank, Launch, Output, Placement};
 use crate::{describe, exit_code, janitor, program};
 use boad_proto::auth::{client_handshake, Secret};
+use boad_proto::control::{read_line, AgentSpec, FromAgent, RendezvousAt, ToAgent};
 
 /// The argument that makes `boadrun` an agent (not in `--help`: boadrun passes it itself).
 pub const FLAG: &str = "--agent";

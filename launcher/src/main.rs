@@ -5,7 +5,6 @@
 
 mod agent;
 mod cluster;
-mod control;
 mod error;
 mod janitor;
 mod kernel;

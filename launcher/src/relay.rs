@@ -19,6 +19,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
+use boad_proto::control::relay_frame;
+
 /// Longest rendezvous line relayed (the job table's lines are far shorter).
 pub const MAX_LINE: usize = 64 << 10;
 
@@ -93,7 +95,7 @@ pub fn run(stream: TcpStream, ends: Vec<RankEnd>, on_lost: impl FnOnce() + Send 
         let mut r = BufReader::new(stream);
         let mut clean = false;
         while let Some(frame) = line(&mut r) {
-            let Some((kind, rank, rest)) = parse(&frame) else {
+            let Some((kind, rank, rest)) = relay_frame(&frame) else {
                 break;
             };
             let Some((_, conn)) = conns.iter().find(|(q, _)| *q == rank) else {
@@ -124,20 +126,6 @@ pub fn run(stream: TcpStream, ends: Vec<RankEnd>, on_lost: impl FnOnce() + Send 
             on_lost();
         }
     });
-}
-
-/// `L RANK LINE` or `C RANK`.
-fn parse(frame: &[u8]) -> Option<(u8, usize, &[u8])> {
-    let (&kind, rest) = frame.split_first()?;
-    let rest = rest.strip_prefix(b" ")?;
-    let i = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
-    let rank = std::str::from_utf8(&rest[..i]).ok()?.parse().ok()?;
-    let tail = rest.get(i + 1..).unwrap_or_default();
-    match kind {
-        b'L' if i < rest.len() => Some((kind, rank, tail)),
-        b'C' if i == rest.len() => Some((kind, rank, tail)),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -222,9 +210,9 @@ mod tests {
         rx.recv_timeout(Duration::from_secs(5))
             .expect("reported lost");
         for bad in [&b"L 0"[..], b"C 0 x", b"X 0 y", b"L x y", b""] {
-            assert!(parse(bad).is_none(), "{bad:?}");
+            assert!(relay_frame(bad).is_none(), "{bad:?}");
         }
-        assert_eq!(parse(b"L 12 a b"), Some((b'L', 12, &b"a b"[..])));
-        assert_eq!(parse(b"C 2"), Some((b'C', 2, &b""[..])));
+        assert_eq!(relay_frame(b"L 12 a b"), Some((b'L', 12, &b"a b"[..])));
+        assert_eq!(relay_frame(b"C 2"), Some((b'C', 2, &b""[..])));
     }
 }

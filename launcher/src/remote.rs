@@ -30,11 +30,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::control::{read_line, AgentSpec, FromAgent, RendezvousAt, ToAgent};
 use crate::error::Error;
 use crate::relay::{self, RankEnd};
 use crate::spawn::write_line;
 use boad_proto::auth::{server_handshake, Secret};
+use boad_proto::control::{read_line, AgentSpec, FromAgent, RendezvousAt, ToAgent};
 
 /// How long a connection to the rendezvous listener has to prove the secret.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Sender;
 use std::thread;
 
-use crate::control::FromAgent;
 use crate::error::Error;
+use boad_proto::control::FromAgent;
 
 /// What every rank of a job is started with.
 pub struct Launch<'a> {

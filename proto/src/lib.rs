@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod control;
 pub mod hosts;
 pub mod layout;
 pub mod lines;

@@ -1,5 +1,7 @@
 //! The control channel between `boadrun` and the agent it starts on each host of a multi-host job
-//! (`-H`, `--hostfile`): the launch agent's (ssh's) standard input and output.
+//! (`-H`, `--hostfile`): the launch agent's (ssh's) standard input and output; and the frames of
+//! the relay that carries a host's rendezvous connections over its agent's TCP connection
+//! ([`relay_frame`]).
 //!
 //! boadrun writes the agent an [`AgentSpec`] (text lines, ended by `GO`), then, while the job runs,
 //! [`SIGNAL`](ToAgent::Signal) lines; closing the agent's input ends the job on that host (its ranks
@@ -377,6 +379,43 @@ impl FromAgent {
     }
 }
 
+/// A frame of the relay (`L RANK LINE`: a line of rank RANK's connection; `C RANK`: its end), as
+/// `(kind, rank, line)`; None if malformed.
+pub fn relay_frame(frame: &[u8]) -> Option<(u8, usize, &[u8])> {
+    let (&kind, rest) = frame.split_first()?;
+    let rest = rest.strip_prefix(b" ")?;
+    let i = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+    let rank = std::str::from_utf8(&rest[..i]).ok()?.parse().ok()?;
+    let tail = rest.get(i + 1..).unwrap_or_default();
+    match kind {
+        b'L' if i < rest.len() => Some((kind, rank, tail)),
+        b'C' if i == rest.len() => Some((kind, rank, tail)),
+        _ => None,
+    }
+}
+
+/// Fuzz entry point: arbitrary bytes as a job description, as agent lines, as boadrun's lines and
+/// as relay frames. Never panics; what parses encodes back to what parses the same.
+#[cfg(feature = "fuzzing")]
+pub fn exercise_control(data: &[u8]) {
+    if let Ok(spec) = AgentSpec::read(&mut &data[..]) {
+        let again = AgentSpec::read(&mut spec.encode().as_bytes()).expect("an encoded spec parses");
+        assert_eq!(again, spec);
+    }
+    for line in data.split(|&b| b == b'\n') {
+        if let Ok(m) = FromAgent::parse(line) {
+            let mut enc = m.encode();
+            enc.pop();
+            let back = FromAgent::parse(&enc).expect("an encoded agent line parses");
+            assert_eq!(back, m);
+        }
+        if let Ok(m) = ToAgent::parse(line) {
+            assert_eq!(ToAgent::parse(m.encode().trim_end().as_bytes()), Ok(m));
+        }
+        let _ = relay_frame(line);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,6 +487,19 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_fuzz_seed_is_a_valid_spec() {
+        // fuzz/make-seeds.py writes it; a seed that no longer parses would start the fuzzer from
+        // the shallow end.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/seeds/control_lines/spec"
+        );
+        let seed = std::fs::read(path).expect("seed written by fuzz/make-seeds.py");
+        let spec = AgentSpec::read(&mut &seed[..]).expect("the seed parses");
+        assert_eq!(spec.ranks, [3, 4]);
     }
 
     #[test]
