@@ -247,3 +247,33 @@ fn a_killed_agent_fails_the_others_naming_its_ranks() {
         assert!(ranks_on(&h, i, i - 1).is_empty(), "host {i} kept ranks");
     }
 }
+
+#[test]
+fn the_job_ends_on_every_host_when_boadrun_is_killed() {
+    let Some(h) = hosts(3) else { return };
+    let spec = spec(&h, &[(1, 2), (2, 2)]);
+    let _serial = common::serial();
+    // Ranks that would run for a minute, each with a child in its process group.
+    let mut cmd = command(&h, &spec, &[], "sh", &["-c", "sleep 60 & sleep 60"]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("start boadrun");
+    let until = Instant::now() + Duration::from_secs(30);
+    while ranks_on(&h, 1, 0).len() < 2 || ranks_on(&h, 2, 1).len() < 2 {
+        assert!(Instant::now() < until, "the ranks never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().expect("SIGKILL boadrun");
+    let _ = child.wait();
+    // Its ssh connections die with it; each agent sees its input end and ends its host's ranks
+    // and what they started.
+    let until = Instant::now() + Duration::from_secs(10);
+    let left = || {
+        let mut v = ranks_on(&h, 1, 0);
+        v.extend(ranks_on(&h, 2, 1));
+        v
+    };
+    while !left().is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(left().is_empty(), "left running: {:?}", left());
+}
