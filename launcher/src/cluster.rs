@@ -71,13 +71,7 @@ fn keeper() -> Result<Child, Error> {
     // async-signal-safe and the closure allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            let (sig, zero): (libc::c_ulong, libc::c_ulong) = (libc::SIGKILL as _, 0);
-            if libc::prctl(libc::PR_SET_PDEATHSIG, sig, zero, zero, zero) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != launcher {
-                libc::_exit(1);
-            }
+            crate::spawn::die_with(launcher)?;
             if libc::unshare(libc::CLONE_NEWNET) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

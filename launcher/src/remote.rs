@@ -505,18 +505,7 @@ fn launch(
     let launcher = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
     // functions (prctl, getppid, _exit); it allocates nothing and touches no lock.
-    unsafe {
-        cmd.pre_exec(move || {
-            let (sig, zero): (libc::c_ulong, libc::c_ulong) = (libc::SIGKILL as _, 0);
-            if libc::prctl(libc::PR_SET_PDEATHSIG, sig, zero, zero, zero) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != launcher {
-                libc::_exit(1);
-            }
-            Ok(())
-        })
-    };
+    unsafe { cmd.pre_exec(move || crate::spawn::die_with(launcher)) };
     let mut child = cmd.spawn().map_err(|source| Error::Setup {
         what: format!(
             "cannot start the launch agent {:?} for host {}",

@@ -54,6 +54,27 @@ pub struct Placement {
     pub netns: Option<std::os::fd::RawFd>,
 }
 
+/// For a child between fork and exec: asks for SIGKILL when the process `launcher` (its parent)
+/// dies, and exits at once if it already has (it may have died between fork and prctl: then
+/// nobody would kill the child). Calls only async-signal-safe functions and allocates nothing.
+/// Effective only if the forking thread lives as long as the launcher (PR_SET_PDEATHSIG follows
+/// the thread): fork from the main thread.
+pub fn die_with(launcher: libc::pid_t) -> std::io::Result<()> {
+    let (sig, zero): (libc::c_ulong, libc::c_ulong) = (libc::SIGKILL as _, 0);
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only and touches no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig, zero, zero, zero) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: getppid and _exit have no preconditions; _exit ends the child without running
+    // anything of the parent's.
+    unsafe {
+        if libc::getppid() != launcher {
+            libc::_exit(1);
+        }
+    }
+    Ok(())
+}
+
 /// Longest piece of output forwarded as one line: a longer line is passed on in pieces of this size,
 /// each ended by a newline, so that boadrun's memory stays bounded whatever a rank prints.
 pub const MAX_LINE: usize = 64 << 10;
@@ -96,14 +117,7 @@ pub fn spawn_rank(
     // `rendezvous` is this rank's end of its connection, open until the rank has been started.
     unsafe {
         cmd.pre_exec(move || {
-            let (sig, zero): (libc::c_ulong, libc::c_ulong) = (libc::SIGKILL as _, 0);
-            if libc::prctl(libc::PR_SET_PDEATHSIG, sig, zero, zero, zero) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The launcher may have died between fork and prctl: then nobody would kill us.
-            if libc::getppid() != launcher {
-                libc::_exit(1);
-            }
+            die_with(launcher)?;
             if let Some(fd) = netns {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
