@@ -10,7 +10,10 @@
 #   udp     `--transport udp`: the collectives' tests (SUBSET below);
 #   kernel  `--transport kernel`, every rank on the kernel path where a call fits: SUBSET;
 #   hier    `--hosts 2` (a virtual cluster): shared memory inside each host, the kernel path between
-#           the two host leaders where a call fits: SUBSET.
+#           the two host leaders where a call fits: SUBSET;
+#   hosts   `-H localhost:A,127.0.0.1:B --transport shm` (two hosts through boadrun's agents, as a
+#           job across machines runs; no ssh): shared memory inside each, UDP between the leaders:
+#           SUBSET.
 # Each run tells the tests which path the collectives must report (BOAD_TEST_PATH; see
 # python/tests/conftest.py). kernel and hier need root and a boadrun built with the eBPF programs:
 # as another user they fail, or with BOAD_ALLOW_SKIP=FILE set are recorded in FILE as skipped (as a
@@ -25,7 +28,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 python="${PYTHON:-python3}"
 ranks=4
-paths="shm,udp,kernel,hier"
+paths="shm,udp,kernel,hier,hosts"
 while [ $# -gt 0 ]; do
     case "$1" in
         -n) ranks="${2:?-n needs a number}"; shift 2 ;;
@@ -90,6 +93,10 @@ for p in "${wanted[@]}"; do
         udp) run udp udp "--transport udp" -k "$SUBSET" "$@" ;;
         kernel) if needs_root kernel; then run kernel kernel "--transport kernel" -k "$SUBSET" "$@"; fi ;;
         hier) if needs_root hier; then hosts=2; run hier hier-kernel "--hosts 2 --transport auto" -k "$SUBSET" "$@"; fi ;;
-        *) echo "python/test.sh: unknown path $p (shm, udp, kernel, hier)" >&2; exit 2 ;;
+        hosts)
+            [ "$ranks" -ge 2 ] || { echo "python/test.sh: the hosts path needs -n 2 or more" >&2; exit 2; }
+            hosts=2
+            run hosts hier "-H localhost:$(((ranks + 1) / 2)),127.0.0.1:$((ranks / 2)) --transport shm" -k "$SUBSET" "$@" ;;
+        *) echo "python/test.sh: unknown path $p (shm, udp, kernel, hier, hosts)" >&2; exit 2 ;;
     esac
 done

@@ -112,7 +112,7 @@ step "eBPF programs in network namespaces (tests-privileged)"
 # The whole suite on shared memory; the collectives' tests over UDP, the kernel path and a virtual
 # cluster of 2 hosts (each run checks that the collectives took its path; about 40 s more than shm
 # alone). Not root: the kernel and cluster runs are recorded as skipped.
-step "Python: pip install ./python, then pytest on 4 ranks on shm, udp, kernel and 2 hosts"
+step "Python: pip install ./python, then pytest on 4 ranks on shm, udp, kernel, 2 virtual hosts and 2 hosts through agents"
 BOADRUN=target/release/boadrun bash python/test.sh -n 4
 # The README as a user runs it: every command block (C, Python, Rust programs included).
 step "README: every command and program (scripts/check-readme.sh)"
