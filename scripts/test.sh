@@ -109,9 +109,10 @@ bash scripts/fuzz.sh 20
 step "eBPF programs in network namespaces (tests-privileged)"
 (cd tests-privileged && cargo clippy --all-targets -- -D warnings && cargo test --release)
 
-# The whole suite on shared memory; the collectives' tests over UDP, the kernel path and a virtual
-# cluster of 2 hosts (each run checks that the collectives took its path; about 40 s more than shm
-# alone). Not root: the kernel and cluster runs are recorded as skipped.
+# The whole suite on shared memory; the collectives' tests over UDP, the kernel path, a virtual
+# cluster of 2 hosts and 2 hosts through boadrun -H's agents (each run checks that the collectives
+# took its path; about 50 s more than shm alone). Not root: the kernel and cluster runs are
+# recorded as skipped.
 step "Python: pip install ./python, then pytest on 4 ranks on shm, udp, kernel, 2 virtual hosts and 2 hosts through agents"
 BOADRUN=target/release/boadrun bash python/test.sh -n 4
 # The README as a user runs it: every command block (C, Python, Rust programs included).
