@@ -18,13 +18,15 @@
 //! within a few seconds is dropped, and at most one connection per host is accepted.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket,
+};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -41,6 +43,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an agent whose rendezvous connection was lost has to end before its ranks are
 /// given up on.
 const LOST_GRACE: Duration = Duration::from_secs(5);
+/// How often the listener looks for a connection while agents are still to join.
+const ACCEPT_POLL: Duration = Duration::from_millis(10);
 /// Handshakes in progress at most (more connections wait in the listen queue).
 const MAX_HANDSHAKES: usize = 32;
 
@@ -130,6 +134,8 @@ struct Agent {
 /// The hosts of a running job.
 pub struct Remote {
     agents: Vec<Agent>,
+    /// Tells the listener to close.
+    stop: Arc<AtomicBool>,
     rx: Receiver<Msg>,
     started: Instant,
     launch_timeout: Duration,
@@ -222,7 +228,14 @@ impl Remote {
             .map(|h| Some(h.ranks.iter().filter_map(|&r| ends[r].take()).collect()))
             .collect();
         let (tx, rx) = mpsc::channel();
-        accept(listener, secret.clone(), slots, tx.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        accept(
+            listener,
+            secret.clone(),
+            slots,
+            tx.clone(),
+            Arc::clone(&stop),
+        );
 
         let cwd = std::env::current_dir()
             .ok()
@@ -265,12 +278,14 @@ impl Remote {
                         let _ = a.child.kill();
                         let _ = a.child.wait();
                     }
+                    stop.store(true, Ordering::SeqCst);
                     return Err(e);
                 }
             }
         }
         Ok(Remote {
             agents,
+            stop,
             rx,
             started: Instant::now(),
             launch_timeout: opts.launch_timeout,
@@ -393,6 +408,7 @@ impl Remote {
     /// ranks), gives them `grace` to exit and to pass on the last output, then kills the launch
     /// agents still running.
     pub fn end(&mut self, grace: Duration) {
+        self.stop.store(true, Ordering::SeqCst);
         for a in &self.agents {
             a.stdin
                 .lock()
@@ -422,54 +438,105 @@ fn accept(
     secret: Secret,
     slots: Vec<Option<Vec<RankEnd>>>,
     tx: Sender<Msg>,
+    stop: Arc<AtomicBool>,
 ) {
     let left = slots.iter().filter(|s| s.is_some()).count();
     let slots = Arc::new(Mutex::new((slots, left)));
     let busy = Arc::new(AtomicUsize::new(0));
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut stream) = conn else { continue };
-            if busy.fetch_add(1, Ordering::SeqCst) >= MAX_HANDSHAKES {
-                busy.fetch_sub(1, Ordering::SeqCst);
+    // Polled, so that the listener closes as soon as every host's agent has joined (or the job
+    // ended), not at the next connection.
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    thread::spawn(move || loop {
+        if stop.load(Ordering::SeqCst)
+            || slots.lock().unwrap_or_else(PoisonError::into_inner).1 == 0
+        {
+            // Every host's agent has joined: nobody else may.
+            return;
+        }
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(ACCEPT_POLL);
                 continue;
             }
-            let (shared, busy, secret, tx) = (
-                Arc::clone(&slots),
-                Arc::clone(&busy),
-                secret.clone(),
-                tx.clone(),
-            );
-            thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-                let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
-                let role = server_handshake(&mut stream, &secret);
-                busy.fetch_sub(1, Ordering::SeqCst);
-                let Ok(role) = role else { return };
-                let host = std::str::from_utf8(&role)
-                    .ok()
-                    .and_then(|r| r.strip_prefix("agent "))
-                    .and_then(|h| h.parse::<usize>().ok());
-                let mut guard = shared.lock().unwrap_or_else(PoisonError::into_inner);
-                let Some(ends) = host.and_then(|h| guard.0.get_mut(h)).and_then(Option::take)
-                else {
-                    return;
-                };
-                guard.1 -= 1;
-                drop(guard);
-                let host = host.unwrap_or_default();
-                let _ = stream.set_read_timeout(None);
-                let _ = stream.set_write_timeout(None);
-                let _ = stream.set_nodelay(true);
-                relay::run(stream, ends, move || {
-                    let _ = tx.send(Msg::Lost(host));
-                });
-            });
-            if slots.lock().unwrap_or_else(PoisonError::into_inner).1 == 0 {
-                // Every host's agent has joined: nobody else may.
-                break;
-            }
+            Err(_) => continue,
+        };
+        if stream.set_nonblocking(false).is_err()
+            || busy.fetch_add(1, Ordering::SeqCst) >= MAX_HANDSHAKES
+        {
+            busy.fetch_sub(1, Ordering::SeqCst);
+            continue;
         }
+        let (shared, busy, secret, tx) = (
+            Arc::clone(&slots),
+            Arc::clone(&busy),
+            secret.clone(),
+            tx.clone(),
+        );
+        thread::spawn(move || {
+            let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
+            let role = server_handshake(
+                &mut Deadline::new(&stream, Instant::now() + HANDSHAKE_TIMEOUT),
+                &secret,
+            );
+            busy.fetch_sub(1, Ordering::SeqCst);
+            let Ok(role) = role else { return };
+            let host = std::str::from_utf8(&role)
+                .ok()
+                .and_then(|r| r.strip_prefix("agent "))
+                .and_then(|h| h.parse::<usize>().ok());
+            let mut guard = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            let (Some(host), Some(ends)) = (
+                host,
+                host.and_then(|h| guard.0.get_mut(h)).and_then(Option::take),
+            ) else {
+                return;
+            };
+            guard.1 -= 1;
+            drop(guard);
+            let _ = stream.set_read_timeout(None);
+            let _ = stream.set_write_timeout(None);
+            let _ = stream.set_nodelay(true);
+            relay::run(stream, ends, move || {
+                let _ = tx.send(Msg::Lost(host));
+            });
+        });
     });
+}
+
+/// A stream whose reads all end by one deadline, however slowly the peer trickles bytes.
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    until: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    fn new(stream: &'a TcpStream, until: Instant) -> Deadline<'a> {
+        Deadline { stream, until }
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        (&mut &*self.stream).read(buf)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&mut &*self.stream).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&mut &*self.stream).flush()
+    }
 }
 
 /// Starts host `host`'s agent and the threads that read what it says.

@@ -243,3 +243,90 @@ fn bad_host_lists_are_usage_errors() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// The TCP ports process `pid` listens on (from /proc: its sockets' inodes in /proc/net/tcp*).
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for row in text.lines().skip(1) {
+            let f: Vec<&str> = row.split_whitespace().collect();
+            // local_address, ..., st (0A = LISTEN), ..., inode
+            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                let port = f[1].rsplit(':').next().unwrap_or("0");
+                ports.push(u16::from_str_radix(port, 16).expect("hex port"));
+            }
+        }
+    }
+    ports
+}
+
+#[test]
+fn the_rendezvous_refuses_a_wrong_secret_and_closes_once_every_agent_joined() {
+    // A launch agent that takes 2 s before it starts the agent: the rendezvous waits for it.
+    let agent = FakeAgent::new("sleep 2; shift; exec \"$@\"");
+    let launch = agent.path();
+    let mut child = Command::new(BOADRUN)
+        .env("BOAD_TRANSPORT", "udp")
+        .args(["--launch-agent", &launch, "--agent-path", BOADRUN])
+        .args(["--rendezvous-addr", "127.0.0.1", "-H", "198.18.7.4:2"])
+        .args([
+            "sh",
+            "-c",
+            "echo started $BOAD_RANK; sleep 3; echo done $BOAD_RANK",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start boadrun");
+    let until = Instant::now() + Duration::from_secs(2);
+    let port = loop {
+        if let Some(&p) = listening_ports(child.id()).first() {
+            break p;
+        }
+        assert!(Instant::now() < until, "boadrun never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Someone who does not know the secret: refused, and the job goes on.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let wrong = boad_proto::auth::Secret::random().expect("random");
+    let refused = boad_proto::auth::client_handshake(&mut s, &wrong, b"agent 0");
+    assert!(refused.is_err(), "a wrong secret was accepted");
+    // Once the agent has joined (its ranks run), nobody else can even connect, while the job runs.
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("read");
+    assert!(line.starts_with("started "), "{line:?}");
+    let until = Instant::now() + Duration::from_secs(1);
+    while !listening_ports(child.id()).is_empty() {
+        assert!(Instant::now() < until, "the listener stayed open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the job still runs"
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("read");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status:?}: {line}{rest}");
+    let all = format!("{line}{rest}");
+    assert_eq!(
+        sorted_lines(all.as_bytes()),
+        ["done 0", "done 1", "started 0", "started 1"]
+    );
+}
