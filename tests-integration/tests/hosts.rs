@@ -277,3 +277,33 @@ fn the_job_ends_on_every_host_when_boadrun_is_killed() {
     }
     assert!(left().is_empty(), "left running: {:?}", left());
 }
+
+#[test]
+fn a_host_that_refuses_our_key_fails_the_job_naming_it() {
+    let Some(h) = hosts(3) else { return };
+    // The fixture's known hosts, but no key of ours: ssh (BatchMode) cannot log in and says so.
+    let known = h.dir().join("known_hosts");
+    let agent = format!(
+        "ssh -F /dev/null -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -o IdentityFile=/dev/null -o User=root",
+        known.display()
+    );
+    let boadrun = boadrun();
+    let mut cmd = h.command_in(0, &boadrun);
+    cmd.args(["--launch-agent", &agent])
+        .arg("--agent-path")
+        .arg(&boadrun)
+        .args(["-H", &spec(&h, &[(1, 1), (2, 1)])])
+        .args(["sh", "-c", "sleep 30"]);
+    let start = Instant::now();
+    let job = run_cmd(cmd, "udp", &[], LIMIT);
+    assert_eq!(job.code(), Some(125), "{}", job.stderr());
+    let err = job.stderr();
+    for i in [1, 2] {
+        let host = h.hosts()[i];
+        assert!(
+            err.contains(&format!("boadrun: host {host}: ")) && err.contains("Permission denied"),
+            "{err}"
+        );
+    }
+    assert!(start.elapsed() < Duration::from_secs(30), "{err}");
+}
