@@ -647,6 +647,19 @@ mod tests {
         assert_eq!(spec.ranks, [3, 4]);
     }
 
+    #[cfg(feature = "fuzzing")]
+    #[test]
+    fn the_fuzz_seeds_pass_the_harness() {
+        // Every line of the agent-lines seed parses, so the harness's round trips all run.
+        for seed in ["spec", "agent-lines"] {
+            let path = format!(
+                "{}/../fuzz/seeds/control_lines/{seed}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            exercise_control(&std::fs::read(path).expect("seed written by fuzz/make-seeds.py"));
+        }
+    }
+
     #[test]
     fn agent_lines_survive_the_wire() {
         for m in [
