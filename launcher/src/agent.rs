@@ -8,6 +8,14 @@
 //! connections over the TCP connection (`relay`), their output lines, exits and the agent's own
 //! failures as control lines on its standard output, signals from its standard input.
 //!
+//! Kernel path: when the job's transport wants it ([`kernel::across_hosts`]), the agent loads and
+//! attaches the programs itself before its ranks start ([`kernel::HostSetup`]) and says how that
+//! went (`KERNEL ok IFNAME` / `KERNEL no REASON`) before `READY`; once every rank said HELLO
+//! boadrun sends it the job table (`KPEER` lines, `KFILL`), it fills the maps and answers
+//! (`FILLED`); with `BOAD_STATS` it reports the programs' counters (`KSTATS`) when its ranks have
+//! exited. Everything it attached is detached when it ends, however it ends (the links are its
+//! descriptors, close-on-exec, so no rank holds one).
+//!
 //! Contract: the job on this host ends with the agent's input. When boadrun closes it, or the
 //! connection carrying it is lost (ssh ended, boadrun killed), or the rendezvous connection is lost,
 //! every rank of this host is killed (SIGKILL, their process groups too) and the agent exits. Nothing
@@ -28,11 +36,13 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGKILL, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::kernel::{self, Folds, HostSetup};
 use crate::relay::{self, RankEnd};
 use crate::spawn::{spawn_rank, Launch, Output, Placement};
 use crate::{describe, exit_code, janitor, program};
 use boad_proto::auth::{client_handshake, Secret};
-use boad_proto::control::{read_line, AgentSpec, FromAgent, RendezvousAt, ToAgent};
+use boad_proto::control::{read_line, AgentSpec, Filled, FromAgent, RendezvousAt, ToAgent};
+use boad_proto::{PeerEntry, TransportKind};
 
 /// The argument that makes `boadrun` an agent (not in `--help`: boadrun passes it itself).
 pub const FLAG: &str = "--agent";
@@ -89,6 +99,61 @@ fn rendezvous_addr(at: &RendezvousAt) -> Result<SocketAddr, String> {
     }
 }
 
+/// The value of variable `name` in the job's environment (the spec's, not the agent's own).
+fn spec_var<'a>(spec: &'a AgentSpec, name: &str) -> Option<&'a str> {
+    spec.env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name.as_bytes())
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+/// Loads and attaches the kernel path for this host if the job wants it, saying how that went.
+fn attach_kernel(spec: &AgentSpec, bind: IpAddr) -> Option<HostSetup> {
+    let transport = spec_var(spec, boad_proto::env::TRANSPORT)
+        .and_then(|t| t.parse::<TransportKind>().ok())
+        .unwrap_or(TransportKind::Auto);
+    if !kernel::across_hosts(transport, spec.ranks.len() < spec.size) {
+        return None;
+    }
+    let folds = spec_var(spec, kernel::ENV_FOLDS).map_or_else(|| Ok(Folds::all()), Folds::parse);
+    match folds.and_then(|f| HostSetup::attach(bind, spec.host_id, &f)) {
+        Ok(setup) => {
+            say(&FromAgent::Kernel(Ok(setup.iface().to_string())));
+            Some(setup)
+        }
+        Err(why) => {
+            say(&FromAgent::Kernel(Err(why)));
+            None
+        }
+    }
+}
+
+/// Checks the job table boadrun sent for a fill: every rank of the job once, in rank order, this
+/// host's ranks on this host.
+fn check_table(table: &[PeerEntry], spec: &AgentSpec) -> Result<(), String> {
+    if table.len() != spec.size {
+        return Err(format!(
+            "boadrun sent a table of {} ranks for a job of {}",
+            table.len(),
+            spec.size
+        ));
+    }
+    if let Some((i, e)) = table.iter().enumerate().find(|(i, e)| e.rank != *i) {
+        return Err(format!("entry {i} of the table is rank {}", e.rank));
+    }
+    match spec
+        .ranks
+        .iter()
+        .find(|&&r| table[r].host_id as usize != spec.host_id)
+    {
+        Some(r) => Err(format!(
+            "the table puts rank {r}, one of this host's, on another host"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn run() -> Result<i32, String> {
     let mut input = std::io::BufReader::new(std::io::stdin());
     let spec = AgentSpec::read(&mut input).map_err(|e| e.to_string())?;
@@ -116,6 +181,12 @@ fn run() -> Result<i32, String> {
         .local_addr()
         .map_err(|e| format!("cannot read the rendezvous connection's address: {e}"))?
         .ip();
+
+    // Before any rank starts, so that every rank's datagrams meet the programs.
+    let mut kpath = attach_kernel(&spec, bind);
+    // The job table while boadrun sends it (at most one entry per rank).
+    let mut table: Vec<PeerEntry> = Vec::new();
+    let mut table_overflow = false;
 
     let mut janitor = janitor::Janitor::start().map_err(|e| e.to_string())?;
     let (ev_tx, ev_rx) = mpsc::channel::<Event>();
@@ -242,6 +313,30 @@ fn run() -> Result<i32, String> {
         }
         match ev_rx.recv_timeout(Duration::from_millis(20)) {
             Ok(Event::Control(ToAgent::Signal(s))) => signal_all(&ranks, s),
+            Ok(Event::Control(ToAgent::Peer(e))) => {
+                if table.len() < spec.size {
+                    table.push(e);
+                } else {
+                    table_overflow = true;
+                }
+            }
+            Ok(Event::Control(ToAgent::Fill { job, trigger })) => {
+                let answer = match kpath.as_mut() {
+                    None => Filled::No("the kernel path is not attached on this host".into()),
+                    Some(_) if table_overflow => {
+                        Filled::No(format!("boadrun sent more than {} ranks", spec.size))
+                    }
+                    Some(k) => match check_table(&table, &spec) {
+                        Ok(()) => k.fill(job, &table, trigger),
+                        Err(why) => Filled::No(why),
+                    },
+                };
+                table.clear();
+                table_overflow = false;
+                say(&FromAgent::Filled(answer));
+            }
+            // The job runs without the kernel path: nothing stays attached for it.
+            Ok(Event::Control(ToAgent::KernelOff)) => kpath = None,
             Ok(Event::InputEnded | Event::RendezvousLost)
             | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 // boadrun is gone or ended the job: so does this host's part of it.
@@ -252,6 +347,15 @@ fn run() -> Result<i32, String> {
             Ok(Event::Signal(s)) => signal_all(&ranks, s),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
+    }
+    if let Some(k) = kpath.take() {
+        if kernel::stats_on(spec_var(&spec, "BOAD_STATS")) {
+            match k.counters() {
+                Ok(c) => say(&FromAgent::Stats(c)),
+                Err(e) => eprintln!("boadrun agent: reading the kernel counters: {e}"),
+            }
+        }
+        // `k` goes here: detached now, as it would be at our exit.
     }
     // What the ranks left running ends with them; their last output is passed on.
     janitor::end_groups(&groups, Duration::from_secs(1));

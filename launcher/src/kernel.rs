@@ -2,9 +2,16 @@
 //! per job, attaching them to every host's interfaces before the ranks start, filling their maps
 //! from the rendezvous table, reporting their counters, and `boadrun --check`.
 //!
-//! Everything attached is a BPF link (XDP link, TCX link) held by a descriptor of this process and
-//! nothing is pinned: when boadrun exits, however it exits (SIGKILL too), the kernel closes the
-//! descriptors and the programs are gone from every interface.
+//! Two owners share one attach rule ([`attach_here`](imp)) and one fill rule (`fill_maps`):
+//! [`Setup`], boadrun's own for a job on this machine (`lo`) or on a `--hosts` virtual cluster
+//! (`lo` and `eth0` of every namespace), and [`HostSetup`], the one each host's agent makes for a
+//! job across machines (`-H`, `--hostfile`): `lo` and the interface that holds the address the
+//! host reaches boadrun from, with each member's MAC the next hop towards its host.
+//!
+//! Everything attached is a BPF link (XDP link, TCX link) held by a descriptor of the process that
+//! attached it (boadrun or the agent; close-on-exec, so no rank inherits one) and nothing is pinned:
+//! when that process exits, however it exits (SIGKILL too), the kernel closes the descriptors and
+//! the programs are gone from every interface.
 
 use boad::{DType, Op};
 use boad_proto::TransportKind;
@@ -203,7 +210,35 @@ pub fn check(transport: TransportKind) {
     }
 }
 
-pub use imp::Setup;
+pub use imp::{HostSetup, Setup};
+
+/// Whether the job whose ranks said HELLO with `peers` (in rank order) uses the host leaders'
+/// communicator too: several hosts, and some host with several ranks (the hierarchical path's
+/// network level).
+pub fn uses_leaders(peers: &[boad_proto::PeerEntry]) -> bool {
+    let leaders = boad_proto::Layout::of(peers).leaders.len();
+    leaders > 1 && leaders < peers.len()
+}
+
+/// One `BOAD_STATS` line of kernel counters (`(name, value)` in the programs' order, summed over
+/// `hosts` hosts).
+pub fn stats_line(counters: &[(String, u64)], hosts: usize) -> String {
+    let mut line = format!("boadrun stats: kernel hosts={hosts}");
+    for (name, value) in counters {
+        line += &format!(" {name}={value}");
+    }
+    line
+}
+
+/// Adds `more` to `sum`, counter by counter (by name; a name `sum` lacks is appended).
+pub fn add_counters(sum: &mut Vec<(String, u64)>, more: &[(String, u64)]) {
+    for (name, value) in more {
+        match sum.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => *v = v.saturating_add(*value),
+            None => sum.push((name.clone(), *value)),
+        }
+    }
+}
 
 /// The error's message followed by those of its sources not already part of it.
 #[cfg(feature = "kernel")]
@@ -222,16 +257,17 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(feature = "kernel")]
 mod imp {
-    use std::net::{IpAddr, SocketAddrV4, UdpSocket};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
     use std::os::fd::{AsFd, AsRawFd, OwnedFd};
     use std::time::{Duration, Instant};
 
     use boad_ebpf_loader::{
         comm, with_netns, BcastMember, Counters, KernelPath, PortRole, XdpMode,
     };
+    use boad_proto::control::Filled;
     use boad_proto::{Layout, PeerEntry};
 
-    use super::{chain, lo_has_xdp, missing_caps, Folds};
+    use super::{chain, lo_has_xdp, missing_caps, uses_leaders, Folds};
 
     /// Why a job without `--hosts` cannot have the kernel path.
     const LO_BUSY: &str = "lo already has an XDP program (another boad job?)";
@@ -284,26 +320,85 @@ mod imp {
     }
 
     /// Attaches XDP (generic mode) and TC egress to `lo` of the calling thread's namespace; with
-    /// `eth0`, also to `eth0` (XDP in driver mode where the driver allows) and returns its MAC.
-    fn attach_here(path: &mut KernelPath, eth0: bool) -> Result<Option<[u8; 6]>, String> {
+    /// `iface` (the interface towards the other hosts: `eth0` of a virtual host, the routed one of a
+    /// real host), also to `iface` (XDP in driver mode where the driver allows), and returns its MAC.
+    /// The one attach rule of every kernel-path job.
+    fn attach_here(path: &mut KernelPath, iface: Option<&str>) -> Result<Option<[u8; 6]>, String> {
         path.attach_xdp("lo", XdpMode::Generic)
             .map_err(|e| format!("attaching XDP to lo: {}", chain(&e)))?;
         path.attach_tc_egress("lo")
             .map_err(|e| format!("attaching TC egress to lo: {}", chain(&e)))?;
-        if !eth0 {
+        let Some(iface) = iface else {
             return Ok(None);
-        }
-        // A virtual host's own namespace: TC sends the clones for ranks on the root's host to lo
-        // ingress, which drops packets from a local source address unless this is on.
+        };
+        // A host of several: TC sends the clones for ranks on the root's host to lo ingress, which
+        // drops packets from a local source address unless this is on.
         boad_ebpf_loader::accept_local_on_lo()
             .map_err(|e| format!("setting accept_local on lo: {}", chain(&e)))?;
-        path.attach_xdp("eth0", XdpMode::Auto)
-            .map_err(|e| format!("attaching XDP to eth0: {}", chain(&e)))?;
-        path.attach_tc_egress("eth0")
-            .map_err(|e| format!("attaching TC egress to eth0: {}", chain(&e)))?;
-        mac_of("eth0")
+        path.attach_xdp(iface, XdpMode::Auto)
+            .map_err(|e| format!("attaching XDP to {iface}: {}", chain(&e)))?;
+        path.attach_tc_egress(iface)
+            .map_err(|e| format!("attaching TC egress to {iface}: {}", chain(&e)))?;
+        mac_of(iface)
             .map(Some)
-            .map_err(|e| format!("reading the MAC of eth0: {e}"))
+            .map_err(|e| format!("reading the MAC of {iface}: {e}"))
+    }
+
+    /// Fills the maps for job `job` whose ranks said HELLO with `peers` (in rank order): the job
+    /// key, every rank's port (reduce), the trigger port (broadcast), the world communicator and,
+    /// on a job over several hosts where some host has several ranks ([`uses_leaders`]), the host
+    /// leaders' communicator (the hierarchical path's network level: leader `h` is the `h`-th
+    /// leader of `boad_proto::Layout`); `mac` gives the destination MAC of each member's clones.
+    /// Returns whether the leaders' communicator is filled. The one fill rule of every
+    /// kernel-path job.
+    ///
+    /// Each member is given under the rank its transport puts in the header's `src` (job rank in
+    /// `WORLD`, host index in `LEADERS`) with the address and port of its socket (the one it said
+    /// HELLO with, which the leaders' transport keeps): the programs take a CONTRIB or BCAST naming
+    /// `src` only from there.
+    fn fill_maps(
+        path: &mut KernelPath,
+        job: u64,
+        peers: &[PeerEntry],
+        trigger: u16,
+        mac: impl Fn(&PeerEntry) -> Option<[u8; 6]>,
+    ) -> Result<bool, String> {
+        let map = |e: boad_ebpf_loader::KernelError| chain(&e);
+        path.set_job(job).map_err(map)?;
+        let mut members = Vec::with_capacity(peers.len());
+        for p in peers {
+            let IpAddr::V4(ip) = p.ip else {
+                return Err(format!("rank {} has an IPv6 address ({})", p.rank, p.ip));
+            };
+            path.add_port(p.port, PortRole::Reduce).map_err(map)?;
+            members.push(BcastMember {
+                addr: SocketAddrV4::new(ip, p.port),
+                rank: p.rank as u32,
+                ifindex: 0,
+                mac: mac(p),
+            });
+        }
+        path.add_port(trigger, PortRole::Bcast).map_err(map)?;
+        let contribs = (peers.len() as u32).saturating_sub(1);
+        path.set_comm(comm::WORLD, contribs, &members)
+            .map_err(map)?;
+        let hierarchical = uses_leaders(peers);
+        if hierarchical {
+            // Numbered by host: the leaders' transport calls leader `h` rank `h`.
+            let heads: Vec<BcastMember> = Layout::of(peers)
+                .leaders
+                .iter()
+                .enumerate()
+                .map(|(h, &r)| BcastMember {
+                    rank: h as u32,
+                    ..members[r]
+                })
+                .collect();
+            let contribs = (heads.len() as u32).saturating_sub(1);
+            path.set_comm(comm::LEADERS, contribs, &heads)
+                .map_err(map)?;
+        }
+        Ok(hierarchical)
     }
 
     /// Runs `f` in namespace `ns`, or here if there is none.
@@ -329,7 +424,7 @@ mod imp {
                 trigger: Vec::new(),
             };
             if setup.hosts.is_empty() {
-                attach_here(&mut setup.path, false).map_err(|e| {
+                attach_here(&mut setup.path, None).map_err(|e| {
                     // Another job won the race for lo since the check above.
                     if lo_has_xdp() {
                         format!("{LO_BUSY}: {e}")
@@ -341,7 +436,7 @@ mod imp {
             }
             for (h, ns) in setup.hosts.iter().enumerate() {
                 let path = &mut setup.path;
-                let mac = in_ns(Some(ns), || attach_here(path, true))
+                let mac = in_ns(Some(ns), || attach_here(path, Some("eth0")))
                     .and_then(|r| r)
                     .map_err(|e| format!("host {h}: {e}"))?;
                 setup.macs.push(mac.unwrap_or_default());
@@ -379,57 +474,16 @@ mod imp {
             Err(format!("no trigger port free on every host ({last})"))
         }
 
-        /// Fills the maps for job `job` whose ranks said HELLO with `peers` (in rank order):
-        /// the job key, every rank's port (reduce), a trigger port (broadcast), the world
-        /// communicator and, on a job over several hosts where some host has several ranks, the
-        /// host leaders' communicator (the hierarchical path's network level: leader `h` is the
-        /// `h`-th leader of `boad_proto::Layout`). Returns the trigger port and whether the leaders'
-        /// communicator is filled.
-        ///
-        /// Each member is given under the rank its transport puts in the header's `src` (job rank
-        /// in `WORLD`, host index in `LEADERS`) with the address and port of its socket (the one
-        /// it said HELLO with, which the leaders' transport keeps): the programs take a CONTRIB
-        /// or BCAST naming `src` only from there.
+        /// Fills the maps for job `job` whose ranks said HELLO with `peers` (in rank order; see
+        /// `fill_maps`), with a trigger port free on every host, and returns it and whether the
+        /// leaders' communicator is filled.
         pub fn fill(&mut self, job: u64, peers: &[PeerEntry]) -> Result<(u16, bool), String> {
-            let map = |e: boad_ebpf_loader::KernelError| chain(&e);
-            self.path.set_job(job).map_err(map)?;
-            let mut members = Vec::with_capacity(peers.len());
-            for p in peers {
-                let IpAddr::V4(ip) = p.ip else {
-                    return Err(format!("rank {} has an IPv6 address ({})", p.rank, p.ip));
-                };
-                self.path.add_port(p.port, PortRole::Reduce).map_err(map)?;
-                members.push(BcastMember {
-                    addr: SocketAddrV4::new(ip, p.port),
-                    rank: p.rank as u32,
-                    ifindex: 0,
-                    mac: self.macs.get(p.host_id as usize).copied(),
-                });
-            }
             let trigger = self.reserve_trigger()?;
-            self.path.add_port(trigger, PortRole::Bcast).map_err(map)?;
-            let contribs = (peers.len() as u32).saturating_sub(1);
-            self.path
-                .set_comm(comm::WORLD, contribs, &members)
-                .map_err(map)?;
-            let leaders = Layout::of(peers).leaders;
-            let hierarchical = leaders.len() > 1 && leaders.len() < peers.len();
-            if hierarchical {
-                // Numbered by host: the leaders' transport calls leader `h` rank `h`.
-                let heads: Vec<BcastMember> = leaders
-                    .iter()
-                    .enumerate()
-                    .map(|(h, &r)| BcastMember {
-                        rank: h as u32,
-                        ..members[r]
-                    })
-                    .collect();
-                let contribs = (heads.len() as u32).saturating_sub(1);
-                self.path
-                    .set_comm(comm::LEADERS, contribs, &heads)
-                    .map_err(map)?;
-            }
-            Ok((trigger, hierarchical))
+            let macs = &self.macs;
+            let leaders = fill_maps(&mut self.path, job, peers, trigger, |p| {
+                macs.get(p.host_id as usize).copied()
+            })?;
+            Ok((trigger, leaders))
         }
 
         /// The programs' counters (one set of maps serves every host, so these are the sums).
@@ -457,7 +511,7 @@ mod imp {
                 ));
             }
             let mut path = load(&folds)?;
-            attach_here(&mut path, false)?;
+            attach_here(&mut path, None)?;
             path.detach_all().map_err(|e| chain(&e))
         });
         handle
@@ -466,27 +520,286 @@ mod imp {
         Ok(start.elapsed())
     }
 
-    /// One `BOAD_STATS` line of kernel counters.
-    pub fn stats_line(c: &Counters, hosts: usize) -> String {
-        format!(
-            "boadrun stats: kernel hosts={hosts} folded={} dropped={} passed={} duplicates={} \
-             foreign={} unfolded={} clones={} local_clones={} clone_errors={} bcasts={} \
-             result_resent={} bypassed={} mismatched={} wrong_source={}",
-            c.folded,
-            c.dropped,
-            c.passed,
-            c.duplicates,
-            c.foreign,
-            c.unfolded,
-            c.clones,
-            c.local_clones,
-            c.clone_errors,
-            c.bcasts,
-            c.result_resent,
-            c.bypassed,
-            c.mismatched,
-            c.wrong_source
-        )
+    /// The counters as `(name, value)` pairs, in the order `BOAD_STATS` prints them.
+    pub fn counter_pairs(c: &Counters) -> Vec<(String, u64)> {
+        [
+            ("folded", c.folded),
+            ("dropped", c.dropped),
+            ("passed", c.passed),
+            ("duplicates", c.duplicates),
+            ("foreign", c.foreign),
+            ("unfolded", c.unfolded),
+            ("clones", c.clones),
+            ("local_clones", c.local_clones),
+            ("clone_errors", c.clone_errors),
+            ("bcasts", c.bcasts),
+            ("result_resent", c.result_resent),
+            ("bypassed", c.bypassed),
+            ("mismatched", c.mismatched),
+            ("wrong_source", c.wrong_source),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// How long an agent waits for the neighbour table to resolve the next hops of a job.
+    const NEIGH_WAIT: Duration = Duration::from_secs(3);
+
+    /// The interface of this namespace that holds IPv4 address `ip`.
+    fn iface_with(ip: Ipv4Addr) -> Result<String, String> {
+        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: getifaddrs writes a list head it allocated into `head`, freed below.
+        if unsafe { libc::getifaddrs(&mut head) } != 0 {
+            return Err(format!(
+                "cannot list the interfaces: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let mut found = None;
+        let mut cur = head;
+        while !cur.is_null() {
+            // SAFETY: `cur` is a node of the list getifaddrs returned, valid until freeifaddrs.
+            let ifa = unsafe { &*cur };
+            cur = ifa.ifa_next;
+            if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+                continue;
+            }
+            // SAFETY: a non-null ifa_addr points at a sockaddr whose family says its real type.
+            if i32::from(unsafe { (*ifa.ifa_addr).sa_family }) != libc::AF_INET {
+                continue;
+            }
+            // SAFETY: an AF_INET address is a sockaddr_in.
+            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+            if Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()) == ip {
+                // SAFETY: ifa_name is a NUL-terminated string that lives as long as the list.
+                let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+                found = Some(name.to_string_lossy().into_owned());
+                break;
+            }
+        }
+        // SAFETY: `head` came from getifaddrs and is freed once; nothing from it is used after.
+        unsafe { libc::freeifaddrs(head) };
+        found.ok_or_else(|| format!("no interface has the address {ip}"))
+    }
+
+    /// The next hop towards `dst` through `iface` by the main routing table (`/proc/net/route`,
+    /// longest prefix): `dst` itself on a directly attached network, else its gateway.
+    fn next_hop(dst: Ipv4Addr, iface: &str) -> Result<Ipv4Addr, String> {
+        let table = std::fs::read_to_string("/proc/net/route")
+            .map_err(|e| format!("reading /proc/net/route: {e}"))?;
+        // Addresses are the kernel's big-endian words printed as native hex.
+        let word = |s: &str| u32::from_str_radix(s, 16).ok();
+        let want = u32::from_ne_bytes(dst.octets());
+        let mut best: Option<(u32, Option<Ipv4Addr>)> = None;
+        for line in table.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [name, dest, gw, flags, _, _, _, mask, ..] = f[..] else {
+                continue;
+            };
+            let (Some(dest), Some(gw), Some(flags), Some(mask)) =
+                (word(dest), word(gw), word(flags), word(mask))
+            else {
+                continue;
+            };
+            // RTF_UP; RTF_GATEWAY.
+            if name != iface || flags & 1 == 0 || want & mask != dest & mask {
+                continue;
+            }
+            if best.is_none_or(|(m, _)| mask.count_ones() > m) {
+                let via = (flags & 2 != 0).then(|| Ipv4Addr::from(gw.to_ne_bytes()));
+                best = Some((mask.count_ones(), via));
+            }
+        }
+        match best {
+            Some((_, via)) => Ok(via.unwrap_or(dst)),
+            None => Err(format!("no route to {dst} through {iface}")),
+        }
+    }
+
+    /// The MAC of neighbour `ip` on `iface` if the neighbour table (`/proc/net/arp`) has it
+    /// resolved.
+    fn neighbour(ip: Ipv4Addr, iface: &str) -> Option<[u8; 6]> {
+        let table = std::fs::read_to_string("/proc/net/arp").ok()?;
+        table.lines().skip(1).find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [addr, _, flags, hw, _, dev] = f[..] else {
+                return None;
+            };
+            // ATF_COM: complete.
+            let complete =
+                u32::from_str_radix(flags.trim_start_matches("0x"), 16).is_ok_and(|v| v & 2 != 0);
+            if dev != iface || !complete || addr.parse::<Ipv4Addr>().ok()? != ip {
+                return None;
+            }
+            let mut mac = [0u8; 6];
+            let mut parts = hw.split(':');
+            for m in &mut mac {
+                *m = u8::from_str_radix(parts.next()?, 16).ok()?;
+            }
+            parts.next().is_none().then_some(mac)
+        })
+    }
+
+    /// The next-hop MAC towards each of `dsts` through `iface`: from the neighbour table, after
+    /// resolving those it lacks (a datagram to the destination's discard port, 9, makes the
+    /// kernel ask), waiting at most [`NEIGH_WAIT`] in all.
+    fn next_hop_macs(dsts: &[Ipv4Addr], iface: &str) -> Result<Vec<[u8; 6]>, String> {
+        let hops = dsts
+            .iter()
+            .map(|&d| next_hop(d, iface))
+            .collect::<Result<Vec<_>, _>>()?;
+        let poke = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .map_err(|e| format!("binding a socket to resolve next hops: {e}"))?;
+        let until = Instant::now() + NEIGH_WAIT;
+        let mut round = 0u32;
+        loop {
+            let macs: Vec<Option<[u8; 6]>> = hops.iter().map(|&h| neighbour(h, iface)).collect();
+            if macs.iter().all(Option::is_some) {
+                return Ok(macs.into_iter().flatten().collect());
+            }
+            if Instant::now() >= until {
+                let missing: Vec<String> = dsts
+                    .iter()
+                    .zip(&hops)
+                    .zip(&macs)
+                    .filter(|(_, m)| m.is_none())
+                    .map(|((d, h), _)| format!("{d} (next hop {h})"))
+                    .collect();
+                return Err(format!(
+                    "no MAC address for {} on {iface} within {} s",
+                    missing.join(", "),
+                    NEIGH_WAIT.as_secs()
+                ));
+            }
+            if round.is_multiple_of(20) {
+                for (d, _) in dsts.iter().zip(&macs).filter(|(_, m)| m.is_none()) {
+                    let _ = poke.send_to(&[], (*d, 9));
+                }
+            }
+            round += 1;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// One host's part of the kernel path in a job across machines (`boadrun -H`), set up by that
+    /// host's agent in its own namespace: the programs loaded and attached to `lo` and to the
+    /// interface that holds the address the host reaches boadrun from (the route towards the other
+    /// hosts), then its maps filled once boadrun sends the job table. Dropping it detaches
+    /// everything (and so does the agent's end, however it ends: the links are its descriptors).
+    pub struct HostSetup {
+        path: KernelPath,
+        /// The interface towards the other hosts.
+        iface: String,
+        /// Its MAC.
+        mac: [u8; 6],
+        /// This host's id in the job.
+        host_id: u32,
+        /// The socket holding the trigger port, once filled.
+        trigger: Option<(u16, UdpSocket)>,
+    }
+
+    impl HostSetup {
+        /// Loads the programs with the reduction programs `folds` and attaches them to `lo` and to
+        /// the interface that has `bind` (the address this host's ranks bind and advertise).
+        pub fn attach(bind: IpAddr, host_id: usize, folds: &Folds) -> Result<HostSetup, String> {
+            let IpAddr::V4(ip) = bind else {
+                return Err(format!(
+                    "the kernel path is IPv4 only, and this host reaches boadrun over {bind}"
+                ));
+            };
+            if ip.is_loopback() {
+                return Err(format!(
+                    "this host reaches boadrun over loopback ({ip}): ranks on one machine take the                      kernel path with boadrun -n N (or --hosts H), not -H"
+                ));
+            }
+            let host_id =
+                u32::try_from(host_id).map_err(|_| format!("host id {host_id} is too large"))?;
+            let iface = iface_with(ip)?;
+            if lo_has_xdp() {
+                return Err(LO_BUSY.into());
+            }
+            let mut path = load(folds)?;
+            let mac = attach_here(&mut path, Some(&iface))?.unwrap_or_default();
+            Ok(HostSetup {
+                path,
+                iface,
+                mac,
+                host_id,
+                trigger: None,
+            })
+        }
+
+        /// The interface towards the other hosts.
+        pub fn iface(&self) -> &str {
+            &self.iface
+        }
+
+        /// Fills the maps for job `job` whose ranks said HELLO with `peers` (every rank, in rank
+        /// order; see `fill_maps`), each member's MAC being the next hop towards its host (this
+        /// host's own MAC for its own ranks, whose clones go through `lo`), and binds `trigger`
+        /// (kept until the next fill or the end). [`Filled::PortBusy`] if `trigger` is taken here.
+        pub fn fill(&mut self, job: u64, peers: &[PeerEntry], trigger: u16) -> Filled {
+            match self.try_fill(job, peers, trigger) {
+                Ok(()) => Filled::Ok,
+                Err(None) => Filled::PortBusy,
+                Err(Some(why)) => Filled::No(why),
+            }
+        }
+
+        fn try_fill(
+            &mut self,
+            job: u64,
+            peers: &[PeerEntry],
+            trigger: u16,
+        ) -> Result<(), Option<String>> {
+            // The other hosts' addresses, each once.
+            let mut remote: Vec<Ipv4Addr> = Vec::new();
+            for p in peers.iter().filter(|p| p.host_id != self.host_id) {
+                let IpAddr::V4(ip) = p.ip else {
+                    return Err(Some(format!(
+                        "rank {} has an IPv6 address ({})",
+                        p.rank, p.ip
+                    )));
+                };
+                if !remote.contains(&ip) {
+                    remote.push(ip);
+                }
+            }
+            let macs = next_hop_macs(&remote, &self.iface).map_err(Some)?;
+            if self.trigger.as_ref().map(|(p, _)| *p) != Some(trigger) {
+                if let Some((old, sock)) = self.trigger.take() {
+                    drop(sock);
+                    let _ = self.path.remove_port(old);
+                }
+                match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, trigger)) {
+                    Ok(sock) => self.trigger = Some((trigger, sock)),
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(None),
+                    Err(e) => return Err(Some(format!("binding trigger port {trigger}: {e}"))),
+                }
+            }
+            let (own, own_mac) = (self.host_id, self.mac);
+            fill_maps(&mut self.path, job, peers, trigger, |p| {
+                if p.host_id == own {
+                    return Some(own_mac);
+                }
+                let IpAddr::V4(ip) = p.ip else { return None };
+                remote
+                    .iter()
+                    .position(|r| *r == ip)
+                    .and_then(|i| macs.get(i).copied())
+            })
+            .map(|_| ())
+            .map_err(Some)
+        }
+
+        /// The programs' counters on this host, as `(name, value)` pairs.
+        pub fn counters(&self) -> Result<Vec<(String, u64)>, String> {
+            self.path
+                .counters()
+                .map(|c| counter_pairs(&c))
+                .map_err(|e| chain(&e))
+        }
     }
 }
 
@@ -505,6 +818,40 @@ mod imp {
 
     /// Stand-in for the kernel path's setup in a build without it: never exists.
     pub enum Setup {}
+
+    /// Stand-in for a host's part of the kernel path in a build without it: never exists.
+    pub enum HostSetup {}
+
+    impl HostSetup {
+        /// Always fails: the programs are not compiled in.
+        pub fn attach(
+            _bind: std::net::IpAddr,
+            _host_id: usize,
+            _folds: &Folds,
+        ) -> Result<HostSetup, String> {
+            Err(NOT_COMPILED.into())
+        }
+
+        /// Unreachable (no `HostSetup` exists).
+        pub fn iface(&self) -> &str {
+            match *self {}
+        }
+
+        /// Unreachable (no `HostSetup` exists).
+        pub fn fill(
+            &mut self,
+            _job: u64,
+            _peers: &[PeerEntry],
+            _trigger: u16,
+        ) -> boad_proto::control::Filled {
+            match *self {}
+        }
+
+        /// Unreachable (no `HostSetup` exists).
+        pub fn counters(&self) -> Result<Vec<(String, u64)>, String> {
+            match *self {}
+        }
+    }
 
     impl Setup {
         /// Always fails: the programs are not compiled in.
@@ -528,7 +875,10 @@ mod imp {
 #[cfg(feature = "kernel")]
 pub fn print_stats(setup: &Setup) {
     match setup.counters() {
-        Ok(c) => eprintln!("{}", imp::stats_line(&c, setup.host_count())),
+        Ok(c) => eprintln!(
+            "{}",
+            stats_line(&imp::counter_pairs(&c), setup.host_count())
+        ),
         Err(e) => eprintln!("boadrun: reading the kernel counters: {e}"),
     }
 }
@@ -541,7 +891,21 @@ pub fn print_stats(setup: &Setup) {
 
 /// Whether `BOAD_STATS` asks for counters (the library's rule: set and not 0/false/no/off).
 pub fn stats_wanted() -> bool {
-    std::env::var("BOAD_STATS").is_ok_and(|s| !matches!(s.as_str(), "0" | "false" | "no" | "off"))
+    stats_on(std::env::var("BOAD_STATS").ok().as_deref())
+}
+
+/// Whether a `BOAD_STATS` value asks for counters (None: unset).
+pub fn stats_on(value: Option<&str>) -> bool {
+    value.is_some_and(|s| !matches!(s, "0" | "false" | "no" | "off"))
+}
+
+/// Whether a job across machines (`-H`, `--hostfile`) sets up the kernel path on its hosts: with
+/// `--transport kernel`, and with `auto` when it has several hosts (on one host the ranks use
+/// shared memory, and loading the programs costs seconds of verifier time). boadrun and every
+/// agent decide by this one rule (an agent knows there are several hosts when its ranks are not
+/// all of the job's).
+pub fn across_hosts(transport: TransportKind, several_hosts: bool) -> bool {
+    transport == TransportKind::Kernel || (transport == TransportKind::Auto && several_hosts)
 }
 
 #[cfg(test)]

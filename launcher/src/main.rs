@@ -31,6 +31,7 @@ use clap::Parser;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use boad_proto::control::{Filled, ToAgent};
 use boad_proto::Line;
 use error::Error;
 use kernel::{Setup, Transport, ENV_TRANSPORT};
@@ -67,8 +68,10 @@ ended and the job's shared-memory segments are removed.\n\n\
 Kernel path (boadrun built with the kernel feature, the default; CAP_BPF + CAP_NET_ADMIN): with \
 --transport auto or kernel, boadrun loads boad's eBPF programs once, attaches XDP and TC egress to lo \
 (with --hosts, to lo and eth0 of every host) before starting the ranks, fills their maps once all \
-ranks joined and sends a KERNEL line in the rendezvous table. Everything is detached when boadrun \
-exits, even by SIGKILL. With BOAD_STATS=1 boadrun prints the programs' counters at the end of the \
+ranks joined and sends a KERNEL line in the rendezvous table; with -H or --hostfile each host's \
+agent does so on its own host (lo and the interface towards the other hosts), and a host that \
+cannot puts the job on the userspace path (auto) or fails it (kernel). Everything is detached when \
+boadrun (or the agent) exits, even by SIGKILL. With BOAD_STATS=1 boadrun prints the programs' counters at the end of the \
 job (and, with --wire-loss, how many datagrams it dropped on each host).\n\nEnvironment (default in brackets):\n",
     );
     let folds = boad_proto::Setting {
@@ -538,13 +541,11 @@ fn run(args: &Args) -> Result<i32, Error> {
     }
     let grace = Duration::from_millis(args.kill_grace_ms);
     let transport = args.transport.0;
-    if plan.is_some() && transport == TransportKind::Kernel {
-        return Err(Error::Kernel(
-            "boadrun does not yet set up the kernel path across machines (-H, --hostfile): use \
-             --transport auto, udp or shm"
-                .into(),
-        ));
-    }
+    // A job across machines: whether its hosts' agents set up the kernel path.
+    let across = plan
+        .as_ref()
+        .is_some_and(|(_, hosts)| kernel::across_hosts(transport, hosts.len() > 1));
+    let link = Arc::new(remote::KernelLink::default());
 
     // One connection per rank: boadrun keeps one end, the rank (or, on another host, the relay to
     // the rank's agent) the other.
@@ -557,10 +558,15 @@ fn run(args: &Args) -> Result<i32, Error> {
     }
     let job = job_key()?;
     let kernel: Arc<Mutex<Option<Setup>>> = Arc::new(Mutex::new(None));
+    let hook = if across {
+        hosts_table_hook(Arc::clone(&link), job, transport)
+    } else {
+        table_hook(Arc::clone(&kernel), job, transport)
+    };
     let server = Server::start(
         ours,
         Duration::from_millis(args.rendezvous_timeout_ms),
-        Some(table_hook(Arc::clone(&kernel), job, transport)),
+        Some(hook),
     );
     // Cleans up after the job even if boadrun is killed (see janitor.rs).
     let mut janitor = janitor::Janitor::start()?;
@@ -590,12 +596,6 @@ fn run(args: &Args) -> Result<i32, Error> {
     let mut ranks: Vec<Rank>;
     match (&plan, &program) {
         (Some((_, hosts)), _) => {
-            if transport.wants_kernel() {
-                eprintln!(
-                    "boadrun: the kernel path is not set up across machines yet (-H, --hostfile); \
-                     collectives use the userspace path"
-                );
-            }
             let mut all_env: Vec<(OsString, OsString)> = forwarded_env();
             all_env.extend(
                 env.iter()
@@ -618,7 +618,9 @@ fn run(args: &Args) -> Result<i32, Error> {
                 args: rest.to_vec(),
                 env: all_env,
             };
-            remote = Some(remote::Remote::start(hosts, size, theirs, &prog, &opts)?);
+            remote = Some(remote::Remote::start(
+                hosts, size, theirs, &prog, &opts, &link,
+            )?);
             ranks = (0..size)
                 .map(|_| Rank {
                     child: None,
@@ -726,6 +728,13 @@ fn run(args: &Args) -> Result<i32, Error> {
                     }
                 }
             }
+            if transport == TransportKind::Kernel && across {
+                // `--transport kernel`: a host without the kernel path fails the job at once.
+                for (host, why) in link.take_refusals() {
+                    eprintln!("boadrun: host {}: kernel path: {why}", rem.name(host));
+                    host_failed = true;
+                }
+            }
             if host_failed && term_at.is_none() && kill_at.is_none() {
                 term_at = Some(Instant::now());
             }
@@ -803,8 +812,16 @@ fn run(args: &Args) -> Result<i32, Error> {
     }
 
     if let Some(rem) = remote.as_mut() {
-        // Every rank exited: the agents pass on the last output and end.
+        // Every rank exited: the agents pass on the last output (and counters) and end.
         rem.end(DRAIN);
+        let per_host = link.stats();
+        if across && kernel::stats_wanted() && !per_host.is_empty() {
+            let mut sum = Vec::new();
+            for c in &per_host {
+                kernel::add_counters(&mut sum, c);
+            }
+            eprintln!("{}", kernel::stats_line(&sum, per_host.len()));
+        }
     }
     let cluster = match local {
         Some(l) => {
@@ -896,6 +913,112 @@ fn table_hook(kernel: Arc<Mutex<Option<Setup>>>, job: u64, transport: TransportK
                 Ok(Vec::new())
             }
         }
+    })
+}
+
+/// How long the table hook of a job across machines waits for the agents: to say whether they
+/// attached the kernel path (they say so before starting their ranks, so this only covers lines
+/// still on their way), and to fill its maps (next hops resolved within 3 s).
+const AGENT_KERNEL_WAIT: Duration = Duration::from_secs(5);
+/// Trigger ports tried before a job across machines gives up on the kernel path.
+const TRIGGER_TRIES: u64 = 8;
+
+/// The `attempt`-th trigger port tried for job `job`: below Linux's ephemeral ports (32768 up),
+/// which the ranks' sockets take.
+fn trigger_candidate(job: u64, attempt: u64) -> u16 {
+    // splitmix64 of the job key and the attempt.
+    let mut z = job ^ attempt.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    20000 + (z % 12000) as u16
+}
+
+/// The table hook of a job across machines whose hosts set up the kernel path: waits for every
+/// agent to say whether it attached the programs; if all did, sends each the job table and a
+/// trigger port (another if that port is taken on some host) and waits for all to fill their
+/// maps, then adds the `KERNEL` line. If some host cannot, `--transport kernel` aborts the job
+/// naming it; `auto` tells every agent to detach, says once which host(s) could not and why, and
+/// sends the table without the line (one host without the kernel path puts the whole job on the
+/// userspace path).
+fn hosts_table_hook(
+    link: Arc<remote::KernelLink>,
+    job: u64,
+    transport: TransportKind,
+) -> TableHook {
+    Box::new(move |peers| {
+        let names = link.names();
+        let on = |host: usize, why: &str| format!("host {}: {why}", names[host]);
+        let mut why_not: Vec<String> = link
+            .attached(AGENT_KERNEL_WAIT)
+            .iter()
+            .enumerate()
+            .filter_map(|(h, a)| match a {
+                Some(Ok(_)) => None,
+                Some(Err(why)) => Some(on(h, why)),
+                None => Some(on(
+                    h,
+                    "its agent did not say whether it attached the kernel path",
+                )),
+            })
+            .collect();
+        if why_not.is_empty() {
+            let table: String = peers
+                .iter()
+                .map(|p| ToAgent::Peer(p.clone()).encode())
+                .collect();
+            for attempt in 0..TRIGGER_TRIES {
+                let trigger = trigger_candidate(job, attempt);
+                link.clear_filled();
+                let text = table.clone() + &ToAgent::Fill { job, trigger }.encode();
+                why_not = (0..names.len())
+                    .filter_map(|h| link.send(h, &text).err().map(|e| on(h, &e)))
+                    .collect();
+                if !why_not.is_empty() {
+                    break;
+                }
+                let filled = link.filled(AGENT_KERNEL_WAIT);
+                why_not = filled
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(h, f)| match f {
+                        Some(Filled::Ok | Filled::PortBusy) => None,
+                        Some(Filled::No(why)) => Some(on(h, why)),
+                        None => Some(on(
+                            h,
+                            &format!(
+                                "its agent did not fill the kernel path's maps within {} s",
+                                AGENT_KERNEL_WAIT.as_secs()
+                            ),
+                        )),
+                    })
+                    .collect();
+                let busy = filled.contains(&Some(Filled::PortBusy));
+                if why_not.is_empty() && !busy {
+                    return Ok(vec![Line::Kernel {
+                        trigger_port: trigger,
+                        leaders: kernel::uses_leaders(peers),
+                    }]);
+                }
+                if !why_not.is_empty() {
+                    break;
+                }
+            }
+            if why_not.is_empty() {
+                why_not.push(format!(
+                    "no trigger port free on every host in {TRIGGER_TRIES} tries"
+                ));
+            }
+        }
+        let why = why_not.join("; ");
+        if transport == TransportKind::Kernel {
+            return Err(format!("kernel path: {why}"));
+        }
+        for h in 0..names.len() {
+            let _ = link.send(h, &ToAgent::KernelOff.encode());
+        }
+        fallback(&why);
+        Ok(Vec::new())
     })
 }
 

@@ -16,6 +16,10 @@
 //! launch timeout is an [`Event::Fail`] naming the host; an agent that ends while its ranks have not
 //! all exited is an [`Event::Gone`]. A connection to the listener that does not prove the secret
 //! within a few seconds is dropped, and at most one connection per host is accepted.
+//!
+//! Kernel path: what the agents say about it (`KERNEL`, `FILLED`, `KSTATS`) goes to a
+//! [`KernelLink`] rather than to [`Remote::poll`], for the rendezvous' table hook (which waits for
+//! it and sends the agents the job table through the same link) and for the end of the job.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -28,7 +32,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -36,7 +40,7 @@ use crate::error::Error;
 use crate::relay::{self, RankEnd};
 use crate::spawn::write_line;
 use boad_proto::auth::{server_handshake, Secret};
-use boad_proto::control::{read_line, AgentSpec, FromAgent, RendezvousAt, ToAgent};
+use boad_proto::control::{read_line, AgentSpec, Filled, FromAgent, RendezvousAt, ToAgent};
 
 /// How long a connection to the rendezvous listener has to prove the secret.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -109,6 +113,129 @@ pub enum Event {
     },
 }
 
+/// An agent's standard input, shared by the threads that write to it; None once closed.
+type AgentInput = Arc<Mutex<Option<ChildStdin>>>;
+
+/// What one host's agent said about the kernel path.
+#[derive(Default)]
+struct HostKernel {
+    name: String,
+    input: Option<AgentInput>,
+    /// `KERNEL`: the interface it attached to, or why it did not.
+    attached: Option<Result<String, String>>,
+    /// `FILLED`, since the last [`KernelLink::clear_filled`].
+    filled: Option<Filled>,
+    /// `KSTATS`.
+    stats: Option<Vec<(String, u64)>>,
+    /// Whether [`KernelLink::take_refusals`] returned its refusal.
+    refusal_taken: bool,
+}
+
+/// The kernel path's side of the agents' control lines, shared by the threads that read them, the
+/// rendezvous' table hook and the end of the job (see the module docs).
+#[derive(Default)]
+pub struct KernelLink {
+    hosts: Mutex<Vec<HostKernel>>,
+    changed: Condvar,
+}
+
+impl KernelLink {
+    fn lock(&self) -> MutexGuard<'_, Vec<HostKernel>> {
+        self.hosts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records what host `host`'s agent said.
+    fn heard(&self, host: usize, m: FromAgent) {
+        let mut hosts = self.lock();
+        let Some(h) = hosts.get_mut(host) else { return };
+        match m {
+            FromAgent::Kernel(k) => h.attached = Some(k),
+            FromAgent::Filled(f) => h.filled = Some(f),
+            FromAgent::Stats(s) => h.stats = Some(s),
+            _ => return,
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits at most `wait` until `done` holds for every host; returns `what` of each.
+    fn wait_for<T>(
+        &self,
+        wait: Duration,
+        done: impl Fn(&HostKernel) -> bool,
+        what: impl Fn(&HostKernel) -> T,
+    ) -> Vec<T> {
+        let until = Instant::now() + wait;
+        let mut hosts = self.lock();
+        while !hosts.iter().all(&done) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            hosts = self
+                .changed
+                .wait_timeout(hosts, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        hosts.iter().map(what).collect()
+    }
+
+    /// The hosts' names, in host order.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().iter().map(|h| h.name.clone()).collect()
+    }
+
+    /// Whether each host attached the kernel path (its interface) or why not, waiting at most
+    /// `wait` for every agent to say; None for an agent that has not said.
+    pub fn attached(&self, wait: Duration) -> Vec<Option<Result<String, String>>> {
+        self.wait_for(wait, |h| h.attached.is_some(), |h| h.attached.clone())
+    }
+
+    /// The hosts that said they cannot attach the kernel path, and why, each once.
+    pub fn take_refusals(&self) -> Vec<(usize, String)> {
+        let mut hosts = self.lock();
+        let mut refusals = Vec::new();
+        for (i, h) in hosts.iter_mut().enumerate() {
+            if let (Some(Err(why)), false) = (&h.attached, h.refusal_taken) {
+                h.refusal_taken = true;
+                refusals.push((i, why.clone()));
+            }
+        }
+        refusals
+    }
+
+    /// Forgets the hosts' answers to the last fill.
+    pub fn clear_filled(&self) {
+        for h in self.lock().iter_mut() {
+            h.filled = None;
+        }
+    }
+
+    /// Each host's answer to the last fill, waiting at most `wait` for every agent; None for an
+    /// agent that has not answered.
+    pub fn filled(&self, wait: Duration) -> Vec<Option<Filled>> {
+        self.wait_for(wait, |h| h.filled.is_some(), |h| h.filled.clone())
+    }
+
+    /// The counters each host reported (`KSTATS`), of the hosts that did.
+    pub fn stats(&self) -> Vec<Vec<(String, u64)>> {
+        self.lock().iter().filter_map(|h| h.stats.clone()).collect()
+    }
+
+    /// Writes `text` (control lines) to host `host`'s agent.
+    pub fn send(&self, host: usize, text: &str) -> Result<(), String> {
+        // Not under the hosts' lock: the threads recording answers must not wait for a write.
+        let input = self.lock().get(host).and_then(|h| h.input.clone());
+        let input = input.ok_or("its agent is not running")?;
+        let mut guard = input.lock().unwrap_or_else(PoisonError::into_inner);
+        let stdin = guard.as_mut().ok_or("its agent's input is closed")?;
+        stdin
+            .write_all(text.as_bytes())
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("cannot write to its agent: {e}"))
+    }
+}
+
 /// What the threads pass to [`Remote::poll`].
 enum Msg {
     Line(usize, FromAgent),
@@ -122,7 +249,7 @@ struct Agent {
     ranks: Vec<usize>,
     exited: Vec<usize>,
     child: Child,
-    stdin: Arc<Mutex<Option<ChildStdin>>>,
+    stdin: AgentInput,
     ready: bool,
     eof: bool,
     gone: bool,
@@ -177,13 +304,22 @@ fn plain_word(what: &str, w: &str) -> Result<(), Error> {
 impl Remote {
     /// Starts one agent per host of `plan` and the rendezvous listener; `rank_ends[r]` is the end
     /// of rank `r`'s rendezvous connection that stands for the rank (its partner is the server's).
+    /// What the agents say about the kernel path goes to `link`.
     pub fn start(
         plan: &[HostPlan],
         size: usize,
         rank_ends: Vec<UnixStream>,
         program: &Program,
         opts: &Options,
+        link: &Arc<KernelLink>,
     ) -> Result<Remote, Error> {
+        *link.lock() = plan
+            .iter()
+            .map(|h| HostKernel {
+                name: h.name.clone(),
+                ..HostKernel::default()
+            })
+            .collect();
         for h in plan {
             plain_word("host name", &h.name)?;
         }
@@ -266,9 +402,14 @@ impl Remote {
                     .collect(),
                 cwd: cwd.clone(),
             };
-            let started = launch(host, h, &spec, opts, &tx);
+            let started = launch(host, h, &spec, opts, &tx, link);
             match started {
-                Ok(agent) => agents.push(agent),
+                Ok(agent) => {
+                    if let Some(k) = link.lock().get_mut(host) {
+                        k.input = Some(Arc::clone(&agent.stdin));
+                    }
+                    agents.push(agent);
+                }
                 Err(e) => {
                     for a in &mut agents {
                         a.stdin
@@ -382,6 +523,8 @@ impl Remote {
                     });
                 }
             }
+            // The reading thread gives these to the kernel link.
+            Msg::Line(_, FromAgent::Kernel(_) | FromAgent::Filled(_) | FromAgent::Stats(_)) => {}
             Msg::Line(host, FromAgent::Fail(why)) => {
                 self.agents[host].failed = true;
                 events.push(Event::Fail { host, why });
@@ -546,6 +689,7 @@ fn launch(
     spec: &AgentSpec,
     opts: &Options,
     tx: &Sender<Msg>,
+    link: &Arc<KernelLink>,
 ) -> Result<Agent, Error> {
     let mut cmd = if is_local(&h.name) {
         let exe = std::env::current_exe().map_err(Error::setup("cannot find boadrun itself"))?;
@@ -598,6 +742,7 @@ fn launch(
         let tx = tx.clone();
         let tag = opts.tag_output;
         let ranks = h.ranks.clone();
+        let link = Arc::clone(link);
         thread::spawn(move || {
             let mut r = BufReader::new(out);
             loop {
@@ -609,6 +754,11 @@ fn launch(
                         Ok(m @ FromAgent::Output { .. }) => {
                             let _ =
                                 tx.send(Msg::Bad(host, format!("{m:?} names another host's rank")));
+                        }
+                        Ok(
+                            m @ (FromAgent::Kernel(_) | FromAgent::Filled(_) | FromAgent::Stats(_)),
+                        ) => {
+                            link.heard(host, m);
                         }
                         Ok(m) => {
                             let _ = tx.send(Msg::Line(host, m));

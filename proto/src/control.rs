@@ -4,10 +4,13 @@
 //! ([`relay_frame`]).
 //!
 //! boadrun writes the agent an [`AgentSpec`] (text lines, ended by `GO`), then, while the job runs,
-//! [`SIGNAL`](ToAgent::Signal) lines; closing the agent's input ends the job on that host (its ranks
-//! are killed). The agent answers with [`FromAgent`] lines: `READY` once it has joined the
-//! rendezvous and started its ranks, every line its ranks write (`OUT`/`ERR`), each rank's exit, or
-//! why it could not start (`FAIL`).
+//! [`SIGNAL`](ToAgent::Signal) lines and, for the kernel path, the job table
+//! ([`KPEER`](ToAgent::Peer) lines ended by [`KFILL`](ToAgent::Fill)) or [`KOFF`](ToAgent::KernelOff);
+//! closing the agent's input ends the job on that host (its ranks are killed). The agent answers
+//! with [`FromAgent`] lines: whether it attached the kernel path (`KERNEL`, before `READY`), `READY`
+//! once it has joined the rendezvous and started its ranks, whether it filled the kernel path's
+//! maps (`FILLED`), every line its ranks write (`OUT`/`ERR`), each rank's exit, the kernel
+//! counters at the end (`KSTATS`), or why it could not start (`FAIL`).
 //!
 //! Contract: both directions are newline-framed and every decoder here is pure and bounded (line
 //! length, number of lines, sizes): a line that does not parse is an error naming it, never a panic.
@@ -19,14 +22,22 @@
 use std::io::BufRead;
 use std::net::SocketAddr;
 
+use crate::lines::{Line, PeerEntry};
+
 /// Version of this protocol: an agent speaking another refuses to start.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 /// The boad version both sides must run.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Longest control line accepted (an argument or variable of up to 64 KiB, hex-encoded).
 pub const MAX_LINE: usize = 2 * (64 << 10) + 64;
 /// Most lines a spec may have (arguments, variables and ranks together).
 const MAX_SPEC_LINES: usize = 100_000;
+/// Longest interface name (`IFNAMSIZ` - 1).
+pub const MAX_IFNAME: usize = 15;
+/// Most counters a `KSTATS` line may carry.
+pub const MAX_STATS: usize = 32;
+/// Longest counter name of a `KSTATS` line.
+const MAX_STAT_NAME: usize = 32;
 
 /// A control line that cannot be accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -266,31 +277,93 @@ pub fn read_line(input: &mut impl BufRead) -> Result<Option<Vec<u8>>, ControlErr
 }
 
 /// What boadrun tells a running agent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ToAgent {
     /// Send this signal to every rank of the host (their process groups).
     Signal(i32),
+    /// `KPEER <entry>`: one rank of the job table, as the rendezvous table has it (the kernel
+    /// path's maps need every rank's address and port); a [`Fill`](ToAgent::Fill) ends them.
+    Peer(PeerEntry),
+    /// `KFILL <job> <trigger>`: fill the kernel path's maps for job key `job` (hex) from the
+    /// `KPEER` lines since the last `KFILL`, with `trigger` as the broadcast trigger port (bound
+    /// by the agent and kept); the agent answers [`FromAgent::Filled`].
+    Fill {
+        /// The job key.
+        job: u64,
+        /// The trigger port candidate (not 0).
+        trigger: u16,
+    },
+    /// `KOFF`: the job does not use the kernel path: detach it.
+    KernelOff,
 }
 
 impl ToAgent {
     /// The line, with its newline.
-    pub fn encode(self) -> String {
+    pub fn encode(&self) -> String {
         match self {
             ToAgent::Signal(s) => format!("SIGNAL {s}\n"),
+            ToAgent::Peer(e) => format!("KPEER {}", Line::Entry(e.clone()).format()),
+            ToAgent::Fill { job, trigger } => format!("KFILL {job:016x} {trigger}\n"),
+            ToAgent::KernelOff => "KOFF\n".into(),
         }
     }
 
     /// Parses a line (without newline).
     pub fn parse(line: &[u8]) -> Result<ToAgent, ControlError> {
         let text = std::str::from_utf8(line).map_err(|_| malformed(line, "not UTF-8"))?;
+        if let Some(entry) = text.strip_prefix("KPEER ") {
+            // Only an entry: a table line of another kind (or a number that is no rank) is refused.
+            return match Line::parse(entry) {
+                Some(Line::Entry(e)) if !entry.ends_with(['\n', '\r']) => Ok(ToAgent::Peer(e)),
+                _ => Err(malformed(line, "bad table entry")),
+            };
+        }
         match text.split(' ').collect::<Vec<_>>()[..] {
             ["SIGNAL", s] => match s.parse::<i32>() {
                 Ok(s) if (1..=64).contains(&s) => Ok(ToAgent::Signal(s)),
                 _ => Err(malformed(line, "bad signal number")),
             },
+            ["KFILL", job, trigger] => {
+                let job = (job.len() == 16)
+                    .then(|| u64::from_str_radix(job, 16).ok())
+                    .flatten()
+                    .ok_or_else(|| malformed(line, "bad job key"))?;
+                match trigger.parse::<u16>() {
+                    Ok(trigger) if trigger != 0 => Ok(ToAgent::Fill { job, trigger }),
+                    _ => Err(malformed(line, "bad trigger port")),
+                }
+            }
+            ["KOFF"] => Ok(ToAgent::KernelOff),
             _ => Err(malformed(line, "unknown key")),
         }
     }
+}
+
+/// An agent's answer to [`ToAgent::Fill`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Filled {
+    /// `FILLED ok`: the maps are filled and the trigger port is bound.
+    Ok,
+    /// `FILLED busy`: the trigger port is taken on this host (boadrun tries another).
+    PortBusy,
+    /// `FILLED no REASON`: the kernel path cannot serve this job here.
+    No(String),
+}
+
+/// Whether `name` is an interface name an agent may report.
+fn ifname_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_IFNAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+}
+
+/// Whether `name` is a counter name a `KSTATS` line may carry.
+fn stat_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_STAT_NAME
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
 }
 
 /// What an agent tells boadrun.
@@ -318,6 +391,15 @@ pub enum FromAgent {
     },
     /// The agent cannot run the job on its host.
     Fail(String),
+    /// `KERNEL ok IFNAME` / `KERNEL no REASON`: whether the agent loaded and attached the kernel
+    /// path (to `lo` and to interface IFNAME, the one towards the other hosts), said before
+    /// `READY` when the job's transport wants the kernel path.
+    Kernel(Result<String, String>),
+    /// The answer to [`ToAgent::Fill`].
+    Filled(Filled),
+    /// `KSTATS NAME=VALUE...`: the kernel path's counters on this host, at the end of the job
+    /// (at most [`MAX_STATS`], names of lower-case letters and `_`).
+    Stats(Vec<(String, u64)>),
 }
 
 impl FromAgent {
@@ -334,6 +416,22 @@ impl FromAgent {
                 format!("EXIT {rank} {code} {}", how.replace('\n', " ")).into_bytes()
             }
             FromAgent::Fail(why) => format!("FAIL {}", why.replace('\n', " ")).into_bytes(),
+            FromAgent::Kernel(Ok(iface)) => format!("KERNEL ok {iface}").into_bytes(),
+            FromAgent::Kernel(Err(why)) => {
+                format!("KERNEL no {}", why.replace('\n', " ")).into_bytes()
+            }
+            FromAgent::Filled(Filled::Ok) => b"FILLED ok".to_vec(),
+            FromAgent::Filled(Filled::PortBusy) => b"FILLED busy".to_vec(),
+            FromAgent::Filled(Filled::No(why)) => {
+                format!("FILLED no {}", why.replace('\n', " ")).into_bytes()
+            }
+            FromAgent::Stats(pairs) => {
+                let mut s = String::from("KSTATS");
+                for (k, v) in pairs {
+                    s += &format!(" {k}={v}");
+                }
+                s.into_bytes()
+            }
         };
         v.push(b'\n');
         v
@@ -374,6 +472,51 @@ impl FromAgent {
                 })
             }
             b"FAIL" => Ok(FromAgent::Fail(String::from_utf8_lossy(rest).into_owned())),
+            b"KERNEL" => match rest.strip_prefix(b"ok ") {
+                Some(iface) => match std::str::from_utf8(iface) {
+                    Ok(name) if ifname_ok(name) => Ok(FromAgent::Kernel(Ok(name.to_string()))),
+                    _ => Err(malformed(line, "bad interface name")),
+                },
+                None => match rest.strip_prefix(b"no ") {
+                    Some(why) => Ok(FromAgent::Kernel(Err(
+                        String::from_utf8_lossy(why).into_owned()
+                    ))),
+                    None => Err(malformed(
+                        line,
+                        "expected KERNEL ok IFNAME or KERNEL no REASON",
+                    )),
+                },
+            },
+            b"FILLED" => match rest {
+                b"ok" => Ok(FromAgent::Filled(Filled::Ok)),
+                b"busy" => Ok(FromAgent::Filled(Filled::PortBusy)),
+                _ => match rest.strip_prefix(b"no ") {
+                    Some(why) => Ok(FromAgent::Filled(Filled::No(
+                        String::from_utf8_lossy(why).into_owned(),
+                    ))),
+                    None => Err(malformed(line, "expected FILLED ok, busy or no REASON")),
+                },
+            },
+            b"KSTATS" => {
+                let text = std::str::from_utf8(rest).map_err(|_| malformed(line, "not UTF-8"))?;
+                let mut pairs: Vec<(String, u64)> = Vec::new();
+                for word in text.split(' ').filter(|_| !rest.is_empty()) {
+                    let (k, v) = word
+                        .split_once('=')
+                        .ok_or_else(|| malformed(line, "expected NAME=VALUE"))?;
+                    let v = v
+                        .parse::<u64>()
+                        .map_err(|_| malformed(line, "bad counter value"))?;
+                    if !stat_name_ok(k) || pairs.iter().any(|(n, _)| n == k) {
+                        return Err(malformed(line, "bad or repeated counter name"));
+                    }
+                    if pairs.len() == MAX_STATS {
+                        return Err(malformed(line, "too many counters"));
+                    }
+                    pairs.push((k.to_string(), v));
+                }
+                Ok(FromAgent::Stats(pairs))
+            }
             _ => Err(malformed(line, "unknown key")),
         }
     }
@@ -410,7 +553,9 @@ pub fn exercise_control(data: &[u8]) {
             assert_eq!(back, m);
         }
         if let Ok(m) = ToAgent::parse(line) {
-            assert_eq!(ToAgent::parse(m.encode().trim_end().as_bytes()), Ok(m));
+            let enc = m.encode();
+            assert!(enc.ends_with('\n') && !enc[..enc.len() - 1].contains('\n'));
+            assert_eq!(ToAgent::parse(&enc.as_bytes()[..enc.len() - 1]), Ok(m));
         }
         let _ = relay_frame(line);
     }
@@ -502,6 +647,19 @@ mod tests {
         assert_eq!(spec.ranks, [3, 4]);
     }
 
+    #[cfg(feature = "fuzzing")]
+    #[test]
+    fn the_fuzz_seeds_pass_the_harness() {
+        // Every line of the agent-lines seed parses, so the harness's round trips all run.
+        for seed in ["spec", "agent-lines"] {
+            let path = format!(
+                "{}/../fuzz/seeds/control_lines/{seed}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            exercise_control(&std::fs::read(path).expect("seed written by fuzz/make-seeds.py"));
+        }
+    }
+
     #[test]
     fn agent_lines_survive_the_wire() {
         for m in [
@@ -522,6 +680,13 @@ mod tests {
                 how: "was killed by signal SIGKILL".into(),
             },
             FromAgent::Fail("no such program".into()),
+            FromAgent::Kernel(Ok("enp3s0".into())),
+            FromAgent::Kernel(Err("needs CAP_BPF (run as root)".into())),
+            FromAgent::Filled(Filled::Ok),
+            FromAgent::Filled(Filled::PortBusy),
+            FromAgent::Filled(Filled::No("rank 3 has an IPv6 address".into())),
+            FromAgent::Stats(vec![("folded".into(), 12), ("wrong_source".into(), 0)]),
+            FromAgent::Stats(Vec::new()),
         ] {
             let mut line = m.encode();
             assert_eq!(line.pop(), Some(b'\n'));
@@ -535,6 +700,73 @@ mod tests {
             Ok(ToAgent::Signal(15))
         );
         assert!(ToAgent::parse(b"SIGNAL 0").is_err());
+        for bad in [
+            &b"KERNEL ok"[..],
+            b"KERNEL ok eth0 x",
+            b"KERNEL ok a/b",
+            b"KERNEL ok sixteen-letters-x",
+            b"KERNEL maybe",
+            b"FILLED",
+            b"FILLED nope",
+            b"KSTATS folded",
+            b"KSTATS folded=1 folded=2",
+            b"KSTATS Folded=1",
+            b"KSTATS folded=-1",
+        ] {
+            assert!(
+                FromAgent::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let many: String = (0..=MAX_STATS)
+            .map(|i| format!(" c_{}={i}", "x".repeat(i % 5)))
+            .collect();
+        assert!(FromAgent::parse(format!("KSTATS{many}").as_bytes()).is_err());
+    }
+
+    #[test]
+    fn kernel_lines_to_the_agent_survive_the_wire() {
+        let entry = PeerEntry {
+            rank: 4,
+            host_id: 1,
+            ip: "198.18.1.3".parse().expect("ip"),
+            port: 40000,
+            pulse: 40001,
+            pid: 77,
+        };
+        for m in [
+            ToAgent::Peer(entry),
+            ToAgent::Fill {
+                job: 0x0123_4567_89ab_cdef,
+                trigger: 33333,
+            },
+            ToAgent::Fill { job: 0, trigger: 1 },
+            ToAgent::KernelOff,
+        ] {
+            let line = m.encode();
+            assert_eq!(ToAgent::parse(line.trim_end().as_bytes()), Ok(m), "{line}");
+        }
+        for bad in [
+            &b"KPEER"[..],
+            b"KPEER ",
+            b"KPEER END",
+            b"KPEER KERNEL 4000",
+            b"KPEER 4 1 198.18.1.3 0 1 77",
+            b"KPEER 4 1 198.18.1.3 40000 1",
+            b"KPEER 4 1 nowhere 40000 1 77",
+            b"KFILL 0123 33333",
+            b"KFILL 0123456789abcdeg 33333",
+            b"KFILL 0123456789abcdef 0",
+            b"KFILL 0123456789abcdef 65536",
+            b"KOFF now",
+        ] {
+            assert!(
+                ToAgent::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
         assert_eq!(unhex("0aFF"), Some(vec![10, 255]));
         assert_eq!(unhex("0"), None);
         assert_eq!(unhex("zz"), None);

@@ -3,6 +3,11 @@
 //! 0 and starts one agent per host over plain `ssh` to the hosts' addresses, exactly as on real
 //! machines. Every test needs root (namespaces, sshd) and is skipped without it; everything is
 //! removed on every exit path.
+//!
+//! With `--transport auto` or `kernel` each host's agent attaches the kernel path to its own
+//! namespace's `lo` and `eth0` and fills its maps: those tests check that the XDP programs folded
+//! and TC cloned on the hosts (the agents' `BOAD_STATS` counters), and that nothing stays attached
+//! in any host's namespace when the job ends, even when an agent is killed.
 
 mod common;
 
@@ -10,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use boad_test_support::sshhosts::SshHosts;
-use common::{boadrun, count, run_cmd, Job, LIMIT};
+use common::{boadrun, count, kernel_counters, rank_stats, run_cmd, Job, RankLine, LIMIT};
 
 /// `n` namespace hosts with sshd, or None when not root (a recorded skip).
 fn hosts(n: usize) -> Option<SshHosts> {
@@ -52,7 +57,8 @@ fn every_collective_on_every_path_across_three_ssh_hosts() {
     let Some(h) = hosts(4) else { return };
     // Uneven slots: 4, 3 and 2 ranks on hosts 1..3; boadrun itself on host 0.
     let spec = spec(&h, &[(1, 4), (2, 3), (3, 2)]);
-    for (transport, path) in [("shm", "hier"), ("udp", "udp"), ("auto", "hier")] {
+    // `auto` takes the kernel path across these hosts: see the kernel_* tests.
+    for (transport, path) in [("shm", "hier"), ("udp", "udp")] {
         let job = run_cmd(
             command(&h, &spec, &[], boad_check(), &["matrix", "--quick"]),
             transport,
@@ -74,14 +80,219 @@ fn every_collective_on_every_path_across_three_ssh_hosts() {
                 .collect();
             assert_eq!(senders, [0, 4, 7], "{transport}: {lines:#?}");
         }
-        if transport == "auto" {
-            assert!(
-                job.stderr()
-                    .contains("the kernel path is not set up across machines yet"),
-                "{}",
-                job.stderr()
-            );
+    }
+}
+
+/// Lines of boadrun's that say the kernel path is not used.
+fn fallbacks(job: &Job) -> Vec<String> {
+    job.stderr()
+        .lines()
+        .filter(|l| l.starts_with("boadrun: kernel path unavailable"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What is attached in host `host`'s namespace: `IFACE: xdp` for each interface `ip -d link show`
+/// shows with an XDP program, and each line of `bpftool net show` naming a boad program (its TC
+/// programs, where this bpftool lists TCX; [`boad_programs`] sees them in any case).
+fn attached_in(h: &SshHosts, host: usize) -> Vec<String> {
+    let run = |program: &str, args: &[&str]| -> String {
+        let out = h
+            .command_in(host, program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        assert!(out.status.success(), "{program} {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut found = Vec::new();
+    // Blocks of "N: NAME: <FLAGS> ... xdpgeneric/id:..." then indented lines ("prog/xdp id ...").
+    let mut iface = String::new();
+    for line in run("ip", &["-d", "link", "show"]).lines() {
+        if !line.starts_with(' ') {
+            iface = line
+                .split(": ")
+                .nth(1)
+                .map(|n| n.split('@').next().unwrap_or(n).to_string())
+                .unwrap_or_default();
         }
+        let xdp = line.contains("prog/xdp") || (!line.starts_with(' ') && line.contains(" xdp"));
+        let said = format!("{iface}: xdp");
+        if xdp && !found.contains(&said) {
+            found.push(said);
+        }
+    }
+    let net = run("bpftool", &["net", "show"]);
+    found.extend(
+        net.lines()
+            .filter(|l| l.contains("boad_"))
+            .map(str::to_string),
+    );
+    found
+}
+
+/// The ids of the boad programs loaded on the machine (`bpftool prog show`).
+fn boad_programs() -> Vec<String> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .expect("bpftool prog show");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(" name boad_"))
+        .filter_map(|l| l.split(':').next().map(str::to_string))
+        .collect()
+}
+
+/// `boad-check ARGS` over 9 ranks placed `slots` on hosts 1..=3 with `BOAD_TRANSPORT=transport`
+/// and `BOAD_STATS=1` (and `env`): every rank exact, no fallback, the XDP programs folded and TC
+/// cloned on the hosts (the agents' counters, summed over the 3 hosts), none of it from a wrong
+/// source; every rank's last collective took `path` (`boad-check path P` checks that itself); then
+/// nothing is left attached on any host. Returns the job, the ranks' summary lines (none for
+/// `path`) and their `BOAD_STATS` lines.
+fn kernel_job(
+    h: &SshHosts,
+    transport: &str,
+    slots: [usize; 3],
+    path: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Job, Vec<RankLine>, Vec<RankLine>) {
+    let n: usize = slots.iter().sum();
+    let spec = spec(h, &[(1, slots[0]), (2, slots[1]), (3, slots[2])]);
+    let mut env = env.to_vec();
+    env.push(("BOAD_STATS", "1"));
+    let job = run_cmd(
+        command(h, &spec, &[], boad_check(), args),
+        transport,
+        &env,
+        LIMIT,
+    );
+    // `boad-check path P` checks the path on every rank itself, and prints no summary.
+    let lines = if args.first() == Some(&"path") {
+        job.assert_ok();
+        Vec::new()
+    } else {
+        let lines = job.assert_every_rank_exact(n);
+        assert_eq!(
+            count(&lines, |l| l.path == path),
+            n,
+            "{transport}: every rank's last collective took {path}: {lines:#?}"
+        );
+        lines
+    };
+    assert_eq!(fallbacks(&job), Vec::<String>::new(), "{}", job.stderr());
+    let c = kernel_counters(&job);
+    assert_eq!(c["hosts"], 3, "{c:?}");
+    assert!(c["folded"] > 0 && c["dropped"] > 0, "XDP folded: {c:?}");
+    assert!(c["clones"] > 0 && c["bcasts"] > 0, "TC cloned: {c:?}");
+    assert_eq!(c["wrong_source"], 0, "{c:?}");
+    let all: Vec<usize> = (0..n).collect();
+    let stats = rank_stats(&job, &all);
+    for host in 1..=3 {
+        assert_eq!(attached_in(h, host), Vec::<String>::new(), "host {host}");
+    }
+    (job, lines, stats)
+}
+
+#[test]
+fn kernel_path_between_leaders_across_three_ssh_hosts() {
+    let Some(h) = hosts(4) else { return };
+    let (_, _, stats) = kernel_job(
+        &h,
+        "auto",
+        [3, 3, 3],
+        "hier-kernel",
+        &["matrix", "--quick"],
+        &[],
+    );
+    // Hierarchical: the leaders (ranks 0, 3, 6) took the kernel path between the hosts, and no
+    // other rank sent a datagram.
+    let kernel: Vec<usize> = stats
+        .iter()
+        .filter(|l| l.get("collectives_kernel") > 0)
+        .map(|l| l.rank)
+        .collect();
+    assert_eq!(kernel, [0, 3, 6], "{stats:#?}");
+    let senders: Vec<usize> = stats
+        .iter()
+        .filter(|l| l.get("datagrams_sent") > 0)
+        .map(|l| l.rank)
+        .collect();
+    assert_eq!(senders, [0, 3, 6], "{stats:#?}");
+}
+
+#[test]
+fn kernel_path_on_every_rank_across_three_uneven_ssh_hosts() {
+    let Some(h) = hosts(4) else { return };
+    // `kernel` keeps the job flat: every rank is a member of the world communicator, and the
+    // clones for ranks on the root's host go through its lo.
+    let (_, _, stats) = kernel_job(
+        &h,
+        "kernel",
+        [4, 3, 2],
+        "kernel",
+        &["matrix", "--quick"],
+        &[],
+    );
+    assert_eq!(
+        count(&stats, |l| l.get("collectives_kernel") > 0),
+        9,
+        "{stats:#?}"
+    );
+}
+
+#[test]
+fn kernel_path_selection_across_ssh_hosts() {
+    let Some(h) = hosts(4) else { return };
+    let folds = ("BOAD_KERNEL_FOLDS", "sum:u32");
+    // One rank per host: `auto` is the kernel path itself.
+    kernel_job(
+        &h,
+        "auto",
+        [1, 1, 1],
+        "kernel",
+        &["path", "kernel"],
+        &[folds],
+    );
+    // A host that cannot attach (here every host: a fold list no agent accepts): `auto` says so
+    // once, naming the hosts, and the job runs on the userspace path...
+    let spec = spec(&h, &[(1, 2), (2, 2), (3, 2)]);
+    let bad = [("BOAD_KERNEL_FOLDS", "no-such-op")];
+    let job = run_cmd(
+        command(&h, &spec, &[], boad_check(), &["path", "hier"]),
+        "auto",
+        &bad,
+        LIMIT,
+    );
+    job.assert_ok();
+    let said = fallbacks(&job);
+    assert_eq!(said.len(), 1, "{}", job.stderr());
+    for ip in &h.hosts()[1..4] {
+        assert!(
+            said[0].contains(&format!("host {ip}: BOAD_KERNEL_FOLDS: ")),
+            "{said:?}"
+        );
+    }
+    // ... and `kernel` fails at once, naming them.
+    let job = run_cmd(
+        command(&h, &spec, &[], boad_check(), &["path", "kernel"]),
+        "kernel",
+        &bad,
+        LIMIT,
+    );
+    assert_eq!(job.code(), Some(125), "{}", job.stderr());
+    for ip in &h.hosts()[1..4] {
+        assert!(
+            job.stderr().contains(&format!(
+                "boadrun: host {ip}: kernel path: BOAD_KERNEL_FOLDS: "
+            )),
+            "{}",
+            job.stderr()
+        );
+    }
+    for host in 1..=3 {
+        assert_eq!(attached_in(&h, host), Vec::<String>::new(), "host {host}");
     }
 }
 
@@ -174,12 +385,15 @@ fn parent(pid: u32) -> Option<u32> {
 }
 
 #[test]
-fn a_killed_agent_fails_the_others_naming_its_ranks() {
+fn a_killed_agent_fails_the_others_naming_its_ranks_and_leaves_nothing_attached() {
     let Some(h) = hosts(4) else { return };
     let spec = spec(&h, &[(1, 2), (2, 2), (3, 2)]);
     let _serial = common::serial();
+    let before = boad_programs();
     let mut cmd = command(&h, &spec, &[], boad_check(), &["random", "100000"]);
-    cmd.env("BOAD_TRANSPORT", "udp")
+    // The kernel path between the hosts' leaders; few reduction programs, for a quick start.
+    cmd.env("BOAD_TRANSPORT", "auto")
+        .env("BOAD_KERNEL_FOLDS", "sum,bor:u8")
         .env("BOAD_TIMEOUT_MS", "60000")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -202,6 +416,13 @@ fn a_killed_agent_fails_the_others_naming_its_ranks() {
         std::thread::sleep(Duration::from_millis(100));
     };
     std::thread::sleep(Duration::from_millis(500));
+    // The agents attached the programs before starting their ranks.
+    for host in 1..=3 {
+        let on = attached_in(&h, host);
+        for want in ["lo: xdp", "eth0: xdp"] {
+            assert!(on.iter().any(|l| l == want), "host {host}: {on:?}");
+        }
+    }
     let exe = std::fs::read_link(format!("/proc/{agent}/exe")).expect("agent exe");
     assert_eq!(exe, boadrun(), "the ranks' parent is the agent");
     let killed = Command::new("kill")
@@ -223,6 +444,7 @@ fn a_killed_agent_fails_the_others_naming_its_ranks() {
     };
     assert_ne!(job.code(), Some(0), "{}", job.stderr());
     let err = job.stderr();
+    assert_eq!(fallbacks(&job), Vec::<String>::new(), "{err}");
     let host = h.hosts()[3];
     assert!(
         err.contains(&format!("boadrun: host {host}: its agent ended"))
@@ -238,14 +460,20 @@ fn a_killed_agent_fails_the_others_naming_its_ranks() {
         .count();
     assert!(named >= 1, "stdout:\n{out}\nstderr:\n{err}");
     assert!(job.secs < 30.0, "took {} s: {err}", job.secs);
-    // Nothing of the job is left on any host.
+    // Nothing of the job is left on any host: no rank, nothing attached, no program loaded.
     for i in 1..4 {
         let until = Instant::now() + Duration::from_secs(5);
         while !ranks_on(&h, i, i - 1).is_empty() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(ranks_on(&h, i, i - 1).is_empty(), "host {i} kept ranks");
+        assert_eq!(attached_in(&h, i), Vec::<String>::new(), "host {i}");
     }
+    let left: Vec<String> = boad_programs()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "boad programs still loaded");
 }
 
 #[test]
