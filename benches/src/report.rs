@@ -25,7 +25,7 @@ pub const USERSPACE_BASELINES: [&str; 3] = ["boad-udp", "naive", "epoll"];
 /// The baselines outside boad the kernel path's latency is compared with (the fastest of them).
 pub const OTHER_BASELINES: [&str; 2] = ["naive", "epoll"];
 /// What boad's paths are compared with on hosts reached over ssh (the `hosts` sweep): Open MPI
-/// started by its own ssh launcher, TCP between hosts.
+/// started by its own ssh launcher, TCP between every two ranks.
 pub const SSH_BASELINE: &str = "ompi-tcp";
 /// How to rerun the `hosts` sweep (as root), as the report and `docs/benchmarks.md` give it.
 pub const SSH_REPRODUCE: &str = "cargo build --release -p boadrun -p boad-benches --bins && \
@@ -1065,7 +1065,8 @@ fn ssh_hosts_section(out: &mut String, records: &[Record]) {
         "Network namespaces, each with its own sshd: the launcher (`boadrun -H` or `mpirun`) on \
          one, the ranks on the others, started over ssh by each. Mean [p99] in µs per collective \
          and size, max over ranks; the ratio columns divide each boad path's mean [p99] by \
-         {SSH_BASELINE}'s (Open MPI: shared memory inside a host, TCP between hosts) from the same \
+         {SSH_BASELINE}'s (Open MPI, TCP between every two ranks: its shared memory cannot run \
+         on namespace hosts that share one host name) from the same \
          records (below 1: boad is faster). A boad column is named by the path its ranks \
          reported; `(asked X)` when that is not the path asked for. Reproduce (as root):\n\n    \
          {SSH_REPRODUCE}\n"
