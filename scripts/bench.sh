@@ -4,9 +4,10 @@
 #   scripts/bench.sh --quick   a few minutes, into a new temporary directory (CI smoke test: it
 #                              checks that everything runs, not the numbers)
 #   --out DIR                  write results.jsonl, the PNGs and report.md into DIR instead
-# Installs what it needs (Open MPI, MPICH, strace, a font for the plots, the eBPF toolchain), builds
-# release, runs boad-bench (all records into results.jsonl), then boad-plot (PNGs + report.md).
-# Needs root: the kernel path and the virtual clusters (network namespaces).
+# Installs what it needs (Open MPI, MPICH, strace, OpenSSH, a font for the plots, the eBPF
+# toolchain), builds release, runs boad-bench (all records into results.jsonl), then boad-plot
+# (PNGs + report.md).
+# Needs root: the kernel path, the virtual clusters and the ssh hosts (network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=()
@@ -33,9 +34,16 @@ command -v mpicc.openmpi >/dev/null || missing+=(openmpi-bin libopenmpi-dev)
 command -v mpicc.mpich >/dev/null || missing+=(mpich)
 command -v strace >/dev/null || missing+=(strace)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+# The `hosts` sweep's namespace hosts (ethtool comes with the eBPF toolchain below).
+command -v ip >/dev/null || missing+=(iproute2)
+apt_updated=
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    apt_updated=1
 fi
+# The `hosts` sweep's namespace hosts run an sshd each: OpenSSH, installed without starting the
+# machine's own sshd.
+bash scripts/install-sshd.sh ${apt_updated:+--updated}
 bash scripts/install-ebpf-toolchain.sh
 
 step "cargo build --release -p boadrun -p boad-benches --bins --examples"

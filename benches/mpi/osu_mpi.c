@@ -15,6 +15,9 @@
  *
  *   mpicc -O2 -o osu_mpi benches/mpi/osu_mpi.c
  *   mpirun -n 4 ./osu_mpi IMPL_NAME ITERS WARMUP MAX_BYTES PASS_ITERS
+ *
+ * PASS_ITERS 0: latency only (no throughput nor cpu records). "hosts" is always 1: boad-bench
+ * rewrites it (and adds "launch") for the ranks it starts on several hosts over ssh.
  */
 #include <mpi.h>
 #include <stdio.h>
@@ -145,8 +148,10 @@ int main(int argc, char **argv) {
             latency(c, bytes, it, w);
         }
     }
-    for (int c = 0; c < 3; c++) back_to_back("throughput", c, pass, c < 2);
-    for (int c = 0; c < 4; c++) back_to_back("cpu", c, pass, 0);
+    if (pass > 0) {
+        for (int c = 0; c < 3; c++) back_to_back("throughput", c, pass, c < 2);
+        for (int c = 0; c < 4; c++) back_to_back("cpu", c, pass, 0);
+    }
     MPI_Finalize();
     return 0;
 }

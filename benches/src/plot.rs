@@ -26,7 +26,8 @@ use plotters::element::IntoDynElement;
 use plotters::prelude::*;
 
 use crate::record::{
-    common_bytes, implementation_key, preferred_ranks, receivers, who, Record, IMPLEMENTATIONS,
+    common_bytes, implementation_key, over_ssh, preferred_ranks, receivers, who, Record,
+    IMPLEMENTATIONS,
 };
 
 /// What can go wrong while reading records, drawing plots or writing the report.
@@ -162,6 +163,10 @@ pub struct Outcome {
 /// skipped and one that fails to draw is recorded; neither stops the others.
 /// Needs [`load_font`] first.
 pub fn plot_all(records: &[Record], out: &Path) -> Outcome {
+    // The `hosts` sweep (ranks started over ssh) has figures of its own; the others show only the
+    // runs of one boadrun (one host or its virtual clusters).
+    let (ssh, records): (Vec<Record>, Vec<Record>) = records.iter().cloned().partition(over_ssh);
+    let records = records.as_slice();
     let mut results = vec![];
     for coll in ["bcast", "allreduce"] {
         results.push(latency_vs_receivers(records, coll, out));
@@ -173,6 +178,9 @@ pub fn plot_all(records: &[Record], out: &Path) -> Outcome {
         for placement in [Placement::Cluster, Placement::Host] {
             results.push(latency_vs_size(records, coll, placement, out));
         }
+    }
+    for coll in SIZE_COLLECTIVES {
+        results.push(latency_vs_size(&ssh, coll, Placement::SshHosts, out));
     }
     results.push(root_cost_vs_fanout(records, RootCost::Cpu, out));
     results.push(root_cost_vs_fanout(records, RootCost::Syscalls, out));
@@ -700,18 +708,21 @@ pub enum Placement {
     Cluster,
     /// One host: `hosts == 1`.
     Host,
+    /// Hosts reached over ssh (the `hosts` sweep: `boadrun -H` and `mpirun` over ssh).
+    SshHosts,
 }
 
 impl Placement {
     fn matches(self, r: &Record) -> bool {
         match self {
-            Placement::Cluster => r.hosts > 1,
-            Placement::Host => r.hosts <= 1,
+            Placement::Cluster => r.hosts > 1 && !over_ssh(r),
+            Placement::Host => r.hosts <= 1 && !over_ssh(r),
+            Placement::SshHosts => over_ssh(r),
         }
     }
 }
 
-/// `latency-vs-size-<coll>-cluster.png` / `-host.png`: mean latency against message size (log-log),
+/// `latency-vs-size-<coll>-cluster.png` / `-host.png` / `-ssh-hosts.png`: mean latency against message size (log-log),
 /// one line per implementation, from `latency` records on 9 ranks (or the most ranks measured).
 pub fn latency_vs_size(
     records: &[Record],
@@ -722,6 +733,7 @@ pub fn latency_vs_size(
     let (suffix, where_) = match placement {
         Placement::Cluster => ("cluster", "hosts > 1"),
         Placement::Host => ("host", "hosts == 1"),
+        Placement::SshHosts => ("ssh-hosts", "launch \"ssh\""),
     };
     let file = format!("latency-vs-size-{coll}-{suffix}.png");
     let rs: Vec<&Record> = records
@@ -742,6 +754,8 @@ pub fn latency_vs_size(
         (Placement::Cluster, Some(a), Some(b)) if a == b => format!("{a} hosts"),
         (Placement::Cluster, Some(a), Some(b)) => format!("{a}-{b} hosts"),
         (Placement::Cluster, _, _) => "a cluster".to_string(),
+        (Placement::SshHosts, Some(a), Some(b)) if a == b => format!("{a} hosts over ssh"),
+        (Placement::SshHosts, _, _) => "hosts over ssh".to_string(),
     };
     let title = format!(
         "{} latency vs message size: {ranks} ranks on {place}",
@@ -1086,6 +1100,18 @@ pub(crate) mod tests {
                 }
             }
         }
+        // The `hosts` sweep's shape: boad's paths and Open MPI on 3 hosts reached over ssh.
+        for (i, imp) in ["boad-hier", "boad-udp", "ompi-tcp"].iter().enumerate() {
+            for coll in SIZE_COLLECTIVES {
+                for e in (2..=20).step_by(2) {
+                    let mut r = rec("latency", imp, coll, 1 << e, 9, 3);
+                    r.launch = Some(crate::record::LAUNCH_SSH.into());
+                    r.avg_us = Some((2.0 + i as f64) * (30.0 + f64::from(1u32 << e) / 50.0));
+                    r.p99_us = r.avg_us.map(|a| a * 3.0);
+                    v.push(r);
+                }
+            }
+        }
         for app in ["pagerank", "bfs"] {
             for vertices in [10_000u64, 100_000, 1_000_000] {
                 for (i, imp) in ["boad-kernel", "boad-udp", "ompi-tcp"].iter().enumerate() {
@@ -1132,6 +1158,10 @@ pub(crate) mod tests {
                 "latency-vs-size-allreduce-host.png",
                 "latency-vs-size-allgather-cluster.png",
                 "latency-vs-size-allgather-host.png",
+                "latency-vs-size-bcast-ssh-hosts.png",
+                "latency-vs-size-reduce-ssh-hosts.png",
+                "latency-vs-size-allreduce-ssh-hosts.png",
+                "latency-vs-size-allgather-ssh-hosts.png",
                 "root-cpu-vs-fanout.png",
                 "root-syscalls-vs-fanout.png",
                 "app-time.png",

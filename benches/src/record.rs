@@ -28,6 +28,11 @@ pub struct Record {
     pub ranks: u32,
     /// (Virtual) hosts the ranks ran on; 1 = one host.
     pub hosts: u32,
+    /// How the ranks were started when not by one `boadrun` on this machine: `ssh` = on hosts
+    /// reached over ssh (`boadrun -H` or `mpirun`'s ssh launcher, each host a network namespace
+    /// with its own sshd; the `hosts` sweep). Absent for every other sweep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<String>,
     /// Timed iterations.
     pub iters: u64,
     /// Latency in µs: max over ranks of each rank's mean.
@@ -153,6 +158,15 @@ pub fn implementations<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec
         .map(|r| implementation_key(&who(r)))
         .collect();
     set.into_iter().map(|(_, n)| n).collect()
+}
+
+/// The launch the `hosts` sweep writes into its records: ranks on hosts reached over ssh.
+pub const LAUNCH_SSH: &str = "ssh";
+
+/// Whether a record comes from ranks started over ssh (the `hosts` sweep): such records have
+/// their own report section and figures, apart from the virtual clusters of one `boadrun`.
+pub fn over_ssh(r: &Record) -> bool {
+    r.launch.is_some()
 }
 
 /// Receivers of a collective on `ranks` ranks: everyone but the root.

@@ -15,13 +15,29 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::plot::{Figure, PlotError, SIZE_COLLECTIVES};
-use crate::record::{self, implementation_key, implementations, preferred_ranks, who, Record};
+use crate::record::{
+    self, implementation_key, implementations, over_ssh, preferred_ranks, who, Record,
+};
 
 /// The userspace baselines the kernel path's throughput and CPU are compared with: boad's own UDP
 /// path and the naive and epoll baselines (the best of them, per number).
 pub const USERSPACE_BASELINES: [&str; 3] = ["boad-udp", "naive", "epoll"];
 /// The baselines outside boad the kernel path's latency is compared with (the fastest of them).
 pub const OTHER_BASELINES: [&str; 2] = ["naive", "epoll"];
+/// What boad's paths are compared with on hosts reached over ssh (the `hosts` sweep): Open MPI
+/// started by its own ssh launcher, TCP between every two ranks.
+pub const SSH_BASELINE: &str = "ompi-tcp";
+/// How to rerun the `hosts` sweep (as root), as the report and `docs/benchmarks.md` give it.
+pub const SSH_REPRODUCE: &str = "cargo build --release -p boadrun -p boad-benches --bins && \
+    target/release/boad-bench --only hosts --out DIR/results.jsonl && \
+    target/release/boad-plot --results DIR/results.jsonl --out DIR";
+
+/// The records of runs started by one `boadrun` (one host or its virtual clusters), then those of
+/// ranks started over ssh (the `hosts` sweep), each in file order.
+fn split(records: &[Record]) -> (Vec<Record>, Vec<Record>) {
+    let (ssh, local): (Vec<Record>, Vec<Record>) = records.iter().cloned().partition(over_ssh);
+    (local, ssh)
+}
 
 /// Reads a results file, naming it (and the bad line) on error.
 pub fn load(path: &Path) -> Result<Vec<Record>, PlotError> {
@@ -208,6 +224,14 @@ fn ratio(
 
 /// Every number of the summary that the records allow, in report order.
 pub fn summary(records: &[Record]) -> Vec<Measure> {
+    let (local, ssh) = split(records);
+    let mut out = summary_local(&local);
+    out.extend(ssh_hosts(&ssh));
+    out
+}
+
+/// The summary of the runs of one boadrun (one host, virtual clusters).
+fn summary_local(records: &[Record]) -> Vec<Measure> {
     let mut out = vec![];
     let us = |v: f64| format!("{} µs", fmt_us(v));
     let ops = |v: f64| format!("{} ops/s", fmt_ops(v));
@@ -401,6 +425,99 @@ fn one_host(records: &[Record]) -> Vec<Measure> {
                     fmt_x(ratios[n - 1])
                 ),
             });
+        }
+    }
+    out
+}
+
+/// The median of `v` (sorted in place); `None` when empty.
+fn median(v: &mut [f64]) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// `who` as a summary key's part: `boad-hier (asked hier-kernel)` is `boad-hier-asked-hier-kernel`
+/// (keys hold no spaces).
+fn key_part(who: &str) -> String {
+    who.replace(" (asked ", "-asked-").replace(')', "")
+}
+
+/// The latency records of the `hosts` sweep: (ranks, hosts) -> (coll, bytes) -> who -> the last.
+type SshCells<'a> =
+    BTreeMap<(u32, u32), BTreeMap<((usize, String), u64), BTreeMap<(usize, String), &'a Record>>>;
+
+fn ssh_cells(records: &[Record]) -> SshCells<'_> {
+    let mut by: SshCells = BTreeMap::new();
+    for r in records
+        .iter()
+        .filter(|r| over_ssh(r) && r.bench == "latency" && r.avg_us.is_some())
+    {
+        by.entry((r.ranks, r.hosts))
+            .or_default()
+            .entry((coll_key(&r.coll), r.bytes))
+            .or_default()
+            .insert(implementation_key(&who(r)), r);
+    }
+    by
+}
+
+/// Hosts over ssh: each boad path's latency over Open MPI's ([`SSH_BASELINE`]) measured on the same
+/// hosts, the median over every collective and size both measured, of the means and of the p99s.
+fn ssh_hosts(records: &[Record]) -> Vec<Measure> {
+    let mut out = vec![];
+    for ((ranks, hosts), cells) in ssh_cells(records) {
+        let boads: BTreeSet<(usize, String)> = cells
+            .values()
+            .flat_map(|m| m.keys())
+            .filter(|k| k.1.starts_with("boad-"))
+            .cloned()
+            .collect();
+        for imp in boads {
+            for (quantity, field) in [
+                ("mean", (|r: &Record| r.avg_us) as Field),
+                ("p99", |r: &Record| r.p99_us),
+            ] {
+                let mut ratios = vec![];
+                let mut paths: BTreeSet<String> = BTreeSet::new();
+                for m in cells.values() {
+                    let base = m
+                        .iter()
+                        .find(|(k, _)| k.1 == SSH_BASELINE)
+                        .and_then(|(_, r)| field(r));
+                    let Some(r) = m.get(&imp) else { continue };
+                    if let (Some(a), Some(b)) = (field(r), base) {
+                        if b > 0.0 && a.is_finite() {
+                            ratios.push(a / b);
+                            paths.insert(r.path.clone().unwrap_or_else(|| "unknown".into()));
+                        }
+                    }
+                }
+                let n = ratios.len();
+                let Some(mid) = median(&mut ratios) else {
+                    continue;
+                };
+                out.push(Measure {
+                    key: format!(
+                        "ssh-hosts-latency-{quantity}-median/{ranks}-ranks-{hosts}-hosts/{}/{SSH_BASELINE}",
+                        key_part(&imp.1)
+                    ),
+                    value: mid,
+                    unit: Unit::Ratio,
+                    from: format!(
+                        "{ranks} ranks on {hosts} hosts over ssh, bench latency: median of {n} \
+                         ratios of {quantity}s (every collective and size both measured), from {} \
+                         to {}; the path the ranks reported: {}",
+                        fmt_x(ratios[0]),
+                        fmt_x(ratios[n - 1]),
+                        paths.into_iter().collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
         }
     }
     out
@@ -698,6 +815,7 @@ pub fn render(
     not_drawn: &[String],
     expected: Option<(&str, &[Checked])>,
 ) -> String {
+    let (local, ssh) = split(records);
     let mut out = String::new();
     let _ = writeln!(out, "# boad benchmark report\n");
     let _ = writeln!(
@@ -713,12 +831,13 @@ pub fn render(
         expectations_section(&mut out, file, checked);
     }
     figures_section(&mut out, figures, not_drawn);
-    latency_section(&mut out, records);
-    shm_vs_mpi_section(&mut out, records);
-    fanout_section(&mut out, records);
-    throughput_section(&mut out, records);
-    cost_section(&mut out, records);
-    apps_section(&mut out, records);
+    latency_section(&mut out, &local);
+    shm_vs_mpi_section(&mut out, &local);
+    ssh_hosts_section(&mut out, &ssh);
+    fanout_section(&mut out, &local);
+    throughput_section(&mut out, &local);
+    cost_section(&mut out, &local);
+    apps_section(&mut out, &local);
     notes_section(&mut out, records);
     out
 }
@@ -928,6 +1047,70 @@ fn shm_vs_mpi_section(out: &mut String, records: &[Record]) {
             })
             .collect();
         table(out, &header, 1, &body);
+    }
+}
+
+fn ssh_hosts_section(out: &mut String, records: &[Record]) {
+    let _ = writeln!(out, "## Hosts over ssh: boad vs Open MPI\n");
+    let cells = ssh_cells(records);
+    if cells.is_empty() {
+        let _ = writeln!(
+            out,
+            "No data (needs latency records with launch \"ssh\": the `hosts` sweep).\n"
+        );
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "Network namespaces, each with its own sshd: the launcher (`boadrun -H` or `mpirun`) on \
+         one, the ranks on the others, started over ssh by each. Mean [p99] in µs per collective \
+         and size, max over ranks; the ratio columns divide each boad path's mean [p99] by \
+         {SSH_BASELINE}'s (Open MPI, TCP between every two ranks: its shared memory cannot run \
+         on namespace hosts that share one host name) from the same \
+         records (below 1: boad is faster). A boad column is named by the path its ranks \
+         reported; `(asked X)` when that is not the path asked for. Reproduce (as root):\n\n    \
+         {SSH_REPRODUCE}\n"
+    );
+    for ((ranks, hosts), rows) in &cells {
+        let imps: BTreeSet<&(usize, String)> = rows.values().flat_map(|m| m.keys()).collect();
+        let has_base = imps.iter().any(|k| k.1 == SSH_BASELINE);
+        let boads: Vec<&(usize, String)> = if has_base {
+            imps.iter()
+                .copied()
+                .filter(|k| k.1.starts_with("boad-"))
+                .collect()
+        } else {
+            vec![]
+        };
+        let mut colls: BTreeSet<&(usize, String)> = BTreeSet::new();
+        colls.extend(rows.keys().map(|(c, _)| c));
+        for coll in colls {
+            let _ = writeln!(
+                out,
+                "### {}: {ranks} ranks on {hosts} hosts over ssh\n",
+                coll.1
+            );
+            let mut header = vec!["bytes".to_string()];
+            header.extend(imps.iter().map(|k| k.1.clone()));
+            header.extend(boads.iter().map(|k| format!("{} / {SSH_BASELINE}", k.1)));
+            let body: Vec<Vec<String>> = rows
+                .iter()
+                .filter(|((c, _), _)| c == coll)
+                .map(|((_, bytes), m)| {
+                    let base = m.iter().find(|(k, _)| k.1 == SSH_BASELINE).map(|(_, r)| *r);
+                    let mut row = vec![bytes.to_string()];
+                    row.extend(imps.iter().map(|k| latency_cell(m.get(*k).copied())));
+                    row.extend(boads.iter().map(|k| {
+                        let r = m.get(*k);
+                        let mean = fmt_ratio(r.and_then(|r| r.avg_us), base.and_then(|b| b.avg_us));
+                        let p99 = fmt_ratio(r.and_then(|r| r.p99_us), base.and_then(|b| b.p99_us));
+                        format!("{mean} [{p99}]")
+                    }));
+                    row
+                })
+                .collect();
+            table(out, &header, 1, &body);
+        }
     }
 }
 
@@ -1405,6 +1588,96 @@ mod tests {
         assert!(close(f.value, 1.95), "{f:?}");
         assert!(f.from.contains("1.00-1.95 over 3 fan-outs"), "{}", f.from);
         assert!(f.from.contains("64: 1.95"), "{}", f.from);
+    }
+
+    #[test]
+    fn hosts_over_ssh_are_ratios_to_open_mpi_kept_apart_from_the_clusters() {
+        let ssh = |imp: &str, coll: &str, bytes: u64, avg: f64, p99: f64| {
+            let mut r = rec("latency", imp, coll, bytes, 9, 3);
+            r.launch = Some(crate::record::LAUNCH_SSH.into());
+            r.avg_us = Some(avg);
+            r.p99_us = Some(p99);
+            if let Some(p) = imp.strip_prefix("boad-") {
+                r.path = Some(p.into());
+            }
+            r
+        };
+        let mut records = vec![
+            // A virtual cluster's boad-udp on the same ranks and hosts: not compared with Open MPI
+            // over ssh, and not overwritten by the ssh records (last wins within a placement only).
+            lat("boad-udp", 50.0, 80.0),
+            lat("boad-kernel", 25.0, 40.0),
+        ];
+        // boad-hier / ompi-tcp means: 0.5, 1, 2 -> median 1; p99s: 0.25, 0.5, 1 -> 0.5.
+        for (coll, bytes, hier, ompi) in [
+            ("bcast", 4, (10.0, 10.0), (20.0, 40.0)),
+            ("bcast", 4096, (30.0, 30.0), (30.0, 60.0)),
+            ("allreduce", 4, (80.0, 80.0), (40.0, 80.0)),
+        ] {
+            records.push(ssh("boad-hier", coll, bytes, hier.0, hier.1));
+            records.push(ssh("ompi-tcp", coll, bytes, ompi.0, ompi.1));
+        }
+        records.push(ssh("boad-udp", "bcast", 4, 60.0, 100.0));
+        // `auto` that ran on hier: its own column, named by what ran.
+        let mut auto = ssh("boad-hier", "bcast", 4, 12.0, 20.0);
+        auto.note = Some("asked for hier-kernel, ran on hier".into());
+        records.push(auto);
+        let m = summary(&records);
+        let mean = get(
+            &m,
+            "ssh-hosts-latency-mean-median/9-ranks-3-hosts/boad-hier/ompi-tcp",
+        );
+        assert!(close(mean.value, 1.0), "{mean:?}");
+        assert!(mean.from.contains("median of 3 ratios"), "{}", mean.from);
+        assert!(mean.from.contains("reported: hier"), "{}", mean.from);
+        let p99 = get(
+            &m,
+            "ssh-hosts-latency-p99-median/9-ranks-3-hosts/boad-hier/ompi-tcp",
+        );
+        assert!(close(p99.value, 0.5), "{p99:?}");
+        let udp = get(
+            &m,
+            "ssh-hosts-latency-mean-median/9-ranks-3-hosts/boad-udp/ompi-tcp",
+        );
+        assert!(close(udp.value, 3.0), "{udp:?}");
+        let asked = get(
+            &m,
+            "ssh-hosts-latency-mean-median/9-ranks-3-hosts/boad-hier-asked-hier-kernel/ompi-tcp",
+        );
+        assert!(close(asked.value, 0.6), "{asked:?}");
+        // The cluster's numbers are the cluster's own.
+        let k = get(&m, "latency-mean/bcast/boad-kernel/boad-udp");
+        assert!(close(k.value, 0.5), "{k:?}");
+
+        let text = render(&records, "r.jsonl", &[], &[], None);
+        let section = text
+            .split("## Hosts over ssh: boad vs Open MPI")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("the ssh hosts section");
+        for want in [
+            "### bcast: 9 ranks on 3 hosts over ssh",
+            "### allreduce: 9 ranks on 3 hosts over ssh",
+            "boad-hier / ompi-tcp",
+            "boad-hier (asked hier-kernel) / ompi-tcp",
+            // Columns: boad-udp, boad-hier, ompi-tcp, then the one named by what ran.
+            "| 4 | 60.0 [100.0] | 10.0 [10.0] | 20.0 [40.0] | 12.0 [20.0] | 3.00 [2.50] | 0.50 [0.25] | 0.60 [0.50] |",
+            "| 4096 | - | 30.0 [30.0] | 30.0 [60.0] | - | - [-] | 1.00 [0.50] | - [-] |",
+            "boad-bench --only hosts",
+        ] {
+            assert!(section.contains(want), "no {want:?} in:\n{section}");
+        }
+        // The cluster's latency table holds no ssh record.
+        let cluster = text
+            .split("### bcast: 9 ranks on 3 hosts\n")
+            .nth(1)
+            .and_then(|s| s.split("\n### ").next())
+            .expect("the cluster's bcast table");
+        assert!(!cluster.contains("ompi-tcp"), "{cluster}");
+        assert!(!cluster.contains("boad-hier"), "{cluster}");
+        // Without ssh records the section says so.
+        let none = render(&[lat("boad-udp", 1.0, 1.0)], "r.jsonl", &[], &[], None);
+        assert!(none.contains("No data (needs latency records with launch \"ssh\""));
     }
 
     #[test]

@@ -10,7 +10,14 @@
 //!    CPU and system calls of the same four.
 //! 4. `mpi`: Open MPI and MPICH (the osu-style C program `benches/mpi/osu_mpi.c`) over shared memory
 //!    and over TCP, one host (MPI cannot run across boadrun's network namespaces).
-//! 5. `apps`: the PageRank and BFS examples on each path.
+//! 5. `hosts`: boad and Open MPI on the same hosts, both launched over ssh: 4 network namespaces
+//!    with an sshd each (`boad_test_support::sshhosts`), the launcher on host 0, 9 ranks = 3 on
+//!    each of hosts 1..3; latency of every collective, 4 B to 1 MiB, of boad over `boadrun -H` on
+//!    the hierarchical path (`--transport shm`: shared memory inside a host, UDP between leaders),
+//!    on UDP, and on `auto` (the kernel path between leaders where it exists across machines; the
+//!    records say which path ran), and of Open MPI through its ssh launcher (TCP between every two
+//!    ranks). Skipped, saying why, when not root or sshd is missing.
+//! 6. `apps`: the PageRank and BFS examples on each path.
 //!
 //! `--quick` shrinks every sweep (fewer sizes, ranks and iterations) to finish in a few minutes.
 #![deny(missing_docs)]
@@ -35,11 +42,11 @@ struct Args {
     /// A few minutes instead of a quarter of an hour: fewer sizes, ranks, iterations.
     #[arg(long)]
     quick: bool,
-    /// Sweeps to run: local, cluster, fanout, mpi, apps.
+    /// Sweeps to run: local, cluster, fanout, mpi, hosts, apps.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "local,cluster,fanout,mpi,apps"
+        default_value = "local,cluster,fanout,mpi,hosts,apps"
     )]
     only: Vec<String>,
     /// The directory holding boadrun, boad-osu and examples/ (default: next to this program).
@@ -68,6 +75,9 @@ struct Plan {
     pass_iters: u64,
     syscall_iters: u64,
     app_vertices: u64,
+    hosts_sizes: Vec<u64>,
+    hosts_iters: u64,
+    hosts_warmup: u64,
 }
 
 impl Plan {
@@ -84,6 +94,9 @@ impl Plan {
                 pass_iters: 100,
                 syscall_iters: 20,
                 app_vertices: 2000,
+                hosts_sizes: vec![4, 4096],
+                hosts_iters: 20,
+                hosts_warmup: 3,
             }
         } else {
             Plan {
@@ -97,6 +110,9 @@ impl Plan {
                 pass_iters: 3000,
                 syscall_iters: 200,
                 app_vertices: 50_000,
+                hosts_sizes: sizes(4, 1 << 20, 4),
+                hosts_iters: 300,
+                hosts_warmup: 30,
             }
         }
     }
@@ -114,6 +130,9 @@ struct Driver {
     capped: bool,
     /// Notes printed at the end that do not fail the run.
     notes: Vec<String>,
+    /// Set by the `hosts` sweep: the hosts its ranks run on, written into every record of a launch
+    /// (with `launch: ssh`) before it is appended.
+    over_ssh: Option<u32>,
 }
 
 fn join(v: &[impl ToString]) -> String {
@@ -184,7 +203,13 @@ impl Driver {
             }
         };
         let out = reader.join().unwrap_or_default();
-        let recs = records(&out);
+        let mut recs = records(&out);
+        if let Some(hosts) = self.over_ssh {
+            for r in &mut recs {
+                r.hosts = hosts;
+                r.launch = Some(record::LAUNCH_SSH.into());
+            }
+        }
         match status {
             Some(st) if st.success() => {}
             Some(st) => {
@@ -363,19 +388,9 @@ impl Driver {
                     continue;
                 }
             };
-            let exe = dir.join(format!("osu_mpi_{which}"));
-            self.progress(&format!("mpi: {cc} {}", self.a.mpi_src.display()));
-            let built = Command::new(cc)
-                .args(["-O2", "-o"])
-                .arg(&exe)
-                .arg(&self.a.mpi_src)
-                .status();
-            if !matches!(built, Ok(s) if s.success()) {
-                let msg = format!("mpi: {cc} failed ({built:?}): is {which} installed?");
-                eprintln!("boad-bench: {msg}");
-                self.failures.push(msg);
+            let Some(exe) = self.build_mpi(dir, &which, cc) else {
                 continue;
-            }
+            };
             for n in &ranks {
                 if self.a.quick && which == "mpich" && *n > 2 {
                     // Oversubscribed MPICH crawls (see below): not in a smoke test.
@@ -437,6 +452,155 @@ impl Driver {
         }
     }
 
+    /// Compiles the osu-style MPI benchmark with `cc` (an MPI's compiler wrapper) into `dir`.
+    fn build_mpi(&mut self, dir: &Path, which: &str, cc: &str) -> Option<PathBuf> {
+        let exe = dir.join(format!("osu_mpi_{which}"));
+        self.progress(&format!("mpi: {cc} {}", self.a.mpi_src.display()));
+        let built = Command::new(cc)
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(&self.a.mpi_src)
+            .status();
+        if matches!(built, Ok(s) if s.success()) {
+            return Some(exe);
+        }
+        let msg = format!("mpi: {cc} failed ({built:?}): is {which} installed?");
+        eprintln!("boad-bench: {msg}");
+        self.failures.push(msg);
+        None
+    }
+
+    /// The `hosts` sweep: namespace hosts with an sshd each, made here and removed (every process
+    /// in them too) when this returns; skipped with a note when they cannot be made here.
+    fn hosts(&mut self) {
+        use boad_test_support::sshhosts::{SshHosts, SshHostsError};
+        let h = match SshHosts::create(4) {
+            Ok(h) => h,
+            Err(SshHostsError::Unmet(what)) => {
+                let msg = format!(
+                    "hosts: skipped: it needs {what} (namespace hosts with sshd: run as root with \
+                     openssh-server installed, as scripts/bench.sh does)"
+                );
+                eprintln!("boad-bench: {msg}");
+                self.notes.push(msg);
+                return;
+            }
+            Err(e) => {
+                let msg = format!("hosts: cannot make the namespace hosts: {e}");
+                eprintln!("boad-bench: {msg}");
+                self.failures.push(msg);
+                return;
+            }
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("boad-bench-hosts.")
+            .tempdir();
+        match dir {
+            Ok(dir) => self.hosts_on(&h, dir.path()),
+            Err(e) => self
+                .failures
+                .push(format!("hosts: cannot create a temporary directory: {e}")),
+        }
+        self.over_ssh = None;
+        // `h` drops here: every process still in its namespaces is killed, then the namespaces and
+        // the keys go.
+    }
+
+    fn hosts_on(&mut self, h: &boad_test_support::sshhosts::SshHosts, dir: &Path) {
+        // Every host runs programs by the same absolute paths (one file system).
+        let bin = match self.bin.canonicalize() {
+            Ok(b) => b,
+            Err(e) => {
+                let msg = format!("hosts: cannot resolve {}: {e}", self.bin.display());
+                self.failures.push(msg);
+                return;
+            }
+        };
+        const PER_HOST: u32 = 3;
+        let ranked = &h.hosts()[1..];
+        let spec = ranked
+            .iter()
+            .map(|ip| format!("{ip}:{PER_HOST}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let hosts = ranked.len() as u32;
+        let ranks = hosts * PER_HOST;
+        let p = &self.plan;
+        let (sizes, iters, warm) = (join(&p.hosts_sizes), p.hosts_iters, p.hosts_warmup);
+        let max = p.hosts_sizes.last().copied().unwrap_or(4);
+        self.over_ssh = Some(hosts);
+        // `asked` names the path in the records: `hier` = shm inside hosts and UDP between their
+        // leaders; `hier-kernel` = auto, the kernel path between the leaders where boadrun sets it
+        // up across machines (else its records say which path ran instead).
+        for (transport, asked) in [("shm", "hier"), ("udp", "udp"), ("auto", "hier-kernel")] {
+            let boadrun = bin.join("boadrun");
+            let mut c = h.command_in(0, &boadrun);
+            c.args(["--launch-agent", &h.launch_agent()])
+                .arg("--agent-path")
+                .arg(&boadrun)
+                .args(["-H", &spec, "--transport", transport]);
+            if transport == "auto" {
+                // Only the folds the benchmark uses, should the kernel path be loaded.
+                c.env("BOAD_KERNEL_FOLDS", "sum:i32,bor:u8");
+            }
+            c.arg(bin.join("boad-osu")).args([
+                "--impls",
+                "boad",
+                "--hosts",
+                &hosts.to_string(),
+                "--asked",
+                asked,
+                "--sizes",
+                &sizes,
+                "--iters",
+                &iters.to_string(),
+                "--warmup",
+                &warm.to_string(),
+            ]);
+            self.launch(
+                &format!(
+                    "hosts: {ranks} ranks on {hosts} hosts over ssh, boadrun -H --transport {transport}"
+                ),
+                c,
+            );
+        }
+        let Some(exe) = self.build_mpi(dir, "ompi", "mpicc.openmpi") else {
+            return;
+        };
+        let mut c = h.command_in(0, "mpirun.openmpi");
+        c.args(["--allow-run-as-root", "-H", &spec, "-n", &ranks.to_string()]);
+        for (k, v) in [
+            // Open MPI's own ssh launcher, one daemon per host from host 0 (as boadrun's agents).
+            ("plm_rsh_agent", h.launch_agent().as_str()),
+            ("plm_rsh_no_tree_spawn", "1"),
+            ("oob_tcp_if_include", "eth0"),
+            // TCP between every two ranks. Not vader (shared memory) inside a host: it names its
+            // segments by host name and local rank, and the namespace hosts share one host name, so
+            // the ranks of different hosts would map the same files.
+            ("pml", "ob1"),
+            ("btl", "tcp,self"),
+            ("btl_tcp_if_include", "eth0"),
+            // 3 ranks per host on 2 cores: ranks yield while they wait, as boad's do.
+            ("mpi_yield_when_idle", "1"),
+        ] {
+            c.args(["--mca", k, v]);
+        }
+        c.args(["--bind-to", "none"]).arg(&exe).args([
+            "ompi-tcp",
+            &iters.to_string(),
+            &warm.to_string(),
+            &max.to_string(),
+            // No throughput nor CPU pass: only latency is compared here.
+            "0",
+        ]);
+        self.launch(
+            &format!(
+                "hosts: {ranks} ranks on {hosts} hosts over ssh, Open MPI (ssh launcher, TCP)"
+            ),
+            c,
+        );
+    }
+
     fn apps(&mut self) {
         let v = self.plan.app_vertices.to_string();
         for app in ["pagerank", "bfs"] {
@@ -493,6 +657,7 @@ fn main() -> ExitCode {
         failures: vec![],
         capped: false,
         notes: vec![],
+        over_ssh: None,
     };
     for sweep in d.a.only.clone() {
         match sweep.as_str() {
@@ -500,9 +665,12 @@ fn main() -> ExitCode {
             "cluster" => d.cluster(),
             "fanout" => d.fanout(),
             "mpi" => d.mpi(),
+            "hosts" => d.hosts(),
             "apps" => d.apps(),
             other => {
-                eprintln!("boad-bench: unknown sweep {other} (local, cluster, fanout, mpi, apps)");
+                eprintln!(
+                    "boad-bench: unknown sweep {other} (local, cluster, fanout, mpi, hosts, apps)"
+                );
                 return ExitCode::from(2);
             }
         }
