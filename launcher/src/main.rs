@@ -185,8 +185,10 @@ struct Args {
     #[arg(long, value_enum, env = ENV_TRANSPORT, default_value = "auto", value_name = "PATH")]
     transport: Transport,
     /// Print what this machine offers the kernel path (kernel, BTF, capabilities, whether the
-    /// eBPF programs are compiled in and load) and the path a job would take, then exit.
-    #[arg(long, conflicts_with_all = ["np", "hosts", "host", "hostfile"])]
+    /// eBPF programs are compiled in and load) and the path a job would take, then exit. With -H
+    /// or --hostfile: the same report from every host (its boadrun run there through the launch
+    /// agent), each under "== host NAME"; exit status 1 if a host could not be checked.
+    #[arg(long, conflicts_with_all = ["np", "hosts"])]
     check: bool,
 }
 
@@ -365,6 +367,42 @@ fn host_plan(args: &Args) -> Result<Option<(usize, Vec<remote::HostPlan>)>, Erro
         })
         .collect();
     Ok(Some((placed.np(), plan)))
+}
+
+/// `--check -H ...`: every host's report; the exit code (0 if every host answered, 1 if not, 125 on a
+/// usage error).
+fn check_hosts(args: &Args) -> i32 {
+    let names = match host_plan(args) {
+        Ok(Some((_, plan))) => plan.into_iter().map(|h| h.name).collect::<Vec<_>>(),
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            eprintln!("boadrun: {e}");
+            return e.exit_code();
+        }
+    };
+    match remote::check_hosts(&names, &remote_options(args), args.transport.0.name()) {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("boadrun: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// How boadrun reaches the hosts of a `-H` / `--hostfile` job.
+fn remote_options(args: &Args) -> remote::Options {
+    remote::Options {
+        launch_agent: args
+            .launch_agent
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        agent_path: args.agent_path.clone(),
+        rendezvous_addr: args.rendezvous_addr,
+        tag_output: args.tag_output,
+        launch_timeout: Duration::from_secs(args.launch_timeout),
+    }
 }
 
 /// The variables boadrun passes to the ranks on other hosts besides its own: every `BOAD_*` of its
@@ -602,17 +640,7 @@ fn run(args: &Args) -> Result<i32, Error> {
                     .map(|(k, v): &(&str, OsString)| (OsString::from(k), v.clone())),
             );
             all_env.extend(exports);
-            let opts = remote::Options {
-                launch_agent: args
-                    .launch_agent
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect(),
-                agent_path: args.agent_path.clone(),
-                rendezvous_addr: args.rendezvous_addr,
-                tag_output: args.tag_output,
-                launch_timeout: Duration::from_secs(args.launch_timeout),
-            };
+            let opts = remote_options(args);
             let prog = remote::Program {
                 argv0: argv0.clone(),
                 args: rest.to_vec(),
@@ -1036,6 +1064,9 @@ fn main() {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
+    if args.check && (!args.host.is_empty() || args.hostfile.is_some()) {
+        std::process::exit(check_hosts(&args));
+    }
     if args.check {
         kernel::check(args.transport.0);
         std::process::exit(0);

@@ -682,6 +682,64 @@ impl Write for Deadline<'_> {
     }
 }
 
+/// The command that runs boadrun on host `name` (arguments to follow): through the launch agent,
+/// or, for `localhost`, this boadrun itself.
+fn remote_command(name: &str, opts: &Options) -> Result<Command, Error> {
+    if is_local(name) {
+        let exe = std::env::current_exe().map_err(Error::setup("cannot find boadrun itself"))?;
+        return Ok(Command::new(exe));
+    }
+    let (first, rest) = opts
+        .launch_agent
+        .split_first()
+        .ok_or_else(|| Error::Usage("--launch-agent is empty".into()))?;
+    let mut c = Command::new(first);
+    c.args(rest);
+    if std::path::Path::new(first).file_name() == Some(std::ffi::OsStr::new("ssh")) {
+        // Never a password prompt, and a host that does not answer fails in bounded time.
+        c.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]);
+    }
+    c.arg(name).arg(&opts.agent_path);
+    Ok(c)
+}
+
+/// `boadrun --check -H ...`: runs `boadrun --check --transport T` on every host (through the
+/// launch agent, as a job would start its agent) and prints each host's report under its name.
+/// Returns whether every host answered.
+pub fn check_hosts(names: &[String], opts: &Options, transport: &str) -> Result<bool, Error> {
+    plain_word("--agent-path", &opts.agent_path)?;
+    let mut all = true;
+    for name in names {
+        plain_word("host name", name)?;
+        let mut cmd = remote_command(name, opts)?;
+        cmd.args(["--check", "--transport", transport])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        println!("== host {name}");
+        match cmd.output() {
+            Ok(out) if out.status.success() => {
+                print!("{}", String::from_utf8_lossy(&out.stdout));
+                eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(out) => {
+                all = false;
+                let err = String::from_utf8_lossy(&out.stderr);
+                println!(
+                    "  cannot check this host ({}): {}",
+                    crate::describe(out.status),
+                    err.trim()
+                );
+            }
+            Err(e) => {
+                all = false;
+                println!("  cannot start {:?}: {e}", opts.launch_agent.join(" "));
+            }
+        }
+    }
+    Ok(all)
+}
+
 /// Starts host `host`'s agent and the threads that read what it says.
 fn launch(
     host: usize,
@@ -691,23 +749,7 @@ fn launch(
     tx: &Sender<Msg>,
     link: &Arc<KernelLink>,
 ) -> Result<Agent, Error> {
-    let mut cmd = if is_local(&h.name) {
-        let exe = std::env::current_exe().map_err(Error::setup("cannot find boadrun itself"))?;
-        Command::new(exe)
-    } else {
-        let (first, rest) = opts
-            .launch_agent
-            .split_first()
-            .ok_or_else(|| Error::Usage("--launch-agent is empty".into()))?;
-        let mut c = Command::new(first);
-        c.args(rest);
-        if std::path::Path::new(first).file_name() == Some(std::ffi::OsStr::new("ssh")) {
-            // Never a password prompt, and a host that does not answer fails in bounded time.
-            c.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]);
-        }
-        c.arg(&h.name).arg(&opts.agent_path);
-        c
-    };
+    let mut cmd = remote_command(&h.name, opts)?;
     cmd.arg(crate::agent::FLAG)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

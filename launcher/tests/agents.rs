@@ -330,3 +330,39 @@ fn the_rendezvous_refuses_a_wrong_secret_and_closes_once_every_agent_joined() {
         ["done 0", "done 1", "started 0", "started 1"]
     );
 }
+
+#[test]
+fn check_reports_every_host_and_names_one_it_cannot_reach() {
+    let out = boadrun(&["--check", "-H", "localhost,127.0.0.1", "--transport", "udp"]);
+    assert!(out.status.success(), "{out:?}");
+    let report_text = text(&out.stdout);
+    let text = report_text;
+    for host in ["localhost", "127.0.0.1"] {
+        let at = text
+            .find(&format!("== host {host}\n"))
+            .unwrap_or_else(|| panic!("no report from {host}:\n{text}"));
+        let report = &text[at..];
+        assert!(
+            report.contains("\nkernel:") && report.contains("\npath:"),
+            "{text}"
+        );
+    }
+    // A launch agent that cannot reach the host: that host's entry says so, the exit status is 1.
+    let agent =
+        FakeAgent::new("echo 'ssh: connect to host x port 22: Connection refused' >&2; exit 255");
+    let launch = agent.path();
+    let out = boadrun(&[
+        "--check",
+        "--launch-agent",
+        &launch,
+        "-H",
+        "localhost,198.18.7.5",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("== host localhost\n"), "{text}");
+    assert!(
+        text.contains("== host 198.18.7.5\n  cannot check this host (exited with status 255): ssh: connect to host x port 22: Connection refused"),
+        "{text}"
+    );
+}

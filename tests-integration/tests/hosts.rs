@@ -535,3 +535,26 @@ fn a_host_that_refuses_our_key_fails_the_job_naming_it() {
     }
     assert!(start.elapsed() < Duration::from_secs(30), "{err}");
 }
+
+#[test]
+fn check_reports_every_ssh_host() {
+    let Some(h) = hosts(3) else { return };
+    let boadrun = boadrun();
+    let mut cmd = h.command_in(0, &boadrun);
+    cmd.args(["--check", "--launch-agent", &h.launch_agent()])
+        .arg("--agent-path")
+        .arg(&boadrun)
+        .args(["-H", &spec(&h, &[(1, 1), (2, 1)])]);
+    let job = run_cmd(cmd, "auto", &[], LIMIT);
+    job.assert_ok();
+    let out = job.stdout();
+    for i in [1, 2] {
+        let at = out
+            .find(&format!("== host {}\n", h.hosts()[i]))
+            .unwrap_or_else(|| panic!("no report from host {i}:\n{out}"));
+        let report = &out[at..];
+        // Each report is that host's own boadrun --check, run there over ssh (as root).
+        assert!(report.contains("\nCAP_BPF:         yes"), "{out}");
+        assert!(report.contains("\npath:"), "{out}");
+    }
+}
