@@ -558,3 +558,51 @@ fn check_reports_every_ssh_host() {
         assert!(report.contains("\npath:"), "{out}");
     }
 }
+
+#[test]
+fn a_host_whose_agent_is_not_root_puts_the_job_on_userspace_saying_so_once() {
+    let Some(h) = hosts(4) else { return };
+    // A launch agent that logs in over ssh as before, but runs host 3's agent (and so its ranks)
+    // as `nobody`: no CAP_BPF, no CAP_NET_ADMIN there.
+    let unprivileged = h.hosts()[3];
+    // In the fixture's own directory (0700, removed with it).
+    let script = h.dir().join("launch-as-nobody-on-host-3");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nhost=$1; shift\n\
+             if [ \"$host\" = {unprivileged} ]; then\n\
+               exec ssh -F {cfg} \"$host\" setpriv --reuid=65534 --regid=65534 --clear-groups \"$@\"\n\
+             fi\n\
+             exec ssh -F {cfg} \"$host\" \"$@\"\n",
+            cfg = h.ssh_config().display()
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let boadrun = boadrun();
+    let mut cmd = h.command_in(0, &boadrun);
+    cmd.arg("--launch-agent")
+        .arg(&script)
+        .arg("--agent-path")
+        .arg(&boadrun)
+        .args(["-H", &spec(&h, &[(1, 2), (2, 2), (3, 2)])])
+        .args([boad_check(), "matrix", "--quick"]);
+    let job = run_cmd(cmd, "auto", &[], LIMIT);
+    let lines = job.assert_every_rank_exact(6);
+    assert_eq!(
+        count(&lines, |l| l.path == "hier"),
+        6,
+        "every rank on the userspace hierarchical path: {lines:#?}"
+    );
+    let said = fallbacks(&job);
+    assert_eq!(said.len(), 1, "said once: {}", job.stderr());
+    assert!(
+        said[0].contains(&format!("host {unprivileged}: ")),
+        "names the host: {said:?}"
+    );
+    for host in 1..=3 {
+        assert_eq!(attached_in(&h, host), Vec::<String>::new(), "host {host}");
+    }
+}
