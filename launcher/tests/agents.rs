@@ -6,29 +6,12 @@
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BOADRUN: &str = env!("CARGO_BIN_EXE_boadrun");
+mod common;
 
-fn boadrun(args: &[&str]) -> Output {
-    Command::new(BOADRUN)
-        .env("BOAD_TRANSPORT", "udp")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run boadrun")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn sorted_lines(b: &[u8]) -> Vec<String> {
-    let mut v: Vec<String> = text(b).lines().map(str::to_string).collect();
-    v.sort();
-    v
-}
+use common::{boadrun, sorted_lines, text, BOADRUN};
 
 /// A launch agent that runs the agent on this machine whatever host it is given: `SCRIPT HOST
 /// AGENT --agent` runs `AGENT --agent`.

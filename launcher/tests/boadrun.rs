@@ -2,36 +2,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const BOADRUN: &str = env!("CARGO_BIN_EXE_boadrun");
+mod common;
 
-/// boadrun on the userspace path: these tests are about the launcher, not the kernel path (see
-/// tests/kernel.rs), and must not depend on whether it can be attached.
-fn cmd() -> Command {
-    let mut c = Command::new(BOADRUN);
-    c.env("BOAD_TRANSPORT", "udp");
-    c
-}
-
-fn boadrun(args: &[&str]) -> Output {
-    cmd()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run boadrun")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn sorted_lines(b: &[u8]) -> Vec<String> {
-    let mut v: Vec<String> = text(b).lines().map(str::to_string).collect();
-    v.sort();
-    v
-}
+use common::{boadrun, cmd, sorted_lines, text};
 
 #[test]
 fn runs_every_rank() {
