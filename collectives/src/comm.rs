@@ -27,7 +27,9 @@ pub struct Communicator {
     _pulse: Option<Pulse>,
 }
 
-/// Joins the job this process belongs to (or a job of one rank when not started by `boadrun`).
+/// Joins the job this process belongs to (or a job of one rank when not started by `boadrun`; an
+/// error when another launcher started it as one of several processes, see
+/// `JoinError::ForeignLauncher`).
 pub fn init() -> Result<Communicator> {
     Communicator::from_env()
 }

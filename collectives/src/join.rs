@@ -55,6 +55,21 @@ pub enum JoinError {
         /// What is wrong with it.
         why: String,
     },
+    /// Another launcher started this process as one of several, and boad cannot join its job.
+    #[error(
+        "this process was started by {launcher} as one of {size} ({var}={size}), but boad cannot \
+         join that launcher's job yet: each process would run alone as a job of one rank. Start \
+         the program with boadrun instead (boadrun -n N ..., or boadrun -H HOSTS ... across \
+         machines)"
+    )]
+    ForeignLauncher {
+        /// Which launcher.
+        launcher: &'static str,
+        /// The variable that says so.
+        var: &'static str,
+        /// How many processes it started.
+        size: usize,
+    },
     /// The launcher said the job cannot start.
     #[error("the launcher aborted the job: {0}")]
     Aborted(String),
@@ -102,10 +117,38 @@ where
     }
 }
 
+/// Launchers whose jobs boad cannot join yet, each by the variable holding how many processes it
+/// started (set for every process it starts).
+const FOREIGN_LAUNCHERS: [(&str, &str); 4] = [
+    ("Slurm (srun)", "SLURM_STEP_NUM_TASKS"),
+    ("Open MPI (mpirun)", "OMPI_COMM_WORLD_SIZE"),
+    ("a PMI launcher (MPICH's mpiexec)", "PMI_SIZE"),
+    ("torchrun or a Kubernetes operator (env://)", "WORLD_SIZE"),
+];
+
+/// The first launcher of [`FOREIGN_LAUNCHERS`] whose variable, read through `get`, says it started
+/// more than one process: `(launcher, variable, size)`.
+fn foreign_launcher(
+    get: impl Fn(&str) -> Option<String>,
+) -> Option<(&'static str, &'static str, usize)> {
+    FOREIGN_LAUNCHERS.iter().find_map(|&(launcher, var)| {
+        let size = get(var)?.trim().parse::<usize>().ok()?;
+        (size > 1).then_some((launcher, var, size))
+    })
+}
+
 impl JobInfo {
-    /// Reads the job from the environment; a process not started by `boadrun` is rank 0 of 1.
+    /// Reads the job from the environment; a process not started by `boadrun` is rank 0 of 1,
+    /// unless another launcher started it as one of several (an error: [`JoinError::ForeignLauncher`]).
     pub fn from_env() -> Result<JobInfo, JoinError> {
         let Some(size) = var::<usize>(ENV_SIZE)? else {
+            if let Some((launcher, var, size)) = foreign_launcher(|v| std::env::var(v).ok()) {
+                return Err(JoinError::ForeignLauncher {
+                    launcher,
+                    var,
+                    size,
+                });
+            }
             return Ok(JobInfo::singleton());
         };
         let bad = |name, value: String, why: &str| JoinError::BadEnv {
@@ -358,4 +401,46 @@ pub fn rendezvous(
         kernel_trigger,
         kernel_leaders,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::foreign_launcher;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn another_launchers_job_of_several_is_named_never_a_singleton() {
+        assert_eq!(
+            foreign_launcher(env(&[("SLURM_STEP_NUM_TASKS", "9"), ("SLURM_PROCID", "4")])),
+            Some(("Slurm (srun)", "SLURM_STEP_NUM_TASKS", 9))
+        );
+        assert_eq!(
+            foreign_launcher(env(&[("PMI_SIZE", "2"), ("PMI_RANK", "1")])),
+            Some(("a PMI launcher (MPICH's mpiexec)", "PMI_SIZE", 2))
+        );
+        assert_eq!(
+            foreign_launcher(env(&[("OMPI_COMM_WORLD_SIZE", " 4 ")])).map(|f| f.2),
+            Some(4)
+        );
+        assert_eq!(
+            foreign_launcher(env(&[("WORLD_SIZE", "8"), ("RANK", "0")])).map(|f| f.1),
+            Some("WORLD_SIZE")
+        );
+        // One process, nothing, or a value that is not a count: a job of one rank, as before.
+        for quiet in [
+            &[("SLURM_STEP_NUM_TASKS", "1")][..],
+            &[("WORLD_SIZE", "x")][..],
+            &[("SLURM_NTASKS", "9")][..],
+            &[][..],
+        ] {
+            assert_eq!(foreign_launcher(env(quiet)), None, "{quiet:?}");
+        }
+    }
 }

@@ -10,7 +10,9 @@
 //! # Ok::<(), boad::Error>(())
 //! ```
 //!
-//! Run it with `boadrun -n 4 ./app`. A program started without `boadrun` is a job of one rank.
+//! Run it with `boadrun -n 4 ./app`. A program started without `boadrun` is a job of one rank
+//! (unless another launcher, such as Slurm's srun or torchrun, started it as one of several: then
+//! [`init`] is an error naming that launcher).
 #![deny(missing_docs)]
 
 mod algorithms;

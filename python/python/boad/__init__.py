@@ -1,7 +1,8 @@
 """boad: MPI-like collectives for Linux, on NumPy arrays.
 
 Start the ranks of a program with ``boadrun -n 4 python app.py``; each joins the job with
-:func:`init` (a program started without boadrun is a job of one rank)::
+:func:`init` (a program started without boadrun is a job of one rank; one that another launcher,
+such as Slurm's srun or torchrun, started as one of several gets a :class:`boad.Error` naming it)::
 
     import numpy as np
     import boad
