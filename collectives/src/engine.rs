@@ -299,15 +299,14 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::mem::layout;
 
     #[test]
     fn the_shape_of_every_job() {
         use TransportKind::*;
-        let one = layout(&[0, 0, 0]);
-        let mixed = layout(&[0, 0, 1, 1]);
-        let spread = layout(&[0, 1, 2]);
-        let single = layout(&[0]);
+        let one = Layout::of_host_ids([0, 0, 0]);
+        let mixed = Layout::of_host_ids([0, 0, 1, 1]);
+        let spread = Layout::of_host_ids([0, 1, 2]);
+        let single = Layout::of_host_ids([0]);
         let c = |k, l: &Layout, attached| choose(k, l, attached).ok();
         for attached in [false, true] {
             assert_eq!(c(Auto, &one, attached), Some(Choice::Shm));

@@ -18,14 +18,19 @@ pub struct Layout {
 impl Layout {
     /// The layout of a job table (entries in rank order).
     pub fn of(table: &[PeerEntry]) -> Layout {
+        Layout::of_host_ids(table.iter().map(|e| e.host_id))
+    }
+
+    /// The layout of a job whose rank `r` is on the host with the `r`-th id of `host_ids`.
+    pub fn of_host_ids(host_ids: impl IntoIterator<Item = u32>) -> Layout {
         let mut ids: Vec<u32> = Vec::new();
         let mut hosts: Vec<Vec<usize>> = Vec::new();
-        let mut place = Vec::with_capacity(table.len());
-        for (rank, e) in table.iter().enumerate() {
-            let h = match ids.iter().position(|&id| id == e.host_id) {
+        let mut place = Vec::new();
+        for (rank, host_id) in host_ids.into_iter().enumerate() {
+            let h = match ids.iter().position(|&id| id == host_id) {
                 Some(h) => h,
                 None => {
-                    ids.push(e.host_id);
+                    ids.push(host_id);
                     hosts.push(Vec::new());
                     ids.len() - 1
                 }
@@ -63,6 +68,7 @@ impl Layout {
 mod tests {
     use super::*;
 
+    /// A job table of ranks on `hosts` (host id per rank).
     fn table(hosts: &[u32]) -> Vec<PeerEntry> {
         hosts
             .iter()
@@ -90,5 +96,7 @@ mod tests {
         assert!(one.one_host() && one.shared_host());
         let spread = Layout::of(&table(&[1, 2, 3]));
         assert!(!spread.shared_host());
+        // From the host ids alone, the same.
+        assert_eq!(Layout::of_host_ids([7, 7, 3, 7, 3, 9]), l);
     }
 }

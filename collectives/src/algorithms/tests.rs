@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::*;
 use crate::engine::Engine;
 use crate::transport::hier::Hier;
-use crate::transport::mem::{layout, mesh, Mem};
+use crate::transport::mem::{mesh, Mem};
 use crate::transport::{Level, Session};
 use crate::types::{Coll, Signature};
+use boad_proto::Layout;
 use boad_proto::PeerEntry;
 
 /// A reduction with values whose exact result the test can work out by itself.
@@ -445,7 +446,7 @@ fn flat_dispatch_on_1_to_17_ranks() {
 /// One hierarchical engine per rank of a job laid out as `hosts`: a mesh per host, one between
 /// the leaders.
 fn hier_engines(hosts: &[u32], seed: u64) -> Vec<Engine> {
-    let layout = layout(hosts);
+    let layout = Layout::of_host_ids(hosts.iter().copied());
     let mut locals: Vec<Vec<Option<Mem>>> = layout
         .hosts
         .iter()

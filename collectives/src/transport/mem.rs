@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use super::{Ctx, Level, Service, Session, Stats, Transport};
 use crate::error::{CollectiveError, Error, Result};
-use boad_proto::{Layout, PeerEntry};
 
 enum Msg {
     Data {
@@ -246,21 +245,4 @@ impl Mem {
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }
-}
-
-/// The layout of a job whose rank `r` is on the host with id `hosts[r]`.
-pub(crate) fn layout(hosts: &[u32]) -> Layout {
-    let table: Vec<PeerEntry> = hosts
-        .iter()
-        .enumerate()
-        .map(|(rank, &host_id)| PeerEntry {
-            rank,
-            host_id,
-            ip: std::net::IpAddr::from([198, 18, 0, 1]),
-            port: 1000 + rank as u16,
-            pulse: 0,
-            pid: 1,
-        })
-        .collect();
-    Layout::of(&table)
 }
