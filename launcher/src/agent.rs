@@ -38,7 +38,7 @@ use signal_hook::iterator::Signals;
 
 use crate::kernel::{self, Folds, HostSetup};
 use crate::relay::{self, RankEnd};
-use crate::spawn::{spawn_rank, Launch, Output, Placement};
+use crate::spawn::{signal_group, spawn_rank, Launch, Output, Placement};
 use crate::{describe, exit_code, janitor, program};
 use boad_proto::auth::{client_handshake, Secret};
 use boad_proto::control::{read_line, AgentSpec, Filled, FromAgent, RendezvousAt, ToAgent};
@@ -281,19 +281,8 @@ fn run() -> Result<i32, String> {
     });
 
     let signal_all = |ranks: &[(usize, Child, bool)], sig: i32| {
-        for (_, child, exited) in ranks {
-            if *exited {
-                continue;
-            }
-            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-                // SAFETY: kill() has no memory-safety preconditions; `pid` is our unreaped child
-                // and leads its own process group.
-                unsafe {
-                    if libc::kill(-pid, sig) != 0 {
-                        libc::kill(pid, sig);
-                    }
-                }
-            }
+        for (_, child, _) in ranks.iter().filter(|r| !r.2) {
+            signal_group(child, sig);
         }
     };
     let mut code = 0;

@@ -244,18 +244,8 @@ impl Rank {
     /// Sends `sig` to the rank's process group (its descendants too), or to the rank alone if it
     /// left that group. Only called before the rank is reaped, so its pid cannot have been reused.
     fn signal(&self, sig: i32) {
-        let Some(child) = self.child.as_ref().filter(|_| !self.exited) else {
-            return;
-        };
-        let Ok(pid) = libc::pid_t::try_from(child.id()) else {
-            return;
-        };
-        // SAFETY: kill() has no memory-safety preconditions; `pid` is our unreaped child, which is
-        // the leader of the process group it was started in.
-        unsafe {
-            if libc::kill(-pid, sig) != 0 {
-                libc::kill(pid, sig);
-            }
+        if let Some(child) = self.child.as_ref().filter(|_| !self.exited) {
+            spawn::signal_group(child, sig);
         }
     }
 }

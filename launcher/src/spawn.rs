@@ -75,6 +75,21 @@ pub fn die_with(launcher: libc::pid_t) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Sends `sig` to the process group `child` leads (its descendants too), or to `child` alone if it
+/// left that group. Call only before `child` is reaped, so that its pid cannot have been reused.
+pub fn signal_group(child: &Child, sig: i32) {
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: kill() has no memory-safety preconditions; `pid` is an unreaped child of ours, which
+    // is the leader of the process group it was started in.
+    unsafe {
+        if libc::kill(-pid, sig) != 0 {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
 /// Longest piece of output forwarded as one line: a longer line is passed on in pieces of this size,
 /// each ended by a newline, so that boadrun's memory stays bounded whatever a rank prints.
 pub const MAX_LINE: usize = 64 << 10;
