@@ -22,7 +22,7 @@
 //! it and sends the agents the job table through the same link) and for the end of the job.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket,
 };
@@ -40,7 +40,9 @@ use crate::error::Error;
 use crate::relay::{self, RankEnd};
 use crate::spawn::write_line;
 use boad_proto::auth::{server_handshake, Secret};
-use boad_proto::control::{read_line, AgentSpec, Filled, FromAgent, RendezvousAt, ToAgent};
+use boad_proto::control::{
+    read_line, AgentSpec, ControlError, Filled, FromAgent, RendezvousAt, ToAgent, MAX_LINE,
+};
 
 /// How long a connection to the rendezvous listener has to prove the secret.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -823,11 +825,23 @@ fn launch(
         // What the launch agent (ssh) or the agent itself says outside the protocol.
         let name = h.name.clone();
         thread::spawn(move || {
+            // Read to the end whatever it writes (bounded lines, any bytes), so that it never
+            // blocks on a full pipe.
             let mut r = BufReader::new(err);
-            let mut line = String::new();
-            while r.read_line(&mut line).unwrap_or(0) > 0 {
-                eprintln!("boadrun: host {name}: {}", line.trim_end());
-                line.clear();
+            loop {
+                match read_line(&mut r) {
+                    Ok(Some(line)) => {
+                        let text = String::from_utf8_lossy(&line);
+                        eprintln!("boadrun: host {name}: {}", text.trim_end());
+                    }
+                    // A line too long: its first part was dropped, the rest is read on.
+                    Err(ControlError::Malformed { .. }) => {
+                        eprintln!(
+                            "boadrun: host {name}: (a line of more than {MAX_LINE} bytes, cut)"
+                        );
+                    }
+                    Ok(None) | Err(_) => break,
+                }
             }
         });
     }
