@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::{Error, Result, UsageError};
-use crate::join::JobInfo;
+use crate::join::{Boot, JobInfo};
 use crate::transport::pulse::{Pulse, PulseState};
 use crate::transport::{Ctx, Stats};
 use crate::types::{Coll, DType, Element, Op, Path, Signature};
@@ -27,9 +27,10 @@ pub struct Communicator {
     _pulse: Option<Pulse>,
 }
 
-/// Joins the job this process belongs to (or a job of one rank when not started by `boadrun`; an
-/// error when another launcher started it as one of several processes, see
-/// `JoinError::ForeignLauncher`).
+/// Joins the job this process belongs to: started by `boadrun`, Slurm's `srun --mpi=pmi2`, MPICH's
+/// `mpiexec`, or an env:// environment (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`); a job
+/// of one rank when no launcher started it. A launcher whose job cannot be joined is an error
+/// naming it (`JoinError::Launcher`), never a job of one rank.
 pub fn init() -> Result<Communicator> {
     Communicator::from_env()
 }
@@ -38,10 +39,11 @@ impl Communicator {
     /// Joins the job described by the environment (see [`init`]).
     pub fn from_env() -> Result<Communicator> {
         crate::log::init();
-        let info = JobInfo::from_env()?;
+        let mut info = JobInfo::from_env()?;
         let mut cfg = Config::from_env().map_err(Error::general)?;
+        let boot = Boot::open(&mut info, cfg.timeout)?;
         cfg.resolve(info.bind);
-        let started = Engine::start(&info, &cfg)?;
+        let started = Engine::start(&info, &cfg, boot)?;
         Ok(Communicator {
             info,
             cfg,

@@ -83,9 +83,9 @@ pub(crate) struct Started {
 }
 
 impl Engine {
-    /// Joins the job described by `info` with settings `cfg`: binds this rank's sockets, meets the
+    /// Joins the job described by `info` (whose launcher `boot` has met) with settings `cfg`: binds this rank's sockets, meets the
     /// other ranks, and starts the data path [`choose`] picks.
-    pub fn start(info: &JobInfo, cfg: &Config) -> Result<Started> {
+    pub fn start(info: &JobInfo, cfg: &Config, boot: join::Boot) -> Result<Started> {
         // Every rank binds a socket: its port goes into the job table, and until the table is in
         // nobody knows whether the job fits on one host.
         let (sock, port) = Udp::bind(info.rank, info.bind)?;
@@ -99,7 +99,7 @@ impl Engine {
             None
         };
         let pulse_port = pulse_sock.as_ref().map_or(0, |(_, p)| *p);
-        let joined = join::rendezvous(info, port, pulse_port, cfg.timeout)?;
+        let joined = join::rendezvous(info, boot, port, pulse_port, cfg.timeout)?;
         let layout = Layout::of(&joined.table);
         let choice = choose(cfg.transport, &layout, joined.kernel_trigger.is_some())?;
         tracing::debug!(

@@ -10,9 +10,12 @@
 //! # Ok::<(), boad::Error>(())
 //! ```
 //!
-//! Run it with `boadrun -n 4 ./app`. A program started without `boadrun` is a job of one rank
-//! (unless another launcher, such as Slurm's srun or torchrun, started it as one of several: then
-//! [`init`] is an error naming that launcher).
+//! Run it with `boadrun -n 4 ./app`, or under Slurm (`srun --mpi=pmi2 -n 4 ./app`), MPICH's
+//! `mpiexec -n 4 ./app`, or an env:// environment (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
+//! `MASTER_PORT`, as torchrun and Kubernetes operators set them). A program started by none of
+//! them is a job of one rank; one started by a launcher boad cannot join (Open MPI's `mpirun`,
+//! `srun` without PMI-2) gets an error from [`init`] naming it. [`check`] says which launcher
+//! started the process.
 #![deny(missing_docs)]
 
 mod algorithms;
@@ -32,7 +35,13 @@ mod types;
 pub use comm::{init, Communicator};
 pub use config::{Config, TransportKind};
 pub use error::{CollectiveError, Error, ErrorKind, Result, TransportError, UsageError};
-pub use join::JoinError;
+pub use join::{JoinError, Launcher};
+
+/// Which launcher started this process and what it says (rank and size), or why its job cannot be
+/// joined, as lines of text. Reads the environment only: nothing is joined or sent.
+pub fn check() -> String {
+    join::check_report()
+}
 pub use transport::Stats;
 pub use types::{Coll, DType, Element, Op, Path, Signature};
 

@@ -548,39 +548,12 @@ mod imp {
 
     /// The interface of this namespace that holds IPv4 address `ip`.
     fn iface_with(ip: Ipv4Addr) -> Result<String, String> {
-        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-        // SAFETY: getifaddrs writes a list head it allocated into `head`, freed below.
-        if unsafe { libc::getifaddrs(&mut head) } != 0 {
-            return Err(format!(
-                "cannot list the interfaces: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        let mut found = None;
-        let mut cur = head;
-        while !cur.is_null() {
-            // SAFETY: `cur` is a node of the list getifaddrs returned, valid until freeifaddrs.
-            let ifa = unsafe { &*cur };
-            cur = ifa.ifa_next;
-            if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
-                continue;
-            }
-            // SAFETY: a non-null ifa_addr points at a sockaddr whose family says its real type.
-            if i32::from(unsafe { (*ifa.ifa_addr).sa_family }) != libc::AF_INET {
-                continue;
-            }
-            // SAFETY: an AF_INET address is a sockaddr_in.
-            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            if Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()) == ip {
-                // SAFETY: ifa_name is a NUL-terminated string that lives as long as the list.
-                let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-                found = Some(name.to_string_lossy().into_owned());
-                break;
-            }
-        }
-        // SAFETY: `head` came from getifaddrs and is freed once; nothing from it is used after.
-        unsafe { libc::freeifaddrs(head) };
-        found.ok_or_else(|| format!("no interface has the address {ip}"))
+        boad_proto::net::ipv4_interfaces()
+            .map_err(|e| format!("cannot list the interfaces: {e}"))?
+            .into_iter()
+            .find(|i| i.ip == ip)
+            .map(|i| i.name)
+            .ok_or_else(|| format!("no interface has the address {ip}"))
     }
 
     /// The next hop towards `dst` through `iface` by the main routing table (`/proc/net/route`,

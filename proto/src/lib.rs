@@ -4,7 +4,8 @@
 //! ([`TransportKind`]), the settings a rank reads ([`SETTINGS`]), and the names of a job's
 //! shared-memory segments ([`shm`]). For jobs over several machines: the `-H` host lists and
 //! hostfiles and the placement of ranks on their slots ([`hosts`]), and the authenticated handshake
-//! between the launcher and its agents on other machines ([`auth`]).
+//! between the launcher and its agents on other machines ([`auth`]). Which processes share a host,
+//! and this host's interfaces ([`net`]).
 //!
 //! Nothing here does I/O on its own behalf: parsing is pure, the handshake reads and writes only
 //! the stream it is given, and the only file operation ([`shm::remove_segment`]) removes what the
@@ -16,6 +17,7 @@ pub mod control;
 pub mod hosts;
 pub mod layout;
 pub mod lines;
+pub mod net;
 pub mod shm;
 
 pub use layout::Layout;

@@ -1,0 +1,707 @@
+//! How a rank learns who it is and where its peers are.
+//!
+//! Contract: [`JobInfo::from_env`] never blocks and never touches the network: it says which launcher
+//! started this process ([`Launcher`]) and what that launcher's variables say, or why they cannot be
+//! used (never a silent job of one rank when a launcher started several). [`Boot::open`] then meets
+//! the launcher, and [`rendezvous`] returns the complete job table (one entry per rank, in rank
+//! order) or an error naming what went wrong, within the rendezvous timeout.
+//!
+//! A process started by `boadrun` finds its rank, size and the rendezvous connection in the
+//! environment (`boad_proto::env`): the connection is a Unix stream socket boadrun created for
+//! this rank alone and left open across `exec` (`BOAD_RENDEZVOUS_FD` is its descriptor number), so no
+//! other process can join the job in its place, nothing exists in the file system, and nothing is
+//! left behind whatever happens to boadrun. A process another launcher started (Slurm, MPICH's
+//! Hydra, an env:// store) joins through that launcher's key-value space ([`store`]). A process
+//! started by none is a job of size 1.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use boad_proto::env::{
+    BIND_ADDR as ENV_BIND_ADDR, HOST_ID as ENV_HOST_ID, JOB as ENV_JOB,
+    LOCAL_RANK as ENV_LOCAL_RANK, LOCAL_SIZE as ENV_LOCAL_SIZE, RANK as ENV_RANK,
+    RENDEZVOUS_FD as ENV_RENDEZVOUS_FD, SIZE as ENV_SIZE,
+};
+use boad_proto::lines::{self as protocol, Line, PeerEntry};
+
+mod envstore;
+mod pmi1;
+mod pmi2;
+pub(crate) mod store;
+
+use store::{HostValue, Store};
+
+/// Errors while finding the job and its peers.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// An environment variable set by the launcher does not parse.
+    #[error("environment variable {name}={value:?} is invalid: {why}")]
+    BadEnv {
+        /// Variable name.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Talking to the launcher failed.
+    #[error(
+        "rendezvous with the launcher (descriptor {fd} of {ENV_RENDEZVOUS_FD}) failed: {source}"
+    )]
+    Io {
+        /// The connection's descriptor.
+        fd: RawFd,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `BOAD_RENDEZVOUS_FD` does not name a connection to the launcher this process may use.
+    #[error("{ENV_RENDEZVOUS_FD}={fd} cannot be used: {why} (was this process started by boadrun, and did an earlier init in this process take it?)")]
+    BadConnection {
+        /// The descriptor.
+        fd: RawFd,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Another launcher started this process, and its job cannot be joined as it was started.
+    #[error("this process was started by {launcher}, but boad cannot join its job: {why}")]
+    Launcher {
+        /// Which launcher.
+        launcher: &'static str,
+        /// Why not, and what to do.
+        why: String,
+    },
+    /// This host's identity or addresses cannot be read.
+    #[error("cannot tell which host this is: {0}")]
+    Host(String),
+    /// The launcher said the job cannot start.
+    #[error("the launcher aborted the job: {0}")]
+    Aborted(String),
+    /// The launcher sent something that is not the protocol.
+    #[error("rendezvous protocol error: {0}")]
+    Protocol(String),
+}
+
+/// What the environment says about this process's place in the job.
+#[derive(Clone, Debug)]
+pub struct JobInfo {
+    /// This rank.
+    pub rank: usize,
+    /// Number of ranks.
+    pub size: usize,
+    /// Rank on this host.
+    pub local_rank: usize,
+    /// Ranks on this host.
+    pub local_size: usize,
+    /// Job key.
+    pub job: u64,
+    /// Host id.
+    pub host_id: u32,
+    /// Address to bind to.
+    pub bind: IpAddr,
+    /// Descriptor of the rendezvous connection (None for a singleton).
+    pub rendezvous: Option<RawFd>,
+    /// The launcher that started this process.
+    pub launcher: Launcher,
+}
+
+/// Which launcher started a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launcher {
+    /// `boadrun`.
+    Boadrun,
+    /// None: a job of one rank.
+    Alone,
+    /// MPICH's `mpiexec` (Hydra), through PMI-1 on `PMI_FD`.
+    Hydra,
+    /// Slurm's `srun --mpi=pmi2`, through PMI-2 on `PMI_FD`.
+    Slurm,
+    /// torchrun, a Kubernetes operator or a hand-set environment: `RANK`, `WORLD_SIZE`,
+    /// `MASTER_ADDR`, `MASTER_PORT`; rank 0 serves the job's key-value store.
+    Env,
+}
+
+impl Launcher {
+    /// The launcher's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Launcher::Boadrun => "boadrun",
+            Launcher::Alone => "no launcher (a job of one rank)",
+            Launcher::Hydra => "MPICH's mpiexec (Hydra, PMI-1)",
+            Launcher::Slurm => "Slurm's srun (PMI-2)",
+            Launcher::Env => "env:// (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)",
+        }
+    }
+}
+
+/// `boadrun`'s variable `name`, parsed.
+fn var<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, JoinError>
+where
+    T::Err: std::fmt::Display,
+{
+    var_in(&|v: &str| std::env::var(v).ok(), name)
+}
+
+/// A launcher's variable `name`, read through `get` and parsed.
+fn var_in<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<T>, JoinError>
+where
+    T::Err: std::fmt::Display,
+{
+    match get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e: T::Err| JoinError::BadEnv {
+                name,
+                value: v,
+                why: e.to_string(),
+            }),
+    }
+}
+
+/// What another launcher's variables say: which launcher, this process's rank and the job's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Detected {
+    /// The launcher.
+    pub launcher: Launcher,
+    /// This process's rank.
+    pub rank: usize,
+    /// Number of ranks.
+    pub size: usize,
+}
+
+/// The launcher other than boadrun that started this process, read through `get` (the environment):
+/// `Alone` when none did. A launcher whose job boad cannot join as started is an error naming it
+/// and what to do, never a job of one rank.
+pub(crate) fn detect(get: impl Fn(&str) -> Option<String>) -> Result<Detected, JoinError> {
+    let refuse = |launcher, why: &str| JoinError::Launcher {
+        launcher,
+        why: why.to_string(),
+    };
+    let sized = |launcher: Launcher, rank_var, size_var| -> Result<Detected, JoinError> {
+        let missing = |name: &'static str| JoinError::BadEnv {
+            name,
+            value: String::new(),
+            why: format!(
+                "missing ({} sets it for every process it starts)",
+                launcher.name()
+            ),
+        };
+        let rank = var_in::<usize>(&get, rank_var)?.ok_or_else(|| missing(rank_var))?;
+        let size = var_in::<usize>(&get, size_var)?.ok_or_else(|| missing(size_var))?;
+        if size == 0 || rank >= size {
+            return Err(JoinError::BadEnv {
+                name: rank_var,
+                value: rank.to_string(),
+                why: format!("must be below {size_var}={size}"),
+            });
+        }
+        Ok(Detected {
+            launcher,
+            rank,
+            size,
+        })
+    };
+    let count = |name| get(name).and_then(|v| v.trim().parse::<usize>().ok());
+    let slurm = get("SLURM_STEP_ID").is_some() || get("SLURM_JOB_ID").is_some();
+    if get("PMI_FD").is_some() {
+        return if slurm {
+            sized(Launcher::Slurm, "PMI_RANK", "PMI_SIZE")
+        } else {
+            sized(Launcher::Hydra, "PMI_RANK", "PMI_SIZE")
+        };
+    }
+    if count("PMI_SIZE").is_some_and(|n| n > 1) {
+        return Err(refuse(
+            "a PMI launcher (PMI_SIZE without PMI_FD)",
+            "boad speaks PMI over the descriptor in PMI_FD only (MPICH's mpiexec sets it); \
+             PMI_PORT connections are not supported",
+        ));
+    }
+    if count("SLURM_STEP_NUM_TASKS").is_some_and(|n| n > 1) {
+        let pmix = get("PMIX_RANK").is_some() || get("PMIX_NAMESPACE").is_some();
+        return Err(refuse(
+            "Slurm's srun",
+            if pmix {
+                "srun started it with PMIx (--mpi=pmix), which boad does not speak: start it \
+                 with srun --mpi=pmi2"
+            } else {
+                "srun started it without a PMI server (--mpi=none, Slurm's default), so the \
+                 ranks cannot find each other: start it with srun --mpi=pmi2 (or set \
+                 MpiDefault=pmi2 in slurm.conf)"
+            },
+        ));
+    }
+    if count("OMPI_COMM_WORLD_SIZE").is_some_and(|n| n > 1) {
+        return Err(refuse(
+            "Open MPI's mpirun",
+            "mpirun serves its ranks through PMIx, which boad does not speak: start the program \
+             with boadrun (boadrun -n N ..., boadrun -H HOSTS ... across machines), or with \
+             MPICH's mpiexec",
+        ));
+    }
+    if count("WORLD_SIZE").is_some_and(|n| n > 1) {
+        let missing: Vec<&str> = ["RANK", "MASTER_ADDR", "MASTER_PORT"]
+            .into_iter()
+            .filter(|v| get(v).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(refuse(
+                Launcher::Env.name(),
+                &format!(
+                    "WORLD_SIZE is set but {} {} not: an env:// job needs RANK, WORLD_SIZE, \
+                     MASTER_ADDR and MASTER_PORT in every process",
+                    missing.join(", "),
+                    if missing.len() == 1 { "is" } else { "are" }
+                ),
+            ));
+        }
+        return sized(Launcher::Env, "RANK", "WORLD_SIZE");
+    }
+    Ok(Detected {
+        launcher: Launcher::Alone,
+        rank: 0,
+        size: 1,
+    })
+}
+
+impl JobInfo {
+    /// Reads the job from the environment: `boadrun`'s variables, or another launcher's
+    /// ([`detect`]: its rank and size; the rest comes from [`Boot::open`]), or none (rank 0 of 1).
+    pub fn from_env() -> Result<JobInfo, JoinError> {
+        let Some(size) = var::<usize>(ENV_SIZE)? else {
+            let found = detect(|v| std::env::var(v).ok())?;
+            let mut info = JobInfo::singleton();
+            info.launcher = found.launcher;
+            info.rank = found.rank;
+            info.size = found.size;
+            info.local_size = found.size;
+            info.local_rank = found.rank;
+            return Ok(info);
+        };
+        let bad = |name, value: String, why: &str| JoinError::BadEnv {
+            name,
+            value,
+            why: why.into(),
+        };
+        let rank =
+            var::<usize>(ENV_RANK)?.ok_or_else(|| bad(ENV_RANK, String::new(), "missing"))?;
+        if size == 0 || rank >= size {
+            return Err(bad(
+                ENV_RANK,
+                rank.to_string(),
+                &format!("must be below {ENV_SIZE}={size}"),
+            ));
+        }
+        let job = match std::env::var(ENV_JOB) {
+            Ok(v) => u64::from_str_radix(v.trim(), 16)
+                .map_err(|e| bad(ENV_JOB, v.clone(), &e.to_string()))?,
+            Err(_) => 0,
+        };
+        let rendezvous = var::<RawFd>(ENV_RENDEZVOUS_FD)?;
+        if size > 1 && rendezvous.is_none() {
+            return Err(bad(
+                ENV_RENDEZVOUS_FD,
+                String::new(),
+                "missing for a job of more than one rank",
+            ));
+        }
+        if rendezvous.is_some_and(|fd| fd < 0) {
+            return Err(bad(
+                ENV_RENDEZVOUS_FD,
+                format!("{rendezvous:?}"),
+                "must be a descriptor number",
+            ));
+        }
+        let bind = var::<IpAddr>(ENV_BIND_ADDR)?.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        if bind.is_unspecified() || bind.is_multicast() {
+            return Err(bad(
+                ENV_BIND_ADDR,
+                bind.to_string(),
+                "ranks advertise this address to their peers, so it must be one they can reach: \
+                 the address of this host's interface towards the other hosts (e.g. boadrun --bind \
+                 10.1.2.3), or 127.0.0.1 (the default) for a job on one host",
+            ));
+        }
+        Ok(JobInfo {
+            rank,
+            size,
+            local_rank: var(ENV_LOCAL_RANK)?.unwrap_or(rank),
+            local_size: var(ENV_LOCAL_SIZE)?.unwrap_or(size),
+            job,
+            host_id: var(ENV_HOST_ID)?.unwrap_or(0),
+            bind,
+            rendezvous,
+            launcher: Launcher::Boadrun,
+        })
+    }
+
+    /// A job of one rank.
+    pub fn singleton() -> JobInfo {
+        JobInfo {
+            rank: 0,
+            size: 1,
+            local_rank: 0,
+            local_size: 1,
+            job: 0,
+            host_id: 0,
+            bind: IpAddr::from([127, 0, 0, 1]),
+            rendezvous: None,
+            launcher: Launcher::Alone,
+        }
+    }
+}
+
+/// The outcome of a rendezvous.
+#[derive(Debug)]
+pub struct Joined {
+    /// One entry per rank, in rank order.
+    pub table: Vec<PeerEntry>,
+    /// The launcher connection, which later carries `EXIT` lines (None for a singleton).
+    pub conn: Option<UnixStream>,
+    /// Bytes already read from `conn` after `END` (the start of later lines).
+    pub leftover: Vec<u8>,
+    /// The kernel path's trigger port, when the launcher attached the eBPF programs.
+    pub kernel_trigger: Option<u16>,
+    /// The launcher also filled the host leaders' communicator (the hierarchical path's network
+    /// level may use the kernel path).
+    pub kernel_leaders: bool,
+}
+
+/// Whether this process took its rendezvous connection already (it can be taken once).
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Takes the inherited descriptor `fd` as the connection to the launcher, after checking that it
+/// is one: a connected Unix stream socket whose peer runs as this user (or root). Marks it
+/// close-on-exec, so that programs this rank starts do not inherit it.
+fn take_connection(fd: RawFd) -> Result<UnixStream, JoinError> {
+    let bad = |why: String| JoinError::BadConnection { fd, why };
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(bad("this process joined a job already".into()));
+    }
+    let int_opt = |level, name| -> Result<libc::c_int, JoinError> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes to `v`, a live c_int; `fd` is only read.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                level,
+                name,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return Err(bad(format!(
+                "not a socket ({})",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(v)
+    };
+    if int_opt(libc::SOL_SOCKET, libc::SO_DOMAIN)? != libc::AF_UNIX
+        || int_opt(libc::SOL_SOCKET, libc::SO_TYPE)? != libc::SOCK_STREAM
+    {
+        return Err(bad("not a Unix stream socket".into()));
+    }
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED writes at most `len` bytes, the size of the live `ucred` it points to.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if r != 0 || cred.pid == 0 {
+        return Err(bad("not connected".into()));
+    }
+    if cred.uid != me && cred.uid != 0 {
+        return Err(bad(format!(
+            "its other end belongs to user {} (this process runs as user {me})",
+            cred.uid
+        )));
+    }
+    // SAFETY: `fd` is an open socket (checked above) that nothing else in this process owns: the
+    // launcher passed it to this process for the rendezvous, which takes it once (TAKEN).
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    // SAFETY: fcntl on an open descriptor this function now owns; FD_CLOEXEC has no other effect.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(stream)
+}
+
+/// What [`crate::check`] says about the launcher: which one started this process and what its
+/// variables say, or why its job cannot be joined. Reads the environment only.
+pub fn check_report() -> String {
+    let info = match JobInfo::from_env() {
+        Ok(i) => i,
+        Err(e) => return format!("launcher: error: {e}\n"),
+    };
+    match info.launcher {
+        Launcher::Alone => format!("launcher: {}\n", info.launcher.name()),
+        l => format!(
+            "launcher: {}: rank {} of {}\n",
+            l.name(),
+            info.rank,
+            info.size
+        ),
+    }
+}
+
+/// How a rank meets its peers, once [`Boot::open`] has met its launcher.
+pub(crate) enum Boot {
+    /// `boadrun`'s connection, or nobody (a job of one rank).
+    Launcher,
+    /// Another launcher's key-value space, with every rank's host id.
+    Store {
+        /// The space.
+        store: Box<dyn Store>,
+        /// Host id of every rank.
+        host_ids: Vec<u32>,
+    },
+}
+
+impl Boot {
+    /// Meets the launcher that started this process. Under another launcher than boadrun this
+    /// learns which ranks share this host, the job key and the address to bind, and fills them in
+    /// `info` (`BOAD_BIND_ADDR` chooses the address instead).
+    pub fn open(info: &mut JobInfo, timeout: Duration) -> Result<Boot, JoinError> {
+        let mut store: Box<dyn Store> = match info.launcher {
+            Launcher::Boadrun | Launcher::Alone => return Ok(Boot::Launcher),
+            Launcher::Hydra => Box::new(pmi1::Pmi1::connect(info, timeout)?),
+            Launcher::Slurm => Box::new(pmi2::Pmi2::connect(info, timeout)?),
+            Launcher::Env => Box::new(envstore::EnvStore::connect(info, timeout)?),
+        };
+        let bind = var::<IpAddr>(ENV_BIND_ADDR)?;
+        if let Some(b) = bind.filter(|b| b.is_unspecified() || b.is_multicast()) {
+            return Err(JoinError::BadEnv {
+                name: ENV_BIND_ADDR,
+                value: b.to_string(),
+                why: "ranks advertise this address to their peers, so it must be one they can \
+                      reach"
+                    .into(),
+            });
+        }
+        let here = HostValue::here()?;
+        let host_ids = store::prepare(store.as_mut(), info, &here, bind)?;
+        Ok(Boot::Store { store, host_ids })
+    }
+}
+
+/// Says HELLO with this rank's UDP address (data `port`, liveness `pulse` port, 0 for none) to
+/// boadrun and reads the job table, or publishes it in another launcher's store and reads every
+/// rank's ([`store::exchange`]).
+pub fn rendezvous(
+    info: &JobInfo,
+    boot: Boot,
+    port: u16,
+    pulse: u16,
+    timeout: Duration,
+) -> Result<Joined, JoinError> {
+    let me = PeerEntry {
+        rank: info.rank,
+        host_id: info.host_id,
+        ip: info.bind,
+        port,
+        pulse,
+        pid: std::process::id(),
+    };
+    if let Boot::Store {
+        mut store,
+        host_ids,
+    } = boot
+    {
+        let table = store::exchange(store.as_mut(), &host_ids, &me)?;
+        return Ok(Joined {
+            table,
+            conn: None,
+            leftover: Vec::new(),
+            kernel_trigger: None,
+            kernel_leaders: false,
+        });
+    }
+    let Some(fd) = info.rendezvous else {
+        return Ok(Joined {
+            table: vec![me],
+            conn: None,
+            leftover: Vec::new(),
+            kernel_trigger: None,
+            kernel_leaders: false,
+        });
+    };
+    let io = |source| JoinError::Io { fd, source };
+    let mut stream = take_connection(fd)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream
+        .write_all(Line::Hello(me).format().as_bytes())
+        .map_err(io)?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
+    let mut next = || -> Result<Line, JoinError> {
+        let mut s = String::new();
+        // At most MAX_LINE bytes: a longer line is cut, and then not a protocol line.
+        let n = (&mut reader)
+            .take(protocol::MAX_LINE as u64)
+            .read_line(&mut s)
+            .map_err(io)?;
+        if n == 0 {
+            return Err(JoinError::Protocol(
+                "the launcher closed the connection".into(),
+            ));
+        }
+        Line::parse(&s).ok_or_else(|| JoinError::Protocol(format!("unexpected line {s:?}")))
+    };
+    let n = match next()? {
+        Line::Table(n) if n == info.size => n,
+        Line::Abort(why) => return Err(JoinError::Aborted(why)),
+        other => {
+            return Err(JoinError::Protocol(format!(
+                "expected TABLE {}, got {other:?}",
+                info.size
+            )))
+        }
+    };
+    let mut table = Vec::with_capacity(n);
+    for i in 0..n {
+        match next()? {
+            Line::Entry(e) if e.rank == i => table.push(e),
+            other => {
+                return Err(JoinError::Protocol(format!(
+                    "expected entry {i}, got {other:?}"
+                )))
+            }
+        }
+    }
+    let mut kernel_trigger = None;
+    let mut kernel_leaders = false;
+    loop {
+        match next()? {
+            Line::End => break,
+            Line::Kernel {
+                trigger_port,
+                leaders,
+            } => {
+                kernel_trigger = Some(trigger_port);
+                kernel_leaders = leaders;
+            }
+            other => return Err(JoinError::Protocol(format!("expected END, got {other:?}"))),
+        }
+    }
+    let leftover = reader.buffer().to_vec();
+    stream.set_read_timeout(None).map_err(io)?;
+    Ok(Joined {
+        table,
+        conn: Some(stream),
+        leftover,
+        kernel_trigger,
+        kernel_leaders,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{detect, Detected, JoinError, Launcher};
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn refused(vars: &[(&str, &str)]) -> String {
+        match detect(env(vars)) {
+            Err(e @ (JoinError::Launcher { .. } | JoinError::BadEnv { .. })) => e.to_string(),
+            other => panic!("{vars:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_launcher_is_known_by_its_variables() {
+        let d = |l, rank, size| Detected {
+            launcher: l,
+            rank,
+            size,
+        };
+        assert_eq!(
+            detect(env(&[
+                ("PMI_FD", "5"),
+                ("PMI_RANK", "3"),
+                ("PMI_SIZE", "9")
+            ]))
+            .ok(),
+            Some(d(Launcher::Hydra, 3, 9))
+        );
+        assert_eq!(
+            detect(env(&[
+                ("PMI_FD", "5"),
+                ("PMI_RANK", "1"),
+                ("PMI_SIZE", "2"),
+                ("SLURM_STEP_ID", "0"),
+                ("SLURM_STEP_NUM_TASKS", "2"),
+            ]))
+            .ok(),
+            Some(d(Launcher::Slurm, 1, 2))
+        );
+        assert_eq!(
+            detect(env(&[
+                ("RANK", "7"),
+                ("WORLD_SIZE", "8"),
+                ("MASTER_ADDR", "198.18.0.1"),
+                ("MASTER_PORT", "29500"),
+            ]))
+            .ok(),
+            Some(d(Launcher::Env, 7, 8))
+        );
+        // One process, nothing, or a value that is not a count: a job of one rank.
+        for quiet in [
+            &[("SLURM_STEP_NUM_TASKS", "1")][..],
+            &[("WORLD_SIZE", "1"), ("RANK", "0")][..],
+            &[("WORLD_SIZE", "x")][..],
+            &[("SLURM_NTASKS", "9")][..],
+            &[][..],
+        ] {
+            assert_eq!(
+                detect(env(quiet)).ok(),
+                Some(d(Launcher::Alone, 0, 1)),
+                "{quiet:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_launcher_whose_job_cannot_be_joined_is_named_never_a_singleton() {
+        let e = refused(&[("SLURM_STEP_NUM_TASKS", "9"), ("SLURM_PROCID", "4")]);
+        assert!(e.contains("srun") && e.contains("--mpi=pmi2"), "{e}");
+        let e = refused(&[("SLURM_STEP_NUM_TASKS", "9"), ("PMIX_RANK", "4")]);
+        assert!(e.contains("PMIx"), "{e}");
+        let e = refused(&[("OMPI_COMM_WORLD_SIZE", " 4 ")]);
+        assert!(e.contains("Open MPI") && e.contains("boadrun"), "{e}");
+        let e = refused(&[("PMI_SIZE", "2"), ("PMI_RANK", "1")]);
+        assert!(e.contains("PMI_FD"), "{e}");
+        let e = refused(&[("WORLD_SIZE", "8"), ("RANK", "0")]);
+        assert!(e.contains("MASTER_ADDR, MASTER_PORT are not"), "{e}");
+        let e = refused(&[("PMI_FD", "5"), ("PMI_SIZE", "4")]);
+        assert!(e.contains("PMI_RANK") && e.contains("missing"), "{e}");
+        let e = refused(&[("PMI_FD", "5"), ("PMI_RANK", "4"), ("PMI_SIZE", "4")]);
+        assert!(e.contains("below PMI_SIZE=4"), "{e}");
+    }
+}
