@@ -28,7 +28,7 @@ use boad_proto::env::{
 };
 use boad_proto::lines::{self as protocol, Line, PeerEntry};
 
-mod envstore;
+pub(crate) mod envstore;
 mod pmi1;
 mod pmi2;
 pub(crate) mod store;
@@ -502,6 +502,9 @@ impl Boot {
         }
         let here = HostValue::here()?;
         let host_ids = store::prepare(store.as_mut(), info, &here, bind)?;
+        if info.launcher == Launcher::Env {
+            envstore::check_local_rank(info);
+        }
         Ok(Boot::Store { store, host_ids })
     }
 }
