@@ -21,6 +21,8 @@
 //!   every address of this host (`0.0.0.0` or `[::]`: a Kubernetes Service name resolves to a
 //!   virtual address no interface has). Rank 0 reaches its own store on the bound address (on
 //!   loopback when it listens on every address).
+//!   `BOAD_MASTER_PORT`, when set, is the port instead of `MASTER_PORT` (a program that also uses
+//!   PyTorch's env:// store, which rank 0 serves on `MASTER_PORT` too).
 //! - **Connecting.** Every other rank resolves `MASTER_ADDR` and connects, again every 100 to
 //!   500 ms (names resolved anew: DNS may lag in a new pod) until the rendezvous timeout
 //!   (`BOAD_TIMEOUT_MS`) since it started, since rank 0 may start later.
@@ -60,6 +62,9 @@ use super::{JobInfo, JoinError, Launcher};
 pub const SECRET_VAR: &str = "BOAD_SECRET";
 /// The variable naming a file holding the job's secret.
 pub const SECRET_FILE_VAR: &str = "BOAD_SECRET_FILE";
+/// The variable giving boad's store another port than `MASTER_PORT` (for a program that also
+/// serves PyTorch's env:// store there).
+pub const PORT_VAR: &str = "BOAD_MASTER_PORT";
 /// Longest line of the protocol, newline included.
 pub const MAX_LINE: usize = 160;
 /// Longest key or value.
@@ -740,14 +745,20 @@ fn master(get: &impl Fn(&str) -> Option<String>) -> Result<(String, u16), JoinEr
             why: "must be the host name or address of rank 0's machine".into(),
         });
     }
-    let raw = get("MASTER_PORT").unwrap_or_default();
+    // BOAD_MASTER_PORT, when the program's other env:// store (PyTorch's) has MASTER_PORT.
+    let name = if get(PORT_VAR).is_some() {
+        PORT_VAR
+    } else {
+        "MASTER_PORT"
+    };
+    let raw = get(name).unwrap_or_default();
     let port = raw
         .trim()
         .parse::<u16>()
         .ok()
         .filter(|&p| p != 0)
         .ok_or_else(|| JoinError::BadEnv {
-            name: "MASTER_PORT",
+            name,
             value: raw.clone(),
             why: "must be a TCP port (1 to 65535)".into(),
         })?;
@@ -1339,6 +1350,18 @@ mod tests {
     fn master_addr_and_port_are_checked() {
         let ok = master(&env(&[("MASTER_ADDR", "[::1]"), ("MASTER_PORT", "29500")]));
         assert_eq!(ok.expect("v6"), ("::1".to_string(), 29500));
+        let both = [
+            ("MASTER_ADDR", "h"),
+            ("MASTER_PORT", "29500"),
+            (PORT_VAR, "29600"),
+        ];
+        assert_eq!(master(&env(&both)).expect("override").1, 29600);
+        let e = master(&env(&[
+            ("MASTER_ADDR", "h"),
+            ("MASTER_PORT", "1"),
+            (PORT_VAR, "x"),
+        ]));
+        assert!(e.expect_err("bad").to_string().contains("BOAD_MASTER_PORT"));
         for (a, p) in [
             ("", "1"),
             ("a b", "1"),
