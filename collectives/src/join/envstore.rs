@@ -530,7 +530,13 @@ fn parse_role(role: &[u8]) -> Option<(usize, usize)> {
     let s = std::str::from_utf8(role).ok()?;
     let rest = s.strip_prefix("rank ")?;
     let (r, n) = rest.split_once(" of ")?;
-    let digits = |t: &str| !t.is_empty() && t.len() <= 10 && t.bytes().all(|b| b.is_ascii_digit());
+    // Decimal, no sign, no leading zero: one spelling per number.
+    let digits = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 10
+            && t.bytes().all(|b| b.is_ascii_digit())
+            && (t == "0" || !t.starts_with('0'))
+    };
     if !digits(r) || !digits(n) {
         return None;
     }
@@ -1411,6 +1417,8 @@ mod tests {
         assert_eq!(parse_role(b"rank 3 of 9"), Some((3, 9)));
         for bad in [
             &b"rank 3 of"[..],
+            b"rank 03 of 9",
+            b"rank 3 of 09",
             b"rank -1 of 9",
             b"rank 3 of 9 ",
             b"rank 99999999999 of 9",
