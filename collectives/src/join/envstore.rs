@@ -100,7 +100,7 @@ const SECRET_HOWTO: &str = "give every process of the job the same secret of 64 
 
 /// The job's secret, from `BOAD_SECRET` or the file `BOAD_SECRET_FILE` names (read through `get`,
 /// the environment).
-pub(crate) fn job_secret(get: impl Fn(&str) -> Option<String>) -> Result<Secret, JoinError> {
+pub(crate) fn job_secret(get: &impl Fn(&str) -> Option<String>) -> Result<Secret, JoinError> {
     let bad = |why: String| refuse(format!("{why}: {SECRET_HOWTO}"));
     match (get(SECRET_VAR), get(SECRET_FILE_VAR)) {
         (Some(_), Some(_)) => Err(bad(format!(
@@ -785,7 +785,7 @@ impl EnvStore {
     /// Connects this rank to the job's store (rank 0 starts it first), and authenticates both ways.
     pub fn connect(info: &JobInfo, timeout: Duration) -> Result<EnvStore, JoinError> {
         let get = |v: &str| std::env::var(v).ok();
-        let secret = job_secret(get)?;
+        let secret = job_secret(&get)?;
         let (host, port) = master(&get)?;
         Self::connect_to(info.rank, info.size, &host, port, secret, timeout)
     }
@@ -1037,6 +1037,21 @@ impl Drop for EnvStore {
             server.shared.closing.store(true, Ordering::SeqCst);
         }
     }
+}
+
+/// What `boad::check()` adds for an env:// job (read through `get`, the environment): where the
+/// store is and whether the secret can be used, without connecting to anything.
+pub(crate) fn check_lines(get: impl Fn(&str) -> Option<String>) -> String {
+    let store = match master(&get) {
+        Ok((host, port)) => format!("launcher: env:// store at {host} port {port}\n"),
+        Err(e) => format!("launcher: error: {e}\n"),
+    };
+    let secret = match (job_secret(&get), get(SECRET_FILE_VAR)) {
+        (Ok(_), Some(path)) => format!("launcher: env:// secret from {SECRET_FILE_VAR}={path}\n"),
+        (Ok(_), None) => format!("launcher: env:// secret from {SECRET_VAR}\n"),
+        (Err(e), _) => format!("launcher: error: {e}\n"),
+    };
+    store + &secret
 }
 
 /// Warns when `LOCAL_RANK` (informative: set by torchrun and some operators) disagrees with the
@@ -1307,14 +1322,14 @@ mod tests {
     #[test]
     fn the_secret_comes_from_the_variable_or_a_private_file_and_nowhere_else() {
         let hex = secret(0x3c).to_hex();
-        let got = job_secret(env(&[(SECRET_VAR, &format!(" {hex}\n"))])).expect("variable");
+        let got = job_secret(&env(&[(SECRET_VAR, &format!(" {hex}\n"))])).expect("variable");
         assert_eq!(got, secret(0x3c));
-        let e = job_secret(env(&[])).expect_err("none").to_string();
+        let e = job_secret(&env(&[])).expect_err("none").to_string();
         assert!(
             e.contains("BOAD_SECRET_FILE") && e.contains("openssl rand -hex 32"),
             "{e}"
         );
-        let e = job_secret(env(&[(SECRET_VAR, "abc")]))
+        let e = job_secret(&env(&[(SECRET_VAR, "abc")]))
             .expect_err("short")
             .to_string();
         assert!(e.contains("BOAD_SECRET is not a secret"), "{e}");
@@ -1323,7 +1338,7 @@ mod tests {
         let path = dir.path().join("secret");
         std::fs::write(&path, format!("{hex}\n")).expect("write");
         let p = path.to_str().expect("utf-8 path");
-        let e = job_secret(env(&[(SECRET_VAR, &hex), (SECRET_FILE_VAR, p)])).expect_err("both");
+        let e = job_secret(&env(&[(SECRET_VAR, &hex), (SECRET_FILE_VAR, p)])).expect_err("both");
         assert!(e.to_string().contains("set one"), "{e}");
         for (mode, ok) in [
             (0o600, true),
@@ -1333,7 +1348,7 @@ mod tests {
             (0o602, false),
         ] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-            let r = job_secret(env(&[(SECRET_FILE_VAR, p)]));
+            let r = job_secret(&env(&[(SECRET_FILE_VAR, p)]));
             assert_eq!(r.is_ok(), ok, "mode {mode:o}: {r:?}");
             if let Err(e) = r {
                 assert!(e.to_string().contains("chmod 600"), "{e}");
@@ -1343,13 +1358,35 @@ mod tests {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             std::os::unix::fs::chown(&path, Some(65534), None).expect("chown");
-            let e = job_secret(env(&[(SECRET_FILE_VAR, p)])).expect_err("another user's");
+            let e = job_secret(&env(&[(SECRET_FILE_VAR, p)])).expect_err("another user's");
             assert!(e.to_string().contains("belongs to user 65534"), "{e}");
         }
-        let e = job_secret(env(&[(SECRET_FILE_VAR, "/nonexistent/secret")])).expect_err("none");
+        let e = job_secret(&env(&[(SECRET_FILE_VAR, "/nonexistent/secret")])).expect_err("none");
         assert!(e.to_string().contains("cannot open it"), "{e}");
-        let e = job_secret(env(&[(SECRET_FILE_VAR, "/dev/null")])).expect_err("device");
+        let e = job_secret(&env(&[(SECRET_FILE_VAR, "/dev/null")])).expect_err("device");
         assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn check_says_where_the_store_is_and_whether_the_secret_is_usable() {
+        let hex = secret(1).to_hex();
+        let vars = [
+            ("MASTER_ADDR", "node0"),
+            ("MASTER_PORT", "29500"),
+            (SECRET_VAR, hex.as_str()),
+        ];
+        assert_eq!(
+            check_lines(env(&vars)),
+            "launcher: env:// store at node0 port 29500\nlauncher: env:// secret from BOAD_SECRET\n"
+        );
+        let text = check_lines(env(&vars[..2]));
+        assert!(
+            text.ends_with("\n")
+                && text.lines().nth(1).is_some_and(
+                    |l| l.starts_with("launcher: error: ") && l.contains("BOAD_SECRET_FILE")
+                ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -455,7 +455,7 @@ pub fn check_report() -> String {
         Ok(i) => i,
         Err(e) => return format!("launcher: error: {e}\n"),
     };
-    match info.launcher {
+    let mut report = match info.launcher {
         Launcher::Alone => format!("launcher: {}\n", info.launcher.name()),
         l => format!(
             "launcher: {}: rank {} of {}\n",
@@ -463,7 +463,11 @@ pub fn check_report() -> String {
             info.rank,
             info.size
         ),
+    };
+    if info.launcher == Launcher::Env {
+        report += &envstore::check_lines(|v| std::env::var(v).ok());
     }
+    report
 }
 
 /// How a rank meets its peers, once [`Boot::open`] has met its launcher.
