@@ -95,6 +95,14 @@ def control():
           b"KFILL 0123456789abcdef 33333\nKOFF\n")
 
 
+def envstore():
+    # boad::join::envstore: a rank's requests, then the store's replies, then a handshake role.
+    write("envstore_lines", "session",
+          b"PUT boad-job 0123456789abcdef\nPUT boad-h-0 ab12/4026531840,198.18.1.1\nFENCE\n"
+          b"GET boad-h-3\nDONE\nFENCED\nVALUE 198.18.1.2,40000,40001,77\nNONE\n"
+          b"ABORT ranks 4 did not reach fence 1 of the job's store within 60 s\nrank 3 of 9\n")
+
+
 if __name__ == "__main__":
     udp()
     lines()
@@ -103,3 +111,4 @@ if __name__ == "__main__":
     hosts()
     auth()
     control()
+    envstore()

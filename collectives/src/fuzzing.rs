@@ -18,6 +18,11 @@ pub fn shm_segment(data: &[u8]) {
     let _ = crate::transport::shm::exercise_segment(data);
 }
 
+/// The env:// store's lines, as a rank and rank 0's store read them.
+pub fn envstore_lines(data: &[u8]) {
+    crate::join::envstore::exercise_lines(data);
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

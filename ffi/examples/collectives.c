@@ -1,4 +1,4 @@
-/* Reduce, allgather and barrier with boad, plus the errors a caller can get back:
+/* boad_check (which launcher started the process), then reduce, allgather and barrier with boad, plus the errors a caller can get back:
  * a bitwise op on floats (BOAD_ERR_INVALID_OP, seen by every rank), a bad dtype code and a NULL
  * buffer (found locally). Every rank checks its results.
  *
@@ -35,9 +35,17 @@ static int rank = -1;
 
 int main(void) {
     int size;
+    /* Which launcher started this process (no init needed): boadrun here. */
+    char launcher[256];
+    size_t need = boad_check(NULL, 0);
+    EXPECT(boad_check(launcher, sizeof launcher) == need && need < sizeof launcher, "boad_check: %zu bytes", need);
+    EXPECT(strncmp(launcher, "launcher: boadrun: rank ", 24) == 0, "boad_check: %s", launcher);
     CHECK(boad_init());
     CHECK(boad_rank(&rank));
     CHECK(boad_size(&size));
+    char expected[64];
+    snprintf(expected, sizeof expected, "launcher: boadrun: rank %d of %d\n", rank, size);
+    EXPECT(strcmp(launcher, expected) == 0, "boad_check: %s, want %s", launcher, expected);
     int root = size / 2;
 
     /* Reduce (product of int32) to a root other than 0; recvbuf is only used there. */

@@ -254,6 +254,17 @@ const char *boad_strerror(boad_result code);
 // `buf` must be NULL or valid for writing `len` bytes.
 size_t boad_last_error_message(char *buf, size_t len);
 
+// Copies what `boad::check()` says about this process's launcher (one or more lines, each ending
+// in a newline: `launcher: ...`, e.g. which launcher started it and its rank, or why its job
+// cannot be joined) into `buf`, truncated to `len - 1` bytes and NUL-terminated (nothing is
+// written if `buf` is NULL or `len` is 0). Returns the report's full length, like `snprintf`: call
+// it with `len` 0 to size the buffer. Reads the environment only: callable before
+// [`boad_init`], which it does not need, and from any thread.
+//
+// # Safety
+// `buf` must be NULL or valid for writing `len` bytes.
+size_t boad_check(char *buf, size_t len);
+
 // How many traffic counters [`boad_stats`] reports (the same list `BOAD_STATS=1` prints and
 // Python's `stats()` returns).
 size_t boad_stats_count(void);

@@ -714,21 +714,53 @@ pub extern "C" fn boad_strerror(code: ResultArg) -> *const c_char {
 pub unsafe extern "C" fn boad_last_error_message(buf: *mut c_char, len: usize) -> usize {
     let r = std::panic::catch_unwind(|| {
         let msg = state::last_error();
-        if !buf.is_null() && len > 0 {
-            let mut n = msg.len().min(len - 1);
-            while !msg.is_char_boundary(n) {
-                n -= 1;
-            }
-            // SAFETY: buf is not NULL and the caller guarantees it is valid for len > n bytes; msg
-            // is a different allocation.
-            unsafe {
-                std::ptr::copy_nonoverlapping(msg.as_ptr(), buf.cast::<u8>(), n);
-                buf.add(n).write(0);
-            }
-        }
+        // SAFETY: the caller guarantees buf is NULL or valid for len bytes; msg is a different
+        // allocation.
+        unsafe { copy_out(&msg, buf, len) };
         msg.len()
     });
     r.unwrap_or(0)
+}
+
+/// Copies what `boad::check()` says about this process's launcher (one or more lines, each ending
+/// in a newline: `launcher: ...`, e.g. which launcher started it and its rank, or why its job
+/// cannot be joined) into `buf`, truncated to `len - 1` bytes and NUL-terminated (nothing is
+/// written if `buf` is NULL or `len` is 0). Returns the report's full length, like `snprintf`: call
+/// it with `len` 0 to size the buffer. Reads the environment only: callable before
+/// [`boad_init`], which it does not need, and from any thread.
+///
+/// # Safety
+/// `buf` must be NULL or valid for writing `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn boad_check(buf: *mut c_char, len: usize) -> usize {
+    let r = std::panic::catch_unwind(|| {
+        let report = boad::check();
+        // SAFETY: the caller's guarantee on buf and len, passed on.
+        unsafe { copy_out(&report, buf, len) };
+        report.len()
+    });
+    r.unwrap_or(0)
+}
+
+/// Copies `text` into `buf` (at most `len - 1` bytes, cut at a character boundary, then a NUL);
+/// nothing if `buf` is NULL or `len` is 0.
+///
+/// # Safety
+/// `buf` must be NULL or valid for writing `len` bytes, and not overlap `text`.
+unsafe fn copy_out(text: &str, buf: *mut c_char, len: usize) {
+    if buf.is_null() || len == 0 {
+        return;
+    }
+    let mut n = text.len().min(len - 1);
+    while !text.is_char_boundary(n) {
+        n -= 1;
+    }
+    // SAFETY: buf is not NULL and valid for len > n bytes (the caller's guarantee), and does not
+    // overlap text.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), n);
+        buf.add(n).write(0);
+    }
 }
 
 /// How many traffic counters [`boad_stats`] reports (the same list `BOAD_STATS=1` prints and

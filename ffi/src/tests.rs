@@ -222,6 +222,31 @@ fn strerror_names_every_code() {
 }
 
 #[test]
+fn check_reports_the_launcher_like_snprintf() {
+    // SAFETY: NULL with length 0 asks for the length only.
+    let n = unsafe { boad_check(null_mut(), 0) };
+    let mut buf = vec![0x55 as c_char; n + 1];
+    // SAFETY: buf has n + 1 writable bytes.
+    assert_eq!(unsafe { boad_check(buf.as_mut_ptr(), buf.len()) }, n);
+    // SAFETY: boad_check NUL-terminated buf.
+    let text = unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(text, boad::check());
+    assert!(
+        text.starts_with("launcher: ") && text.ends_with('\n'),
+        "{text}"
+    );
+    // Truncated to len - 1 bytes and terminated.
+    let mut small = [0x55 as c_char; 5];
+    // SAFETY: small has 5 writable bytes.
+    assert_eq!(unsafe { boad_check(small.as_mut_ptr(), small.len()) }, n);
+    // SAFETY: boad_check NUL-terminated small.
+    let cut = unsafe { CStr::from_ptr(small.as_ptr()) };
+    assert_eq!(cut.to_bytes(), b"laun");
+}
+
+#[test]
 fn panics_become_an_error_code() {
     let r = guard("boad_test", || panic!("boom"));
     assert_eq!(r, BOAD_ERR_PANIC);

@@ -160,12 +160,36 @@ fn lo_has_xdp() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("xdp"))
 }
 
+/// `--check`'s `launcher:` line: what started boadrun itself, from `report` (`boad::check()` in
+/// boadrun's own environment) and the Slurm allocation boadrun runs in, if any (`SLURM_JOB_ID`).
+pub fn launcher_line(report: &str, slurm_job: Option<String>) -> String {
+    let what = report.trim_end();
+    let what = what.strip_prefix("launcher: ").unwrap_or(what);
+    if what != boad::Launcher::Alone.name() {
+        return format!(
+            "launcher:        boadrun itself runs under another launcher: {}",
+            what.replace('\n', "; ")
+        );
+    }
+    match slurm_job {
+        Some(job) => format!(
+            "launcher:        none: boadrun starts the ranks (inside Slurm allocation {job}; \
+             `srun --mpi=pmi2 PROGRAM` would start them without boadrun)"
+        ),
+        None => "launcher:        none: boadrun starts the ranks".into(),
+    }
+}
+
 /// `boadrun --check`: what the machine offers the kernel path, and the path a job would take.
 /// Prints a report to stdout; never fails.
 pub fn check(transport: TransportKind) {
     let yes = |b: bool| if b { "yes" } else { "no" };
     let btf = std::path::Path::new("/sys/kernel/btf/vmlinux").exists();
     println!("boadrun {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "{}",
+        launcher_line(&boad::check(), std::env::var("SLURM_JOB_ID").ok())
+    );
     println!("kernel:          {}", kernel_release());
     println!("BTF:             {} (/sys/kernel/btf/vmlinux)", yes(btf));
     println!("CAP_BPF:         {}", yes(has_cap(CAP_BPF)));

@@ -593,3 +593,36 @@ fn an_unspecified_bind_address_is_refused() {
         );
     }
 }
+
+#[test]
+fn check_says_which_launcher_started_boadrun() {
+    let line = |vars: &[(&str, &str)]| -> String {
+        let out = cmd()
+            .args(["--check", "--transport", "udp"])
+            .env_remove("SLURM_JOB_ID")
+            .env_remove("WORLD_SIZE")
+            .env_remove("BOAD_SIZE")
+            .envs(vars.iter().copied())
+            .output()
+            .expect("run boadrun --check");
+        assert!(out.status.success(), "{out:?}");
+        let stdout = text(&out.stdout);
+        let lines: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.starts_with("launcher:"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{stdout}");
+        lines[0].to_string()
+    };
+    assert!(line(&[]).ends_with("none: boadrun starts the ranks"));
+    let l = line(&[("SLURM_JOB_ID", "4242")]);
+    assert!(
+        l.contains("inside Slurm allocation 4242") && l.contains("srun --mpi=pmi2"),
+        "{l}"
+    );
+    let l = line(&[("WORLD_SIZE", "4"), ("RANK", "1")]);
+    assert!(
+        l.contains("boadrun itself runs under another launcher") && l.contains("env://"),
+        "{l}"
+    );
+}

@@ -787,6 +787,15 @@ fn init(py: Python<'_>) -> PyResult<Py<PyCommunicator>> {
     Ok(world.clone_ref(py))
 }
 
+/// What boad finds about the launcher that started this process, as text (lines ending in a
+/// newline: ``launcher: boadrun: rank 3 of 4``, ``launcher: no launcher (a job of one rank)``, or
+/// ``launcher: error: ...`` saying why its job cannot be joined). Reads the environment only: needs
+/// no :func:`init`.
+#[pyfunction]
+fn check() -> String {
+    boad::check()
+}
+
 /// Finalizes the world communicator if it was created and is still active, printing (not raising)
 /// an error. Registered with :mod:`atexit` by ``boad/__init__.py``.
 #[pyfunction]
@@ -806,6 +815,7 @@ fn _boad(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Error", py.get_type::<Error>())?;
     m.add_class::<PyCommunicator>()?;
     m.add_function(wrap_pyfunction!(init, m)?)?;
+    m.add_function(wrap_pyfunction!(check, m)?)?;
     m.add_function(wrap_pyfunction!(_finalize_world, m)?)?;
     for op in Op::ALL {
         m.add(op.name().to_uppercase(), op as u8)?;

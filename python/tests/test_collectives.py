@@ -140,6 +140,20 @@ def test_init_returns_the_world(comm):
     assert boad.__version__
 
 
+def test_check_names_the_launcher(comm):
+    # Under boadrun (this suite's runs): the launcher, this rank and the size.
+    assert boad.check() == f"launcher: boadrun: rank {comm.rank} of {comm.size}\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOAD_")}
+    code = "import boad; print(boad.check(), end='')"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "launcher: no launcher (a job of one rank)\n", r
+    # env:// variables that cannot be used: named, without joining anything.
+    env.update(WORLD_SIZE="4", RANK="1")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("launcher: error: "), r
+    assert "env://" in r.stdout and "MASTER_ADDR, MASTER_PORT are not" in r.stdout, r
+
+
 def test_ops_are_int_constants():
     assert [int(o) for o in INT_OPS] == list(range(9))
     assert boad.Op(4) is boad.BAND and boad.BAND.name == "BAND"

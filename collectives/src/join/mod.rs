@@ -28,7 +28,7 @@ use boad_proto::env::{
 };
 use boad_proto::lines::{self as protocol, Line, PeerEntry};
 
-mod envstore;
+pub(crate) mod envstore;
 mod pmi1;
 mod pmi2;
 pub(crate) mod store;
@@ -455,7 +455,7 @@ pub fn check_report() -> String {
         Ok(i) => i,
         Err(e) => return format!("launcher: error: {e}\n"),
     };
-    match info.launcher {
+    let mut report = match info.launcher {
         Launcher::Alone => format!("launcher: {}\n", info.launcher.name()),
         l => format!(
             "launcher: {}: rank {} of {}\n",
@@ -463,7 +463,11 @@ pub fn check_report() -> String {
             info.rank,
             info.size
         ),
+    };
+    if info.launcher == Launcher::Env {
+        report += &envstore::check_lines(|v| std::env::var(v).ok());
     }
+    report
 }
 
 /// How a rank meets its peers, once [`Boot::open`] has met its launcher.
@@ -502,6 +506,9 @@ impl Boot {
         }
         let here = HostValue::here()?;
         let host_ids = store::prepare(store.as_mut(), info, &here, bind)?;
+        if info.launcher == Launcher::Env {
+            envstore::check_local_rank(info);
+        }
         Ok(Boot::Store { store, host_ids })
     }
 }

@@ -32,13 +32,14 @@ import atexit as _atexit
 import enum as _enum
 
 from . import _boad
-from ._boad import Communicator, Error, __version__, init
+from ._boad import Communicator, Error, __version__, check, init
 
 __all__ = [
     "Communicator",
     "Error",
     "Op",
     "init",
+    "check",
     "COMM_WORLD",
     "SUM",
     "PROD",

@@ -57,4 +57,8 @@ class Communicator:
 def init() -> Communicator:
     """Joins the job and returns the world communicator (the same object on every call)."""
 
+def check() -> str:
+    """Which launcher started this process, as boad sees it (``launcher: ...`` lines); no init
+    needed."""
+
 def _finalize_world() -> None: ...
