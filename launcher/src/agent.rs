@@ -228,7 +228,6 @@ fn run() -> Result<i32, String> {
             local_rank,
             local_size,
             bind,
-            netns: None,
         };
         let spawned = spawn_rank(
             &launch,
@@ -293,6 +292,7 @@ fn run() -> Result<i32, String> {
                 say(&FromAgent::Exit {
                     rank: *rank,
                     code: exit_code(status),
+                    pid: child.id(),
                     how: describe(status),
                 });
             }

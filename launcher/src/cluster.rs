@@ -16,8 +16,8 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
@@ -26,10 +26,12 @@ use crate::error::Error;
 /// Most hosts a virtual cluster can have (one /24).
 pub const MAX_HOSTS: usize = 250;
 
+/// The bridge's address in its own namespace: where boadrun's rendezvous listens for the hosts'
+/// agents (above every host's address).
+pub const HEAD_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
+
 /// One host of the cluster.
 pub struct Host {
-    /// Its address on `eth0`.
-    pub ip: Ipv4Addr,
     /// Its network namespace, to `setns` into.
     netns: File,
 }
@@ -213,8 +215,9 @@ impl Cluster {
                 keepers.push(keeper()?);
             }
             let switch = keepers[0].id();
-            let mut script =
-                String::from("link set lo up\nlink add br0 type bridge\nlink set br0 up\n");
+            let mut script = format!(
+                "link set lo up\nlink add br0 type bridge\nlink set br0 up\naddr add {HEAD_IP}/24 dev br0\n"
+            );
             for (h, k) in keepers[1..].iter().enumerate() {
                 script += &format!(
                     "link add h{h} type veth peer name eth0 netns {}\nlink set h{h} master br0\nlink set h{h} up\n",
@@ -224,7 +227,7 @@ impl Cluster {
             ip_batch(switch, &script)?;
             let mut hosts = Vec::with_capacity(n);
             for (h, k) in keepers[1..].iter().enumerate() {
-                let ip = Ipv4Addr::new(198, 18, 0, h as u8 + 1);
+                let ip = host_ip(h);
                 ip_batch(
                     k.id(),
                     &format!("link set lo up\naddr add {ip}/24 dev eth0\nlink set eth0 up\n"),
@@ -239,7 +242,7 @@ impl Cluster {
                     .status();
                 let netns = File::open(format!("/proc/{}/ns/net", k.id()))
                     .map_err(cluster_err("cannot open a host's namespace"))?;
-                hosts.push(Host { ip, netns });
+                hosts.push(Host { netns });
             }
             Ok(hosts)
         })();
@@ -257,18 +260,30 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// New descriptors of every host's network namespace, in host-id order (they keep the
-    /// namespaces alive while open).
-    pub fn netns_handles(&self) -> Result<Vec<OwnedFd>, Error> {
-        self.hosts
-            .iter()
-            .map(|h| {
-                h.netns
-                    .try_clone()
-                    .map(OwnedFd::from)
-                    .map_err(cluster_err("cannot duplicate a namespace descriptor"))
-            })
-            .collect()
+    /// A TCP listener on [`HEAD_IP`] (a port the system chooses) in the bridge's namespace, which
+    /// every host reaches over its `eth0`: where the hosts' agents find boadrun's rendezvous. The
+    /// socket is made by a thread that enters that namespace and ends; boadrun's own namespace is
+    /// not touched.
+    pub fn head_listener(&self) -> Result<TcpListener, Error> {
+        let switch = File::open(format!("/proc/{}/ns/net", self.keepers[0].id()))
+            .map_err(cluster_err("cannot open the bridge's namespace"))?;
+        let made = std::thread::spawn(move || -> std::io::Result<TcpListener> {
+            // SAFETY: setns moves only the calling thread (this one, which ends right after) into
+            // the namespace `switch` refers to; it touches no memory of ours.
+            if unsafe { libc::setns(switch.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            TcpListener::bind((HEAD_IP, 0))
+        })
+        .join()
+        .map_err(|_| {
+            cluster_err("the thread opening the rendezvous listener panicked")(
+                std::io::Error::other("panic"),
+            )
+        })?;
+        made.map_err(cluster_err(format!(
+            "cannot listen for the hosts' agents on {HEAD_IP}"
+        )))
     }
 }
 
@@ -306,6 +321,11 @@ impl Drop for Cluster {
             let _ = k.wait();
         }
     }
+}
+
+/// The address of host `h` (below [`MAX_HOSTS`]) on its `eth0`: 198.18.0.(h+1).
+pub fn host_ip(h: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, (h % MAX_HOSTS) as u8 + 1)
 }
 
 /// Which host rank `rank` of `size` runs on with `hosts` hosts: contiguous blocks, sizes differing

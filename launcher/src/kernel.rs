@@ -258,12 +258,10 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(feature = "kernel")]
 mod imp {
     use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
-    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
     use std::time::{Duration, Instant};
 
-    use boad_ebpf_loader::{
-        comm, with_netns, BcastMember, Counters, KernelPath, PortRole, XdpMode,
-    };
+    use boad_ebpf_loader::{comm, BcastMember, Counters, KernelPath, PortRole, XdpMode};
     use boad_proto::control::Filled;
     use boad_proto::{Layout, PeerEntry};
 
@@ -271,19 +269,13 @@ mod imp {
 
     /// Why a job without `--hosts` cannot have the kernel path.
     const LO_BUSY: &str = "lo already has an XDP program (another boad job?)";
-    /// Attempts at a trigger port free on every host.
-    const TRIGGER_TRIES: usize = 32;
 
-    /// The job's loaded and attached programs. Dropping it detaches everything.
+    /// The programs of a job on this machine, loaded and attached to `lo`. Dropping it detaches
+    /// everything.
     pub struct Setup {
-        // Declared first: dropped (detached) before the namespaces' descriptors are closed.
         path: KernelPath,
-        /// Each host's network namespace, in host-id order; empty = boadrun's own namespace.
-        hosts: Vec<OwnedFd>,
-        /// MAC of each host's `eth0` (virtual cluster only).
-        macs: Vec<[u8; 6]>,
-        /// Sockets holding the trigger port on every host, so that nothing else binds it.
-        trigger: Vec<UdpSocket>,
+        /// The socket holding the trigger port, so that nothing else binds it.
+        trigger: Option<UdpSocket>,
     }
 
     /// MAC address of interface `name` in the calling thread's network namespace.
@@ -401,88 +393,40 @@ mod imp {
         Ok(hierarchical)
     }
 
-    /// Runs `f` in namespace `ns`, or here if there is none.
-    fn in_ns<T: Send>(ns: Option<&OwnedFd>, f: impl FnOnce() -> T + Send) -> Result<T, String> {
-        match ns {
-            Some(fd) => with_netns(fd.as_fd(), f).map_err(|e| chain(&e)),
-            None => Ok(f()),
-        }
-    }
-
     impl Setup {
-        /// Loads the programs and attaches them: to `lo` of boadrun's namespace when `hosts` is
-        /// empty, else to `lo` and `eth0` of every host's namespace.
-        pub fn attach(hosts: Vec<OwnedFd>, folds: &Folds) -> Result<Setup, String> {
+        /// Loads the programs and attaches them to `lo` of boadrun's namespace.
+        pub fn attach(folds: &Folds) -> Result<Setup, String> {
             // Not worth a load (seconds of verifier time) when the attach is sure to fail.
-            if hosts.is_empty() && lo_has_xdp() {
+            if lo_has_xdp() {
                 return Err(LO_BUSY.into());
             }
             let mut setup = Setup {
                 path: load(folds)?,
-                hosts,
-                macs: Vec::new(),
-                trigger: Vec::new(),
+                trigger: None,
             };
-            if setup.hosts.is_empty() {
-                attach_here(&mut setup.path, None).map_err(|e| {
-                    // Another job won the race for lo since the check above.
-                    if lo_has_xdp() {
-                        format!("{LO_BUSY}: {e}")
-                    } else {
-                        e
-                    }
-                })?;
-                return Ok(setup);
-            }
-            for (h, ns) in setup.hosts.iter().enumerate() {
-                let path = &mut setup.path;
-                let mac = in_ns(Some(ns), || attach_here(path, Some("eth0")))
-                    .and_then(|r| r)
-                    .map_err(|e| format!("host {h}: {e}"))?;
-                setup.macs.push(mac.unwrap_or_default());
-            }
+            attach_here(&mut setup.path, None).map_err(|e| {
+                // Another job won the race for lo since the check above.
+                if lo_has_xdp() {
+                    format!("{LO_BUSY}: {e}")
+                } else {
+                    e
+                }
+            })?;
             Ok(setup)
         }
 
-        /// Picks a UDP port free on every host (in boadrun's namespace without a cluster) and
-        /// keeps it bound there.
-        fn reserve_trigger(&mut self) -> Result<u16, String> {
-            let bind = |port: u16| UdpSocket::bind(("0.0.0.0", port));
-            let mut last = String::new();
-            for _ in 0..TRIGGER_TRIES {
-                let first = in_ns(self.hosts.first(), || bind(0))?
-                    .map_err(|e| format!("binding a trigger port: {e}"))?;
-                let port = first
-                    .local_addr()
-                    .map_err(|e| format!("binding a trigger port: {e}"))?
-                    .port();
-                let mut socks = vec![first];
-                for ns in self.hosts.iter().skip(1) {
-                    match in_ns(Some(ns), || bind(port))? {
-                        Ok(s) => socks.push(s),
-                        Err(e) => {
-                            last = format!("port {port}: {e}");
-                            break;
-                        }
-                    }
-                }
-                if socks.len() == self.hosts.len().max(1) {
-                    self.trigger = socks;
-                    return Ok(port);
-                }
-            }
-            Err(format!("no trigger port free on every host ({last})"))
-        }
-
         /// Fills the maps for job `job` whose ranks said HELLO with `peers` (in rank order; see
-        /// `fill_maps`), with a trigger port free on every host, and returns it and whether the
-        /// leaders' communicator is filled.
+        /// `fill_maps`), with a trigger port the system chooses (kept bound until the end), and
+        /// returns it and whether the leaders' communicator is filled.
         pub fn fill(&mut self, job: u64, peers: &[PeerEntry]) -> Result<(u16, bool), String> {
-            let trigger = self.reserve_trigger()?;
-            let macs = &self.macs;
-            let leaders = fill_maps(&mut self.path, job, peers, trigger, |p| {
-                macs.get(p.host_id as usize).copied()
-            })?;
+            let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+                .map_err(|e| format!("binding a trigger port: {e}"))?;
+            let trigger = sock
+                .local_addr()
+                .map_err(|e| format!("binding a trigger port: {e}"))?
+                .port();
+            self.trigger = Some(sock);
+            let leaders = fill_maps(&mut self.path, job, peers, trigger, |_| None)?;
             Ok((trigger, leaders))
         }
 
@@ -491,9 +435,9 @@ mod imp {
             self.path.counters().map_err(|e| chain(&e))
         }
 
-        /// Number of hosts the programs are attached on.
+        /// Number of hosts the programs are attached on (this one).
         pub fn host_count(&self) -> usize {
-            self.hosts.len().max(1)
+            1
         }
     }
 
@@ -805,7 +749,6 @@ mod imp {
 
 #[cfg(not(feature = "kernel"))]
 mod imp {
-    use std::os::fd::OwnedFd;
     use std::time::Duration;
 
     use boad_proto::PeerEntry;
@@ -855,7 +798,7 @@ mod imp {
 
     impl Setup {
         /// Always fails: the programs are not compiled in.
-        pub fn attach(_hosts: Vec<OwnedFd>, _folds: &Folds) -> Result<Setup, String> {
+        pub fn attach(_folds: &Folds) -> Result<Setup, String> {
             Err(NOT_COMPILED.into())
         }
 

@@ -386,6 +386,8 @@ pub enum FromAgent {
         rank: usize,
         /// Its status, or 128 + signal.
         code: i32,
+        /// Its process id on the agent's host.
+        pid: u32,
         /// How it ended, in words ("exited with status 3").
         how: String,
     },
@@ -412,9 +414,12 @@ impl FromAgent {
                 v.extend(line.iter().map(|&b| if b == b'\n' { b' ' } else { b }));
                 v
             }
-            FromAgent::Exit { rank, code, how } => {
-                format!("EXIT {rank} {code} {}", how.replace('\n', " ")).into_bytes()
-            }
+            FromAgent::Exit {
+                rank,
+                code,
+                pid,
+                how,
+            } => format!("EXIT {rank} {code} {pid} {}", how.replace('\n', " ")).into_bytes(),
             FromAgent::Fail(why) => format!("FAIL {}", why.replace('\n', " ")).into_bytes(),
             FromAgent::Kernel(Ok(iface)) => format!("KERNEL ok {iface}").into_bytes(),
             FromAgent::Kernel(Err(why)) => {
@@ -461,13 +466,18 @@ impl FromAgent {
             b"EXIT" => {
                 let (rank, more) = split(rest).ok_or_else(|| malformed(line, "bad rank"))?;
                 let text = String::from_utf8_lossy(&more);
-                let (code, how) = text.split_once(' ').unwrap_or((&text, ""));
+                let (code, more) = text.split_once(' ').unwrap_or((&text, ""));
                 let code = code
                     .parse::<i32>()
                     .map_err(|_| malformed(line, "bad exit code"))?;
+                let (pid, how) = more.split_once(' ').unwrap_or((more, ""));
+                let pid = pid
+                    .parse::<u32>()
+                    .map_err(|_| malformed(line, "bad process id"))?;
                 Ok(FromAgent::Exit {
                     rank,
                     code,
+                    pid,
                     how: how.to_string(),
                 })
             }
@@ -677,6 +687,7 @@ mod tests {
             FromAgent::Exit {
                 rank: 2,
                 code: 137,
+                pid: 4242,
                 how: "was killed by signal SIGKILL".into(),
             },
             FromAgent::Fail("no such program".into()),
@@ -693,6 +704,8 @@ mod tests {
             assert_eq!(FromAgent::parse(&line), Ok(m));
         }
         assert!(FromAgent::parse(b"EXIT 1 x").is_err());
+        assert!(FromAgent::parse(b"EXIT 1 3 was killed").is_err());
+        assert!(FromAgent::parse(b"EXIT 1 3 -5 exited").is_err());
         assert!(FromAgent::parse(b"OUT -1 x").is_err());
         assert!(FromAgent::parse(b"READY now").is_err());
         assert_eq!(
