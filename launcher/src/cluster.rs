@@ -1,6 +1,14 @@
 //! A virtual cluster on one machine: `boadrun --hosts H` runs the ranks on H hosts, each a network
 //! namespace with one interface (`eth0`, 198.18.0.(h+1)/24, the benchmarking range of RFC 2544),
-//! joined by veth pairs to a bridge that lives in a namespace of its own.
+//! joined by veth pairs to a bridge that lives in a namespace of its own, where the bridge has
+//! [`HEAD_IP`] (198.18.0.254).
+//!
+//! This module only builds the network. The job on it runs through the machinery of a job across
+//! machines (`remote`, `agent`): each host is reached by starting `boadrun --agent` inside its
+//! namespace ([`Host::netns_fd`], entered between fork and exec), and the agents join boadrun's
+//! TCP rendezvous on a listener in the bridge's namespace ([`Cluster::head_listener`]) and start
+//! their host's ranks, exactly as on real machines. The kernel path is the exception: boadrun loads
+//! it once and attaches it in every host's namespace ([`Cluster::netns_handles`]; see `kernel`).
 //!
 //! Contract: nothing outside the cluster's own namespaces changes (no interface, address or route of
 //! the machine's own namespace), and every namespace is anonymous, held only by a keeper process that
@@ -17,7 +25,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
@@ -260,6 +268,20 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// New descriptors of every host's network namespace, in host-id order (they keep the
+    /// namespaces alive while open).
+    pub fn netns_handles(&self) -> Result<Vec<OwnedFd>, Error> {
+        self.hosts
+            .iter()
+            .map(|h| {
+                h.netns
+                    .try_clone()
+                    .map(OwnedFd::from)
+                    .map_err(cluster_err("cannot duplicate a namespace descriptor"))
+            })
+            .collect()
+    }
+
     /// A TCP listener on [`HEAD_IP`] (a port the system chooses) in the bridge's namespace, which
     /// every host reaches over its `eth0`: where the hosts' agents find boadrun's rendezvous. The
     /// socket is made by a thread that enters that namespace and ends; boadrun's own namespace is

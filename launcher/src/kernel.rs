@@ -4,9 +4,15 @@
 //!
 //! Two owners share one attach rule ([`attach_here`](imp)) and one fill rule (`fill_maps`):
 //! [`Setup`], boadrun's own for a job on this machine (`lo`) or on a `--hosts` virtual cluster
-//! (`lo` and `eth0` of every namespace), and [`HostSetup`], the one each host's agent makes for a
-//! job across machines (`-H`, `--hostfile`): `lo` and the interface that holds the address the
-//! host reaches boadrun from, with each member's MAC the next hop towards its host.
+//! (`lo` and `eth0` of every host's namespace, one load for all hosts: see below), and
+//! [`HostSetup`], the one each host's agent makes for a job across machines (`-H`, `--hostfile`):
+//! `lo` and the interface that holds the address the host reaches boadrun from, with each
+//! member's MAC the next hop towards its host.
+//!
+//! A virtual cluster's hosts are reached through agents like real machines, but its kernel path
+//! is boadrun's: the verifier runs of a load (seconds each, and serialized by the kernel) would
+//! be paid once per host on one machine's cores, so boadrun loads the programs once, attaches them
+//! in every host's namespace and tells the agents not to (`AgentSpec::kernel_by_launcher`).
 //!
 //! Everything attached is a BPF link (XDP link, TCX link) held by a descriptor of the process that
 //! attached it (boadrun or the agent; close-on-exec, so no rank inherits one) and nothing is pinned:
@@ -258,10 +264,12 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(feature = "kernel")]
 mod imp {
     use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
     use std::time::{Duration, Instant};
 
-    use boad_ebpf_loader::{comm, BcastMember, Counters, KernelPath, PortRole, XdpMode};
+    use boad_ebpf_loader::{
+        comm, with_netns, BcastMember, Counters, KernelPath, PortRole, XdpMode,
+    };
     use boad_proto::control::Filled;
     use boad_proto::{Layout, PeerEntry};
 
@@ -269,13 +277,19 @@ mod imp {
 
     /// Why a job without `--hosts` cannot have the kernel path.
     const LO_BUSY: &str = "lo already has an XDP program (another boad job?)";
+    /// Attempts at a trigger port free on every host.
+    const TRIGGER_TRIES: usize = 32;
 
-    /// The programs of a job on this machine, loaded and attached to `lo`. Dropping it detaches
-    /// everything.
+    /// The job's loaded and attached programs. Dropping it detaches everything.
     pub struct Setup {
+        // Declared first: dropped (detached) before the namespaces' descriptors are closed.
         path: KernelPath,
-        /// The socket holding the trigger port, so that nothing else binds it.
-        trigger: Option<UdpSocket>,
+        /// Each host's network namespace, in host-id order; empty = boadrun's own namespace.
+        hosts: Vec<OwnedFd>,
+        /// MAC of each host's `eth0` (virtual cluster only).
+        macs: Vec<[u8; 6]>,
+        /// Sockets holding the trigger port on every host, so that nothing else binds it.
+        trigger: Vec<UdpSocket>,
     }
 
     /// MAC address of interface `name` in the calling thread's network namespace.
@@ -393,40 +407,88 @@ mod imp {
         Ok(hierarchical)
     }
 
+    /// Runs `f` in namespace `ns`, or here if there is none.
+    fn in_ns<T: Send>(ns: Option<&OwnedFd>, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+        match ns {
+            Some(fd) => with_netns(fd.as_fd(), f).map_err(|e| chain(&e)),
+            None => Ok(f()),
+        }
+    }
+
     impl Setup {
-        /// Loads the programs and attaches them to `lo` of boadrun's namespace.
-        pub fn attach(folds: &Folds) -> Result<Setup, String> {
+        /// Loads the programs and attaches them: to `lo` of boadrun's namespace when `hosts` is
+        /// empty, else to `lo` and `eth0` of every host's namespace.
+        pub fn attach(hosts: Vec<OwnedFd>, folds: &Folds) -> Result<Setup, String> {
             // Not worth a load (seconds of verifier time) when the attach is sure to fail.
-            if lo_has_xdp() {
+            if hosts.is_empty() && lo_has_xdp() {
                 return Err(LO_BUSY.into());
             }
             let mut setup = Setup {
                 path: load(folds)?,
-                trigger: None,
+                hosts,
+                macs: Vec::new(),
+                trigger: Vec::new(),
             };
-            attach_here(&mut setup.path, None).map_err(|e| {
-                // Another job won the race for lo since the check above.
-                if lo_has_xdp() {
-                    format!("{LO_BUSY}: {e}")
-                } else {
-                    e
-                }
-            })?;
+            if setup.hosts.is_empty() {
+                attach_here(&mut setup.path, None).map_err(|e| {
+                    // Another job won the race for lo since the check above.
+                    if lo_has_xdp() {
+                        format!("{LO_BUSY}: {e}")
+                    } else {
+                        e
+                    }
+                })?;
+                return Ok(setup);
+            }
+            for (h, ns) in setup.hosts.iter().enumerate() {
+                let path = &mut setup.path;
+                let mac = in_ns(Some(ns), || attach_here(path, Some("eth0")))
+                    .and_then(|r| r)
+                    .map_err(|e| format!("host {h}: {e}"))?;
+                setup.macs.push(mac.unwrap_or_default());
+            }
             Ok(setup)
         }
 
+        /// Picks a UDP port free on every host (in boadrun's namespace without a cluster) and
+        /// keeps it bound there.
+        fn reserve_trigger(&mut self) -> Result<u16, String> {
+            let bind = |port: u16| UdpSocket::bind(("0.0.0.0", port));
+            let mut last = String::new();
+            for _ in 0..TRIGGER_TRIES {
+                let first = in_ns(self.hosts.first(), || bind(0))?
+                    .map_err(|e| format!("binding a trigger port: {e}"))?;
+                let port = first
+                    .local_addr()
+                    .map_err(|e| format!("binding a trigger port: {e}"))?
+                    .port();
+                let mut socks = vec![first];
+                for ns in self.hosts.iter().skip(1) {
+                    match in_ns(Some(ns), || bind(port))? {
+                        Ok(s) => socks.push(s),
+                        Err(e) => {
+                            last = format!("port {port}: {e}");
+                            break;
+                        }
+                    }
+                }
+                if socks.len() == self.hosts.len().max(1) {
+                    self.trigger = socks;
+                    return Ok(port);
+                }
+            }
+            Err(format!("no trigger port free on every host ({last})"))
+        }
+
         /// Fills the maps for job `job` whose ranks said HELLO with `peers` (in rank order; see
-        /// `fill_maps`), with a trigger port the system chooses (kept bound until the end), and
-        /// returns it and whether the leaders' communicator is filled.
+        /// `fill_maps`), with a trigger port free on every host, and returns it and whether the
+        /// leaders' communicator is filled.
         pub fn fill(&mut self, job: u64, peers: &[PeerEntry]) -> Result<(u16, bool), String> {
-            let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-                .map_err(|e| format!("binding a trigger port: {e}"))?;
-            let trigger = sock
-                .local_addr()
-                .map_err(|e| format!("binding a trigger port: {e}"))?
-                .port();
-            self.trigger = Some(sock);
-            let leaders = fill_maps(&mut self.path, job, peers, trigger, |_| None)?;
+            let trigger = self.reserve_trigger()?;
+            let macs = &self.macs;
+            let leaders = fill_maps(&mut self.path, job, peers, trigger, |p| {
+                macs.get(p.host_id as usize).copied()
+            })?;
             Ok((trigger, leaders))
         }
 
@@ -435,9 +497,9 @@ mod imp {
             self.path.counters().map_err(|e| chain(&e))
         }
 
-        /// Number of hosts the programs are attached on (this one).
+        /// Number of hosts the programs are attached on.
         pub fn host_count(&self) -> usize {
-            1
+            self.hosts.len().max(1)
         }
     }
 
@@ -749,6 +811,7 @@ mod imp {
 
 #[cfg(not(feature = "kernel"))]
 mod imp {
+    use std::os::fd::OwnedFd;
     use std::time::Duration;
 
     use boad_proto::PeerEntry;
@@ -798,7 +861,7 @@ mod imp {
 
     impl Setup {
         /// Always fails: the programs are not compiled in.
-        pub fn attach(_folds: &Folds) -> Result<Setup, String> {
+        pub fn attach(_hosts: Vec<OwnedFd>, _folds: &Folds) -> Result<Setup, String> {
             Err(NOT_COMPILED.into())
         }
 
@@ -844,11 +907,12 @@ pub fn stats_on(value: Option<&str>) -> bool {
 
 /// Whether a job across machines (`-H`, `--hostfile`) sets up the kernel path on its hosts: with
 /// `--transport kernel`, and with `auto` when it has several hosts (on one host the ranks use
-/// shared memory, and loading the programs costs seconds of verifier time). boadrun and every
-/// agent decide by this one rule (an agent knows there are several hosts when its ranks are not
-/// all of the job's).
+/// shared memory, and loading the programs costs seconds of verifier time; a build without the
+/// programs says so for `kernel` only, not on every `auto` job). boadrun and every agent decide by
+/// this one rule (an agent knows there are several hosts when its ranks are not all of the job's).
 pub fn across_hosts(transport: TransportKind, several_hosts: bool) -> bool {
-    transport == TransportKind::Kernel || (transport == TransportKind::Auto && several_hosts)
+    transport == TransportKind::Kernel
+        || (transport == TransportKind::Auto && several_hosts && cfg!(feature = "kernel"))
 }
 
 #[cfg(test)]

@@ -130,7 +130,8 @@ struct Args {
     /// port the system chooses) [default: the address this machine routes to each host from].
     #[arg(long, value_name = "ADDR")]
     rendezvous_addr: Option<IpAddr>,
-    /// With -H or --hostfile, how long each host's agent has to start and join, in seconds.
+    /// With -H, --hostfile or --hosts, how long each host's agent has to start and join (with -H,
+    /// for the kernel path, to load and attach the programs too), in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     launch_timeout: u64,
@@ -163,8 +164,9 @@ struct Args {
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     timeout: Option<u64>,
     /// Run the ranks on a virtual cluster of H hosts: network namespaces joined by veth pairs and a
-    /// bridge (host h is 198.18.0.(h+1)), ranks placed in contiguous blocks. Needs root; everything
-    /// is removed when boadrun exits, even by SIGKILL. Overrides --bind.
+    /// bridge (host h is 198.18.0.(h+1)), ranks placed in contiguous blocks, each host's ranks
+    /// started by a boadrun agent inside its namespace as on real machines (-H). Needs root;
+    /// everything is removed when boadrun exits, even by SIGKILL. Overrides --bind.
     #[arg(long, value_name = "H", value_parser = clap::value_parser!(u32).range(1..=cluster::MAX_HOSTS as i64))]
     hosts: Option<u32>,
     /// With --hosts: drop PERCENT of the boad datagrams each host sends (0.01..99.99), on the wire
@@ -442,7 +444,7 @@ fn start_local(
     // a job on one host does not set up the kernel path: its ranks use shared memory, and loading
     // the programs costs seconds of verifier time.
     if args.transport.0 == TransportKind::Kernel {
-        match kernel::Folds::from_env().and_then(|folds| Setup::attach(&folds)) {
+        match kernel::Folds::from_env().and_then(|folds| Setup::attach(Vec::new(), &folds)) {
             Ok(setup) => *lock(kernel) = Some(setup),
             Err(why) => return Err(Error::Kernel(why)),
         }
@@ -546,10 +548,12 @@ fn run(args: &Args) -> Result<i32, Error> {
     }
     let grace = Duration::from_millis(args.kill_grace_ms);
     let transport = args.transport.0;
-    // A job across machines: whether its hosts' agents set up the kernel path.
-    let across = plan
-        .as_ref()
-        .is_some_and(|(_, hosts)| kernel::across_hosts(transport, hosts.len() > 1));
+    // A job across machines: whether its hosts' agents set up the kernel path (on a virtual
+    // cluster boadrun does).
+    let across = args.hosts.is_none()
+        && plan
+            .as_ref()
+            .is_some_and(|(_, hosts)| kernel::across_hosts(transport, hosts.len() > 1));
     let link = Arc::new(remote::KernelLink::default());
 
     // One connection per rank: boadrun keeps one end, the rank (or, on another host, the relay to
@@ -619,6 +623,23 @@ fn run(args: &Args) -> Result<i32, Error> {
                     janitor.watch_file(&boad_proto::shm::segment_path(job, host));
                 }
                 cluster_shm = Some(ShmCleanup { job, hosts: h });
+                // The kernel path: loaded once, attached in every host's namespace before any
+                // agent starts its ranks (see kernel.rs), with `auto` as with `kernel`.
+                let transport = args.transport.0;
+                if transport == TransportKind::Kernel
+                    || (transport.wants_kernel() && cfg!(feature = "kernel"))
+                {
+                    let attached = c.netns_handles().map_err(|e| e.to_string()).and_then(|ns| {
+                        kernel::Folds::from_env().and_then(|folds| Setup::attach(ns, &folds))
+                    });
+                    match attached {
+                        Ok(setup) => *lock(&kernel) = Some(setup),
+                        Err(why) if transport == TransportKind::Kernel => {
+                            return Err(Error::Kernel(why))
+                        }
+                        Err(why) => fallback(&why),
+                    }
+                }
                 hosts_in = Some(remote::Namespaces {
                     netns: c.hosts.iter().map(cluster::Host::netns_fd).collect(),
                     listener: c.head_listener()?,
@@ -864,6 +885,7 @@ fn run(args: &Args) -> Result<i32, Error> {
             break;
         }
     }
+    // Detach before the cluster's namespaces go.
     if let Some(setup) = lock(&kernel).take() {
         if kernel::stats_wanted() {
             kernel::print_stats(&setup);

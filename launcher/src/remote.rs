@@ -1,14 +1,17 @@
-//! boadrun's side of a multi-host job (`-H`, `--hostfile`): one agent per host, started through
-//! the launch agent (`ssh` by default), a TCP rendezvous the agents connect to, and what they report.
+//! boadrun's side of a multi-host job (`-H`, `--hostfile`, and the virtual cluster of `--hosts`):
+//! one agent per host, started through the launch agent (`ssh` by default), a TCP rendezvous the
+//! agents connect to, and what they report.
 //!
 //! For each host boadrun runs `LAUNCH-AGENT [ssh options] HOST AGENT-PATH --agent` (a host named
-//! `localhost`, `127.0.0.1` or `::1` runs `boadrun --agent` directly, without the launch agent) and
-//! writes the agent its part of the job on its standard input (`control`), including the job's
-//! secret: it never appears on a command line. The agents connect to a TCP listener of boadrun's
-//! (port chosen by the system, on the address this machine routes to each host from, or
-//! `--rendezvous-addr`), prove they know the secret (`auth`, mutual challenge-response), and then
-//! carry their ranks' rendezvous connections (`relay`) to the same rendezvous server a job on one
-//! machine uses, which sees one socket per rank either way.
+//! `localhost`, `127.0.0.1` or `::1` runs `boadrun --agent` directly, without the launch agent; a
+//! host of a virtual cluster runs this boadrun as its agent inside the host's network namespace,
+//! [`Namespaces`]) and writes the agent its part of the job on its standard input (`control`),
+//! including the job's secret: it never appears on a command line. The agents connect to a TCP
+//! listener of boadrun's (port chosen by the system, on the address this machine routes to each
+//! host from, or `--rendezvous-addr`; for a virtual cluster, the listener the cluster opened on its
+//! bridge), prove they know the secret (`auth`, mutual challenge-response), and then carry their
+//! ranks' rendezvous connections (`relay`) to the same rendezvous server a job on one machine uses,
+//! which sees one socket per rank either way.
 //!
 //! Contract: every launch-agent process is in its own process group and dies with boadrun
 //! (PR_SET_PDEATHSIG), and with it the agent's input, which ends that host's ranks. An agent that
@@ -440,6 +443,7 @@ impl Remote {
                     .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
                     .collect(),
                 cwd: cwd.clone(),
+                kernel_by_launcher: hosts_in.is_some(),
             };
             let netns = hosts_in.as_ref().and_then(|ns| ns.netns.get(host).copied());
             let started = launch(host, h, &spec, opts, netns, &tx, link);
