@@ -10,9 +10,10 @@
 //! member's MAC the next hop towards its host.
 //!
 //! A virtual cluster's hosts are reached through agents like real machines, but its kernel path
-//! is boadrun's: the verifier runs of a load (seconds each, and serialized by the kernel) would
-//! be paid once per host on one machine's cores, so boadrun loads the programs once, attaches them
-//! in every host's namespace and tells the agents not to (`AgentSpec::kernel_by_launcher`).
+//! is boadrun's: the verifier's seconds of CPU per load would be paid once per host on one
+//! machine's cores (3- and 4-host jobs then missed the agents' launch timeout), so boadrun loads
+//! the programs once, attaches them in every host's namespace and tells the agents not to
+//! (`AgentSpec::kernel_by_launcher`).
 //!
 //! Everything attached is a BPF link (XDP link, TCX link) held by a descriptor of the process that
 //! attached it (boadrun or the agent; close-on-exec, so no rank inherits one) and nothing is pinned:
