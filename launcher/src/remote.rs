@@ -392,18 +392,28 @@ impl Remote {
         }
         plain_word("--agent-path", &opts.agent_path)?;
         let secret = Secret::random().map_err(|e| Error::Usage(e.to_string()))?;
-        let (listener, rendezvous) = match &hosts_in {
-            Some(ns) => {
-                let at = ns
-                    .listener
-                    .try_clone()
-                    .and_then(|l| l.local_addr().map(|a| (l, a)))
+        let in_namespaces = hosts_in.is_some();
+        let (listener, rendezvous, netns) = match hosts_in {
+            Some(Namespaces { netns, listener }) => {
+                let at = listener
+                    .local_addr()
                     .map_err(Error::setup("cannot read the rendezvous address"))?;
-                let every = vec![RendezvousAt::Addr(at.1); plan.len()];
-                (at.0, every)
+                let every = vec![RendezvousAt::Addr(at); plan.len()];
+                (listener, every, netns)
             }
-            None => listen(plan, opts)?,
+            None => {
+                let (listener, at) = listen(plan, opts)?;
+                (listener, at, Vec::new())
+            }
         };
+        if in_namespaces && netns.len() != plan.len() {
+            // Never the launch agent for a namespace host: each must have its namespace.
+            return Err(Error::Usage(format!(
+                "{} namespaces for {} hosts",
+                netns.len(),
+                plan.len()
+            )));
+        }
         // Each host's rank ends, taken by the first connection that proves the secret as its agent.
         let mut ends: Vec<Option<RankEnd>> = rank_ends
             .into_iter()
@@ -443,10 +453,9 @@ impl Remote {
                     .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
                     .collect(),
                 cwd: cwd.clone(),
-                kernel_by_launcher: hosts_in.is_some(),
+                kernel_by_launcher: in_namespaces,
             };
-            let netns = hosts_in.as_ref().and_then(|ns| ns.netns.get(host).copied());
-            let started = launch(host, h, &spec, opts, netns, &tx, link);
+            let started = launch(host, h, &spec, opts, netns.get(host).copied(), &tx, link);
             match started {
                 Ok(agent) => {
                     if let Some(k) = link.lock().get_mut(host) {
