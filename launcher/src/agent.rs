@@ -1,15 +1,17 @@
 //! `boadrun --agent`: the part of a multi-host job that runs on each host.
 //!
-//! boadrun starts one agent per host through the launch agent (`ssh HOST boadrun --agent`) and
-//! writes it the job on its standard input ([`AgentSpec`]). The agent checks that it runs the same
+//! boadrun starts one agent per host through the launch agent (`ssh HOST boadrun --agent`; on a
+//! virtual cluster, `--hosts`, itself inside the host's network namespace) and writes it the job on
+//! its standard input ([`AgentSpec`]). The agent checks that it runs the same
 //! boad, connects to boadrun's rendezvous over TCP and proves it knows the job's secret (`auth`),
 //! starts its host's ranks exactly as boadrun does on one machine (own process groups, killed if the
 //! agent dies, a janitor for what they leave running), and then relays: the ranks' rendezvous
 //! connections over the TCP connection (`relay`), their output lines, exits and the agent's own
 //! failures as control lines on its standard output, signals from its standard input.
 //!
-//! Kernel path: when the job's transport wants it ([`kernel::across_hosts`]), the agent loads and
-//! attaches the programs itself before its ranks start ([`kernel::HostSetup`]) and says how that
+//! Kernel path: when the job's transport wants it ([`kernel::across_hosts`]) and boadrun did not
+//! attach it on this host itself (a virtual cluster's host, `AgentSpec::kernel_by_launcher`), the
+//! agent loads and attaches the programs itself before its ranks start ([`kernel::HostSetup`]) and says how that
 //! went (`KERNEL ok IFNAME` / `KERNEL no REASON`) before `READY`; once every rank said HELLO
 //! boadrun sends it the job table (`KPEER` lines, `KFILL`), it fills the maps and answers
 //! (`FILLED`); with `BOAD_STATS` it reports the programs' counters (`KSTATS`) when its ranks have
@@ -113,7 +115,7 @@ fn attach_kernel(spec: &AgentSpec, bind: IpAddr) -> Option<HostSetup> {
     let transport = spec_var(spec, boad_proto::env::TRANSPORT)
         .and_then(|t| t.parse::<TransportKind>().ok())
         .unwrap_or(TransportKind::Auto);
-    if !kernel::across_hosts(transport, spec.ranks.len() < spec.size) {
+    if spec.kernel_by_launcher || !kernel::across_hosts(transport, spec.ranks.len() < spec.size) {
         return None;
     }
     let folds = spec_var(spec, kernel::ENV_FOLDS).map_or_else(|| Ok(Folds::all()), Folds::parse);
@@ -228,7 +230,6 @@ fn run() -> Result<i32, String> {
             local_rank,
             local_size,
             bind,
-            netns: None,
         };
         let spawned = spawn_rank(
             &launch,
@@ -293,6 +294,7 @@ fn run() -> Result<i32, String> {
                 say(&FromAgent::Exit {
                     rank: *rank,
                     code: exit_code(status),
+                    pid: child.id(),
                     how: describe(status),
                 });
             }

@@ -1,6 +1,14 @@
 //! A virtual cluster on one machine: `boadrun --hosts H` runs the ranks on H hosts, each a network
 //! namespace with one interface (`eth0`, 198.18.0.(h+1)/24, the benchmarking range of RFC 2544),
-//! joined by veth pairs to a bridge that lives in a namespace of its own.
+//! joined by veth pairs to a bridge that lives in a namespace of its own, where the bridge has
+//! [`HEAD_IP`] (198.18.0.254).
+//!
+//! This module only builds the network. The job on it runs through the machinery of a job across
+//! machines (`remote`, `agent`): each host is reached by starting `boadrun --agent` inside its
+//! namespace ([`Host::netns_fd`], entered between fork and exec), and the agents join boadrun's
+//! TCP rendezvous on a listener in the bridge's namespace ([`Cluster::head_listener`]) and start
+//! their host's ranks, exactly as on real machines. The kernel path is the exception: boadrun loads
+//! it once and attaches it in every host's namespace ([`Cluster::netns_handles`]; see `kernel`).
 //!
 //! Contract: nothing outside the cluster's own namespaces changes (no interface, address or route of
 //! the machine's own namespace), and every namespace is anonymous, held only by a keeper process that
@@ -16,7 +24,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, TcpListener};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -26,10 +34,12 @@ use crate::error::Error;
 /// Most hosts a virtual cluster can have (one /24).
 pub const MAX_HOSTS: usize = 250;
 
+/// The bridge's address in its own namespace: where boadrun's rendezvous listens for the hosts'
+/// agents (above every host's address).
+pub const HEAD_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
+
 /// One host of the cluster.
 pub struct Host {
-    /// Its address on `eth0`.
-    pub ip: Ipv4Addr,
     /// Its network namespace, to `setns` into.
     netns: File,
 }
@@ -213,8 +223,9 @@ impl Cluster {
                 keepers.push(keeper()?);
             }
             let switch = keepers[0].id();
-            let mut script =
-                String::from("link set lo up\nlink add br0 type bridge\nlink set br0 up\n");
+            let mut script = format!(
+                "link set lo up\nlink add br0 type bridge\nlink set br0 up\naddr add {HEAD_IP}/24 dev br0\n"
+            );
             for (h, k) in keepers[1..].iter().enumerate() {
                 script += &format!(
                     "link add h{h} type veth peer name eth0 netns {}\nlink set h{h} master br0\nlink set h{h} up\n",
@@ -224,7 +235,7 @@ impl Cluster {
             ip_batch(switch, &script)?;
             let mut hosts = Vec::with_capacity(n);
             for (h, k) in keepers[1..].iter().enumerate() {
-                let ip = Ipv4Addr::new(198, 18, 0, h as u8 + 1);
+                let ip = host_ip(h);
                 ip_batch(
                     k.id(),
                     &format!("link set lo up\naddr add {ip}/24 dev eth0\nlink set eth0 up\n"),
@@ -239,7 +250,7 @@ impl Cluster {
                     .status();
                 let netns = File::open(format!("/proc/{}/ns/net", k.id()))
                     .map_err(cluster_err("cannot open a host's namespace"))?;
-                hosts.push(Host { ip, netns });
+                hosts.push(Host { netns });
             }
             Ok(hosts)
         })();
@@ -269,6 +280,32 @@ impl Cluster {
                     .map_err(cluster_err("cannot duplicate a namespace descriptor"))
             })
             .collect()
+    }
+
+    /// A TCP listener on [`HEAD_IP`] (a port the system chooses) in the bridge's namespace, which
+    /// every host reaches over its `eth0`: where the hosts' agents find boadrun's rendezvous. The
+    /// socket is made by a thread that enters that namespace and ends; boadrun's own namespace is
+    /// not touched.
+    pub fn head_listener(&self) -> Result<TcpListener, Error> {
+        let switch = File::open(format!("/proc/{}/ns/net", self.keepers[0].id()))
+            .map_err(cluster_err("cannot open the bridge's namespace"))?;
+        let made = std::thread::spawn(move || -> std::io::Result<TcpListener> {
+            // SAFETY: setns moves only the calling thread (this one, which ends right after) into
+            // the namespace `switch` refers to; it touches no memory of ours.
+            if unsafe { libc::setns(switch.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            TcpListener::bind((HEAD_IP, 0))
+        })
+        .join()
+        .map_err(|_| {
+            cluster_err("the thread opening the rendezvous listener panicked")(
+                std::io::Error::other("panic"),
+            )
+        })?;
+        made.map_err(cluster_err(format!(
+            "cannot listen for the hosts' agents on {HEAD_IP}"
+        )))
     }
 }
 
@@ -306,6 +343,11 @@ impl Drop for Cluster {
             let _ = k.wait();
         }
     }
+}
+
+/// The address of host `h` (below [`MAX_HOSTS`]) on its `eth0`: 198.18.0.(h+1).
+pub fn host_ip(h: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, (h % MAX_HOSTS) as u8 + 1)
 }
 
 /// Which host rank `rank` of `size` runs on with `hosts` hosts: contiguous blocks, sizes differing

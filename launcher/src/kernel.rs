@@ -4,9 +4,16 @@
 //!
 //! Two owners share one attach rule ([`attach_here`](imp)) and one fill rule (`fill_maps`):
 //! [`Setup`], boadrun's own for a job on this machine (`lo`) or on a `--hosts` virtual cluster
-//! (`lo` and `eth0` of every namespace), and [`HostSetup`], the one each host's agent makes for a
-//! job across machines (`-H`, `--hostfile`): `lo` and the interface that holds the address the
-//! host reaches boadrun from, with each member's MAC the next hop towards its host.
+//! (`lo` and `eth0` of every host's namespace, one load for all hosts: see below), and
+//! [`HostSetup`], the one each host's agent makes for a job across machines (`-H`, `--hostfile`):
+//! `lo` and the interface that holds the address the host reaches boadrun from, with each
+//! member's MAC the next hop towards its host.
+//!
+//! A virtual cluster's hosts are reached through agents like real machines, but its kernel path
+//! is boadrun's: the verifier's seconds of CPU per load would be paid once per host on one
+//! machine's cores (3- and 4-host jobs then missed the agents' launch timeout), so boadrun loads
+//! the programs once, attaches them in every host's namespace and tells the agents not to
+//! (`AgentSpec::kernel_by_launcher`).
 //!
 //! Everything attached is a BPF link (XDP link, TCX link) held by a descriptor of the process that
 //! attached it (boadrun or the agent; close-on-exec, so no rank inherits one) and nothing is pinned:
@@ -898,11 +905,12 @@ pub fn stats_on(value: Option<&str>) -> bool {
 
 /// Whether a job across machines (`-H`, `--hostfile`) sets up the kernel path on its hosts: with
 /// `--transport kernel`, and with `auto` when it has several hosts (on one host the ranks use
-/// shared memory, and loading the programs costs seconds of verifier time). boadrun and every
-/// agent decide by this one rule (an agent knows there are several hosts when its ranks are not
-/// all of the job's).
+/// shared memory, and loading the programs costs seconds of verifier time; a build without the
+/// programs says so for `kernel` only, not on every `auto` job). boadrun and every agent decide by
+/// this one rule (an agent knows there are several hosts when its ranks are not all of the job's).
 pub fn across_hosts(transport: TransportKind, several_hosts: bool) -> bool {
-    transport == TransportKind::Kernel || (transport == TransportKind::Auto && several_hosts)
+    transport == TransportKind::Kernel
+        || (transport == TransportKind::Auto && several_hosts && cfg!(feature = "kernel"))
 }
 
 #[cfg(test)]

@@ -130,7 +130,8 @@ struct Args {
     /// port the system chooses) [default: the address this machine routes to each host from].
     #[arg(long, value_name = "ADDR")]
     rendezvous_addr: Option<IpAddr>,
-    /// With -H or --hostfile, how long each host's agent has to start and join, in seconds.
+    /// With -H, --hostfile or --hosts, how long each host's agent has to start and join (with -H,
+    /// for the kernel path, to load and attach the programs too), in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     launch_timeout: u64,
@@ -163,8 +164,9 @@ struct Args {
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     timeout: Option<u64>,
     /// Run the ranks on a virtual cluster of H hosts: network namespaces joined by veth pairs and a
-    /// bridge (host h is 198.18.0.(h+1)), ranks placed in contiguous blocks. Needs root; everything
-    /// is removed when boadrun exits, even by SIGKILL. Overrides --bind.
+    /// bridge (host h is 198.18.0.(h+1)), ranks placed in contiguous blocks, each host's ranks
+    /// started by a boadrun agent inside its namespace as on real machines (-H). Needs root;
+    /// everything is removed when boadrun exits, even by SIGKILL. Overrides --bind.
     #[arg(long, value_name = "H", value_parser = clap::value_parser!(u32).range(1..=cluster::MAX_HOSTS as i64))]
     hosts: Option<u32>,
     /// With --hosts: drop PERCENT of the boad datagrams each host sends (0.01..99.99), on the wire
@@ -422,12 +424,11 @@ fn forwarded_env() -> Vec<(OsString, OsString)> {
 /// The ranks of a job on this machine, started.
 struct Local {
     groups: Vec<janitor::Group>,
-    cluster: Option<cluster::Cluster>,
     _shm: ShmCleanup,
 }
 
-/// Starts the ranks of a job on this machine (with `--hosts`, on a virtual cluster), `theirs[r]`
-/// being rank r's end of its rendezvous connection.
+/// Starts the ranks of a job on this machine, `theirs[r]` being rank r's end of its rendezvous
+/// connection.
 #[allow(clippy::too_many_arguments)]
 fn start_local(
     args: &Args,
@@ -439,75 +440,35 @@ fn start_local(
     launch: &Launch<'_>,
     done_tx: &mpsc::Sender<()>,
 ) -> Result<(Vec<Rank>, Local), Error> {
-    let hosts = args.hosts.map_or(1, |h| h as usize);
-    if hosts > size {
-        return Err(Error::Usage(format!(
-            "--hosts {hosts} needs at least as many ranks (-n {size})"
-        )));
-    }
-    if args.wire_loss.is_some() {
-        cluster::WireLoss::check_nft()?;
-    }
-    let cluster = match args.hosts {
-        Some(h) => Some(cluster::Cluster::create(h as usize)?),
-        None => None,
-    };
-    match (args.wire_loss, &cluster) {
-        (Some(loss), Some(c)) => c.add_wire_loss(loss)?,
-        (Some(_), None) => return Err(Error::Usage("--wire-loss needs --hosts".into())),
-        (None, _) => {}
-    }
-    // A build without the programs says so for `--transport kernel` (and `--check`), not on every
-    // `auto` job.
-    // With `auto` the kernel path is set up only for a job over several hosts: on one host the
-    // ranks use shared memory, and loading the programs costs seconds of verifier time.
-    let transport = args.transport.0;
-    if transport == TransportKind::Kernel
-        || (transport.wants_kernel() && cfg!(feature = "kernel") && cluster.is_some())
-    {
-        let netns = match &cluster {
-            Some(c) => c.netns_handles()?,
-            None => Vec::new(),
-        };
-        match kernel::Folds::from_env().and_then(|folds| Setup::attach(netns, &folds)) {
+    // A build without the programs says so for `--transport kernel` (and `--check`); with `auto`
+    // a job on one host does not set up the kernel path: its ranks use shared memory, and loading
+    // the programs costs seconds of verifier time.
+    if args.transport.0 == TransportKind::Kernel {
+        match kernel::Folds::from_env().and_then(|folds| Setup::attach(Vec::new(), &folds)) {
             Ok(setup) => *lock(kernel) = Some(setup),
-            Err(why) if transport == TransportKind::Kernel => return Err(Error::Kernel(why)),
-            Err(why) => fallback(&why),
+            Err(why) => return Err(Error::Kernel(why)),
         }
     }
-    let kernel_on_lo = cluster.is_none() && lock(kernel).is_some() && args.bind.is_loopback();
+    let kernel_on_lo = lock(kernel).is_some() && args.bind.is_loopback();
     let placements: Vec<Placement> = (0..size)
-        .map(|r| {
-            let h = cluster::host_of(r, size, hosts);
-            let first = (0..size).position(|q| cluster::host_of(q, size, hosts) == h);
-            let local_size = (0..size)
-                .filter(|&q| cluster::host_of(q, size, hosts) == h)
-                .count();
-            Placement {
-                host_id: h,
-                local_rank: r - first.unwrap_or(r),
-                local_size,
-                bind: match &cluster {
-                    Some(c) => IpAddr::V4(c.hosts[h].ip),
-                    // Kernel path on `lo`: one loopback address per rank, so TC sees every
-                    // clone as going to another address (same-address clones would need
-                    // `accept_local` on the machine's own `lo`).
-                    None if kernel_on_lo && r < 250 => IpAddr::from([127, 77, 0, r as u8 + 1]),
-                    None => args.bind,
-                },
-                netns: cluster.as_ref().map(|c| c.hosts[h].netns_fd()),
-            }
+        .map(|r| Placement {
+            host_id: 0,
+            local_rank: r,
+            local_size: size,
+            bind: if kernel_on_lo && r < 250 {
+                // Kernel path on `lo`: one loopback address per rank, so TC sees every clone as
+                // going to another address (same-address clones would need `accept_local` on the
+                // machine's own `lo`).
+                IpAddr::from([127, 77, 0, r as u8 + 1])
+            } else {
+                args.bind
+            },
         })
         .collect();
     // Removes the job's shared-memory segment if the ranks did not (they unlink it once all mapped
     // it, so it is left only when a rank died before that), whatever way this function returns.
-    let shm = ShmCleanup {
-        job,
-        hosts: hosts as u32,
-    };
-    for host in 0..hosts as u32 {
-        janitor.watch_file(&boad_proto::shm::segment_path(job, host));
-    }
+    let shm = ShmCleanup { job, hosts: 1 };
+    janitor.watch_file(&boad_proto::shm::segment_path(job, 0));
     let mut ranks: Vec<Rank> = Vec::with_capacity(size);
     let mut groups = Vec::with_capacity(size);
     for (r, (place, conn)) in placements.iter().zip(theirs).enumerate() {
@@ -536,29 +497,47 @@ fn start_local(
             }
         }
     }
-    Ok((
-        ranks,
-        Local {
-            groups,
-            cluster,
-            _shm: shm,
-        },
-    ))
+    Ok((ranks, Local { groups, _shm: shm }))
+}
+
+/// The hosts of a `--hosts H` job of `size` ranks: host h of the virtual cluster, named by its
+/// address, runs the h-th contiguous block of ranks ([`cluster::host_of`]).
+fn cluster_plan(hosts: usize, size: usize) -> Result<Vec<remote::HostPlan>, Error> {
+    if hosts > size {
+        return Err(Error::Usage(format!(
+            "--hosts {hosts} needs at least as many ranks (-n {size})"
+        )));
+    }
+    Ok((0..hosts)
+        .map(|h| remote::HostPlan {
+            name: cluster::host_ip(h).to_string(),
+            ranks: (0..size)
+                .filter(|&r| cluster::host_of(r, size, hosts) == h)
+                .collect(),
+        })
+        .collect())
 }
 
 fn run(args: &Args) -> Result<i32, Error> {
     let Some((argv0, rest)) = args.command.split_first() else {
         return Err(Error::CommandNotFound(String::new()));
     };
-    let plan = host_plan(args)?;
+    let plan = match args.hosts {
+        Some(h) => {
+            let size = args.np.map_or(1, |n| n as usize);
+            Some((size, cluster_plan(h as usize, size)?))
+        }
+        None => host_plan(args)?,
+    };
     let size = match &plan {
         Some((size, _)) => *size,
         None => args.np.map_or(1, |n| n as usize),
     };
-    // On other hosts the agents find the program; here boadrun does, before anything starts.
-    let program = match plan {
-        Some(_) => None,
-        None => Some(program::resolve(
+    // On other hosts the agents find the program; on this machine (a virtual cluster's hosts
+    // too) boadrun does, before anything starts.
+    let program = match (&plan, args.hosts) {
+        (Some(_), None) => None,
+        _ => Some(program::resolve(
             argv0,
             std::env::var_os("PATH").as_deref(),
         )?),
@@ -569,10 +548,12 @@ fn run(args: &Args) -> Result<i32, Error> {
     }
     let grace = Duration::from_millis(args.kill_grace_ms);
     let transport = args.transport.0;
-    // A job across machines: whether its hosts' agents set up the kernel path.
-    let across = plan
-        .as_ref()
-        .is_some_and(|(_, hosts)| kernel::across_hosts(transport, hosts.len() > 1));
+    // A job across machines: whether its hosts' agents set up the kernel path (on a virtual
+    // cluster boadrun does).
+    let across = args.hosts.is_none()
+        && plan
+            .as_ref()
+            .is_some_and(|(_, hosts)| kernel::across_hosts(transport, hosts.len() > 1));
     let link = Arc::new(remote::KernelLink::default());
 
     // One connection per rank: boadrun keeps one end, the rank (or, on another host, the relay to
@@ -621,9 +602,50 @@ fn run(args: &Args) -> Result<i32, Error> {
     let (done_tx, done_rx) = mpsc::channel();
     let mut local = None;
     let mut remote = None;
+    // A virtual cluster and what it leaves in /dev/shm, kept until the job's end.
+    let mut cluster = None;
+    let mut cluster_shm = None;
     let mut ranks: Vec<Rank>;
     match (&plan, &program) {
         (Some((_, hosts)), _) => {
+            let mut hosts_in = None;
+            if let Some(h) = args.hosts {
+                if args.wire_loss.is_some() {
+                    cluster::WireLoss::check_nft()?;
+                }
+                let c = cluster::Cluster::create(h as usize)?;
+                if let Some(loss) = args.wire_loss {
+                    c.add_wire_loss(loss)?;
+                }
+                // The hosts share this machine's /dev/shm: what their ranks leave there goes
+                // with the job.
+                for host in 0..h {
+                    janitor.watch_file(&boad_proto::shm::segment_path(job, host));
+                }
+                cluster_shm = Some(ShmCleanup { job, hosts: h });
+                // The kernel path: loaded once, attached in every host's namespace before any
+                // agent starts its ranks (see kernel.rs), with `auto` as with `kernel`.
+                let transport = args.transport.0;
+                if transport == TransportKind::Kernel
+                    || (transport.wants_kernel() && cfg!(feature = "kernel"))
+                {
+                    let attached = c.netns_handles().map_err(|e| e.to_string()).and_then(|ns| {
+                        kernel::Folds::from_env().and_then(|folds| Setup::attach(ns, &folds))
+                    });
+                    match attached {
+                        Ok(setup) => *lock(&kernel) = Some(setup),
+                        Err(why) if transport == TransportKind::Kernel => {
+                            return Err(Error::Kernel(why))
+                        }
+                        Err(why) => fallback(&why),
+                    }
+                }
+                hosts_in = Some(remote::Namespaces {
+                    netns: c.hosts.iter().map(cluster::Host::netns_fd).collect(),
+                    listener: c.head_listener()?,
+                });
+                cluster = Some(c);
+            }
             let mut all_env: Vec<(OsString, OsString)> = forwarded_env();
             all_env.extend(
                 env.iter()
@@ -637,7 +659,7 @@ fn run(args: &Args) -> Result<i32, Error> {
                 env: all_env,
             };
             remote = Some(remote::Remote::start(
-                hosts, size, theirs, &prog, &opts, &link,
+                hosts, size, theirs, &prog, &opts, hosts_in, &link,
             )?);
             ranks = (0..size)
                 .map(|_| Rank {
@@ -715,9 +737,14 @@ fn run(args: &Args) -> Result<i32, Error> {
             wait = Duration::from_millis(20);
             for ev in rem.poll(POLL - wait) {
                 match ev {
-                    remote::Event::Exit { rank, code, how } => {
+                    remote::Event::Exit {
+                        rank,
+                        code,
+                        pid,
+                        how,
+                    } => {
                         let host = rem.host_of(rank).map_or("?", |h| rem.name(h));
-                        exits.push((rank, code, format!("on {host}"), how));
+                        exits.push((rank, code, format!("pid {pid} on {host}"), how));
                     }
                     remote::Event::Fail { host, why } => {
                         eprintln!("boadrun: host {}: {why}", rem.name(host));
@@ -841,17 +868,13 @@ fn run(args: &Args) -> Result<i32, Error> {
             eprintln!("{}", kernel::stats_line(&sum, per_host.len()));
         }
     }
-    let cluster = match local {
-        Some(l) => {
-            // What the ranks left running in their process groups ends with the job.
-            let left = janitor::end_groups(&l.groups, TERM_TO_KILL);
-            if left > 0 {
-                eprintln!("boadrun: ended {left} process(es) the ranks left running");
-            }
-            Some((l.cluster, l._shm))
+    if let Some(l) = &local {
+        // What the ranks left running in their process groups ends with the job.
+        let left = janitor::end_groups(&l.groups, TERM_TO_KILL);
+        if left > 0 {
+            eprintln!("boadrun: ended {left} process(es) the ranks left running");
         }
-        None => None,
-    };
+    }
     // Let the forwarding threads finish writing what the ranks left in their pipes.
     let until = Instant::now() + DRAIN;
     for _ in 0..2 * size {
@@ -868,7 +891,7 @@ fn run(args: &Args) -> Result<i32, Error> {
             kernel::print_stats(&setup);
         }
     }
-    if let Some((Some(c), _)) = &cluster {
+    if let Some(c) = &cluster {
         if let Some(loss) = args.wire_loss {
             if kernel::stats_wanted() {
                 match c.wire_loss_dropped() {
@@ -878,7 +901,9 @@ fn run(args: &Args) -> Result<i32, Error> {
             }
         }
     }
+    drop(local);
     drop(cluster);
+    drop(cluster_shm);
     janitor.finish();
     if server.failure().is_some() || host_failed {
         return Ok(125);

@@ -1,14 +1,17 @@
-//! boadrun's side of a multi-host job (`-H`, `--hostfile`): one agent per host, started through
-//! the launch agent (`ssh` by default), a TCP rendezvous the agents connect to, and what they report.
+//! boadrun's side of a multi-host job (`-H`, `--hostfile`, and the virtual cluster of `--hosts`):
+//! one agent per host, started through the launch agent (`ssh` by default), a TCP rendezvous the
+//! agents connect to, and what they report.
 //!
 //! For each host boadrun runs `LAUNCH-AGENT [ssh options] HOST AGENT-PATH --agent` (a host named
-//! `localhost`, `127.0.0.1` or `::1` runs `boadrun --agent` directly, without the launch agent) and
-//! writes the agent its part of the job on its standard input (`control`), including the job's
-//! secret: it never appears on a command line. The agents connect to a TCP listener of boadrun's
-//! (port chosen by the system, on the address this machine routes to each host from, or
-//! `--rendezvous-addr`), prove they know the secret (`auth`, mutual challenge-response), and then
-//! carry their ranks' rendezvous connections (`relay`) to the same rendezvous server a job on one
-//! machine uses, which sees one socket per rank either way.
+//! `localhost`, `127.0.0.1` or `::1` runs `boadrun --agent` directly, without the launch agent; a
+//! host of a virtual cluster runs this boadrun as its agent inside the host's network namespace,
+//! [`Namespaces`]) and writes the agent its part of the job on its standard input (`control`),
+//! including the job's secret: it never appears on a command line. The agents connect to a TCP
+//! listener of boadrun's (port chosen by the system, on the address this machine routes to each
+//! host from, or `--rendezvous-addr`; for a virtual cluster, the listener the cluster opened on its
+//! bridge), prove they know the secret (`auth`, mutual challenge-response), and then carry their
+//! ranks' rendezvous connections (`relay`) to the same rendezvous server a job on one machine uses,
+//! which sees one socket per rank either way.
 //!
 //! Contract: every launch-agent process is in its own process group and dies with boadrun
 //! (PR_SET_PDEATHSIG), and with it the agent's input, which ends that host's ranks. An agent that
@@ -26,6 +29,7 @@ use std::io::{BufReader, Read, Write};
 use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket,
 };
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -77,6 +81,17 @@ pub struct Options {
     pub launch_timeout: Duration,
 }
 
+/// Hosts that are network namespaces of this machine (the virtual cluster of `--hosts`), and the
+/// rendezvous listener boadrun opened where every one of them reaches it.
+pub struct Namespaces {
+    /// A descriptor of each host's network namespace, in host order, open while the job starts:
+    /// the host's agent is started in it (boadrun itself as the launch agent).
+    pub netns: Vec<RawFd>,
+    /// The rendezvous listener, in a namespace every host reaches (its address is where the agents
+    /// connect).
+    pub listener: TcpListener,
+}
+
 /// What every host's ranks run.
 pub struct Program {
     /// The program as the user wrote it.
@@ -96,6 +111,8 @@ pub enum Event {
         rank: usize,
         /// Its status, or 128 + signal.
         code: i32,
+        /// Its process id on its host.
+        pid: u32,
         /// How, in words.
         how: String,
     },
@@ -303,6 +320,53 @@ fn plain_word(what: &str, w: &str) -> Result<(), Error> {
     }
 }
 
+/// The rendezvous listener for the named hosts of `plan` and where each host's agent finds it: on
+/// `--rendezvous-addr`, or on the address this machine routes to the hosts from (loopback when
+/// every host is this machine), a port the system chooses.
+fn listen(plan: &[HostPlan], opts: &Options) -> Result<(TcpListener, Vec<RendezvousAt>), Error> {
+    let sources: Vec<Option<IpAddr>> = plan.iter().map(|h| route_source(&h.name)).collect();
+    let routed = plan
+        .iter()
+        .zip(&sources)
+        .filter(|(h, _)| !is_local(&h.name))
+        .find_map(|(_, s)| s.filter(|ip| !ip.is_loopback()));
+    let bind_ip = match opts.rendezvous_addr {
+        Some(ip) => ip,
+        None if sources.iter().flatten().all(IpAddr::is_loopback) && routed.is_none() => {
+            if plan.iter().all(|h| is_local(&h.name)) {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            }
+        }
+        None if sources.iter().flatten().any(IpAddr::is_ipv6) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    let listener = TcpListener::bind((bind_ip, 0)).map_err(Error::setup(format!(
+        "cannot listen for agents on {bind_ip}"
+    )))?;
+    let port = listener
+        .local_addr()
+        .map_err(Error::setup("cannot read the rendezvous address"))?
+        .port();
+    let at = plan
+        .iter()
+        .zip(&sources)
+        .map(
+            |(h, source)| match (opts.rendezvous_addr, is_local(&h.name), source) {
+                (Some(ip), _, _) => RendezvousAt::Addr(SocketAddr::new(ip, port)),
+                (None, true, _) => RendezvousAt::Addr(SocketAddr::new(
+                    routed.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                    port,
+                )),
+                (None, false, Some(ip)) => RendezvousAt::Addr(SocketAddr::new(*ip, port)),
+                (None, false, None) => RendezvousAt::SshClient(port),
+            },
+        )
+        .collect();
+    Ok((listener, at))
+}
+
 impl Remote {
     /// Starts one agent per host of `plan` and the rendezvous listener; `rank_ends[r]` is the end
     /// of rank `r`'s rendezvous connection that stands for the rank (its partner is the server's).
@@ -313,6 +377,7 @@ impl Remote {
         rank_ends: Vec<UnixStream>,
         program: &Program,
         opts: &Options,
+        hosts_in: Option<Namespaces>,
         link: &Arc<KernelLink>,
     ) -> Result<Remote, Error> {
         *link.lock() = plan
@@ -327,34 +392,28 @@ impl Remote {
         }
         plain_word("--agent-path", &opts.agent_path)?;
         let secret = Secret::random().map_err(|e| Error::Usage(e.to_string()))?;
-        let sources: Vec<Option<IpAddr>> = plan.iter().map(|h| route_source(&h.name)).collect();
-        let routed = plan
-            .iter()
-            .zip(&sources)
-            .filter(|(h, _)| !is_local(&h.name))
-            .find_map(|(_, s)| s.filter(|ip| !ip.is_loopback()));
-        let bind_ip = match opts.rendezvous_addr {
-            Some(ip) => ip,
-            None if sources.iter().flatten().all(IpAddr::is_loopback) && routed.is_none() => {
-                if plan.iter().all(|h| is_local(&h.name)) {
-                    IpAddr::V4(Ipv4Addr::LOCALHOST)
-                } else {
-                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-                }
+        let in_namespaces = hosts_in.is_some();
+        let (listener, rendezvous, netns) = match hosts_in {
+            Some(Namespaces { netns, listener }) => {
+                let at = listener
+                    .local_addr()
+                    .map_err(Error::setup("cannot read the rendezvous address"))?;
+                let every = vec![RendezvousAt::Addr(at); plan.len()];
+                (listener, every, netns)
             }
-            None if sources.iter().flatten().any(IpAddr::is_ipv6) => {
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            None => {
+                let (listener, at) = listen(plan, opts)?;
+                (listener, at, Vec::new())
             }
-            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
-        let listener = TcpListener::bind((bind_ip, 0)).map_err(Error::setup(format!(
-            "cannot listen for agents on {bind_ip}"
-        )))?;
-        let port = listener
-            .local_addr()
-            .map_err(Error::setup("cannot read the rendezvous address"))?
-            .port();
-
+        if in_namespaces && netns.len() != plan.len() {
+            // Never the launch agent for a namespace host: each must have its namespace.
+            return Err(Error::Usage(format!(
+                "{} namespaces for {} hosts",
+                netns.len(),
+                plan.len()
+            )));
+        }
         // Each host's rank ends, taken by the first connection that proves the secret as its agent.
         let mut ends: Vec<Option<RankEnd>> = rank_ends
             .into_iter()
@@ -379,16 +438,7 @@ impl Remote {
             .ok()
             .map(|d| d.as_os_str().as_bytes().to_vec());
         let mut agents = Vec::with_capacity(plan.len());
-        for (host, (h, source)) in plan.iter().zip(&sources).enumerate() {
-            let rendezvous = match (opts.rendezvous_addr, is_local(&h.name), source) {
-                (Some(ip), _, _) => RendezvousAt::Addr(SocketAddr::new(ip, port)),
-                (None, true, _) => RendezvousAt::Addr(SocketAddr::new(
-                    routed.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-                    port,
-                )),
-                (None, false, Some(ip)) => RendezvousAt::Addr(SocketAddr::new(*ip, port)),
-                (None, false, None) => RendezvousAt::SshClient(port),
-            };
+        for (host, (h, rendezvous)) in plan.iter().zip(rendezvous).enumerate() {
             let spec = AgentSpec {
                 rendezvous,
                 secret: secret.to_hex(),
@@ -403,8 +453,9 @@ impl Remote {
                     .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
                     .collect(),
                 cwd: cwd.clone(),
+                kernel_by_launcher: in_namespaces,
             };
-            let started = launch(host, h, &spec, opts, &tx, link);
+            let started = launch(host, h, &spec, opts, netns.get(host).copied(), &tx, link);
             match started {
                 Ok(agent) => {
                     if let Some(k) = link.lock().get_mut(host) {
@@ -513,11 +564,24 @@ impl Remote {
     fn take(&mut self, msg: Msg, events: &mut Vec<Event>) {
         match msg {
             Msg::Line(host, FromAgent::Ready) => self.agents[host].ready = true,
-            Msg::Line(host, FromAgent::Exit { rank, code, how }) => {
+            Msg::Line(
+                host,
+                FromAgent::Exit {
+                    rank,
+                    code,
+                    pid,
+                    how,
+                },
+            ) => {
                 let a = &mut self.agents[host];
                 if a.ranks.contains(&rank) && !a.exited.contains(&rank) {
                     a.exited.push(rank);
-                    events.push(Event::Exit { rank, code, how });
+                    events.push(Event::Exit {
+                        rank,
+                        code,
+                        pid,
+                        how,
+                    });
                 } else {
                     events.push(Event::Fail {
                         host,
@@ -743,15 +807,23 @@ pub fn check_hosts(names: &[String], opts: &Options, transport: &str) -> Result<
 }
 
 /// Starts host `host`'s agent and the threads that read what it says.
+/// With `netns`, the host is that network namespace of this machine: its agent is this boadrun,
+/// started in it (entered between fork and exec, as a launch agent that enters the host would).
 fn launch(
     host: usize,
     h: &HostPlan,
     spec: &AgentSpec,
     opts: &Options,
+    netns: Option<RawFd>,
     tx: &Sender<Msg>,
     link: &Arc<KernelLink>,
 ) -> Result<Agent, Error> {
-    let mut cmd = remote_command(&h.name, opts)?;
+    let mut cmd = match netns {
+        Some(_) => Command::new(
+            std::env::current_exe().map_err(Error::setup("cannot find boadrun itself"))?,
+        ),
+        None => remote_command(&h.name, opts)?,
+    };
     cmd.arg(crate::agent::FLAG)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -759,8 +831,20 @@ fn launch(
         .process_group(0);
     let launcher = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (prctl, getppid, _exit); it allocates nothing and touches no lock.
-    unsafe { cmd.pre_exec(move || crate::spawn::die_with(launcher)) };
+    // functions (prctl, getppid, setns, _exit); it allocates nothing and touches no lock. `netns`
+    // is a descriptor the cluster keeps open while the job runs (close-on-exec, so the agent does
+    // not keep it).
+    unsafe {
+        cmd.pre_exec(move || {
+            crate::spawn::die_with(launcher)?;
+            if let Some(fd) = netns {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        })
+    };
     let mut child = cmd.spawn().map_err(|source| Error::Setup {
         what: format!(
             "cannot start the launch agent {:?} for host {}",

@@ -42,7 +42,7 @@ pub enum Output {
 
 /// Where one rank runs.
 pub struct Placement {
-    /// Host id (0 without a virtual cluster).
+    /// Host id in the job.
     pub host_id: usize,
     /// Rank among the ranks of its host.
     pub local_rank: usize,
@@ -50,8 +50,6 @@ pub struct Placement {
     pub local_size: usize,
     /// Address it binds its socket to.
     pub bind: std::net::IpAddr,
-    /// Network namespace to enter (a virtual cluster's host), or None for boadrun's own.
-    pub netns: Option<std::os::fd::RawFd>,
 }
 
 /// For a child between fork and exec: asks for SIGKILL when the process `launcher` (its parent)
@@ -125,19 +123,12 @@ pub fn spawn_rank(
         .stderr(Stdio::piped())
         .process_group(0);
     let launcher = std::process::id() as libc::pid_t;
-    let netns = place.netns;
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (prctl, getppid, setns, fcntl, _exit); it allocates nothing and touches no lock.
-    // `netns` is a descriptor the cluster keeps open until every rank has been started;
+    // functions (prctl, getppid, fcntl, _exit); it allocates nothing and touches no lock.
     // `rendezvous` is this rank's end of its connection, open until the rank has been started.
     unsafe {
         cmd.pre_exec(move || {
             die_with(launcher)?;
-            if let Some(fd) = netns {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
             // The rank's end of its rendezvous connection survives exec (every other descriptor
             // of boadrun's is close-on-exec).
             if libc::fcntl(rendezvous, libc::F_SETFD, 0) != 0 {

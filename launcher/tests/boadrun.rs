@@ -308,19 +308,40 @@ fn virtual_cluster_places_ranks_on_hosts() {
     if !root() {
         return;
     }
+    // Each rank's parent is its host's agent (`boadrun --agent`), as on real machines.
     let script = "echo rank=$BOAD_RANK host=$BOAD_HOST_ID local=$BOAD_LOCAL_RANK/$BOAD_LOCAL_SIZE \
-                  bind=$BOAD_BIND_ADDR if=$(ip -br -4 addr show eth0 | tr -s ' ' | cut -d' ' -f3)";
+                  bind=$BOAD_BIND_ADDR if=$(ip -br -4 addr show eth0 | tr -s ' ' | cut -d' ' -f3) \
+                  parent=$(tr '\\0' ' ' < /proc/$PPID/cmdline | cut -d' ' -f2)";
     let out = boadrun(&["--hosts", "3", "-n", "5", "sh", "-c", script]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         sorted_lines(&out.stdout),
         [
-            "rank=0 host=0 local=0/2 bind=198.18.0.1 if=198.18.0.1/24",
-            "rank=1 host=0 local=1/2 bind=198.18.0.1 if=198.18.0.1/24",
-            "rank=2 host=1 local=0/2 bind=198.18.0.2 if=198.18.0.2/24",
-            "rank=3 host=1 local=1/2 bind=198.18.0.2 if=198.18.0.2/24",
-            "rank=4 host=2 local=0/1 bind=198.18.0.3 if=198.18.0.3/24",
+            "rank=0 host=0 local=0/2 bind=198.18.0.1 if=198.18.0.1/24 parent=--agent",
+            "rank=1 host=0 local=1/2 bind=198.18.0.1 if=198.18.0.1/24 parent=--agent",
+            "rank=2 host=1 local=0/2 bind=198.18.0.2 if=198.18.0.2/24 parent=--agent",
+            "rank=3 host=1 local=1/2 bind=198.18.0.2 if=198.18.0.2/24 parent=--agent",
+            "rank=4 host=2 local=0/1 bind=198.18.0.3 if=198.18.0.3/24 parent=--agent",
         ]
+    );
+    // A rank's exit reported by its host's agent reads as one of boadrun's own, with the host.
+    let out = boadrun(&[
+        "--hosts",
+        "2",
+        "-n",
+        "2",
+        "sh",
+        "-c",
+        "echo $$; exit $((BOAD_RANK * 3))",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let pids = sorted_lines(&out.stdout);
+    assert_eq!(pids.len(), 2, "{out:?}");
+    assert!(
+        pids.iter().any(|p| text(&out.stderr).contains(&format!(
+            "boadrun: rank 1 (pid {p} on 198.18.0.2) exited with status 3"
+        ))),
+        "{out:?}"
     );
     // (That the hosts reach each other is shown by the collective tests on a cluster.)
     let out = boadrun(&["--hosts", "3", "-n", "2", "true"]);
@@ -398,21 +419,38 @@ fn virtual_cluster_is_gone_after_sigkill() {
         .expect("start boadrun");
     let boadrun_pid = child.id();
     // Wait until the three hosts and the switch exist, each held by a child of boadrun, and the
-    // three ranks run in the hosts.
+    // three hosts' agents (children of boadrun too) run one rank each in their host.
     let start = Instant::now();
     let ours: std::collections::BTreeSet<String> = loop {
-        let kids: Vec<Proc> = processes()
-            .into_iter()
+        let all = processes();
+        let kids: Vec<&Proc> = all
+            .iter()
             .filter(|p| p.ppid == boadrun_pid && p.netns != me)
             .collect();
         let spaces: std::collections::BTreeSet<String> =
             kids.iter().map(|p| p.netns.clone()).collect();
-        if (spaces.len() == 4 && kids.len() >= 4 + 3) || start.elapsed() > Duration::from_secs(10) {
+        // The ranks: children of boadrun's children, in their parent's namespace.
+        let ranks: Vec<&Proc> = all
+            .iter()
+            .filter(|p| {
+                kids.iter()
+                    .any(|k| k.pid == p.ppid && k.netns == p.netns && p.ppid != boadrun_pid)
+            })
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{}/cmdline", p.pid))
+                    .is_ok_and(|c| c.starts_with("sleep\0"))
+            })
+            .collect();
+        let rank_spaces: std::collections::BTreeSet<&String> =
+            ranks.iter().map(|p| &p.netns).collect();
+        if (spaces.len() == 4 && kids.len() >= 4 + 3 && ranks.len() >= 3)
+            || start.elapsed() > Duration::from_secs(10)
+        {
             assert_eq!(
-                (spaces.len(), kids.len()),
-                (4, 4 + 3),
+                (spaces.len(), kids.len(), ranks.len(), rank_spaces.len()),
+                (4, 4 + 3, 3, 3),
                 "boadrun's children outside our namespace: 4 keepers (3 hosts and the switch) \
-                 and 3 ranks: {kids:?}"
+                 and 3 agents, each agent's rank in its host: {kids:?} {ranks:?}"
             );
             break spaces;
         }

@@ -1,16 +1,18 @@
 //! The control channel between `boadrun` and the agent it starts on each host of a multi-host job
-//! (`-H`, `--hostfile`): the launch agent's (ssh's) standard input and output; and the frames of
-//! the relay that carries a host's rendezvous connections over its agent's TCP connection
-//! ([`relay_frame`]).
+//! (`-H`, `--hostfile`, and the namespace hosts of `--hosts`): the launch agent's (ssh's) standard
+//! input and output; and the frames of the relay that carries a host's rendezvous connections over
+//! its agent's TCP connection ([`relay_frame`]).
 //!
-//! boadrun writes the agent an [`AgentSpec`] (text lines, ended by `GO`), then, while the job runs,
-//! [`SIGNAL`](ToAgent::Signal) lines and, for the kernel path, the job table
+//! boadrun writes the agent an [`AgentSpec`] (text lines, ended by `GO`; `KERNEL-BY-LAUNCHER` when
+//! boadrun attached the kernel path on the agent's host itself, a virtual cluster's), then, while
+//! the job runs, [`SIGNAL`](ToAgent::Signal) lines and, for the kernel path, the job table
 //! ([`KPEER`](ToAgent::Peer) lines ended by [`KFILL`](ToAgent::Fill)) or [`KOFF`](ToAgent::KernelOff);
 //! closing the agent's input ends the job on that host (its ranks are killed). The agent answers
 //! with [`FromAgent`] lines: whether it attached the kernel path (`KERNEL`, before `READY`), `READY`
 //! once it has joined the rendezvous and started its ranks, whether it filled the kernel path's
-//! maps (`FILLED`), every line its ranks write (`OUT`/`ERR`), each rank's exit, the kernel
-//! counters at the end (`KSTATS`), or why it could not start (`FAIL`).
+//! maps (`FILLED`), every line its ranks write (`OUT`/`ERR`), each rank's exit (`EXIT`, with its
+//! status and process id), the kernel counters at the end (`KSTATS`), or why it could not start
+//! (`FAIL`).
 //!
 //! Contract: both directions are newline-framed and every decoder here is pure and bounded (line
 //! length, number of lines, sizes): a line that does not parse is an error naming it, never a panic.
@@ -25,7 +27,7 @@ use std::net::SocketAddr;
 use crate::lines::{Line, PeerEntry};
 
 /// Version of this protocol: an agent speaking another refuses to start.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 /// The boad version both sides must run.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Longest control line accepted (an argument or variable of up to 64 KiB, hex-encoded).
@@ -130,6 +132,9 @@ pub struct AgentSpec {
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
     /// Working directory to try (else the agent's own).
     pub cwd: Option<Vec<u8>>,
+    /// `KERNEL-BY-LAUNCHER`: boadrun itself attached the kernel path on this host (a host of a
+    /// virtual cluster, on boadrun's own machine), so the agent does not.
+    pub kernel_by_launcher: bool,
 }
 
 impl AgentSpec {
@@ -155,6 +160,9 @@ impl AgentSpec {
         if let Some(d) = &self.cwd {
             s += &format!("CWD {}\n", hex(d));
         }
+        if self.kernel_by_launcher {
+            s += "KERNEL-BY-LAUNCHER\n";
+        }
         s += "GO\n";
         s
     }
@@ -169,6 +177,7 @@ impl AgentSpec {
         let mut args = Vec::new();
         let mut env = Vec::new();
         let mut cwd = None;
+        let mut kernel_by_launcher = false;
         let mut first = true;
         for _ in 0..MAX_SPEC_LINES {
             let Some(line) = read_line(input)? else {
@@ -227,6 +236,7 @@ impl AgentSpec {
                     env.push((k, bytes(v)?));
                 }
                 ("CWD", [d]) => cwd = Some(bytes(d)?),
+                ("KERNEL-BY-LAUNCHER", []) => kernel_by_launcher = true,
                 ("GO", []) => {
                     let (host_id, size) = host.ok_or(ControlError::Incomplete("no HOST"))?;
                     let spec = AgentSpec {
@@ -239,6 +249,7 @@ impl AgentSpec {
                         args,
                         env,
                         cwd,
+                        kernel_by_launcher,
                     };
                     if spec.ranks.is_empty() {
                         return Err(ControlError::Incomplete("no RANK"));
@@ -386,6 +397,8 @@ pub enum FromAgent {
         rank: usize,
         /// Its status, or 128 + signal.
         code: i32,
+        /// Its process id on the agent's host.
+        pid: u32,
         /// How it ended, in words ("exited with status 3").
         how: String,
     },
@@ -412,9 +425,12 @@ impl FromAgent {
                 v.extend(line.iter().map(|&b| if b == b'\n' { b' ' } else { b }));
                 v
             }
-            FromAgent::Exit { rank, code, how } => {
-                format!("EXIT {rank} {code} {}", how.replace('\n', " ")).into_bytes()
-            }
+            FromAgent::Exit {
+                rank,
+                code,
+                pid,
+                how,
+            } => format!("EXIT {rank} {code} {pid} {}", how.replace('\n', " ")).into_bytes(),
             FromAgent::Fail(why) => format!("FAIL {}", why.replace('\n', " ")).into_bytes(),
             FromAgent::Kernel(Ok(iface)) => format!("KERNEL ok {iface}").into_bytes(),
             FromAgent::Kernel(Err(why)) => {
@@ -461,13 +477,18 @@ impl FromAgent {
             b"EXIT" => {
                 let (rank, more) = split(rest).ok_or_else(|| malformed(line, "bad rank"))?;
                 let text = String::from_utf8_lossy(&more);
-                let (code, how) = text.split_once(' ').unwrap_or((&text, ""));
+                let (code, more) = text.split_once(' ').unwrap_or((&text, ""));
                 let code = code
                     .parse::<i32>()
                     .map_err(|_| malformed(line, "bad exit code"))?;
+                let (pid, how) = more.split_once(' ').unwrap_or((more, ""));
+                let pid = pid
+                    .parse::<u32>()
+                    .map_err(|_| malformed(line, "bad process id"))?;
                 Ok(FromAgent::Exit {
                     rank,
                     code,
+                    pid,
                     how: how.to_string(),
                 })
             }
@@ -576,6 +597,7 @@ mod tests {
             args: vec![b"--x=1".to_vec(), b"\n\0\xff".to_vec(), Vec::new()],
             env: vec![(b"BOAD_JOB".to_vec(), b"0123".to_vec())],
             cwd: Some(b"/home/u/run".to_vec()),
+            kernel_by_launcher: false,
         }
     }
 
@@ -588,6 +610,7 @@ mod tests {
         let mut ssh = spec();
         ssh.rendezvous = RendezvousAt::SshClient(4242);
         ssh.cwd = None;
+        ssh.kernel_by_launcher = true;
         assert_eq!(
             AgentSpec::read(&mut ssh.encode().as_bytes()).expect("parses"),
             ssh
@@ -677,6 +700,7 @@ mod tests {
             FromAgent::Exit {
                 rank: 2,
                 code: 137,
+                pid: 4242,
                 how: "was killed by signal SIGKILL".into(),
             },
             FromAgent::Fail("no such program".into()),
@@ -693,6 +717,8 @@ mod tests {
             assert_eq!(FromAgent::parse(&line), Ok(m));
         }
         assert!(FromAgent::parse(b"EXIT 1 x").is_err());
+        assert!(FromAgent::parse(b"EXIT 1 3 was killed").is_err());
+        assert!(FromAgent::parse(b"EXIT 1 3 -5 exited").is_err());
         assert!(FromAgent::parse(b"OUT -1 x").is_err());
         assert!(FromAgent::parse(b"READY now").is_err());
         assert_eq!(
