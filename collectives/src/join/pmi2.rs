@@ -151,7 +151,10 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Message, String> {
         pairs.push((k.to_string(), v.to_string()));
     }
     if pairs.first().map(|(k, _)| k.as_str()) != Some("cmd") {
-        return Err(format!("a message that does not start with cmd=: {:?}", shown()));
+        return Err(format!(
+            "a message that does not start with cmd=: {:?}",
+            shown()
+        ));
     }
     Ok(Message { pairs })
 }
@@ -426,10 +429,7 @@ impl Pmi2 {
     /// Takes the descriptor in `PMI_FD` and introduces this rank to Slurm's PMI server: the rank
     /// and size it answers must be `info`'s (from `PMI_RANK`, `PMI_SIZE`).
     pub fn connect(info: &JobInfo, timeout: Duration) -> Result<Pmi2, JoinError> {
-        let refuse = |why: String| JoinError::Launcher {
-            launcher: WHO,
-            why,
-        };
+        let refuse = |why: String| JoinError::Launcher { launcher: WHO, why };
         let raw = std::env::var("PMI_FD").unwrap_or_default();
         let fd: RawFd = raw
             .trim()
@@ -528,9 +528,10 @@ impl<S: Read + Write> Store for Pmi2<S> {
     fn get(&mut self, key: &str) -> Result<String, JoinError> {
         check_out("key", key, MAX_KEY)?;
         let jobid = self.jobid.clone();
-        let reply = self
-            .conn
-            .call("kvs-get", &[("jobid", &jobid), ("srcid", "-1"), ("key", key)])?;
+        let reply = self.conn.call(
+            "kvs-get",
+            &[("jobid", &jobid), ("srcid", "-1"), ("key", key)],
+        )?;
         match (reply.get("found"), reply.get("value")) {
             (Some(f), Some(v)) if f.eq_ignore_ascii_case("TRUE") => Ok(v.to_string()),
             (Some(f), _) if f.eq_ignore_ascii_case("FALSE") => Err(JoinError::Protocol(format!(

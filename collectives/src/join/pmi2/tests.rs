@@ -155,7 +155,8 @@ fn ranks_meet_through_a_pmi2_server_and_agree_on_the_job_table() {
         .collect();
     let out: Vec<_> = ranks.into_iter().map(|h| h.join().expect("rank")).collect();
     for s in servers {
-        s.join().expect("server saw only the protocol, ending with finalize");
+        s.join()
+            .expect("server saw only the protocol, ending with finalize");
     }
     for (rank, (i, table)) in out.iter().enumerate() {
         assert_eq!(i.job, out[0].0.job);
@@ -215,7 +216,9 @@ const FULL_OK: &str = "cmd=fullinit-response;rc=0;pmi-version=2;pmi-subversion=0
 #[test]
 fn a_server_that_answers_wrong_is_an_error_naming_slurm_and_what_it_sent() {
     let ok = INIT_OK.as_bytes();
-    let cases: Vec<(&[u8], Vec<Vec<u8>>, &str)> = vec![
+    // (the server's init line, its replies, what the client's error must say)
+    type Case<'a> = (&'a [u8], Vec<Vec<u8>>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             b"cmd=response_to_init rc=1 pmi_version=2 pmi_subversion=0\n",
             vec![],
@@ -231,7 +234,11 @@ fn a_server_that_answers_wrong_is_an_error_naming_slurm_and_what_it_sent() {
         (ok, vec![b"99999 ".to_vec()], "99999 bytes"),
         (ok, vec![b"-1    ".to_vec()], "not a number"),
         (ok, vec![b"0     ".to_vec()], "0 bytes"),
-        (ok, vec![msg("cmd=kvs-put-response;rc=0;")], "cmd=kvs-put-response"),
+        (
+            ok,
+            vec![msg("cmd=kvs-put-response;rc=0;")],
+            "cmd=kvs-put-response",
+        ),
         (
             ok,
             vec![msg("cmd=fullinit-response;rc=3;errmsg=bad pmijobid;")],
@@ -239,7 +246,9 @@ fn a_server_that_answers_wrong_is_an_error_naming_slurm_and_what_it_sent() {
         ),
         (
             ok,
-            vec![msg("cmd=fullinit-response;rc=0;pmi-version=2;pmi-subversion=0;size=3;")],
+            vec![msg(
+                "cmd=fullinit-response;rc=0;pmi-version=2;pmi-subversion=0;size=3;",
+            )],
             "no rank",
         ),
         (
@@ -257,10 +266,22 @@ fn a_server_that_answers_wrong_is_an_error_naming_slurm_and_what_it_sent() {
             vec![msg("cmd=fullinit-response;rc=0;rc=0;")],
             "the key \"rc\" twice",
         ),
-        (ok, vec![msg("cmd=fullinit-response;rc\u{1};")], "not printable"),
-        (ok, vec![msg("rc=0;cmd=fullinit-response;")], "start with cmd="),
+        (
+            ok,
+            vec![msg("cmd=fullinit-response;rc\u{1};")],
+            "not printable",
+        ),
+        (
+            ok,
+            vec![msg("rc=0;cmd=fullinit-response;")],
+            "start with cmd=",
+        ),
         // Truncated: announces 100 bytes, sends 10, closes.
-        (ok, vec![b"100   cmd=fullin".to_vec()], "closed the connection"),
+        (
+            ok,
+            vec![b"100   cmd=fullin".to_vec()],
+            "closed the connection",
+        ),
         (
             ok,
             vec![msg(FULL_OK), msg("cmd=job-getid-response;rc=0;")],
@@ -296,7 +317,10 @@ fn a_server_that_answers_wrong_is_an_error_naming_slurm_and_what_it_sent() {
 fn a_silent_server_is_an_error_within_the_timeout() {
     let t = Duration::from_millis(300);
     let err = refused(INIT_OK.as_bytes(), vec![msg(FULL_OK), Vec::new()], t);
-    assert!(err.contains("no answer within 300ms") && err.contains("job-getid"), "{err}");
+    assert!(
+        err.contains("no answer within 300ms") && err.contains("job-getid"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -305,15 +329,36 @@ fn messages_parse_and_encode_back() {
     assert_eq!(m.cmd(), "kvs-get-response");
     assert_eq!(m.get("value"), Some("a=b;c"));
     assert_eq!(parse_body(&m.encode()[6..]).expect("again"), m);
-    assert_eq!(&m.encode()[..6], format!("{:<6}", m.encode().len() - 6).as_bytes());
+    assert_eq!(
+        &m.encode()[..6],
+        format!("{:<6}", m.encode().len() - 6).as_bytes()
+    );
     // The last ';' may be missing.
-    assert_eq!(parse_body(b"cmd=x;rc=0").expect("parses").get("rc"), Some("0"));
-    for bad in [&b""[..], b";", b"cmd", b"=x;", b"cmd=x;;;=1", b"cmd=x;a b=1;", b"\xffcmd=x"] {
+    assert_eq!(
+        parse_body(b"cmd=x;rc=0").expect("parses").get("rc"),
+        Some("0")
+    );
+    for bad in [
+        &b""[..],
+        b";",
+        b"cmd",
+        b"=x;",
+        b"cmd=x;;;=1",
+        b"cmd=x;a b=1;",
+        b"\xffcmd=x",
+    ] {
         assert!(parse_body(bad).is_err(), "{bad:?}");
     }
     assert_eq!(parse_length(b"42    "), Ok(42));
     assert_eq!(parse_length(b"    42"), Ok(42));
-    for bad in [&b"      "[..], b"4 2   ", b"+42   ", b"2049  ", b"0     ", b"0x10  "] {
+    for bad in [
+        &b"      "[..],
+        b"4 2   ",
+        b"+42   ",
+        b"2049  ",
+        b"0     ",
+        b"0x10  ",
+    ] {
         assert!(parse_length(bad).is_err(), "{bad:?}");
     }
 }
