@@ -25,7 +25,7 @@
 use std::io::{Read, Write};
 use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::store::Store;
 use super::{JobInfo, JoinError, Launcher};
@@ -214,18 +214,19 @@ fn check_out(what: &str, v: &str, max: usize) -> Result<(), JoinError> {
     Ok(())
 }
 
-/// A PMI-2 connection: sends commands and reads their responses, each within `timeout`.
-pub(crate) struct Conn<S: Read + Write> {
-    stream: S,
+/// A PMI-2 connection: sends commands and reads their responses, each within `timeout` (the whole
+/// exchange, however the server spreads its bytes).
+pub(crate) struct Conn {
+    stream: UnixStream,
     /// How long a response may take (also a fence: every rank must reach it by then).
     timeout: Duration,
     /// `PMI_FD=N`, for messages.
     name: String,
 }
 
-impl<S: Read + Write> Conn<S> {
-    /// A connection over `stream`, whose reads and writes the caller bounded by `timeout`.
-    pub fn new(stream: S, timeout: Duration, name: String) -> Conn<S> {
+impl Conn {
+    /// A connection over `stream` (blocking).
+    pub fn new(stream: UnixStream, timeout: Duration, name: String) -> Conn {
         Conn {
             stream,
             timeout,
@@ -259,16 +260,17 @@ impl<S: Read + Write> Conn<S> {
     /// The PMI-1 form handshake; the server must agree to PMI-2.0.
     pub fn init(&mut self) -> Result<(), JoinError> {
         let doing = "init";
-        self.stream
-            .write_all(b"cmd=init pmi_version=2 pmi_subversion=0\n")
-            .map_err(|e| self.io(doing, e))?;
+        let deadline = Instant::now() + self.timeout;
+        self.send(
+            b"cmd=init pmi_version=2 pmi_subversion=0\n",
+            deadline,
+            doing,
+        )?;
         // One byte at a time: nothing after the newline may be taken from the stream.
         let mut line = Vec::new();
         loop {
             let mut b = [0u8; 1];
-            self.stream
-                .read_exact(&mut b)
-                .map_err(|e| self.io(doing, e))?;
+            self.receive(&mut b, deadline, doing)?;
             if b[0] == b'\n' {
                 break;
             }
@@ -297,8 +299,9 @@ impl<S: Read + Write> Conn<S> {
         let mut pairs = vec![("cmd".to_string(), cmd.to_string())];
         pairs.extend(args.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let out = Message { pairs }.encode();
-        self.stream.write_all(&out).map_err(|e| self.io(cmd, e))?;
-        let reply = self.read_message(cmd)?;
+        let deadline = Instant::now() + self.timeout;
+        self.send(&out, deadline, cmd)?;
+        let reply = self.read_message(cmd, deadline)?;
         check_reply(cmd, &reply).map_err(|why| match why {
             Reply::Malformed(w) => self.bad(cmd, w),
             Reply::Failed(w) => JoinError::Launcher {
@@ -309,17 +312,50 @@ impl<S: Read + Write> Conn<S> {
         Ok(reply)
     }
 
-    fn read_message(&mut self, doing: &str) -> Result<Message, JoinError> {
+    fn read_message(&mut self, doing: &str, deadline: Instant) -> Result<Message, JoinError> {
         let mut field = [0u8; LEN_FIELD];
-        self.stream
-            .read_exact(&mut field)
-            .map_err(|e| self.io(doing, e))?;
+        self.receive(&mut field, deadline, doing)?;
         let n = parse_length(&field).map_err(|w| self.bad(doing, w))?;
         let mut body = vec![0u8; n];
-        self.stream
-            .read_exact(&mut body)
-            .map_err(|e| self.io(doing, e))?;
+        self.receive(&mut body, deadline, doing)?;
         parse_body(&body).map_err(|w| self.bad(doing, w))
+    }
+
+    /// The time left before `deadline`, as a socket timeout (an error once it has passed).
+    fn left(&self, deadline: Instant, doing: &str) -> Result<Duration, JoinError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(self.io(doing, std::io::ErrorKind::TimedOut.into()));
+        }
+        Ok(left)
+    }
+
+    /// Writes all of `bytes` before `deadline`.
+    fn send(&mut self, bytes: &[u8], deadline: Instant, doing: &str) -> Result<(), JoinError> {
+        let left = self.left(deadline, doing)?;
+        self.stream
+            .set_write_timeout(Some(left))
+            .and_then(|()| self.stream.write_all(bytes))
+            .map_err(|e| self.io(doing, e))
+    }
+
+    /// Fills `buf` before `deadline`.
+    fn receive(&mut self, buf: &mut [u8], deadline: Instant, doing: &str) -> Result<(), JoinError> {
+        let mut got = 0;
+        while got < buf.len() {
+            let left = self.left(deadline, doing)?;
+            let n = self
+                .stream
+                .set_read_timeout(Some(left))
+                .and_then(|()| self.stream.read(&mut buf[got..]));
+            match n {
+                Ok(0) => return Err(self.io(doing, std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io(doing, e)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -419,8 +455,8 @@ fn check_jobid(id: &str) -> Result<(), String> {
 }
 
 /// Slurm's key-value space for this step, through the PMI-2 server of this node's slurmstepd.
-pub(crate) struct Pmi2<S: Read + Write = UnixStream> {
-    conn: Conn<S>,
+pub(crate) struct Pmi2 {
+    conn: Conn,
     /// The PMI job id (`job-getid`), which `kvs-get` names.
     jobid: String,
 }
@@ -454,24 +490,22 @@ impl Pmi2 {
         let stream = super::take_socket(fd)
             .map_err(|why| refuse(format!("PMI_FD={fd} cannot be used: {why}")))?;
         let io = |e: std::io::Error| refuse(format!("PMI_FD={fd}: {e}"));
-        // Slurm's end is non-blocking; this one is read with timeouts.
+        // Blocking, whatever it was inherited as; every read and write has a deadline.
         stream.set_nonblocking(false).map_err(io)?;
-        stream.set_read_timeout(Some(timeout)).map_err(io)?;
-        stream.set_write_timeout(Some(timeout)).map_err(io)?;
         Pmi2::over(stream, info, &jobid, timeout, format!("PMI_FD={fd}"))
     }
 }
 
-impl<S: Read + Write> Pmi2<S> {
-    /// The handshake over `stream` (reads and writes bounded by `timeout` by the caller): `init`,
-    /// `fullinit` as rank `info.rank` of job `jobid`, `job-getid`.
+impl Pmi2 {
+    /// The handshake over `stream`: `init`, `fullinit` as rank `info.rank` of job `jobid`,
+    /// `job-getid`, each answered within `timeout`.
     pub fn over(
-        stream: S,
+        stream: UnixStream,
         info: &JobInfo,
         jobid: &str,
         timeout: Duration,
         name: String,
-    ) -> Result<Pmi2<S>, JoinError> {
+    ) -> Result<Pmi2, JoinError> {
         let mut conn = Conn::new(stream, timeout, name);
         conn.init()?;
         let rank = info.rank.to_string();
@@ -508,7 +542,7 @@ impl<S: Read + Write> Pmi2<S> {
     }
 }
 
-impl<S: Read + Write> Store for Pmi2<S> {
+impl Store for Pmi2 {
     fn launcher(&self) -> &'static str {
         Launcher::Slurm.name()
     }

@@ -119,12 +119,6 @@ fn info(rank: usize, size: usize) -> JobInfo {
     i
 }
 
-fn bounded(s: UnixStream, t: Duration) -> UnixStream {
-    s.set_read_timeout(Some(t)).expect("timeout");
-    s.set_write_timeout(Some(t)).expect("timeout");
-    s
-}
-
 #[test]
 fn ranks_meet_through_a_pmi2_server_and_agree_on_the_job_table() {
     let n = 4;
@@ -137,8 +131,7 @@ fn ranks_meet_through_a_pmi2_server_and_agree_on_the_job_table() {
             let here = here.clone();
             std::thread::spawn(move || {
                 let mut i = info(rank, n);
-                let mut store =
-                    Pmi2::over(bounded(c, T), &i, "7.0", T, "test".into()).expect("connect");
+                let mut store = Pmi2::over(c, &i, "7.0", T, "test".into()).expect("connect");
                 let ids = prepare(&mut store, &mut i, &here, None).expect("prepare");
                 let me = PeerEntry {
                     rank,
@@ -195,7 +188,7 @@ fn refused(init: &[u8], replies: Vec<Vec<u8>>, t: Duration) -> String {
         }
     });
     let start = Instant::now();
-    let result = Pmi2::over(bounded(client, t), &info(1, 3), "7.0", t, "PMI_FD=5".into());
+    let result = Pmi2::over(client, &info(1, 3), "7.0", t, "PMI_FD=5".into());
     let err = match result {
         Ok(mut p) => p.get("k").err().map(|e| e.to_string()),
         Err(e) => Some(e.to_string()),
@@ -311,6 +304,32 @@ fn a_server_that_answers_wrong_is_an_error_naming_slurm_and_what_it_sent() {
         assert!(err.contains(want), "want {want:?}: {err}");
         assert!(err.contains("Slurm"), "{err}");
     }
+}
+
+#[test]
+fn a_server_that_drips_its_reply_is_an_error_within_the_timeout() {
+    let (client, mut s) = UnixStream::pair().expect("socket pair");
+    let srv = std::thread::spawn(move || {
+        serve_init(&mut s, INIT_OK);
+        let _ = read_request(&mut s);
+        // A byte every 50 ms of a reply that never ends: each read is quick, the whole is not.
+        let reply = msg(FULL_OK);
+        for b in reply.iter().cycle().take(200) {
+            if s.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let t = Duration::from_millis(400);
+    let start = Instant::now();
+    let err = Pmi2::over(client, &info(1, 3), "7.0", t, "PMI_FD=5".into())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(start.elapsed() < Duration::from_secs(2), "{err}");
+    assert!(err.contains("no answer within 400ms"), "{err}");
+    drop(srv.join());
 }
 
 #[test]
