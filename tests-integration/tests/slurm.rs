@@ -9,9 +9,10 @@
 //! Everything lives in the fixture's private directory (`/tmp/boad-sshhosts-*`, mode 0700): the
 //! munge key and socket, slurm.conf, the daemons' state, spool, logs and pid files; nothing of the
 //! machine's own Slurm or munge configuration is read or written. The daemons run in the
-//! foreground as children of the test's thread (they die with it), are stopped when the fixture
-//! drops (on success and on panic), after which the hosts fixture kills whatever still runs in a
-//! host's namespace (slurmstepd, ranks) and removes the directory. Needs root.
+//! foreground as children of the test's thread (they die with it, even if the test is killed), are
+//! stopped when the fixture drops (on success and on panic), after which the hosts fixture kills
+//! whatever still runs in a host's namespace (slurmstepd, ranks) and removes the directory (a test
+//! killed by SIGKILL leaves that directory, as every use of the hosts fixture does). Needs root.
 
 mod common;
 
