@@ -429,8 +429,8 @@ pub(crate) fn parse_fullinit(reply: &Message) -> Result<FullInit, String> {
         Some(_) => num("appnum")?,
     };
     let spawner = reply.get("spawner-jobid").map(str::to_string);
-    if let Some(s) = &spawner {
-        check_jobid(s)?;
+    if let Some(s) = spawner.as_ref().filter(|s| !is_jobid(s)) {
+        return Err(format!("spawner-jobid={s:?} in the reply to fullinit"));
     }
     Ok(FullInit {
         rank,
@@ -442,16 +442,12 @@ pub(crate) fn parse_fullinit(reply: &Message) -> Result<FullInit, String> {
 
 /// A PMI job id (Slurm's is `JOBID.STEPID`): 1 to [`MAX_JOBID`] printable characters, none of
 /// them a space, `;` or `=`.
-fn check_jobid(id: &str) -> Result<(), String> {
-    if id.is_empty()
-        || id.len() > MAX_JOBID
-        || !id
+fn is_jobid(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_JOBID
+        && id
             .bytes()
             .all(|b| (0x21..0x7f).contains(&b) && b != b';' && b != b'=')
-    {
-        return Err(format!("the job id {id:?}"));
-    }
-    Ok(())
 }
 
 /// Slurm's key-value space for this step, through the PMI-2 server of this node's slurmstepd.
@@ -482,11 +478,16 @@ impl Pmi2 {
             value: String::new(),
             why: "missing (srun --mpi=pmi2 sets it for every task, with PMI_FD)".into(),
         })?;
-        check_jobid(&jobid).map_err(|why| JoinError::BadEnv {
-            name: "PMI_JOBID",
-            value: jobid.clone(),
-            why: format!("{why} is not a PMI job id"),
-        })?;
+        if !is_jobid(&jobid) {
+            return Err(JoinError::BadEnv {
+                name: "PMI_JOBID",
+                value: jobid,
+                why: format!(
+                    "not a PMI job id (1 to {MAX_JOBID} printable characters, no space, ';' or \
+                     '=')"
+                ),
+            });
+        }
         let stream = super::take_socket(fd)
             .map_err(|why| refuse(format!("PMI_FD={fd} cannot be used: {why}")))?;
         let io = |e: std::io::Error| refuse(format!("PMI_FD={fd}: {e}"));
@@ -494,9 +495,7 @@ impl Pmi2 {
         stream.set_nonblocking(false).map_err(io)?;
         Pmi2::over(stream, info, &jobid, timeout, format!("PMI_FD={fd}"))
     }
-}
 
-impl Pmi2 {
     /// The handshake over `stream`: `init`, `fullinit` as rank `info.rank` of job `jobid`,
     /// `job-getid`, each answered within `timeout`.
     pub fn over(
@@ -530,7 +529,7 @@ impl Pmi2 {
         let reply = conn.call("job-getid", &[])?;
         let jobid = reply
             .get("jobid")
-            .filter(|j| check_jobid(j).is_ok())
+            .filter(|j| is_jobid(j))
             .ok_or_else(|| {
                 conn.bad(
                     "job-getid",
