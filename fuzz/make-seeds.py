@@ -103,6 +103,25 @@ def envstore():
           b"ABORT ranks 4 did not reach fence 1 of the job's store within 60 s\nrank 3 of 9\n")
 
 
+def pmi2():
+    def msg(body):
+        return b"%-6d" % len(body) + body
+
+    init = b"cmd=response_to_init rc=0 pmi_version=2 pmi_subversion=0\n"
+    write("pmi2_replies", "session", init
+          + msg(b"cmd=fullinit-response;rc=0;pmi-version=2;pmi-subversion=0;rank=1;size=9;"
+                b"appnum=-1;debugged=FALSE;pmiverbose=FALSE;spawner-jobid=3.0;")
+          + msg(b"cmd=job-getid-response;rc=0;jobid=12.0;")
+          + msg(b"cmd=kvs-put-response;rc=0;")
+          + msg(b"cmd=kvs-fence-response;rc=0;")
+          + msg(b"cmd=kvs-get-response;rc=0;found=TRUE;value=ab-1/2,198.18.0.2;")
+          + msg(b"cmd=kvs-get-response;rc=0;found=FALSE;")
+          + msg(b"cmd=finalize-response;rc=0;"))
+    write("pmi2_replies", "errors", init
+          + msg(b"cmd=kvs-fence-response;rc=14;errmsg=mpi/pmi2: failed to send temp kvs;")
+          + msg(b"cmd=kvs-get-response;rc=0;found=TRUE;value=a;;b=c;;;"))
+
+
 if __name__ == "__main__":
     udp()
     lines()
@@ -112,3 +131,4 @@ if __name__ == "__main__":
     auth()
     control()
     envstore()
+    pmi2()

@@ -45,6 +45,9 @@ fi
 # The ssh hosts fixture (boad-test-support's sshhosts: a real sshd in each namespace, root only),
 # installed without starting the machine's own sshd.
 bash scripts/install-sshd.sh ${apt_updated:+--updated}
+# Slurm and munge for the direct-launch tests under srun (tests-integration/tests/slurm.rs, root
+# only), installed without starting the machine's own munged, slurmctld or slurmd.
+bash scripts/install-slurm.sh ${apt_updated:+--updated}
 # boadrun embeds the eBPF programs: llvm-22, the pinned nightly with rust-src, bpf-linker.
 bash scripts/install-ebpf-toolchain.sh
 

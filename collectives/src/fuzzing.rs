@@ -23,6 +23,12 @@ pub fn envstore_lines(data: &[u8]) {
     crate::join::envstore::exercise_lines(data);
 }
 
+/// Replies of a PMI-2 server (Slurm's srun --mpi=pmi2) as the client reads them: the init line,
+/// length fields, messages, the checks of each command's response.
+pub fn pmi2_replies(data: &[u8]) {
+    crate::join::pmi2::exercise_replies(data);
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -42,6 +48,11 @@ mod tests {
         #[test]
         fn shm_segment(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
             super::shm_segment(&data);
+        }
+
+        #[test]
+        fn pmi2_replies(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            super::pmi2_replies(&data);
         }
     }
 }

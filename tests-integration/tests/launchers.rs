@@ -48,3 +48,38 @@ fn another_launchers_variables_without_boadrun_are_an_error_naming_it() {
         .expect("run boad-check");
     assert!(out.status.success(), "{out:?}");
 }
+
+/// srun --mpi=pmi2's variables with a `PMI_FD` that is not Slurm's socket (here /dev/null), or
+/// without `PMI_JOBID`: an error naming Slurm and what is wrong, never a job of one rank.
+#[test]
+fn slurm_pmi2_variables_that_cannot_be_used_are_an_error_naming_slurm() {
+    let slurm = [
+        ("SLURM_JOB_ID", "12"),
+        ("SLURM_STEP_ID", "0"),
+        ("SLURM_STEP_NUM_TASKS", "2"),
+        ("PMI_FD", "0"),
+        ("PMI_RANK", "1"),
+        ("PMI_SIZE", "2"),
+    ];
+    for (extra, names) in [
+        (
+            &[("PMI_JOBID", "12.0")][..],
+            &[
+                "Slurm's srun (PMI-2)",
+                "PMI_FD=0 cannot be used: not a socket",
+            ][..],
+        ),
+        (&[][..], &["PMI_JOBID", "missing"][..]),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_boad-check"))
+            .args(["random", "3"])
+            .env_remove("BOAD_SIZE")
+            .envs(slurm.iter().chain(extra).copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run boad-check");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(names.iter().all(|n| err.contains(n)), "{extra:?}: {err}");
+    }
+}

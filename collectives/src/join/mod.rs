@@ -30,7 +30,7 @@ use boad_proto::lines::{self as protocol, Line, PeerEntry};
 
 pub(crate) mod envstore;
 mod pmi1;
-mod pmi2;
+pub(crate) mod pmi2;
 pub(crate) mod store;
 
 use store::{HostValue, Store};
@@ -383,11 +383,16 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 /// is one: a connected Unix stream socket whose peer runs as this user (or root). Marks it
 /// close-on-exec, so that programs this rank starts do not inherit it.
 fn take_connection(fd: RawFd) -> Result<UnixStream, JoinError> {
-    let bad = |why: String| JoinError::BadConnection { fd, why };
+    take_socket(fd).map_err(|why| JoinError::BadConnection { fd, why })
+}
+
+/// [`take_connection`]'s checks for any launcher's descriptor (PMI's `PMI_FD` too): the reason it
+/// cannot be used, for the caller to name the variable.
+pub(crate) fn take_socket(fd: RawFd) -> Result<UnixStream, String> {
     if TAKEN.swap(true, Ordering::SeqCst) {
-        return Err(bad("this process joined a job already".into()));
+        return Err("this process joined a job already".into());
     }
-    let int_opt = |level, name| -> Result<libc::c_int, JoinError> {
+    let int_opt = |level, name| -> Result<libc::c_int, String> {
         let mut v: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: getsockopt writes at most `len` bytes to `v`, a live c_int; `fd` is only read.
@@ -401,17 +406,17 @@ fn take_connection(fd: RawFd) -> Result<UnixStream, JoinError> {
             )
         };
         if r != 0 {
-            return Err(bad(format!(
+            return Err(format!(
                 "not a socket ({})",
                 std::io::Error::last_os_error()
-            )));
+            ));
         }
         Ok(v)
     };
     if int_opt(libc::SOL_SOCKET, libc::SO_DOMAIN)? != libc::AF_UNIX
         || int_opt(libc::SOL_SOCKET, libc::SO_TYPE)? != libc::SOCK_STREAM
     {
-        return Err(bad("not a Unix stream socket".into()));
+        return Err("not a Unix stream socket".into());
     }
     let mut cred = libc::ucred {
         pid: 0,
@@ -432,13 +437,13 @@ fn take_connection(fd: RawFd) -> Result<UnixStream, JoinError> {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if r != 0 || cred.pid == 0 {
-        return Err(bad("not connected".into()));
+        return Err("not connected".into());
     }
     if cred.uid != me && cred.uid != 0 {
-        return Err(bad(format!(
+        return Err(format!(
             "its other end belongs to user {} (this process runs as user {me})",
             cred.uid
-        )));
+        ));
     }
     // SAFETY: `fd` is an open socket (checked above) that nothing else in this process owns: the
     // launcher passed it to this process for the rendezvous, which takes it once (TAKEN).
