@@ -50,7 +50,7 @@ fn another_launchers_variables_without_boadrun_are_an_error_naming_it() {
 }
 
 /// srun --mpi=pmi2's variables with a `PMI_FD` that is not Slurm's socket (here /dev/null), or
-/// without `PMI_JOBID`: an error naming Slurm and what is wrong, never a job of one rank.
+/// with `PMI2_SUN_PATH` but without `PMI_JOBID`: an error naming Slurm and what is wrong, never a job of one rank.
 #[test]
 fn slurm_pmi2_variables_that_cannot_be_used_are_an_error_naming_slurm() {
     let slurm = [
@@ -69,7 +69,10 @@ fn slurm_pmi2_variables_that_cannot_be_used_are_an_error_naming_slurm() {
                 "PMI_FD=0 cannot be used: not a socket",
             ][..],
         ),
-        (&[][..], &["PMI_JOBID", "missing"][..]),
+        (
+            &[("PMI2_SUN_PATH", "/var/spool/slurmd/sock.pmi2.12.0")][..],
+            &["PMI_JOBID", "missing"][..],
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_boad-check"))
             .args(["random", "3"])

@@ -211,7 +211,9 @@ pub(crate) fn detect(get: impl Fn(&str) -> Option<String>) -> Result<Detected, J
         })
     };
     let count = |name| get(name).and_then(|v| v.trim().parse::<usize>().ok());
-    let slurm = get("SLURM_STEP_ID").is_some() || get("SLURM_JOB_ID").is_some();
+    // Slurm's PMI-2 plugin sets these beside PMI_FD; Hydra's PMI-1 sets neither, even when
+    // mpiexec runs inside a Slurm allocation (where SLURM_* variables are set too).
+    let slurm = get("PMI_JOBID").is_some() || get("PMI2_SUN_PATH").is_some();
     if get("PMI_FD").is_some() {
         return if slurm {
             sized(Launcher::Slurm, "PMI_RANK", "PMI_SIZE")
@@ -667,11 +669,24 @@ mod tests {
                 ("PMI_FD", "5"),
                 ("PMI_RANK", "1"),
                 ("PMI_SIZE", "2"),
+                ("PMI_JOBID", "12.0"),
                 ("SLURM_STEP_ID", "0"),
                 ("SLURM_STEP_NUM_TASKS", "2"),
             ]))
             .ok(),
             Some(d(Launcher::Slurm, 1, 2))
+        );
+        // mpiexec inside a Slurm allocation: Hydra's PMI-1, whatever SLURM_* says.
+        assert_eq!(
+            detect(env(&[
+                ("PMI_FD", "6"),
+                ("PMI_RANK", "2"),
+                ("PMI_SIZE", "4"),
+                ("SLURM_JOB_ID", "77"),
+                ("SLURM_STEP_NUM_TASKS", "1"),
+            ]))
+            .ok(),
+            Some(d(Launcher::Hydra, 2, 4))
         );
         assert_eq!(
             detect(env(&[
