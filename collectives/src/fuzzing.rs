@@ -18,6 +18,12 @@ pub fn shm_segment(data: &[u8]) {
     let _ = crate::transport::shm::exercise_segment(data);
 }
 
+/// Replies of MPICH's Hydra to a rank's PMI-1 requests: line parsing, the checks of each reply,
+/// and a whole conversation fed those lines.
+pub fn pmi1_replies(data: &[u8]) {
+    let _ = crate::join::pmi1::exercise(data);
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -32,6 +38,11 @@ mod tests {
         #[test]
         fn rendezvous_lines(data in proptest::collection::vec(any::<u8>(), 0..600)) {
             super::rendezvous_lines(&data);
+        }
+
+        #[test]
+        fn pmi1_replies(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            super::pmi1_replies(&data);
         }
 
         #[test]

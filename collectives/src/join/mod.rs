@@ -29,7 +29,7 @@ use boad_proto::env::{
 use boad_proto::lines::{self as protocol, Line, PeerEntry};
 
 mod envstore;
-mod pmi1;
+pub(crate) mod pmi1;
 mod pmi2;
 pub(crate) mod store;
 
