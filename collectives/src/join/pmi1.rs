@@ -87,6 +87,7 @@ impl Reply {
             .ok_or_else(|| format!("the reply has no {key}="))
     }
 
+    #[cfg(any(feature = "fuzzing", test))]
     /// The line this reply was read from, as the server wrote it (without the newline).
     pub fn format(&self) -> String {
         let mut s = format!("cmd={}", self.cmd);
@@ -536,18 +537,21 @@ impl Store for Pmi1 {
     }
 }
 
+#[cfg(any(feature = "fuzzing", test))]
 /// A stream for the fuzz harness: reads give `input`, writes are kept.
 struct Scripted<'a> {
     input: &'a [u8],
     sent: Vec<u8>,
 }
 
+#[cfg(any(feature = "fuzzing", test))]
 impl Read for Scripted<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.input.read(buf)
     }
 }
 
+#[cfg(any(feature = "fuzzing", test))]
 impl Write for Scripted<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.sent.extend_from_slice(buf);
@@ -558,6 +562,7 @@ impl Write for Scripted<'_> {
     }
 }
 
+#[cfg(any(feature = "fuzzing", test))]
 /// The fuzz harness: `data`'s lines are parsed as replies (a parsed one must format back to its
 /// line), then fed as the server's replies to a whole conversation (init, maxes, kvsname, put,
 /// barrier, get, finalize), which must end, succeed or fail, without panicking; every request it
