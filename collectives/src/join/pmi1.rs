@@ -14,8 +14,9 @@
 //! the server sends one (required for `init`, `put` and `get`); the lengths and values it gives
 //! are within bounds (a key or value boad would send must fit the server's maxima; a value read
 //! back must be boad's kind of text and fit `vallen_max`). The server may stay silent at most the
-//! timeout given to `connect` (`BOAD_TIMEOUT_MS`) for each reply, a barrier included. Any failure
-//! is a [`JoinError::Launcher`] naming Hydra, the request and what was wrong.
+//! timeout given to `connect` (`BOAD_TIMEOUT_MS`) while a rank waits for a reply, a barrier
+//! included (each read of the socket; a reply is at most [`MAX_LINE`] bytes). Any failure is a
+//! [`JoinError::Launcher`] naming Hydra, the request and what was wrong.
 //!
 //! A process whose `PMI_FD` names no PMI server (a stale variable, a descriptor that is a file, a
 //! pipe, or a socket to something else) fails here, with such an error, never as a job of one rank.
