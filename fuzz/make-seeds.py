@@ -122,6 +122,26 @@ def pmi2():
           + msg(b"cmd=kvs-get-response;rc=0;found=TRUE;value=a;;b=c;;;"))
 
 
+def pmi1():
+    # Hydra's replies to init, get_maxes, get_my_kvsname, put, barrier_in, get, finalize, as seen
+    # on the wire from mpiexec.hydra 4.0.
+    write("pmi1_replies", "conversation",
+          b"cmd=response_to_init pmi_version=1 pmi_subversion=1 rc=0\n"
+          b"cmd=maxes kvsname_max=256 keylen_max=64 vallen_max=1024\n"
+          b"cmd=my_kvsname kvsname=kvs_26155_0_1308765440_vm\n"
+          b"cmd=put_result rc=0 msg=success\n"
+          b"cmd=barrier_out\n"
+          b"cmd=get_result rc=0 msg=success value=127.0.0.1,40000,40001,4242\n"
+          b"cmd=finalize_ack\n")
+    write("pmi1_replies", "refusals",
+          b"cmd=response_to_init pmi_version=1 pmi_subversion=1 rc=0\n"
+          b"cmd=maxes kvsname_max=256 keylen_max=64 vallen_max=1024\n"
+          b"cmd=my_kvsname kvsname=kvs_1\n"
+          b"cmd=put_result rc=0 msg=success\n"
+          b"cmd=barrier_out\n"
+          b"cmd=get_result rc=-1 msg=key_boad-p-0_not_found value=unknown\n")
+
+
 if __name__ == "__main__":
     udp()
     lines()
@@ -132,3 +152,4 @@ if __name__ == "__main__":
     control()
     envstore()
     pmi2()
+    pmi1()

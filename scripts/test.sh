@@ -34,6 +34,9 @@ command -v strace >/dev/null || missing+=(strace)
 # The loss tests on virtual clusters drop datagrams on the wire (boadrun --wire-loss: nftables);
 # they need root, like every virtual-cluster test.
 [ "$(id -u)" != 0 ] || command -v nft >/dev/null || missing+=(nftables)
+# The direct-launch tests under MPICH's mpiexec (tests-integration/tests/hydra.rs) and the README's
+# commands for it: mpiexec.hydra.
+command -v mpiexec.hydra >/dev/null || missing+=(mpich)
 # Virtual clusters and the ssh hosts fixture: iproute2 (ethtool comes with the eBPF toolchain below).
 [ "$(id -u)" != 0 ] || command -v ip >/dev/null || missing+=(iproute2)
 apt_updated=

@@ -29,6 +29,12 @@ pub fn pmi2_replies(data: &[u8]) {
     crate::join::pmi2::exercise_replies(data);
 }
 
+/// Replies of MPICH's Hydra to a rank's PMI-1 requests: line parsing, the checks of each reply,
+/// and a whole conversation fed those lines.
+pub fn pmi1_replies(data: &[u8]) {
+    let _ = crate::join::pmi1::exercise(data);
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -43,6 +49,11 @@ mod tests {
         #[test]
         fn rendezvous_lines(data in proptest::collection::vec(any::<u8>(), 0..600)) {
             super::rendezvous_lines(&data);
+        }
+
+        #[test]
+        fn pmi1_replies(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            super::pmi1_replies(&data);
         }
 
         #[test]

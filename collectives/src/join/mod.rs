@@ -29,7 +29,7 @@ use boad_proto::env::{
 use boad_proto::lines::{self as protocol, Line, PeerEntry};
 
 pub(crate) mod envstore;
-mod pmi1;
+pub(crate) mod pmi1;
 pub(crate) mod pmi2;
 pub(crate) mod store;
 
@@ -388,20 +388,54 @@ fn take_connection(fd: RawFd) -> Result<UnixStream, JoinError> {
     take_socket(fd).map_err(|why| JoinError::BadConnection { fd, why })
 }
 
-/// [`take_connection`]'s checks for any launcher's descriptor (PMI's `PMI_FD` too): the reason it
-/// cannot be used, for the caller to name the variable.
-pub(crate) fn take_socket(fd: RawFd) -> Result<UnixStream, String> {
-    if TAKEN.swap(true, Ordering::SeqCst) {
-        return Err("this process joined a job already".into());
+/// Takes `fd`, checked by [`check_socket`], as this process's connection to its launcher: once per
+/// process (`taken` says whether it was), close-on-exec from then on. Returns the reason it cannot
+/// be used, for the caller to name the variable.
+pub(crate) fn take_socket_once(fd: RawFd, taken: &AtomicBool) -> Result<UnixStream, String> {
+    check_socket(fd)?;
+    if taken.swap(true, Ordering::SeqCst) {
+        return Err("this process joined a job already (an earlier init took it)".into());
     }
-    let int_opt = |level, name| -> Result<libc::c_int, String> {
+    // SAFETY: `fd` is an open, connected socket (checked above) that nothing else in this process
+    // owns: the launcher passed it to this process for the rendezvous, which takes it once.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    // SAFETY: fcntl on an open descriptor this function now owns; FD_CLOEXEC has no other effect.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(format!(
+            "cannot mark it close-on-exec ({})",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(stream)
+}
+
+/// [`take_socket_once`] with the process's one rendezvous flag (boadrun's and PMI-2's descriptor).
+pub(crate) fn take_socket(fd: RawFd) -> Result<UnixStream, String> {
+    take_socket_once(fd, &TAKEN)
+}
+
+/// Checks that `fd` is an open, connected Unix stream socket (not a listening one) whose other end
+/// runs as this user or root, without taking it: what every launcher (boadrun, Hydra's proxy,
+/// slurmstepd) hands its processes.
+pub(crate) fn check_socket(fd: RawFd) -> Result<(), String> {
+    if fd < 0 {
+        return Err("not a descriptor number".into());
+    }
+    // SAFETY: F_GETFD only reads the descriptor's flags; an unopened number gives -1 (EBADF).
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!(
+            "not an open descriptor ({})",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let int_opt = |name| -> Result<libc::c_int, String> {
         let mut v: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: getsockopt writes at most `len` bytes to `v`, a live c_int; `fd` is only read.
         let r = unsafe {
             libc::getsockopt(
                 fd,
-                level,
+                libc::SOL_SOCKET,
                 name,
                 (&mut v as *mut libc::c_int).cast(),
                 &mut len,
@@ -415,10 +449,11 @@ pub(crate) fn take_socket(fd: RawFd) -> Result<UnixStream, String> {
         }
         Ok(v)
     };
-    if int_opt(libc::SOL_SOCKET, libc::SO_DOMAIN)? != libc::AF_UNIX
-        || int_opt(libc::SOL_SOCKET, libc::SO_TYPE)? != libc::SOCK_STREAM
-    {
+    if int_opt(libc::SO_DOMAIN)? != libc::AF_UNIX || int_opt(libc::SO_TYPE)? != libc::SOCK_STREAM {
         return Err("not a Unix stream socket".into());
+    }
+    if int_opt(libc::SO_ACCEPTCONN)? != 0 {
+        return Err("a listening socket, not a connection".into());
     }
     let mut cred = libc::ucred {
         pid: 0,
@@ -447,12 +482,7 @@ pub(crate) fn take_socket(fd: RawFd) -> Result<UnixStream, String> {
             cred.uid
         ));
     }
-    // SAFETY: `fd` is an open socket (checked above) that nothing else in this process owns: the
-    // launcher passed it to this process for the rendezvous, which takes it once (TAKEN).
-    let stream = unsafe { UnixStream::from_raw_fd(fd) };
-    // SAFETY: fcntl on an open descriptor this function now owns; FD_CLOEXEC has no other effect.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    Ok(stream)
+    Ok(())
 }
 
 /// What [`crate::check`] says about the launcher: which one started this process and what its
