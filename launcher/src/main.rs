@@ -910,8 +910,8 @@ fn fallback(why: &str) {
     eprintln!("boadrun: kernel path unavailable ({why}); collectives use the userspace path");
 }
 
-/// Once all ranks joined: fills the kernel path's maps for job `job` and adds the `KERNEL` line to
-/// the table. If that fails, `--transport kernel` aborts the job; `auto` detaches the programs,
+/// Once all ranks joined: fills the kernel path's maps for job `job` (or registers it with the
+/// kernel service) and adds the `KERNEL` line (and the service's `KCOMMS`) to the table. If that fails, `--transport kernel` aborts the job; `auto` detaches the programs,
 /// says so, and sends the table without the line.
 fn table_hook(kernel: Arc<Mutex<Option<Setup>>>, job: u64, transport: TransportKind) -> TableHook {
     Box::new(move |peers| {
@@ -920,10 +920,7 @@ fn table_hook(kernel: Arc<Mutex<Option<Setup>>>, job: u64, transport: TransportK
             return Ok(Vec::new());
         };
         match setup.fill(job, peers) {
-            Ok((trigger_port, leaders)) => Ok(vec![Line::Kernel {
-                trigger_port,
-                leaders,
-            }]),
+            Ok(lines) => Ok(lines),
             Err(why) if transport == TransportKind::Kernel => Err(format!("kernel path: {why}")),
             Err(why) => {
                 *slot = None;

@@ -4,11 +4,13 @@
 //! ([`TransportKind`]), the settings a rank reads ([`SETTINGS`]), and the names of a job's
 //! shared-memory segments ([`shm`]). For jobs over several machines: the `-H` host lists and
 //! hostfiles and the placement of ranks on their slots ([`hosts`]), and the authenticated handshake
-//! between the launcher and its agents on other machines ([`auth`]).
+//! between the launcher and its agents on other machines ([`auth`]). The kernel service's
+//! protocol and its client ([`service`]).
 //!
 //! Nothing here does I/O on its own behalf: parsing is pure, the handshake reads and writes only
-//! the stream it is given, and the only file operation ([`shm::remove_segment`]) removes what the
-//! caller names.
+//! the stream it is given, the only file operation ([`shm::remove_segment`]) removes what the
+//! caller names, and the service client ([`service::register`]) connects only to the service's
+//! socket.
 #![deny(missing_docs)]
 
 pub mod auth;
@@ -16,6 +18,7 @@ pub mod control;
 pub mod hosts;
 pub mod layout;
 pub mod lines;
+pub mod service;
 pub mod shm;
 
 pub use layout::Layout;
