@@ -2,6 +2,10 @@
 //! per job, attaching them to every host's interfaces before the ranks start, filling their maps
 //! from the rendezvous table, reporting their counters, and `boadrun --check`.
 //!
+//! On this machine, when the host's kernel service (`boadd`, `boad_proto::service`) listens, a job
+//! does not load anything: [`Setup::Service`] registers it with the service once its ranks have
+//! joined and holds the registration until boadrun ends.
+//!
 //! Two owners share one attach rule ([`attach_here`](imp)) and one fill rule (`fill_maps`):
 //! [`Setup`], boadrun's own for a job on this machine (`lo`) or on a `--hosts` virtual cluster
 //! (`lo` and `eth0` of every namespace), and [`HostSetup`], the one each host's agent makes for a

@@ -71,7 +71,9 @@ Kernel path (boadrun built with the kernel feature, the default; CAP_BPF + CAP_N
 ranks joined and sends a KERNEL line in the rendezvous table; with -H or --hostfile each host's \
 agent does so on its own host (lo and the interface towards the other hosts), and a host that \
 cannot puts the job on the userspace path (auto) or fails it (kernel). Everything is detached when \
-boadrun (or the agent) exits, even by SIGKILL. With BOAD_STATS=1 boadrun prints the programs' counters at the end of the \
+boadrun (or the agent) exits, even by SIGKILL. When the kernel service boadd listens \
+(BOAD_SERVICE_SOCKET, default /run/boad/boadd.sock), a job on this machine registers with it instead \
+of loading anything, for any user. With BOAD_STATS=1 boadrun prints the programs' counters at the end of the \
 job (and, with --wire-loss, how many datagrams it dropped on each host).\n\nEnvironment (default in brackets):\n",
     );
     let folds = boad_proto::Setting {
