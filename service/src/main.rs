@@ -258,20 +258,29 @@ fn run(args: &Args) -> Result<(), ServiceError> {
         serve::Limits {
             jobs_per_user: args.jobs_per_user as usize,
             connections: 256,
+            connections_per_user: 16,
         },
     ));
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
-        if !service.admit() {
-            let _ = conn.write_all(
-                boad_proto::service::Reply::Refused("too many connections".into())
-                    .format()
-                    .as_bytes(),
-            );
+        // The user is the kernel's word on the connecting process (SO_PEERCRED), nothing it says.
+        let Ok((uid, _)) = serve::peer_cred(&conn) else {
+            continue;
+        };
+        if let Err(why) = service.admit(uid) {
+            let _ = conn.set_write_timeout(Some(std::time::Duration::from_millis(100)));
+            let _ = conn.write_all(boad_proto::service::Reply::Refused(why).format().as_bytes());
             continue;
         }
-        let service = Arc::clone(&service);
-        std::thread::spawn(move || service.serve(conn));
+        let served = Arc::clone(&service);
+        if std::thread::Builder::new()
+            .name(format!("boadd uid {uid}"))
+            .spawn(move || served.serve(conn, uid))
+            .is_err()
+        {
+            // The connection went with the closure: it is closed, nothing was registered.
+            service.leave(uid);
+        }
     }
     cleanup();
     Ok(())

@@ -26,6 +26,8 @@ pub struct Limits {
     pub jobs_per_user: usize,
     /// Connections open at once (registered or not).
     pub connections: usize,
+    /// Connections one user may have open at once.
+    pub connections_per_user: usize,
 }
 
 /// One registered job.
@@ -51,7 +53,8 @@ struct State {
     ports: HashMap<u16, usize>,
     jobs: HashMap<u64, Job>,
     next_id: u64,
-    connections: usize,
+    /// Open connections per uid.
+    connections: HashMap<u32, usize>,
 }
 
 /// The peer credentials (uid, pid) of a Unix stream's other end.
@@ -176,7 +179,7 @@ impl Service {
                 ports: HashMap::new(),
                 jobs: HashMap::new(),
                 next_id: 0,
-                connections: 0,
+                connections: HashMap::new(),
             }),
             limits,
         }
@@ -206,23 +209,39 @@ impl Service {
             .map_err(|e| e.to_string())
     }
 
-    /// Counts a new connection; false if there are too many already.
-    pub fn admit(&self) -> bool {
+    /// Counts a new connection of user `uid`; why not if there are too many already.
+    pub fn admit(&self, uid: u32) -> Result<(), String> {
         let mut s = self.state();
-        if s.connections >= self.limits.connections {
-            return false;
+        let all: usize = s.connections.values().sum();
+        if all >= self.limits.connections {
+            return Err(format!("the service has {all} connections open"));
         }
-        s.connections += 1;
-        true
+        let mine = s.connections.entry(uid).or_insert(0);
+        if *mine >= self.limits.connections_per_user {
+            return Err(format!("uid {uid} has {mine} connections open"));
+        }
+        *mine += 1;
+        Ok(())
     }
 
-    /// Serves one admitted connection to its end, then frees what it registered.
-    pub fn serve(&self, conn: UnixStream) {
-        let job = self.serve_conn(conn);
-        let mut s = self.state();
-        s.connections -= 1;
+    /// Serves one connection of user `uid` admitted by [`Service::admit`] to its end, then frees
+    /// what it registered.
+    pub fn serve(&self, conn: UnixStream, uid: u32) {
+        let job = self.serve_conn(conn, uid);
         if let Some(id) = job {
-            s.release(id);
+            self.state().release(id);
+        }
+        self.leave(uid);
+    }
+
+    /// Uncounts a connection of `uid` that [`Service::admit`] counted.
+    pub fn leave(&self, uid: u32) {
+        let mut s = self.state();
+        if let Some(n) = s.connections.get_mut(&uid) {
+            *n -= 1;
+            if *n == 0 {
+                s.connections.remove(&uid);
+            }
         }
     }
 
@@ -239,8 +258,7 @@ impl Service {
     }
 
     /// Serves the connection; returns the id of the job it registered, if any (still held).
-    fn serve_conn(&self, conn: UnixStream) -> Option<u64> {
-        let (uid, _pid) = peer_cred(&conn).ok()?;
+    fn serve_conn(&self, conn: UnixStream, uid: u32) -> Option<u64> {
         conn.set_read_timeout(Some(REGISTER_WAIT)).ok()?;
         conn.set_write_timeout(Some(REGISTER_WAIT)).ok()?;
         let mut writer = conn.try_clone().ok()?;
