@@ -211,7 +211,12 @@ pub fn check(transport: TransportKind) {
         return;
     } else {
         Folds::from_env()
-            .and_then(|f| missing_caps().map_or_else(|| imp::probe(&f), Err))
+            .and_then(|f| {
+                missing_caps().map_or_else(
+                    || imp::probe(&f),
+                    |why| Err(format!("{why}, or the kernel service boadd")),
+                )
+            })
             .and_then(|took| {
             if lo_busy {
                 Err("lo already has an XDP program (another job?); --hosts jobs are not affected".into())
