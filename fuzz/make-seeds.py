@@ -142,6 +142,16 @@ def pmi1():
           b"cmd=get_result rc=-1 msg=key_boad-p-0_not_found value=unknown\n")
 
 
+def service():
+    write("service_lines", "job", b"JOB 0b0ad0b0ad0b0ad0 2 40000\n")
+    write("service_lines", "member", b"MEMBER 0 127.77.0.1 40001\n")
+    write("service_lines", "grant", b"GRANT 40000 2 3\n")
+    write("service_lines", "grant-flat", b"GRANT 40000 2 -\n")
+    write("service_lines", "refused", b"REFUSED port 40001 of 127.77.0.1 is not a UDP socket of uid 65534\n")
+    write("service_lines", "status", b"STATUS 1 1 64 3 1024\n")
+    write("service_lines", "counters", b"COUNTERS folded=3 dropped=2 wrong_source=0\n")
+
+
 if __name__ == "__main__":
     udp()
     lines()
@@ -153,3 +163,4 @@ if __name__ == "__main__":
     envstore()
     pmi2()
     pmi1()
+    service()

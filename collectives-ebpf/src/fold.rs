@@ -28,7 +28,9 @@ const SEEN_WORDS: usize = (MAX_RANKS / 64) as usize;
 ///
 /// A CONTRIB for key K = (job, comm, seq, chunk) uses slot `slot_index(comm, seq, chunk)`. If the slot
 /// holds another key, it is taken over (reset) when it is free (`count == 0`), complete
-/// (`count >= expected`), of another job, or of an older `seq` of the same communicator; otherwise
+/// (`count >= expected`), of the same communicator under another job key (a finished job's), or of
+/// an older `seq` of the same communicator; never while another communicator's reduction in it is
+/// incomplete (several jobs' communicators share the table when the kernel service serves them); otherwise
 /// the CONTRIB passes unfolded (counter `UNFOLDED`). Keys of one communicator collide only when their
 /// `seq`s are `NSLOTS / 64` (64) or more apart or `chunk >= 64`: a reduction still incomplete when a
 /// contribution 64 `seq`s further arrives is abandoned (its partial fold is lost and its later
@@ -212,7 +214,11 @@ pub fn try_fold<T: Elem, const OP: u8>(ctx: &XdpContext) -> Result<u32, u32> {
         let mut usable = same;
         if !same {
             let older = s.job == job && s.comm == comm && (seq.wrapping_sub(s.seq) as i32) > 0;
-            if s.count == 0 || s.count >= s.expected || s.job != job || older {
+            // An incomplete reduction of another communicator is never taken over: communicators
+            // of other jobs served by the same programs (the kernel service) share this table. One
+            // of the same communicator under another key is a finished job's leftover.
+            let stale = s.comm == comm && s.job != job;
+            if s.count == 0 || s.count >= s.expected || stale || older {
                 s.job = job;
                 s.comm = comm;
                 s.seq = seq;

@@ -7,8 +7,9 @@
 //!
 //! * `boad_xdp` (XDP, on the reducing rank's interface; [`fold::try_dispatch`]): parses
 //!   Ethernet / IPv4 (no options, not a fragment) / UDP to a port with the `port::REDUCE` bit in
-//!   `PORTS` / boad `Header` with the right magic, version and job key (`CONFIG`). Anything else
-//!   passes untouched (a datagram to a boad port with a bad magic/version/job counts as foreign).
+//!   `PORTS` / boad `Header` with the right magic, version and job key (its communicator's in
+//!   `COMMS`, else `CONFIG`'s). Anything else passes untouched (a datagram to a boad port with a
+//!   bad magic/version/job counts as foreign).
 //!   A `CONTRIB` tail-calls `PROGS[prog_index(op, dtype)]`; when there is no program there (float
 //!   sum/prod) it passes unfolded. A CONTRIB with `flags::BYPASS` passes unfolded and untouched
 //!   (the runtime's userspace-fold fallback).

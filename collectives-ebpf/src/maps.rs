@@ -7,20 +7,19 @@ use aya_ebpf::{
 };
 use boad_common::{
     dtype,
-    kernel::{counter, CommInfo, Config, Member, MAX_COMMS, MAX_RANKS, NSLOTS},
+    kernel::{counter, CommInfo, Config, Member, MAX_COMMS, MAX_PORTS, MAX_RANKS, NSLOTS},
     op,
 };
 
 use crate::fold::Slot;
 
-/// Job key and global settings (one entry).
+/// The key of datagrams of a communicator not in `COMMS`, 0 = off (one entry).
 #[btf_map]
 pub static CONFIG: Array<Config, 1> = Array::new();
 /// UDP destination port (host order) -> [`port`](boad_common::kernel::port) bits: every rank's port
-/// and the trigger port of a job of up to `MAX_RANKS` ranks (a map of 64 entries used to stop jobs
-/// above 63 ranks).
+/// and the trigger port of every job served (a map of 64 entries used to stop jobs above 63 ranks).
 #[btf_map]
-pub static PORTS: HashMap<u16, u32, { 2 * MAX_RANKS as usize }> = HashMap::new();
+pub static PORTS: HashMap<u16, u32, { MAX_PORTS as usize }> = HashMap::new();
 /// Communicator id -> how many contributions complete a reduction, members to broadcast to.
 #[btf_map]
 pub static COMMS: HashMap<u32, CommInfo, { MAX_COMMS as usize }> = HashMap::new();

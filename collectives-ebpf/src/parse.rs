@@ -9,7 +9,7 @@ use core::mem::{offset_of, size_of};
 
 use boad_common::{kernel::MAX_RANKS, Header, HEADER_LEN, MAGIC, VERSION};
 
-use crate::maps::{CONFIG, MEMBERS, PORTS};
+use crate::maps::{COMMS, CONFIG, MEMBERS, PORTS};
 
 const ETH_P_IP_BE: [u8; 2] = [0x08, 0x00];
 const IPPROTO_UDP: u8 = 17;
@@ -64,7 +64,8 @@ pub enum Datagram {
 
 /// Classifies the packet `[start, end)`: ours is an IPv4 (no options, not a fragment) UDP datagram
 /// to a port whose `PORTS` bits include `want`, long enough for a boad header, with this job's
-/// magic, version and key (`CONFIG`); a job key of 0 (not configured) makes nothing ours.
+/// magic, version and key (its communicator's in `COMMS`, else `CONFIG`'s); a `CONFIG` key of 0
+/// (not configured) makes nothing ours.
 #[inline(always)]
 pub fn classify(start: usize, end: usize, want: u32) -> Datagram {
     if start + PAYLOAD_OFF > end {
@@ -102,6 +103,14 @@ pub fn classify(start: usize, end: usize, want: u32) -> Datagram {
     let magic: u32 = read_at(start, end, HDR_OFF + offset_of!(Header, magic)).unwrap_or(0);
     let version: u8 = read_at(start, end, HDR_OFF + offset_of!(Header, version)).unwrap_or(0);
     let hjob: u64 = read_at(start, end, HDR_OFF + offset_of!(Header, job)).unwrap_or(0);
+    let comm: u32 = read_at(start, end, HDR_OFF + offset_of!(Header, comm)).unwrap_or(u32::MAX);
+    // A registered communicator has its own key (one set of programs serves several jobs, each
+    // with its own communicators); any other is judged by the key in CONFIG.
+    let job = match COMMS.get_ptr(comm) {
+        // SAFETY: a pointer to a CommInfo map value the kernel keeps alive for this program run.
+        Some(c) => unsafe { (*c).job },
+        None => job,
+    };
     if magic != MAGIC || version != VERSION || hjob != job {
         return Datagram::Foreign;
     }

@@ -157,7 +157,9 @@ impl Engine {
                 joined.leftover,
                 cfg.clone(),
                 // The leaders' communicator of the kernel path, when the launcher filled it.
-                kernel.filter(|_| joined.kernel_leaders),
+                kernel
+                    .filter(|_| joined.kernel_leaders)
+                    .map(|t| (t, joined.kernel_comms[1])),
             )?)),
             Choice::Udp => {
                 let udp = Udp::new(
@@ -173,7 +175,7 @@ impl Engine {
                     Some(trigger) => Engine::Flat(Box::new(KernelUdp::new(
                         udp,
                         trigger,
-                        boad_common::kernel::comm::WORLD,
+                        joined.kernel_comms[0],
                     ))),
                     None => Engine::Flat(Box::new(udp)),
                 }

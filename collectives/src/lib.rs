@@ -45,5 +45,12 @@ pub fn check() -> String {
 pub use transport::Stats;
 pub use types::{Coll, DType, Element, Op, Path, Signature};
 
+/// The host's kernel service (`boadd`): a job another launcher started registers its ranks with it
+/// ([`kernel_service::register`], from one process per host whose user owns that host's ranks'
+/// sockets, kept for the job's life) and gets the kernel path without root
+/// ([`kernel_service::Grant`]: the trigger port and communicator ids its ranks use, as the
+/// `KERNEL`/`KCOMMS` lines of boadrun's rendezvous tell them). The same client boadrun uses.
+pub use boad_proto::service as kernel_service;
+
 #[cfg(not(target_endian = "little"))]
 compile_error!("boad's wire format assumes a little-endian host");

@@ -242,8 +242,12 @@ pub mod kernel {
         }
     }
     /// Communicators the kernel path can serve at once (entries of the `COMMS` map; each has a block of
-    /// `MAX_RANKS` entries in the `MEMBERS` array starting at [`CommInfo::members_base`]).
-    pub const MAX_COMMS: u32 = 16;
+    /// `MAX_RANKS` entries in the `MEMBERS` array starting at [`CommInfo::members_base`]): every
+    /// communicator of every job a host's kernel service (`boadd`) serves at once.
+    pub const MAX_COMMS: u32 = 64;
+    /// Entries of the `PORTS` map: the ports of every job served at once (each rank's port and each
+    /// job's trigger port).
+    pub const MAX_PORTS: u32 = 8 * MAX_RANKS;
     /// Communicator ids the launcher fills in the `COMMS` map (the header's `comm` field).
     pub mod comm {
         /// Every rank of the job, numbered by job rank.
@@ -317,7 +321,9 @@ pub mod kernel {
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct Config {
-        /// Job key; datagrams with another `job` are foreign. 0 = not configured: everything passes.
+        /// 0 = not configured: everything passes. Otherwise the job key of datagrams whose
+        /// communicator is not in `COMMS` (a communicator that is there has its own key,
+        /// [`CommInfo::job`]); datagrams with another key are foreign.
         pub job: u64,
     }
 
@@ -335,6 +341,9 @@ pub mod kernel {
         pub members_base: u32,
         /// Zero.
         pub reserved: u32,
+        /// Job key of the communicator's datagrams: a datagram naming this communicator with another
+        /// key is foreign. Each job served by one set of programs has its own communicators and key.
+        pub job: u64,
     }
 
     /// Value of the `MEMBERS` array: member `i` of a communicator (at `members_base + i`) is its rank
@@ -369,7 +378,7 @@ pub mod kernel {
     }
 
     const _: () = assert!(core::mem::size_of::<Config>() == 8);
-    const _: () = assert!(core::mem::size_of::<CommInfo>() == 16);
+    const _: () = assert!(core::mem::size_of::<CommInfo>() == 24);
     const _: () = assert!(core::mem::size_of::<Member>() == 24);
     const _: () = assert!(NSLOTS.is_power_of_two() && MAX_RANKS.is_multiple_of(64));
 }

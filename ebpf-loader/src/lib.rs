@@ -9,7 +9,9 @@
 //! * **Reduce (XDP, `boad_xdp` + `fold_<op>_<dtype>`).** On an interface where
 //!   [`KernelPath::attach_xdp`] attached it, a UDP/IPv4 datagram (no IP options, not a fragment) to a
 //!   port registered with [`KernelPath::add_port`]`(port, `[`PortRole::Reduce`]`)`, carrying a boad
-//!   [`Header`](boad_common::Header) with this job's key ([`KernelPath::set_job`]) and
+//!   [`Header`](boad_common::Header) with its communicator's job key ([`KernelPath::set_job`] for
+//!   [`KernelPath::set_comm`], or the key given to [`KernelPath::set_job_comm`]: one set of programs
+//!   serves several jobs, each on communicators of its own) and
 //!   `kind == CONTRIB`, is folded in the kernel when its (op, dtype) has a program
 //!   ([`folds_in_kernel`], i.e. `boad_common::kernel::folds`: every integer op on every integer type,
 //!   float min/max), its communicator
@@ -44,7 +46,9 @@
 //!   `boad_common::kernel::slot_index`). A reduction still incomplete when a CONTRIB 64 or more `seq`s
 //!   newer takes its slot is abandoned: its partial fold is lost and its later CONTRIBs pass
 //!   unfolded. The runtime must keep contributors within the window (or fall back to userspace and
-//!   have contributors resend).
+//!   have contributors resend). A slot held by an incomplete reduction of *another* communicator
+//!   is never taken over: the CONTRIB passes unfolded (several jobs' communicators share the slots
+//!   when one set of programs serves them).
 //! * **Broadcast (TC egress, `boad_tc_bcast`).** On an interface where
 //!   [`KernelPath::attach_tc_egress`] attached it, a datagram of `kind == BCAST` of this job, without
 //!   `flags::CLONED`, leaving for a port registered with [`PortRole::Bcast`], is cloned to every

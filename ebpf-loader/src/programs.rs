@@ -9,7 +9,9 @@ use aya::programs::tc::{SchedClassifierLinkId, TcAttachType};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
-use boad_common::kernel::{counter, port, CommInfo, Config, Member, MAX_COMMS};
+use boad_common::kernel::{counter, port, CommInfo, Config, Member};
+
+pub use boad_common::kernel::{MAX_COMMS, MAX_PORTS};
 use boad_common::prog_index;
 
 pub use boad_common::kernel::{comm, MAX_PAYLOAD, MAX_RANKS};
@@ -157,6 +159,29 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// The counters as `(name, value)` pairs, in the order `BOAD_STATS` prints them.
+    pub fn pairs(&self) -> Vec<(String, u64)> {
+        [
+            ("folded", self.folded),
+            ("dropped", self.dropped),
+            ("passed", self.passed),
+            ("duplicates", self.duplicates),
+            ("foreign", self.foreign),
+            ("unfolded", self.unfolded),
+            ("clones", self.clones),
+            ("local_clones", self.local_clones),
+            ("clone_errors", self.clone_errors),
+            ("bcasts", self.bcasts),
+            ("result_resent", self.result_resent),
+            ("bypassed", self.bypassed),
+            ("mismatched", self.mismatched),
+            ("wrong_source", self.wrong_source),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
     /// What happened since `before` (an earlier reading): the field-wise difference.
     pub fn since(&self, before: &Counters) -> Counters {
         let d = |a: u64, b: u64| a.wrapping_sub(b);
@@ -243,6 +268,8 @@ pub struct KernelPath {
     ebpf: Ebpf,
     /// Communicator id -> its block in MEMBERS.
     comm_blocks: StdHashMap<u32, u32>,
+    /// The key of [`KernelPath::set_job`], given to communicators [`KernelPath::set_comm`] registers.
+    job: u64,
     xdp_links: Vec<XdpLinkId>,
     tc_links: Vec<SchedClassifierLinkId>,
 }
@@ -335,6 +362,7 @@ impl KernelPath {
         Ok(KernelPath {
             ebpf,
             comm_blocks: StdHashMap::new(),
+            job: 0,
             xdp_links: Vec::new(),
             tc_links: Vec::new(),
         })
@@ -347,12 +375,17 @@ impl KernelPath {
     }
 
     /// Sets the job key: datagrams with another key are foreign. 0 turns both programs off.
+    /// Communicators registered afterwards with [`KernelPath::set_comm`] carry this key; one
+    /// registered with [`KernelPath::set_job_comm`] carries its own (a service serving several jobs
+    /// sets a key here that no job knows, only to turn the programs on).
     pub fn set_job(&mut self, job: u64) -> Result<()> {
         let mut config: Array<_, PodConfig> =
             Array::try_from(self.map("CONFIG")?).map_err(map_err("CONFIG"))?;
         config
             .set(0, PodConfig(Config { job }), 0)
-            .map_err(map_err("CONFIG"))
+            .map_err(map_err("CONFIG"))?;
+        self.job = job;
+        Ok(())
     }
 
     /// Registers UDP port `port` (host order) with `role`, replacing its previous role.
@@ -375,8 +408,37 @@ impl KernelPath {
     /// Registers communicator `comm`: `contribs` CONTRIBs complete one (seq, chunk) of a reduction,
     /// and `members` (at most [`MAX_RANKS`]; their ranks are `0..members.len()`, each once, in any
     /// order) receive its broadcasts and are the only sources whose CONTRIBs and BCASTs the programs
-    /// take (see the module docs, Source). Replaces a previous registration.
+    /// take (see the module docs, Source). Its datagrams carry the key of [`KernelPath::set_job`].
+    /// Replaces a previous registration.
     pub fn set_comm(&mut self, comm: u32, contribs: u32, members: &[BcastMember]) -> Result<()> {
+        self.register_comm(self.job, comm, contribs, members)
+    }
+
+    /// Like [`KernelPath::set_comm`] for a communicator of job key `job` (nonzero): datagrams naming
+    /// `comm` with another key are foreign, whatever [`KernelPath::set_job`] set. How one set of
+    /// programs serves several jobs at once, each on communicators of its own.
+    pub fn set_job_comm(
+        &mut self,
+        job: u64,
+        comm: u32,
+        contribs: u32,
+        members: &[BcastMember],
+    ) -> Result<()> {
+        if job == 0 {
+            return Err(KernelError::Limit(format!(
+                "communicator {comm}: job key 0 turns the programs off"
+            )));
+        }
+        self.register_comm(job, comm, contribs, members)
+    }
+
+    fn register_comm(
+        &mut self,
+        job: u64,
+        comm: u32,
+        contribs: u32,
+        members: &[BcastMember],
+    ) -> Result<()> {
         if members.len() > MAX_RANKS as usize || contribs > MAX_RANKS {
             return Err(KernelError::Limit(format!(
                 "communicator {comm}: {} members / {contribs} contributions, at most {MAX_RANKS}",
@@ -433,6 +495,7 @@ impl KernelPath {
             nmembers: members.len() as u32,
             members_base: base,
             reserved: 0,
+            job,
         };
         comms
             .insert(comm, PodCommInfo(info), 0)

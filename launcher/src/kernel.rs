@@ -2,6 +2,10 @@
 //! per job, attaching them to every host's interfaces before the ranks start, filling their maps
 //! from the rendezvous table, reporting their counters, and `boadrun --check`.
 //!
+//! On this machine, when the host's kernel service (`boadd`, `boad_proto::service`) listens, a job
+//! does not load anything: [`Setup::Service`] registers it with the service once its ranks have
+//! joined and holds the registration until boadrun ends.
+//!
 //! Two owners share one attach rule ([`attach_here`](imp)) and one fill rule (`fill_maps`):
 //! [`Setup`], boadrun's own for a job on this machine (`lo`) or on a `--hosts` virtual cluster
 //! (`lo` and `eth0` of every host's namespace, one load for all hosts: see below), and
@@ -219,11 +223,31 @@ pub fn check(transport: TransportKind) {
             "no XDP program"
         }
     );
+    let socket = boad_proto::service::socket_path();
+    let service = boad_proto::service::status_at(&socket);
+    match &service {
+        Ok(s) => println!(
+            "kernel service:  boadd at {} ({} jobs, communicators {}/{})",
+            socket.display(),
+            s.jobs,
+            s.comms_used,
+            s.comms_max
+        ),
+        Err(e) => println!("kernel service:  none ({e})"),
+    }
     let path = if !transport.wants_kernel() {
         Err(format!("BOAD_TRANSPORT={}", transport.name()))
+    } else if service.is_ok() {
+        println!("path:            kernel (through the kernel service)");
+        return;
     } else {
         Folds::from_env()
-            .and_then(|f| missing_caps().map_or_else(|| imp::probe(&f), Err))
+            .and_then(|f| {
+                missing_caps().map_or_else(
+                    || imp::probe(&f),
+                    |why| Err(format!("{why}, or the kernel service boadd")),
+                )
+            })
             .and_then(|took| {
             if lo_busy {
                 Err("lo already has an XDP program (another job?); --hosts jobs are not affected".into())
@@ -241,7 +265,123 @@ pub fn check(transport: TransportKind) {
     }
 }
 
-pub use imp::{HostSetup, Setup};
+pub use imp::HostSetup;
+
+/// The kernel path of a job on this machine (or on a `--hosts` virtual cluster): boad's programs
+/// loaded and attached by boadrun itself for this job alone, or served by the host's kernel service
+/// (`boadd`, see `boad_proto::service`) when its socket exists and the job runs on this machine
+/// (for root too: the service's programs hold `lo`). Dropping it detaches the programs or ends the
+/// registration.
+pub enum Setup {
+    /// Loaded and attached by boadrun (CAP_BPF + CAP_NET_ADMIN).
+    Own(imp::Setup),
+    /// Served by the kernel service.
+    Service(ServiceJob),
+}
+
+/// A job's registration with the kernel service, made when the ranks have joined.
+pub struct ServiceJob {
+    grant: std::sync::Mutex<Option<boad_proto::service::KernelGrant>>,
+    /// The service's (host-wide) counters when the job registered.
+    before: Vec<(String, u64)>,
+}
+
+/// How long loading may take before boadrun says how long it took (also said under `BOAD_STATS`).
+const SAY_LOAD_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Setup {
+    /// The kernel path for a job: through the kernel service when `hosts` is empty (the job runs
+    /// in boadrun's namespace) and the service's socket exists, else the programs loaded with the
+    /// reduction programs `folds` and attached (see `imp::Setup::attach`), saying how long loading
+    /// took when that was long.
+    pub fn attach(hosts: Vec<std::os::fd::OwnedFd>, folds: &Folds) -> Result<Setup, String> {
+        if hosts.is_empty() && boad_proto::service::present() {
+            return Ok(Setup::Service(ServiceJob {
+                grant: std::sync::Mutex::new(None),
+                before: Vec::new(),
+            }));
+        }
+        if let Some(why) = missing_caps() {
+            return Err(if hosts.is_empty() {
+                format!(
+                    "{why}, or the kernel service boadd: none listens at {}",
+                    boad_proto::service::socket_path().display()
+                )
+            } else {
+                why
+            });
+        }
+        let start = std::time::Instant::now();
+        let own = imp::Setup::attach(hosts, folds)?;
+        let took = start.elapsed();
+        if took >= SAY_LOAD_AFTER || stats_wanted() {
+            eprintln!(
+                "boadrun: kernel path: programs loaded and attached in {:.1} s ({ENV_FOLDS} selects \
+                 fewer reduction programs; the kernel service boadd loads them once per host)",
+                took.as_secs_f64()
+            );
+        }
+        Ok(Setup::Own(own))
+    }
+
+    /// Fills the maps for job `job` whose ranks said HELLO with `peers` (in rank order), or
+    /// registers it with the kernel service, and returns the lines that tell the ranks (`KERNEL`,
+    /// and `KCOMMS` for the service's communicators).
+    pub fn fill(
+        &mut self,
+        job: u64,
+        peers: &[boad_proto::PeerEntry],
+    ) -> Result<Vec<boad_proto::Line>, String> {
+        match self {
+            Setup::Own(s) => s.fill(job, peers).map(|(trigger_port, leaders)| {
+                vec![boad_proto::Line::Kernel {
+                    trigger_port,
+                    leaders,
+                }]
+            }),
+            Setup::Service(s) => {
+                let mut grant =
+                    boad_proto::service::register(job, peers, None).map_err(|e| e.to_string())?;
+                if stats_wanted() {
+                    s.before = grant.counters().unwrap_or_default();
+                }
+                let lines = grant.grant().lines();
+                *s.grant
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(grant);
+                Ok(lines)
+            }
+        }
+    }
+}
+
+/// Prints the kernel counters of `setup` for `BOAD_STATS` (through the service: what its programs
+/// counted while the job was registered, over every job it served meanwhile).
+pub fn print_stats(setup: &Setup) {
+    match setup {
+        Setup::Own(s) => print_own_stats(s),
+        Setup::Service(s) => {
+            let mut grant = s
+                .grant
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(grant) = grant.as_mut() else { return };
+            match grant.counters() {
+                Ok(now) => {
+                    let since: Vec<(String, u64)> = now
+                        .iter()
+                        .map(|(n, v)| {
+                            let was = s.before.iter().find(|(b, _)| b == n).map_or(0, |(_, b)| *b);
+                            (n.clone(), v.wrapping_sub(was))
+                        })
+                        .collect();
+                    eprintln!("{} service=boadd", stats_line(&since, 1));
+                }
+                Err(e) => eprintln!("boadrun: reading the kernel counters: {e}"),
+            }
+        }
+    }
+}
 
 /// Whether the job whose ranks said HELLO with `peers` (in rank order) uses the host leaders'
 /// communicator too: several hosts, and some host with several ranks (the hierarchical path's
@@ -553,25 +693,7 @@ mod imp {
 
     /// The counters as `(name, value)` pairs, in the order `BOAD_STATS` prints them.
     pub fn counter_pairs(c: &Counters) -> Vec<(String, u64)> {
-        [
-            ("folded", c.folded),
-            ("dropped", c.dropped),
-            ("passed", c.passed),
-            ("duplicates", c.duplicates),
-            ("foreign", c.foreign),
-            ("unfolded", c.unfolded),
-            ("clones", c.clones),
-            ("local_clones", c.local_clones),
-            ("clone_errors", c.clone_errors),
-            ("bcasts", c.bcasts),
-            ("result_resent", c.result_resent),
-            ("bypassed", c.bypassed),
-            ("mismatched", c.mismatched),
-            ("wrong_source", c.wrong_source),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        c.pairs()
     }
 
     /// How long an agent waits for the neighbour table to resolve the next hops of a job.
@@ -875,9 +997,9 @@ mod imp {
     }
 }
 
-/// Prints the kernel counters of `setup` for `BOAD_STATS`.
+/// Prints the counters of programs boadrun attached.
 #[cfg(feature = "kernel")]
-pub fn print_stats(setup: &Setup) {
+fn print_own_stats(setup: &imp::Setup) {
     match setup.counters() {
         Ok(c) => eprintln!(
             "{}",
@@ -887,9 +1009,9 @@ pub fn print_stats(setup: &Setup) {
     }
 }
 
-/// Prints the kernel counters of `setup` for `BOAD_STATS` (no `Setup` exists in this build).
+/// Prints the counters of programs boadrun attached (none exist in this build).
 #[cfg(not(feature = "kernel"))]
-pub fn print_stats(setup: &Setup) {
+fn print_own_stats(setup: &imp::Setup) {
     match *setup {}
 }
 

@@ -71,7 +71,9 @@ Kernel path (boadrun built with the kernel feature, the default; CAP_BPF + CAP_N
 ranks joined and sends a KERNEL line in the rendezvous table; with -H or --hostfile each host's \
 agent does so on its own host (lo and the interface towards the other hosts), and a host that \
 cannot puts the job on the userspace path (auto) or fails it (kernel). Everything is detached when \
-boadrun (or the agent) exits, even by SIGKILL. With BOAD_STATS=1 boadrun prints the programs' counters at the end of the \
+boadrun (or the agent) exits, even by SIGKILL. When the kernel service boadd listens \
+(BOAD_SERVICE_SOCKET, default /run/boad/boadd.sock), a job on this machine registers with it instead \
+of loading anything, for any user. With BOAD_STATS=1 boadrun prints the programs' counters at the end of the \
 job (and, with --wire-loss, how many datagrams it dropped on each host).\n\nEnvironment (default in brackets):\n",
     );
     let folds = boad_proto::Setting {
@@ -935,8 +937,8 @@ fn fallback(why: &str) {
     eprintln!("boadrun: kernel path unavailable ({why}); collectives use the userspace path");
 }
 
-/// Once all ranks joined: fills the kernel path's maps for job `job` and adds the `KERNEL` line to
-/// the table. If that fails, `--transport kernel` aborts the job; `auto` detaches the programs,
+/// Once all ranks joined: fills the kernel path's maps for job `job` (or registers it with the
+/// kernel service) and adds the `KERNEL` line (and the service's `KCOMMS`) to the table. If that fails, `--transport kernel` aborts the job; `auto` detaches the programs,
 /// says so, and sends the table without the line.
 fn table_hook(kernel: Arc<Mutex<Option<Setup>>>, job: u64, transport: TransportKind) -> TableHook {
     Box::new(move |peers| {
@@ -945,10 +947,7 @@ fn table_hook(kernel: Arc<Mutex<Option<Setup>>>, job: u64, transport: TransportK
             return Ok(Vec::new());
         };
         match setup.fill(job, peers) {
-            Ok((trigger_port, leaders)) => Ok(vec![Line::Kernel {
-                trigger_port,
-                leaders,
-            }]),
+            Ok(lines) => Ok(lines),
             Err(why) if transport == TransportKind::Kernel => Err(format!("kernel path: {why}")),
             Err(why) => {
                 *slot = None;

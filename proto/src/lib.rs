@@ -6,10 +6,12 @@
 //! hostfiles and the placement of ranks on their slots ([`hosts`]), and the authenticated handshake
 //! between the launcher and its agents on other machines ([`auth`]). Which processes share a host,
 //! and this host's interfaces ([`net`]).
+//! The kernel service's protocol and its client ([`service`]).
 //!
 //! Nothing here does I/O on its own behalf: parsing is pure, the handshake reads and writes only
-//! the stream it is given, and the only file operation ([`shm::remove_segment`]) removes what the
-//! caller names.
+//! the stream it is given, the only file operation ([`shm::remove_segment`]) removes what the
+//! caller names, and the service client ([`service::register`]) connects only to the service's
+//! socket.
 #![deny(missing_docs)]
 
 pub mod auth;
@@ -18,6 +20,7 @@ pub mod hosts;
 pub mod layout;
 pub mod lines;
 pub mod net;
+pub mod service;
 pub mod shm;
 
 pub use layout::Layout;

@@ -14,6 +14,10 @@
 //!                                       (optional: the kernel path is attached; BCAST datagrams to
 //!                                       this port are cloned to every member of their communicator;
 //!                                       LEADERS: the host leaders' communicator is filled too)
+//!                    KCOMMS <world> <leaders>
+//!                                       (optional, after KERNEL: the communicator ids of the job and
+//!                                       of its host leaders in the programs' maps, when they are not
+//!                                       0 and 1: a kernel service gives each job ids of its own)
 //!                    END
 //!                    ABORT <reason...>  (instead of TABLE, when the job cannot start)
 //! launcher -> rank   EXIT <rank> <code> (whenever a rank exits; code = exit status, or 128+signal)
@@ -65,6 +69,14 @@ pub enum Line {
         /// (`boad_common::kernel::comm::LEADERS`), for the hierarchical path.
         leaders: bool,
     },
+    /// `KCOMMS <world> <leaders>`: the communicator ids of the job and of its host leaders in the
+    /// programs' maps (without this line: `boad_common::kernel::comm::WORLD` and `LEADERS`).
+    KernelComms {
+        /// The job's communicator (every rank, numbered by job rank).
+        world: u32,
+        /// The host leaders' communicator (used only with `KERNEL ... LEADERS`).
+        leaders: u32,
+    },
     /// `END`
     End,
     /// `ABORT <reason>`
@@ -92,6 +104,7 @@ impl Line {
                 "KERNEL {trigger_port}{}\n",
                 if *leaders { " LEADERS" } else { "" }
             ),
+            Line::KernelComms { world, leaders } => format!("KCOMMS {world} {leaders}\n"),
             Line::End => "END\n".to_string(),
             Line::Abort(r) => format!("ABORT {}\n", r.replace('\n', " ")),
             Line::Exit { rank, code } => format!("EXIT {rank} {code}\n"),
@@ -144,6 +157,14 @@ impl Line {
                     trigger_port,
                     leaders,
                 })
+            }
+            "KCOMMS" => {
+                let world = words.next()?.parse().ok()?;
+                let leaders = words.next()?.parse().ok()?;
+                words
+                    .next()
+                    .is_none()
+                    .then_some(Line::KernelComms { world, leaders })
             }
             "ABORT" => Some(Line::Abort(line.get(6..).unwrap_or("").to_string())),
             "EXIT" => {
@@ -225,6 +246,10 @@ mod tests {
                 trigger_port: 4999,
                 leaders: true,
             },
+            Line::KernelComms {
+                world: 6,
+                leaders: 7,
+            },
             Line::End,
             Line::Abort("rank 2 exited with status 1 before joining".into()),
             Line::Exit { rank: 4, code: 137 },
@@ -234,6 +259,9 @@ mod tests {
         assert_eq!(Line::parse("HELLO 1 2"), None);
         assert_eq!(Line::parse("garbage"), None);
         assert_eq!(Line::parse("KERNEL 4999 FOLLOWERS"), None);
+        assert_eq!(Line::parse("KCOMMS 1"), None);
+        assert_eq!(Line::parse("KCOMMS 1 2 3"), None);
+        assert_eq!(Line::parse("KCOMMS -1 2"), None);
     }
 
     #[test]

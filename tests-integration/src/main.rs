@@ -795,6 +795,59 @@ fn forge(comm: &mut Communicator, rounds: usize) -> ExitCode {
     }
 }
 
+/// `service-register SOCKET N [IP:PORT...]`: registers a job with the kernel service at SOCKET
+/// whose members are N UDP sockets this process binds on 127.0.0.1 followed by the given
+/// addresses; prints `granted <trigger> <world>` and holds the registration until stdin ends
+/// (exit 0), or prints `refused: <why>` (exit 3).
+fn service_register(args: &[String]) -> ExitCode {
+    let (Some(socket), Some(Ok(n))) = (args.first(), args.get(1).map(|a| a.parse::<usize>()))
+    else {
+        eprintln!("usage: boad-check service-register SOCKET N [IP:PORT...]");
+        return ExitCode::from(2);
+    };
+    let mut own = Vec::new();
+    let mut table = Vec::new();
+    let mut add = |ip, port| {
+        table.push(boad_proto::PeerEntry {
+            rank: table.len(),
+            host_id: 0,
+            ip,
+            port,
+            pulse: 0,
+            pid: std::process::id(),
+        })
+    };
+    for _ in 0..n {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = sock.local_addr().expect("local address");
+        add(addr.ip(), addr.port());
+        own.push(sock);
+    }
+    for a in &args[2..] {
+        let Ok(addr) = a.parse::<std::net::SocketAddr>() else {
+            eprintln!("boad-check service-register: {a:?} is not IP:PORT");
+            return ExitCode::from(2);
+        };
+        add(addr.ip(), addr.port());
+    }
+    let key = rand::random::<u64>() | 1;
+    match boad_proto::service::register_at(std::path::Path::new(socket), key, &table, None) {
+        Ok(grant) => {
+            let g = grant.grant();
+            println!("granted {} {}", g.trigger, g.world);
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+            drop(grant);
+            drop(own);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("refused: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().map(String::as_str).unwrap_or("matrix");
@@ -809,6 +862,9 @@ fn main() -> ExitCode {
         };
         println!("{}", boad_proto::shm::segment_path(job, host).display());
         return ExitCode::SUCCESS;
+    }
+    if mode == "service-register" {
+        return service_register(&args[1..]);
     }
     let mut comm = match boad::init() {
         Ok(c) => c,

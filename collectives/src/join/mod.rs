@@ -362,6 +362,12 @@ impl JobInfo {
     }
 }
 
+/// The kernel path's communicator ids without a `KCOMMS` line.
+const DEFAULT_COMMS: [u32; 2] = [
+    boad_common::kernel::comm::WORLD,
+    boad_common::kernel::comm::LEADERS,
+];
+
 /// The outcome of a rendezvous.
 #[derive(Debug)]
 pub struct Joined {
@@ -376,6 +382,10 @@ pub struct Joined {
     /// The launcher also filled the host leaders' communicator (the hierarchical path's network
     /// level may use the kernel path).
     pub kernel_leaders: bool,
+    /// The kernel path's communicator ids: the job's and the host leaders' (`KCOMMS`; by default
+    /// `boad_common::kernel::comm::WORLD` and `LEADERS`, what a launcher that attached the programs
+    /// for this job alone fills; a kernel service gives each job ids of its own).
+    pub kernel_comms: [u32; 2],
 }
 
 /// Whether this process took its rendezvous connection already (it can be taken once).
@@ -580,6 +590,7 @@ pub fn rendezvous(
             leftover: Vec::new(),
             kernel_trigger: None,
             kernel_leaders: false,
+            kernel_comms: DEFAULT_COMMS,
         });
     }
     let Some(fd) = info.rendezvous else {
@@ -589,6 +600,7 @@ pub fn rendezvous(
             leftover: Vec::new(),
             kernel_trigger: None,
             kernel_leaders: false,
+            kernel_comms: DEFAULT_COMMS,
         });
     };
     let io = |source| JoinError::Io { fd, source };
@@ -635,6 +647,7 @@ pub fn rendezvous(
     }
     let mut kernel_trigger = None;
     let mut kernel_leaders = false;
+    let mut kernel_comms = DEFAULT_COMMS;
     loop {
         match next()? {
             Line::End => break,
@@ -645,6 +658,7 @@ pub fn rendezvous(
                 kernel_trigger = Some(trigger_port);
                 kernel_leaders = leaders;
             }
+            Line::KernelComms { world, leaders } => kernel_comms = [world, leaders],
             other => return Err(JoinError::Protocol(format!("expected END, got {other:?}"))),
         }
     }
@@ -656,6 +670,7 @@ pub fn rendezvous(
         leftover,
         kernel_trigger,
         kernel_leaders,
+        kernel_comms,
     })
 }
 

@@ -149,7 +149,7 @@ fn relay(
 impl Hier {
     /// Joins this host's shared memory and, on a leader, the leaders' UDP transport over `sock`,
     /// with the kernel path's leaders communicator when the launcher attached it (`kernel`: its
-    /// trigger port).
+    /// trigger port and the communicator's id).
     pub fn new(
         info: &JobInfo,
         table: &[PeerEntry],
@@ -157,7 +157,7 @@ impl Hier {
         conn: Option<UnixStream>,
         leftover: Vec<u8>,
         cfg: Config,
-        kernel: Option<u16>,
+        kernel: Option<(u16, u32)>,
     ) -> Result<Hier> {
         let rank = info.rank;
         let layout = Layout::of(table);
@@ -236,11 +236,7 @@ impl Hier {
             // The leaders' allgather gathers slabs of a host's blocks, padded to the largest host.
             udp.set_gather_blocks(layout.hosts.len() * layout.max_local());
             let leaders_net: Box<dyn Level> = match kernel {
-                Some(trigger) => Box::new(KernelUdp::new(
-                    udp,
-                    trigger,
-                    boad_common::kernel::comm::LEADERS,
-                )),
+                Some((trigger, comm)) => Box::new(KernelUdp::new(udp, trigger, comm)),
                 None => Box::new(udp),
             };
             Some(leaders_net)

@@ -3,7 +3,9 @@
 //! do not fit it ([`kernel_fits`]) run on the UDP transport's reliable messages; the kernel path's
 //! datagrams reach [`Kern`] through [`KernelSide`] whatever the rank waits for.
 //!
-//! The launcher attached the eBPF programs for this job (`KERNEL <trigger>` in the rendezvous table):
+//! The launcher attached the eBPF programs for this job, or registered it with the host's kernel
+//! service (`KERNEL <trigger>` in the rendezvous table, and `KCOMMS` when the service gave the job
+//! communicator ids of its own, which this transport puts in every datagram's `comm`):
 //! - Reduction to a root: every other rank sends its buffer as `CONTRIB` datagrams of at most
 //!   `kernel::MAX_PAYLOAD` bytes to the root's socket; XDP on the root's host folds them and passes
 //!   one `RESULT` per chunk, which the root folds with its own buffer. A chunk whose `RESULT` does not
