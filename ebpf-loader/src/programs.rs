@@ -124,6 +124,22 @@ pub struct BcastMember {
     pub mac: Option<[u8; 6]>,
 }
 
+impl BcastMember {
+    /// The members of the host leaders' communicator: the member of each host's leader (rank
+    /// `leaders[h]` of `members`), renumbered by host, since the leaders' transport calls leader `h`
+    /// rank `h`.
+    pub fn leaders_of(members: &[BcastMember], leaders: &[usize]) -> Vec<BcastMember> {
+        leaders
+            .iter()
+            .enumerate()
+            .map(|(h, &r)| BcastMember {
+                rank: h as u32,
+                ..members[r]
+            })
+            .collect()
+    }
+}
+
 /// Counters of the programs, summed over CPUs (see `boad_common::kernel::counter`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {

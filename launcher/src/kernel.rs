@@ -555,16 +555,7 @@ mod imp {
             .map_err(map)?;
         let hierarchical = uses_leaders(peers);
         if hierarchical {
-            // Numbered by host: the leaders' transport calls leader `h` rank `h`.
-            let heads: Vec<BcastMember> = Layout::of(peers)
-                .leaders
-                .iter()
-                .enumerate()
-                .map(|(h, &r)| BcastMember {
-                    rank: h as u32,
-                    ..members[r]
-                })
-                .collect();
+            let heads = BcastMember::leaders_of(&members, &Layout::of(peers).leaders);
             let contribs = (heads.len() as u32).saturating_sub(1);
             path.set_comm(comm::LEADERS, contribs, &heads)
                 .map_err(map)?;

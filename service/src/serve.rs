@@ -469,15 +469,7 @@ impl State {
             .set_job_comm(key, comms[0], contribs, &members)
             .map_err(err)?;
         if let Some(&lc) = comms.get(1) {
-            let heads: Vec<BcastMember> = Layout::of(peers)
-                .leaders
-                .iter()
-                .enumerate()
-                .map(|(h, &r)| BcastMember {
-                    rank: h as u32,
-                    ..members[r]
-                })
-                .collect();
+            let heads = BcastMember::leaders_of(&members, &Layout::of(peers).leaders);
             let contribs = (heads.len() as u32).saturating_sub(1);
             self.path
                 .set_job_comm(key, lc, contribs, &heads)

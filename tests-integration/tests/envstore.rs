@@ -364,11 +364,7 @@ fn nine_ranks_on_three_namespace_hosts_hierarchical_udp_and_a_killed_rank() {
     // Shared memory inside each host, UDP between the hosts' leaders.
     let ran = three_host_job(&hosts, dir.path(), "shm", &["random", "40"], &[]);
     let lines = all_exact(&ran, "hier");
-    let senders: Vec<usize> = lines
-        .iter()
-        .filter(|l| l.get("datagrams_sent") > 0)
-        .map(|l| l.rank)
-        .collect();
+    let senders = common::senders(&lines);
     assert_eq!(
         senders,
         [0, 3, 6],

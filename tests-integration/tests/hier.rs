@@ -52,11 +52,7 @@ fn all_exact(hosts: usize, n: usize, args: &[&str], env: &[(&str, &str)]) -> Vec
         "every rank took the hierarchical path: {lines:#?}"
     );
     // Only leaders send datagrams: a rank that is not the lowest on its host sends none.
-    let senders: Vec<usize> = lines
-        .iter()
-        .filter(|l| l.get("datagrams_sent") > 0)
-        .map(|l| l.rank)
-        .collect();
+    let senders = common::senders(&lines);
     assert_eq!(
         senders,
         leaders(hosts, n),

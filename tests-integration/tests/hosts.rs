@@ -73,11 +73,7 @@ fn every_collective_on_every_path_across_three_ssh_hosts() {
         );
         if path == "hier" {
             // Only the three hosts' leaders (ranks 0, 4, 7) send datagrams.
-            let senders: Vec<usize> = lines
-                .iter()
-                .filter(|l| l.get("datagrams_sent") > 0)
-                .map(|l| l.rank)
-                .collect();
+            let senders = common::senders(&lines);
             assert_eq!(senders, [0, 4, 7], "{transport}: {lines:#?}");
         }
     }
@@ -214,11 +210,7 @@ fn kernel_path_between_leaders_across_three_ssh_hosts() {
         .map(|l| l.rank)
         .collect();
     assert_eq!(kernel, [0, 3, 6], "{stats:#?}");
-    let senders: Vec<usize> = stats
-        .iter()
-        .filter(|l| l.get("datagrams_sent") > 0)
-        .map(|l| l.rank)
-        .collect();
+    let senders = common::senders(&stats);
     assert_eq!(senders, [0, 3, 6], "{stats:#?}");
 }
 

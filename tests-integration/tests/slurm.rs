@@ -353,11 +353,7 @@ fn srun_with_pmi2_runs_every_collective_on_three_nodes() {
     let job = slurm.srun(&refs(&three), &["matrix", "--quick"], "shm", &[]);
     let lines = assert_exact_on(&job, "hier");
     assert_no_new_segments(&before, "the hierarchical job");
-    let senders: Vec<usize> = lines
-        .iter()
-        .filter(|l| l.get("datagrams_sent") > 0)
-        .map(|l| l.rank)
-        .collect();
+    let senders = common::senders(&lines);
     assert_eq!(
         senders,
         vec![0, 3, 6],

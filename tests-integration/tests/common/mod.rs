@@ -173,6 +173,15 @@ impl RankLine {
     }
 }
 
+/// The ranks of `lines` that sent datagrams (on the hierarchical path: the hosts' leaders only).
+pub fn senders(lines: &[RankLine]) -> Vec<usize> {
+    lines
+        .iter()
+        .filter(|l| l.get("datagrams_sent") > 0)
+        .map(|l| l.rank)
+        .collect()
+}
+
 /// The lines of `text` that start with `rank R: ` and contain `marker`, with their rank, sorted by
 /// rank (any number of them).
 pub fn lines_of(text: &str, marker: &str) -> Vec<RankLine> {
