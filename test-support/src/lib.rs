@@ -15,11 +15,14 @@
 //!
 //! [`sshhosts`]: several hosts on one machine, each a network namespace running a real OpenSSH
 //! server, for the tests of `boadrun --launch-agent ssh` (root only).
+//!
+//! [`shared_bins`]: copies of binaries that tests run as another user can execute.
 #![deny(missing_docs)]
 
 use std::io::Write;
 
 pub mod oracle;
+pub mod shared_bins;
 pub mod sshhosts;
 
 /// The variable naming the file skips are recorded in (skips are allowed only when it is set).

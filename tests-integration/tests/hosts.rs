@@ -573,14 +573,21 @@ fn a_host_whose_agent_is_not_root_puts_the_job_on_userspace_saying_so_once() {
     .expect("write");
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
-    let boadrun = boadrun();
+    // nobody runs the agent and the ranks: copies it may reach wherever the checkout is.
+    let bins = boad_test_support::shared_bins::SharedBins::new(&[
+        boadrun().as_path(),
+        std::path::Path::new(boad_check()),
+    ])
+    .expect("copy the binaries");
+    let boadrun = bins.path("boadrun");
     let mut cmd = h.command_in(0, &boadrun);
     cmd.arg("--launch-agent")
         .arg(&script)
         .arg("--agent-path")
         .arg(&boadrun)
         .args(["-H", &spec(&h, &[(1, 2), (2, 2), (3, 2)])])
-        .args([boad_check(), "matrix", "--quick"]);
+        .arg(bins.path("boad-check"))
+        .args(["matrix", "--quick"]);
     let job = run_cmd(cmd, "auto", &[], LIMIT);
     let lines = job.assert_every_rank_exact(6);
     assert_eq!(

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use boad_test_support::shared_bins::SharedBins;
 use common::*;
 
 /// How long the service may take to load its programs on a busy machine.
@@ -35,6 +36,8 @@ struct Service {
     child: Child,
     dir: PathBuf,
     socket: PathBuf,
+    /// boadrun and boad-check where the jobs' users may run them, wherever the checkout is.
+    bins: SharedBins,
 }
 
 impl Service {
@@ -54,7 +57,14 @@ impl Service {
             .stderr(log)
             .spawn()
             .expect("boadd");
-        let mut service = Service { child, dir, socket };
+        let bins = SharedBins::new(&[boadrun().as_path(), Path::new(check_bin())])
+            .expect("copy the binaries");
+        let mut service = Service {
+            child,
+            dir,
+            socket,
+            bins,
+        };
         let start = Instant::now();
         while !service.socket.exists() {
             if let Ok(Some(status)) = service.child.try_wait() {
@@ -125,15 +135,17 @@ fn lo_has_xdp() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("xdp"))
 }
 
-/// `runuser -u USER -- env BOAD_SERVICE_SOCKET=... BOAD_STATS=1 boadrun -n N --transport T ARGS`.
-fn job_as(user: &str, socket: &Path, n: usize, transport: &str, args: &[&str]) -> Command {
+/// `runuser -u USER -- env BOAD_SERVICE_SOCKET=... BOAD_STATS=1 boadrun -n N --transport T ARGS`,
+/// a job of `service`'s.
+fn job_as(user: &str, service: &Service, n: usize, transport: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new("runuser");
     cmd.args(["-u", user, "--", "env"])
-        .arg(format!("BOAD_SERVICE_SOCKET={}", socket.display()))
+        .arg(format!("BOAD_SERVICE_SOCKET={}", service.socket.display()))
         .arg("BOAD_STATS=1")
         .arg("BOAD_CHUNK_BYTES=1024")
-        .arg(boadrun())
-        .args(["-n", &n.to_string(), "--transport", transport, check_bin()])
+        .arg(service.bins.path("boadrun"))
+        .args(["-n", &n.to_string(), "--transport", transport])
+        .arg(service.bins.path("boad-check"))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -217,7 +229,7 @@ fn the_kernel_service_serves_other_users_and_keeps_them_apart() {
     );
 
     // 1. nobody's job takes the kernel path: its contributions are folded in the kernel.
-    let child = job_as("nobody", &service.socket, 3, "kernel", &["kernel-proof"])
+    let child = job_as("nobody", &service, 3, "kernel", &["kernel-proof"])
         .spawn()
         .expect("runuser");
     let (out, err, _) = finish(child, "nobody's kernel-proof job");
@@ -236,7 +248,7 @@ fn the_kernel_service_serves_other_users_and_keeps_them_apart() {
     let best = |transport: &str, want: &str| {
         (0..3)
             .map(|_| {
-                let child = job_as("nobody", &service.socket, 2, transport, &["path", want])
+                let child = job_as("nobody", &service, 2, transport, &["path", want])
                     .spawn()
                     .expect("runuser");
                 finish(child, &format!("a {transport} job")).2
@@ -254,7 +266,9 @@ fn the_kernel_service_serves_other_users_and_keeps_them_apart() {
     let root_port = root_sock.local_addr().expect("addr").port();
     let register = |user: &str, extra: &[String]| {
         let mut cmd = Command::new("runuser");
-        cmd.args(["-u", user, "--", check_bin(), "service-register"])
+        cmd.args(["-u", user, "--"])
+            .arg(service.bins.path("boad-check"))
+            .arg("service-register")
             .arg(&service.socket)
             .arg("1")
             .args(extra)
@@ -297,24 +311,12 @@ fn the_kernel_service_serves_other_users_and_keeps_them_apart() {
     drop(root_sock);
 
     // 4. Two users' jobs at once: both exact, both on the kernel path.
-    let a = job_as(
-        "nobody",
-        &service.socket,
-        3,
-        "kernel",
-        &["matrix", "--quick"],
-    )
-    .spawn()
-    .expect("runuser");
-    let b = job_as(
-        "daemon",
-        &service.socket,
-        4,
-        "kernel",
-        &["matrix", "--quick"],
-    )
-    .spawn()
-    .expect("runuser");
+    let a = job_as("nobody", &service, 3, "kernel", &["matrix", "--quick"])
+        .spawn()
+        .expect("runuser");
+    let b = job_as("daemon", &service, 4, "kernel", &["matrix", "--quick"])
+        .spawn()
+        .expect("runuser");
     let (ha, hb) = (
         std::thread::spawn(move || finish(a, "nobody's matrix")),
         std::thread::spawn(move || finish(b, "daemon's matrix")),
@@ -333,15 +335,9 @@ fn the_kernel_service_serves_other_users_and_keeps_them_apart() {
     assert_eq!(service.status().jobs, 0);
 
     // 5. Killing a job (boadrun, by SIGKILL) frees what it held.
-    let victim = job_as(
-        "nobody",
-        &service.socket,
-        2,
-        "kernel",
-        &["busy", "1", "60000"],
-    )
-    .spawn()
-    .expect("runuser");
+    let victim = job_as("nobody", &service, 2, "kernel", &["busy", "1", "60000"])
+        .spawn()
+        .expect("runuser");
     let pgid = victim.id() as i32;
     service.wait_jobs(1, Duration::from_secs(60));
     // SAFETY: kill only signals the job's own process group (runuser and boadrun).
