@@ -619,7 +619,8 @@ pub fn rendezvous(
     {
         let table = store::exchange(store.as_mut(), &host_ids, &me)?;
         let socket = service::socket_path();
-        let (grant, held) = kernel_step(store.as_mut(), info, &table, transport, &socket)?;
+        let KernelStep { grant, held } =
+            kernel_step(store.as_mut(), info, &table, transport, &socket)?;
         store.finish()?;
         return Ok(Joined {
             table,
@@ -724,6 +725,15 @@ fn service_wanted(transport: TransportKind, info: &JobInfo) -> bool {
     transport == TransportKind::Kernel && info.size > 1 && info.local_size == info.size
 }
 
+/// What the kernel step gives a rank.
+#[derive(Debug)]
+struct KernelStep {
+    /// The job's trigger port and communicator id, when the service granted them.
+    grant: Option<(u16, u32)>,
+    /// The registration, on the rank that made it (rank 0).
+    held: Option<KernelGrant>,
+}
+
 /// The kernel step of a job under another launcher, between the table and the end of the store.
 /// On one host with `BOAD_TRANSPORT=kernel` ([`service_wanted`]) rank 0 registers the job's ranks
 /// (`table`) with the host's kernel service (`boad_proto::service`, listening at `socket`) and
@@ -739,7 +749,7 @@ fn kernel_step(
     table: &[PeerEntry],
     transport: TransportKind,
     socket: &std::path::Path,
-) -> Result<(Option<(u16, u32)>, Option<KernelGrant>), JoinError> {
+) -> Result<KernelStep, JoinError> {
     if !service_wanted(transport, info) {
         let across_hosts = info.local_size < info.size;
         if info.rank == 0
@@ -753,7 +763,10 @@ fn kernel_step(
                 store.launcher()
             );
         }
-        return Ok((None, None));
+        return Ok(KernelStep {
+            grant: None,
+            held: None,
+        });
     }
     let mut held = None;
     if info.rank == 0 {
@@ -787,7 +800,7 @@ fn kernel_step(
             store.launcher()
         ))
     })?;
-    Ok((grant, held))
+    Ok(KernelStep { grant, held })
 }
 
 /// Whether `path` is a Unix socket (where a kernel service listens).
@@ -875,10 +888,9 @@ mod tests {
                     info.size = n;
                     info.local_size = if hosts == 1 { n } else { 1 };
                     info.job = 0x1234;
-                    let (grant, held) = kernel_step(&mut store, &info, &table, transport, &socket)
+                    let step = kernel_step(&mut store, &info, &table, transport, &socket)
                         .expect("kernel step");
-                    // Every rank can still use the store: the kernel step does not end it.
-                    (grant, held.is_some())
+                    (step.grant, step.held.is_some())
                 })
             })
             .collect();
