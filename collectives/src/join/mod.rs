@@ -11,7 +11,9 @@
 //! this rank alone and left open across `exec` (`BOAD_RENDEZVOUS_FD` is its descriptor number), so no
 //! other process can join the job in its place, nothing exists in the file system, and nothing is
 //! left behind whatever happens to boadrun. A process another launcher started (Slurm, MPICH's
-//! Hydra, an env:// store) joins through that launcher's key-value space ([`store`]). A process
+//! Hydra, an env:// store) joins through that launcher's key-value space ([`store`]); when all its
+//! job's ranks are on one host and it asks for the kernel path, its rank 0 registers the job with
+//! the host's kernel service and shares the grant through that space ([`kernel_step`]). A process
 //! started by none is a job of size 1.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -138,7 +140,7 @@ impl Launcher {
         }
     }
 
-    /// Whether its ranks meet through a key-value store ([`Boot::Store`]): every launcher but
+    /// Whether its ranks meet through a key-value store (`Boot::Store`): every launcher but
     /// boadrun (and none).
     pub fn uses_store(self) -> bool {
         matches!(self, Launcher::Hydra | Launcher::Slurm | Launcher::Env)
