@@ -25,6 +25,10 @@ pub struct Communicator {
     pulse_state: PulseState,
     /// The liveness thread (ranks that use the network); ends when the communicator is dropped.
     _pulse: Option<Pulse>,
+    /// The job's registration with the host's kernel service, on the rank that made it (rank 0 of
+    /// a job on one host under another launcher): dropped last, after the engine, which frees the
+    /// job's kernel path in the service.
+    _service: Option<boad_proto::service::KernelGrant>,
 }
 
 /// Joins the job this process belongs to: started by `boadrun`, Slurm's `srun --mpi=pmi2`, MPICH's
@@ -41,7 +45,7 @@ impl Communicator {
         crate::log::init();
         let mut info = JobInfo::from_env()?;
         let mut cfg = Config::from_env().map_err(Error::general)?;
-        let boot = Boot::open(&mut info, cfg.timeout)?;
+        let boot = Boot::open(&mut info, cfg.transport, cfg.timeout)?;
         cfg.resolve(info.bind);
         let started = Engine::start(&info, &cfg, boot)?;
         Ok(Communicator {
@@ -53,6 +57,7 @@ impl Communicator {
             finalized: false,
             pulse_state: started.pulse_state,
             _pulse: started.pulse,
+            _service: started.service,
         })
     }
 

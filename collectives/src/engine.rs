@@ -80,6 +80,9 @@ pub(crate) struct Started {
     pub pulse: Option<Pulse>,
     /// Where the liveness thread says this rank is.
     pub pulse_state: PulseState,
+    /// The job's registration with the host's kernel service, on the rank of a job under another
+    /// launcher that made it: to keep until the rank is done (dropping it frees the kernel path).
+    pub service: Option<boad_proto::service::KernelGrant>,
 }
 
 impl Engine {
@@ -99,9 +102,20 @@ impl Engine {
             None
         };
         let pulse_port = pulse_sock.as_ref().map_or(0, |(_, p)| *p);
-        let joined = join::rendezvous(info, boot, port, pulse_port, cfg.timeout)?;
+        let mut joined = join::rendezvous(info, boot, port, pulse_port, cfg.timeout)?;
         let layout = Layout::of(&joined.table);
-        let choice = choose(cfg.transport, &layout, joined.kernel_trigger.is_some())?;
+        // Under another launcher the kernel path comes from the host's kernel service when it can
+        // serve the job; when it cannot, rank 0 said why (`join::kernel_step`) and `kernel` runs on
+        // UDP instead of failing the job.
+        let transport = if info.launcher.uses_store()
+            && cfg.transport == TransportKind::Kernel
+            && joined.kernel_trigger.is_none()
+        {
+            TransportKind::Udp
+        } else {
+            cfg.transport
+        };
+        let choice = choose(transport, &layout, joined.kernel_trigger.is_some())?;
         tracing::debug!(
             "boad: rank {}: BOAD_TRANSPORT={} on {} host(s), kernel path {}: {choice:?}",
             info.rank,
@@ -185,6 +199,7 @@ impl Engine {
             engine,
             pulse,
             pulse_state,
+            service: joined.service.take(),
         })
     }
 

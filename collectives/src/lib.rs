@@ -49,7 +49,9 @@ pub use types::{Coll, DType, Element, Op, Path, Signature};
 /// ([`kernel_service::register`], from one process per host whose user owns that host's ranks'
 /// sockets, kept for the job's life) and gets the kernel path without root
 /// ([`kernel_service::Grant`]: the trigger port and communicator ids its ranks use, as the
-/// `KERNEL`/`KCOMMS` lines of boadrun's rendezvous tell them). The same client boadrun uses.
+/// `KERNEL`/`KCOMMS` lines of boadrun's rendezvous tell them). The same client boadrun uses;
+/// [`init`] uses it itself for a job on one host under another launcher with
+/// `BOAD_TRANSPORT=kernel` (its rank 0 registers the job and holds the registration).
 pub use boad_proto::service as kernel_service;
 
 #[cfg(not(target_endian = "little"))]

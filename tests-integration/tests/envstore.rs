@@ -7,7 +7,8 @@
 //! killed mid-job; a wrong secret, no secret, a secret file others may read, partial variables.
 //! Across 3 namespace hosts (root; `boad_test_support::sshhosts`, each process started inside its
 //! host's network namespace, as a pod's containers are): 9 ranks, 3 per host, on the hierarchical
-//! path and over UDP; a rank killed.
+//! path and over UDP (also when asked for `kernel`, which a direct-launch job across hosts runs on
+//! UDP, rank 0 alone saying so); a rank killed.
 
 mod common;
 
@@ -377,6 +378,20 @@ fn nine_ranks_on_three_namespace_hosts_hierarchical_udp_and_a_killed_rank() {
     // UDP rank to rank across the hosts.
     let ran = three_host_job(&hosts, dir.path(), "udp", &["random", "40"], &[]);
     all_exact(&ran, "udp");
+    // `kernel` across hosts: direct launch does not register jobs over several hosts with the
+    // kernel service, so the job runs on UDP and rank 0 alone says so, once.
+    let ran = three_host_job(&hosts, dir.path(), "kernel", &["random", "5"], &[]);
+    all_exact(&ran, "udp");
+    for r in &ran {
+        let said = r.stderr.matches("kernel path not used").count();
+        assert_eq!(
+            said,
+            usize::from(r.rank == 0),
+            "rank {}: {}",
+            r.rank,
+            r.stderr
+        );
+    }
     // A LOCAL_RANK that disagrees with the hosts' placement is reported, and not used.
     let ran = three_host_job(
         &hosts,

@@ -2,8 +2,11 @@
 //! kernel path to jobs of other users (`nobody`, `daemon`) run through `runuser`: the kernel
 //! counters show their contributions folded, a job starts about as fast as on UDP, a registration
 //! of a socket the user does not own is refused, two users' jobs at once are exact, and killing a
-//! job frees what it held. Everything the test starts is stopped, and the directory removed, on
-//! every exit path (a panic included). Needs root; attaches to `lo`: run under the kernel lock.
+//! job frees what it held. A job another launcher started (env://: four processes started by hand,
+//! as `nobody`) takes the kernel path through the service too, registered by its rank 0, and frees
+//! it when it ends; without the service it runs on UDP and says so once. Everything the test
+//! starts is stopped, and the directory removed, on every exit path (a panic included). Needs
+//! root; attaches to `lo`: run under the kernel lock.
 
 mod common;
 
@@ -192,6 +195,109 @@ fn kernel_counter(stderr: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {line}"))
 }
 
+/// A free TCP port on 127.0.0.1 (for an env:// job's store).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("address").port()
+}
+
+/// An env:// job of `n` processes started by hand as `user` (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
+/// `MASTER_ADDR`, `MASTER_PORT`, the secret in `BOAD_SECRET`), with `BOAD_SERVICE_SOCKET=socket`
+/// and `BOAD_TRANSPORT=transport`, running `boad-check ARGS`. Waits for all (at most LIMIT, then
+/// kills them) and returns each rank's (exit code, stdout, stderr).
+fn env_job_as(
+    user: &str,
+    socket: &Path,
+    n: usize,
+    transport: &str,
+    args: &[&str],
+) -> Vec<(Option<i32>, String, String)> {
+    let port = free_port().to_string();
+    let secret = format!("{:032x}{:032x}", rand_secret(), rand_secret());
+    let children: Vec<Child> = (0..n)
+        .map(|r| {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", user, "--", check_bin()]).args(args);
+            for v in [
+                "BOAD_SIZE",
+                "BOAD_RANK",
+                "BOAD_RENDEZVOUS_FD",
+                "BOAD_HOST_ID",
+                "BOAD_JOB",
+                "BOAD_BIND_ADDR",
+                "BOAD_SECRET_FILE",
+                "PMI_FD",
+                "PMI_SIZE",
+                "SLURM_STEP_NUM_TASKS",
+                "OMPI_COMM_WORLD_SIZE",
+            ] {
+                cmd.env_remove(v);
+            }
+            cmd.env("RANK", r.to_string())
+                .env("WORLD_SIZE", n.to_string())
+                .env("LOCAL_RANK", r.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .env("BOAD_SECRET", &secret)
+                .env("BOAD_SERVICE_SOCKET", socket)
+                .env("BOAD_TRANSPORT", transport)
+                .env("BOAD_CHUNK_BYTES", "1024")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0);
+            cmd.spawn().expect("runuser")
+        })
+        .collect();
+    let pids: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let outs: Vec<_> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().expect("wait"))
+            .collect();
+        let _ = tx.send(outs);
+    });
+    let outs = match rx.recv_timeout(LIMIT) {
+        Ok(outs) => outs,
+        Err(_) => {
+            for pid in pids {
+                // SAFETY: kill only signals the process group of a rank this test started.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
+            panic!("the env:// job did not finish within {LIMIT:?}");
+        }
+    };
+    outs.into_iter()
+        .map(|o| {
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// 128 bits of a job's secret, from the kernel's random source.
+fn rand_secret() -> u128 {
+    let mut b = [0u8; 16];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").expect("urandom"),
+        &mut b,
+    )
+    .expect("random bytes");
+    u128::from_ne_bytes(b)
+}
+
+/// The value of `name=` in a rank's summary line (`rank R: ... path=P name=value ...`).
+fn rank_counter(line: &str, name: &str) -> u64 {
+    line.split(' ')
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+}
+
 /// Pids of processes whose command line has every word of `words`.
 fn processes_with(words: &[&str]) -> Vec<i32> {
     let mut out = Vec::new();
@@ -357,6 +463,47 @@ fn the_kernel_service_serves_other_users_and_keeps_them_apart() {
         unsafe { libc::kill(*pid, libc::SIGKILL) };
     }
     assert!(left.is_empty(), "ranks {left:?} outlived their killed job");
+
+    // 6. A job another launcher started: four env:// processes of `nobody` asking for the kernel
+    // path. Rank 0 registers the job with the service (the socket path reaches the ranks through
+    // BOAD_SERVICE_SOCKET), every rank takes the kernel path and is exact, and the job's
+    // communicator and ports are free once it ended.
+    let ran = env_job_as(
+        "nobody",
+        &service.socket,
+        4,
+        "kernel",
+        &["matrix", "--quick"],
+    );
+    let all: String = ran.iter().map(|(_, o, e)| format!("{o}{e}")).collect();
+    for (rank, (code, out, err)) in ran.iter().enumerate() {
+        assert_eq!(*code, Some(0), "rank {rank}:\n{out}\n{err}\n{all}");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("rank {rank}: ")) && l.contains(" wrong; path="))
+            .unwrap_or_else(|| panic!("rank {rank} printed no summary:\n{out}\n{err}"));
+        assert!(line.contains(" cases, 0 wrong; path=kernel "), "{line}");
+        assert!(rank_counter(line, "collectives_kernel") > 0, "{line}");
+        assert!(!err.contains("kernel path"), "rank {rank}: {err}");
+    }
+    let freed = service.wait_jobs(0, Duration::from_secs(5));
+    assert_eq!((freed.comms_used, freed.ports_used), (0, 0), "{freed:?}");
+
+    // 7. The same job without a service (a socket path where none listens): UDP, exact, and rank 0
+    // alone says why, once.
+    let absent = service.dir.join("absent.sock");
+    let ran = env_job_as("nobody", &absent, 2, "kernel", &["matrix", "--quick"]);
+    for (rank, (code, out, err)) in ran.iter().enumerate() {
+        assert_eq!(*code, Some(0), "rank {rank}:\n{out}\n{err}");
+        assert!(out.contains(" cases, 0 wrong; path=udp "), "{out}");
+        let said = err.matches("kernel path unavailable").count();
+        assert_eq!(said, usize::from(rank == 0), "rank {rank}: {err}");
+    }
+    assert!(
+        ran[0].2.contains(&absent.display().to_string()),
+        "{}",
+        ran[0].2
+    );
 
     let _ = std::io::stdout().flush();
     service.stop();

@@ -1147,6 +1147,7 @@ mod tests {
             pid: 100 + rank as u32,
         };
         let table = exchange(&mut store, &ids, &me)?;
+        store.finish()?;
         Ok((i, table))
     }
 

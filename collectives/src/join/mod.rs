@@ -11,7 +11,9 @@
 //! this rank alone and left open across `exec` (`BOAD_RENDEZVOUS_FD` is its descriptor number), so no
 //! other process can join the job in its place, nothing exists in the file system, and nothing is
 //! left behind whatever happens to boadrun. A process another launcher started (Slurm, MPICH's
-//! Hydra, an env:// store) joins through that launcher's key-value space ([`store`]). A process
+//! Hydra, an env:// store) joins through that launcher's key-value space ([`store`]); when all its
+//! job's ranks are on one host and it asks for the kernel path, its rank 0 registers the job with
+//! the host's kernel service and shares the grant through that space ([`kernel_step`]). A process
 //! started by none is a job of size 1.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,6 +29,8 @@ use boad_proto::env::{
     RENDEZVOUS_FD as ENV_RENDEZVOUS_FD, SIZE as ENV_SIZE,
 };
 use boad_proto::lines::{self as protocol, Line, PeerEntry};
+use boad_proto::service::{self, KernelGrant};
+use boad_proto::TransportKind;
 
 pub(crate) mod envstore;
 pub(crate) mod pmi1;
@@ -134,6 +138,12 @@ impl Launcher {
             Launcher::Slurm => "Slurm's srun (PMI-2)",
             Launcher::Env => "env:// (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)",
         }
+    }
+
+    /// Whether its ranks meet through a key-value store (`Boot::Store`): every launcher but
+    /// boadrun (and none).
+    pub fn uses_store(self) -> bool {
+        matches!(self, Launcher::Hydra | Launcher::Slurm | Launcher::Env)
     }
 }
 
@@ -386,6 +396,10 @@ pub struct Joined {
     /// `boad_common::kernel::comm::WORLD` and `LEADERS`, what a launcher that attached the programs
     /// for this job alone fills; a kernel service gives each job ids of its own).
     pub kernel_comms: [u32; 2],
+    /// Under another launcher than boadrun, on the rank that registered the job with the host's
+    /// kernel service: the registration, to keep for as long as the rank runs (dropping it frees
+    /// the job's communicator and trigger port in the service).
+    pub service: Option<KernelGrant>,
 }
 
 /// Whether this process took its rendezvous connection already (it can be taken once).
@@ -527,14 +541,23 @@ pub(crate) enum Boot {
         store: Box<dyn Store>,
         /// Host id of every rank.
         host_ids: Vec<u32>,
+        /// The job's `BOAD_TRANSPORT`: whether it asks for the kernel path ([`kernel_step`]).
+        transport: TransportKind,
     },
 }
 
 impl Boot {
     /// Meets the launcher that started this process. Under another launcher than boadrun this
     /// learns which ranks share this host, the job key and the address to bind, and fills them in
-    /// `info` (`BOAD_BIND_ADDR` chooses the address instead).
-    pub fn open(info: &mut JobInfo, timeout: Duration) -> Result<Boot, JoinError> {
+    /// `info` (`BOAD_BIND_ADDR` chooses the address instead). `transport` is the job's
+    /// `BOAD_TRANSPORT`: a job on one host that asks for the kernel path, with the host's kernel
+    /// service present, binds each rank to a loopback address of its own (`127.77.0.<rank + 1>`,
+    /// as boadrun does: the programs on `lo` tell the ranks apart by address).
+    pub fn open(
+        info: &mut JobInfo,
+        transport: TransportKind,
+        timeout: Duration,
+    ) -> Result<Boot, JoinError> {
         let mut store: Box<dyn Store> = match info.launcher {
             Launcher::Boadrun | Launcher::Alone => return Ok(Boot::Launcher),
             Launcher::Hydra => Box::new(pmi1::Pmi1::connect(info, timeout)?),
@@ -556,7 +579,19 @@ impl Boot {
         if info.launcher == Launcher::Env {
             envstore::check_local_rank(info);
         }
-        Ok(Boot::Store { store, host_ids })
+        if bind.is_none()
+            && info.bind.is_loopback()
+            && service_wanted(transport, info)
+            && info.rank < 250
+            && service::present()
+        {
+            info.bind = IpAddr::from([127, 77, 0, info.rank as u8 + 1]);
+        }
+        Ok(Boot::Store {
+            store,
+            host_ids,
+            transport,
+        })
     }
 }
 
@@ -581,16 +616,22 @@ pub fn rendezvous(
     if let Boot::Store {
         mut store,
         host_ids,
+        transport,
     } = boot
     {
         let table = store::exchange(store.as_mut(), &host_ids, &me)?;
+        let socket = service::socket_path();
+        let KernelStep { grant, held } =
+            kernel_step(store.as_mut(), info, &table, transport, &socket)?;
+        store.finish()?;
         return Ok(Joined {
             table,
             conn: None,
             leftover: Vec::new(),
-            kernel_trigger: None,
+            kernel_trigger: grant.map(|(trigger, _)| trigger),
             kernel_leaders: false,
-            kernel_comms: DEFAULT_COMMS,
+            kernel_comms: grant.map_or(DEFAULT_COMMS, |(_, world)| [world, u32::MAX]),
+            service: held,
         });
     }
     let Some(fd) = info.rendezvous else {
@@ -601,6 +642,7 @@ pub fn rendezvous(
             kernel_trigger: None,
             kernel_leaders: false,
             kernel_comms: DEFAULT_COMMS,
+            service: None,
         });
     };
     let io = |source| JoinError::Io { fd, source };
@@ -671,12 +713,272 @@ pub fn rendezvous(
         kernel_trigger,
         kernel_leaders,
         kernel_comms,
+        service: None,
     })
+}
+
+/// The store key under which rank 0 publishes the kernel service's grant.
+const KERNEL_KEY: &str = "boad-kernel";
+
+/// Whether a job under another launcher registers with the host's kernel service: it asks for the
+/// kernel path (`BOAD_TRANSPORT=kernel`; `auto` on one host takes shared memory) and all its ranks
+/// are on one host. Every rank decides the same from the same settings and placement.
+fn service_wanted(transport: TransportKind, info: &JobInfo) -> bool {
+    transport == TransportKind::Kernel && info.size > 1 && info.local_size == info.size
+}
+
+/// What the kernel step gives a rank.
+#[derive(Debug)]
+struct KernelStep {
+    /// The job's trigger port and communicator id, when the service granted them.
+    grant: Option<(u16, u32)>,
+    /// The registration, on the rank that made it (rank 0).
+    held: Option<KernelGrant>,
+}
+
+/// The kernel step of a job under another launcher, between the table and the end of the store.
+/// On one host with `BOAD_TRANSPORT=kernel` ([`service_wanted`]) rank 0 registers the job's ranks
+/// (`table`) with the host's kernel service (`boad_proto::service`, listening at `socket`) and
+/// publishes the grant (`<trigger>,<world>`, or `-` when there is none) with one put; after one
+/// fence every rank reads it. Returns the grant (trigger port, communicator id) and, on rank 0,
+/// the registration to keep. Without the service, or when it refuses, rank 0 says why once and
+/// the job runs on UDP. A job over several hosts does not use the service (its ranks would need
+/// the same communicator id from every host's service): rank 0 says so once when the job asks
+/// for the kernel path, and nothing is put.
+fn kernel_step(
+    store: &mut dyn Store,
+    info: &JobInfo,
+    table: &[PeerEntry],
+    transport: TransportKind,
+    socket: &std::path::Path,
+) -> Result<KernelStep, JoinError> {
+    if !service_wanted(transport, info) {
+        let across_hosts = info.local_size < info.size;
+        if info.rank == 0
+            && across_hosts
+            && (transport == TransportKind::Kernel
+                || (transport.wants_kernel() && is_socket(socket)))
+        {
+            tracing::warn!(
+                "boad: kernel path not used: under {} the kernel service serves jobs on one host \
+                 only; between hosts this job's collectives use UDP",
+                store.launcher()
+            );
+        }
+        return Ok(KernelStep {
+            grant: None,
+            held: None,
+        });
+    }
+    let mut held = None;
+    if info.rank == 0 {
+        let value = if !is_socket(socket) {
+            tracing::warn!(
+                "boad: kernel path unavailable (no kernel service listens at {}; see README \
+                 \"Installing the kernel service\"); collectives use UDP",
+                socket.display()
+            );
+            "-".to_string()
+        } else {
+            match service::register_at(socket, info.job, table, None) {
+                Ok(g) => {
+                    let grant = g.grant();
+                    held = Some(g);
+                    format!("{},{}", grant.trigger, grant.world)
+                }
+                Err(e) => {
+                    tracing::warn!("boad: kernel path unavailable ({e}); collectives use UDP");
+                    "-".to_string()
+                }
+            }
+        };
+        store.put(KERNEL_KEY, &value)?;
+    }
+    store.fence()?;
+    let v = store.get(KERNEL_KEY)?;
+    let grant = parse_grant(&v).ok_or_else(|| {
+        JoinError::Protocol(format!(
+            "{}: rank 0 published the kernel grant {v:?}, which is not boad's",
+            store.launcher()
+        ))
+    })?;
+    Ok(KernelStep { grant, held })
+}
+
+/// Whether `path` is a Unix socket (where a kernel service listens).
+fn is_socket(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// `<trigger>,<world>` (trigger port not 0, world not `u32::MAX`), or `-`: `Some(grant)`;
+/// anything else `None`.
+fn parse_grant(v: &str) -> Option<Option<(u16, u32)>> {
+    let v = v.trim();
+    if v == "-" {
+        return Some(None);
+    }
+    let (t, w) = v.split_once(',')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(t) || !digits(w) {
+        return None;
+    }
+    let trigger = t.parse::<u16>().ok().filter(|&t| t != 0)?;
+    let world = w.parse::<u32>().ok().filter(|&w| w != u32::MAX)?;
+    Some(Some((trigger, world)))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{detect, Detected, JoinError, Launcher};
+    use super::{detect, kernel_step, parse_grant, Detected, JobInfo, JoinError, Launcher};
+    use crate::join::store::tests::ThreadStore;
+    use boad_proto::lines::PeerEntry;
+    use boad_proto::TransportKind;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn grants_from_the_store_are_checked() {
+        assert_eq!(parse_grant("-"), Some(None));
+        assert_eq!(parse_grant("4000,7"), Some(Some((4000, 7))));
+        for bad in [
+            "",
+            "0,7",
+            "4000",
+            "4000,",
+            ",7",
+            "65536,1",
+            "+4,1",
+            "4, 1",
+            "4000,4294967295",
+            "4000,7,1",
+            "x",
+        ] {
+            assert_eq!(parse_grant(bad), None, "{bad:?}");
+        }
+    }
+
+    /// A job of `n` ranks on one host (`hosts` = 1) or one per host, through a thread store:
+    /// every rank's (grant, holds the registration).
+    fn kernel_job(
+        n: usize,
+        hosts: usize,
+        transport: TransportKind,
+        socket: &Path,
+    ) -> Vec<(Option<(u16, u32)>, bool)> {
+        let table: Vec<PeerEntry> = (0..n)
+            .map(|r| PeerEntry {
+                rank: r,
+                host_id: if hosts == 1 { 0 } else { r as u32 },
+                ip: std::net::IpAddr::from([127, 77, 0, r as u8 + 1]),
+                port: 5000 + r as u16,
+                pulse: 6000 + r as u16,
+                pid: 100 + r as u32,
+            })
+            .collect();
+        let handles: Vec<_> = ThreadStore::group(n)
+            .into_iter()
+            .enumerate()
+            .map(|(rank, mut store)| {
+                let table = table.clone();
+                let socket = socket.to_path_buf();
+                std::thread::spawn(move || {
+                    let mut info = JobInfo::singleton();
+                    info.launcher = Launcher::Env;
+                    info.rank = rank;
+                    info.size = n;
+                    info.local_size = if hosts == 1 { n } else { 1 };
+                    info.job = 0x1234;
+                    let step = kernel_step(&mut store, &info, &table, transport, &socket)
+                        .expect("kernel step");
+                    (step.grant, step.held.is_some())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect()
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("boad-ks-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).expect("scratch directory");
+        dir
+    }
+
+    #[test]
+    fn rank_0_registers_a_one_host_job_and_every_rank_reads_the_grant() {
+        let dir = scratch("grant");
+        let socket = dir.join("s.sock");
+        let listener = UnixListener::bind(&socket).expect("listen");
+        // A peer speaking the service's side of the protocol: reads the job, answers a grant and
+        // reports what it was sent once the client closes the connection.
+        let served = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().expect("accept");
+            let mut r = BufReader::new(conn);
+            let mut lines = Vec::new();
+            for _ in 0..4 {
+                let mut l = String::new();
+                r.read_line(&mut l).expect("read");
+                lines.push(l);
+            }
+            r.get_mut().write_all(b"GRANT 4000 7 -\n").expect("answer");
+            let mut rest = String::new();
+            let closed = r.read_line(&mut rest).expect("read") == 0;
+            (lines, closed)
+        });
+        let got = kernel_job(3, 1, TransportKind::Kernel, &socket);
+        assert_eq!(
+            got,
+            vec![
+                (Some((4000, 7)), true),
+                (Some((4000, 7)), false),
+                (Some((4000, 7)), false)
+            ]
+        );
+        let (lines, closed) = served.join().expect("service");
+        assert_eq!(lines[0], "JOB 0000000000001234 3\n");
+        assert_eq!(lines[3], "MEMBER 0 127.77.0.3 5002\n");
+        // Rank 0's registration was dropped with its thread: the service saw the connection close.
+        assert!(closed);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn without_a_service_or_a_kernel_request_or_on_several_hosts_nothing_is_granted() {
+        let dir = scratch("none");
+        let socket = dir.join("absent.sock");
+        for (transport, hosts) in [
+            (TransportKind::Kernel, 1),
+            (TransportKind::Udp, 1),
+            (TransportKind::Auto, 1),
+            (TransportKind::Kernel, 3),
+            (TransportKind::Auto, 3),
+        ] {
+            assert_eq!(
+                kernel_job(3, hosts, transport, &socket),
+                vec![(None, false); 3],
+                "{transport:?} on {hosts} host(s)"
+            );
+        }
+        // A service that refuses: UDP, never an error.
+        let refusing = dir.join("r.sock");
+        let listener = UnixListener::bind(&refusing).expect("listen");
+        let t = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            conn.write_all(b"REFUSED no communicator free\n")
+                .expect("answer");
+        });
+        assert_eq!(
+            kernel_job(2, 1, TransportKind::Kernel, &refusing),
+            vec![(None, false); 2]
+        );
+        t.join().expect("service");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| {

@@ -620,6 +620,7 @@ mod tests {
                         pid: 1 + rank as u32,
                     };
                     let table = exchange(&mut store, &ids, &me).expect("exchange");
+                    store.finish().expect("finish");
                     assert!(store.client.finished);
                     (info.job, table)
                 })

@@ -4,7 +4,9 @@
 //! Contract: a [`Store`] is a launcher's key-value space: what a rank puts before a fence, every rank
 //! can get after it. [`prepare`] (one put, one fence, `size` gets) finds which ranks share a host,
 //! this rank's place among them, the job key and the address to bind; [`exchange`] (one put, one
-//! fence, `size` gets) gives the job table and ends the store. Everything read from the store is
+//! fence, `size` gets) gives the job table; the caller then ends the store ([`Store::finish`]), after
+//! the kernel step (`join::rendezvous`: on one host, one more put and fence for the kernel
+//! service's grant). Everything read from the store is
 //! checked before it is used: a malformed value is an error naming the rank it came from.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -220,7 +222,7 @@ pub(crate) fn prepare(
 }
 
 /// The second half: publishes this rank's sockets (`me`), waits for every rank and returns the job
-/// table, every entry checked; then ends the store.
+/// table, every entry checked. The caller ends the store ([`Store::finish`]).
 pub(crate) fn exchange(
     store: &mut dyn Store,
     host_ids: &[u32],
@@ -248,7 +250,6 @@ pub(crate) fn exchange(
             table[me.rank]
         )));
     }
-    store.finish()?;
     Ok(table)
 }
 
