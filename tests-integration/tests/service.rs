@@ -201,12 +201,13 @@ fn free_port() -> u16 {
     l.local_addr().expect("address").port()
 }
 
-/// An env:// job of `n` processes started by hand as `user` (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
+/// An env:// job of `n` processes of `service`'s copy of boad-check, started by hand as `user` (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
 /// `MASTER_ADDR`, `MASTER_PORT`, the secret in `BOAD_SECRET`), with `BOAD_SERVICE_SOCKET=socket`
 /// and `BOAD_TRANSPORT=transport`, running `boad-check ARGS`. Waits for all (at most LIMIT, then
 /// kills them) and returns each rank's (exit code, stdout, stderr).
 fn env_job_as(
     user: &str,
+    service: &Service,
     socket: &Path,
     n: usize,
     transport: &str,
@@ -217,7 +218,9 @@ fn env_job_as(
     let children: Vec<Child> = (0..n)
         .map(|r| {
             let mut cmd = Command::new("runuser");
-            cmd.args(["-u", user, "--", check_bin()]).args(args);
+            cmd.args(["-u", user, "--"])
+                .arg(service.bins.path("boad-check"))
+                .args(args);
             for v in [
                 "BOAD_SIZE",
                 "BOAD_RANK",
@@ -453,10 +456,12 @@ fn the_kernel_service_serves_other_users_and_keeps_them_apart() {
     assert_eq!((freed.comms_used, freed.ports_used), (0, 0), "{freed:?}");
     // boadrun's janitor ends its ranks; make sure, and leave nothing behind either way.
     let start = Instant::now();
-    let mut left = processes_with(&[check_bin(), "busy", "60000"]);
+    let victim_bin = service.bins.path("boad-check");
+    let victim_bin = victim_bin.to_str().expect("a UTF-8 path");
+    let mut left = processes_with(&[victim_bin, "busy", "60000"]);
     while !left.is_empty() && start.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(100));
-        left = processes_with(&[check_bin(), "busy", "60000"]);
+        left = processes_with(&[victim_bin, "busy", "60000"]);
     }
     for pid in &left {
         // SAFETY: kill only signals a rank this test started.
@@ -470,6 +475,7 @@ fn the_kernel_service_serves_other_users_and_keeps_them_apart() {
     // communicator and ports are free once it ended.
     let ran = env_job_as(
         "nobody",
+        &service,
         &service.socket,
         4,
         "kernel",
@@ -492,7 +498,14 @@ fn the_kernel_service_serves_other_users_and_keeps_them_apart() {
     // 7. The same job without a service (a socket path where none listens): UDP, exact, and rank 0
     // alone says why, once.
     let absent = service.dir.join("absent.sock");
-    let ran = env_job_as("nobody", &absent, 2, "kernel", &["matrix", "--quick"]);
+    let ran = env_job_as(
+        "nobody",
+        &service,
+        &absent,
+        2,
+        "kernel",
+        &["matrix", "--quick"],
+    );
     for (rank, (code, out, err)) in ran.iter().enumerate() {
         assert_eq!(*code, Some(0), "rank {rank}:\n{out}\n{err}");
         assert!(out.contains(" cases, 0 wrong; path=udp "), "{out}");
