@@ -1273,7 +1273,9 @@ mod tests {
             let e = o.expect_err("rank 2 left").to_string();
             assert!(e.contains("rank 2 closed its connection"), "rank {r}: {e}");
         }
-        assert!(t0.elapsed() < Duration::from_secs(5));
+        // Long before the 30 s timeout (the margin is for a loaded machine: this tells "at once" from
+        // "at the timeout", it does not time anything).
+        assert!(t0.elapsed() < timeout / 2, "{:?}", t0.elapsed());
     }
 
     #[test]
