@@ -1266,7 +1266,13 @@ mod tests {
             let mut s =
                 EnvStore::connect_to(2, 3, "127.0.0.1", port, secret(7), timeout).expect("rank 2");
             s.put("boad-h-2", "x").expect("put");
-            // Dropped without DONE: as if rank 2 exited.
+            // Once ranks 0 and 1 are in (they published their hosts and wait in the fence)...
+            let start = Instant::now();
+            while ["boad-h-0", "boad-h-1"].iter().any(|k| s.get(k).is_err()) {
+                assert!(start.elapsed() < timeout, "ranks 0 and 1 never came");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // ... rank 2 is dropped without DONE: as if it exited.
         }
         let t0 = Instant::now();
         for (r, o) in others.join().expect("job") {
