@@ -36,8 +36,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rand::{Rng, SeedableRng};
 
+use super::gone::{PortProbe, ProcWatch};
 use super::launcher::LauncherFeed;
-use super::ledger::{check_peer, Ledger, Life};
+use super::ledger::{check_peer, Exit, Ledger, Life};
 use super::{Ctx, Level, Session, Stats, Transport};
 use crate::config::Config;
 use crate::error::{Error, Result, UsageError};
@@ -75,6 +76,8 @@ impl KernelSide for NoKernel {
 
 const SOCK: Token = Token(0);
 const LAUNCHER: Token = Token(1);
+/// Rank r's pidfd (`transport::gone`): token `PIDFD + r`.
+const PIDFD: usize = 2;
 /// Largest datagram we read (header + the largest chunk).
 const MAX_DATAGRAM: usize = 65_536;
 const RTO_BASE: Duration = Duration::from_millis(20);
@@ -98,7 +101,8 @@ struct Peer {
     addr: SocketAddr,
     next_msg: u32,
     last_heard: Instant,
-    exited: Option<i32>,
+    /// Its end, once the launcher said so or this rank saw it.
+    exited: Option<Exit>,
     done: DoneSet,
     /// Its liveness socket (`transport::pulse`), if it has one.
     pulse: Option<SocketAddr>,
@@ -113,6 +117,8 @@ struct Peer {
     warned: Option<Instant>,
     /// When this rank started the wait for it that is going on (see [`Udp::watch`]).
     watched: Instant,
+    /// Probes of its liveness port for refusals, without a launcher (`transport::gone`).
+    probe: PortProbe,
 }
 
 struct OutMsg {
@@ -477,6 +483,10 @@ pub(crate) struct Udp {
     status: HashMap<(usize, u32), Status>,
     cur_seq: u32,
     launcher: LauncherFeed,
+    /// Without a launcher: the processes of this host's peers (`transport::gone`)...
+    procs: ProcWatch,
+    /// ... and whether silent peers' liveness ports are probed for refusals.
+    probe_ports: bool,
     drop_rng: rand::rngs::SmallRng,
     /// Run on every round of a wait (the hierarchical path: keeps the shared-memory level going).
     idle_hook: Option<super::Service>,
@@ -547,6 +557,20 @@ impl Udp {
                 .register(&mut SourceFd(&fd), LAUNCHER, Interest::READABLE)
                 .map_err(io("registering the launcher connection"))?;
         }
+        // Without a launcher's EXIT lines, this rank watches its peers itself.
+        let direct = launcher.fd().is_none();
+        let procs = if direct {
+            ProcWatch::new(rank, table)
+        } else {
+            ProcWatch::default()
+        };
+        for r in 0..table.len() {
+            if let Some(fd) = procs.fd(r) {
+                poll.registry()
+                    .register(&mut SourceFd(&fd), Token(PIDFD + r), Interest::READABLE)
+                    .map_err(io("registering a peer's pidfd"))?;
+            }
+        }
         let now = Instant::now();
         let peers = table
             .iter()
@@ -562,6 +586,7 @@ impl Udp {
                 asking: None,
                 warned: None,
                 watched: now,
+                probe: PortProbe::default(),
             })
             .collect();
         let seed = cfg.drop_seed ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -587,6 +612,8 @@ impl Udp {
             status: HashMap::new(),
             cur_seq: 0,
             launcher,
+            procs,
+            probe_ports: direct,
             drop_rng: rand::rngs::SmallRng::seed_from_u64(seed),
             idle_hook: None,
             last_drain: now,
@@ -642,7 +669,7 @@ impl Udp {
         for (rank, code) in exits {
             if rank != self.wire.rank {
                 if let Some(p) = self.peers.get_mut(rank) {
-                    p.exited = Some(code);
+                    p.exited = Some(Exit::Code(code));
                 }
             }
         }
@@ -670,6 +697,18 @@ impl Udp {
         }
         if launcher_ready {
             self.read_launcher();
+        }
+        let ended: Vec<usize> = self
+            .events
+            .iter()
+            .filter_map(|e| e.token().0.checked_sub(PIDFD))
+            .collect();
+        for r in ended {
+            if let Some(how) = self.procs.ended_one(r) {
+                if let Some(p) = self.peers.get_mut(r) {
+                    p.exited.get_or_insert(Exit::Gone(how));
+                }
+            }
         }
         self.drain(ks)?;
         self.pump()
@@ -733,6 +772,7 @@ impl Udp {
         self.wire.stats.datagrams_received += 1;
         self.peers[src].last_heard = Instant::now();
         self.peers[src].asking = None;
+        self.peers[src].probe.heard();
         let payload = HEADER_LEN..n;
         match h.kind {
             kind::DATA => self.on_data(&d, payload),
@@ -788,6 +828,7 @@ impl Udp {
         };
         let started = h.flags & flags::STARTED != 0;
         p.asking = None;
+        p.probe.heard();
         p.pong = Some((
             Instant::now(),
             if started { h.seq } else { u32::MAX },
@@ -817,6 +858,20 @@ impl Udp {
         let now = Instant::now();
         let every = self.ping_every();
         let timeout = self.cfg.timeout;
+        if let (true, Some(to), None) = (
+            self.probe_ports,
+            self.peers[peer].pulse,
+            &self.peers[peer].exited,
+        ) {
+            if let Some(how) = self.peers[peer].probe.step(to, silent, now) {
+                self.peers[peer].exited = Some(Exit::Gone(how));
+                if ctx.is_none() {
+                    // Delivering the last messages: a receiver that is gone is done with
+                    // (`Session::flush`), as after the launcher's EXIT line.
+                    return Ok(());
+                }
+            }
+        }
         if let Some(to) = self.peers[peer].pulse {
             let due = self.peers[peer].pinged.is_none_or(|t| now - t >= every);
             if silent >= timeout / 4 && due {
@@ -849,7 +904,7 @@ impl Udp {
             rank,
             ctx,
             peer,
-            p.exited,
+            p.exited.as_ref(),
             silent,
             timeout,
             life,
@@ -1422,9 +1477,9 @@ impl Udp {
         self.peers[r].last_heard.max(self.peers[r].watched)
     }
 
-    /// Rank `r`'s exit status, if the launcher said it exited.
-    pub(crate) fn exited(&self, r: usize) -> Option<i32> {
-        self.peers[r].exited
+    /// Rank `r`'s end, if the launcher said it exited or this rank saw it go.
+    pub(crate) fn exited(&self, r: usize) -> Option<&Exit> {
+        self.peers[r].exited.as_ref()
     }
 
     /// The header of a datagram of this transport: `kind`, to `dst`, for collective `seq` with
