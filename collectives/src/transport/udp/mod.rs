@@ -1624,3 +1624,128 @@ mod tests {
         assert_eq!(super::exercise_datagrams(seed), 1);
     }
 }
+
+/// Without a launcher, a waiting rank sees for itself that the peer it waits for is gone
+/// (`transport::gone`), long before the timeout of a minute; a silent peer that lives is not.
+#[cfg(test)]
+mod gone_tests {
+    use super::*;
+    use crate::error::{CollectiveError, ErrorKind as Kind};
+    use crate::types::{Coll, DType, Op};
+    use std::net::IpAddr;
+    use std::process::{Command, Stdio};
+
+    const LO: [u8; 4] = [127, 0, 0, 1];
+
+    fn ctx() -> Ctx {
+        Ctx {
+            seq: 1,
+            sig: Signature {
+                coll: Coll::Allreduce,
+                op: Some(Op::Sum),
+                dtype: Some(DType::I32),
+                count: 4,
+                root: 0,
+            },
+        }
+    }
+
+    /// Rank 0 of two (rank 1: data port `port1`, liveness port `pulse1`, pid `pid1`, on this host)
+    /// waits for rank 1's message with `timeout`: its error, and how long it took.
+    fn wait_for_rank_1(port1: u16, pulse1: u16, pid1: u32, timeout: Duration) -> (Error, Duration) {
+        let lo = IpAddr::from(LO);
+        let (sock, port0) = Udp::bind(0, lo).expect("bind");
+        let entry = |rank, port, pulse, pid| PeerEntry {
+            rank,
+            host_id: 1,
+            ip: lo,
+            port,
+            pulse,
+            pid,
+        };
+        let table = vec![
+            entry(0, port0, 0, std::process::id()),
+            entry(1, port1, pulse1, pid1),
+        ];
+        let cfg = Config {
+            timeout,
+            ..Config::default()
+        };
+        let mut t = Udp::new(0, 42, sock, &table, None, Vec::new(), cfg).expect("transport");
+        let c = ctx();
+        t.begin(&c).expect("begin");
+        let t0 = Instant::now();
+        let e = t.recv(&c, 1, 0).expect_err("rank 1 sends nothing");
+        (e, t0.elapsed())
+    }
+
+    fn gone_how(e: &Error) -> &str {
+        match e.kind() {
+            Kind::Collective(CollectiveError::PeerGone { peer: 1, how, .. }) => how,
+            other => panic!("not PeerGone of rank 1: {other:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_peer_whose_liveness_port_closed_is_gone_within_a_second() {
+        let data1 = UdpSocket::bind((IpAddr::from(LO), 0)).expect("bind");
+        let port1 = data1.local_addr().expect("address").port();
+        let closed = UdpSocket::bind((IpAddr::from(LO), 0))
+            .and_then(|s| s.local_addr())
+            .expect("a port")
+            .port();
+        // Rank 1's pid is not visible (above the kernel's largest): only its port can tell.
+        let (e, took) = wait_for_rank_1(port1, closed, 1 << 23, Duration::from_secs(60));
+        assert!(gone_how(&e).contains("refused probes"), "{e}");
+        assert!(took < Duration::from_millis(1500), "{took:?}: {e}");
+    }
+
+    #[test]
+    fn a_peer_whose_process_ended_is_gone_at_once() {
+        // Rank 1 is a child process holding rank 1's data socket (as its stdin).
+        let data1 = UdpSocket::bind((IpAddr::from(LO), 0)).expect("bind");
+        let port1 = data1.local_addr().expect("address").port();
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(data1)))
+            .spawn()
+            .expect("start sleep");
+        let pid = child.id();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = child.kill();
+            let _ = child.wait();
+        });
+        // No liveness port: only its process can tell.
+        let (e, took) = wait_for_rank_1(port1, 0, pid, Duration::from_secs(60));
+        killer.join().expect("killer");
+        assert_eq!(gone_how(&e), format!("its process (pid {pid}) ended"));
+        assert!(took < Duration::from_secs(1), "{took:?}: {e}");
+    }
+
+    #[test]
+    fn a_silent_peer_whose_port_is_open_is_not_gone() {
+        // Rank 1's sockets are open and answer nothing (a frozen process): the timeout decides.
+        let data1 = UdpSocket::bind((IpAddr::from(LO), 0)).expect("bind");
+        let pulse1 = UdpSocket::bind((IpAddr::from(LO), 0)).expect("bind");
+        let port = |s: &UdpSocket| s.local_addr().expect("address").port();
+        let (e, took) = wait_for_rank_1(
+            port(&data1),
+            port(&pulse1),
+            1 << 23,
+            Duration::from_millis(1200),
+        );
+        assert!(
+            matches!(
+                e.kind(),
+                Kind::Collective(CollectiveError::Timeout { peer: 1, .. })
+            ),
+            "{e}"
+        );
+        assert!(took >= Duration::from_millis(1200), "{took:?}");
+        // It was probed all along (empty datagrams), and refused none.
+        pulse1.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 64];
+        assert_eq!(pulse1.recv(&mut buf).ok(), Some(0), "no probe came");
+    }
+}
