@@ -10,17 +10,20 @@
 //!   in another pid namespace (containers of one pod can share a network namespace, and so a boad
 //!   host, without sharing pids). The pidfd is opened before the check, and the socket existed
 //!   before the table did, so the process checked is the one the pidfd holds. A pid this rank cannot
-//!   see or read (another pid namespace, another user) gives no pidfd: that peer keeps the timeout.
+//!   see or read (another pid namespace, another user) gives no pidfd: that peer is probed instead.
 //!   The pidfd turns readable the moment the process ends.
 //! - Any host ([`PortProbe`]): empty datagrams from a socket of this rank connected to the peer's
-//!   liveness port (`transport::pulse`, which ignores them). A live process's port is bound until it
-//!   leaves boad; a closed one makes the peer's kernel answer ICMP port unreachable, which a connected
+//!   liveness port (`transport::pulse`, which ignores them), or, for a peer of the shared-memory
+//!   transport that is not watched by its pid (another pid namespace), to the UDP socket of the
+//!   table it holds without reading it. A live process's port is bound until it leaves boad; a
+//!   closed one makes the peer's kernel answer ICMP port unreachable, which a connected
 //!   socket reports as `ECONNREFUSED`. A peer is reported gone only after refusals of two probes sent
 //!   at least [`GONE_AFTER`] apart with nothing heard from it in between: one stray or forged ICMP
 //!   message is not enough (see docs/security.md for what an attacker on the path can still do). A
 //!   frozen process or a lost network refuses nothing: those keep the timeout. The peer's host may
 //!   rate-limit its ICMP messages (Linux: a burst, then one a second to a host), which can delay the
-//!   second refusal by about a second.
+//!   second refusal by about a second. A child a rank forked without exec holds the rank's sockets
+//!   too: its ports then stay bound after the rank ends, and that peer keeps the timeout.
 //!
 //! Contract: nothing here blocks; a peer is reported gone at most once per sign and only on the
 //! evidence above; every failure to set a sign up (no pidfd support, unreadable `/proc`) leaves that
@@ -228,7 +231,7 @@ fn parse_udp_line(line: &str) -> Option<(IpAddr, u16, u64)> {
     Some((ip, port, inode))
 }
 
-/// Probes of one peer's liveness port from a connected socket, for refusals (see the module docs).
+/// Probes of one peer's port from a connected socket, for refusals (see the module docs).
 #[derive(Default)]
 pub(crate) struct PortProbe {
     sock: Option<UdpSocket>,
@@ -246,7 +249,7 @@ impl PortProbe {
         self.refused_since = None;
     }
 
-    /// One step of a wait for a peer whose liveness port is `to`, silent for `silent`: notes a
+    /// One step of a wait for a peer whose port is `to`, silent for `silent`: notes a
     /// refusal of the last probe, and sends the next one when it is due. Returns how to name the
     /// peer's end once two probes at least [`GONE_AFTER`] apart were refused.
     pub fn step(&mut self, to: SocketAddr, silent: Duration, now: Instant) -> Option<String> {
@@ -287,7 +290,7 @@ impl PortProbe {
                     let first = *self.refused_since.get_or_insert(sent);
                     if sent.duration_since(first) >= GONE_AFTER {
                         return Some(format!(
-                            "its liveness port {to} refused probes for {} ms: its process ended (or left boad)",
+                            "its port {to} refused probes for {} ms: its process ended (or left boad)",
                             now.duration_since(first).as_millis()
                         ));
                     }

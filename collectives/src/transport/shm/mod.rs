@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use segment::{OpenError, Segment};
 
-use super::gone::ProcWatch;
+use super::gone::{PortProbe, ProcWatch};
 use super::launcher::LauncherFeed;
 use super::ledger::{self, check_peer, Exit, Ledger, Life};
 use super::{Ctx, Level, Service, Session, Stats, Transport};
@@ -295,6 +295,10 @@ struct Peer {
     warned: Option<Instant>,
     /// When this rank started the wait for it that is going on (see `Udp::watch`).
     watched: Instant,
+    /// Without a launcher, for a peer whose process is not watched (another pid namespace): its
+    /// UDP socket of the table, probed for refusals while it is silent (`transport::gone`).
+    port: Option<std::net::SocketAddr>,
+    probe: PortProbe,
 }
 
 /// Messages through shared memory.
@@ -361,7 +365,8 @@ impl Shm {
         let mut launcher = LauncherFeed::new(conn, leftover)
             .map_err(io("making the launcher connection non-blocking"))?;
         // Without a launcher's EXIT lines, this rank watches its peers' processes itself.
-        let mut procs = if launcher.fd().is_none() {
+        let direct = launcher.fd().is_none();
+        let mut procs = if direct {
             ProcWatch::new(rank, table)
         } else {
             ProcWatch::default()
@@ -417,7 +422,8 @@ impl Shm {
             ledger: Ledger::default(),
             peers: table
                 .iter()
-                .map(|e| Peer {
+                .enumerate()
+                .map(|(r, e)| Peer {
                     exited: None,
                     beat: 0,
                     beat_at: now,
@@ -425,6 +431,9 @@ impl Shm {
                     pid: e.pid,
                     warned: None,
                     watched: now,
+                    port: (direct && r != rank && e.port != 0 && procs.fd(r).is_none())
+                        .then(|| std::net::SocketAddr::new(e.ip, e.port)),
+                    probe: PortProbe::default(),
                 })
                 .collect(),
             launcher,
@@ -534,6 +543,8 @@ impl Shm {
 
     /// Keeps `sock` (this rank's UDP socket of the job table) open as long as this transport.
     pub fn hold_socket(&mut self, sock: std::net::UdpSocket) {
+        // Never read: only peers' probes reach it, and they need no room.
+        let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(4096);
         self.held_socket = Some(sock);
     }
 
@@ -699,6 +710,7 @@ impl Shm {
             if b != p.beat {
                 p.beat = b;
                 p.beat_at = now;
+                p.probe.heard();
             }
         }
     }
@@ -796,6 +808,17 @@ impl Shm {
     /// inside boad calls, so once it has stood still for the timeout, the peer's process decides:
     /// one that runs is alive (busy outside boad, or waiting for another rank) and is waited for.
     fn keep_waiting(&mut self, ctx: Option<&Ctx>, src: usize) -> Result<()> {
+        let p = &mut self.peers[src];
+        if let (Some(to), None) = (p.port, &p.exited) {
+            let silent = p.beat_at.max(p.watched).elapsed();
+            if let Some(how) = p.probe.step(to, silent, Instant::now()) {
+                p.exited = Some(Exit::Gone(how));
+                if ctx.is_none() {
+                    // Delivering the last messages: a receiver that is gone is done with.
+                    return Ok(());
+                }
+            }
+        }
         let mut silent = self.peers[src]
             .beat_at
             .max(self.peers[src].watched)
