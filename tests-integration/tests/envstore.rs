@@ -225,6 +225,51 @@ fn a_killed_rank_makes_the_others_fail_naming_it_within_seconds() {
     }
 }
 
+/// Containers of one pod share a network namespace (one boad host) but not always pids: a rank in
+/// another pid namespace has a pid that is not its own here, so the others cannot watch its process
+/// and see its end from its closed port instead, on shared memory and over UDP.
+#[test]
+fn a_killed_rank_in_another_pid_namespace_is_seen_by_its_closed_port() {
+    use boad_test_support::Need;
+    if !boad_test_support::require(&[Need::Root, Need::Program("unshare")]) {
+        return;
+    }
+    let _serial = serial();
+    let dir = workdir();
+    let secret = secret_file(dir.path(), "secret", 0x5b, 0o600);
+    for transport in ["shm", "udp"] {
+        let t0 = Instant::now();
+        let port = free_port();
+        let cmds = (0..3)
+            .map(|r| {
+                let mut c = if r == 1 {
+                    // Under sh, so that rank 1 is not its namespace's pid 1 (which ignores the
+                    // SIGKILL it sends itself).
+                    let mut c = Command::new("unshare");
+                    c.args(["--pid", "--fork", "sh", "-c", "\"$0\" \"$@\"; exit $?"])
+                        .arg(boad_check());
+                    c
+                } else {
+                    Command::new(boad_check())
+                };
+                env_vars(&mut c, r, 3, "127.0.0.1", port, &secret);
+                c.args(["kill-mid", "1", "4096"])
+                    .env("BOAD_TRANSPORT", transport)
+                    .env("BOAD_TIMEOUT_MS", "60000");
+                c
+            })
+            .collect();
+        let ran = run_all(dir.path(), cmds);
+        for r in [0, 2] {
+            assert_eq!(ran[r].code, Some(4), "{transport}: {ran:#?}");
+        }
+        assert_ne!(ran[1].code, Some(0), "{transport}: {ran:#?}");
+        assert_all_say(&ran, 1, "rank 1 is gone", transport);
+        assert_all_say(&ran, 1, "refused probes", transport);
+        assert!(t0.elapsed() < QUICK_END, "{transport}: {:?}", t0.elapsed());
+    }
+}
+
 /// How long a job with a killed rank may take at most, start to end, with the timeout at a
 /// minute: far below the timeout, so that only prompt news of the death passes.
 const QUICK_END: Duration = Duration::from_secs(15);
