@@ -278,32 +278,50 @@ impl PortProbe {
                 }
             }
         }
+        let refused = |r: std::io::Result<()>| matches!(r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused);
         let sock = self.sock.as_ref()?;
-        let every = if self.refused_since.is_some() {
-            GONE_AFTER
-        } else {
-            (silent / 2).clamp(PROBE_MIN, PROBE_MAX)
-        };
         if let Some(sent) = self.sent {
-            if let Ok(Some(e)) = sock.take_error() {
-                if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                    let first = *self.refused_since.get_or_insert(sent);
-                    if sent.duration_since(first) >= GONE_AFTER {
-                        return Some(format!(
-                            "its port {to} refused probes for {} ms: its process ended (or left boad)",
-                            now.duration_since(first).as_millis()
-                        ));
-                    }
+            let pending = sock.take_error().map(|e| e.map_or(Ok(()), Err));
+            if refused(pending.and_then(|r| r)) {
+                if let Some(how) = self.refusal(sent, to, now) {
+                    return Some(how);
                 }
             }
+            let every = if self.refused_since.is_some() {
+                GONE_AFTER
+            } else {
+                (silent / 2).clamp(PROBE_MIN, PROBE_MAX)
+            };
             if now.duration_since(sent) < every {
                 return None;
             }
         }
-        // An error of an earlier probe may also surface here; the next step reads the next one.
-        let _ = sock.send(&[]);
+        let sock = self.sock.as_ref()?;
+        let mut sending = sock.send(&[]).map(|_| ());
+        if refused(sending) {
+            // The refusal of the last probe came after the look above: note it, send again.
+            if let Some(sent) = self.sent {
+                if let Some(how) = self.refusal(sent, to, now) {
+                    return Some(how);
+                }
+            }
+            sending = self.sock.as_ref()?.send(&[]).map(|_| ());
+        }
+        let _ = sending;
         self.sent = Some(now);
         None
+    }
+
+    /// The probe sent at `sent` to `to` was refused: how to name the peer's end once refusals span
+    /// [`GONE_AFTER`].
+    fn refusal(&mut self, sent: Instant, to: SocketAddr, now: Instant) -> Option<String> {
+        let first = *self.refused_since.get_or_insert(sent);
+        (sent.duration_since(first) >= GONE_AFTER).then(|| {
+            format!(
+                "its port {to} refused probes for {} ms: its process ended (or left boad)",
+                now.duration_since(first).as_millis()
+            )
+        })
     }
 }
 
