@@ -278,11 +278,10 @@ impl PortProbe {
                 }
             }
         }
-        let refused = |r: std::io::Result<()>| matches!(r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+        let refused = |e: &std::io::Error| e.kind() == std::io::ErrorKind::ConnectionRefused;
         let sock = self.sock.as_ref()?;
         if let Some(sent) = self.sent {
-            let pending = sock.take_error().map(|e| e.map_or(Ok(()), Err));
-            if refused(pending.and_then(|r| r)) {
+            if matches!(sock.take_error(), Ok(Some(e)) if refused(&e)) {
                 if let Some(how) = self.refusal(sent, to, now) {
                     return Some(how);
                 }
@@ -297,17 +296,13 @@ impl PortProbe {
             }
         }
         let sock = self.sock.as_ref()?;
-        let mut sending = sock.send(&[]).map(|_| ());
-        if refused(sending) {
+        if matches!(sock.send(&[]), Err(e) if refused(&e)) {
             // The refusal of the last probe came after the look above: note it, send again.
-            if let Some(sent) = self.sent {
-                if let Some(how) = self.refusal(sent, to, now) {
-                    return Some(how);
-                }
+            if let Some(how) = self.sent.and_then(|sent| self.refusal(sent, to, now)) {
+                return Some(how);
             }
-            sending = self.sock.as_ref()?.send(&[]).map(|_| ());
+            let _ = self.sock.as_ref()?.send(&[]);
         }
-        let _ = sending;
         self.sent = Some(now);
         None
     }
