@@ -320,6 +320,108 @@ impl PortProbe {
     }
 }
 
+/// Asks the kernel to queue the ICMP errors of datagrams `sock` sent (unconnected UDP sockets
+/// otherwise drop them), so that [`refused_destinations`] can read whose port refused them.
+pub(crate) fn queue_errors(sock: &UdpSocket) -> std::io::Result<()> {
+    let (level, name) = if sock.local_addr()?.is_ipv4() {
+        (libc::SOL_IP, libc::IP_RECVERR)
+    } else {
+        (libc::SOL_IPV6, libc::IPV6_RECVERR)
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: the option value is a c_int on the stack, passed with its size; the descriptor is
+    // `sock`'s.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            std::ptr::from_ref(&on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Reads `sock`'s error queue (see [`queue_errors`]) to the end: the destinations of the datagrams
+/// that ICMP port unreachable refused, in order.
+pub(crate) fn refused_destinations(sock: &UdpSocket) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    // At most what the queue can hold in one look; more waits for the next.
+    for _ in 0..64 {
+        // SAFETY: all-zero bytes are a valid sockaddr_storage and msghdr.
+        let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut ctrl = [0u64; 64];
+        let mut data = [0u8; 64];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        };
+        // SAFETY: as above.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = std::ptr::from_mut(&mut name).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctrl.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&ctrl) as _;
+        // SAFETY: every pointer in `msg` points to a live buffer of the length given with it.
+        let n = unsafe {
+            libc::recvmsg(
+                sock.as_raw_fd(),
+                &mut msg,
+                libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            break;
+        }
+        let mut refused = false;
+        // SAFETY: `msg` was filled by recvmsg; the CMSG macros walk its control buffer within
+        // msg_controllen, and each header's data holds what its level and type say.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                let h = &*c;
+                if (h.cmsg_level == libc::SOL_IP && h.cmsg_type == libc::IP_RECVERR)
+                    || (h.cmsg_level == libc::SOL_IPV6 && h.cmsg_type == libc::IPV6_RECVERR)
+                {
+                    let ee: libc::sock_extended_err =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    refused |= ee.ee_errno == libc::ECONNREFUSED as u32
+                        && (ee.ee_origin == libc::SO_EE_ORIGIN_ICMP
+                            || ee.ee_origin == libc::SO_EE_ORIGIN_ICMP6);
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        if !refused {
+            continue;
+        }
+        // SAFETY: recvmsg wrote an address of msg_namelen bytes into `name`.
+        let addr = unsafe { socket2::SockAddr::new(name, msg.msg_namelen) };
+        if let Some(a) = addr.as_socket() {
+            out.push(a);
+        }
+    }
+    out
+}
+
+impl PortProbe {
+    /// A datagram this rank sent to the peer's port `to` was refused just now (read from the
+    /// error queue of another socket): counted as a refused probe.
+    pub fn refused_now(&mut self, to: SocketAddr, now: Instant) -> Option<String> {
+        if self.failed {
+            return None;
+        }
+        self.refusal(now, to, now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +504,27 @@ mod tests {
         assert_eq!(got, vec![(1, format!("its process (pid {pid}) ended"))]);
         assert!(w.ended().is_empty(), "reported once");
         let _ = child.wait();
+    }
+
+    #[test]
+    fn the_error_queue_names_the_refused_destinations() {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        queue_errors(&sock).expect("IP_RECVERR");
+        let closed = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a port");
+        let live = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.send_to(b"x", live.local_addr().expect("address"))
+            .expect("send");
+        sock.send_to(b"x", closed).expect("send");
+        let t0 = Instant::now();
+        let mut got = Vec::new();
+        while got.is_empty() && t0.elapsed() < Duration::from_secs(2) {
+            got = refused_destinations(&sock);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(got, vec![closed]);
+        assert!(refused_destinations(&sock).is_empty(), "read to the end");
     }
 
     #[test]

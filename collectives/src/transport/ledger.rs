@@ -87,6 +87,27 @@ impl Ledger {
             .collect()
     }
 
+    /// How a peer that is gone (`exit`) is described: when it failed a collective before it left,
+    /// with that failure (what made it leave).
+    pub fn explain(&self, peer: usize, exit: Option<&Exit>) -> Option<Exit> {
+        match exit? {
+            Exit::Gone(how) => {
+                let last = self
+                    .aborts
+                    .iter()
+                    .filter(|(_, (by, _))| *by == peer)
+                    .max_by_key(|(s, _)| **s);
+                Some(Exit::Gone(match last {
+                    Some((seq, (_, reason))) => {
+                        format!("{how}, after it failed collective #{seq}: {reason}")
+                    }
+                    None => how.clone(),
+                }))
+            }
+            code => Some(code.clone()),
+        }
+    }
+
     /// Collective `ctx` begins: remember the call, forget what is too old to matter.
     pub fn start(&mut self, ctx: &Ctx) {
         self.sig_log.push(ctx);
@@ -470,6 +491,20 @@ mod tests {
                 ..
             }
         ));
+        let mut l = Ledger::default();
+        l.aborts
+            .insert(8, (3, "rank 3: reduce #8: rank 4 is gone".into()));
+        let why = l.explain(3, Some(&Exit::Gone("its process (pid 12) ended".into())));
+        assert_eq!(
+            why,
+            Some(Exit::Gone(
+                "its process (pid 12) ended, after it failed collective #8: rank 3: reduce #8: rank 4 is gone"
+                    .into()
+            )),
+            "a peer that left after failing says why"
+        );
+        assert_eq!(l.explain(3, Some(&Exit::Code(1))), Some(Exit::Code(1)));
+        assert_eq!(l.explain(3, None), None);
         let gone = Exit::Gone("its process (pid 12) ended".into());
         let e = check(Some(&gone), Duration::ZERO, Life::Unknown).expect_err("gone");
         assert_eq!(

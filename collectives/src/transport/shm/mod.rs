@@ -841,12 +841,13 @@ impl Shm {
         } else {
             Life::Unknown
         };
+        let exited = self.ledger.explain(src, self.peers[src].exited.as_ref());
         let peer = &mut self.peers[src];
         check_peer(
             self.rank,
             ctx,
             src,
-            peer.exited.as_ref(),
+            exited.as_ref(),
             silent,
             self.cfg.timeout,
             life,

@@ -36,7 +36,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rand::{Rng, SeedableRng};
 
-use super::gone::{PortProbe, ProcWatch};
+use super::gone::{self, PortProbe, ProcWatch};
 use super::launcher::LauncherFeed;
 use super::ledger::{check_peer, Exit, Ledger, Life};
 use super::{Ctx, Level, Session, Stats, Transport};
@@ -564,6 +564,10 @@ impl Udp {
         } else {
             ProcWatch::default()
         };
+        // ... and reads which of its datagrams a closed port refused (`transport::gone`).
+        if direct && table.len() > 1 {
+            gone::queue_errors(&sock).map_err(io("asking for the socket's ICMP errors"))?;
+        }
         for r in 0..table.len() {
             if let Some(fd) = procs.fd(r) {
                 poll.registry()
@@ -698,6 +702,14 @@ impl Udp {
         if launcher_ready {
             self.read_launcher();
         }
+        if self.probe_ports
+            && self
+                .events
+                .iter()
+                .any(|e| e.token() == SOCK && e.is_error())
+        {
+            self.read_refusals();
+        }
         let ended: Vec<usize> = self
             .events
             .iter()
@@ -736,7 +748,10 @@ impl Udp {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 // ICMP errors of earlier sends surface here; they carry no datagram.
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                    self.read_refusals();
+                    continue;
+                }
                 Err(source) => return Err(Error::io(self.rank_(), "receiving a datagram", source)),
             }
         }
@@ -837,6 +852,27 @@ impl Udp {
         true
     }
 
+    /// Without a launcher: notes the peers whose ports refused datagrams of this rank's socket
+    /// (ICMP port unreachable, from its error queue), as refused probes (`transport::gone`).
+    fn read_refusals(&mut self) {
+        if !self.probe_ports {
+            return;
+        }
+        let now = Instant::now();
+        for to in gone::refused_destinations(&self.wire.sock) {
+            let Some(p) = self
+                .peers
+                .iter_mut()
+                .find(|p| p.exited.is_none() && (p.addr == to || p.pulse == Some(to)))
+            else {
+                continue;
+            };
+            if let Some(how) = p.probe.refused_now(to, now) {
+                p.exited = Some(Exit::Gone(how));
+            }
+        }
+    }
+
     /// How often a silent peer is PINGed.
     fn ping_every(&self) -> Duration {
         (self.cfg.timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
@@ -858,6 +894,9 @@ impl Udp {
         let now = Instant::now();
         let every = self.ping_every();
         let timeout = self.cfg.timeout;
+        if self.probe_ports && silent >= gone::PROBE_AFTER {
+            self.read_refusals();
+        }
         if let (true, Some(to), None) = (
             self.probe_ports,
             self.peers[peer].pulse,
@@ -865,12 +904,12 @@ impl Udp {
         ) {
             if let Some(how) = self.peers[peer].probe.step(to, silent, now) {
                 self.peers[peer].exited = Some(Exit::Gone(how));
-                if ctx.is_none() {
-                    // Delivering the last messages: a receiver that is gone is done with
-                    // (`Session::flush`), as after the launcher's EXIT line.
-                    return Ok(());
-                }
             }
+        }
+        if ctx.is_none() && matches!(self.peers[peer].exited, Some(Exit::Gone(_))) {
+            // Delivering the last messages: a receiver that is gone is done with
+            // (`Session::flush`), as after the launcher's EXIT line.
+            return Ok(());
         }
         if let Some(to) = self.peers[peer].pulse {
             let due = self.peers[peer].pinged.is_none_or(|t| now - t >= every);
@@ -889,6 +928,7 @@ impl Udp {
             }
         }
         let rank = self.rank_();
+        let exited = self.ledger.explain(peer, self.peers[peer].exited.as_ref());
         let p = &mut self.peers[peer];
         let life = match p.pong {
             Some((t, seq, inside)) if now - t <= timeout => Life::Alive {
@@ -904,7 +944,7 @@ impl Udp {
             rank,
             ctx,
             peer,
-            p.exited.as_ref(),
+            exited.as_ref(),
             silent,
             timeout,
             life,
