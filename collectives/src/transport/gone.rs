@@ -20,9 +20,12 @@
 //!   socket reports as `ECONNREFUSED`. A peer is reported gone only after refusals of two probes sent
 //!   at least [`GONE_AFTER`] apart with nothing heard from it in between: one stray or forged ICMP
 //!   message is not enough (see docs/security.md for what an attacker on the path can still do). A
-//!   frozen process or a lost network refuses nothing: those keep the timeout. The peer's host may
-//!   rate-limit its ICMP messages (Linux: a burst, then one a second to a host), which can delay the
-//!   second refusal by about a second. A child a rank forked without exec holds the rank's sockets
+//!   frozen process or a lost network refuses nothing: those keep the timeout. The peer's host
+//!   rate-limits its ICMP messages (Linux: a burst, then one a second to each host), and a rank's
+//!   data path keeps sending to a dead peer (resends, probes), which takes most of them: so the UDP
+//!   transport also counts the refusal of any datagram its data socket sent to the peer's ports
+//!   (its error queue, `IP_RECVERR`, [`refused_destinations`]). Across hosts a peer is then gone
+//!   within one to two seconds. A child a rank forked without exec holds the rank's sockets
 //!   too: its ports then stay bound after the rank ends, and that peer keeps the timeout.
 //!
 //! Contract: nothing here blocks; a peer is reported gone at most once per sign and only on the
