@@ -350,6 +350,26 @@ pub(crate) fn queue_errors(sock: &UdpSocket) -> std::io::Result<()> {
     }
 }
 
+/// Whether `e`, from a socket with [`queue_errors`] on, may be an ICMP error of an earlier datagram
+/// (the kernel hands it to the next send or receive): such an error is not the call's own.
+pub(crate) fn from_icmp(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNREFUSED
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EPROTO
+                | libc::ENOPROTOOPT
+                | libc::EOPNOTSUPP
+                | libc::EACCES
+                | libc::EMSGSIZE
+        )
+    )
+}
+
 /// Reads `sock`'s error queue (see [`queue_errors`]) to the end: the destinations of the datagrams
 /// that ICMP port unreachable refused, in order.
 pub(crate) fn refused_destinations(sock: &UdpSocket) -> Vec<SocketAddr> {

@@ -282,6 +282,9 @@ struct Wire {
     tx: Vec<u8>,
     stats: Stats,
     blocked: bool,
+    /// The socket queues ICMP errors (`gone::queue_errors`): a send may fail with one that an
+    /// earlier datagram caused.
+    icmp_errors: bool,
 }
 
 impl Wire {
@@ -327,6 +330,12 @@ impl Wire {
             // A peer's socket that is gone makes the kernel report ECONNREFUSED on a later send; the
             // launcher tells us about exits, so this is not an error of ours.
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(true),
+            // With ICMP errors queued, an earlier datagram's error fails this send: this datagram is
+            // lost (the refusals are read from the queue by `Udp::read_refusals`).
+            Err(e) if self.icmp_errors && gone::from_icmp(&e) => {
+                self.stats.send_failed += 1;
+                Ok(true)
+            }
             // No route (a link went down), a firewall's drop, full device queues: to this rank the
             // datagram is lost, as in the network; resends and timeouts deal with it, and a network
             // that stays away shows as a peer silent past the timeout.
@@ -603,6 +612,7 @@ impl Udp {
                 tx: Vec::with_capacity(MAX_DATAGRAM),
                 stats: Stats::default(),
                 blocked: false,
+                icmp_errors: direct && table.len() > 1,
             },
             size: table.len(),
             cfg,
@@ -749,6 +759,12 @@ impl Udp {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 // ICMP errors of earlier sends surface here; they carry no datagram.
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                    self.read_refusals();
+                    continue;
+                }
+                // With ICMP errors queued, those of other kinds surface here too (a host or
+                // network unreachable): lost datagrams, not this rank's failure.
+                Err(e) if self.wire.icmp_errors && gone::from_icmp(&e) => {
                     self.read_refusals();
                     continue;
                 }
