@@ -154,14 +154,16 @@ impl Engine {
         };
         let engine = match choice {
             Choice::Shm => {
-                drop(sock);
-                Engine::Flat(Box::new(Shm::new(
+                let mut shm = Shm::new(
                     info,
                     &joined.table,
                     joined.conn,
                     joined.leftover,
                     cfg.clone(),
-                )?))
+                )?;
+                // Unused for data, but it tells this host's peers this process is this rank.
+                shm.hold_socket(sock);
+                Engine::Flat(Box::new(shm))
             }
             Choice::Hier => Engine::Hier(Box::new(Hier::new(
                 info,

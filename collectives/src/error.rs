@@ -154,6 +154,17 @@ pub enum CollectiveError {
         /// Its exit status (128+signal if killed).
         code: i32,
     },
+    /// A peer's process ended (or left boad) while this rank needed data from it, seen without a
+    /// launcher's word (a job started by Slurm, Hydra or env://; see `transport::gone`).
+    #[error("{call}: rank {peer} is gone before sending the data this rank waits for: {how}")]
+    PeerGone {
+        /// The collective.
+        call: String,
+        /// The rank that is gone.
+        peer: usize,
+        /// How this rank knows, e.g. `its process (pid 4242) ended`.
+        how: String,
+    },
     /// Two ranks made different calls for the same collective.
     #[error("collective #{seq}: this rank called {mine} but rank {peer} called {theirs}")]
     Mismatch {
@@ -274,6 +285,11 @@ impl Error {
                     call,
                     peer: global(peer),
                     code,
+                },
+                CollectiveError::PeerGone { call, peer, how } => CollectiveError::PeerGone {
+                    call,
+                    peer: global(peer),
+                    how,
                 },
                 CollectiveError::Mismatch {
                     seq,

@@ -228,7 +228,9 @@ pub(crate) fn code_of(e: &Error) -> boad_result {
         },
         ErrorKind::Collective(c) => match c {
             CollectiveError::Timeout { .. } => BOAD_ERR_TIMEOUT,
-            CollectiveError::PeerExited { .. } => BOAD_ERR_PEER_EXITED,
+            CollectiveError::PeerExited { .. } | CollectiveError::PeerGone { .. } => {
+                BOAD_ERR_PEER_EXITED
+            }
             CollectiveError::Mismatch { .. } => BOAD_ERR_MISMATCH,
             CollectiveError::Aborted { .. } => BOAD_ERR_ABORTED,
             _ => BOAD_ERR_PROTOCOL,

@@ -221,12 +221,20 @@ impl Hier {
             cfg.clone(),
         )
         .map_err(|e| e.renumber(&global_local, &note_local))?;
+        // Only leaders use the network; the others keep the socket bound for the rendezvous, which
+        // tells this host's peers this process is this rank (`transport::gone`).
+        let sock = if is_leader {
+            Some(sock)
+        } else {
+            local.hold_socket(sock);
+            None
+        };
         // An allgather ends with a bcast of every rank's block inside each host.
         local.set_gather_blocks(table.len());
         local.set_job_ranks(members.clone());
         let local: Box<dyn Level> = Box::new(local);
 
-        let net = if is_leader {
+        let net = if let Some(sock) = sock {
             let net_table = Self::sub_table(table, &leaders);
             let note_net = Self::note_of("the host leaders", &leaders);
             let global_net = |r: usize| leaders.get(r).copied().unwrap_or(r);
@@ -241,8 +249,6 @@ impl Hier {
             };
             Some(leaders_net)
         } else {
-            // Only leaders use the network; the socket bound for the rendezvous is not needed.
-            drop(sock);
             None
         };
         let mut hier = Hier::from_levels(rank, layout, local, net, kernel.is_some());

@@ -87,6 +87,27 @@ impl Ledger {
             .collect()
     }
 
+    /// How a peer that is gone (`exit`) is described: when it failed a collective before it left,
+    /// with that failure (what made it leave).
+    pub fn explain(&self, peer: usize, exit: Option<&Exit>) -> Option<Exit> {
+        match exit? {
+            Exit::Gone(how) => {
+                let last = self
+                    .aborts
+                    .iter()
+                    .filter(|(_, (by, _))| *by == peer)
+                    .max_by_key(|(s, _)| **s);
+                Some(Exit::Gone(match last {
+                    Some((seq, (_, reason))) => {
+                        format!("{how}, after it failed collective #{seq}: {reason}")
+                    }
+                    None => how.clone(),
+                }))
+            }
+            code => Some(code.clone()),
+        }
+    }
+
     /// Collective `ctx` begins: remember the call, forget what is too old to matter.
     pub fn start(&mut self, ctx: &Ctx) {
         self.sig_log.push(ctx);
@@ -189,6 +210,15 @@ pub(crate) enum Life {
     },
 }
 
+/// How a waiting rank learned that a peer ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// The launcher's `EXIT` line: the exit status.
+    Code(i32),
+    /// This rank saw it (`transport::gone`): how, for the error.
+    Gone(String),
+}
+
 /// Whether a rank waiting in `ctx` for `peer`, silent on the data path for `silent`, may go on
 /// waiting: an error if the peer exited, or has been silent past `timeout` with no sign of life;
 /// a peer that is alive is waited for as long as it takes (like MPI), with a warning naming it on
@@ -200,7 +230,7 @@ pub(crate) fn check_peer(
     rank: usize,
     ctx: Option<&Ctx>,
     peer: usize,
-    exited: Option<i32>,
+    exited: Option<&Exit>,
     silent: Duration,
     timeout: Duration,
     life: Life,
@@ -213,15 +243,28 @@ pub(crate) fn check_peer(
             Ctx::describe,
         )
     };
-    if let Some(code) = exited {
-        return Err(Error::new(
-            rank,
-            CollectiveError::PeerExited {
-                call: call(),
-                peer,
-                code,
-            },
-        ));
+    match exited {
+        Some(Exit::Code(code)) => {
+            return Err(Error::new(
+                rank,
+                CollectiveError::PeerExited {
+                    call: call(),
+                    peer,
+                    code: *code,
+                },
+            ))
+        }
+        Some(Exit::Gone(how)) => {
+            return Err(Error::new(
+                rank,
+                CollectiveError::PeerGone {
+                    call: call(),
+                    peer,
+                    how: how.clone(),
+                },
+            ))
+        }
+        None => {}
     }
     if silent <= timeout {
         return Ok(());
@@ -439,7 +482,7 @@ mod tests {
         let mut check = |exited, silent, life| {
             check_peer(0, Some(&c), 3, exited, silent, t, life, &mut warned, &[])
         };
-        let e = check(Some(137), Duration::ZERO, Life::Unknown).expect_err("exited");
+        let e = check(Some(&Exit::Code(137)), Duration::ZERO, Life::Unknown).expect_err("exited");
         assert!(matches!(
             kind(&e),
             CollectiveError::PeerExited {
@@ -448,6 +491,26 @@ mod tests {
                 ..
             }
         ));
+        let mut l = Ledger::default();
+        l.aborts
+            .insert(8, (3, "rank 3: reduce #8: rank 4 is gone".into()));
+        let why = l.explain(3, Some(&Exit::Gone("its process (pid 12) ended".into())));
+        assert_eq!(
+            why,
+            Some(Exit::Gone(
+                "its process (pid 12) ended, after it failed collective #8: rank 3: reduce #8: rank 4 is gone"
+                    .into()
+            )),
+            "a peer that left after failing says why"
+        );
+        assert_eq!(l.explain(3, Some(&Exit::Code(1))), Some(Exit::Code(1)));
+        assert_eq!(l.explain(3, None), None);
+        let gone = Exit::Gone("its process (pid 12) ended".into());
+        let e = check(Some(&gone), Duration::ZERO, Life::Unknown).expect_err("gone");
+        assert_eq!(
+            e.to_string(),
+            "rank 0: reduce #9: rank 3 is gone before sending the data this rank waits for: its process (pid 12) ended"
+        );
         assert!(
             check(None, t, Life::Unknown).is_ok(),
             "silent, but not past the timeout"

@@ -14,6 +14,7 @@
 //! - An error another rank raises for a collective this rank already finished is kept and handed
 //!   out once by `take_deferred`.
 
+mod gone;
 pub(crate) mod hier;
 pub(crate) mod kernel;
 mod launcher;

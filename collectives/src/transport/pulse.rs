@@ -10,6 +10,15 @@
 //! alive and is waited for (with a warning naming it every `BOAD_TIMEOUT_MS`); one that answers
 //! nothing for `BOAD_TIMEOUT_MS` — a lost network, a frozen process — is reported.
 //!
+//! A peer whose process has ended is told apart sooner. Under `boadrun` the launcher's `EXIT` line
+//! says so at once; without a launcher (Slurm, Hydra, env://) the waiting rank sees it itself within
+//! about a second (`transport::gone`): on its own host from a pidfd of the peer's process, on any
+//! host because this socket's port is closed once the process is gone, so empty probes to it from a
+//! connected socket come back refused (ICMP port unreachable). Only a port that keeps refusing
+//! (twice, 200 ms apart or more, with nothing heard from the peer in between) counts; a frozen
+//! process or a lost network refuses nothing and keeps the timeout above. Probes are not PINGs:
+//! this thread ignores them.
+//!
 //! Contract: the thread answers only well-formed PINGs of this job (magic, version, key) from the
 //! data address of a rank of the job table, with one datagram of header size (no amplification),
 //! reads nothing but its own socket and the state word, and ends when the [`Pulse`] is dropped.

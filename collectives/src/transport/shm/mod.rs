@@ -3,7 +3,8 @@
 //! Contract: the [`Transport`] contract (see `transport/mod.rs`), with the same errors as the UDP
 //! transport: `Mismatch` when a peer's call differs (every message carries its sender's call, and
 //! every rank publishes its calls of the last 64 collectives in the segment, so a waiting rank sees a
-//! mismatch even when no data flows), `PeerExited` from the launcher's `EXIT` lines, `Timeout` when
+//! mismatch even when no data flows), `PeerExited` from the launcher's `EXIT` lines (without a launcher, `PeerGone` as soon as
+//! a peer's process ends, from a pidfd of it: see `transport::gone`), `Timeout` when
 //! the peer waited for made no progress (its heartbeat, bumped while it is inside boad calls, did not
 //! move) for `BOAD_TIMEOUT_MS`, `Aborted` when a peer posted an abort for the collective (peers see it
 //! at once: the abort wakes them), and the same deferred errors (`take_deferred`).
@@ -45,8 +46,9 @@ use std::time::{Duration, Instant};
 
 use segment::{OpenError, Segment};
 
+use super::gone::{PortProbe, ProcWatch};
 use super::launcher::LauncherFeed;
-use super::ledger::{self, check_peer, Ledger, Life};
+use super::ledger::{self, check_peer, Exit, Ledger, Life};
 use super::{Ctx, Level, Service, Session, Stats, Transport};
 use crate::config::Config;
 use crate::error::{CollectiveError, Error, Result, UsageError};
@@ -281,7 +283,8 @@ pub(crate) struct InMsg {
 }
 
 struct Peer {
-    exited: Option<i32>,
+    /// Its end, once the launcher said so or this rank saw it.
+    exited: Option<Exit>,
     /// Last heartbeat value seen, and when it was first seen.
     beat: u64,
     beat_at: Instant,
@@ -292,6 +295,10 @@ struct Peer {
     warned: Option<Instant>,
     /// When this rank started the wait for it that is going on (see `Udp::watch`).
     watched: Instant,
+    /// Without a launcher, for a peer whose process is not watched (another pid namespace): its
+    /// UDP socket of the table, probed for refusals while it is silent (`transport::gone`).
+    port: Option<std::net::SocketAddr>,
+    probe: PortProbe,
 }
 
 /// Messages through shared memory.
@@ -311,6 +318,11 @@ pub(crate) struct Shm {
     ledger: Ledger,
     peers: Vec<Peer>,
     launcher: LauncherFeed,
+    /// The peers' processes, watched when no launcher reports their ends (`transport::gone`).
+    procs: ProcWatch,
+    /// This rank's UDP socket of the job table, kept open for its whole life: it is what proves to
+    /// the peers of this host that this process is this rank (`transport::gone`).
+    held_socket: Option<std::net::UdpSocket>,
     stats: Stats,
     /// How long a wait polls before it yields, and polls and yields before it sleeps.
     spin: Duration,
@@ -352,6 +364,13 @@ impl Shm {
         let io = |what| Error::io_at(rank, what);
         let mut launcher = LauncherFeed::new(conn, leftover)
             .map_err(io("making the launcher connection non-blocking"))?;
+        // Without a launcher's EXIT lines, this rank watches its peers' processes itself.
+        let direct = launcher.fd().is_none();
+        let mut procs = if direct {
+            ProcWatch::new(rank, table)
+        } else {
+            ProcWatch::default()
+        };
         let seg = if size == 1 {
             Segment::anonymous().map_err(io("mapping memory"))?
         } else {
@@ -369,7 +388,7 @@ impl Shm {
                     io(what)(e)
                 })?
             } else {
-                Self::open(rank, &path, tag, size, &cfg, &mut launcher)?
+                Self::open(rank, &path, tag, size, &cfg, &mut launcher, &mut procs)?
             };
             seg.prefault(rank);
             if seg.attach() {
@@ -403,7 +422,8 @@ impl Shm {
             ledger: Ledger::default(),
             peers: table
                 .iter()
-                .map(|e| Peer {
+                .enumerate()
+                .map(|(r, e)| Peer {
                     exited: None,
                     beat: 0,
                     beat_at: now,
@@ -411,9 +431,14 @@ impl Shm {
                     pid: e.pid,
                     warned: None,
                     watched: now,
+                    port: (direct && r != rank && e.port != 0 && procs.fd(r).is_none())
+                        .then(|| std::net::SocketAddr::new(e.ip, e.port)),
+                    probe: PortProbe::default(),
                 })
                 .collect(),
             launcher,
+            procs,
+            held_socket: None,
             stats: Stats::default(),
             spin,
             yields,
@@ -444,6 +469,7 @@ impl Shm {
         size: usize,
         cfg: &Config,
         launcher: &mut LauncherFeed,
+        procs: &mut ProcWatch,
     ) -> Result<Segment> {
         let start = Instant::now();
         let mut pause = Duration::from_micros(50);
@@ -473,6 +499,16 @@ impl Shm {
                     },
                 ));
             }
+            if let Some(how) = procs.ended_one(0) {
+                return Err(Error::new(
+                    rank,
+                    CollectiveError::PeerGone {
+                        call: call.into(),
+                        peer: 0,
+                        how,
+                    },
+                ));
+            }
             let waited = start.elapsed();
             if waited > cfg.timeout {
                 return Err(Error::new(
@@ -494,10 +530,22 @@ impl Shm {
         for (r, code) in self.launcher.poll(|_| {}) {
             if r != self.rank {
                 if let Some(p) = self.peers.get_mut(r) {
-                    p.exited = Some(code);
+                    p.exited = Some(Exit::Code(code));
                 }
             }
         }
+        for (r, how) in self.procs.ended() {
+            if let Some(p) = self.peers.get_mut(r) {
+                p.exited.get_or_insert(Exit::Gone(how));
+            }
+        }
+    }
+
+    /// Keeps `sock` (this rank's UDP socket of the job table) open as long as this transport.
+    pub fn hold_socket(&mut self, sock: std::net::UdpSocket) {
+        // Never read: only peers' probes reach it, and they need no room.
+        let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(4096);
+        self.held_socket = Some(sock);
     }
 
     /// Writes what fits of the messages pending for `dst`; true if anything was written.
@@ -662,6 +710,7 @@ impl Shm {
             if b != p.beat {
                 p.beat = b;
                 p.beat_at = now;
+                p.probe.heard();
             }
         }
     }
@@ -759,6 +808,17 @@ impl Shm {
     /// inside boad calls, so once it has stood still for the timeout, the peer's process decides:
     /// one that runs is alive (busy outside boad, or waiting for another rank) and is waited for.
     fn keep_waiting(&mut self, ctx: Option<&Ctx>, src: usize) -> Result<()> {
+        let p = &mut self.peers[src];
+        if let (Some(to), None) = (p.port, &p.exited) {
+            let silent = p.beat_at.max(p.watched).elapsed();
+            if let Some(how) = p.probe.step(to, silent, Instant::now()) {
+                p.exited = Some(Exit::Gone(how));
+                if ctx.is_none() {
+                    // Delivering the last messages: a receiver that is gone is done with.
+                    return Ok(());
+                }
+            }
+        }
         let mut silent = self.peers[src]
             .beat_at
             .max(self.peers[src].watched)
@@ -781,12 +841,13 @@ impl Shm {
         } else {
             Life::Unknown
         };
+        let exited = self.ledger.explain(src, self.peers[src].exited.as_ref());
         let peer = &mut self.peers[src];
         check_peer(
             self.rank,
             ctx,
             src,
-            peer.exited,
+            exited.as_ref(),
             silent,
             self.cfg.timeout,
             life,

@@ -36,8 +36,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rand::{Rng, SeedableRng};
 
+use super::gone::{self, PortProbe, ProcWatch};
 use super::launcher::LauncherFeed;
-use super::ledger::{check_peer, Ledger, Life};
+use super::ledger::{check_peer, Exit, Ledger, Life};
 use super::{Ctx, Level, Session, Stats, Transport};
 use crate::config::Config;
 use crate::error::{Error, Result, UsageError};
@@ -75,6 +76,8 @@ impl KernelSide for NoKernel {
 
 const SOCK: Token = Token(0);
 const LAUNCHER: Token = Token(1);
+/// Rank r's pidfd (`transport::gone`): token `PIDFD + r`.
+const PIDFD: usize = 2;
 /// Largest datagram we read (header + the largest chunk).
 const MAX_DATAGRAM: usize = 65_536;
 const RTO_BASE: Duration = Duration::from_millis(20);
@@ -98,7 +101,8 @@ struct Peer {
     addr: SocketAddr,
     next_msg: u32,
     last_heard: Instant,
-    exited: Option<i32>,
+    /// Its end, once the launcher said so or this rank saw it.
+    exited: Option<Exit>,
     done: DoneSet,
     /// Its liveness socket (`transport::pulse`), if it has one.
     pulse: Option<SocketAddr>,
@@ -113,6 +117,8 @@ struct Peer {
     warned: Option<Instant>,
     /// When this rank started the wait for it that is going on (see [`Udp::watch`]).
     watched: Instant,
+    /// Probes of its liveness port for refusals, without a launcher (`transport::gone`).
+    probe: PortProbe,
 }
 
 struct OutMsg {
@@ -276,6 +282,9 @@ struct Wire {
     tx: Vec<u8>,
     stats: Stats,
     blocked: bool,
+    /// The socket queues ICMP errors (`gone::queue_errors`): a send may fail with one that an
+    /// earlier datagram caused.
+    icmp_errors: bool,
 }
 
 impl Wire {
@@ -321,6 +330,12 @@ impl Wire {
             // A peer's socket that is gone makes the kernel report ECONNREFUSED on a later send; the
             // launcher tells us about exits, so this is not an error of ours.
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(true),
+            // With ICMP errors queued, an earlier datagram's error fails this send: this datagram is
+            // lost (the refusals are read from the queue by `Udp::read_refusals`).
+            Err(e) if self.icmp_errors && gone::from_icmp(&e) => {
+                self.stats.send_failed += 1;
+                Ok(true)
+            }
             // No route (a link went down), a firewall's drop, full device queues: to this rank the
             // datagram is lost, as in the network; resends and timeouts deal with it, and a network
             // that stays away shows as a peer silent past the timeout.
@@ -477,6 +492,10 @@ pub(crate) struct Udp {
     status: HashMap<(usize, u32), Status>,
     cur_seq: u32,
     launcher: LauncherFeed,
+    /// Without a launcher: the processes of this host's peers (`transport::gone`)...
+    procs: ProcWatch,
+    /// ... and whether silent peers' liveness ports are probed for refusals.
+    probe_ports: bool,
     drop_rng: rand::rngs::SmallRng,
     /// Run on every round of a wait (the hierarchical path: keeps the shared-memory level going).
     idle_hook: Option<super::Service>,
@@ -547,6 +566,24 @@ impl Udp {
                 .register(&mut SourceFd(&fd), LAUNCHER, Interest::READABLE)
                 .map_err(io("registering the launcher connection"))?;
         }
+        // Without a launcher's EXIT lines, this rank watches its peers itself.
+        let direct = launcher.fd().is_none();
+        let procs = if direct {
+            ProcWatch::new(rank, table)
+        } else {
+            ProcWatch::default()
+        };
+        // ... and reads which of its datagrams a closed port refused (`transport::gone`).
+        if direct && table.len() > 1 {
+            gone::queue_errors(&sock).map_err(io("asking for the socket's ICMP errors"))?;
+        }
+        for r in 0..table.len() {
+            if let Some(fd) = procs.fd(r) {
+                poll.registry()
+                    .register(&mut SourceFd(&fd), Token(PIDFD + r), Interest::READABLE)
+                    .map_err(io("registering a peer's pidfd"))?;
+            }
+        }
         let now = Instant::now();
         let peers = table
             .iter()
@@ -562,6 +599,7 @@ impl Udp {
                 asking: None,
                 warned: None,
                 watched: now,
+                probe: PortProbe::default(),
             })
             .collect();
         let seed = cfg.drop_seed ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -574,6 +612,7 @@ impl Udp {
                 tx: Vec::with_capacity(MAX_DATAGRAM),
                 stats: Stats::default(),
                 blocked: false,
+                icmp_errors: direct && table.len() > 1,
             },
             size: table.len(),
             cfg,
@@ -587,6 +626,8 @@ impl Udp {
             status: HashMap::new(),
             cur_seq: 0,
             launcher,
+            procs,
+            probe_ports: direct,
             drop_rng: rand::rngs::SmallRng::seed_from_u64(seed),
             idle_hook: None,
             last_drain: now,
@@ -642,7 +683,7 @@ impl Udp {
         for (rank, code) in exits {
             if rank != self.wire.rank {
                 if let Some(p) = self.peers.get_mut(rank) {
-                    p.exited = Some(code);
+                    p.exited = Some(Exit::Code(code));
                 }
             }
         }
@@ -671,6 +712,26 @@ impl Udp {
         if launcher_ready {
             self.read_launcher();
         }
+        if self.probe_ports
+            && self
+                .events
+                .iter()
+                .any(|e| e.token() == SOCK && e.is_error())
+        {
+            self.read_refusals();
+        }
+        let ended: Vec<usize> = self
+            .events
+            .iter()
+            .filter_map(|e| e.token().0.checked_sub(PIDFD))
+            .collect();
+        for r in ended {
+            if let Some(how) = self.procs.ended_one(r) {
+                if let Some(p) = self.peers.get_mut(r) {
+                    p.exited.get_or_insert(Exit::Gone(how));
+                }
+            }
+        }
         self.drain(ks)?;
         self.pump()
     }
@@ -697,7 +758,16 @@ impl Udp {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 // ICMP errors of earlier sends surface here; they carry no datagram.
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                    self.read_refusals();
+                    continue;
+                }
+                // With ICMP errors queued, those of other kinds surface here too (a host or
+                // network unreachable): lost datagrams, not this rank's failure.
+                Err(e) if self.wire.icmp_errors && gone::from_icmp(&e) => {
+                    self.read_refusals();
+                    continue;
+                }
                 Err(source) => return Err(Error::io(self.rank_(), "receiving a datagram", source)),
             }
         }
@@ -733,6 +803,7 @@ impl Udp {
         self.wire.stats.datagrams_received += 1;
         self.peers[src].last_heard = Instant::now();
         self.peers[src].asking = None;
+        self.peers[src].probe.heard();
         let payload = HEADER_LEN..n;
         match h.kind {
             kind::DATA => self.on_data(&d, payload),
@@ -788,12 +859,34 @@ impl Udp {
         };
         let started = h.flags & flags::STARTED != 0;
         p.asking = None;
+        p.probe.heard();
         p.pong = Some((
             Instant::now(),
             if started { h.seq } else { u32::MAX },
             h.flags & flags::INSIDE != 0,
         ));
         true
+    }
+
+    /// Without a launcher: notes the peers whose ports refused datagrams of this rank's socket
+    /// (ICMP port unreachable, from its error queue), as refused probes (`transport::gone`).
+    fn read_refusals(&mut self) {
+        if !self.probe_ports {
+            return;
+        }
+        let now = Instant::now();
+        for to in gone::refused_destinations(&self.wire.sock) {
+            let Some(p) = self
+                .peers
+                .iter_mut()
+                .find(|p| p.exited.is_none() && (p.addr == to || p.pulse == Some(to)))
+            else {
+                continue;
+            };
+            if let Some(how) = p.probe.refused_now(to, now) {
+                p.exited = Some(Exit::Gone(how));
+            }
+        }
     }
 
     /// How often a silent peer is PINGed.
@@ -817,6 +910,23 @@ impl Udp {
         let now = Instant::now();
         let every = self.ping_every();
         let timeout = self.cfg.timeout;
+        if self.probe_ports && silent >= gone::PROBE_AFTER {
+            self.read_refusals();
+        }
+        if let (true, Some(to), None) = (
+            self.probe_ports,
+            self.peers[peer].pulse,
+            &self.peers[peer].exited,
+        ) {
+            if let Some(how) = self.peers[peer].probe.step(to, silent, now) {
+                self.peers[peer].exited = Some(Exit::Gone(how));
+            }
+        }
+        if ctx.is_none() && matches!(self.peers[peer].exited, Some(Exit::Gone(_))) {
+            // Delivering the last messages: a receiver that is gone is done with
+            // (`Session::flush`), as after the launcher's EXIT line.
+            return Ok(());
+        }
         if let Some(to) = self.peers[peer].pulse {
             let due = self.peers[peer].pinged.is_none_or(|t| now - t >= every);
             if silent >= timeout / 4 && due {
@@ -834,6 +944,7 @@ impl Udp {
             }
         }
         let rank = self.rank_();
+        let exited = self.ledger.explain(peer, self.peers[peer].exited.as_ref());
         let p = &mut self.peers[peer];
         let life = match p.pong {
             Some((t, seq, inside)) if now - t <= timeout => Life::Alive {
@@ -849,7 +960,7 @@ impl Udp {
             rank,
             ctx,
             peer,
-            p.exited,
+            exited.as_ref(),
             silent,
             timeout,
             life,
@@ -1422,9 +1533,9 @@ impl Udp {
         self.peers[r].last_heard.max(self.peers[r].watched)
     }
 
-    /// Rank `r`'s exit status, if the launcher said it exited.
-    pub(crate) fn exited(&self, r: usize) -> Option<i32> {
-        self.peers[r].exited
+    /// Rank `r`'s end, if the launcher said it exited or this rank saw it go.
+    pub(crate) fn exited(&self, r: usize) -> Option<&Exit> {
+        self.peers[r].exited.as_ref()
     }
 
     /// The header of a datagram of this transport: `kind`, to `dst`, for collective `seq` with
@@ -1567,5 +1678,130 @@ mod tests {
     fn the_fuzz_seeds_reach_whole_messages() {
         let seed = include_bytes!("../../../../fuzz/seeds/udp_datagrams/two-chunks");
         assert_eq!(super::exercise_datagrams(seed), 1);
+    }
+}
+
+/// Without a launcher, a waiting rank sees for itself that the peer it waits for is gone
+/// (`transport::gone`), long before the timeout of a minute; a silent peer that lives is not.
+#[cfg(test)]
+mod gone_tests {
+    use super::*;
+    use crate::error::{CollectiveError, ErrorKind as Kind};
+    use crate::types::{Coll, DType, Op};
+    use std::net::IpAddr;
+    use std::process::{Command, Stdio};
+
+    const LO: [u8; 4] = [127, 0, 0, 1];
+
+    fn ctx() -> Ctx {
+        Ctx {
+            seq: 1,
+            sig: Signature {
+                coll: Coll::Allreduce,
+                op: Some(Op::Sum),
+                dtype: Some(DType::I32),
+                count: 4,
+                root: 0,
+            },
+        }
+    }
+
+    /// Rank 0 of two (rank 1: data port `port1`, liveness port `pulse1`, pid `pid1`, on this host)
+    /// waits for rank 1's message with `timeout`: its error, and how long it took.
+    fn wait_for_rank_1(port1: u16, pulse1: u16, pid1: u32, timeout: Duration) -> (Error, Duration) {
+        let lo = IpAddr::from(LO);
+        let (sock, port0) = Udp::bind(0, lo).expect("bind");
+        let entry = |rank, port, pulse, pid| PeerEntry {
+            rank,
+            host_id: 1,
+            ip: lo,
+            port,
+            pulse,
+            pid,
+        };
+        let table = vec![
+            entry(0, port0, 0, std::process::id()),
+            entry(1, port1, pulse1, pid1),
+        ];
+        let cfg = Config {
+            timeout,
+            ..Config::default()
+        };
+        let mut t = Udp::new(0, 42, sock, &table, None, Vec::new(), cfg).expect("transport");
+        let c = ctx();
+        t.begin(&c).expect("begin");
+        let t0 = Instant::now();
+        let e = t.recv(&c, 1, 0).expect_err("rank 1 sends nothing");
+        (e, t0.elapsed())
+    }
+
+    fn gone_how(e: &Error) -> &str {
+        match e.kind() {
+            Kind::Collective(CollectiveError::PeerGone { peer: 1, how, .. }) => how,
+            other => panic!("not PeerGone of rank 1: {other:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_peer_whose_liveness_port_closed_is_gone_within_a_second() {
+        let data1 = UdpSocket::bind((IpAddr::from(LO), 0)).expect("bind");
+        let port1 = data1.local_addr().expect("address").port();
+        let closed = UdpSocket::bind((IpAddr::from(LO), 0))
+            .and_then(|s| s.local_addr())
+            .expect("a port")
+            .port();
+        // Rank 1's pid is not visible (above the kernel's largest): only its port can tell.
+        let (e, took) = wait_for_rank_1(port1, closed, 1 << 23, Duration::from_secs(60));
+        assert!(gone_how(&e).contains("refused probes"), "{e}");
+        assert!(took < Duration::from_millis(1500), "{took:?}: {e}");
+    }
+
+    #[test]
+    fn a_peer_whose_process_ended_is_gone_at_once() {
+        // Rank 1 is a child process holding rank 1's data socket (as its stdin).
+        let data1 = UdpSocket::bind((IpAddr::from(LO), 0)).expect("bind");
+        let port1 = data1.local_addr().expect("address").port();
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(data1)))
+            .spawn()
+            .expect("start sleep");
+        let pid = child.id();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = child.kill();
+            let _ = child.wait();
+        });
+        // No liveness port: only its process can tell.
+        let (e, took) = wait_for_rank_1(port1, 0, pid, Duration::from_secs(60));
+        killer.join().expect("killer");
+        assert_eq!(gone_how(&e), format!("its process (pid {pid}) ended"));
+        assert!(took < Duration::from_secs(1), "{took:?}: {e}");
+    }
+
+    #[test]
+    fn a_silent_peer_whose_port_is_open_is_not_gone() {
+        // Rank 1's sockets are open and answer nothing (a frozen process): the timeout decides.
+        let data1 = UdpSocket::bind((IpAddr::from(LO), 0)).expect("bind");
+        let pulse1 = UdpSocket::bind((IpAddr::from(LO), 0)).expect("bind");
+        let port = |s: &UdpSocket| s.local_addr().expect("address").port();
+        let (e, took) = wait_for_rank_1(
+            port(&data1),
+            port(&pulse1),
+            1 << 23,
+            Duration::from_millis(1200),
+        );
+        assert!(
+            matches!(
+                e.kind(),
+                Kind::Collective(CollectiveError::Timeout { peer: 1, .. })
+            ),
+            "{e}"
+        );
+        assert!(took >= Duration::from_millis(1200), "{took:?}");
+        // It was probed all along (empty datagrams), and refused none.
+        pulse1.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 64];
+        assert_eq!(pulse1.recv(&mut buf).ok(), Some(0), "no probe came");
     }
 }
