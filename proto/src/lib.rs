@@ -180,6 +180,23 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "shared memory: how long a waiting rank polls between sched_yields before it \
                   sleeps on its futex",
     },
+    Setting {
+        name: "BOAD_SECRET",
+        default: "unset",
+        meaning: "env:// jobs (started without boadrun): the job's secret, 64 hex digits, that \
+                  every rank proves to rank 0's store (or BOAD_SECRET_FILE)",
+    },
+    Setting {
+        name: "BOAD_SECRET_FILE",
+        default: "unset",
+        meaning: "env:// jobs: a file of this user's, mode 0600 or 0400, holding the secret",
+    },
+    Setting {
+        name: "BOAD_MASTER_PORT",
+        default: "MASTER_PORT",
+        meaning: "env:// jobs: the port of rank 0's store, when PyTorch's own store uses \
+                  MASTER_PORT",
+    },
 ];
 
 #[cfg(test)]
