@@ -1,10 +1,11 @@
 //! This machine's network identity, as launchers and ranks see it: its IPv4 interfaces, and which
 //! processes share a "host" (one kernel and one network namespace: they reach each other on
-//! `127.0.0.1` and can share memory).
+//! `127.0.0.1` and can share memory), and the UDP sockets of this network namespace with their
+//! owners (`/proc/net/udp{,6}`).
 //!
 //! Contract: these functions only read (`getifaddrs`, `/proc`); nothing is changed or sent.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// One IPv4 address of an interface of this network namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +96,74 @@ pub fn is_host_key(key: &str) -> bool {
         && ino.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// One UDP socket of `/proc/net/udp{,6}`: its local address and port, its owner and its inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpSocketEntry {
+    /// Local address (an IPv4 address on a dual-stack socket reads as IPv4).
+    pub ip: IpAddr,
+    /// Local port.
+    pub port: u16,
+    /// Owner's uid.
+    pub uid: u32,
+    /// The socket's inode (what `/proc/<pid>/fd/*` links name as `socket:[inode]`).
+    pub inode: u64,
+}
+
+/// One line of `/proc/net/udp{,6}`: `sl local_address rem_address st tx:rx tr:when retrnsmt uid
+/// timeout inode ...`, the local address in hex as the kernel holds it (32-bit words in host
+/// order). None for the header or anything else.
+pub fn parse_udp_line(line: &str) -> Option<UdpSocketEntry> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (addr, port) = f.get(1)?.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let uid = f.get(7)?.parse().ok()?;
+    let inode = f.get(9)?.parse().ok()?;
+    let word = |i: usize| {
+        addr.get(i * 8..i * 8 + 8)
+            .and_then(|w| u32::from_str_radix(w, 16).ok())
+            .map(u32::to_ne_bytes)
+    };
+    let ip = match addr.len() {
+        8 => IpAddr::from(word(0)?),
+        32 => {
+            let mut b = [0u8; 16];
+            for i in 0..4 {
+                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            let v6 = Ipv6Addr::from(b);
+            // A v4 address on a dual-stack socket.
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some(UdpSocketEntry {
+        ip,
+        port,
+        uid,
+        inode,
+    })
+}
+
+/// The UDP sockets of `/proc/net/udp` (IPv4) and, with `v6`, `/proc/net/udp6` of this network
+/// namespace; a file that cannot be read adds nothing.
+pub fn udp_sockets(v6: bool) -> Vec<UdpSocketEntry> {
+    let files: &[&str] = if v6 {
+        &["/proc/net/udp", "/proc/net/udp6"]
+    } else {
+        &["/proc/net/udp"]
+    };
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(parse_udp_line)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +182,39 @@ mod tests {
         assert_eq!(host_key().expect("again"), key);
         for bad in ["", "/1", "abc/", "abc/12x", "a b/1", "g/1", "abc\n/1"] {
             assert!(!is_host_key(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn proc_net_udp_lines_parse_v4_and_v6_with_owner_and_inode() {
+        let v4 = "  12: 0100007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000 65534        0 4242 2 0000000000000000 0";
+        assert_eq!(
+            parse_udp_line(v4),
+            Some(UdpSocketEntry {
+                ip: IpAddr::from([127, 0, 0, 1]),
+                port: 0x1f90,
+                uid: 65534,
+                inode: 4242
+            })
+        );
+        let v6 = "  3: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000  1000        0 77 2 0000000000000000 0";
+        let e = parse_udp_line(v6).expect("v6");
+        assert_eq!(
+            (e.ip, e.port, e.uid, e.inode),
+            (IpAddr::from(Ipv6Addr::LOCALHOST), 80, 1000, 77)
+        );
+        for bad in ["garbage", "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode"] {
+            assert_eq!(parse_udp_line(bad), None);
+        }
+        // Our own socket is found by its address, owned by us.
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = s.local_addr().expect("address").port();
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        for v6 in [false, true] {
+            assert!(udp_sockets(v6)
+                .iter()
+                .any(|e| e.port == port && e.ip == IpAddr::from([127, 0, 0, 1]) && e.uid == me));
         }
     }
 }

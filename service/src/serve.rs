@@ -81,32 +81,11 @@ pub fn peer_cred(conn: &UnixStream) -> std::io::Result<(u32, i32)> {
     Ok((cred.uid, cred.pid))
 }
 
-/// The IPv4 addresses of this namespace's interfaces.
+/// The IPv4 addresses of this namespace's interfaces (none if they cannot be listed).
 fn local_addrs() -> Vec<Ipv4Addr> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a list head it allocated into `head`, freed below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, valid until freeifaddrs.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() {
-            continue;
-        }
-        // SAFETY: a non-null ifa_addr points at a sockaddr whose family says its real type.
-        if i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET {
-            // SAFETY: an AF_INET address is a sockaddr_in.
-            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            out.push(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()));
-        }
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once; nothing from it is used after.
-    unsafe { libc::freeifaddrs(head) };
-    out
+    boad_proto::net::ipv4_interfaces()
+        .map(|all| all.into_iter().map(|i| i.ip).collect())
+        .unwrap_or_default()
 }
 
 /// One socket of `/proc/net/udp`: local address, port, owner uid.
@@ -117,18 +96,19 @@ pub struct UdpEntry {
     pub uid: u32,
 }
 
-/// Parses the text of `/proc/net/udp` (lines it cannot read are skipped).
+/// Parses the text of `/proc/net/udp` (lines it cannot read are skipped), through
+/// `boad_proto::net::parse_udp_line`.
 pub fn parse_proc_udp(text: &str) -> Vec<UdpEntry> {
     text.lines()
         .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (ip, port) = f.get(1)?.split_once(':')?;
-            // The address is the kernel's big-endian word printed as a native hex number.
-            let ip = Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.to_ne_bytes());
-            let port = u16::from_str_radix(port, 16).ok()?;
-            let uid = f.get(7)?.parse().ok()?;
-            Some(UdpEntry { ip, port, uid })
+        .filter_map(boad_proto::net::parse_udp_line)
+        .filter_map(|e| match e.ip {
+            std::net::IpAddr::V4(ip) => Some(UdpEntry {
+                ip,
+                port: e.port,
+                uid: e.uid,
+            }),
+            std::net::IpAddr::V6(_) => None,
         })
         .collect()
 }

@@ -36,6 +36,8 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use boad_proto::net::UdpSocketEntry;
+
 use boad_proto::lines::PeerEntry;
 
 /// Two refusals at least this far apart make a peer gone.
@@ -64,7 +66,7 @@ impl ProcWatch {
         if !table.iter().enumerate().any(|(r, e)| local(r, e)) {
             return ProcWatch::default();
         }
-        let sockets = udp_sockets();
+        let sockets = boad_proto::net::udp_sockets(true);
         let fds: Vec<_> = table
             .iter()
             .enumerate()
@@ -163,11 +165,11 @@ fn ended(pid: u32) -> String {
 
 /// A pidfd of `e.pid`, if that pid is, in this pid namespace, the process holding the UDP socket
 /// of `e` (address `e.ip`, port `e.port`, the only such socket in `sockets`).
-fn verified_pidfd(e: &PeerEntry, sockets: &[(IpAddr, u16, u64)]) -> Option<OwnedFd> {
+fn verified_pidfd(e: &PeerEntry, sockets: &[UdpSocketEntry]) -> Option<OwnedFd> {
     let mut held = sockets
         .iter()
-        .filter(|(ip, port, _)| *port == e.port && (*ip == e.ip || ip.is_unspecified()));
-    let (_, _, inode) = held.next()?;
+        .filter(|s| s.port == e.port && (s.ip == e.ip || s.ip.is_unspecified()));
+    let inode = held.next()?.inode;
     if held.next().is_some() {
         // Two sockets on that port (SO_REUSEPORT, or an address and the wildcard): ambiguous.
         return None;
@@ -180,7 +182,7 @@ fn verified_pidfd(e: &PeerEntry, sockets: &[(IpAddr, u16, u64)]) -> Option<Owned
     // SAFETY: `fd` was just returned by pidfd_open and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // Opened first, checked second: see the module docs.
-    holds_socket(e.pid, *inode).then_some(fd)
+    holds_socket(e.pid, inode).then_some(fd)
 }
 
 /// Whether process `pid` (of this pid namespace) has a descriptor of socket inode `inode`.
@@ -192,46 +194,6 @@ fn holds_socket(pid: u32, inode: u64) -> bool {
     dir.flatten().any(|d| {
         std::fs::read_link(d.path()).is_ok_and(|l| l.as_os_str() == std::ffi::OsStr::new(&want))
     })
-}
-
-/// The UDP sockets of this network namespace: (local address, port, inode).
-fn udp_sockets() -> Vec<(IpAddr, u16, u64)> {
-    let mut all = Vec::new();
-    for file in ["/proc/net/udp", "/proc/net/udp6"] {
-        if let Ok(text) = std::fs::read_to_string(file) {
-            all.extend(text.lines().skip(1).filter_map(parse_udp_line));
-        }
-    }
-    all
-}
-
-/// One line of `/proc/net/udp{,6}`: `sl local_address rem_address st tx:rx tr:when retrnsmt uid
-/// timeout inode ...`, the local address in hex as the kernel holds it (32-bit words in host
-/// order).
-fn parse_udp_line(line: &str) -> Option<(IpAddr, u16, u64)> {
-    let f: Vec<&str> = line.split_whitespace().collect();
-    let (addr, port) = f.get(1)?.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let inode = f.get(9)?.parse().ok()?;
-    let word = |i: usize| {
-        addr.get(i * 8..i * 8 + 8)
-            .and_then(|w| u32::from_str_radix(w, 16).ok())
-            .map(u32::to_ne_bytes)
-    };
-    let ip = match addr.len() {
-        8 => IpAddr::from(word(0)?),
-        32 => {
-            let mut b = [0u8; 16];
-            for i in 0..4 {
-                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
-            }
-            let v6 = std::net::Ipv6Addr::from(b);
-            // A v4 address on a dual-stack socket.
-            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
-        }
-        _ => return None,
-    };
-    Some((ip, port, inode))
 }
 
 /// Probes of one peer's port from a connected socket, for refusals (see the module docs).
@@ -461,27 +423,6 @@ mod tests {
             pulse: 0,
             pid,
         }
-    }
-
-    #[test]
-    fn proc_net_udp_lines_parse_v4_and_v6() {
-        let v4 = "  12: 0100007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 0";
-        assert_eq!(
-            parse_udp_line(v4),
-            Some((IpAddr::from([127, 0, 0, 1]), 0x1f90, 4242))
-        );
-        let v6 = "  3: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000  1000        0 77 2 0000000000000000 0";
-        assert_eq!(
-            parse_udp_line(v6),
-            Some((IpAddr::from(std::net::Ipv6Addr::LOCALHOST), 80, 77))
-        );
-        assert_eq!(parse_udp_line("garbage"), None);
-        // Our own socket is found by its address.
-        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let port = s.local_addr().expect("address").port();
-        assert!(udp_sockets()
-            .iter()
-            .any(|(ip, p, _)| *p == port && *ip == IpAddr::from([127, 0, 0, 1])));
     }
 
     #[test]
