@@ -429,13 +429,14 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(feature = "kernel")]
 mod imp {
     use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
-    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+    use std::os::fd::{AsFd, OwnedFd};
     use std::time::{Duration, Instant};
 
     use boad_ebpf_loader::{
         comm, with_netns, BcastMember, Counters, KernelPath, PortRole, XdpMode,
     };
     use boad_proto::control::Filled;
+    use boad_proto::neigh::{iface_with, mac_of, next_hop_macs};
     use boad_proto::{Layout, PeerEntry};
 
     use super::{chain, lo_has_xdp, missing_caps, uses_leaders, Folds};
@@ -455,31 +456,6 @@ mod imp {
         macs: Vec<[u8; 6]>,
         /// Sockets holding the trigger port on every host, so that nothing else binds it.
         trigger: Vec<UdpSocket>,
-    }
-
-    /// MAC address of interface `name` in the calling thread's network namespace.
-    fn mac_of(name: &str) -> std::io::Result<[u8; 6]> {
-        let sock = UdpSocket::bind("127.0.0.1:0")?;
-        // SAFETY: ifreq is plain old data; all-zero is a valid value.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        if name.len() >= req.ifr_name.len() {
-            return Err(std::io::Error::other(format!("bad interface name {name}")));
-        }
-        for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
-            *d = s as libc::c_char;
-        }
-        // SAFETY: `req` is a valid ifreq with a NUL-terminated name; SIOCGIFHWADDR writes the
-        // hardware address into its union and nothing else.
-        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: after a successful SIOCGIFHWADDR the union holds `ifru_hwaddr`.
-        let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
-        let mut mac = [0u8; 6];
-        for (m, d) in mac.iter_mut().zip(data) {
-            *m = d as u8;
-        }
-        Ok(mac)
     }
 
     /// Loads the programs (the verifier runs on each of them) with the reduction programs `folds`.
@@ -685,118 +661,6 @@ mod imp {
     /// The counters as `(name, value)` pairs, in the order `BOAD_STATS` prints them.
     pub fn counter_pairs(c: &Counters) -> Vec<(String, u64)> {
         c.pairs()
-    }
-
-    /// How long an agent waits for the neighbour table to resolve the next hops of a job.
-    const NEIGH_WAIT: Duration = Duration::from_secs(3);
-
-    /// The interface of this namespace that holds IPv4 address `ip`.
-    fn iface_with(ip: Ipv4Addr) -> Result<String, String> {
-        boad_proto::net::ipv4_interfaces()
-            .map_err(|e| format!("cannot list the interfaces: {e}"))?
-            .into_iter()
-            .find(|i| i.ip == ip)
-            .map(|i| i.name)
-            .ok_or_else(|| format!("no interface has the address {ip}"))
-    }
-
-    /// The next hop towards `dst` through `iface` by the main routing table (`/proc/net/route`,
-    /// longest prefix): `dst` itself on a directly attached network, else its gateway.
-    fn next_hop(dst: Ipv4Addr, iface: &str) -> Result<Ipv4Addr, String> {
-        let table = std::fs::read_to_string("/proc/net/route")
-            .map_err(|e| format!("reading /proc/net/route: {e}"))?;
-        // Addresses are the kernel's big-endian words printed as native hex.
-        let word = |s: &str| u32::from_str_radix(s, 16).ok();
-        let want = u32::from_ne_bytes(dst.octets());
-        let mut best: Option<(u32, Option<Ipv4Addr>)> = None;
-        for line in table.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let [name, dest, gw, flags, _, _, _, mask, ..] = f[..] else {
-                continue;
-            };
-            let (Some(dest), Some(gw), Some(flags), Some(mask)) =
-                (word(dest), word(gw), word(flags), word(mask))
-            else {
-                continue;
-            };
-            // RTF_UP; RTF_GATEWAY.
-            if name != iface || flags & 1 == 0 || want & mask != dest & mask {
-                continue;
-            }
-            if best.is_none_or(|(m, _)| mask.count_ones() > m) {
-                let via = (flags & 2 != 0).then(|| Ipv4Addr::from(gw.to_ne_bytes()));
-                best = Some((mask.count_ones(), via));
-            }
-        }
-        match best {
-            Some((_, via)) => Ok(via.unwrap_or(dst)),
-            None => Err(format!("no route to {dst} through {iface}")),
-        }
-    }
-
-    /// The MAC of neighbour `ip` on `iface` if the neighbour table (`/proc/net/arp`) has it
-    /// resolved.
-    fn neighbour(ip: Ipv4Addr, iface: &str) -> Option<[u8; 6]> {
-        let table = std::fs::read_to_string("/proc/net/arp").ok()?;
-        table.lines().skip(1).find_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let [addr, _, flags, hw, _, dev] = f[..] else {
-                return None;
-            };
-            // ATF_COM: complete.
-            let complete =
-                u32::from_str_radix(flags.trim_start_matches("0x"), 16).is_ok_and(|v| v & 2 != 0);
-            if dev != iface || !complete || addr.parse::<Ipv4Addr>().ok()? != ip {
-                return None;
-            }
-            let mut mac = [0u8; 6];
-            let mut parts = hw.split(':');
-            for m in &mut mac {
-                *m = u8::from_str_radix(parts.next()?, 16).ok()?;
-            }
-            parts.next().is_none().then_some(mac)
-        })
-    }
-
-    /// The next-hop MAC towards each of `dsts` through `iface`: from the neighbour table, after
-    /// resolving those it lacks (a datagram to the destination's discard port, 9, makes the
-    /// kernel ask), waiting at most [`NEIGH_WAIT`] in all.
-    fn next_hop_macs(dsts: &[Ipv4Addr], iface: &str) -> Result<Vec<[u8; 6]>, String> {
-        let hops = dsts
-            .iter()
-            .map(|&d| next_hop(d, iface))
-            .collect::<Result<Vec<_>, _>>()?;
-        let poke = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-            .map_err(|e| format!("binding a socket to resolve next hops: {e}"))?;
-        let until = Instant::now() + NEIGH_WAIT;
-        let mut round = 0u32;
-        loop {
-            let macs: Vec<Option<[u8; 6]>> = hops.iter().map(|&h| neighbour(h, iface)).collect();
-            if macs.iter().all(Option::is_some) {
-                return Ok(macs.into_iter().flatten().collect());
-            }
-            if Instant::now() >= until {
-                let missing: Vec<String> = dsts
-                    .iter()
-                    .zip(&hops)
-                    .zip(&macs)
-                    .filter(|(_, m)| m.is_none())
-                    .map(|((d, h), _)| format!("{d} (next hop {h})"))
-                    .collect();
-                return Err(format!(
-                    "no MAC address for {} on {iface} within {} s",
-                    missing.join(", "),
-                    NEIGH_WAIT.as_secs()
-                ));
-            }
-            if round.is_multiple_of(20) {
-                for (d, _) in dsts.iter().zip(&macs).filter(|(_, m)| m.is_none()) {
-                    let _ = poke.send_to(&[], (*d, 9));
-                }
-            }
-            round += 1;
-            std::thread::sleep(Duration::from_millis(10));
-        }
     }
 
     /// One host's part of the kernel path in a job across machines (`boadrun -H`), set up by that

@@ -19,6 +19,7 @@ pub mod control;
 pub mod hosts;
 pub mod layout;
 pub mod lines;
+pub mod neigh;
 pub mod net;
 pub mod service;
 pub mod shm;

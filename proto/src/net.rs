@@ -3,7 +3,8 @@
 //! `127.0.0.1` and can share memory), and the UDP sockets of this network namespace with their
 //! owners (`/proc/net/udp{,6}`).
 //!
-//! Contract: these functions only read (`getifaddrs`, `/proc`); nothing is changed or sent.
+//! Contract: these functions only read (`getifaddrs`, `/proc`, a socket's peer credentials); nothing
+//! is changed or sent.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -162,6 +163,32 @@ pub fn udp_sockets(v6: bool) -> Vec<UdpSocketEntry> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// The peer credentials (uid, pid) of a Unix stream's other end (for a listening socket's
+/// connection: the process that listened).
+pub fn peer_cred(conn: &std::os::unix::net::UnixStream) -> std::io::Result<(u32, i32)> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a writable ucred and `len` its size; SO_PEERCRED writes at most that.
+    let rc = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((cred.uid, cred.pid))
 }
 
 #[cfg(test)]

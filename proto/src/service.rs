@@ -6,9 +6,17 @@
 //! (whatever ends the process, SIGKILL too).
 //!
 //! ```text
-//! client -> service   JOB <key> <n> [<trigger>]  (key: the job key, 16 hex digits, not 0; n: 1..=128
+//! client -> service   FREE                        (any time before JOB)
+//! service -> client   FREE <mask>                 (the communicators free now: bit i set = id i
+//!                                                 free; 16 hex digits)
+//! client -> service   JOB <key> <n> [<trigger|-> [<world> <leaders|->]]
+//!                                                 (key: the job key, 16 hex digits, not 0; n: 1..=128
 //!                                                 members; trigger: a UDP port the job wants as its
-//!                                                 trigger port, else the service picks one)
+//!                                                 trigger port, `-` or absent: the service picks
+//!                                                 one; world, leaders: the communicator ids the job
+//!                                                 wants, given by a job over several hosts, whose
+//!                                                 hosts' services must all give it the same ids;
+//!                                                 absent: the service picks them)
 //!                     MEMBER <host_id> <ipv4> <port>
 //!                                                 (n lines, in rank order: each rank's socket)
 //! service -> client   GRANT <trigger> <world> <leaders|->
@@ -23,6 +31,12 @@
 //! service -> client   COUNTERS <name>=<value>...  (the programs' counters, summed over every job
 //!                                                 the service has served: host-wide)
 //! ```
+//!
+//! The socket is a path, or, written `@name`, a name in the abstract namespace of the network
+//! namespace (one service per network namespace under one name, as on hosts that are network
+//! namespaces of one machine). Anyone can bind an abstract name, so a client talks only to a service
+//! whose process runs as root or as the client's own user (its peer credentials), whatever the
+//! socket.
 //!
 //! One job per connection. The service checks, before it fills anything, that every member whose
 //! address is on its host is a UDP socket owned by the connecting process's user (its peer
@@ -73,6 +87,14 @@ pub enum ServiceError {
     /// The service refused the job.
     #[error("the kernel service refused the job: {0}")]
     Refused(String),
+    /// The process listening at the socket is neither root nor this user.
+    #[error("kernel service {path}: the process listening there runs as uid {uid}, neither root nor this user; not used")]
+    Untrusted {
+        /// The service's socket.
+        path: String,
+        /// Its owner.
+        uid: u32,
+    },
     /// The job cannot be registered as given.
     #[error("the kernel service cannot serve this job: {0}")]
     Unfit(String),
@@ -81,7 +103,7 @@ pub enum ServiceError {
 /// A line from a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// `JOB <key> <n> [<trigger>]`
+    /// `JOB <key> <n> [<trigger|-> [<world> <leaders|->]]`
     Job {
         /// The job key (not 0).
         key: u64,
@@ -89,7 +111,11 @@ pub enum Request {
         members: usize,
         /// The trigger port the job asks for, if any.
         trigger: Option<u16>,
+        /// The communicator ids the job asks for (world, leaders), if any.
+        comms: Option<Comms>,
     },
+    /// `FREE`
+    Free,
     /// `MEMBER <host_id> <ipv4> <port>`
     Member {
         /// The member's host id (ranks with equal ids share a machine).
@@ -103,6 +129,15 @@ pub enum Request {
     Status,
     /// `COUNTERS`
     Counters,
+}
+
+/// Communicator ids a job asks for: its ranks' and, if the job uses one, its host leaders'.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Comms {
+    /// The communicator id of the job's ranks.
+    pub world: u32,
+    /// The communicator id of its host leaders (not `world`).
+    pub leaders: Option<u32>,
 }
 
 /// What the service gives a job.
@@ -160,6 +195,8 @@ pub enum Reply {
     Status(Status),
     /// `COUNTERS <name>=<value>...`
     Counters(Vec<(String, u64)>),
+    /// `FREE <mask>`: bit `i` set = communicator `i` is free.
+    Free(u64),
 }
 
 fn bad(line: &[u8]) -> ServiceError {
@@ -195,10 +232,20 @@ impl Request {
                 key,
                 members,
                 trigger,
-            } => match trigger {
-                Some(t) => format!("JOB {key:016x} {members} {t}\n"),
-                None => format!("JOB {key:016x} {members}\n"),
-            },
+                comms,
+            } => {
+                let t = trigger.map_or_else(|| "-".to_string(), |t| t.to_string());
+                match (trigger, comms) {
+                    (_, Some(c)) => format!(
+                        "JOB {key:016x} {members} {t} {} {}\n",
+                        c.world,
+                        c.leaders.map_or_else(|| "-".to_string(), |l| l.to_string())
+                    ),
+                    (Some(_), None) => format!("JOB {key:016x} {members} {t}\n"),
+                    (None, None) => format!("JOB {key:016x} {members}\n"),
+                }
+            }
+            Request::Free => "FREE\n".into(),
             Request::Member { host_id, ip, port } => format!("MEMBER {host_id} {ip} {port}\n"),
             Request::Status => "STATUS\n".into(),
             Request::Counters => "COUNTERS\n".into(),
@@ -209,25 +256,42 @@ impl Request {
     pub fn parse(line: &[u8]) -> Result<Request, ServiceError> {
         let w = words(line)?;
         let parsed = match w[..] {
-            ["JOB", key, n, ref rest @ ..] if rest.len() <= 1 => {
+            ["JOB", key, n, ref rest @ ..] if matches!(rest.len(), 0 | 1 | 3) => {
                 let key = (key.len() == 16)
                     .then(|| u64::from_str_radix(key, 16).ok())
                     .flatten()
                     .filter(|&k| k != 0 && key.bytes().all(|b| b.is_ascii_hexdigit()));
                 let members = number::<usize>(n).filter(|&n| (1..=MAX_MEMBERS).contains(&n));
                 let trigger = match rest.first() {
-                    None => Some(None),
+                    None | Some(&"-") => Some(None),
                     Some(t) => number::<u16>(t).filter(|&t| t != 0).map(Some),
                 };
-                match (key, members, trigger) {
-                    (Some(key), Some(members), Some(trigger)) => Some(Request::Job {
+                let comms = match rest {
+                    [_, world, leaders] => {
+                        let leaders = match *leaders {
+                            "-" => Some(None),
+                            l => number::<u32>(l).map(Some),
+                        };
+                        match (number::<u32>(world), leaders) {
+                            (Some(world), Some(leaders)) if leaders != Some(world) => {
+                                Some(Some(Comms { world, leaders }))
+                            }
+                            _ => None,
+                        }
+                    }
+                    _ => Some(None),
+                };
+                match (key, members, trigger, comms) {
+                    (Some(key), Some(members), Some(trigger), Some(comms)) => Some(Request::Job {
                         key,
                         members,
                         trigger,
+                        comms,
                     }),
                     _ => None,
                 }
             }
+            ["FREE"] => Some(Request::Free),
             ["MEMBER", host, ip, p] => {
                 match (
                     number::<u32>(host),
@@ -274,6 +338,7 @@ impl Reply {
                 "STATUS {} {} {} {} {}\n",
                 s.jobs, s.comms_used, s.comms_max, s.ports_used, s.ports_max
             ),
+            Reply::Free(mask) => format!("FREE {mask:016x}\n"),
             Reply::Counters(c) => {
                 let mut line = "COUNTERS".to_string();
                 for (name, value) in c {
@@ -307,6 +372,9 @@ impl Reply {
                     }
                     _ => None,
                 }
+            }
+            ["FREE", mask] if mask.len() == 16 && mask.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                u64::from_str_radix(mask, 16).ok().map(Reply::Free)
             }
             ["REFUSED", ..] => {
                 let body = line.strip_suffix(b"\n").unwrap_or(line);
@@ -419,23 +487,82 @@ impl KernelGrant {
     }
 }
 
+/// The abstract name `path` gives (`@name`), if it gives one.
+fn abstract_name(path: &std::path::Path) -> Option<&[u8]> {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes().strip_prefix(b"@")
+}
+
+/// Connects to the service at `path` (a file, or `@name` in the abstract namespace) and checks
+/// that the process that listens runs as root or as this process's user: an abstract name can be
+/// bound by anyone, and a service's answers decide where a job's data goes.
 fn connect(path: &std::path::Path) -> Result<UnixStream, ServiceError> {
     let io = |source| ServiceError::Io {
         path: path.display().to_string(),
         source,
     };
-    let conn = UnixStream::connect(path).map_err(io)?;
+    let conn = match abstract_name(path) {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).map_err(io)?;
+            UnixStream::connect_addr(&addr).map_err(io)?
+        }
+        None => UnixStream::connect(path).map_err(io)?,
+    };
+    let (uid, _) = crate::net::peer_cred(&conn).map_err(io)?;
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let me = unsafe { libc::getuid() };
+    if uid != 0 && uid != me {
+        return Err(ServiceError::Untrusted {
+            path: path.display().to_string(),
+            uid,
+        });
+    }
     conn.set_read_timeout(Some(ANSWER_WAIT)).map_err(io)?;
     conn.set_write_timeout(Some(ANSWER_WAIT)).map_err(io)?;
     Ok(conn)
 }
 
-/// Whether a service listens at [`socket_path`] (its socket exists).
+/// Whether a service listens at [`socket_path`] ([`present_at`]).
 pub fn present() -> bool {
-    std::fs::symlink_metadata(socket_path()).is_ok_and(|m| {
+    present_at(&socket_path())
+}
+
+/// Whether a service may listen at `path`: a socket file is there, or, for an abstract name
+/// (`@name`), something accepts connections under that name.
+pub fn present_at(path: &std::path::Path) -> bool {
+    if abstract_name(path).is_some() {
+        return connect(path).is_ok();
+    }
+    std::fs::symlink_metadata(path).is_ok_and(|m| {
         use std::os::unix::fs::FileTypeExt;
         m.file_type().is_socket()
     })
+}
+
+/// Asks the service at `path` which communicators are free now (bit `i` set: id `i`).
+pub fn free_at(path: &std::path::Path) -> Result<u64, ServiceError> {
+    match ask_once(path, &Request::Free)? {
+        Reply::Free(mask) => Ok(mask),
+        Reply::Refused(why) => Err(ServiceError::Refused(why)),
+        other => Err(ServiceError::Line(other.format())),
+    }
+}
+
+/// Sends `req` on a connection of its own to the service at `path` and reads the answer.
+fn ask_once(path: &std::path::Path, req: &Request) -> Result<Reply, ServiceError> {
+    let mut conn = BufReader::new(connect(path)?);
+    let io = |source| ServiceError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    conn.get_mut()
+        .write_all(req.format().as_bytes())
+        .map_err(io)?;
+    let line = read_line(&mut conn)
+        .map_err(io)?
+        .ok_or_else(|| io(std::io::ErrorKind::UnexpectedEof.into()))?;
+    Reply::parse(&line)
 }
 
 /// Registers job `key` whose ranks are `table` (every rank, in rank order, as the rendezvous table
@@ -447,15 +574,17 @@ pub fn register(
     table: &[PeerEntry],
     trigger: Option<u16>,
 ) -> Result<KernelGrant, ServiceError> {
-    register_at(&socket_path(), key, table, trigger)
+    register_at(&socket_path(), key, table, trigger, None)
 }
 
-/// [`register`] with the service listening at `path`.
+/// [`register`] with the service listening at `path`, asking for communicator ids `comms` if
+/// given (a job over several hosts asks every host's service for the same ids).
 pub fn register_at(
     path: &std::path::Path,
     key: u64,
     table: &[PeerEntry],
     trigger: Option<u16>,
+    comms: Option<Comms>,
 ) -> Result<KernelGrant, ServiceError> {
     if table.is_empty() || table.len() > MAX_MEMBERS {
         return Err(ServiceError::Unfit(format!(
@@ -467,6 +596,7 @@ pub fn register_at(
         key,
         members: table.len(),
         trigger,
+        comms,
     }
     .format();
     for (i, p) in table.iter().enumerate() {
@@ -512,18 +642,7 @@ pub fn register_at(
 
 /// Asks the service at `path` what it holds.
 pub fn status_at(path: &std::path::Path) -> Result<Status, ServiceError> {
-    let mut conn = BufReader::new(connect(path)?);
-    let io = |source| ServiceError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    conn.get_mut()
-        .write_all(Request::Status.format().as_bytes())
-        .map_err(io)?;
-    let line = read_line(&mut conn)
-        .map_err(io)?
-        .ok_or_else(|| io(std::io::ErrorKind::UnexpectedEof.into()))?;
-    match Reply::parse(&line)? {
+    match ask_once(path, &Request::Status)? {
         Reply::Status(s) => Ok(s),
         other => Err(ServiceError::Line(other.format())),
     }
@@ -553,12 +672,33 @@ mod tests {
                 key: 0x1234_5678_9abc_def0,
                 members: 128,
                 trigger: None,
+                comms: None,
             },
             Request::Job {
                 key: 1,
                 members: 1,
                 trigger: Some(40000),
+                comms: None,
             },
+            Request::Job {
+                key: 1,
+                members: 9,
+                trigger: None,
+                comms: Some(Comms {
+                    world: 4,
+                    leaders: Some(5),
+                }),
+            },
+            Request::Job {
+                key: 1,
+                members: 9,
+                trigger: Some(40000),
+                comms: Some(Comms {
+                    world: 63,
+                    leaders: None,
+                }),
+            },
+            Request::Free,
             Request::Member {
                 host_id: 3,
                 ip: Ipv4Addr::new(127, 77, 0, 2),
@@ -583,6 +723,10 @@ mod tests {
             b"JOB 0000000000000001 2 0",
             b"JOB 0000000000000001 2 65536",
             b"JOB 0000000000000001 2 3 4",
+            b"JOB 0000000000000001 2 - 4 4",
+            b"JOB 0000000000000001 2 - x -",
+            b"JOB 0000000000000001 2 - 1 - 2",
+            b"FREE 1",
             b"JOB 0000000000000001 +2",
             b"MEMBER 0 127.0.0.1 0",
             b"MEMBER 0 ::1 5",
@@ -626,6 +770,9 @@ mod tests {
             }),
             Reply::Counters(vec![("folded".into(), 7), ("wrong_source".into(), 0)]),
             Reply::Counters(Vec::new()),
+            Reply::Free(0),
+            Reply::Free(u64::MAX),
+            Reply::Free(0x8000_0000_0000_0001),
         ] {
             assert_eq!(Reply::parse(r.format().as_bytes()).ok(), Some(r));
         }
@@ -638,6 +785,10 @@ mod tests {
             b"COUNTERS Folded=1",
             b"COUNTERS folded=-1",
             b"REFUSED a\x01b",
+            b"FREE",
+            b"FREE 1",
+            b"FREE 0000000000000000 1",
+            b"FREE +000000000000001",
         ] {
             assert!(
                 Reply::parse(bad).is_err(),

@@ -54,7 +54,8 @@ pub enum ServiceError {
 #[command(name = "boadd", version)]
 struct Args {
     /// The socket to listen on (its directory must be root's and writable by no one else; it is
-    /// created, mode 0755, when missing).
+    /// created, mode 0755, when missing), or `@NAME`: a name in the abstract namespace of this
+    /// network namespace (for hosts that are network namespaces of one machine).
     #[arg(long, env = boad_proto::service::SOCKET_ENV, default_value = boad_proto::service::DEFAULT_SOCKET)]
     socket: PathBuf,
     /// Also attach to this interface (the one towards other hosts); repeatable.
@@ -163,12 +164,31 @@ fn prepare(socket: &Path) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Removes a stale socket (none answers there) and listens, mode 0666.
+/// The abstract name `socket` gives (`@name`), if it gives one.
+fn abstract_name(socket: &Path) -> Option<&[u8]> {
+    use std::os::unix::ffi::OsStrExt;
+    socket.as_os_str().as_bytes().strip_prefix(b"@")
+}
+
+/// Removes a stale socket (none answers there) and listens, mode 0666; or listens on an abstract
+/// name (`@name`: this network namespace's, gone when the service ends).
 fn listen(socket: &Path) -> Result<UnixListener, ServiceError> {
     let bad = |why: String| ServiceError::Socket {
         path: socket.display().to_string(),
         why,
     };
+    if let Some(name) = abstract_name(socket) {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .map_err(|e| bad(e.to_string()))?;
+        return UnixListener::bind_addr(&addr).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                bad("something already listens under that name".into())
+            } else {
+                bad(e.to_string())
+            }
+        });
+    }
     prepare(socket)?;
     if std::fs::symlink_metadata(socket).is_ok() {
         std::fs::remove_file(socket).map_err(|e| bad(format!("removing a stale socket: {e}")))?;
@@ -220,7 +240,14 @@ fn run(args: &Args) -> Result<(), ServiceError> {
     }
     // The cheap checks before seconds of verifier time; the socket appears once the programs are
     // attached, so a job never waits on a service still loading (it takes its other path).
-    prepare(&args.socket)?;
+    if abstract_name(&args.socket).is_none() {
+        prepare(&args.socket)?;
+    } else if boad_proto::service::status_at(&args.socket).is_ok() {
+        return Err(ServiceError::Socket {
+            path: args.socket.display().to_string(),
+            why: "a service already listens there".into(),
+        });
+    }
     let start = Instant::now();
     let path = load(&args.ifaces)?;
     eprintln!(
@@ -234,7 +261,9 @@ fn run(args: &Args) -> Result<(), ServiceError> {
     );
     let socket = args.socket.clone();
     let cleanup = move || {
-        let _ = std::fs::remove_file(&socket);
+        if abstract_name(&socket).is_none() {
+            let _ = std::fs::remove_file(&socket);
+        }
     };
     // SIGTERM / SIGINT / SIGHUP: remove the socket and end (the kernel detaches the programs).
     let mut signals = signal_hook::iterator::Signals::new([
@@ -260,6 +289,7 @@ fn run(args: &Args) -> Result<(), ServiceError> {
             connections: 256,
             connections_per_user: 16,
         },
+        args.ifaces.clone(),
     ));
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };

@@ -5,13 +5,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use boad_ebpf_loader::{BcastMember, KernelPath, PortRole, MAX_COMMS, MAX_PORTS};
-use boad_proto::service::{read_line, Grant, Reply, Request, Status, MAX_MEMBERS};
+use boad_proto::service::{read_line, Comms, Grant, Reply, Request, Status, MAX_MEMBERS};
 use boad_proto::{Layout, PeerEntry};
 
 /// How long a client may take to send its whole registration.
@@ -43,6 +42,8 @@ struct Job {
 pub struct Service {
     state: Mutex<State>,
     pub limits: Limits,
+    /// The interfaces the programs are attached to besides `lo` (towards other hosts).
+    ifaces: Vec<String>,
 }
 
 struct State {
@@ -58,28 +59,7 @@ struct State {
 }
 
 /// The peer credentials (uid, pid) of a Unix stream's other end.
-pub fn peer_cred(conn: &UnixStream) -> std::io::Result<(u32, i32)> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` is a writable ucred and `len` its size; SO_PEERCRED writes at most that.
-    let rc = unsafe {
-        libc::getsockopt(
-            conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((cred.uid, cred.pid))
-}
+pub use boad_proto::net::peer_cred;
 
 /// The IPv4 addresses of this namespace's interfaces (none if they cannot be listed).
 fn local_addrs() -> Vec<Ipv4Addr> {
@@ -150,8 +130,8 @@ fn uses_leaders(peers: &[PeerEntry]) -> bool {
 }
 
 impl Service {
-    /// Serves with `path` (loaded, attached, its `CONFIG` key set).
-    pub fn new(path: KernelPath, limits: Limits) -> Service {
+    /// Serves with `path` (loaded, attached to `lo` and `ifaces`, its `CONFIG` key set).
+    pub fn new(path: KernelPath, limits: Limits, ifaces: Vec<String>) -> Service {
         Service {
             state: Mutex::new(State {
                 path,
@@ -162,6 +142,7 @@ impl Service {
                 connections: HashMap::new(),
             }),
             limits,
+            ifaces,
         }
     }
 
@@ -233,6 +214,12 @@ impl Service {
                 Ok(c) => Reply::Counters(c),
                 Err(e) => Reply::Refused(format!("reading the counters: {e}")),
             }),
+            Request::Free => Some(Reply::Free(
+                self.state()
+                    .free_comms
+                    .iter()
+                    .fold(0u64, |m, &c| m | 1 << c),
+            )),
             _ => None,
         }
     }
@@ -268,9 +255,12 @@ impl Service {
                 key,
                 members,
                 trigger,
+                comms,
             } = req
             else {
-                send(&Reply::Refused("expected JOB, STATUS or COUNTERS".into()));
+                send(&Reply::Refused(
+                    "expected JOB, FREE, STATUS or COUNTERS".into(),
+                ));
                 return job;
             };
             if job.is_some() {
@@ -299,7 +289,7 @@ impl Service {
                     None => return None,
                 }
             }
-            match self.register(uid, key, &peers, trigger) {
+            match self.register(uid, key, &peers, trigger, comms) {
                 Ok((id, grant)) => {
                     job = Some(id);
                     if !send(&Reply::Grant(grant)) {
@@ -318,6 +308,64 @@ impl Service {
         }
     }
 
+    /// The destination MAC of each member's clones: none on a job whose members are all on this
+    /// host (its clones stay on `lo`); on a job over several hosts, the next hop towards each other
+    /// host's members and, for this host's own members (whose clones go through `lo`), the MAC of
+    /// the interface towards the others, which must be one the programs are attached to.
+    fn member_macs(
+        &self,
+        peers: &[PeerEntry],
+        local: &[Ipv4Addr],
+    ) -> Result<Vec<Option<[u8; 6]>>, String> {
+        let v4 = |p: &PeerEntry| match p.ip {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        };
+        let here = |ip: Ipv4Addr| ip.is_loopback() || local.contains(&ip);
+        let mut remote: Vec<Ipv4Addr> = Vec::new();
+        for p in peers {
+            let ip = v4(p);
+            if !here(ip) && !remote.contains(&ip) {
+                remote.push(ip);
+            }
+        }
+        let Some(first) = remote.first() else {
+            return Ok(vec![None; peers.len()]);
+        };
+        let iface = boad_proto::neigh::route_iface(*first)?;
+        if !self.ifaces.contains(&iface) {
+            return Err(format!(
+                "this job's other hosts are reached through {iface}, which the service is not \
+                 attached to (start boadd with --iface {iface})"
+            ));
+        }
+        for ip in &remote {
+            let other = boad_proto::neigh::route_iface(*ip)?;
+            if other != iface {
+                return Err(format!(
+                    "this job's other hosts are reached through {iface} and {other}; the kernel \
+                     path serves jobs whose hosts one interface reaches"
+                ));
+            }
+        }
+        let own = boad_proto::neigh::mac_of(&iface)
+            .map_err(|e| format!("reading the MAC of {iface}: {e}"))?;
+        let hops = boad_proto::neigh::next_hop_macs(&remote, &iface)?;
+        Ok(peers
+            .iter()
+            .map(|p| {
+                let ip = v4(p);
+                if here(ip) {
+                    return Some(own);
+                }
+                remote
+                    .iter()
+                    .position(|r| *r == ip)
+                    .and_then(|i| hops.get(i).copied())
+            })
+            .collect())
+    }
+
     /// Checks job `key` of user `uid` with members `peers` and fills the maps for it.
     fn register(
         &self,
@@ -325,6 +373,7 @@ impl Service {
         key: u64,
         peers: &[PeerEntry],
         trigger: Option<u16>,
+        asked: Option<Comms>,
     ) -> Result<(u64, Grant), String> {
         let addrs: Vec<SocketAddrV4> = peers
             .iter()
@@ -355,6 +404,17 @@ impl Service {
             check_member(*a, uid, &sockets, &local).map_err(|why| format!("rank {rank}: {why}"))?;
         }
         let leaders = uses_leaders(peers);
+        if let Some(c) = asked {
+            if c.leaders.is_some() != leaders {
+                return Err(format!(
+                    "the job {} a host leaders' communicator, but asks for {}",
+                    if leaders { "uses" } else { "does not use" },
+                    if c.leaders.is_some() { "one" } else { "none" }
+                ));
+            }
+        }
+        // Where the clones for other hosts' members go: resolved before anything is held.
+        let macs = self.member_macs(peers, &local)?;
         let mut s = self.state();
         let held = s.jobs.values().filter(|j| j.uid == uid).count();
         if held >= self.limits.jobs_per_user {
@@ -364,11 +424,30 @@ impl Service {
             ));
         }
         let want_comms = if leaders { 2 } else { 1 };
-        if s.free_comms.len() < want_comms {
-            return Err(format!(
-                "all {MAX_COMMS} communicators are in use by other jobs"
-            ));
-        }
+        let comms: Vec<u32> = match asked {
+            Some(c) => {
+                let ids: Vec<u32> = std::iter::once(c.world).chain(c.leaders).collect();
+                for id in &ids {
+                    if *id >= MAX_COMMS {
+                        return Err(format!(
+                            "communicator {id} does not exist (ids are 0..{MAX_COMMS})"
+                        ));
+                    }
+                    if !s.free_comms.contains(id) {
+                        return Err(format!("communicator {id} is in use by another job"));
+                    }
+                }
+                ids
+            }
+            None => {
+                if s.free_comms.len() < want_comms {
+                    return Err(format!(
+                        "all {MAX_COMMS} communicators are in use by other jobs"
+                    ));
+                }
+                s.free_comms.iter().copied().take(want_comms).collect()
+            }
+        };
         let mut distinct: Vec<u16> = addrs.iter().map(|a| a.port()).collect();
         distinct.sort_unstable();
         distinct.dedup();
@@ -382,7 +461,6 @@ impl Service {
             .local_addr()
             .map_err(|e| format!("binding a trigger port: {e}"))?
             .port();
-        let comms: Vec<u32> = s.free_comms.iter().copied().take(want_comms).collect();
         for c in &comms {
             s.free_comms.remove(c);
         }
@@ -401,7 +479,7 @@ impl Service {
             },
         );
         // From here on, a failure releases what the job took.
-        match s.fill(key, peers, &addrs, trigger, &comms) {
+        match s.fill(key, peers, &addrs, trigger, &comms, &macs) {
             Ok(()) => Ok((
                 id,
                 Grant {
@@ -426,6 +504,7 @@ impl State {
         addrs: &[SocketAddrV4],
         trigger: u16,
         comms: &[u32],
+        macs: &[Option<[u8; 6]>],
     ) -> Result<(), String> {
         let err = |e: boad_ebpf_loader::KernelError| e.to_string();
         let members: Vec<BcastMember> = addrs
@@ -435,7 +514,7 @@ impl State {
                 addr: *a,
                 rank: rank as u32,
                 ifindex: 0,
-                mac: None,
+                mac: macs.get(rank).copied().flatten(),
             })
             .collect();
         for a in addrs {

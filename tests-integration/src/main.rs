@@ -831,7 +831,7 @@ fn service_register(args: &[String]) -> ExitCode {
         add(addr.ip(), addr.port());
     }
     let key = rand::random::<u64>() | 1;
-    match boad_proto::service::register_at(std::path::Path::new(socket), key, &table, None) {
+    match boad_proto::service::register_at(std::path::Path::new(socket), key, &table, None, None) {
         Ok(grant) => {
             let g = grant.grant();
             println!("granted {} {}", g.trigger, g.world);

@@ -7,8 +7,11 @@
 //! killed mid-job; a wrong secret, no secret, a secret file others may read, partial variables.
 //! Across 3 namespace hosts (root; `boad_test_support::sshhosts`, each process started inside its
 //! host's network namespace, as a pod's containers are): 9 ranks, 3 per host, on the hierarchical
-//! path and over UDP (also when asked for `kernel`, which a direct-launch job across hosts runs on
-//! UDP, rank 0 alone saying so); a rank killed.
+//! path and over UDP (also when asked for `kernel` where no host has a kernel service: UDP, rank 0
+//! alone saying so); a rank killed. With a kernel service in each namespace host (`boadd` on an
+//! abstract socket name, which is each network namespace's own): the same job on the kernel path,
+//! every rank (`kernel`) or the hosts' leaders (`auto`), with the same communicator ids from every
+//! host's service, and nothing held once it ended.
 
 mod common;
 
@@ -443,12 +446,18 @@ fn nine_ranks_on_three_namespace_hosts_hierarchical_udp_and_a_killed_rank() {
     // UDP rank to rank across the hosts.
     let ran = three_host_job(&hosts, dir.path(), "udp", &["random", "40"], &[]);
     all_exact(&ran, "udp");
-    // `kernel` across hosts: direct launch does not register jobs over several hosts with the
-    // kernel service, so the job runs on UDP and rank 0 alone says so, once.
-    let ran = three_host_job(&hosts, dir.path(), "kernel", &["random", "5"], &[]);
+    // `kernel` across hosts where no host has a kernel service: UDP, and rank 0 alone says so,
+    // once, naming the hosts' leaders.
+    let ran = three_host_job(
+        &hosts,
+        dir.path(),
+        "kernel",
+        &["random", "5"],
+        &[("BOAD_SERVICE_SOCKET", "@boad-no-service-here")],
+    );
     all_exact(&ran, "udp");
     for r in &ran {
-        let said = r.stderr.matches("kernel path not used").count();
+        let said = r.stderr.matches("kernel path unavailable").count();
         assert_eq!(
             said,
             usize::from(r.rank == 0),
@@ -457,6 +466,11 @@ fn nine_ranks_on_three_namespace_hosts_hierarchical_udp_and_a_killed_rank() {
             r.stderr
         );
     }
+    assert!(
+        ran[0].stderr.contains("the hosts of ranks 0, 3 and 6"),
+        "{}",
+        ran[0].stderr
+    );
     // A LOCAL_RANK that disagrees with the hosts' placement is reported, and not used.
     let ran = three_host_job(
         &hosts,
@@ -506,4 +520,153 @@ fn nine_ranks_on_three_namespace_hosts_hierarchical_udp_and_a_killed_rank() {
     assert_killed_named(&ran, 1, "1 rank per host, udp");
     assert_all_say(&ran, 1, "refused probes", "1 rank per host, udp");
     assert!(t0.elapsed() < QUICK_END, "{:?}", t0.elapsed());
+}
+
+/// How long a kernel service may take to load its programs on a busy machine.
+const LOAD_WAIT: Duration = Duration::from_secs(180);
+
+/// A kernel service in each namespace host: `boadd --socket @NAME --iface eth0` started in the
+/// host's network namespace, so that the one abstract name is each host's own service. Stopped
+/// (and its log removed with the test's directory) on every exit path.
+struct HostServices {
+    children: Vec<std::process::Child>,
+    logs: Vec<PathBuf>,
+    name: String,
+}
+
+impl HostServices {
+    fn start(hosts: &SshHosts, dir: &Path) -> HostServices {
+        let name = format!("@boadd-test-{}-{}", std::process::id(), free_port());
+        let mut services = HostServices {
+            children: Vec::new(),
+            logs: Vec::new(),
+            name,
+        };
+        for h in 0..hosts.hosts().len() {
+            let log_path = dir.join(format!("boadd-{h}.log"));
+            let log = File::create(&log_path).expect("log");
+            let child = hosts
+                .command_in(h, common::boadd())
+                .args(["--socket", &services.name, "--iface", "eth0"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("boadd");
+            services.children.push(child);
+            services.logs.push(log_path);
+        }
+        let start = Instant::now();
+        for h in 0..services.children.len() {
+            while !services.log(h).contains("serving on") {
+                if let Ok(Some(status)) = services.children[h].try_wait() {
+                    panic!("boadd of host {h} ended ({status}):\n{}", services.log(h));
+                }
+                assert!(
+                    start.elapsed() < LOAD_WAIT,
+                    "boadd of host {h} did not listen within {LOAD_WAIT:?}:\n{}",
+                    services.log(h)
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        services
+    }
+
+    fn log(&self, h: usize) -> String {
+        std::fs::read_to_string(&self.logs[h]).unwrap_or_default()
+    }
+
+    /// `boadd --status` of host `h`'s service, run in that host.
+    fn status(&self, hosts: &SshHosts, h: usize) -> String {
+        let out = hosts
+            .command_in(h, common::boadd())
+            .args(["--status", "--socket", &self.name])
+            .output()
+            .expect("boadd --status");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// SIGTERM to each service, which must end cleanly.
+    fn stop(mut self) {
+        for (h, child) in self.children.iter_mut().enumerate() {
+            // SAFETY: kill only sends a signal to our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let status = child.wait().expect("wait boadd");
+            assert!(status.success(), "boadd of host {h}: {status}");
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for HostServices {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn nine_ranks_on_three_namespace_hosts_take_the_kernel_path_through_each_hosts_service() {
+    if !boad_test_support::sshhosts::require() {
+        return;
+    }
+    let _serial = serial();
+    let hosts = SshHosts::create(3).expect("namespace hosts");
+    let dir = workdir();
+    let services = HostServices::start(&hosts, dir.path());
+    let socket = [
+        ("BOAD_SERVICE_SOCKET", services.name.as_str()),
+        ("BOAD_STATS", "1"),
+    ];
+    // `kernel`: every rank is a member of one communicator, which every host's service gave the
+    // job under the same id; each rank's collectives ran on the kernel path, and it is exact.
+    let ran = three_host_job(
+        &hosts,
+        dir.path(),
+        "kernel",
+        &["matrix", "--quick"],
+        &socket,
+    );
+    let lines = all_exact(&ran, "kernel");
+    for (r, l) in ran.iter().zip(&lines) {
+        assert!(l.get("collectives_kernel") > 0, "{}", l.line);
+        assert!(
+            !r.stderr.contains("kernel path"),
+            "rank {}: {}",
+            r.rank,
+            r.stderr
+        );
+    }
+    // `auto`: shared memory inside each host, the hosts' leaders on the kernel path between them
+    // (the leaders' communicator, also the same id on every host).
+    let ran = three_host_job(&hosts, dir.path(), "auto", &["matrix", "--quick"], &socket);
+    let lines = all_exact(&ran, "hier-kernel");
+    let kernel: Vec<usize> = lines
+        .iter()
+        .filter(|l| l.get("collectives_kernel") > 0)
+        .map(|l| l.rank)
+        .collect();
+    assert_eq!(kernel, [0, 3, 6], "{lines:#?}");
+    assert_eq!(common::senders(&lines), [0, 3, 6], "{lines:#?}");
+    // Each job's registrations ended with it: every service holds nothing (within moments of
+    // the ranks' end, when each service has seen its connection close).
+    for h in 0..3 {
+        let start = Instant::now();
+        loop {
+            let status = services.status(&hosts, h);
+            if status.contains("boadd: 0 jobs, communicators 0/") {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "host {h}: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    services.stop();
 }

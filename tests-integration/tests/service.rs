@@ -22,14 +22,6 @@ use common::*;
 /// How long the service may take to load its programs on a busy machine.
 const LOAD_WAIT: Duration = Duration::from_secs(180);
 
-fn boadd() -> PathBuf {
-    let p = target_dir().join("boadd");
-    if !p.exists() {
-        cargo_build(&["-p", "boadd"]);
-    }
-    p
-}
-
 fn check_bin() -> &'static str {
     env!("CARGO_BIN_EXE_boad-check")
 }

@@ -628,9 +628,9 @@ pub fn rendezvous(
             table,
             conn: None,
             leftover: Vec::new(),
-            kernel_trigger: grant.map(|(trigger, _)| trigger),
-            kernel_leaders: false,
-            kernel_comms: grant.map_or(DEFAULT_COMMS, |(_, world)| [world, u32::MAX]),
+            kernel_trigger: grant.map(|g| g.trigger),
+            kernel_leaders: grant.is_some_and(|g| g.leaders.is_some()),
+            kernel_comms: grant.map_or(DEFAULT_COMMS, |g| [g.world, g.leaders.unwrap_or(u32::MAX)]),
             service: held,
         });
     }
@@ -719,10 +719,17 @@ pub fn rendezvous(
 
 /// The store key under which rank 0 publishes the kernel service's grant.
 const KERNEL_KEY: &str = "boad-kernel";
+/// The store key prefix under which each host's leader publishes its service's free communicators
+/// (followed by the leader's rank).
+const FREE_KEY: &str = "boad-kfree-";
+/// The store key prefix under which each host's leader but rank 0's says whether its service
+/// granted the job what rank 0's did (followed by the leader's rank).
+const GRANTED_KEY: &str = "boad-kok-";
 
-/// Whether a job under another launcher registers with the host's kernel service: it asks for the
-/// kernel path (`BOAD_TRANSPORT=kernel`; `auto` on one host takes shared memory) and all its ranks
-/// are on one host. Every rank decides the same from the same settings and placement.
+/// Whether a job of one host under another launcher registers with the host's kernel service: it
+/// asks for the kernel path (`BOAD_TRANSPORT=kernel`; `auto` on one host takes shared memory).
+/// Every rank decides the same from the same settings and placement. (A job over several hosts
+/// asks every host's service: [`kernel_step`].)
 fn service_wanted(transport: TransportKind, info: &JobInfo) -> bool {
     transport == TransportKind::Kernel && info.size > 1 && info.local_size == info.size
 }
@@ -730,21 +737,36 @@ fn service_wanted(transport: TransportKind, info: &JobInfo) -> bool {
 /// What the kernel step gives a rank.
 #[derive(Debug)]
 struct KernelStep {
-    /// The job's trigger port and communicator id, when the service granted them.
-    grant: Option<(u16, u32)>,
-    /// The registration, on the rank that made it (rank 0).
+    /// What the services granted the job, when they did.
+    grant: Option<service::Grant>,
+    /// The registration, on the ranks that made one (each host's leader).
     held: Option<KernelGrant>,
 }
 
+impl KernelStep {
+    const NONE: KernelStep = KernelStep {
+        grant: None,
+        held: None,
+    };
+}
+
 /// The kernel step of a job under another launcher, between the table and the end of the store.
-/// On one host with `BOAD_TRANSPORT=kernel` ([`service_wanted`]) rank 0 registers the job's ranks
+///
+/// One host, `BOAD_TRANSPORT=kernel` ([`service_wanted`]): rank 0 registers the job's ranks
 /// (`table`) with the host's kernel service (`boad_proto::service`, listening at `socket`) and
-/// publishes the grant (`<trigger>,<world>`, or `-` when there is none) with one put; after one
-/// fence every rank reads it. Returns the grant (trigger port, communicator id) and, on rank 0,
-/// the registration to keep. Without the service, or when it refuses, rank 0 says why once and
-/// the job runs on UDP. A job over several hosts does not use the service (its ranks would need
-/// the same communicator id from every host's service): rank 0 says so once when the job asks
-/// for the kernel path, and nothing is put.
+/// publishes the grant with one put; after one fence every rank reads it.
+///
+/// Several hosts, `BOAD_TRANSPORT=kernel` or `auto`: every host's service must give the job the
+/// same communicator ids and trigger port, so the hosts' leaders (lowest rank of each host) agree
+/// in three rounds of the store: each publishes the communicators its service has free (or `-`);
+/// rank 0 registers with the lowest ids free on every host and publishes its grant; the other
+/// leaders register with that trigger port and those ids and publish whether their service
+/// granted them. The job takes the kernel path only if every host's service did; otherwise every
+/// leader drops its registration.
+///
+/// Returns the grant and, on a leader, the registration to keep. Whatever fails, the job runs on
+/// UDP: rank 0 says why once when the job asked for the kernel path (or, under `auto`, when some
+/// host has a service), and a leader whose service refused says its reason.
 fn kernel_step(
     store: &mut dyn Store,
     info: &JobInfo,
@@ -752,27 +774,19 @@ fn kernel_step(
     transport: TransportKind,
     socket: &std::path::Path,
 ) -> Result<KernelStep, JoinError> {
-    if !service_wanted(transport, info) {
-        let across_hosts = info.local_size < info.size;
-        if info.rank == 0
-            && across_hosts
-            && (transport == TransportKind::Kernel
-                || (transport.wants_kernel() && is_socket(socket)))
-        {
-            tracing::warn!(
-                "boad: kernel path not used: under {} the kernel service serves jobs on one host \
-                 only; between hosts this job's collectives use UDP",
-                store.launcher()
-            );
+    let layout = boad_proto::Layout::of(table);
+    if layout.leaders.len() > 1 {
+        if info.size > 1 && transport.wants_kernel() {
+            return kernel_step_hosts(store, info, table, &layout, transport, socket);
         }
-        return Ok(KernelStep {
-            grant: None,
-            held: None,
-        });
+        return Ok(KernelStep::NONE);
+    }
+    if !service_wanted(transport, info) {
+        return Ok(KernelStep::NONE);
     }
     let mut held = None;
     if info.rank == 0 {
-        let value = if !is_socket(socket) {
+        let value = if !service::present_at(socket) {
             tracing::warn!(
                 "boad: kernel path unavailable (no kernel service listens at {}; see README \
                  \"Installing the kernel service\"); collectives use UDP",
@@ -780,11 +794,11 @@ fn kernel_step(
             );
             "-".to_string()
         } else {
-            match service::register_at(socket, info.job, table, None) {
+            match service::register_at(socket, info.job, table, None, None) {
                 Ok(g) => {
                     let grant = g.grant();
                     held = Some(g);
-                    format!("{},{}", grant.trigger, grant.world)
+                    format_grant(&grant)
                 }
                 Err(e) => {
                     tracing::warn!("boad: kernel path unavailable ({e}); collectives use UDP");
@@ -795,53 +809,259 @@ fn kernel_step(
         store.put(KERNEL_KEY, &value)?;
     }
     store.fence()?;
-    let v = store.get(KERNEL_KEY)?;
-    let grant = parse_grant(&v).ok_or_else(|| {
-        JoinError::Protocol(format!(
-            "{}: rank 0 published the kernel grant {v:?}, which is not boad's",
-            store.launcher()
-        ))
-    })?;
+    let grant = read_grant(store)?;
     Ok(KernelStep { grant, held })
 }
 
-/// Whether `path` is a Unix socket (where a kernel service listens).
-fn is_socket(path: &std::path::Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+/// [`kernel_step`] for a job over several hosts (`layout.leaders`: each host's leader).
+fn kernel_step_hosts(
+    store: &mut dyn Store,
+    info: &JobInfo,
+    table: &[PeerEntry],
+    layout: &boad_proto::Layout,
+    transport: TransportKind,
+    socket: &std::path::Path,
+) -> Result<KernelStep, JoinError> {
+    let leader = layout.leaders.contains(&info.rank);
+    let launcher = store.launcher();
+    // Round 1: what each host's service has free.
+    if leader {
+        let value = if !service::present_at(socket) {
+            "-".to_string()
+        } else {
+            match service::free_at(socket) {
+                Ok(mask) => format!("{mask:016x}"),
+                Err(e) => {
+                    tracing::warn!("boad: rank {}: {e}", info.rank);
+                    "-".to_string()
+                }
+            }
+        };
+        store.put(&format!("{FREE_KEY}{}", info.rank), &value)?;
+    }
+    store.fence()?;
+    let mut free = u64::MAX;
+    let mut without = Vec::new();
+    for &l in &layout.leaders {
+        let v = store.get(&format!("{FREE_KEY}{l}"))?;
+        match parse_free(&v) {
+            Some(Some(mask)) => free &= mask,
+            Some(None) => without.push(l),
+            None => {
+                return Err(JoinError::Protocol(format!(
+                "{launcher}: rank {l} published the free communicators {v:?}, which is not boad's"
+            )))
+            }
+        }
+    }
+    let loud = transport == TransportKind::Kernel || without.len() < layout.leaders.len();
+    if !without.is_empty() {
+        if info.rank == 0 && loud {
+            tracing::warn!(
+                "boad: kernel path unavailable: no kernel service serves the host{} of rank{} {} \
+                 (at {}; see README \"Installing the kernel service\"); collectives use UDP",
+                if without.len() > 1 { "s" } else { "" },
+                if without.len() > 1 { "s" } else { "" },
+                list(&without),
+                socket.display()
+            );
+        }
+        return Ok(KernelStep::NONE);
+    }
+    let uses_leaders = layout.leaders.len() < info.size;
+    let Some(comms) = pick_comms(free, uses_leaders) else {
+        if info.rank == 0 {
+            tracing::warn!(
+                "boad: kernel path unavailable: no communicator is free on every host's kernel \
+                 service; collectives use UDP"
+            );
+        }
+        return Ok(KernelStep::NONE);
+    };
+    // Round 2: rank 0's service picks the trigger port.
+    let mut held = None;
+    if info.rank == 0 {
+        let value = match service::register_at(socket, info.job, table, None, Some(comms)) {
+            Ok(g) => {
+                let grant = g.grant();
+                held = Some(g);
+                format_grant(&grant)
+            }
+            Err(e) => {
+                tracing::warn!("boad: kernel path unavailable ({e}); collectives use UDP");
+                "-".to_string()
+            }
+        };
+        store.put(KERNEL_KEY, &value)?;
+    }
+    store.fence()?;
+    let Some(first) = read_grant(store)? else {
+        return Ok(KernelStep::NONE);
+    };
+    if first.world != comms.world || first.leaders != comms.leaders {
+        return Err(JoinError::Protocol(format!(
+            "{launcher}: rank 0 published a kernel grant for other communicators than every rank \
+             picked"
+        )));
+    }
+    // Round 3: the other hosts' services, with the same trigger port and communicators.
+    if leader && info.rank != 0 {
+        let value =
+            match service::register_at(socket, info.job, table, Some(first.trigger), Some(comms)) {
+                Ok(g) if g.grant() == first => {
+                    held = Some(g);
+                    "1"
+                }
+                Ok(_) => {
+                    tracing::warn!(
+                        "boad: rank {}: the kernel service granted other communicators than asked",
+                        info.rank
+                    );
+                    "-"
+                }
+                Err(e) => {
+                    tracing::warn!("boad: rank {}: {e}", info.rank);
+                    "-"
+                }
+            };
+        store.put(&format!("{GRANTED_KEY}{}", info.rank), value)?;
+    }
+    store.fence()?;
+    let mut refused = Vec::new();
+    for &l in layout.leaders.iter().filter(|&&l| l != 0) {
+        let v = store.get(&format!("{GRANTED_KEY}{l}"))?;
+        match v.trim() {
+            "1" => {}
+            "-" => refused.push(l),
+            _ => {
+                return Err(JoinError::Protocol(format!(
+                    "{launcher}: rank {l} published {v:?} for its kernel registration, which is \
+                     not boad's"
+                )))
+            }
+        }
+    }
+    if !refused.is_empty() {
+        if info.rank == 0 {
+            tracing::warn!(
+                "boad: kernel path unavailable: the kernel service of the host{} of rank{} {} \
+                 refused the job (that rank says why); collectives use UDP",
+                if refused.len() > 1 { "s" } else { "" },
+                if refused.len() > 1 { "s" } else { "" },
+                list(&refused)
+            );
+        }
+        // Dropping the registrations frees what every service gave.
+        return Ok(KernelStep::NONE);
+    }
+    Ok(KernelStep {
+        grant: Some(first),
+        held,
+    })
 }
 
-/// `<trigger>,<world>` (trigger port not 0, world not `u32::MAX`), or `-`: `Some(grant)`;
+/// `1, 4 and 7`.
+fn list(ranks: &[usize]) -> String {
+    let s: Vec<String> = ranks.iter().map(usize::to_string).collect();
+    match s.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => s.concat(),
+    }
+}
+
+/// The lowest communicator ids free in `mask` (bit `i`: id `i`): one for the job's ranks and, if
+/// `leaders`, one for its host leaders.
+fn pick_comms(mask: u64, leaders: bool) -> Option<service::Comms> {
+    let mut ids = (0..64u32).filter(|i| mask & (1 << i) != 0);
+    let world = ids.next()?;
+    let leaders = if leaders { Some(ids.next()?) } else { None };
+    Some(service::Comms { world, leaders })
+}
+
+/// A leader's free communicators as published: 16 hex digits, or `-` (no service): `Some`;
 /// anything else `None`.
-fn parse_grant(v: &str) -> Option<Option<(u16, u32)>> {
+fn parse_free(v: &str) -> Option<Option<u64>> {
     let v = v.trim();
     if v == "-" {
         return Some(None);
     }
-    let (t, w) = v.split_once(',')?;
+    (v.len() == 16 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u64::from_str_radix(v, 16).ok().map(Some))
+        .flatten()
+}
+
+/// The grant as rank 0 publishes it: `<trigger>,<world>` or `<trigger>,<world>,<leaders>`.
+fn format_grant(g: &service::Grant) -> String {
+    match g.leaders {
+        Some(l) => format!("{},{},{l}", g.trigger, g.world),
+        None => format!("{},{}", g.trigger, g.world),
+    }
+}
+
+/// Reads the grant rank 0 published ([`KERNEL_KEY`]), checked.
+fn read_grant(store: &mut dyn Store) -> Result<Option<service::Grant>, JoinError> {
+    let v = store.get(KERNEL_KEY)?;
+    parse_grant(&v).ok_or_else(|| {
+        JoinError::Protocol(format!(
+            "{}: rank 0 published the kernel grant {v:?}, which is not boad's",
+            store.launcher()
+        ))
+    })
+}
+
+/// `<trigger>,<world>[,<leaders>]` (trigger port not 0, ids not `u32::MAX`, leaders not world),
+/// or `-`: `Some(grant)`; anything else `None`.
+fn parse_grant(v: &str) -> Option<Option<service::Grant>> {
+    let v = v.trim();
+    if v == "-" {
+        return Some(None);
+    }
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(t) || !digits(w) {
+    let parts: Vec<&str> = v.split(',').collect();
+    if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| digits(p)) {
         return None;
     }
-    let trigger = t.parse::<u16>().ok().filter(|&t| t != 0)?;
-    let world = w.parse::<u32>().ok().filter(|&w| w != u32::MAX)?;
-    Some(Some((trigger, world)))
+    let trigger = parts[0].parse::<u16>().ok().filter(|&t| t != 0)?;
+    let id = |p: &str| p.parse::<u32>().ok().filter(|&w| w != u32::MAX);
+    let world = id(parts[1])?;
+    let leaders = match parts.get(2) {
+        Some(l) => Some(id(l).filter(|&l| l != world)?),
+        None => None,
+    };
+    Some(Some(service::Grant {
+        trigger,
+        world,
+        leaders,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{detect, kernel_step, parse_grant, Detected, JobInfo, JoinError, Launcher};
+    use super::{
+        detect, kernel_step, list, parse_free, parse_grant, pick_comms, Detected, JobInfo,
+        JoinError, Launcher,
+    };
     use crate::join::store::tests::ThreadStore;
     use boad_proto::lines::PeerEntry;
+    use boad_proto::service::{Comms, Grant};
     use boad_proto::TransportKind;
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixListener;
     use std::path::{Path, PathBuf};
 
+    fn grant(trigger: u16, world: u32, leaders: Option<u32>) -> Option<Grant> {
+        Some(Grant {
+            trigger,
+            world,
+            leaders,
+        })
+    }
+
     #[test]
     fn grants_from_the_store_are_checked() {
         assert_eq!(parse_grant("-"), Some(None));
-        assert_eq!(parse_grant("4000,7"), Some(Some((4000, 7))));
+        assert_eq!(parse_grant("4000,7"), Some(grant(4000, 7, None)));
+        assert_eq!(parse_grant("4000,7,1"), Some(grant(4000, 7, Some(1))));
         for bad in [
             "",
             "0,7",
@@ -852,25 +1072,44 @@ mod tests {
             "+4,1",
             "4, 1",
             "4000,4294967295",
-            "4000,7,1",
+            "4000,7,7",
+            "4000,7,1,2",
+            "4000,7,",
             "x",
         ] {
             assert_eq!(parse_grant(bad), None, "{bad:?}");
         }
     }
 
-    /// A job of `n` ranks on one host (`hosts` = 1) or one per host, through a thread store:
-    /// every rank's (grant, holds the registration).
+    #[test]
+    fn free_communicators_are_read_and_picked() {
+        assert_eq!(parse_free("-"), Some(None));
+        assert_eq!(parse_free("00000000000000f0"), Some(Some(0xf0)));
+        for bad in ["", "f0", "+000000000000001", "00000000000000f0 x", "x"] {
+            assert_eq!(parse_free(bad), None, "{bad:?}");
+        }
+        let c = |world, leaders| Some(Comms { world, leaders });
+        assert_eq!(pick_comms(0b1011_0000, false), c(4, None));
+        assert_eq!(pick_comms(0b1011_0000, true), c(4, Some(5)));
+        assert_eq!(pick_comms(1 << 63, false), c(63, None));
+        assert_eq!(pick_comms(1 << 63, true), None);
+        assert_eq!(pick_comms(0, false), None);
+        assert_eq!(list(&[3]), "3");
+        assert_eq!(list(&[3, 6, 9]), "3, 6 and 9");
+    }
+
+    /// A job of `n` ranks on `hosts` hosts (`n` a multiple of it; consecutive ranks share a host),
+    /// through a thread store: every rank's (grant, holds the registration).
     fn kernel_job(
         n: usize,
         hosts: usize,
         transport: TransportKind,
         socket: &Path,
-    ) -> Vec<(Option<(u16, u32)>, bool)> {
+    ) -> Vec<(Option<Grant>, bool)> {
         let table: Vec<PeerEntry> = (0..n)
             .map(|r| PeerEntry {
                 rank: r,
-                host_id: if hosts == 1 { 0 } else { r as u32 },
+                host_id: (r * hosts / n) as u32,
                 ip: std::net::IpAddr::from([127, 77, 0, r as u8 + 1]),
                 port: 5000 + r as u16,
                 pulse: 6000 + r as u16,
@@ -888,7 +1127,7 @@ mod tests {
                     info.launcher = Launcher::Env;
                     info.rank = rank;
                     info.size = n;
-                    info.local_size = if hosts == 1 { n } else { 1 };
+                    info.local_size = n / hosts;
                     info.job = 0x1234;
                     let step = kernel_step(&mut store, &info, &table, transport, &socket)
                         .expect("kernel step");
@@ -934,9 +1173,9 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (Some((4000, 7)), true),
-                (Some((4000, 7)), false),
-                (Some((4000, 7)), false)
+                (grant(4000, 7, None), true),
+                (grant(4000, 7, None), false),
+                (grant(4000, 7, None), false)
             ]
         );
         let (lines, closed) = served.join().expect("service");
@@ -947,8 +1186,103 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A fake kernel service at `socket` for `conns` connections: answers FREE with the next of
+    /// `masks` (in turn) and JOB with a grant of what was asked (trigger 4000 when the job lets it
+    /// pick), or REFUSED when `refuse` says so of the JOB line. Returns the lines it was sent and
+    /// whether every registered connection was closed by the client.
+    fn fake_service(
+        socket: &Path,
+        conns: usize,
+        masks: Vec<u64>,
+        refuse: fn(&str) -> bool,
+    ) -> std::thread::JoinHandle<(Vec<String>, bool)> {
+        let listener = UnixListener::bind(socket).expect("listen");
+        std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            let mut held = Vec::new();
+            let mut next_mask = masks.into_iter().cycle();
+            for _ in 0..conns {
+                let (conn, _) = listener.accept().expect("accept");
+                let mut r = BufReader::new(conn);
+                let mut l = String::new();
+                r.read_line(&mut l).expect("read");
+                lines.push(l.clone());
+                let w: Vec<&str> = l.split_whitespace().collect();
+                if w == ["FREE"] {
+                    let m = next_mask.next().expect("a mask");
+                    r.get_mut()
+                        .write_all(format!("FREE {m:016x}\n").as_bytes())
+                        .expect("answer");
+                    continue;
+                }
+                let n: usize = w[2].parse().expect("members");
+                for _ in 0..n {
+                    let mut m = String::new();
+                    r.read_line(&mut m).expect("member");
+                }
+                if refuse(&l) {
+                    r.get_mut().write_all(b"REFUSED busy\n").expect("answer");
+                    continue;
+                }
+                let trigger = w.get(3).filter(|t| **t != "-").unwrap_or(&"4000");
+                let (world, leaders) = (w.get(4).unwrap_or(&"9"), w.get(5).unwrap_or(&"-"));
+                r.get_mut()
+                    .write_all(format!("GRANT {trigger} {world} {leaders}\n").as_bytes())
+                    .expect("answer");
+                held.push(r);
+            }
+            let closed = held.into_iter().all(|mut r| {
+                let mut rest = String::new();
+                r.read_line(&mut rest).expect("read") == 0
+            });
+            (lines, closed)
+        })
+    }
+
     #[test]
-    fn without_a_service_or_a_kernel_request_or_on_several_hosts_nothing_is_granted() {
+    fn a_job_over_several_hosts_gets_the_same_communicators_from_every_hosts_service() {
+        let dir = scratch("hosts");
+        // 6 ranks on 3 hosts: every host's leader (0, 2, 4) asks its service what is free (three
+        // FREE), then registers (three JOB), with the lowest ids free everywhere.
+        let socket = dir.join("s.sock");
+        let masks = vec![0b1111_0000, 0b0111_1000, 0b1101_1000];
+        let served = fake_service(&socket, 6, masks, |_| false);
+        let got = kernel_job(6, 3, TransportKind::Auto, &socket);
+        let want = grant(4000, 4, Some(6));
+        for (rank, (g, held)) in got.iter().enumerate() {
+            assert_eq!(*g, want, "rank {rank}");
+            assert_eq!(*held, rank % 2 == 0, "rank {rank}: only leaders register");
+        }
+        let (lines, closed) = served.join().expect("service");
+        assert_eq!(lines.iter().filter(|l| *l == "FREE\n").count(), 3);
+        let jobs: Vec<&String> = lines.iter().filter(|l| l.starts_with("JOB")).collect();
+        assert_eq!(jobs.len(), 3);
+        // Rank 0's first, letting its service pick the trigger port; then the others with it.
+        assert_eq!(jobs[0], "JOB 0000000000001234 6 - 4 6\n");
+        assert_eq!(jobs[1], "JOB 0000000000001234 6 4000 4 6\n");
+        assert_eq!(jobs[2], "JOB 0000000000001234 6 4000 4 6\n");
+        assert!(closed);
+
+        // One host's service refuses: nobody takes the kernel path, every registration is dropped.
+        std::fs::remove_file(&socket).expect("remove");
+        let served = fake_service(&socket, 6, vec![u64::MAX], |l| l.contains(" 4000 "));
+        let got = kernel_job(6, 3, TransportKind::Kernel, &socket);
+        assert_eq!(got, vec![(None, false); 6]);
+        let (_, closed) = served.join().expect("service");
+        assert!(closed, "rank 0's registration is dropped");
+
+        // No communicator free on every host: nothing is registered.
+        std::fs::remove_file(&socket).expect("remove");
+        let served = fake_service(&socket, 2, vec![0b01, 0b10], |_| false);
+        let got = kernel_job(2, 2, TransportKind::Kernel, &socket);
+        assert_eq!(got, vec![(None, false); 2]);
+        let (lines, _) = served.join().expect("service");
+        assert!(lines.iter().all(|l| l == "FREE\n"), "{lines:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn without_a_service_or_a_kernel_request_nothing_is_granted() {
         let dir = scratch("none");
         let socket = dir.join("absent.sock");
         for (transport, hosts) in [
@@ -957,6 +1291,7 @@ mod tests {
             (TransportKind::Auto, 1),
             (TransportKind::Kernel, 3),
             (TransportKind::Auto, 3),
+            (TransportKind::Udp, 3),
         ] {
             assert_eq!(
                 kernel_job(3, hosts, transport, &socket),

@@ -51,6 +51,15 @@ pub fn cargo_build(what: &[&str]) {
     );
 }
 
+/// The kernel service `boadd` of this profile, built if missing.
+pub fn boadd() -> PathBuf {
+    let p = target_dir().join("boadd");
+    if !p.exists() {
+        cargo_build(&["-p", "boadd"]);
+    }
+    p
+}
+
 /// The `boadrun` of this profile, built if missing.
 pub fn boadrun() -> PathBuf {
     let p = target_dir().join("boadrun");
