@@ -28,6 +28,17 @@
 //!   within one to two seconds. A child a rank forked without exec holds the rank's sockets
 //!   too: its ports then stay bound after the rank ends, and that peer keeps the timeout.
 //!
+//! Why a peer left: a rank that fails a collective tells every peer before it ends (its ABORT,
+//! authenticated like every datagram by the job key and the sender's address of the table; on
+//! shared memory the abort it posts), and a waiting rank that sees that peer gone describes it by
+//! its latest failure (`Ledger::explain`: "rank 3 is gone ...: its process ended, after it failed
+//! collective #21: rank 3: ... rank 4 is gone ..."), so that every survivor names the rank that
+//! died first, not only the one it waited for. The ABORT left before the peer's process ended and
+//! its port closed, but may be read after the sign above (the receiving host's network stack can
+//! queue it behind the pidfd's wake-up): a waiting rank holds its own verdict for [`GONE_GRACE`],
+//! reading its socket meanwhile, unless that peer's failure is already known. A peer that is gone
+//! without having failed (killed) is reported that much later.
+//!
 //! Contract: nothing here blocks; a peer is reported gone at most once per sign and only on the
 //! evidence above; every failure to set a sign up (no pidfd support, unreadable `/proc`) leaves that
 //! peer to the timeout.
@@ -40,6 +51,9 @@ use boad_proto::net::UdpSocketEntry;
 
 use boad_proto::lines::PeerEntry;
 
+/// How long a rank that saw a peer gone waits, reading, for that peer's ABORT before it reports it
+/// (see the module docs).
+pub(crate) const GONE_GRACE: Duration = Duration::from_millis(100);
 /// Two refusals at least this far apart make a peer gone.
 pub(crate) const GONE_AFTER: Duration = Duration::from_millis(200);
 /// A waiting rank starts probing a peer silent this long...

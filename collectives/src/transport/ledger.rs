@@ -4,6 +4,9 @@
 //! is waiting; messages of finished collectives that nobody consumed are checked against this rank's
 //! call and dropped; an abort or a mismatch another rank raised for a collective this rank already
 //! finished is handed out once, by `deferred`, and never for a collective this rank failed itself.
+//! Whatever a peer said it failed is kept per peer too (its latest failure), so that a peer seen
+//! gone later is described by what made it leave ([`Ledger::explain`]) even when another rank's
+//! abort of the same collective arrived first.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
@@ -23,8 +26,11 @@ pub(crate) type Inbox = HashMap<(usize, u32, u32), (Signature, Vec<u8>)>;
 pub(crate) struct Ledger {
     /// Messages received and not consumed yet.
     pub inbox: Inbox,
-    /// Collectives other ranks reported failed: seq -> (rank, reason).
+    /// Collectives other ranks reported failed: seq -> (rank, reason), the first report of each
+    /// (fill with [`Ledger::note_abort`]).
     pub aborts: HashMap<u32, (usize, String)>,
+    /// The latest collective each peer reported it failed: rank -> (seq, reason).
+    failures: HashMap<usize, (u32, String)>,
     /// Collectives this rank failed: seq -> reason.
     pub my_aborts: HashMap<u32, String>,
     /// Collectives for which a peer's message showed a call different from ours: (peer, its call).
@@ -87,23 +93,41 @@ impl Ledger {
             .collect()
     }
 
+    /// Peer `by` reported that it failed collective `seq` with `reason` (its ABORT, or the abort
+    /// it posted): the collective's abort, unless another rank's came first, and `by`'s failure.
+    pub fn note_abort(&mut self, seq: u32, by: usize, reason: String) {
+        self.note_failure(seq, by, &reason);
+        self.aborts.entry(seq).or_insert((by, reason));
+    }
+
+    /// Peer `by` showed that it failed collective `seq` with `reason` (an ABORT, or a STATUS
+    /// saying so): kept as its latest failure unless one of a later collective is known.
+    pub fn note_failure(&mut self, seq: u32, by: usize, reason: &str) {
+        let later = |old: u32| seq.wrapping_sub(old) < 1 << 31;
+        match self.failures.get_mut(&by) {
+            Some((old, _)) if !later(*old) => {}
+            Some(f) => *f = (seq, reason.to_owned()),
+            None => {
+                self.failures.insert(by, (seq, reason.to_owned()));
+            }
+        }
+    }
+
+    /// Whether peer `peer` reported a failure (see [`Ledger::note_failure`]).
+    pub fn failed(&self, peer: usize) -> bool {
+        self.failures.contains_key(&peer)
+    }
+
     /// How a peer that is gone (`exit`) is described: when it failed a collective before it left,
-    /// with that failure (what made it leave).
+    /// with its latest failure (what made it leave).
     pub fn explain(&self, peer: usize, exit: Option<&Exit>) -> Option<Exit> {
         match exit? {
-            Exit::Gone(how) => {
-                let last = self
-                    .aborts
-                    .iter()
-                    .filter(|(_, (by, _))| *by == peer)
-                    .max_by_key(|(s, _)| **s);
-                Some(Exit::Gone(match last {
-                    Some((seq, (_, reason))) => {
-                        format!("{how}, after it failed collective #{seq}: {reason}")
-                    }
-                    None => how.clone(),
-                }))
-            }
+            Exit::Gone(how) => Some(Exit::Gone(match self.failures.get(&peer) {
+                Some((seq, reason)) => {
+                    format!("{how}, after it failed collective #{seq}: {reason}")
+                }
+                None => how.clone(),
+            })),
             code => Some(code.clone()),
         }
     }
@@ -114,6 +138,7 @@ impl Ledger {
         let cutoff = ctx.seq.saturating_sub(SIG_LOG as u32);
         self.my_aborts.retain(|s, _| *s >= cutoff);
         self.aborts.retain(|s, _| *s >= cutoff);
+        self.failures.retain(|_, (s, _)| *s >= cutoff);
         self.reported.retain(|s| *s >= cutoff);
     }
 
@@ -492,8 +517,7 @@ mod tests {
             }
         ));
         let mut l = Ledger::default();
-        l.aborts
-            .insert(8, (3, "rank 3: reduce #8: rank 4 is gone".into()));
+        l.note_abort(8, 3, "rank 3: reduce #8: rank 4 is gone".into());
         let why = l.explain(3, Some(&Exit::Gone("its process (pid 12) ended".into())));
         assert_eq!(
             why,
@@ -522,6 +546,52 @@ mod tests {
         };
         assert!(check(None, t * 50, alive).is_ok(), "alive: waited for");
         assert!(warned.is_some(), "with a warning");
+    }
+
+    #[test]
+    fn a_gone_peer_is_explained_by_its_own_failure_even_when_another_rank_aborted_first() {
+        let mut l = Ledger::default();
+        l.start(&ctx(21, 1));
+        // Rank 5 fails #21 because rank 4 is gone; rank 1 fails #21 because of rank 5's abort.
+        l.note_abort(21, 5, "rank 5: allreduce #21: rank 4 is gone".into());
+        l.note_abort(
+            21,
+            1,
+            "rank 1: collective #21 failed on rank 5: rank 5: allreduce #21: rank 4 is gone".into(),
+        );
+        assert_eq!(
+            l.aborts.get(&21).map(|(by, _)| *by),
+            Some(5),
+            "the collective's abort is the first one"
+        );
+        assert!(l.failed(1) && l.failed(5) && !l.failed(2));
+        let why = l.explain(1, Some(&Exit::Gone("its process (pid 7) ended".into())));
+        assert_eq!(
+            why,
+            Some(Exit::Gone(
+                "its process (pid 7) ended, after it failed collective #21: rank 1: collective #21 failed on rank 5: rank 5: allreduce #21: rank 4 is gone"
+                    .into()
+            )),
+            "rank 1 is described by its own failure"
+        );
+        // A STATUS showing a failure counts too; an older failure never replaces a later one.
+        l.note_failure(22, 2, "rank 2: allreduce #22: rank 4 is gone");
+        l.note_failure(20, 2, "older");
+        let why = l.explain(2, Some(&Exit::Gone("gone".into())));
+        assert_eq!(
+            why,
+            Some(Exit::Gone(
+                "gone, after it failed collective #22: rank 2: allreduce #22: rank 4 is gone"
+                    .into()
+            ))
+        );
+        assert!(
+            !l.aborts.contains_key(&22),
+            "a STATUS is no abort of the collective"
+        );
+        // Failures of collectives too old to matter are forgotten.
+        l.start(&ctx(22 + SIG_LOG as u32 + 1, 1));
+        assert!(!l.failed(1) && !l.failed(2));
     }
 
     #[test]

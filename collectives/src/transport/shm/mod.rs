@@ -684,7 +684,7 @@ impl Shm {
             let behind = n.wrapping_sub(seen).min(segment::ABORT_SLOTS as u32);
             for k in (1..=behind).rev() {
                 if let Some((seq, reason)) = self.seg.abort(r, n.wrapping_sub(k)) {
-                    self.ledger.aborts.entry(seq).or_insert((r, reason));
+                    self.ledger.note_abort(seq, r, reason);
                 }
             }
             self.peers[r].aborts_seen = n;
@@ -841,6 +841,10 @@ impl Shm {
         } else {
             Life::Unknown
         };
+        if matches!(self.peers[src].exited, Some(Exit::Gone(_))) {
+            // An abort it posted before it ended says why it left: read what is there first.
+            self.scan_aborts();
+        }
         let exited = self.ledger.explain(src, self.peers[src].exited.as_ref());
         let peer = &mut self.peers[src];
         check_peer(

@@ -86,6 +86,9 @@ const RTO_MAX: Duration = Duration::from_secs(1);
 const FAST_GAP: Duration = Duration::from_millis(2);
 pub(crate) const PROBE_BASE: Duration = Duration::from_millis(30);
 pub(crate) const PROBE_MAX: Duration = Duration::from_millis(500);
+/// How many times one datagram is sent again when errors of earlier datagrams fail its send
+/// ([`Wire::send`]).
+const ICMP_RETRIES: usize = 4;
 /// ACK after this many chunks of one message even without a gap.
 const ACK_EVERY: u32 = 16;
 /// A collective starts or ends without reading the socket when it was read to the end this
@@ -103,6 +106,8 @@ struct Peer {
     last_heard: Instant,
     /// Its end, once the launcher said so or this rank saw it.
     exited: Option<Exit>,
+    /// When this rank saw its end itself (`Exit::Gone`; see [`Udp::saw_gone`]).
+    gone_at: Option<Instant>,
     done: DoneSet,
     /// Its liveness socket (`transport::pulse`), if it has one.
     pulse: Option<SocketAddr>,
@@ -315,7 +320,22 @@ impl Wire {
         self.tx.extend_from_slice(bytemuck::bytes_of(&h));
         self.tx.extend_from_slice(payload);
         self.stats.send_calls += 1;
-        match self.sock.send_to(&self.tx, to) {
+        let mut sent = self.sock.send_to(&self.tx, to);
+        // With ICMP errors queued, the pending error of an earlier datagram (a refusal) fails this
+        // send and is cleared by it: this datagram did not leave, so it is sent again, as often as
+        // errors wait (each failed send clears one; the refusals stay in the error queue for
+        // `Udp::read_refusals`). Without this, a rank that failed because a peer is gone could lose
+        // the ABORT that tells another peer why, while the dead peer's refusals arrive.
+        for _ in 0..ICMP_RETRIES {
+            match &sent {
+                Err(e) if self.icmp_errors && gone::from_icmp(e) => {
+                    self.stats.send_calls += 1;
+                    sent = self.sock.send_to(&self.tx, to);
+                }
+                _ => break,
+            }
+        }
+        match sent {
             Ok(_) => {
                 self.stats.datagrams_sent += 1;
                 if h.kind == kind::DATA {
@@ -330,8 +350,8 @@ impl Wire {
             // A peer's socket that is gone makes the kernel report ECONNREFUSED on a later send; the
             // launcher tells us about exits, so this is not an error of ours.
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(true),
-            // With ICMP errors queued, an earlier datagram's error fails this send: this datagram is
-            // lost (the refusals are read from the queue by `Udp::read_refusals`).
+            // Errors of earlier datagrams failed every try above: this datagram is lost (resends
+            // deal with it; the refusals are read from the queue by `Udp::read_refusals`).
             Err(e) if self.icmp_errors && gone::from_icmp(&e) => {
                 self.stats.send_failed += 1;
                 Ok(true)
@@ -496,6 +516,9 @@ pub(crate) struct Udp {
     procs: ProcWatch,
     /// ... and whether silent peers' liveness ports are probed for refusals.
     probe_ports: bool,
+    /// The latest end of a grace some peer seen gone is held for (`gone::GONE_GRACE`): waits wake
+    /// then to report it.
+    grace_until: Option<Instant>,
     drop_rng: rand::rngs::SmallRng,
     /// Run on every round of a wait (the hierarchical path: keeps the shared-memory level going).
     idle_hook: Option<super::Service>,
@@ -592,6 +615,7 @@ impl Udp {
                 next_msg: 0,
                 last_heard: now,
                 exited: None,
+                gone_at: None,
                 done: DoneSet::default(),
                 pulse: (e.pulse != 0).then(|| SocketAddr::new(e.ip, e.pulse)),
                 pong: None,
@@ -628,6 +652,7 @@ impl Udp {
             launcher,
             procs,
             probe_ports: direct,
+            grace_until: None,
             drop_rng: rand::rngs::SmallRng::seed_from_u64(seed),
             idle_hook: None,
             last_drain: now,
@@ -727,9 +752,7 @@ impl Udp {
             .collect();
         for r in ended {
             if let Some(how) = self.procs.ended_one(r) {
-                if let Some(p) = self.peers.get_mut(r) {
-                    p.exited.get_or_insert(Exit::Gone(how));
-                }
+                self.saw_gone(r, how);
             }
         }
         self.drain(ks)?;
@@ -818,14 +841,17 @@ impl Udp {
                     Status {
                         cur: h.tag,
                         sig: (h.flags & flags::HAS_SIG != 0).then_some(d.sig),
-                        aborted: (h.flags & flags::ABORTED != 0).then_some(reason),
+                        aborted: (h.flags & flags::ABORTED != 0).then(|| {
+                            self.ledger.note_failure(h.seq, src, &reason);
+                            reason
+                        }),
                     },
                 );
                 Ok(())
             }
             kind::ABORT => {
                 let reason = String::from_utf8_lossy(&self.rx[payload]).into_owned();
-                self.ledger.aborts.entry(h.seq).or_insert((src, reason));
+                self.ledger.note_abort(h.seq, src, reason);
                 Ok(())
             }
             kind::RESULT | kind::CONTRIB | kind::BCAST | kind::KNACK => {
@@ -876,17 +902,44 @@ impl Udp {
         }
         let now = Instant::now();
         for to in gone::refused_destinations(&self.wire.sock) {
-            let Some(p) = self
+            let Some(r) = self
                 .peers
-                .iter_mut()
-                .find(|p| p.exited.is_none() && (p.addr == to || p.pulse == Some(to)))
+                .iter()
+                .position(|p| p.exited.is_none() && (p.addr == to || p.pulse == Some(to)))
             else {
                 continue;
             };
-            if let Some(how) = p.probe.refused_now(to, now) {
-                p.exited = Some(Exit::Gone(how));
+            if let Some(how) = self.peers[r].probe.refused_now(to, now) {
+                self.saw_gone(r, how);
             }
         }
+    }
+
+    /// This rank saw for itself that rank `r` is gone (`transport::gone`), described by `how`:
+    /// noted once, with when (see [`gone::GONE_GRACE`]).
+    fn saw_gone(&mut self, r: usize, how: String) {
+        let Some(p) = self.peers.get_mut(r) else {
+            return;
+        };
+        if p.exited.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        p.exited = Some(Exit::Gone(how));
+        p.gone_at = Some(now);
+        let until = now + gone::GONE_GRACE;
+        self.grace_until = Some(self.grace_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// Whether this rank's own verdict that `peer` is gone waits a little longer: for at most
+    /// [`gone::GONE_GRACE`] after it, until the abort the peer sent before it ended (naming what
+    /// made it leave) is read. A peer that said it failed, or an end the launcher reported, waits
+    /// for nothing.
+    fn in_grace(&self, peer: usize, now: Instant) -> bool {
+        let p = &self.peers[peer];
+        matches!(p.exited, Some(Exit::Gone(_)))
+            && !self.ledger.failed(peer)
+            && p.gone_at.is_some_and(|t| now < t + gone::GONE_GRACE)
     }
 
     /// How often a silent peer is PINGed.
@@ -919,12 +972,15 @@ impl Udp {
             &self.peers[peer].exited,
         ) {
             if let Some(how) = self.peers[peer].probe.step(to, silent, now) {
-                self.peers[peer].exited = Some(Exit::Gone(how));
+                self.saw_gone(peer, how);
             }
         }
         if ctx.is_none() && matches!(self.peers[peer].exited, Some(Exit::Gone(_))) {
             // Delivering the last messages: a receiver that is gone is done with
             // (`Session::flush`), as after the launcher's EXIT line.
+            return Ok(());
+        }
+        if self.in_grace(peer, now) {
             return Ok(());
         }
         if let Some(to) = self.peers[peer].pulse {
@@ -970,9 +1026,16 @@ impl Udp {
     }
 
     /// When a wait for a peer silent since `since` should look again: at the timeout, or once it
-    /// is past (the peer is alive), at the next PING.
+    /// is past (the peer is alive), at the next PING; sooner when a verdict that a peer is gone is
+    /// held for its grace (`Udp::in_grace`), at its end.
     pub(crate) fn wake_for(&self, since: Instant) -> Instant {
-        (since + self.cfg.timeout).max(Instant::now() + self.ping_every())
+        let now = Instant::now();
+        let at = (since + self.cfg.timeout).max(now + self.ping_every());
+        // A verdict held for its grace is reported when the grace ends.
+        match self.grace_until {
+            Some(t) if t > now => at.min(t),
+            _ => at,
+        }
     }
 
     pub(crate) fn bitmap(&self, payload: std::ops::Range<usize>) -> u64 {
@@ -1776,7 +1839,94 @@ mod gone_tests {
         let (e, took) = wait_for_rank_1(port1, 0, pid, Duration::from_secs(60));
         killer.join().expect("killer");
         assert_eq!(gone_how(&e), format!("its process (pid {pid}) ended"));
+        // Held for the grace (no abort of rank 1 came), then reported.
+        assert!(
+            took >= Duration::from_millis(300) + gone::GONE_GRACE && took < Duration::from_secs(1),
+            "{took:?}: {e}"
+        );
+    }
+
+    #[test]
+    fn a_gone_peer_is_named_with_its_own_failure_even_when_its_abort_comes_after_its_end() {
+        // Rank 1 fails collective #1 because rank 2 failed it (rank 2's abort comes first), then
+        // its process ends, and its ABORT reaches rank 0 only after rank 0 saw the end: rank 0,
+        // waiting for rank 1 in #2, names rank 1 gone with the failure that made it leave.
+        let lo = IpAddr::from(LO);
+        let (sock0, port0) = Udp::bind(0, lo).expect("bind");
+        let (sock1, port1) = Udp::bind(1, lo).expect("bind");
+        let (sock2, port2) = Udp::bind(2, lo).expect("bind");
+        // Rank 1's process: a child holding rank 1's socket (as its stdin).
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(
+                sock1.try_clone().expect("clone"),
+            )))
+            .spawn()
+            .expect("start sleep");
+        let pid = child.id();
+        let entry = |rank, port, pid| PeerEntry {
+            rank,
+            host_id: 1,
+            ip: lo,
+            port,
+            pulse: 0,
+            pid,
+        };
+        let table = vec![
+            entry(0, port0, std::process::id()),
+            entry(1, port1, pid),
+            entry(2, port2, 1 << 23),
+        ];
+        let cfg = || Config {
+            timeout: Duration::from_secs(60),
+            ..Config::default()
+        };
+        let first = ctx();
+        let second = Ctx { seq: 2, ..first };
+        let peers_table = table.clone();
+        let peers = std::thread::spawn(move || {
+            let mut t1 =
+                Udp::new(1, 42, sock1, &peers_table, None, Vec::new(), cfg()).expect("rank 1");
+            let mut t2 =
+                Udp::new(2, 42, sock2, &peers_table, None, Vec::new(), cfg()).expect("rank 2");
+            t1.begin(&first).expect("begin");
+            t2.begin(&first).expect("begin");
+            std::thread::sleep(Duration::from_millis(200));
+            let gone = |rank, peer| {
+                Error::new(
+                    rank,
+                    CollectiveError::PeerGone {
+                        call: first.describe(),
+                        peer,
+                        how: "its process ended".into(),
+                    },
+                )
+            };
+            t2.fail(&first, &gone(2, 3));
+            let why = Error::aborted(1, 1, 2, gone(2, 3).to_string());
+            let _ = child.kill();
+            let _ = child.wait();
+            // Rank 0 sees the end before the abort: well within the grace.
+            std::thread::sleep(gone::GONE_GRACE / 4);
+            t1.fail(&first, &why);
+            why.to_string()
+        });
+        let mut t0 = Udp::new(0, 42, sock0, &table, None, Vec::new(), cfg()).expect("rank 0");
+        t0.begin(&first).expect("begin #1");
+        t0.begin(&second).expect("begin #2");
+        let start = Instant::now();
+        let e = t0.recv(&second, 1, 0).expect_err("rank 1 sends nothing");
+        let took = start.elapsed();
+        let why = peers.join().expect("the peers");
+        assert_eq!(
+            gone_how(&e),
+            format!("its process (pid {pid}) ended, after it failed collective #1: {why}"),
+            "{e}"
+        );
+        assert!(why.contains("rank 3 is gone"), "{why}");
         assert!(took < Duration::from_secs(1), "{took:?}: {e}");
+        // Rank 2's abort of #1 came first, and stays the one of the collective.
+        assert_eq!(t0.ledger().aborts.get(&1).map(|(by, _)| *by), Some(2));
     }
 
     #[test]
