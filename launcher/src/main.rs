@@ -1078,6 +1078,13 @@ fn main() {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
+    if args.check {
+        // A report and nothing else: when its reader goes (`boadrun --check | head`), end as
+        // other such tools do instead of panicking in println!. (Jobs keep SIGPIPE ignored: boadrun
+        // writes to ranks, agents and sockets that may go at any time.)
+        // SAFETY: sets this process's SIGPIPE disposition back to the default, before any thread.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     if args.check && (!args.host.is_empty() || args.hostfile.is_some()) {
         std::process::exit(check_hosts(&args));
     }

@@ -664,3 +664,29 @@ fn check_says_which_launcher_started_boadrun() {
         "{l}"
     );
 }
+
+#[test]
+fn check_into_a_closed_pipe_ends_without_a_panic() {
+    // `boadrun --check | head -1`: the reader goes after one line.
+    let mut child = cmd()
+        .args(["--check", "--transport", "udp"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run boadrun --check");
+    let mut first = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    std::io::BufRead::read_line(&mut out, &mut first).expect("first line");
+    drop(out);
+    let done = child.wait_with_output().expect("wait");
+    assert!(first.starts_with("boadrun "), "{first:?}");
+    let err = text(&done.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    // Killed by SIGPIPE, as other tools are, or done before the reader went.
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        done.status.success() || done.status.signal() == Some(libc::SIGPIPE),
+        "{:?}",
+        done.status
+    );
+}
