@@ -22,6 +22,7 @@ fn text(b: &[u8]) -> String {
 
 /// Root is needed for network namespaces and eBPF; CI runs as root. Not root: the test fails, or
 /// with `BOAD_ALLOW_SKIP` set is recorded as skipped.
+#[cfg(feature = "kernel")]
 fn root() -> bool {
     boad_test_support::require_root()
 }
