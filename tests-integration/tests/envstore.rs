@@ -622,6 +622,17 @@ fn nine_ranks_on_three_namespace_hosts_take_the_kernel_path_through_each_hosts_s
         ("BOAD_SERVICE_SOCKET", services.name.as_str()),
         ("BOAD_STATS", "1"),
     ];
+    // Start-up, for the note (printed, never asserted: timing is the benchmarks' business): a
+    // one-case job on UDP and on the kernel path through the services.
+    for transport in ["udp", "kernel"] {
+        let t0 = Instant::now();
+        let ran = three_host_job(&hosts, dir.path(), transport, &["random", "1"], &socket);
+        all_exact(&ran, transport);
+        eprintln!(
+            "one-case job, 9 ranks on 3 hosts, {transport}: {:.3} s",
+            t0.elapsed().as_secs_f64()
+        );
+    }
     // `kernel`: every rank is a member of one communicator, which every host's service gave the
     // job under the same id; each rank's collectives ran on the kernel path, and it is exact.
     let ran = three_host_job(

@@ -51,13 +51,12 @@ pub fn cargo_build(what: &[&str]) {
     );
 }
 
-/// The kernel service `boadd` of this profile, built if missing.
+/// The kernel service `boadd` of this profile, built (or found up to date) once per test binary:
+/// it is no dependency of this crate, so cargo test alone would not rebuild a stale one.
 pub fn boadd() -> PathBuf {
-    let p = target_dir().join("boadd");
-    if !p.exists() {
-        cargo_build(&["-p", "boadd"]);
-    }
-    p
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| cargo_build(&["-p", "boadd"]));
+    target_dir().join("boadd")
 }
 
 /// The `boadrun` of this profile, built if missing.
