@@ -1,7 +1,7 @@
 //! Allgather around a ring: in step s every rank sends block (rank - s) to its right neighbour and
 //! receives block (rank - s - 1) from its left one. p - 1 steps; each rank sends (p - 1) blocks.
 
-use super::recv_exact;
+use super::{copy_to, recv_exact};
 use crate::error::Result;
 use crate::transport::{Ctx, Transport};
 
@@ -25,8 +25,8 @@ pub(crate) fn allgather_ring<T: Transport + ?Sized>(
             step as u32,
             &recv[out * block..(out + 1) * block],
         )?;
-        let data = recv_exact(t, ctx, left, step as u32, block)?;
-        recv[inb * block..(inb + 1) * block].copy_from_slice(&data);
+        let into = &mut recv[inb * block..(inb + 1) * block];
+        recv_exact(t, ctx, left, step as u32, block, copy_to(into))?;
     }
     Ok(())
 }

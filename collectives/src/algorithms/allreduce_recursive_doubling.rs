@@ -24,14 +24,16 @@ pub(crate) fn allreduce_recursive_doubling<T: Transport + ?Sized>(
     while mask < size {
         let peer = rank ^ mask;
         t.send(ctx, peer, round, buf)?;
-        let mut theirs = recv_exact(t, ctx, peer, round, buf.len())?;
-        if peer > rank {
-            fold_into(rank, ctx, dtype, op, buf, &theirs)?;
-        } else {
-            // The peer holds the lower ranks' part: it goes first.
-            fold_into(rank, ctx, dtype, op, &mut theirs, buf)?;
-            buf.copy_from_slice(&theirs);
-        }
+        recv_exact(t, ctx, peer, round, buf.len(), |theirs| {
+            if peer > rank {
+                fold_into(rank, ctx, dtype, op, buf, theirs)
+            } else {
+                // The peer holds the lower ranks' part: it goes first.
+                fold_into(rank, ctx, dtype, op, theirs, buf)?;
+                buf.copy_from_slice(theirs);
+                Ok(())
+            }
+        })?;
         mask <<= 1;
         round += 1;
     }

@@ -1,7 +1,7 @@
 //! Broadcast along a binomial tree: ceil(log2 p) rounds; each non-root receives the whole buffer
 //! once, and forwards it to up to log2 p children.
 
-use super::recv_exact;
+use super::{copy_to, recv_exact};
 use crate::error::Result;
 use crate::transport::{Ctx, Transport};
 
@@ -18,7 +18,7 @@ pub(crate) fn bcast_binomial<T: Transport + ?Sized>(
     while mask < size {
         if vrank & mask != 0 {
             let parent = (vrank - mask + root) % size;
-            buf.copy_from_slice(&recv_exact(t, ctx, parent, 0, buf.len())?);
+            recv_exact(t, ctx, parent, 0, buf.len(), copy_to(buf))?;
             break;
         }
         mask <<= 1;

@@ -19,7 +19,7 @@
 
 use super::{
     allgather_flat, allreduce_flat, barrier_dissemination, barrier_flat, bcast_binomial,
-    bcast_flat, recv_exact, reduce_binomial, reduce_flat,
+    bcast_flat, copy_to, recv_exact, reduce_binomial, reduce_flat,
 };
 use crate::error::Result;
 use crate::transport::hier::Hier;
@@ -39,8 +39,8 @@ pub(crate) fn bcast_hier(h: &mut Hier, ctx: &Ctx, buf: &mut [u8], root: usize) -
         if me == root_local {
             h.local(|t| t.send(ctx, 0, TAG_P2P, buf))?;
         } else if me == 0 {
-            let data = h.local(|t| recv_exact(t, ctx, root_local, TAG_P2P, buf.len()))?;
-            buf.copy_from_slice(&data);
+            let len = buf.len();
+            h.local(|t| recv_exact(t, ctx, root_local, TAG_P2P, len, copy_to(buf)))?;
         }
     }
     if me == 0 {
@@ -66,7 +66,7 @@ fn bcast_from_leader(
     while mask < size {
         if rank & mask != 0 {
             if has != Some(rank) {
-                buf.copy_from_slice(&recv_exact(t, ctx, rank - mask, 0, buf.len())?);
+                recv_exact(t, ctx, rank - mask, 0, buf.len(), copy_to(buf))?;
             }
             break;
         }
@@ -103,8 +103,8 @@ pub(crate) fn reduce_hier(
         if me == 0 {
             h.local(|t| t.send(ctx, root_local, TAG_P2P, acc))?;
         } else if me == root_local {
-            let data = h.local(|t| recv_exact(t, ctx, 0, TAG_P2P, acc.len()))?;
-            acc.copy_from_slice(&data);
+            let len = acc.len();
+            h.local(|t| recv_exact(t, ctx, 0, TAG_P2P, len, copy_to(acc)))?;
         }
     }
     Ok(())
@@ -143,8 +143,8 @@ pub(crate) fn allgather_hier(h: &mut Hier, ctx: &Ctx, recv: &mut [u8], block: us
         let at = |g: usize, i: usize| g * slab + i * block..g * slab + (i + 1) * block;
         all[at(host, 0)].copy_from_slice(&recv[mine]);
         for i in 1..hosts[host].len() {
-            let data = h.local(|t| recv_exact(t, ctx, i, TAG_P2P, block))?;
-            all[at(host, i)].copy_from_slice(&data);
+            let into = &mut all[at(host, i)];
+            h.local(|t| recv_exact(t, ctx, i, TAG_P2P, block, copy_to(into)))?;
         }
         h.relay_aborts(ctx.seq);
         h.net(|t| allgather_flat(t, ctx, &mut all, slab))?;

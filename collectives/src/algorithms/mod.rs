@@ -58,24 +58,36 @@ fn fold_into(
     ))
 }
 
-/// Receives a message that must be exactly `len` bytes long.
+/// Receives a message that must be exactly `len` bytes long, and hands it to `take` (which copies
+/// or folds it into the caller's buffer: see [`Transport::recv_in_place`]).
 fn recv_exact<T: Transport + ?Sized>(
     t: &mut T,
     ctx: &Ctx,
     src: usize,
     tag: u32,
     len: usize,
-) -> Result<Vec<u8>> {
-    let data = t.recv(ctx, src, tag)?;
-    if data.len() != len {
-        return Err(Error::protocol(
-            t.rank(),
-            ctx.describe(),
-            format!(
-                "rank {src} sent {} bytes where {len} were expected",
-                data.len()
-            ),
-        ));
+    mut take: impl FnMut(&mut [u8]) -> Result<()>,
+) -> Result<()> {
+    let rank = t.rank();
+    t.recv_in_place(ctx, src, tag, &mut |data| {
+        if data.len() != len {
+            return Err(Error::protocol(
+                rank,
+                ctx.describe(),
+                format!(
+                    "rank {src} sent {} bytes where {len} were expected",
+                    data.len()
+                ),
+            ));
+        }
+        take(data)
+    })
+}
+
+/// What [`recv_exact`] does with a message that goes to `dst` as it is.
+fn copy_to(dst: &mut [u8]) -> impl FnMut(&mut [u8]) -> Result<()> + '_ {
+    move |data| {
+        dst.copy_from_slice(data);
+        Ok(())
     }
-    Ok(data)
 }

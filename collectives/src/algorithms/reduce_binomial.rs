@@ -25,8 +25,9 @@ pub(crate) fn reduce_binomial<T: Transport + ?Sized>(
             let child = vrank | mask;
             if child < size {
                 let src = (child + root) % size;
-                let part = recv_exact(t, ctx, src, tag, acc.len())?;
-                fold_into(rank, ctx, dtype, op, acc, &part)?;
+                recv_exact(t, ctx, src, tag, acc.len(), |part| {
+                    fold_into(rank, ctx, dtype, op, acc, part)
+                })?;
             }
         } else {
             let parent = (vrank & !mask) % size;

@@ -75,6 +75,8 @@ stats! {
     bytes_sent,
     /// Send syscalls made.
     send_calls,
+    /// Receive syscalls made on the UDP socket (each reads a batch of datagrams).
+    recv_calls,
     /// Datagrams the local network refused to send (no route, a firewall, full queues): lost.
     send_failed,
     /// Data datagrams sent again after a loss.
@@ -194,6 +196,19 @@ pub(crate) trait Transport: Session {
     fn send(&mut self, ctx: &Ctx, dst: usize, tag: u32, data: &[u8]) -> Result<()>;
     /// Waits for the message `src` sent for (`ctx.seq`, `tag`).
     fn recv(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<Vec<u8>>;
+    /// [`recv`](Self::recv), handing the message's bytes to `take` (which copies or folds them into
+    /// the caller's buffer) instead of returning them: a transport that assembles messages in
+    /// buffers of its own takes the buffer back afterwards, so a message costs no allocation.
+    fn recv_in_place(
+        &mut self,
+        ctx: &Ctx,
+        src: usize,
+        tag: u32,
+        take: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut data = self.recv(ctx, src, tag)?;
+        take(&mut data)
+    }
     /// The kernel path, when attached.
     fn kernel(&mut self) -> Option<&mut dyn KernelOps> {
         None

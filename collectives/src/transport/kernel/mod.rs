@@ -322,11 +322,11 @@ impl Kern {
         }
         match h.kind {
             kind::RESULT => {
-                let data = udp.received(payload).to_vec();
+                let data = udp.copy_received(payload);
                 self.results.insert((h.seq, h.chunk), (src, sig, data));
             }
             kind::CONTRIB => {
-                let data = udp.received(payload).to_vec();
+                let data = udp.copy_received(payload);
                 self.raw
                     .entry((h.seq, h.chunk))
                     .or_default()
@@ -357,7 +357,7 @@ impl Kern {
                         stride: c.stride,
                         got: Bits::new(h.nchunks),
                         n_got: 0,
-                        buf: vec![0; c.total],
+                        buf: udp.take_buffer(c.total),
                     }),
                     Admit::Refuse => {
                         udp.stats_mut().foreign += 1;
@@ -518,6 +518,16 @@ impl Transport for KernelUdp {
     fn recv(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<Vec<u8>> {
         self.udp.recv_with(ctx, src, tag, &mut self.k)
     }
+    fn recv_in_place(
+        &mut self,
+        ctx: &Ctx,
+        src: usize,
+        tag: u32,
+        take: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.udp
+            .recv_in_place_with(ctx, src, tag, &mut self.k, take)
+    }
     fn kernel(&mut self) -> Option<&mut dyn KernelOps> {
         Some(self)
     }
@@ -584,7 +594,9 @@ impl KernelOps for KernelUdp {
                 let folded = if let Some((src, theirs, data)) = self.k.results.remove(&(ctx.seq, c))
                 {
                     self.kcheck(ctx, src, &theirs, data.len(), part.len())?;
-                    fold(dtype, op, part, &data)
+                    let folded = fold(dtype, op, part, &data);
+                    self.udp.give_buffer(data);
+                    folded
                 } else if self
                     .k
                     .raw
@@ -595,7 +607,11 @@ impl KernelOps for KernelUdp {
                     for (src, (theirs, data)) in &all {
                         self.kcheck(ctx, *src, theirs, data.len(), part.len())?;
                     }
-                    all.values().all(|(_, data)| fold(dtype, op, part, data))
+                    let folded = all.values().all(|(_, data)| fold(dtype, op, part, data));
+                    for (_, data) in all.into_values() {
+                        self.udp.give_buffer(data);
+                    }
+                    folded
                 } else {
                     // A contribution of another call reaches us unfolded: report it at once.
                     let bad = self.k.raw.get(&(ctx.seq, c)).and_then(|m| {
@@ -725,6 +741,7 @@ impl KernelOps for KernelUdp {
                         ));
                     }
                     buf.copy_from_slice(&m.buf);
+                    self.udp.give_buffer(m.buf);
                     self.udp.stats_mut().kernel_bcast_received += 1;
                     return Ok(());
                 }

@@ -21,6 +21,14 @@
 //! allocate more than its own collectives need. A refused message is sent again by its sender
 //! later (its retransmission timer, or this rank's probe once it waits for it). A message of a call
 //! other than this rank's is not received: the mismatch is noted and the sender told it arrived.
+//!
+//! System calls: the socket is polled edge-triggered for READABLE only, and for WRITABLE too only
+//! while a send is blocked (a full socket buffer) — registered for good, every datagram sent would
+//! wake the next wait for nothing. A wake-up reads with one `recvmmsg` per batch of up to
+//! [`rx::BATCH`] datagrams into fixed buffers, and reads again only after a full batch
+//! (`rx`, for why a short batch means the socket is empty). Messages are assembled in buffers taken
+//! from a pool ([`rx::MsgPool`]) and handed back after the caller copied or folded them
+//! ([`Transport::recv_in_place`]): no allocation per message for the sizes a program repeats.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -47,9 +55,11 @@ use boad_proto::lines::PeerEntry;
 use wire::{Admit, Chunk, Datagram, Receiver};
 
 pub(crate) mod reliable;
+pub(crate) mod rx;
 pub(crate) mod wire;
 
 use reliable::{Bits, DoneSet};
+use rx::{MsgPool, RxBatch};
 
 /// The kernel path's share of what this transport receives (`transport::kernel`): the datagrams of
 /// its kinds (RESULT, CONTRIB, BCAST, KNACK), at once, whatever this rank is waiting for — a KNACK
@@ -57,7 +67,7 @@ use reliable::{Bits, DoneSet};
 /// collective. Every receiving method takes one; a transport without the kernel path passes
 /// [`NoKernel`].
 pub(crate) trait KernelSide {
-    /// Takes datagram `d`, its payload at `payload` in [`Udp::rx`].
+    /// Takes datagram `d`, its payload at `payload` of [`Udp::received`].
     fn on_datagram(&mut self, udp: &mut Udp, d: &Datagram, payload: Range<usize>) -> Result<()>;
     /// Collective `seq` starts.
     fn begin(&mut self, seq: u32);
@@ -78,8 +88,8 @@ const SOCK: Token = Token(0);
 const LAUNCHER: Token = Token(1);
 /// Rank r's pidfd (`transport::gone`): token `PIDFD + r`.
 const PIDFD: usize = 2;
-/// Largest datagram we read (header + the largest chunk).
-const MAX_DATAGRAM: usize = 65_536;
+/// Largest datagram we send (header + the largest chunk).
+const MAX_DATAGRAM: usize = rx::SLOT;
 const RTO_BASE: Duration = Duration::from_millis(20);
 const RTO_MAX: Duration = Duration::from_secs(1);
 /// A hole an ACK reveals is resent at most this often.
@@ -170,8 +180,8 @@ enum Store {
 
 impl InMsg {
     /// The message whose first datagram to arrive (any chunk `c` of it) is `d`; `early`: its size
-    /// is not vouched for (see [`Store::Pieces`]).
-    pub(crate) fn new(d: &Datagram, c: &Chunk, early: bool) -> InMsg {
+    /// is not vouched for (see [`Store::Pieces`]); else its buffer comes from `pool`.
+    pub(crate) fn new(d: &Datagram, c: &Chunk, early: bool, pool: &mut MsgPool) -> InMsg {
         InMsg {
             seq: d.h.seq,
             tag: d.h.tag,
@@ -185,7 +195,7 @@ impl InMsg {
                 Store::Pieces(std::collections::BTreeMap::new())
             } else {
                 Store::Whole {
-                    buf: vec![0; c.total],
+                    buf: pool.take(c.total),
                     got: Bits::new(d.h.nchunks),
                 }
             },
@@ -286,6 +296,7 @@ struct Wire {
     sock: UdpSocket,
     tx: Vec<u8>,
     stats: Stats,
+    /// The last send found the socket buffer full, and no WRITABLE event came since.
     blocked: bool,
     /// The socket queues ICMP errors (`gone::queue_errors`): a send may fail with one that an
     /// earlier datagram caused.
@@ -413,6 +424,7 @@ pub(crate) fn exercise_datagrams(data: &[u8]) -> usize {
     }
     let cur = u32::from(calls % 8);
     let mut partial: HashMap<(usize, u32), InMsg> = HashMap::new();
+    let mut pool = MsgPool::default();
     while let Some((&[lo, hi, from_sel], tail)) = rest.split_first_chunk() {
         let n = usize::from(u16::from_le_bytes([lo, hi])).min(tail.len());
         let (bytes, next) = tail.split_at(n);
@@ -462,10 +474,10 @@ pub(crate) fn exercise_datagrams(data: &[u8]) -> usize {
                         .max()
                         .unwrap_or(0);
                     assert!(c.total as u64 <= most);
-                    e.insert(InMsg::new(&d, &c, false))
+                    e.insert(InMsg::new(&d, &c, false, &mut pool))
                 }
                 // Anything else holds only what arrives.
-                Admit::Early => e.insert(InMsg::new(&d, &c, true)),
+                Admit::Early => e.insert(InMsg::new(&d, &c, true, &mut pool)),
                 Admit::Refuse | Admit::Mismatch => continue,
             },
         };
@@ -475,7 +487,9 @@ pub(crate) fn exercise_datagrams(data: &[u8]) -> usize {
         m.put(d.h.chunk, &c, payload);
         if m.complete() {
             let m = partial.remove(&key).expect("present");
-            assert_eq!(m.into_bytes().len(), c.total);
+            let bytes = m.into_bytes();
+            assert_eq!(bytes.len(), c.total);
+            pool.give(bytes);
             whole += 1;
         }
     }
@@ -504,7 +518,15 @@ pub(crate) struct Udp {
     cfg: Config,
     poll: Poll,
     events: Events,
-    rx: Vec<u8>,
+    /// Whether the socket is registered for WRITABLE too (while [`Wire::blocked`]).
+    writable: bool,
+    /// The receive buffers and the last batch read into them.
+    rx: RxBatch,
+    /// The last drain stopped before the socket was empty (a handler's error): no wake-up may
+    /// announce what is left.
+    unread: bool,
+    /// Buffers of messages, reused.
+    pool: MsgPool,
     peers: Vec<Peer>,
     out: Vec<OutMsg>,
     partial: HashMap<(usize, u32), InMsg>,
@@ -576,11 +598,7 @@ impl Udp {
         let io = |what| Error::io_at(rank, what);
         let poll = Poll::new().map_err(io("creating the poller"))?;
         poll.registry()
-            .register(
-                &mut SourceFd(&sock.as_raw_fd()),
-                SOCK,
-                Interest::READABLE | Interest::WRITABLE,
-            )
+            .register(&mut SourceFd(&sock.as_raw_fd()), SOCK, Interest::READABLE)
             .map_err(io("registering the socket"))?;
         let launcher = LauncherFeed::new(launcher, launcher_buf)
             .map_err(io("making the launcher connection non-blocking"))?;
@@ -642,7 +660,10 @@ impl Udp {
             cfg,
             poll,
             events: Events::with_capacity(64),
-            rx: vec![0; MAX_DATAGRAM],
+            writable: false,
+            rx: RxBatch::default(),
+            unread: false,
+            pool: MsgPool::default(),
             peers,
             out: Vec::new(),
             partial: HashMap::new(),
@@ -714,8 +735,31 @@ impl Udp {
         }
     }
 
+    /// Asks for WRITABLE events only while a send is blocked, and drops them once it is not: a
+    /// UDP socket is writable nearly always, and edge-triggered epoll reports WRITABLE again each
+    /// time a sent datagram leaves the socket buffer, so registered for good it would end every
+    /// wait after a send at once. Re-registering reports the socket writable at once if it already
+    /// is, so no wake-up is lost between the blocked send and this call.
+    fn sync_interest(&mut self) -> Result<()> {
+        if self.writable == self.wire.blocked {
+            return Ok(());
+        }
+        let interest = if self.wire.blocked {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        self.poll
+            .registry()
+            .reregister(&mut SourceFd(&self.wire.sock.as_raw_fd()), SOCK, interest)
+            .map_err(|source| Error::io(self.rank_(), "registering the socket", source))?;
+        self.writable = self.wire.blocked;
+        Ok(())
+    }
+
     /// Waits for events up to `timeout`, then handles every datagram and timer.
     fn progress(&mut self, timeout: Duration, ks: &mut dyn KernelSide) -> Result<()> {
+        self.sync_interest()?;
         let timeout = if self.wire.blocked {
             timeout.min(Duration::from_millis(1))
         } else {
@@ -727,6 +771,7 @@ impl Udp {
             Err(source) => return Err(Error::io(self.rank_(), "waiting for datagrams", source)),
         }
         let launcher_ready = self.events.iter().any(|e| e.token() == LAUNCHER);
+        let sock_ready = self.events.iter().any(|e| e.token() == SOCK);
         if self
             .events
             .iter()
@@ -755,7 +800,12 @@ impl Udp {
                 self.saw_gone(r, how);
             }
         }
-        self.drain(ks)?;
+        // Edge-triggered, and every drain reads the socket empty: without an event for it (a
+        // wait that ended on a timer, the launcher or a pidfd) it holds nothing new, unless the
+        // last drain stopped early.
+        if sock_ready || self.unread {
+            self.drain(ks)?;
+        }
         self.pump()
     }
 
@@ -771,14 +821,38 @@ impl Udp {
         self.drain(ks)
     }
 
-    /// Reads every datagram waiting on the socket.
+    /// Reads every datagram waiting on the socket: one `recvmmsg` per batch, and another only
+    /// after a full batch (see [`RxBatch::drained`]).
     fn drain(&mut self, ks: &mut dyn KernelSide) -> Result<()> {
+        self.drain_from(ks, |rx, sock| rx.read(sock))
+    }
+
+    /// [`drain`](Self::drain), each batch read by `read` (the seam the tests count reads through).
+    fn drain_from(
+        &mut self,
+        ks: &mut dyn KernelSide,
+        mut read: impl FnMut(&mut RxBatch, &UdpSocket) -> std::io::Result<usize>,
+    ) -> Result<()> {
         self.skipped_drains = 0;
         self.last_drain = Instant::now();
+        self.unread = true;
+        // What a handler's error left of the last batch first: reading over it would lose it.
+        self.handle_batch(ks)?;
         loop {
-            match self.wire.sock.recv_from(&mut self.rx) {
-                Ok((n, from)) => self.on_datagram(n, from, ks)?,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            self.wire.stats.recv_calls += 1;
+            match read(&mut self.rx, &self.wire.sock) {
+                Ok(n) => {
+                    self.handle_batch(ks)?;
+                    // A short batch emptied the socket: another read would only say EAGAIN.
+                    if RxBatch::drained(n) {
+                        self.unread = false;
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.unread = false;
+                    return Ok(());
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 // ICMP errors of earlier sends surface here; they carry no datagram.
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
@@ -796,6 +870,19 @@ impl Udp {
         }
     }
 
+    /// Handles the datagrams of the last batch not handled yet, in order.
+    fn handle_batch(&mut self, ks: &mut dyn KernelSide) -> Result<()> {
+        while let Some(next) = self.rx.advance() {
+            match next {
+                Ok((n, from)) => self.on_datagram(n, from, ks)?,
+                // Larger than any datagram of ours, or not from an IP address.
+                Err(()) => self.wire.stats.foreign += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles the datagram of `n` bytes from `from` that is [`RxBatch::current`].
     fn on_datagram(&mut self, n: usize, from: SocketAddr, ks: &mut dyn KernelSide) -> Result<()> {
         if self.cfg.drop_rate > 0.0 && self.drop_rng.gen::<f64>() < self.cfg.drop_rate {
             self.wire.stats.dropped_injected += 1;
@@ -806,9 +893,13 @@ impl Udp {
         }
         let me = self.receiver();
         let peers = &self.peers;
-        let decided = self.rx.get(..n).map_or(Err(wire::Refusal::Short), |bytes| {
-            wire::classify(bytes, from, &me, |r| peers.get(r).map(|p| p.addr))
-        });
+        let decided = self
+            .rx
+            .current()
+            .get(..n)
+            .map_or(Err(wire::Refusal::Short), |bytes| {
+                wire::classify(bytes, from, &me, |r| peers.get(r).map(|p| p.addr))
+            });
         let Ok(d) = decided else {
             self.wire.stats.foreign += 1;
             return Ok(());
@@ -835,7 +926,7 @@ impl Udp {
                 self.on_ack(&h, map)
             }
             kind::STATUS => {
-                let reason = String::from_utf8_lossy(&self.rx[payload]).into_owned();
+                let reason = String::from_utf8_lossy(&self.rx.current()[payload]).into_owned();
                 self.status.insert(
                     (src, h.seq),
                     Status {
@@ -850,7 +941,7 @@ impl Udp {
                 Ok(())
             }
             kind::ABORT => {
-                let reason = String::from_utf8_lossy(&self.rx[payload]).into_owned();
+                let reason = String::from_utf8_lossy(&self.rx.current()[payload]).into_owned();
                 self.ledger.note_abort(h.seq, src, reason);
                 Ok(())
             }
@@ -864,10 +955,12 @@ impl Udp {
         }
     }
 
-    /// A PONG from a peer's liveness socket (in `self.rx`, from `from`): noted; true if it was one.
+    /// A PONG from a peer's liveness socket (the current datagram, from `from`): noted; true if it
+    /// was one.
     fn on_pong(&mut self, from: SocketAddr) -> bool {
         let Some(h) = self
             .rx
+            .current()
             .get(..HEADER_LEN)
             .map(bytemuck::pod_read_unaligned::<Header>)
         else {
@@ -1040,6 +1133,7 @@ impl Udp {
 
     pub(crate) fn bitmap(&self, payload: std::ops::Range<usize>) -> u64 {
         self.rx
+            .current()
             .get(payload)
             .and_then(|p| p.try_into().ok())
             .map_or(0, u64::from_le_bytes)
@@ -1070,8 +1164,8 @@ impl Udp {
                     Admit::Refuse
                 };
                 match admit {
-                    Admit::Take => e.insert(InMsg::new(d, &c, false)),
-                    Admit::Early => e.insert(InMsg::new(d, &c, true)),
+                    Admit::Take => e.insert(InMsg::new(d, &c, false, &mut self.pool)),
+                    Admit::Early => e.insert(InMsg::new(d, &c, true, &mut self.pool)),
                     Admit::Refuse => {
                         self.wire.stats.foreign += 1;
                         return Ok(());
@@ -1091,7 +1185,7 @@ impl Udp {
             self.wire.stats.foreign += 1;
             return Ok(());
         }
-        let fresh = m.put(h.chunk, &c, &self.rx[payload]);
+        let fresh = m.put(h.chunk, &c, &self.rx.current()[payload]);
         if m.complete() {
             let m = self.partial.remove(&(src, h.msg)).expect("entry present");
             self.peers[src].done.insert(h.msg);
@@ -1179,7 +1273,8 @@ impl Udp {
             m.rto = RTO_BASE;
         }
         if m.n_acked == m.nchunks {
-            self.out.swap_remove(i);
+            let done = self.out.swap_remove(i);
+            self.pool.give(done.data);
             return Ok(());
         }
         // Resend holes: below the highest chunk the receiver has (ACK), or everything outstanding
@@ -1426,6 +1521,21 @@ impl Udp {
         }
     }
 
+    /// [`Transport::recv_in_place`]: the message's buffer goes back to the pool after `take`.
+    pub(crate) fn recv_in_place_with(
+        &mut self,
+        ctx: &Ctx,
+        src: usize,
+        tag: u32,
+        ks: &mut dyn KernelSide,
+        take: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut data = self.recv_with(ctx, src, tag, ks)?;
+        let done = take(&mut data);
+        self.pool.give(data);
+        done
+    }
+
     /// [`Transport::recv`].
     pub(crate) fn recv_with(
         &mut self,
@@ -1512,10 +1622,12 @@ impl Transport for Udp {
                 },
             ));
         }
+        let mut copy = self.pool.take(data.len());
+        copy.copy_from_slice(data);
         if dst == self.rank() {
             self.ledger
                 .inbox
-                .insert((dst, ctx.seq, tag), (ctx.sig, data.to_vec()));
+                .insert((dst, ctx.seq, tag), (ctx.sig, copy));
             return Ok(());
         }
         let chunk = self.cfg.chunk_bytes;
@@ -1529,7 +1641,7 @@ impl Transport for Udp {
             seq: ctx.seq,
             tag,
             sig: ctx.sig,
-            data: data.to_vec(),
+            data: copy,
             chunk,
             nchunks,
             acked: Bits::new(nchunks),
@@ -1543,6 +1655,15 @@ impl Transport for Udp {
     }
     fn recv(&mut self, ctx: &Ctx, src: usize, tag: u32) -> Result<Vec<u8>> {
         self.recv_with(ctx, src, tag, &mut NoKernel)
+    }
+    fn recv_in_place(
+        &mut self,
+        ctx: &Ctx,
+        src: usize,
+        tag: u32,
+        take: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.recv_in_place_with(ctx, src, tag, &mut NoKernel, take)
     }
 }
 
@@ -1634,7 +1755,26 @@ impl Udp {
 
     /// The bytes of the datagram just received, at `range`.
     pub(crate) fn received(&self, range: Range<usize>) -> &[u8] {
-        &self.rx[range]
+        &self.rx.current()[range]
+    }
+
+    /// A copy of [`received`](Self::received)`(range)` in a buffer of the pool (give it back with
+    /// [`give_buffer`](Self::give_buffer) once used).
+    pub(crate) fn copy_received(&mut self, range: Range<usize>) -> Vec<u8> {
+        let bytes = &self.rx.current()[range];
+        let mut buf = self.pool.take(bytes.len());
+        buf.copy_from_slice(bytes);
+        buf
+    }
+
+    /// A zeroed buffer of `len` bytes from the pool.
+    pub(crate) fn take_buffer(&mut self, len: usize) -> Vec<u8> {
+        self.pool.take(len)
+    }
+
+    /// Gives a buffer back to the pool.
+    pub(crate) fn give_buffer(&mut self, buf: Vec<u8>) {
+        self.pool.give(buf);
     }
 
     /// Whether a broadcast of `total` bytes for collective `seq` with call `sig` may be received
@@ -1719,8 +1859,9 @@ mod tests {
         };
         let order = [3u32, 0, 6, 3, 1, 5, 2, 4];
         let (d0, c0) = datagram(order[0]);
-        let mut whole = InMsg::new(&d0, &c0, false);
-        let mut early = InMsg::new(&d0, &c0, true);
+        let mut pool = MsgPool::default();
+        let mut whole = InMsg::new(&d0, &c0, false, &mut pool);
+        let mut early = InMsg::new(&d0, &c0, true, &mut pool);
         for &i in &order {
             let (d, c) = datagram(i);
             let bytes = &data[c.off..c.off + c.len];
@@ -1735,6 +1876,109 @@ mod tests {
         assert!(whole.complete() && early.complete());
         assert_eq!(whole.into_bytes(), data);
         assert_eq!(early.into_bytes(), data);
+    }
+
+    fn transport_on_lo() -> Udp {
+        let lo = std::net::IpAddr::from([127, 0, 0, 1]);
+        let (sock, port) = Udp::bind(0, lo).expect("bind");
+        let entry = |rank, port, pid| PeerEntry {
+            rank,
+            host_id: 1,
+            ip: lo,
+            port,
+            pulse: 0,
+            pid,
+        };
+        // Rank 1 is never heard from: nothing here sends to it.
+        let table = vec![entry(0, port, std::process::id()), entry(1, 9, 1 << 23)];
+        Udp::new(0, 42, sock, &table, None, Vec::new(), Config::default()).expect("transport")
+    }
+
+    /// Drains `t` as if `queued` datagrams (not boad's) waited on its socket, each read taking a
+    /// batch of them: how many reads it made.
+    fn reads_to_drain(t: &mut Udp, mut queued: usize) -> usize {
+        let stranger = SocketAddr::from(([127, 0, 0, 1], 9999));
+        let mut reads = 0;
+        t.drain_from(&mut NoKernel, |rx, _sock| {
+            reads += 1;
+            rx.fill_with(|slots| {
+                let k = queued.min(rx::BATCH);
+                if k == 0 {
+                    return Err(ErrorKind::WouldBlock.into());
+                }
+                for i in 0..k {
+                    slots.put(i, b"not boad", stranger);
+                }
+                queued -= k;
+                Ok(k)
+            })
+        })
+        .expect("drain");
+        reads
+    }
+
+    /// One read per wake-up: a batch that comes back short is all the socket held, so no read
+    /// that could only say EAGAIN follows it; after a full batch the socket is read again.
+    #[test]
+    fn a_short_batch_ends_the_drain_and_a_full_one_does_not() {
+        let mut t = transport_on_lo();
+        let b = rx::BATCH;
+        for (queued, reads) in [
+            (5, 1),
+            (b - 1, 1),
+            (b + 3, 2),
+            (b, 2),
+            (0, 1),
+            (2 * b + 1, 3),
+        ] {
+            let before = t.stats();
+            assert_eq!(reads_to_drain(&mut t, queued), reads, "{queued} queued");
+            let after = t.stats();
+            assert_eq!(after.recv_calls - before.recv_calls, reads as u64);
+            // Every datagram was handled (and refused: not boad's).
+            assert_eq!(after.foreign - before.foreign, queued as u64);
+        }
+    }
+
+    /// The socket is polled for WRITABLE only while a send is blocked: a datagram sent does not end
+    /// the next wait (nor is the socket read after a wait no event ended), and a blocked send's
+    /// WRITABLE event comes and then stops being asked for.
+    #[test]
+    fn writable_is_asked_for_only_while_a_send_is_blocked() {
+        let mut t = transport_on_lo();
+        let sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let to = sink.local_addr().expect("address");
+        let wait = Duration::from_millis(60);
+        let sig = Signature {
+            coll: Coll::Barrier,
+            op: None,
+            dtype: None,
+            count: 0,
+            root: 0,
+        };
+        let h = t.wire.header(kind::STATUS, 1, 0, &sig);
+        assert!(t.wire.send(h, b"x", to).expect("send"));
+        let reads = t.stats().recv_calls;
+        let t0 = Instant::now();
+        t.progress(wait, &mut NoKernel).expect("progress");
+        assert!(t0.elapsed() >= wait, "woken after {:?}", t0.elapsed());
+        assert!(!t.writable);
+        // Nothing announced a datagram: the socket was not read.
+        assert_eq!(t.stats().recv_calls, reads);
+        // A send found the socket buffer full: the next wait asks for WRITABLE, and ends at once
+        // (the socket is writable again).
+        t.wire.blocked = true;
+        let t0 = Instant::now();
+        t.progress(Duration::from_secs(5), &mut NoKernel)
+            .expect("progress");
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        assert!(t.writable && !t.wire.blocked);
+        // Not blocked any more: the wait after drops it, and sends do not end waits again.
+        assert!(t.wire.send(h, b"x", to).expect("send"));
+        let t0 = Instant::now();
+        t.progress(wait, &mut NoKernel).expect("progress");
+        assert!(t0.elapsed() >= wait, "woken after {:?}", t0.elapsed());
+        assert!(!t.writable);
     }
 
     #[test]
