@@ -5,7 +5,7 @@
 //! (`boad_test_support::oracle`: wrapping at every width, signed and unsigned order, logical ops,
 //! NaN, signed zeros, infinities, subnormals), and against each other on random data.
 //!
-//! [`fold`] runs on the calling thread. [`par`] folds large buffers in fixed pieces on a small
+//! [`fold()`] runs on the calling thread. [`par`] folds large buffers in fixed pieces on a small
 //! thread pool where the host has cores to spare, with the same result bit for bit.
 
 pub mod par;

@@ -189,7 +189,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "BOAD_FOLD_PAR_BYTES",
-        default: "1048576",
+        default: "2097152",
         meaning: "the smallest buffer folded on several threads (when BOAD_FOLD_THREADS gives \
                   more than 1)",
     },

@@ -2,11 +2,11 @@
 //!
 //! A fold is element-wise: element `i` of the result depends on element `i` of each input only. So
 //! cutting the buffers into pieces and folding the pieces on several threads gives exactly the
-//! bits of [`fold`] on one thread, whatever the number of threads or the order the pieces finish
+//! bits of [`fold()`] on one thread, whatever the number of threads or the order the pieces finish
 //! in. The pieces are fixed all the same: [`CHUNK_BYTES`] each (the last one shorter), whatever the
 //! number of threads; only which thread folds which piece varies from run to run.
 //!
-//! Whether a rank folds on several threads is decided once per process ([`configure`], from the
+//! Whether a rank folds on several threads is decided once per process (`configure`, from the
 //! job's layout and `BOAD_FOLD_THREADS`/`BOAD_FOLD_PAR_BYTES`): only with at most as many ranks on
 //! this host as it has cores ([`auto_threads`]), and only for buffers of at least
 //! [`DEFAULT_MIN_BYTES`]. The threads ([`FoldPool`]: the calling thread and a `rayon` pool of the
@@ -23,10 +23,12 @@ use crate::types::{DType, Op};
 pub const CHUNK_BYTES: usize = 128 * 1024;
 
 /// Smallest buffer a rank folds on several threads unless `BOAD_FOLD_PAR_BYTES` says otherwise.
-/// Measured on a 2-core machine (`examples/fold_bench.rs fold`): below about 256 KiB handing the
-/// pieces to the pool costs more than the second core saves; at 1 MiB two threads fold in about
-/// 0.6 of the time of one. `docs/algorithms.md` has the numbers.
-pub const DEFAULT_MIN_BYTES: usize = 1 << 20;
+/// Measured on a 2-core machine (`examples/fold_bench.rs fold`, f32 sums, 2 threads against 1):
+/// on an idle machine two threads win from about 512 KiB (1 MiB: 0.8 of the time, 4 MiB: 0.6);
+/// with the cores busy with other work, waking the helper costs 15 to 20 µs and they win only
+/// from 4 to 16 MiB. 2 MiB keeps the loss on a busy host small. `docs/algorithms.md` has the
+/// numbers.
+pub const DEFAULT_MIN_BYTES: usize = 2 << 20;
 
 /// Most threads `BOAD_FOLD_THREADS` may ask for.
 pub const MAX_THREADS: usize = 256;
@@ -82,7 +84,7 @@ impl FoldPool {
         1 + self.pool.as_ref().map_or(0, |p| p.current_num_threads())
     }
 
-    /// [`fold`], with the buffers cut into pieces of [`CHUNK_BYTES`] (the last one shorter) that
+    /// [`fold()`], with the buffers cut into pieces of [`CHUNK_BYTES`] (the last one shorter) that
     /// the caller and the helpers fold, each taking the next piece when done with one; returns when
     /// all are folded. The same result, bit for bit, and the same checks (false, and nothing
     /// changed, if `op` is not defined on `dtype` or the lengths do not match).
@@ -175,7 +177,7 @@ pub(crate) fn parallel_folds() -> u64 {
     PARALLEL_FOLDS.load(Ordering::Relaxed)
 }
 
-/// [`fold`] as this process's plan says: on the pool for a buffer of at least `min_bytes` when
+/// [`fold()`] as this process's plan says: on the pool for a buffer of at least `min_bytes` when
 /// the plan has several threads, else on the calling thread. The same result either way.
 pub(crate) fn fold_planned(dtype: DType, op: Op, acc: &mut [u8], other: &[u8]) -> bool {
     let plan = plan();
