@@ -102,9 +102,20 @@ impl Communicator {
         self.last_path
     }
 
-    /// This rank's traffic counters.
+    /// This rank's counters: traffic, and how many folds ran on several threads (counted per
+    /// process: one communicator per process is the normal case).
     pub fn stats(&self) -> Stats {
-        self.engine.session_ref().stats()
+        Stats {
+            folds_parallel: crate::ops::par::parallel_folds(),
+            ..self.engine.session_ref().stats()
+        }
+    }
+
+    /// How many threads a large fold runs on in this process (1: on the rank's own thread):
+    /// `BOAD_FOLD_THREADS`, or the cores each rank of this host has to itself when that is at
+    /// least 2 (see [`crate::ops::par`]).
+    pub fn fold_threads(&self) -> usize {
+        crate::ops::par::plan().threads
     }
 
     /// Runs one collective: numbers it, validates, runs `body`, and on failure tells the peers.
@@ -442,16 +453,21 @@ impl Communicator {
         r
     }
 
-    /// `boad stats: rank R path=P name=value ...` with every counter ([`Stats::fields`]), what
-    /// `BOAD_STATS=1` prints at finalize. `P` is `shm`, `udp` (flat, the kernel path included) or
-    /// `hier`.
+    /// `boad stats: rank R path=P fold_threads=T name=value ...` with every counter
+    /// ([`Stats::fields`]), what `BOAD_STATS=1` prints at finalize. `P` is `shm`, `udp` (flat, the
+    /// kernel path included) or `hier`; `T` the threads a large fold may use (1: folds on the
+    /// rank's own thread; whether any did is `folds_parallel`).
     fn stats_line(&self) -> String {
         let shape = match &self.engine {
             Engine::Hier(_) => "hier",
             Engine::Flat(t) if t.path() == Path::Shm => "shm",
             Engine::Flat(_) => "udp",
         };
-        let mut line = format!("boad stats: rank {} path={shape}", self.rank());
+        let mut line = format!(
+            "boad stats: rank {} path={shape} fold_threads={}",
+            self.rank(),
+            self.fold_threads()
+        );
         for (name, value) in self.stats().fields() {
             line += &format!(" {name}={value}");
         }

@@ -29,6 +29,13 @@ pub struct Config {
     /// polls between `sched_yield`s, before it sleeps on its futex. Default (None): 100 and 0 µs
     /// with at most one rank per core, 0 and 100 µs with more ranks than cores.
     pub shm_spin: Option<(Duration, Duration)>,
+    /// `BOAD_FOLD_THREADS`: threads a rank folds a large buffer on (1: the calling thread only).
+    /// Default (None, or `auto`): the cores each rank of this host has to itself, when that is at
+    /// least 2, else 1 ([`crate::ops::par::auto_threads`]).
+    pub fold_threads: Option<usize>,
+    /// `BOAD_FOLD_PAR_BYTES`: the smallest buffer folded on several threads. Default (None):
+    /// [`crate::ops::par::DEFAULT_MIN_BYTES`].
+    pub fold_par_bytes: Option<usize>,
 }
 
 impl Default for Config {
@@ -42,6 +49,8 @@ impl Default for Config {
             stats: false,
             transport: TransportKind::Auto,
             shm_spin: None,
+            fold_threads: None,
+            fold_par_bytes: None,
         }
     }
 }
@@ -135,6 +144,22 @@ impl Config {
                 Duration::from_micros(spin.unwrap_or(0)),
                 Duration::from_micros(yields.unwrap_or(0)),
             ));
+        }
+        match parse::<String>("BOAD_FOLD_THREADS")?.as_deref() {
+            None | Some("auto") => {}
+            Some(v) => {
+                let max = crate::ops::par::MAX_THREADS;
+                let t = v.parse::<usize>().ok().filter(|t| (1..=max).contains(t));
+                c.fold_threads = Some(t.ok_or_else(|| UsageError::Config {
+                    name: "BOAD_FOLD_THREADS",
+                    value: v.into(),
+                    why: format!("must be auto or a number of threads between 1 and {max}"),
+                })?);
+            }
+        }
+        if let Some(b) = parse::<usize>("BOAD_FOLD_PAR_BYTES")? {
+            check(b > 0, "BOAD_FOLD_PAR_BYTES", b, "must be positive")?;
+            c.fold_par_bytes = Some(b);
         }
         if let Some(t) = parse::<TransportKind>(boad_proto::env::TRANSPORT)? {
             c.transport = t;

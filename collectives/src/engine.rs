@@ -116,6 +116,21 @@ impl Engine {
             cfg.transport
         };
         let choice = choose(transport, &layout, joined.kernel_trigger.is_some())?;
+        // Large folds use spare cores: the ranks on this host, as the job table and the launcher
+        // count them (the larger, to stay off cores another rank may need).
+        let on_host = layout
+            .place
+            .get(info.rank)
+            .and_then(|&(h, _)| layout.hosts.get(h))
+            .map_or(1, Vec::len)
+            .max(info.local_size);
+        let folds = crate::ops::par::configure(on_host, cfg.fold_threads, cfg.fold_par_bytes);
+        tracing::debug!(
+            "boad: rank {}: {on_host} rank(s) on this host: folds of {} bytes or more on {} thread(s)",
+            info.rank,
+            folds.min_bytes,
+            folds.threads
+        );
         tracing::debug!(
             "boad: rank {}: BOAD_TRANSPORT={} on {} host(s), kernel path {}: {choice:?}",
             info.rank,

@@ -4,6 +4,11 @@
 //! same values. Both are checked against a table of expected results written by hand
 //! (`boad_test_support::oracle`: wrapping at every width, signed and unsigned order, logical ops,
 //! NaN, signed zeros, infinities, subnormals), and against each other on random data.
+//!
+//! [`fold()`] runs on the calling thread. [`par`] folds large buffers in fixed pieces on a small
+//! thread pool where the host has cores to spare, with the same result bit for bit.
+
+pub mod par;
 
 use boad_common::fold;
 use num_traits::Float;

@@ -182,6 +182,19 @@ pub const SETTINGS: &[Setting] = &[
                   sleeps on its futex",
     },
     Setting {
+        name: "BOAD_FOLD_THREADS",
+        default: "auto",
+        meaning: "threads a rank folds a large buffer on: auto = the cores each rank of the host \
+                  has to itself if at least 2, else 1 (one thread: the host is full or \
+                  oversubscribed); or a number, 1 to 256",
+    },
+    Setting {
+        name: "BOAD_FOLD_PAR_BYTES",
+        default: "2097152",
+        meaning: "the smallest buffer folded on several threads (when BOAD_FOLD_THREADS gives \
+                  more than 1)",
+    },
+    Setting {
         name: "BOAD_SECRET",
         default: "unset",
         meaning: "env:// jobs (started without boadrun): the job's secret, 64 hex digits, that \

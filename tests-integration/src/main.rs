@@ -47,7 +47,7 @@
 //! Rank 0 first prints `job <key>` (the job key, to find the job's files). Every rank of the modes
 //! that check results ends with one line `rank R: N cases, B wrong; path=P name=value ...` (its
 //! counters: collectives per path, datagrams, sends the network refused, retransmits, injected
-//! drops, foreign datagrams, KNACKs),
+//! drops, foreign datagrams, KNACKs, fold threads and folds run on them),
 //! `exit-mid`, `freeze`, `cut` and `kill-mid` print `rank R: before: path=P ...` once their first
 //! allreduce is done, and `busy` and `mismatch` end with `rank R: busy ok; path=P ...` and
 //! `rank R: mismatch done; path=P ...`: what the tests count to know which paths ran.
@@ -415,7 +415,7 @@ fn counters(comm: &Communicator) -> String {
     format!(
         "path={} collectives_udp={} collectives_kernel={} collectives_shm={} collectives_hier={} \
          datagrams_sent={} datagrams_received={} send_failed={} retransmits={} dropped_injected={} \
-         foreign={} kernel_knacks={} kernel_bypass_rounds={}",
+         foreign={} kernel_knacks={} kernel_bypass_rounds={} fold_threads={} folds_parallel={}",
         comm.last_path().map_or("none", |p| p.name()),
         s.collectives_udp,
         s.collectives_kernel,
@@ -428,7 +428,9 @@ fn counters(comm: &Communicator) -> String {
         s.dropped_injected,
         s.foreign,
         s.kernel_knacks,
-        s.kernel_bypass_rounds
+        s.kernel_bypass_rounds,
+        comm.fold_threads(),
+        s.folds_parallel
     )
 }
 

@@ -158,7 +158,47 @@ fn matrix_default_chunk_size() {
 #[test]
 fn sixteen_mib() {
     let job = run(3, &[], &["big"], &[("BOAD_CHUNK_BYTES", "")], LIMIT);
-    assert_ran_on(&job.assert_every_rank_exact(3), "udp");
+    let lines = job.assert_every_rank_exact(3);
+    assert_ran_on(&lines, "udp");
+    assert_folds_as_auto_says(&lines, 3);
+}
+
+/// The `big` mode without `BOAD_FOLD_THREADS` on `n` ranks of this host (n not a power of two):
+/// every rank folds on the threads `auto` gives (one on a machine with fewer than 2n cores); rank
+/// 0, the root of the allreduce's reduce, folds the n - 1 others' 16 MiB on them if it has more
+/// than one, and no other rank folds.
+fn assert_folds_as_auto_says(lines: &[RankLine], n: usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let threads = boad::ops::par::auto_threads(n, cores) as u64;
+    for l in lines {
+        assert_eq!(l.get("fold_threads"), threads, "{cores} cores: {}", l.line);
+        let want = if threads > 1 && l.rank == 0 { n - 1 } else { 0 };
+        assert_eq!(l.get("folds_parallel"), want as u64, "{}", l.line);
+    }
+}
+
+/// Folds on two threads (forced: `auto` gives the ranks of a full host one each) from 1 KiB up,
+/// over UDP and shared memory: every case of the matrix (every op x dtype, odd sizes, every root)
+/// is still exact, checked with the worker's own arithmetic, and every rank folded on both
+/// threads; then the 16 MiB allreduce of 2 ranks (recursive doubling: each rank folds 128 pieces).
+#[test]
+fn matrix_with_parallel_folds() {
+    let forced = [("BOAD_FOLD_THREADS", "2"), ("BOAD_FOLD_PAR_BYTES", "1024")];
+    for transport in ["udp", "shm"] {
+        let job = run_on(transport, 3, &[], &["matrix", "--quick"], &forced, LIMIT);
+        let lines = job.assert_every_rank_exact(3);
+        assert_ran_on(&lines, transport);
+        for l in &lines {
+            assert_eq!(l.get("fold_threads"), 2, "{}", l.line);
+            assert!(l.get("folds_parallel") > 0, "{}", l.line);
+        }
+    }
+    let job = run_on("shm", 2, &[], &["big"], &forced[..1], LIMIT);
+    for l in job.assert_every_rank_exact(2) {
+        assert_eq!(l.get("fold_threads"), 2, "{}", l.line);
+        // One 16 MiB fold, over the default threshold.
+        assert_eq!(l.get("folds_parallel"), 1, "{}", l.line);
+    }
 }
 
 fn with_loss(rate: &str) {
@@ -497,7 +537,9 @@ fn shm_twenty_ranks_random_cases() {
 #[test]
 fn shm_sixteen_mib() {
     let job = run_on("shm", 3, &[], &["big"], &[], LIMIT);
-    assert_ran_on(&job.assert_every_rank_exact(3), "shm");
+    let lines = job.assert_every_rank_exact(3);
+    assert_ran_on(&lines, "shm");
+    assert_folds_as_auto_says(&lines, 3);
 }
 
 #[test]

@@ -34,12 +34,13 @@ pub(crate) use kernel_tc_xdp::{
 pub(crate) use reduce_binomial::reduce_binomial;
 
 use crate::error::{Error, Result};
-use crate::ops::fold;
+use crate::ops::par::fold_planned;
 use crate::transport::{Ctx, Transport};
 use crate::types::{DType, Op};
 
-/// Folds `src` into `acc` with `op` over `dtype` on `rank`; an error naming the call if the pair
-/// cannot be folded (the communicator checks it first, so this is an internal error).
+/// Folds `src` into `acc` with `op` over `dtype` on `rank` (on several threads for a large buffer
+/// where the process's plan allows it: `ops::par`, the same bits); an error naming the call if the
+/// pair cannot be folded (the communicator checks it first, so this is an internal error).
 fn fold_into(
     rank: usize,
     ctx: &Ctx,
@@ -48,7 +49,7 @@ fn fold_into(
     acc: &mut [u8],
     src: &[u8],
 ) -> Result<()> {
-    if fold(dtype, op, acc, src) {
+    if fold_planned(dtype, op, acc, src) {
         return Ok(());
     }
     Err(Error::protocol(

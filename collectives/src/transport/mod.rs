@@ -119,6 +119,9 @@ stats! {
     /// Collectives completed on the hierarchical path (shared memory inside hosts, UDP between
     /// their leaders; the other counters then count each level's part).
     collectives_hier,
+    /// Folds split over the process's fold threads (`ops::par`: large buffers, where the host has
+    /// cores to spare); 0 when every fold ran on the rank's own thread.
+    folds_parallel,
 }
 
 /// What the kernel-path algorithms need (the UDP transport when the launcher attached the eBPF
