@@ -794,17 +794,9 @@ fn kernel_step(
             );
             "-".to_string()
         } else {
-            match service::register_at(socket, info.job, table, None, None) {
-                Ok(g) => {
-                    let grant = g.grant();
-                    held = Some(g);
-                    format_grant(&grant)
-                }
-                Err(e) => {
-                    tracing::warn!("boad: kernel path unavailable ({e}); collectives use UDP");
-                    "-".to_string()
-                }
-            }
+            let (value, grant) = register_first(socket, info, table, None);
+            held = grant;
+            value
         };
         store.put(KERNEL_KEY, &value)?;
     }
@@ -881,17 +873,8 @@ fn kernel_step_hosts(
     // Round 2: rank 0's service picks the trigger port.
     let mut held = None;
     if info.rank == 0 {
-        let value = match service::register_at(socket, info.job, table, None, Some(comms)) {
-            Ok(g) => {
-                let grant = g.grant();
-                held = Some(g);
-                format_grant(&grant)
-            }
-            Err(e) => {
-                tracing::warn!("boad: kernel path unavailable ({e}); collectives use UDP");
-                "-".to_string()
-            }
-        };
+        let (value, grant) = register_first(socket, info, table, Some(comms));
+        held = grant;
         store.put(KERNEL_KEY, &value)?;
     }
     store.fence()?;
@@ -958,6 +941,24 @@ fn kernel_step_hosts(
         grant: Some(first),
         held,
     })
+}
+
+/// Rank 0's registration with its host's service (`comms`: the ids every host's service is to
+/// give, or `None`: its service picks): what rank 0 publishes under [`KERNEL_KEY`] (the grant, or
+/// `-` after saying why once) and the registration to keep.
+fn register_first(
+    socket: &std::path::Path,
+    info: &JobInfo,
+    table: &[PeerEntry],
+    comms: Option<service::Comms>,
+) -> (String, Option<KernelGrant>) {
+    match service::register_at(socket, info.job, table, None, comms) {
+        Ok(g) => (format_grant(&g.grant()), Some(g)),
+        Err(e) => {
+            tracing::warn!("boad: kernel path unavailable ({e}); collectives use UDP");
+            ("-".to_string(), None)
+        }
+    }
 }
 
 /// `1, 4 and 7`.
