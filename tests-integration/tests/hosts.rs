@@ -8,6 +8,11 @@
 //! namespace's `lo` and `eth0` and fills its maps: those tests check that the XDP programs folded
 //! and TC cloned on the hosts (the agents' `BOAD_STATS` counters), and that nothing stays attached
 //! in any host's namespace when the job ends, even when an agent is killed.
+//!
+//! With a kernel service (`boadd`) in each host, the agents load and attach nothing: each asks its
+//! service which communicators are free, boadrun picks ids free on every host, and each agent
+//! registers the job with its service under those ids and one trigger port, as root and as
+//! `nobody`; every service holds nothing once the job ended.
 
 mod common;
 
@@ -15,7 +20,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use boad_test_support::sshhosts::SshHosts;
-use common::{boadrun, count, kernel_counters, rank_stats, run_cmd, Job, RankLine, LIMIT};
+use common::{
+    boadrun, count, kernel_counters, rank_stats, run_cmd, HostServices, Job, RankLine, LIMIT,
+};
 
 /// `n` namespace hosts with sshd, or None when not root (a recorded skip).
 fn hosts(n: usize) -> Option<SshHosts> {
@@ -286,6 +293,112 @@ fn kernel_path_selection_across_ssh_hosts() {
     for host in 1..=3 {
         assert_eq!(attached_in(&h, host), Vec::<String>::new(), "host {host}");
     }
+}
+
+/// A launch agent that logs in over ssh as before but runs every host's agent (and so its ranks)
+/// as `nobody`: no CAP_BPF, no CAP_NET_ADMIN anywhere. Written into the fixture's own directory
+/// (0700, removed with it).
+fn launch_as_nobody(h: &SshHosts) -> std::path::PathBuf {
+    let script = h.dir().join("launch-as-nobody");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nhost=$1; shift\n\
+             exec ssh -F {cfg} \"$host\" setpriv --reuid=65534 --regid=65534 --clear-groups \"$@\"\n",
+            cfg = h.ssh_config().display()
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    script
+}
+
+/// `boad-check matrix --quick` on 9 ranks, 3 on each of hosts 1..=3, through each host's kernel
+/// service `services` (`BOAD_SERVICE_SOCKET`, `BOAD_STATS=1`), started with `cmd`: every rank
+/// exact on `path`, the ranks `kernel_ranks` with kernel-path collectives, nothing said about the
+/// kernel path (no fallback, no warning), the counters from every host's service (host-wide), and
+/// no program loaded besides the services' (the agents loaded nothing); then every service holds
+/// nothing.
+fn service_job(
+    h: &SshHosts,
+    services: &HostServices,
+    cmd: Command,
+    transport: &str,
+    path: &str,
+    kernel_ranks: &[usize],
+) {
+    let before = boad_programs();
+    let env = [
+        ("BOAD_SERVICE_SOCKET", services.name.as_str()),
+        ("BOAD_STATS", "1"),
+    ];
+    let job = run_cmd(cmd, transport, &env, LIMIT);
+    let lines = job.assert_every_rank_exact(9);
+    assert_eq!(
+        count(&lines, |l| l.path == path),
+        9,
+        "{transport}: every rank's last collective took {path}: {lines:#?}"
+    );
+    let err = job.stderr();
+    assert_eq!(fallbacks(&job), Vec::<String>::new(), "{err}");
+    assert!(!err.contains("kernel path"), "{transport}: {err}");
+    let c = kernel_counters(&job);
+    assert_eq!((c["hosts"], c["service_hosts"]), (3, 3), "{c:?}");
+    assert!(c["folded"] > 0 && c["clones"] > 0, "{c:?}");
+    assert_eq!(c["wrong_source"], 0, "{c:?}");
+    let all: Vec<usize> = (0..9).collect();
+    let stats = rank_stats(&job, &all);
+    let kernel: Vec<usize> = stats
+        .iter()
+        .filter(|l| l.get("collectives_kernel") > 0)
+        .map(|l| l.rank)
+        .collect();
+    assert_eq!(kernel, kernel_ranks, "{transport}: {stats:#?}");
+    let loaded: Vec<String> = boad_programs()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(
+        loaded,
+        Vec::<String>::new(),
+        "{transport}: the agents loaded programs"
+    );
+    services.assert_idle(h);
+}
+
+#[test]
+fn kernel_path_through_each_hosts_kernel_service_as_root_and_as_nobody() {
+    let Some(h) = hosts(4) else { return };
+    // Hosts 1..=3 run the ranks, each with its own service on one abstract name.
+    let services = HostServices::start_on(&h, h.dir(), &[1, 2, 3]);
+    let spec = spec(&h, &[(1, 3), (2, 3), (3, 3)]);
+    let matrix = ["matrix", "--quick"];
+    // Root's agents use the service too (it holds lo): `kernel` puts every rank on the world
+    // communicator, `auto` the hosts' leaders (ranks 0, 3, 6) on the leaders' one.
+    let all: Vec<usize> = (0..9).collect();
+    let cmd = command(&h, &spec, &[], boad_check(), &matrix);
+    service_job(&h, &services, cmd, "kernel", "kernel", &all);
+    let cmd = command(&h, &spec, &[], boad_check(), &matrix);
+    service_job(&h, &services, cmd, "auto", "hier-kernel", &[0, 3, 6]);
+    // Agents and ranks of `nobody` (boadrun stays root: the fixture's ssh key is root's): the
+    // services check that every socket registered on their host is nobody's.
+    let bins = boad_test_support::shared_bins::SharedBins::new(&[
+        boadrun().as_path(),
+        std::path::Path::new(boad_check()),
+    ])
+    .expect("copy the binaries");
+    let shared = bins.path("boadrun");
+    let mut cmd = h.command_in(0, &shared);
+    cmd.arg("--launch-agent")
+        .arg(launch_as_nobody(&h))
+        .arg("--agent-path")
+        .arg(&shared)
+        .args(["-H", &spec])
+        .arg(bins.path("boad-check"))
+        .args(matrix);
+    service_job(&h, &services, cmd, "kernel", "kernel", &all);
+    services.stop();
 }
 
 #[test]
