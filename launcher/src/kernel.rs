@@ -4,7 +4,11 @@
 //!
 //! On this machine, when the host's kernel service (`boadd`, `boad_proto::service`) listens, a job
 //! does not load anything: [`Setup::Service`] registers it with the service once its ranks have
-//! joined and holds the registration until boadrun ends.
+//! joined and holds the registration until boadrun ends. Likewise on each host of a job across
+//! machines: where the host's service listens, the host's agent loads nothing and registers its
+//! host's part of the job with it ([`HostService`]) under the trigger port and communicator ids
+//! boadrun picked for every host (the lowest free on every service); elsewhere it attaches
+//! ([`HostSetup`]); [`HostKernel`] is either.
 //!
 //! Two owners share one attach rule ([`attach_here`](imp)) and one fill rule (`fill_maps`):
 //! [`Setup`], boadrun's own for a job on this machine (`lo`) or on a `--hosts` virtual cluster

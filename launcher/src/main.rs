@@ -69,8 +69,9 @@ Kernel path (boadrun built with the kernel feature, the default; CAP_BPF + CAP_N
 --transport auto or kernel, boadrun loads boad's eBPF programs once, attaches XDP and TC egress to lo \
 (with --hosts, to lo and eth0 of every host) before starting the ranks, fills their maps once all \
 ranks joined and sends a KERNEL line in the rendezvous table; with -H or --hostfile each host's \
-agent does so on its own host (lo and the interface towards the other hosts), and a host that \
-cannot puts the job on the userspace path (auto) or fails it (kernel). Everything is detached when \
+agent does so on its own host (lo and the interface towards the other hosts), or registers the job \
+with its host's kernel service when one listens there, and a host that cannot puts the job on the \
+userspace path (auto) or fails it (kernel). Everything is detached when \
 boadrun (or the agent) exits, even by SIGKILL. When the kernel service boadd listens \
 (BOAD_SERVICE_SOCKET, default /run/boad/boadd.sock), a job on this machine registers with it instead \
 of loading anything, for any user. With BOAD_STATS=1 boadrun prints the programs' counters at the end of the \
