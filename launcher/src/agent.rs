@@ -139,13 +139,17 @@ fn attach_kernel(spec: &AgentSpec, bind: IpAddr) -> Option<HostKernel> {
     if spec.kernel_by_launcher || !kernel::across_hosts(transport, spec.ranks.len() < spec.size) {
         return None;
     }
+    if let Err(why) = kernel::host_ipv4(bind) {
+        say(&FromAgent::Kernel(KernelOnHost::No(why)));
+        return None;
+    }
     let socket = service_socket(spec);
     let stats = kernel::stats_on(spec_var(spec, "BOAD_STATS"));
     // The service's answer when its socket is there but it could not serve us (a stale socket,
     // a service of another user): said with why the agent could not attach either.
     let mut service_why = None;
     if service::present_at(&socket) {
-        match kernel::host_ipv4(bind).and_then(|_| HostService::open(socket.clone(), stats)) {
+        match HostService::open(socket.clone(), stats) {
             Ok((s, free)) => {
                 say(&FromAgent::Kernel(KernelOnHost::Service(free)));
                 return Some(HostKernel::Service(s));

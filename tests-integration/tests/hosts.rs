@@ -12,7 +12,8 @@
 //! With a kernel service (`boadd`) in each host, the agents load and attach nothing: each asks its
 //! service which communicators are free, boadrun picks ids free on every host, and each agent
 //! registers the job with its service under those ids and one trigger port, as root and as
-//! `nobody`; every service holds nothing once the job ended.
+//! `nobody`, also when some host's lowest communicator is taken by another job, or when a host
+//! without a service attaches for itself; every service holds nothing once the job ended.
 
 mod common;
 
@@ -314,19 +315,20 @@ fn launch_as_nobody(h: &SshHosts) -> std::path::PathBuf {
     script
 }
 
-/// `boad-check matrix --quick` on 9 ranks, 3 on each of hosts 1..=3, through each host's kernel
-/// service `services` (`BOAD_SERVICE_SOCKET`, `BOAD_STATS=1`), started with `cmd`: every rank
-/// exact on `path`, the ranks `kernel_ranks` with kernel-path collectives, nothing said about the
-/// kernel path (no fallback, no warning), the counters from every host's service (host-wide), and
-/// no program loaded besides the services' (the agents loaded nothing); then every service holds
-/// nothing.
+/// `boad-check matrix --quick` on 9 ranks, 3 on each of hosts 1..=3, through the kernel services
+/// `services` of `service_hosts` of them (`BOAD_SERVICE_SOCKET`, `BOAD_STATS=1`; the others' agents
+/// attach as root), started with `cmd`: every rank exact on `path`, the ranks `kernel_ranks` with
+/// kernel-path collectives, nothing said about the kernel path (no fallback, no warning), the
+/// counters of every host, `service_hosts` of them from a service (host-wide); with a service on
+/// every host, no program loaded besides the services' (the agents loaded nothing). Then every
+/// service holds nothing.
 fn service_job(
     h: &SshHosts,
     services: &HostServices,
     cmd: Command,
     transport: &str,
-    path: &str,
-    kernel_ranks: &[usize],
+    (path, kernel_ranks): (&str, &[usize]),
+    service_hosts: u64,
 ) {
     let before = boad_programs();
     let env = [
@@ -344,7 +346,11 @@ fn service_job(
     assert_eq!(fallbacks(&job), Vec::<String>::new(), "{err}");
     assert!(!err.contains("kernel path"), "{transport}: {err}");
     let c = kernel_counters(&job);
-    assert_eq!((c["hosts"], c["service_hosts"]), (3, 3), "{c:?}");
+    assert_eq!(
+        (c["hosts"], c.get("service_hosts").copied().unwrap_or(0)),
+        (3, service_hosts),
+        "{c:?}"
+    );
     assert!(c["folded"] > 0 && c["clones"] > 0, "{c:?}");
     assert_eq!(c["wrong_source"], 0, "{c:?}");
     let all: Vec<usize> = (0..9).collect();
@@ -355,16 +361,57 @@ fn service_job(
         .map(|l| l.rank)
         .collect();
     assert_eq!(kernel, kernel_ranks, "{transport}: {stats:#?}");
-    let loaded: Vec<String> = boad_programs()
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
-    assert_eq!(
-        loaded,
-        Vec::<String>::new(),
-        "{transport}: the agents loaded programs"
-    );
+    if service_hosts == 3 {
+        let loaded: Vec<String> = boad_programs()
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        assert_eq!(
+            loaded,
+            Vec::<String>::new(),
+            "{transport}: the agents loaded programs"
+        );
+    }
     services.assert_idle(h);
+}
+
+/// Starts a job of 2 ranks on host `host` alone (`boadrun -n 2 --transport kernel`, in the host's
+/// namespace) that registers with the host's kernel service and then waits a minute, and waits
+/// until the service holds it: it takes the lowest communicator there. Returns boadrun.
+fn hold_a_communicator(h: &SshHosts, services: &HostServices, host: usize) -> std::process::Child {
+    let mut cmd = h.command_in(host, boadrun());
+    cmd.args(["-n", "2", "--transport", "kernel"])
+        .arg(boad_check())
+        .args(["busy", "1", "60000"])
+        .env("BOAD_SERVICE_SOCKET", &services.name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().expect("start the one-host job");
+    let start = Instant::now();
+    while !services.status(h, host).contains("boadd: 1 jobs") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the one-host job never registered: {}",
+            services.status(h, host)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// Ends `job` (boadrun: SIGTERM, which it passes on to its ranks; SIGKILL after 10 s).
+fn end_job(mut job: std::process::Child) {
+    // SAFETY: kill only signals our own child.
+    unsafe { libc::kill(job.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    while job.try_wait().ok().flatten().is_none() {
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = job.kill();
+            let _ = job.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -375,12 +422,43 @@ fn kernel_path_through_each_hosts_kernel_service_as_root_and_as_nobody() {
     let spec = spec(&h, &[(1, 3), (2, 3), (3, 3)]);
     let matrix = ["matrix", "--quick"];
     // Root's agents use the service too (it holds lo): `kernel` puts every rank on the world
-    // communicator, `auto` the hosts' leaders (ranks 0, 3, 6) on the leaders' one.
+    // communicator.
     let all: Vec<usize> = (0..9).collect();
     let cmd = command(&h, &spec, &[], boad_check(), &matrix);
-    service_job(&h, &services, cmd, "kernel", "kernel", &all);
+    service_job(&h, &services, cmd, "kernel", ("kernel", &all), 3);
+    // `auto` puts the hosts' leaders (ranks 0, 3, 6) on the leaders' communicator, while a job on
+    // host 2 alone holds that host's lowest communicator: the job gets the lowest ids free on
+    // every host (not the services' first ones), and its ranks use them (KCOMMS).
+    let other = hold_a_communicator(&h, &services, 2);
     let cmd = command(&h, &spec, &[], boad_check(), &matrix);
-    service_job(&h, &services, cmd, "auto", "hier-kernel", &[0, 3, 6]);
+    let before = boad_programs();
+    let env = [
+        ("BOAD_SERVICE_SOCKET", services.name.as_str()),
+        ("BOAD_STATS", "1"),
+    ];
+    let job = run_cmd(cmd, "auto", &env, LIMIT);
+    end_job(other);
+    let lines = job.assert_every_rank_exact(9);
+    assert_eq!(count(&lines, |l| l.path == "hier-kernel"), 9, "{lines:#?}");
+    assert_eq!(fallbacks(&job), Vec::<String>::new(), "{}", job.stderr());
+    let c = kernel_counters(&job);
+    assert_eq!((c["hosts"], c["service_hosts"]), (3, 3), "{c:?}");
+    let stats = rank_stats(&job, &all);
+    let kernel: Vec<usize> = stats
+        .iter()
+        .filter(|l| l.get("collectives_kernel") > 0)
+        .map(|l| l.rank)
+        .collect();
+    assert_eq!(kernel, [0, 3, 6], "{stats:#?}");
+    let loaded: Vec<String> = boad_programs()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(loaded, Vec::<String>::new(), "the agents loaded programs");
+    services.assert_idle(&h);
+    // The same without the other job.
+    let cmd = command(&h, &spec, &[], boad_check(), &matrix);
+    service_job(&h, &services, cmd, "auto", ("hier-kernel", &[0, 3, 6]), 3);
     // Agents and ranks of `nobody` (boadrun stays root: the fixture's ssh key is root's): the
     // services check that every socket registered on their host is nobody's.
     let bins = boad_test_support::shared_bins::SharedBins::new(&[
@@ -397,7 +475,20 @@ fn kernel_path_through_each_hosts_kernel_service_as_root_and_as_nobody() {
         .args(["-H", &spec])
         .arg(bins.path("boad-check"))
         .args(matrix);
-    service_job(&h, &services, cmd, "kernel", "kernel", &all);
+    service_job(&h, &services, cmd, "kernel", ("kernel", &all), 3);
+    services.stop();
+}
+
+#[test]
+fn kernel_path_across_hosts_with_and_without_a_kernel_service() {
+    let Some(h) = hosts(4) else { return };
+    // Hosts 1 and 2 have a service; host 3 has none, and its agent (root) attaches the programs
+    // itself and fills them under the ids the services had free.
+    let services = HostServices::start_on(&h, h.dir(), &[1, 2]);
+    let spec = spec(&h, &[(1, 3), (2, 3), (3, 3)]);
+    let cmd = command(&h, &spec, &[], boad_check(), &["matrix", "--quick"]);
+    service_job(&h, &services, cmd, "auto", ("hier-kernel", &[0, 3, 6]), 2);
+    assert_eq!(attached_in(&h, 3), Vec::<String>::new(), "host 3");
     services.stop();
 }
 
