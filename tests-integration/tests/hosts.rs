@@ -315,13 +315,19 @@ fn launch_as_nobody(h: &SshHosts) -> std::path::PathBuf {
     script
 }
 
+/// A kernel service in each of hosts `which` of `h`, started while no other job of this file runs
+/// (their programs would otherwise appear in the middle of a test that counts the loaded ones).
+fn start_services(h: &SshHosts, which: &[usize]) -> HostServices {
+    let _serial = common::serial();
+    HostServices::start_on(h, h.dir(), which)
+}
+
 /// `boad-check matrix --quick` on 9 ranks, 3 on each of hosts 1..=3, through the kernel services
 /// `services` of `service_hosts` of them (`BOAD_SERVICE_SOCKET`, `BOAD_STATS=1`; the others' agents
 /// attach as root), started with `cmd`: every rank exact on `path`, the ranks `kernel_ranks` with
 /// kernel-path collectives, nothing said about the kernel path (no fallback, no warning), the
-/// counters of every host, `service_hosts` of them from a service (host-wide); with a service on
-/// every host, no program loaded besides the services' (the agents loaded nothing). Then every
-/// service holds nothing.
+/// counters of every host, `service_hosts` of them from a service (host-wide: those hosts' agents
+/// loaded nothing, or they would have reported their own). Then every service holds nothing.
 fn service_job(
     h: &SshHosts,
     services: &HostServices,
@@ -330,7 +336,6 @@ fn service_job(
     (path, kernel_ranks): (&str, &[usize]),
     service_hosts: u64,
 ) {
-    let before = boad_programs();
     let env = [
         ("BOAD_SERVICE_SOCKET", services.name.as_str()),
         ("BOAD_STATS", "1"),
@@ -361,24 +366,33 @@ fn service_job(
         .map(|l| l.rank)
         .collect();
     assert_eq!(kernel, kernel_ranks, "{transport}: {stats:#?}");
-    if service_hosts == 3 {
-        let loaded: Vec<String> = boad_programs()
-            .into_iter()
-            .filter(|p| !before.contains(p))
-            .collect();
-        assert_eq!(
-            loaded,
-            Vec::<String>::new(),
-            "{transport}: the agents loaded programs"
-        );
-    }
     services.assert_idle(h);
+}
+
+/// A job of 2 ranks on one host alone, ended (boadrun: SIGTERM, which it passes on to its ranks;
+/// SIGKILL after 10 s) when this is dropped, on every exit path of the test.
+struct OtherJob(std::process::Child);
+
+impl Drop for OtherJob {
+    fn drop(&mut self) {
+        // SAFETY: kill only signals our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while self.0.try_wait().ok().flatten().is_none() {
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// Starts a job of 2 ranks on host `host` alone (`boadrun -n 2 --transport kernel`, in the host's
 /// namespace) that registers with the host's kernel service and then waits a minute, and waits
-/// until the service holds it: it takes the lowest communicator there. Returns boadrun.
-fn hold_a_communicator(h: &SshHosts, services: &HostServices, host: usize) -> std::process::Child {
+/// until the service holds it: it takes the lowest communicator there.
+fn hold_a_communicator(h: &SshHosts, services: &HostServices, host: usize) -> OtherJob {
     let mut cmd = h.command_in(host, boadrun());
     cmd.args(["-n", "2", "--transport", "kernel"])
         .arg(boad_check())
@@ -386,7 +400,7 @@ fn hold_a_communicator(h: &SshHosts, services: &HostServices, host: usize) -> st
         .env("BOAD_SERVICE_SOCKET", &services.name)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let child = cmd.spawn().expect("start the one-host job");
+    let job = OtherJob(cmd.spawn().expect("start the one-host job"));
     let start = Instant::now();
     while !services.status(h, host).contains("boadd: 1 jobs") {
         assert!(
@@ -396,29 +410,14 @@ fn hold_a_communicator(h: &SshHosts, services: &HostServices, host: usize) -> st
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    child
-}
-
-/// Ends `job` (boadrun: SIGTERM, which it passes on to its ranks; SIGKILL after 10 s).
-fn end_job(mut job: std::process::Child) {
-    // SAFETY: kill only signals our own child.
-    unsafe { libc::kill(job.id() as i32, libc::SIGTERM) };
-    let start = Instant::now();
-    while job.try_wait().ok().flatten().is_none() {
-        if start.elapsed() > Duration::from_secs(10) {
-            let _ = job.kill();
-            let _ = job.wait();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    job
 }
 
 #[test]
 fn kernel_path_through_each_hosts_kernel_service_as_root_and_as_nobody() {
     let Some(h) = hosts(4) else { return };
     // Hosts 1..=3 run the ranks, each with its own service on one abstract name.
-    let services = HostServices::start_on(&h, h.dir(), &[1, 2, 3]);
+    let services = start_services(&h, &[1, 2, 3]);
     let spec = spec(&h, &[(1, 3), (2, 3), (3, 3)]);
     let matrix = ["matrix", "--quick"];
     // Root's agents use the service too (it holds lo): `kernel` puts every rank on the world
@@ -431,13 +430,12 @@ fn kernel_path_through_each_hosts_kernel_service_as_root_and_as_nobody() {
     // every host (not the services' first ones), and its ranks use them (KCOMMS).
     let other = hold_a_communicator(&h, &services, 2);
     let cmd = command(&h, &spec, &[], boad_check(), &matrix);
-    let before = boad_programs();
     let env = [
         ("BOAD_SERVICE_SOCKET", services.name.as_str()),
         ("BOAD_STATS", "1"),
     ];
     let job = run_cmd(cmd, "auto", &env, LIMIT);
-    end_job(other);
+    drop(other);
     let lines = job.assert_every_rank_exact(9);
     assert_eq!(count(&lines, |l| l.path == "hier-kernel"), 9, "{lines:#?}");
     assert_eq!(fallbacks(&job), Vec::<String>::new(), "{}", job.stderr());
@@ -450,11 +448,6 @@ fn kernel_path_through_each_hosts_kernel_service_as_root_and_as_nobody() {
         .map(|l| l.rank)
         .collect();
     assert_eq!(kernel, [0, 3, 6], "{stats:#?}");
-    let loaded: Vec<String> = boad_programs()
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
-    assert_eq!(loaded, Vec::<String>::new(), "the agents loaded programs");
     services.assert_idle(&h);
     // The same without the other job.
     let cmd = command(&h, &spec, &[], boad_check(), &matrix);
@@ -484,7 +477,7 @@ fn kernel_path_across_hosts_with_and_without_a_kernel_service() {
     let Some(h) = hosts(4) else { return };
     // Hosts 1 and 2 have a service; host 3 has none, and its agent (root) attaches the programs
     // itself and fills them under the ids the services had free.
-    let services = HostServices::start_on(&h, h.dir(), &[1, 2]);
+    let services = start_services(&h, &[1, 2]);
     let spec = spec(&h, &[(1, 3), (2, 3), (3, 3)]);
     let cmd = command(&h, &spec, &[], boad_check(), &["matrix", "--quick"]);
     service_job(&h, &services, cmd, "auto", ("hier-kernel", &[0, 3, 6]), 2);
