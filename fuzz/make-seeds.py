@@ -83,16 +83,17 @@ def auth():
 def control():
     version = open(os.path.join(HERE, "..", "Cargo.toml")).read().split('[workspace.package]')[1]
     version = version.split('version = "')[1].split('"')[0]
-    spec = (f"BOAD-AGENT 3 {version}\nRENDEZVOUS 198.18.1.1:4242\nSECRET {'ab' * 32}\n"
+    spec = (f"BOAD-AGENT 4 {version}\nRENDEZVOUS 198.18.1.1:4242\nSECRET {'ab' * 32}\n"
             "HOST 1 9\nRANK 3\nRANK 4\nPROGRAM 2e2f617070\nARG 2d2d783d31\nARG \n"
             "ENV 424f41445f4a4f42 30313233\nCWD 2f746d70\nGO\n")
     write("control_lines", "spec", spec.encode())
     write("control_lines", "agent-lines",
           b"READY\nOUT 3 hello world\nERR 4 \xff oops\nEXIT 3 0 4242 exited with status 0\n"
           b"FAIL no such program\nSIGNAL 15\nL 3 HELLO 3 1 198.18.1.2 40000\nC 4\n"
-          b"KERNEL ok eth0\nKERNEL no needs CAP_BPF\nFILLED ok\nFILLED busy\nFILLED no why\n"
+          b"KERNEL ok eth0\nKERNEL service fffffffffffffffc\nKERNEL no needs CAP_BPF\n"
+          b"FILLED ok\nFILLED busy\nFILLED no why\n"
           b"KSTATS folded=3 dropped=2\nKPEER 3 1 198.18.1.2 40000 40001 77\n"
-          b"KFILL 0123456789abcdef 33333\nKOFF\n")
+          b"KFILL 0123456789abcdef 33333 2 3\nKFILL 0123456789abcdef 33334 0 -\nKOFF\n")
 
 
 def envstore():

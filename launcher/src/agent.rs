@@ -11,12 +11,20 @@
 //!
 //! Kernel path: when the job's transport wants it ([`kernel::across_hosts`]) and boadrun did not
 //! attach it on this host itself (a virtual cluster's host, `AgentSpec::kernel_by_launcher`), the
-//! agent loads and attaches the programs itself before its ranks start ([`kernel::HostSetup`]) and says how that
-//! went (`KERNEL ok IFNAME` / `KERNEL no REASON`) before `READY`; once every rank said HELLO
-//! boadrun sends it the job table (`KPEER` lines, `KFILL`), it fills the maps and answers
-//! (`FILLED`); with `BOAD_STATS` it reports the programs' counters (`KSTATS`) when its ranks have
-//! exited. Everything it attached is detached when it ends, however it ends (the links are its
-//! descriptors, close-on-exec, so no rank holds one).
+//! agent sets it up before its ranks start and says how that went before `READY`. When the host's
+//! kernel service (`boadd`) listens (at the job's `BOAD_SERVICE_SOCKET`, else the default socket),
+//! the agent loads nothing, whatever its user: it asks the service which communicators are free
+//! and says `KERNEL service MASK` ([`kernel::HostService`]). Otherwise, as root, it loads and
+//! attaches the programs itself ([`kernel::HostSetup`], `KERNEL ok IFNAME`); else `KERNEL no
+//! REASON`. Once every rank said HELLO boadrun sends it the job table (`KPEER` lines) and `KFILL`
+//! with a trigger port and the communicator ids to use (the same on every host); the agent fills
+//! its maps, or registers the job with its service and holds the registration (a trigger port
+//! already bound on this host is `FILLED busy`, and boadrun tries another), and answers (`FILLED`);
+//! `KOFF` detaches everything or ends the registration. With `BOAD_STATS` it reports the programs'
+//! counters (`KSTATS`) when its ranks have exited: through the service those are host-wide (every
+//! job the service served while this one was registered). Everything it attached is detached, and
+//! its registration ends, when it ends, however it ends (the links and the service connection are
+//! its descriptors, close-on-exec, so no rank holds one).
 //!
 //! Contract: the job on this host ends with the agent's input. When boadrun closes it, or the
 //! connection carrying it is lost (ssh ended, boadrun killed), or the rendezvous connection is lost,
@@ -30,6 +38,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::Child;
 use std::sync::mpsc;
 use std::thread;
@@ -38,13 +47,15 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGKILL, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::kernel::{self, Folds, HostSetup};
+use crate::kernel::{self, Folds, HostKernel, HostService, HostSetup};
 use crate::relay::{self, RankEnd};
 use crate::spawn::{signal_group, spawn_rank, Launch, Output, Placement};
 use crate::{describe, exit_code, janitor, program};
 use boad_proto::auth::{client_handshake, Secret};
-use boad_proto::control::{read_line, AgentSpec, Filled, FromAgent, RendezvousAt, ToAgent};
-use boad_proto::{PeerEntry, TransportKind};
+use boad_proto::control::{
+    read_line, AgentSpec, Filled, FromAgent, KernelOnHost, RendezvousAt, ToAgent,
+};
+use boad_proto::{service, PeerEntry, TransportKind};
 
 /// The argument that makes `boadrun` an agent (not in `--help`: boadrun passes it itself).
 pub const FLAG: &str = "--agent";
@@ -110,22 +121,69 @@ fn spec_var<'a>(spec: &'a AgentSpec, name: &str) -> Option<&'a str> {
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
-/// Loads and attaches the kernel path for this host if the job wants it, saying how that went.
-fn attach_kernel(spec: &AgentSpec, bind: IpAddr) -> Option<HostSetup> {
+/// The kernel service's socket for this job: the spec's `BOAD_SERVICE_SOCKET` if set and not
+/// empty, else the default.
+fn service_socket(spec: &AgentSpec) -> PathBuf {
+    spec_var(spec, service::SOCKET_ENV)
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from(service::DEFAULT_SOCKET), PathBuf::from)
+}
+
+/// Sets up the kernel path for this host if the job wants it, saying how that went: through the
+/// host's kernel service when it listens (nothing is loaded then; the agent reports the
+/// communicators the service has free), else loaded and attached by the agent itself (root).
+fn attach_kernel(spec: &AgentSpec, bind: IpAddr) -> Option<HostKernel> {
     let transport = spec_var(spec, boad_proto::env::TRANSPORT)
         .and_then(|t| t.parse::<TransportKind>().ok())
         .unwrap_or(TransportKind::Auto);
     if spec.kernel_by_launcher || !kernel::across_hosts(transport, spec.ranks.len() < spec.size) {
         return None;
     }
-    let folds = spec_var(spec, kernel::ENV_FOLDS).map_or_else(|| Ok(Folds::all()), Folds::parse);
-    match folds.and_then(|f| HostSetup::attach(bind, spec.host_id, &f)) {
-        Ok(setup) => {
-            say(&FromAgent::Kernel(Ok(setup.iface().to_string())));
-            Some(setup)
+    if let Err(why) = kernel::host_ipv4(bind) {
+        say(&FromAgent::Kernel(KernelOnHost::No(why)));
+        return None;
+    }
+    let socket = service_socket(spec);
+    let stats = kernel::stats_on(spec_var(spec, "BOAD_STATS"));
+    // The service's answer when its socket is there but it could not serve us (a stale socket,
+    // a service of another user): said with why the agent could not attach either.
+    let mut service_why = None;
+    if service::present_at(&socket) {
+        match HostService::open(socket.clone(), stats) {
+            Ok((s, free)) => {
+                say(&FromAgent::Kernel(KernelOnHost::Service(free)));
+                return Some(HostKernel::Service(s));
+            }
+            Err(why) => service_why = Some(why),
+        }
+    }
+    let set_up = match kernel::missing_caps() {
+        Some(why) => Err(match &service_why {
+            Some(_) => why,
+            None => format!(
+                "{why}, or the kernel service boadd: none listens at {}",
+                socket.display()
+            ),
+        }),
+        None => spec_var(spec, kernel::ENV_FOLDS)
+            .map_or_else(|| Ok(Folds::all()), Folds::parse)
+            .and_then(|f| HostSetup::attach(bind, spec.host_id, &f))
+            .map(|h| {
+                let iface = h.iface().to_string();
+                (HostKernel::Own(h), KernelOnHost::Attached(iface))
+            }),
+    };
+    let set_up = set_up.map_err(|why| match service_why {
+        Some(s) => format!("{s}; attaching the programs here: {why}"),
+        None => why,
+    });
+    match set_up {
+        Ok((k, said)) => {
+            say(&FromAgent::Kernel(said));
+            Some(k)
         }
         Err(why) => {
-            say(&FromAgent::Kernel(Err(why)));
+            say(&FromAgent::Kernel(KernelOnHost::No(why)));
             None
         }
     }
@@ -311,14 +369,18 @@ fn run() -> Result<i32, String> {
                     table_overflow = true;
                 }
             }
-            Ok(Event::Control(ToAgent::Fill { job, trigger })) => {
+            Ok(Event::Control(ToAgent::Fill {
+                job,
+                trigger,
+                comms,
+            })) => {
                 let answer = match kpath.as_mut() {
                     None => Filled::No("the kernel path is not attached on this host".into()),
                     Some(_) if table_overflow => {
                         Filled::No(format!("boadrun sent more than {} ranks", spec.size))
                     }
                     Some(k) => match check_table(&table, &spec) {
-                        Ok(()) => k.fill(job, &table, trigger),
+                        Ok(()) => k.fill(job, &table, trigger, comms),
                         Err(why) => Filled::No(why),
                     },
                 };
@@ -326,7 +388,7 @@ fn run() -> Result<i32, String> {
                 table_overflow = false;
                 say(&FromAgent::Filled(answer));
             }
-            // The job runs without the kernel path: nothing stays attached for it.
+            // The job runs without the kernel path: nothing stays attached or registered for it.
             Ok(Event::Control(ToAgent::KernelOff)) => kpath = None,
             Ok(Event::InputEnded | Event::RendezvousLost)
             | Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -339,14 +401,14 @@ fn run() -> Result<i32, String> {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
     }
-    if let Some(k) = kpath.take() {
+    if let Some(mut k) = kpath.take() {
         if kernel::stats_on(spec_var(&spec, "BOAD_STATS")) {
             match k.counters() {
                 Ok(c) => say(&FromAgent::Stats(c)),
                 Err(e) => eprintln!("boadrun agent: reading the kernel counters: {e}"),
             }
         }
-        // `k` goes here: detached now, as it would be at our exit.
+        // `k` goes here: detached (or its registration ended) now, as it would be at our exit.
     }
     // What the ranks left running ends with them; their last output is passed on.
     janitor::end_groups(&groups, Duration::from_secs(1));

@@ -4,7 +4,11 @@
 //!
 //! On this machine, when the host's kernel service (`boadd`, `boad_proto::service`) listens, a job
 //! does not load anything: [`Setup::Service`] registers it with the service once its ranks have
-//! joined and holds the registration until boadrun ends.
+//! joined and holds the registration until boadrun ends. Likewise on each host of a job across
+//! machines: where the host's service listens, the host's agent loads nothing and registers its
+//! host's part of the job with it ([`HostService`]) under the trigger port and communicator ids
+//! boadrun picked for every host (the lowest free on every service); elsewhere it attaches
+//! ([`HostSetup`]); [`HostKernel`] is either.
 //!
 //! Two owners share one attach rule ([`attach_here`](imp)) and one fill rule (`fill_maps`):
 //! [`Setup`], boadrun's own for a job on this machine (`lo`) or on a `--hosts` virtual cluster
@@ -135,7 +139,7 @@ fn has_cap(bit: u32) -> bool {
 }
 
 /// Why the kernel path cannot be used, if the capabilities say so already.
-fn missing_caps() -> Option<String> {
+pub fn missing_caps() -> Option<String> {
     let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_NET_ADMIN, "CAP_NET_ADMIN")]
         .into_iter()
         .filter(|(bit, _)| !has_cap(*bit))
@@ -437,9 +441,10 @@ mod imp {
     };
     use boad_proto::control::Filled;
     use boad_proto::neigh::{iface_with, mac_of, next_hop_macs};
+    use boad_proto::service::Comms;
     use boad_proto::{Layout, PeerEntry};
 
-    use super::{chain, lo_has_xdp, missing_caps, uses_leaders, Folds};
+    use super::{chain, host_ipv4, lo_has_xdp, missing_caps, uses_leaders, Folds};
 
     /// Why a job without `--hosts` cannot have the kernel path.
     const LO_BUSY: &str = "lo already has an XDP program (another boad job?)";
@@ -492,10 +497,11 @@ mod imp {
     }
 
     /// Fills the maps for job `job` whose ranks said HELLO with `peers` (in rank order): the job
-    /// key, every rank's port (reduce), the trigger port (broadcast), the world communicator and,
-    /// on a job over several hosts where some host has several ranks ([`uses_leaders`]), the host
-    /// leaders' communicator (the hierarchical path's network level: leader `h` is the `h`-th
-    /// leader of `boad_proto::Layout`); `mac` gives the destination MAC of each member's clones.
+    /// key, every rank's port (reduce), the trigger port (broadcast), the world communicator
+    /// (`comms.world`) and, on a job over several hosts where some host has several ranks
+    /// ([`uses_leaders`]; then and only then `comms.leaders` is given), the host leaders'
+    /// communicator (the hierarchical path's network level: leader `h` is the `h`-th leader of
+    /// `boad_proto::Layout`); `mac` gives the destination MAC of each member's clones.
     /// Returns whether the leaders' communicator is filled. The one fill rule of every
     /// kernel-path job.
     ///
@@ -508,8 +514,21 @@ mod imp {
         job: u64,
         peers: &[PeerEntry],
         trigger: u16,
+        comms: Comms,
         mac: impl Fn(&PeerEntry) -> Option<[u8; 6]>,
     ) -> Result<bool, String> {
+        let hierarchical = uses_leaders(peers);
+        if hierarchical != comms.leaders.is_some() {
+            return Err(format!(
+                "the job {} a host leaders' communicator, but was given {}",
+                if hierarchical { "uses" } else { "does not use" },
+                if comms.leaders.is_some() {
+                    "one"
+                } else {
+                    "none"
+                }
+            ));
+        }
         let map = |e: boad_ebpf_loader::KernelError| chain(&e);
         path.set_job(job).map_err(map)?;
         let mut members = Vec::with_capacity(peers.len());
@@ -527,14 +546,12 @@ mod imp {
         }
         path.add_port(trigger, PortRole::Bcast).map_err(map)?;
         let contribs = (peers.len() as u32).saturating_sub(1);
-        path.set_comm(comm::WORLD, contribs, &members)
+        path.set_comm(comms.world, contribs, &members)
             .map_err(map)?;
-        let hierarchical = uses_leaders(peers);
-        if hierarchical {
+        if let Some(leaders) = comms.leaders {
             let heads = BcastMember::leaders_of(&members, &Layout::of(peers).leaders);
             let contribs = (heads.len() as u32).saturating_sub(1);
-            path.set_comm(comm::LEADERS, contribs, &heads)
-                .map_err(map)?;
+            path.set_comm(leaders, contribs, &heads).map_err(map)?;
         }
         Ok(hierarchical)
     }
@@ -618,7 +635,11 @@ mod imp {
         pub fn fill(&mut self, job: u64, peers: &[PeerEntry]) -> Result<(u16, bool), String> {
             let trigger = self.reserve_trigger()?;
             let macs = &self.macs;
-            let leaders = fill_maps(&mut self.path, job, peers, trigger, |p| {
+            let comms = Comms {
+                world: comm::WORLD,
+                leaders: uses_leaders(peers).then_some(comm::LEADERS),
+            };
+            let leaders = fill_maps(&mut self.path, job, peers, trigger, comms, |p| {
                 macs.get(p.host_id as usize).copied()
             })?;
             Ok((trigger, leaders))
@@ -684,16 +705,7 @@ mod imp {
         /// Loads the programs with the reduction programs `folds` and attaches them to `lo` and to
         /// the interface that has `bind` (the address this host's ranks bind and advertise).
         pub fn attach(bind: IpAddr, host_id: usize, folds: &Folds) -> Result<HostSetup, String> {
-            let IpAddr::V4(ip) = bind else {
-                return Err(format!(
-                    "the kernel path is IPv4 only, and this host reaches boadrun over {bind}"
-                ));
-            };
-            if ip.is_loopback() {
-                return Err(format!(
-                    "this host reaches boadrun over loopback ({ip}): ranks on one machine take the                      kernel path with boadrun -n N (or --hosts H), not -H"
-                ));
-            }
+            let ip = host_ipv4(bind)?;
             let host_id =
                 u32::try_from(host_id).map_err(|_| format!("host id {host_id} is too large"))?;
             let iface = iface_with(ip)?;
@@ -717,11 +729,18 @@ mod imp {
         }
 
         /// Fills the maps for job `job` whose ranks said HELLO with `peers` (every rank, in rank
-        /// order; see `fill_maps`), each member's MAC being the next hop towards its host (this
-        /// host's own MAC for its own ranks, whose clones go through `lo`), and binds `trigger`
-        /// (kept until the next fill or the end). [`Filled::PortBusy`] if `trigger` is taken here.
-        pub fn fill(&mut self, job: u64, peers: &[PeerEntry], trigger: u16) -> Filled {
-            match self.try_fill(job, peers, trigger) {
+        /// order; see `fill_maps`) under communicator ids `comms`, each member's MAC being the
+        /// next hop towards its host (this host's own MAC for its own ranks, whose clones go
+        /// through `lo`), and binds `trigger` (kept until the next fill or the end).
+        /// [`Filled::PortBusy`] if `trigger` is taken here.
+        pub fn fill(
+            &mut self,
+            job: u64,
+            peers: &[PeerEntry],
+            trigger: u16,
+            comms: Comms,
+        ) -> Filled {
+            match self.try_fill(job, peers, trigger, comms) {
                 Ok(()) => Filled::Ok,
                 Err(None) => Filled::PortBusy,
                 Err(Some(why)) => Filled::No(why),
@@ -733,6 +752,7 @@ mod imp {
             job: u64,
             peers: &[PeerEntry],
             trigger: u16,
+            comms: Comms,
         ) -> Result<(), Option<String>> {
             // The other hosts' addresses, each once.
             let mut remote: Vec<Ipv4Addr> = Vec::new();
@@ -760,7 +780,7 @@ mod imp {
                 }
             }
             let (own, own_mac) = (self.host_id, self.mac);
-            fill_maps(&mut self.path, job, peers, trigger, |p| {
+            fill_maps(&mut self.path, job, peers, trigger, comms, |p| {
                 if p.host_id == own {
                     return Some(own_mac);
                 }
@@ -824,6 +844,7 @@ mod imp {
             _job: u64,
             _peers: &[PeerEntry],
             _trigger: u16,
+            _comms: boad_proto::service::Comms,
         ) -> boad_proto::control::Filled {
             match *self {}
         }
@@ -878,6 +899,180 @@ pub fn stats_wanted() -> bool {
 /// Whether a `BOAD_STATS` value asks for counters (None: unset).
 pub fn stats_on(value: Option<&str>) -> bool {
     value.is_some_and(|s| !matches!(s, "0" | "false" | "no" | "off"))
+}
+
+/// The IPv4 address a host of a job across machines reaches boadrun from (`bind`, the address its
+/// ranks bind and advertise), or why the kernel path cannot serve that host.
+pub fn host_ipv4(bind: std::net::IpAddr) -> Result<std::net::Ipv4Addr, String> {
+    let std::net::IpAddr::V4(ip) = bind else {
+        return Err(format!(
+            "the kernel path is IPv4 only, and this host reaches boadrun over {bind}"
+        ));
+    };
+    if ip.is_loopback() {
+        return Err(format!(
+            "this host reaches boadrun over loopback ({ip}): ranks on one machine take the kernel \
+             path with boadrun -n N (or --hosts H), not -H"
+        ));
+    }
+    Ok(ip)
+}
+
+/// How long a service-backed host waits for its kernel service to release the job's previous
+/// registration before registering it again (the service frees a job when it has read the end of
+/// its connection).
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// One host's part of the kernel path in a job across machines (`boadrun -H`) when the host's
+/// kernel service (`boadd`) serves it: the agent loads nothing; once boadrun sends the job table,
+/// it registers the job with the service (the trigger port and communicator ids boadrun picked,
+/// the same on every host) and holds the registration until the job ends or boadrun says `KOFF`
+/// (dropping this ends it; so does the agent's end, however it ends: the service frees a job when
+/// its connection closes).
+pub struct HostService {
+    /// The service's socket.
+    socket: std::path::PathBuf,
+    /// The job's registration, once filled.
+    grant: Option<boad_proto::service::KernelGrant>,
+    /// The service's (host-wide) counters when the job registered (with `BOAD_STATS`).
+    before: Vec<(String, u64)>,
+    /// Whether the job wants counters (`BOAD_STATS`).
+    stats: bool,
+}
+
+impl HostService {
+    /// The service listening at `socket` for a job with `BOAD_STATS` on or off, and the
+    /// communicators it has free now (its `FREE`).
+    pub fn open(socket: std::path::PathBuf, stats: bool) -> Result<(HostService, u64), String> {
+        let free = boad_proto::service::free_at(&socket).map_err(|e| e.to_string())?;
+        Ok((
+            HostService {
+                socket,
+                grant: None,
+                before: Vec::new(),
+                stats,
+            },
+            free,
+        ))
+    }
+
+    /// Registers job `job` whose ranks said HELLO with `peers` (every rank, in rank order) with the
+    /// service, asking for trigger port `trigger` and communicator ids `comms`, and keeps the
+    /// registration (a previous one of this job is ended first). [`Filled::PortBusy`] if
+    /// `trigger` is bound on this host already, so that boadrun tries another.
+    ///
+    /// [`Filled::PortBusy`]: boad_proto::control::Filled::PortBusy
+    pub fn fill(
+        &mut self,
+        job: u64,
+        peers: &[boad_proto::PeerEntry],
+        trigger: u16,
+        comms: boad_proto::service::Comms,
+    ) -> boad_proto::control::Filled {
+        use boad_proto::control::Filled;
+        use boad_proto::service::{register_at, Grant};
+        if let Some(old) = self.grant.take() {
+            let held = old.grant();
+            drop(old);
+            self.wait_released(&held);
+        }
+        // The service binds the trigger port for the job; a port bound here already is one for
+        // boadrun to replace, not a reason to give up on the kernel path.
+        match std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, trigger)) {
+            Ok(probe) => drop(probe),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Filled::PortBusy,
+            Err(e) => return Filled::No(format!("binding trigger port {trigger}: {e}")),
+        }
+        let want = Grant {
+            trigger,
+            world: comms.world,
+            leaders: comms.leaders,
+        };
+        match register_at(&self.socket, job, peers, Some(trigger), Some(comms)) {
+            Ok(mut grant) if grant.grant() == want => {
+                if self.stats {
+                    self.before = grant.counters().unwrap_or_default();
+                }
+                self.grant = Some(grant);
+                Filled::Ok
+            }
+            Ok(grant) => Filled::No(format!(
+                "the kernel service at {} granted {:?} when asked for {want:?}",
+                self.socket.display(),
+                grant.grant()
+            )),
+            Err(e) => Filled::No(e.to_string()),
+        }
+    }
+
+    /// Waits (at most [`RELEASE_WAIT`]) until the service has freed the communicators of `held`.
+    fn wait_released(&self, held: &boad_proto::service::Grant) {
+        let ids = std::iter::once(held.world).chain(held.leaders);
+        let mask = ids.filter(|&id| id < 64).fold(0u64, |m, id| m | (1 << id));
+        let until = std::time::Instant::now() + RELEASE_WAIT;
+        while std::time::Instant::now() < until {
+            match boad_proto::service::free_at(&self.socket) {
+                Ok(free) if free & mask == mask => return,
+                Ok(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// What the service's programs counted while the job was registered (host-wide: over every
+    /// job the service served meanwhile, as `KernelGrant::counters` says).
+    pub fn counters(&mut self) -> Result<Vec<(String, u64)>, String> {
+        let grant = self
+            .grant
+            .as_mut()
+            .ok_or("the job is not registered with the kernel service")?;
+        let now = grant.counters().map_err(|e| e.to_string())?;
+        Ok(now
+            .into_iter()
+            .map(|(n, v)| {
+                let was = self
+                    .before
+                    .iter()
+                    .find(|(b, _)| *b == n)
+                    .map_or(0, |(_, b)| *b);
+                (n, v.wrapping_sub(was))
+            })
+            .collect())
+    }
+}
+
+/// One host's part of the kernel path in a job across machines, as its agent set it up.
+pub enum HostKernel {
+    /// The programs loaded and attached by the agent itself (root).
+    Own(HostSetup),
+    /// The host's kernel service.
+    Service(HostService),
+}
+
+impl HostKernel {
+    /// Fills the maps (or registers the job with the service) for job `job` whose ranks said
+    /// HELLO with `peers`, with trigger port `trigger` and communicator ids `comms`.
+    pub fn fill(
+        &mut self,
+        job: u64,
+        peers: &[boad_proto::PeerEntry],
+        trigger: u16,
+        comms: boad_proto::service::Comms,
+    ) -> boad_proto::control::Filled {
+        match self {
+            HostKernel::Own(h) => h.fill(job, peers, trigger, comms),
+            HostKernel::Service(s) => s.fill(job, peers, trigger, comms),
+        }
+    }
+
+    /// The programs' counters on this host (through the service: host-wide, since the job
+    /// registered).
+    pub fn counters(&mut self) -> Result<Vec<(String, u64)>, String> {
+        match self {
+            HostKernel::Own(h) => h.counters(),
+            HostKernel::Service(s) => s.counters(),
+        }
+    }
 }
 
 /// Whether a job across machines (`-H`, `--hostfile`) sets up the kernel path on its hosts: with

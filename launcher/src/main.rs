@@ -31,8 +31,8 @@ use clap::Parser;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use boad_proto::control::{Filled, ToAgent};
-use boad_proto::Line;
+use boad_proto::control::{Filled, KernelOnHost, ToAgent};
+use boad_proto::service;
 use error::Error;
 use kernel::{Setup, Transport, ENV_TRANSPORT};
 use rendezvous::{Server, TableHook};
@@ -69,8 +69,9 @@ Kernel path (boadrun built with the kernel feature, the default; CAP_BPF + CAP_N
 --transport auto or kernel, boadrun loads boad's eBPF programs once, attaches XDP and TC egress to lo \
 (with --hosts, to lo and eth0 of every host) before starting the ranks, fills their maps once all \
 ranks joined and sends a KERNEL line in the rendezvous table; with -H or --hostfile each host's \
-agent does so on its own host (lo and the interface towards the other hosts), and a host that \
-cannot puts the job on the userspace path (auto) or fails it (kernel). Everything is detached when \
+agent does so on its own host (lo and the interface towards the other hosts), or registers the job \
+with its host's kernel service when one listens there, and a host that cannot puts the job on the \
+userspace path (auto) or fails it (kernel). Everything is detached when \
 boadrun (or the agent) exits, even by SIGKILL. When the kernel service boadd listens \
 (BOAD_SERVICE_SOCKET, default /run/boad/boadd.sock), a job on this machine registers with it instead \
 of loading anything, for any user. With BOAD_STATS=1 boadrun prints the programs' counters at the end of the \
@@ -861,13 +862,18 @@ fn run(args: &Args) -> Result<i32, Error> {
     if let Some(rem) = remote.as_mut() {
         // Every rank exited: the agents pass on the last output (and counters) and end.
         rem.end(DRAIN);
-        let per_host = link.stats();
+        let (per_host, service_hosts) = link.stats();
         if across && kernel::stats_wanted() && !per_host.is_empty() {
             let mut sum = Vec::new();
             for c in &per_host {
                 kernel::add_counters(&mut sum, c);
             }
-            eprintln!("{}", kernel::stats_line(&sum, per_host.len()));
+            let mut line = kernel::stats_line(&sum, per_host.len());
+            if service_hosts > 0 {
+                // Those hosts' counters are their services': host-wide, not this job's alone.
+                line += &format!(" service_hosts={service_hosts}");
+            }
+            eprintln!("{line}");
         }
     }
     if let Some(l) = &local {
@@ -977,12 +983,14 @@ fn trigger_candidate(job: u64, attempt: u64) -> u16 {
 }
 
 /// The table hook of a job across machines whose hosts set up the kernel path: waits for every
-/// agent to say whether it attached the programs; if all did, sends each the job table and a
-/// trigger port (another if that port is taken on some host) and waits for all to fill their
-/// maps, then adds the `KERNEL` line. If some host cannot, `--transport kernel` aborts the job
-/// naming it; `auto` tells every agent to detach, says once which host(s) could not and why, and
-/// sends the table without the line (one host without the kernel path puts the whole job on the
-/// userspace path).
+/// agent to say whether it attached the programs or has its host's kernel service; if all did,
+/// picks the job's communicator ids (the lowest free on every service-backed host; with no service,
+/// any: each attaching agent has programs of its own), sends each agent the job table, a trigger
+/// port (another if that port is taken on some host) and the ids, and waits for all to fill their
+/// maps or register the job with their service, then adds the `KERNEL` and `KCOMMS` lines. If some
+/// host cannot, `--transport kernel` aborts the job naming it; `auto` tells every agent to detach
+/// (or end its registration), says once which host(s) could not and why, and sends the table
+/// without the lines (one host without the kernel path puts the whole job on the userspace path).
 fn hosts_table_hook(
     link: Arc<remote::KernelLink>,
     job: u64,
@@ -991,20 +999,30 @@ fn hosts_table_hook(
     Box::new(move |peers| {
         let names = link.names();
         let on = |host: usize, why: &str| format!("host {}: {why}", names[host]);
-        let mut why_not: Vec<String> = link
-            .attached(AGENT_KERNEL_WAIT)
+        let attached = link.attached(AGENT_KERNEL_WAIT);
+        let mut why_not: Vec<String> = attached
             .iter()
             .enumerate()
             .filter_map(|(h, a)| match a {
-                Some(Ok(_)) => None,
-                Some(Err(why)) => Some(on(h, why)),
+                Some(KernelOnHost::Attached(_) | KernelOnHost::Service(_)) => None,
+                Some(KernelOnHost::No(why)) => Some(on(h, why)),
                 None => Some(on(
                     h,
                     "its agent did not say whether it attached the kernel path",
                 )),
             })
             .collect();
-        if why_not.is_empty() {
+        let comms = if why_not.is_empty() {
+            pick_comms(&attached, kernel::uses_leaders(peers))
+        } else {
+            None
+        };
+        if why_not.is_empty() && comms.is_none() {
+            why_not.push(
+                "no communicator is free on every host's kernel service (each holds 64)".into(),
+            );
+        }
+        if let (true, Some(comms)) = (why_not.is_empty(), comms) {
             let table: String = peers
                 .iter()
                 .map(|p| ToAgent::Peer(p.clone()).encode())
@@ -1012,7 +1030,12 @@ fn hosts_table_hook(
             for attempt in 0..TRIGGER_TRIES {
                 let trigger = trigger_candidate(job, attempt);
                 link.clear_filled();
-                let text = table.clone() + &ToAgent::Fill { job, trigger }.encode();
+                let fill = ToAgent::Fill {
+                    job,
+                    trigger,
+                    comms,
+                };
+                let text = table.clone() + &fill.encode();
                 why_not = (0..names.len())
                     .filter_map(|h| link.send(h, &text).err().map(|e| on(h, &e)))
                     .collect();
@@ -1037,10 +1060,12 @@ fn hosts_table_hook(
                     .collect();
                 let busy = filled.contains(&Some(Filled::PortBusy));
                 if why_not.is_empty() && !busy {
-                    return Ok(vec![Line::Kernel {
-                        trigger_port: trigger,
-                        leaders: kernel::uses_leaders(peers),
-                    }]);
+                    return Ok(service::Grant {
+                        trigger,
+                        world: comms.world,
+                        leaders: comms.leaders,
+                    }
+                    .lines());
                 }
                 if !why_not.is_empty() {
                     break;
@@ -1062,6 +1087,21 @@ fn hosts_table_hook(
         fallback(&why);
         Ok(Vec::new())
     })
+}
+
+/// The communicator ids of a job across machines whose hosts said `attached` (every one attached
+/// the programs or has a kernel service), with a second id for the host leaders if `leaders`: the
+/// lowest free on every service-backed host (its `FREE` mask); with no such host, the lowest ids
+/// (each host's programs are its agent's own). None if too few are free on every service.
+fn pick_comms(attached: &[Option<KernelOnHost>], leaders: bool) -> Option<service::Comms> {
+    let free = attached
+        .iter()
+        .filter_map(|a| match a {
+            Some(KernelOnHost::Service(mask)) => Some(*mask),
+            _ => None,
+        })
+        .fold(u64::MAX, |all, mask| all & mask);
+    service::Comms::lowest_free(free, leaders)
 }
 
 fn main() {
@@ -1100,4 +1140,28 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pick_comms, service::Comms, KernelOnHost};
+
+    #[test]
+    fn communicator_ids_are_free_on_every_service_backed_host() {
+        let own = || Some(KernelOnHost::Attached("eth0".into()));
+        let svc = |mask| Some(KernelOnHost::Service(mask));
+        let c = |world, leaders| Some(Comms { world, leaders });
+        // Hosts that attached the programs themselves take any ids: the lowest.
+        assert_eq!(pick_comms(&[own(), own()], true), c(0, Some(1)));
+        assert_eq!(pick_comms(&[own()], false), c(0, None));
+        // The lowest ids free on every service, whatever the attaching hosts.
+        assert_eq!(
+            pick_comms(&[svc(0b1110_1100), own(), svc(0b0111_1010)], true),
+            c(3, Some(5))
+        );
+        assert_eq!(pick_comms(&[svc(1 << 40), own()], false), c(40, None));
+        // Too few free on every service: none.
+        assert_eq!(pick_comms(&[svc(1 << 40), svc(1 << 41)], false), None);
+        assert_eq!(pick_comms(&[svc(1 << 40)], true), None);
+    }
 }

@@ -45,7 +45,8 @@ use crate::relay::{self, RankEnd};
 use crate::spawn::write_line;
 use boad_proto::auth::{server_handshake, Secret};
 use boad_proto::control::{
-    read_line, AgentSpec, ControlError, Filled, FromAgent, RendezvousAt, ToAgent, MAX_LINE,
+    read_line, AgentSpec, ControlError, Filled, FromAgent, KernelOnHost, RendezvousAt, ToAgent,
+    MAX_LINE,
 };
 
 /// How long a connection to the rendezvous listener has to prove the secret.
@@ -140,8 +141,9 @@ type AgentInput = Arc<Mutex<Option<ChildStdin>>>;
 struct HostKernel {
     name: String,
     input: Option<AgentInput>,
-    /// `KERNEL`: the interface it attached to, or why it did not.
-    attached: Option<Result<String, String>>,
+    /// `KERNEL`: the interface it attached to, its kernel service's free communicators, or why
+    /// neither.
+    attached: Option<KernelOnHost>,
     /// `FILLED`, since the last [`KernelLink::clear_filled`].
     filled: Option<Filled>,
     /// `KSTATS`.
@@ -204,9 +206,10 @@ impl KernelLink {
         self.lock().iter().map(|h| h.name.clone()).collect()
     }
 
-    /// Whether each host attached the kernel path (its interface) or why not, waiting at most
-    /// `wait` for every agent to say; None for an agent that has not said.
-    pub fn attached(&self, wait: Duration) -> Vec<Option<Result<String, String>>> {
+    /// Whether each host attached the kernel path (its interface), has a kernel service (its free
+    /// communicators), or why neither, waiting at most `wait` for every agent to say; None for an
+    /// agent that has not said.
+    pub fn attached(&self, wait: Duration) -> Vec<Option<KernelOnHost>> {
         self.wait_for(wait, |h| h.attached.is_some(), |h| h.attached.clone())
     }
 
@@ -215,7 +218,7 @@ impl KernelLink {
         let mut hosts = self.lock();
         let mut refusals = Vec::new();
         for (i, h) in hosts.iter_mut().enumerate() {
-            if let (Some(Err(why)), false) = (&h.attached, h.refusal_taken) {
+            if let (Some(KernelOnHost::No(why)), false) = (&h.attached, h.refusal_taken) {
                 h.refusal_taken = true;
                 refusals.push((i, why.clone()));
             }
@@ -236,9 +239,18 @@ impl KernelLink {
         self.wait_for(wait, |h| h.filled.is_some(), |h| h.filled.clone())
     }
 
-    /// The counters each host reported (`KSTATS`), of the hosts that did.
-    pub fn stats(&self) -> Vec<Vec<(String, u64)>> {
-        self.lock().iter().filter_map(|h| h.stats.clone()).collect()
+    /// The counters each host reported (`KSTATS`), of the hosts that did, and how many of those
+    /// are a kernel service's (host-wide).
+    pub fn stats(&self) -> (Vec<Vec<(String, u64)>>, usize) {
+        let hosts = self.lock();
+        let reported = || hosts.iter().filter(|h| h.stats.is_some());
+        let service = reported()
+            .filter(|h| matches!(h.attached, Some(KernelOnHost::Service(_))))
+            .count();
+        (
+            reported().filter_map(|h| h.stats.clone()).collect(),
+            service,
+        )
     }
 
     /// Writes `text` (control lines) to host `host`'s agent.

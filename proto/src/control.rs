@@ -6,13 +6,15 @@
 //! boadrun writes the agent an [`AgentSpec`] (text lines, ended by `GO`; `KERNEL-BY-LAUNCHER` when
 //! boadrun attached the kernel path on the agent's host itself, a virtual cluster's), then, while
 //! the job runs, [`SIGNAL`](ToAgent::Signal) lines and, for the kernel path, the job table
-//! ([`KPEER`](ToAgent::Peer) lines ended by [`KFILL`](ToAgent::Fill)) or [`KOFF`](ToAgent::KernelOff);
-//! closing the agent's input ends the job on that host (its ranks are killed). The agent answers
-//! with [`FromAgent`] lines: whether it attached the kernel path (`KERNEL`, before `READY`), `READY`
-//! once it has joined the rendezvous and started its ranks, whether it filled the kernel path's
-//! maps (`FILLED`), every line its ranks write (`OUT`/`ERR`), each rank's exit (`EXIT`, with its
-//! status and process id), the kernel counters at the end (`KSTATS`), or why it could not start
-//! (`FAIL`).
+//! ([`KPEER`](ToAgent::Peer) lines ended by [`KFILL`](ToAgent::Fill), which names the trigger port
+//! and the communicator ids every host fills) or [`KOFF`](ToAgent::KernelOff); closing the agent's
+//! input ends the job on that host (its ranks are killed). The agent answers with [`FromAgent`]
+//! lines: whether it attached the kernel path itself or its host's kernel service serves the job,
+//! with the communicators the service has free (`KERNEL`, before `READY`; [`KernelOnHost`]),
+//! `READY` once it has joined the rendezvous and started its ranks, whether it filled the kernel
+//! path's maps or registered the job with its service (`FILLED`), every line its ranks write
+//! (`OUT`/`ERR`), each rank's exit (`EXIT`, with its status and process id), the kernel counters at
+//! the end (`KSTATS`), or why it could not start (`FAIL`).
 //!
 //! Contract: both directions are newline-framed and every decoder here is pure and bounded (line
 //! length, number of lines, sizes): a line that does not parse is an error naming it, never a panic.
@@ -25,9 +27,10 @@ use std::io::BufRead;
 use std::net::SocketAddr;
 
 use crate::lines::{Line, PeerEntry};
+use crate::service::Comms;
 
 /// Version of this protocol: an agent speaking another refuses to start.
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 /// The boad version both sides must run.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Longest control line accepted (an argument or variable of up to 64 KiB, hex-encoded).
@@ -99,6 +102,13 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
     b.chunks_exact(2)
         .map(|p| Some((digit(p[0])? * 16 + digit(p[1])?) as u8))
         .collect()
+}
+
+/// A number written in decimal digits only (no sign, no spaces), if it fits `T`.
+fn digits<T: std::str::FromStr>(w: &str) -> Option<T> {
+    (!w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| w.parse().ok())
+        .flatten()
 }
 
 /// Where the agent finds the rendezvous.
@@ -295,14 +305,18 @@ pub enum ToAgent {
     /// `KPEER <entry>`: one rank of the job table, as the rendezvous table has it (the kernel
     /// path's maps need every rank's address and port); a [`Fill`](ToAgent::Fill) ends them.
     Peer(PeerEntry),
-    /// `KFILL <job> <trigger>`: fill the kernel path's maps for job key `job` (hex) from the
-    /// `KPEER` lines since the last `KFILL`, with `trigger` as the broadcast trigger port (bound
-    /// by the agent and kept); the agent answers [`FromAgent::Filled`].
+    /// `KFILL <job> <trigger> <world> <leaders|->`: fill the kernel path's maps for job key `job`
+    /// (hex) from the `KPEER` lines since the last `KFILL`, with `trigger` as the broadcast trigger
+    /// port (bound by the agent, or by its host's kernel service, and kept) and `comms` as the
+    /// communicator ids of the job's ranks and, when the job uses one, of its host leaders (the same
+    /// on every host); the agent answers [`FromAgent::Filled`].
     Fill {
         /// The job key.
         job: u64,
         /// The trigger port candidate (not 0).
         trigger: u16,
+        /// The communicator ids (`leaders` not `world`).
+        comms: Comms,
     },
     /// `KOFF`: the job does not use the kernel path: detach it.
     KernelOff,
@@ -314,7 +328,17 @@ impl ToAgent {
         match self {
             ToAgent::Signal(s) => format!("SIGNAL {s}\n"),
             ToAgent::Peer(e) => format!("KPEER {}", Line::Entry(e.clone()).format()),
-            ToAgent::Fill { job, trigger } => format!("KFILL {job:016x} {trigger}\n"),
+            ToAgent::Fill {
+                job,
+                trigger,
+                comms,
+            } => format!(
+                "KFILL {job:016x} {trigger} {} {}\n",
+                comms.world,
+                comms
+                    .leaders
+                    .map_or_else(|| "-".to_string(), |l| l.to_string())
+            ),
             ToAgent::KernelOff => "KOFF\n".into(),
         }
     }
@@ -334,15 +358,29 @@ impl ToAgent {
                 Ok(s) if (1..=64).contains(&s) => Ok(ToAgent::Signal(s)),
                 _ => Err(malformed(line, "bad signal number")),
             },
-            ["KFILL", job, trigger] => {
+            ["KFILL", job, trigger, world, leaders] => {
                 let job = (job.len() == 16)
                     .then(|| u64::from_str_radix(job, 16).ok())
                     .flatten()
                     .ok_or_else(|| malformed(line, "bad job key"))?;
-                match trigger.parse::<u16>() {
-                    Ok(trigger) if trigger != 0 => Ok(ToAgent::Fill { job, trigger }),
-                    _ => Err(malformed(line, "bad trigger port")),
-                }
+                let trigger = match digits::<u16>(trigger) {
+                    Some(trigger) if trigger != 0 => trigger,
+                    _ => return Err(malformed(line, "bad trigger port")),
+                };
+                let world =
+                    digits::<u32>(world).ok_or_else(|| malformed(line, "bad communicator id"))?;
+                let leaders = match leaders {
+                    "-" => None,
+                    l => match digits::<u32>(l) {
+                        Some(l) if l != world => Some(l),
+                        _ => return Err(malformed(line, "bad leaders' communicator id")),
+                    },
+                };
+                Ok(ToAgent::Fill {
+                    job,
+                    trigger,
+                    comms: Comms { world, leaders },
+                })
             }
             ["KOFF"] => Ok(ToAgent::KernelOff),
             _ => Err(malformed(line, "unknown key")),
@@ -353,11 +391,25 @@ impl ToAgent {
 /// An agent's answer to [`ToAgent::Fill`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Filled {
-    /// `FILLED ok`: the maps are filled and the trigger port is bound.
+    /// `FILLED ok`: the maps are filled and the trigger port is bound (by the agent, or by the
+    /// host's kernel service, which holds the job's registration until `KOFF` or the job's end).
     Ok,
     /// `FILLED busy`: the trigger port is taken on this host (boadrun tries another).
     PortBusy,
     /// `FILLED no REASON`: the kernel path cannot serve this job here.
+    No(String),
+}
+
+/// What an agent says about the kernel path on its host (`KERNEL`, before `READY`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelOnHost {
+    /// `KERNEL ok IFNAME`: the agent loaded and attached the programs itself (to `lo` and to
+    /// interface IFNAME, the one towards the other hosts).
+    Attached(String),
+    /// `KERNEL service MASK`: the host's kernel service (`boadd`) serves the job; MASK (16 hex
+    /// digits) are the communicators it has free (bit `i` set: id `i`, as its `FREE` says).
+    Service(u64),
+    /// `KERNEL no REASON`: neither.
     No(String),
 }
 
@@ -404,10 +456,10 @@ pub enum FromAgent {
     },
     /// The agent cannot run the job on its host.
     Fail(String),
-    /// `KERNEL ok IFNAME` / `KERNEL no REASON`: whether the agent loaded and attached the kernel
-    /// path (to `lo` and to interface IFNAME, the one towards the other hosts), said before
-    /// `READY` when the job's transport wants the kernel path.
-    Kernel(Result<String, String>),
+    /// `KERNEL ok IFNAME` / `KERNEL service MASK` / `KERNEL no REASON`: whether the agent attached
+    /// the kernel path itself, found its host's kernel service, or neither ([`KernelOnHost`]), said
+    /// before `READY` when the job's transport wants the kernel path.
+    Kernel(KernelOnHost),
     /// The answer to [`ToAgent::Fill`].
     Filled(Filled),
     /// `KSTATS NAME=VALUE...`: the kernel path's counters on this host, at the end of the job
@@ -432,8 +484,13 @@ impl FromAgent {
                 how,
             } => format!("EXIT {rank} {code} {pid} {}", how.replace('\n', " ")).into_bytes(),
             FromAgent::Fail(why) => format!("FAIL {}", why.replace('\n', " ")).into_bytes(),
-            FromAgent::Kernel(Ok(iface)) => format!("KERNEL ok {iface}").into_bytes(),
-            FromAgent::Kernel(Err(why)) => {
+            FromAgent::Kernel(KernelOnHost::Attached(iface)) => {
+                format!("KERNEL ok {iface}").into_bytes()
+            }
+            FromAgent::Kernel(KernelOnHost::Service(mask)) => {
+                format!("KERNEL service {mask:016x}").into_bytes()
+            }
+            FromAgent::Kernel(KernelOnHost::No(why)) => {
                 format!("KERNEL no {}", why.replace('\n', " ")).into_bytes()
             }
             FromAgent::Filled(Filled::Ok) => b"FILLED ok".to_vec(),
@@ -493,21 +550,32 @@ impl FromAgent {
                 })
             }
             b"FAIL" => Ok(FromAgent::Fail(String::from_utf8_lossy(rest).into_owned())),
-            b"KERNEL" => match rest.strip_prefix(b"ok ") {
-                Some(iface) => match std::str::from_utf8(iface) {
-                    Ok(name) if ifname_ok(name) => Ok(FromAgent::Kernel(Ok(name.to_string()))),
-                    _ => Err(malformed(line, "bad interface name")),
-                },
-                None => match rest.strip_prefix(b"no ") {
-                    Some(why) => Ok(FromAgent::Kernel(Err(
-                        String::from_utf8_lossy(why).into_owned()
-                    ))),
-                    None => Err(malformed(
+            b"KERNEL" => {
+                if let Some(iface) = rest.strip_prefix(b"ok ") {
+                    match std::str::from_utf8(iface) {
+                        Ok(name) if ifname_ok(name) => {
+                            Ok(FromAgent::Kernel(KernelOnHost::Attached(name.to_string())))
+                        }
+                        _ => Err(malformed(line, "bad interface name")),
+                    }
+                } else if let Some(mask) = rest.strip_prefix(b"service ") {
+                    std::str::from_utf8(mask)
+                        .ok()
+                        .filter(|m| m.len() == 16 && m.bytes().all(|b| b.is_ascii_hexdigit()))
+                        .and_then(|m| u64::from_str_radix(m, 16).ok())
+                        .map(|m| FromAgent::Kernel(KernelOnHost::Service(m)))
+                        .ok_or_else(|| malformed(line, "bad communicator mask"))
+                } else if let Some(why) = rest.strip_prefix(b"no ") {
+                    Ok(FromAgent::Kernel(KernelOnHost::No(
+                        String::from_utf8_lossy(why).into_owned(),
+                    )))
+                } else {
+                    Err(malformed(
                         line,
-                        "expected KERNEL ok IFNAME or KERNEL no REASON",
-                    )),
-                },
-            },
+                        "expected KERNEL ok IFNAME, KERNEL service MASK or KERNEL no REASON",
+                    ))
+                }
+            }
             b"FILLED" => match rest {
                 b"ok" => Ok(FromAgent::Filled(Filled::Ok)),
                 b"busy" => Ok(FromAgent::Filled(Filled::PortBusy)),
@@ -704,8 +772,11 @@ mod tests {
                 how: "was killed by signal SIGKILL".into(),
             },
             FromAgent::Fail("no such program".into()),
-            FromAgent::Kernel(Ok("enp3s0".into())),
-            FromAgent::Kernel(Err("needs CAP_BPF (run as root)".into())),
+            FromAgent::Kernel(KernelOnHost::Attached("enp3s0".into())),
+            FromAgent::Kernel(KernelOnHost::Service(0)),
+            FromAgent::Kernel(KernelOnHost::Service(u64::MAX)),
+            FromAgent::Kernel(KernelOnHost::Service(0x8000_0000_0000_0003)),
+            FromAgent::Kernel(KernelOnHost::No("needs CAP_BPF (run as root)".into())),
             FromAgent::Filled(Filled::Ok),
             FromAgent::Filled(Filled::PortBusy),
             FromAgent::Filled(Filled::No("rank 3 has an IPv6 address".into())),
@@ -732,6 +803,13 @@ mod tests {
             b"KERNEL ok a/b",
             b"KERNEL ok sixteen-letters-x",
             b"KERNEL maybe",
+            b"KERNEL service",
+            b"KERNEL service ",
+            b"KERNEL service 3",
+            b"KERNEL service 000000000000000g",
+            b"KERNEL service 00000000000000001",
+            b"KERNEL service +000000000000003",
+            b"KERNEL service 0000000000000003 x",
             b"FILLED",
             b"FILLED nope",
             b"KSTATS folded",
@@ -766,8 +844,27 @@ mod tests {
             ToAgent::Fill {
                 job: 0x0123_4567_89ab_cdef,
                 trigger: 33333,
+                comms: Comms {
+                    world: 0,
+                    leaders: Some(1),
+                },
             },
-            ToAgent::Fill { job: 0, trigger: 1 },
+            ToAgent::Fill {
+                job: 0,
+                trigger: 1,
+                comms: Comms {
+                    world: 63,
+                    leaders: None,
+                },
+            },
+            ToAgent::Fill {
+                job: u64::MAX,
+                trigger: 65535,
+                comms: Comms {
+                    world: 5,
+                    leaders: Some(2),
+                },
+            },
             ToAgent::KernelOff,
         ] {
             let line = m.encode();
@@ -781,10 +878,22 @@ mod tests {
             b"KPEER 4 1 198.18.1.3 0 1 77",
             b"KPEER 4 1 198.18.1.3 40000 1",
             b"KPEER 4 1 nowhere 40000 1 77",
-            b"KFILL 0123 33333",
-            b"KFILL 0123456789abcdeg 33333",
-            b"KFILL 0123456789abcdef 0",
-            b"KFILL 0123456789abcdef 65536",
+            b"KFILL 0123 33333 0 -",
+            b"KFILL 0123456789abcdeg 33333 0 -",
+            b"KFILL 0123456789abcdef 0 0 -",
+            b"KFILL 0123456789abcdef 65536 0 -",
+            b"KFILL 0123456789abcdef +3333 0 -",
+            // Protocol 3's fill, without communicator ids.
+            b"KFILL 0123456789abcdef 33333",
+            b"KFILL 0123456789abcdef 33333 0",
+            b"KFILL 0123456789abcdef 33333 0 0",
+            b"KFILL 0123456789abcdef 33333 - 1",
+            b"KFILL 0123456789abcdef 33333 x -",
+            b"KFILL 0123456789abcdef 33333 +1 -",
+            b"KFILL 0123456789abcdef 33333 0 -1",
+            b"KFILL 0123456789abcdef 33333 4294967296 -",
+            b"KFILL 0123456789abcdef 33333 0 1 2",
+            b"KFILL 0123456789abcdef 33333 0  1",
             b"KOFF now",
         ] {
             assert!(

@@ -140,6 +140,17 @@ pub struct Comms {
     pub leaders: Option<u32>,
 }
 
+impl Comms {
+    /// The lowest communicator ids free in `mask` (bit `i` set: id `i` free, as `FREE` says): one
+    /// for the job's ranks and, if `leaders`, one for its host leaders; None if too few are free.
+    pub fn lowest_free(mask: u64, leaders: bool) -> Option<Comms> {
+        let mut ids = (0..64u32).filter(|i| mask & (1 << i) != 0);
+        let world = ids.next()?;
+        let leaders = if leaders { Some(ids.next()?) } else { None };
+        Some(Comms { world, leaders })
+    }
+}
+
 /// What the service gives a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grant {
@@ -796,6 +807,17 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn the_lowest_free_communicators_are_picked() {
+        let c = |world, leaders| Some(Comms { world, leaders });
+        assert_eq!(Comms::lowest_free(0b1011_0000, false), c(4, None));
+        assert_eq!(Comms::lowest_free(0b1011_0000, true), c(4, Some(5)));
+        assert_eq!(Comms::lowest_free(1 << 63, false), c(63, None));
+        assert_eq!(Comms::lowest_free(1 << 63, true), None);
+        assert_eq!(Comms::lowest_free(0, false), None);
+        assert_eq!(Comms::lowest_free(u64::MAX, true), c(0, Some(1)));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use boad_test_support::sshhosts::SshHosts;
-use common::{lines_of, serial, RankLine};
+use common::{lines_of, serial, HostServices, RankLine};
 
 /// How long a job may take before the test kills its processes and fails.
 const JOB_LIMIT: Duration = Duration::from_secs(150);
@@ -522,93 +522,6 @@ fn nine_ranks_on_three_namespace_hosts_hierarchical_udp_and_a_killed_rank() {
     assert!(t0.elapsed() < QUICK_END, "{:?}", t0.elapsed());
 }
 
-/// How long a kernel service may take to load its programs on a busy machine.
-const LOAD_WAIT: Duration = Duration::from_secs(180);
-
-/// A kernel service in each namespace host: `boadd --socket @NAME --iface eth0` started in the
-/// host's network namespace, so that the one abstract name is each host's own service. Stopped
-/// (and its log removed with the test's directory) on every exit path.
-struct HostServices {
-    children: Vec<std::process::Child>,
-    logs: Vec<PathBuf>,
-    name: String,
-}
-
-impl HostServices {
-    fn start(hosts: &SshHosts, dir: &Path) -> HostServices {
-        let name = format!("@boadd-test-{}-{}", std::process::id(), free_port());
-        let mut services = HostServices {
-            children: Vec::new(),
-            logs: Vec::new(),
-            name,
-        };
-        for h in 0..hosts.hosts().len() {
-            let log_path = dir.join(format!("boadd-{h}.log"));
-            let log = File::create(&log_path).expect("log");
-            let child = hosts
-                .command_in(h, common::boadd())
-                .args(["--socket", &services.name, "--iface", "eth0"])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .expect("boadd");
-            services.children.push(child);
-            services.logs.push(log_path);
-        }
-        let start = Instant::now();
-        for h in 0..services.children.len() {
-            while !services.log(h).contains("serving on") {
-                if let Ok(Some(status)) = services.children[h].try_wait() {
-                    panic!("boadd of host {h} ended ({status}):\n{}", services.log(h));
-                }
-                assert!(
-                    start.elapsed() < LOAD_WAIT,
-                    "boadd of host {h} did not listen within {LOAD_WAIT:?}:\n{}",
-                    services.log(h)
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        services
-    }
-
-    fn log(&self, h: usize) -> String {
-        std::fs::read_to_string(&self.logs[h]).unwrap_or_default()
-    }
-
-    /// `boadd --status` of host `h`'s service, run in that host.
-    fn status(&self, hosts: &SshHosts, h: usize) -> String {
-        let out = hosts
-            .command_in(h, common::boadd())
-            .args(["--status", "--socket", &self.name])
-            .output()
-            .expect("boadd --status");
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// SIGTERM to each service, which must end cleanly.
-    fn stop(mut self) {
-        for (h, child) in self.children.iter_mut().enumerate() {
-            // SAFETY: kill only sends a signal to our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let status = child.wait().expect("wait boadd");
-            assert!(status.success(), "boadd of host {h}: {status}");
-        }
-        self.children.clear();
-    }
-}
-
-impl Drop for HostServices {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 #[test]
 fn nine_ranks_on_three_namespace_hosts_take_the_kernel_path_through_each_hosts_service() {
     if !boad_test_support::sshhosts::require() {
@@ -663,21 +576,7 @@ fn nine_ranks_on_three_namespace_hosts_take_the_kernel_path_through_each_hosts_s
         .collect();
     assert_eq!(kernel, [0, 3, 6], "{lines:#?}");
     assert_eq!(common::senders(&lines), [0, 3, 6], "{lines:#?}");
-    // Each job's registrations ended with it: every service holds nothing (within moments of
-    // the ranks' end, when each service has seen its connection close).
-    for h in 0..3 {
-        let start = Instant::now();
-        loop {
-            let status = services.status(&hosts, h);
-            if status.contains("boadd: 0 jobs, communicators 0/") {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "host {h}: {status}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    // Each job's registrations ended with it: every service holds nothing.
+    services.assert_idle(&hosts);
     services.stop();
 }

@@ -8,6 +8,12 @@
 //! namespace's `lo` and `eth0` and fills its maps: those tests check that the XDP programs folded
 //! and TC cloned on the hosts (the agents' `BOAD_STATS` counters), and that nothing stays attached
 //! in any host's namespace when the job ends, even when an agent is killed.
+//!
+//! With a kernel service (`boadd`) in each host, the agents load and attach nothing: each asks its
+//! service which communicators are free, boadrun picks ids free on every host, and each agent
+//! registers the job with its service under those ids and one trigger port, as root and as
+//! `nobody`, also when some host's lowest communicator is taken by another job, or when a host
+//! without a service attaches for itself; every service holds nothing once the job ended.
 
 mod common;
 
@@ -15,7 +21,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use boad_test_support::sshhosts::SshHosts;
-use common::{boadrun, count, kernel_counters, rank_stats, run_cmd, Job, RankLine, LIMIT};
+use common::{
+    boadrun, count, kernel_counters, rank_stats, run_cmd, HostServices, Job, RankLine, LIMIT,
+};
 
 /// `n` namespace hosts with sshd, or None when not root (a recorded skip).
 fn hosts(n: usize) -> Option<SshHosts> {
@@ -286,6 +294,195 @@ fn kernel_path_selection_across_ssh_hosts() {
     for host in 1..=3 {
         assert_eq!(attached_in(&h, host), Vec::<String>::new(), "host {host}");
     }
+}
+
+/// A launch agent that logs in over ssh as before but runs every host's agent (and so its ranks)
+/// as `nobody`: no CAP_BPF, no CAP_NET_ADMIN anywhere. Written into the fixture's own directory
+/// (0700, removed with it).
+fn launch_as_nobody(h: &SshHosts) -> std::path::PathBuf {
+    let script = h.dir().join("launch-as-nobody");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nhost=$1; shift\n\
+             exec ssh -F {cfg} \"$host\" setpriv --reuid=65534 --regid=65534 --clear-groups \"$@\"\n",
+            cfg = h.ssh_config().display()
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    script
+}
+
+/// A kernel service in each of hosts `which` of `h`, started while no other job of this file runs
+/// (their programs would otherwise appear in the middle of a test that counts the loaded ones).
+fn start_services(h: &SshHosts, which: &[usize]) -> HostServices {
+    let _serial = common::serial();
+    HostServices::start_on(h, h.dir(), which)
+}
+
+/// `boad-check matrix --quick` on 9 ranks, 3 on each of hosts 1..=3, through the kernel services
+/// `services` of `service_hosts` of them (`BOAD_SERVICE_SOCKET`, `BOAD_STATS=1`; the others' agents
+/// attach as root), started with `cmd`: every rank exact on `path`, the ranks `kernel_ranks` with
+/// kernel-path collectives, nothing said about the kernel path (no fallback, no warning), the
+/// counters of every host, `service_hosts` of them from a service (host-wide: those hosts' agents
+/// loaded nothing, or they would have reported their own). Then every service holds nothing.
+fn service_job(
+    h: &SshHosts,
+    services: &HostServices,
+    cmd: Command,
+    transport: &str,
+    (path, kernel_ranks): (&str, &[usize]),
+    service_hosts: u64,
+) {
+    let env = [
+        ("BOAD_SERVICE_SOCKET", services.name.as_str()),
+        ("BOAD_STATS", "1"),
+    ];
+    let job = run_cmd(cmd, transport, &env, LIMIT);
+    let lines = job.assert_every_rank_exact(9);
+    assert_eq!(
+        count(&lines, |l| l.path == path),
+        9,
+        "{transport}: every rank's last collective took {path}: {lines:#?}"
+    );
+    let err = job.stderr();
+    assert_eq!(fallbacks(&job), Vec::<String>::new(), "{err}");
+    assert!(!err.contains("kernel path"), "{transport}: {err}");
+    let c = kernel_counters(&job);
+    assert_eq!(
+        (c["hosts"], c.get("service_hosts").copied().unwrap_or(0)),
+        (3, service_hosts),
+        "{c:?}"
+    );
+    assert!(c["folded"] > 0 && c["clones"] > 0, "{c:?}");
+    assert_eq!(c["wrong_source"], 0, "{c:?}");
+    let all: Vec<usize> = (0..9).collect();
+    let stats = rank_stats(&job, &all);
+    let kernel: Vec<usize> = stats
+        .iter()
+        .filter(|l| l.get("collectives_kernel") > 0)
+        .map(|l| l.rank)
+        .collect();
+    assert_eq!(kernel, kernel_ranks, "{transport}: {stats:#?}");
+    services.assert_idle(h);
+}
+
+/// A job of 2 ranks on one host alone, ended (boadrun: SIGTERM, which it passes on to its ranks;
+/// SIGKILL after 10 s) when this is dropped, on every exit path of the test.
+struct OtherJob(std::process::Child);
+
+impl Drop for OtherJob {
+    fn drop(&mut self) {
+        // SAFETY: kill only signals our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while self.0.try_wait().ok().flatten().is_none() {
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Starts a job of 2 ranks on host `host` alone (`boadrun -n 2 --transport kernel`, in the host's
+/// namespace) that registers with the host's kernel service and then waits a minute, and waits
+/// until the service holds it: it takes the lowest communicator there.
+fn hold_a_communicator(h: &SshHosts, services: &HostServices, host: usize) -> OtherJob {
+    let mut cmd = h.command_in(host, boadrun());
+    cmd.args(["-n", "2", "--transport", "kernel"])
+        .arg(boad_check())
+        .args(["busy", "1", "60000"])
+        .env("BOAD_SERVICE_SOCKET", &services.name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let job = OtherJob(cmd.spawn().expect("start the one-host job"));
+    let start = Instant::now();
+    while !services.status(h, host).contains("boadd: 1 jobs") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the one-host job never registered: {}",
+            services.status(h, host)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    job
+}
+
+#[test]
+fn kernel_path_through_each_hosts_kernel_service_as_root_and_as_nobody() {
+    let Some(h) = hosts(4) else { return };
+    // Hosts 1..=3 run the ranks, each with its own service on one abstract name.
+    let services = start_services(&h, &[1, 2, 3]);
+    let spec = spec(&h, &[(1, 3), (2, 3), (3, 3)]);
+    let matrix = ["matrix", "--quick"];
+    // Root's agents use the service too (it holds lo): `kernel` puts every rank on the world
+    // communicator.
+    let all: Vec<usize> = (0..9).collect();
+    let cmd = command(&h, &spec, &[], boad_check(), &matrix);
+    service_job(&h, &services, cmd, "kernel", ("kernel", &all), 3);
+    // `auto` puts the hosts' leaders (ranks 0, 3, 6) on the leaders' communicator, while a job on
+    // host 2 alone holds that host's lowest communicator: the job gets the lowest ids free on
+    // every host (not the services' first ones), and its ranks use them (KCOMMS).
+    let other = hold_a_communicator(&h, &services, 2);
+    let cmd = command(&h, &spec, &[], boad_check(), &matrix);
+    let env = [
+        ("BOAD_SERVICE_SOCKET", services.name.as_str()),
+        ("BOAD_STATS", "1"),
+    ];
+    let job = run_cmd(cmd, "auto", &env, LIMIT);
+    drop(other);
+    let lines = job.assert_every_rank_exact(9);
+    assert_eq!(count(&lines, |l| l.path == "hier-kernel"), 9, "{lines:#?}");
+    assert_eq!(fallbacks(&job), Vec::<String>::new(), "{}", job.stderr());
+    let c = kernel_counters(&job);
+    assert_eq!((c["hosts"], c["service_hosts"]), (3, 3), "{c:?}");
+    let stats = rank_stats(&job, &all);
+    let kernel: Vec<usize> = stats
+        .iter()
+        .filter(|l| l.get("collectives_kernel") > 0)
+        .map(|l| l.rank)
+        .collect();
+    assert_eq!(kernel, [0, 3, 6], "{stats:#?}");
+    services.assert_idle(&h);
+    // The same without the other job.
+    let cmd = command(&h, &spec, &[], boad_check(), &matrix);
+    service_job(&h, &services, cmd, "auto", ("hier-kernel", &[0, 3, 6]), 3);
+    // Agents and ranks of `nobody` (boadrun stays root: the fixture's ssh key is root's): the
+    // services check that every socket registered on their host is nobody's.
+    let bins = boad_test_support::shared_bins::SharedBins::new(&[
+        boadrun().as_path(),
+        std::path::Path::new(boad_check()),
+    ])
+    .expect("copy the binaries");
+    let shared = bins.path("boadrun");
+    let mut cmd = h.command_in(0, &shared);
+    cmd.arg("--launch-agent")
+        .arg(launch_as_nobody(&h))
+        .arg("--agent-path")
+        .arg(&shared)
+        .args(["-H", &spec])
+        .arg(bins.path("boad-check"))
+        .args(matrix);
+    service_job(&h, &services, cmd, "kernel", ("kernel", &all), 3);
+    services.stop();
+}
+
+#[test]
+fn kernel_path_across_hosts_with_and_without_a_kernel_service() {
+    let Some(h) = hosts(4) else { return };
+    // Hosts 1 and 2 have a service; host 3 has none, and its agent (root) attaches the programs
+    // itself and fills them under the ids the services had free.
+    let services = start_services(&h, &[1, 2]);
+    let spec = spec(&h, &[(1, 3), (2, 3), (3, 3)]);
+    let cmd = command(&h, &spec, &[], boad_check(), &["matrix", "--quick"]);
+    service_job(&h, &services, cmd, "auto", ("hier-kernel", &[0, 3, 6]), 2);
+    assert_eq!(attached_in(&h, 3), Vec::<String>::new(), "host 3");
+    services.stop();
 }
 
 #[test]

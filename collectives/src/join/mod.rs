@@ -861,7 +861,7 @@ fn kernel_step_hosts(
         return Ok(KernelStep::NONE);
     }
     let uses_leaders = layout.leaders.len() < info.size;
-    let Some(comms) = pick_comms(free, uses_leaders) else {
+    let Some(comms) = service::Comms::lowest_free(free, uses_leaders) else {
         if info.rank == 0 {
             tracing::warn!(
                 "boad: kernel path unavailable: no communicator is free on every host's kernel \
@@ -970,15 +970,6 @@ fn list(ranks: &[usize]) -> String {
     }
 }
 
-/// The lowest communicator ids free in `mask` (bit `i`: id `i`): one for the job's ranks and, if
-/// `leaders`, one for its host leaders.
-fn pick_comms(mask: u64, leaders: bool) -> Option<service::Comms> {
-    let mut ids = (0..64u32).filter(|i| mask & (1 << i) != 0);
-    let world = ids.next()?;
-    let leaders = if leaders { Some(ids.next()?) } else { None };
-    Some(service::Comms { world, leaders })
-}
-
 /// A leader's free communicators as published: 16 hex digits, or `-` (no service): `Some`;
 /// anything else `None`.
 fn parse_free(v: &str) -> Option<Option<u64>> {
@@ -1039,12 +1030,11 @@ fn parse_grant(v: &str) -> Option<Option<service::Grant>> {
 #[cfg(test)]
 mod tests {
     use super::{
-        detect, kernel_step, list, parse_free, parse_grant, pick_comms, Detected, JobInfo,
-        JoinError, Launcher,
+        detect, kernel_step, list, parse_free, parse_grant, Detected, JobInfo, JoinError, Launcher,
     };
     use crate::join::store::tests::ThreadStore;
     use boad_proto::lines::PeerEntry;
-    use boad_proto::service::{Comms, Grant};
+    use boad_proto::service::Grant;
     use boad_proto::TransportKind;
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixListener;
@@ -1083,18 +1073,12 @@ mod tests {
     }
 
     #[test]
-    fn free_communicators_are_read_and_picked() {
+    fn free_communicators_are_read() {
         assert_eq!(parse_free("-"), Some(None));
         assert_eq!(parse_free("00000000000000f0"), Some(Some(0xf0)));
         for bad in ["", "f0", "+000000000000001", "00000000000000f0 x", "x"] {
             assert_eq!(parse_free(bad), None, "{bad:?}");
         }
-        let c = |world, leaders| Some(Comms { world, leaders });
-        assert_eq!(pick_comms(0b1011_0000, false), c(4, None));
-        assert_eq!(pick_comms(0b1011_0000, true), c(4, Some(5)));
-        assert_eq!(pick_comms(1 << 63, false), c(63, None));
-        assert_eq!(pick_comms(1 << 63, true), None);
-        assert_eq!(pick_comms(0, false), None);
         assert_eq!(list(&[3]), "3");
         assert_eq!(list(&[3, 6, 9]), "3, 6 and 9");
     }

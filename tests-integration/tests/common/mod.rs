@@ -472,3 +472,127 @@ pub fn assert_forgeries_ignored(
         "the ranks that took the kernel path:\n{err}"
     );
 }
+
+/// How long a kernel service may take to load its programs on a busy machine.
+pub const SERVICE_LOAD_WAIT: Duration = Duration::from_secs(180);
+
+/// A kernel service in some namespace hosts: `boadd --socket @NAME --iface eth0` started in each
+/// host's network namespace, so that the one abstract name is each host's own service. Stopped
+/// (and its log removed with the caller's directory) on every exit path.
+pub struct HostServices {
+    /// Per service: its host, the process, its log.
+    services: Vec<(usize, std::process::Child, PathBuf)>,
+    /// The socket, `@NAME`: give it to jobs as `BOAD_SERVICE_SOCKET`.
+    pub name: String,
+}
+
+impl HostServices {
+    /// One service in each host of `hosts`, logging to files in `dir`; returns once every one
+    /// listens.
+    pub fn start(hosts: &boad_test_support::sshhosts::SshHosts, dir: &std::path::Path) -> Self {
+        let all: Vec<usize> = (0..hosts.hosts().len()).collect();
+        HostServices::start_on(hosts, dir, &all)
+    }
+
+    /// One service in each of hosts `which` of `hosts`.
+    pub fn start_on(
+        hosts: &boad_test_support::sshhosts::SshHosts,
+        dir: &std::path::Path,
+        which: &[usize],
+    ) -> Self {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut services = HostServices {
+            services: Vec::new(),
+            name: format!("@boadd-test-{}-{nth}", std::process::id()),
+        };
+        for &h in which {
+            let log_path = dir.join(format!("boadd-{h}.log"));
+            let log = std::fs::File::create(&log_path).expect("log");
+            let child = hosts
+                .command_in(h, boadd())
+                .args(["--socket", &services.name, "--iface", "eth0"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("boadd");
+            services.services.push((h, child, log_path));
+        }
+        let start = Instant::now();
+        for i in 0..services.services.len() {
+            let h = services.services[i].0;
+            while !services.log(h).contains("serving on") {
+                if let Ok(Some(status)) = services.services[i].1.try_wait() {
+                    panic!("boadd of host {h} ended ({status}):\n{}", services.log(h));
+                }
+                assert!(
+                    start.elapsed() < SERVICE_LOAD_WAIT,
+                    "boadd of host {h} did not listen within {SERVICE_LOAD_WAIT:?}:\n{}",
+                    services.log(h)
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        services
+    }
+
+    /// The log of host `h`'s service.
+    pub fn log(&self, h: usize) -> String {
+        self.services
+            .iter()
+            .find(|s| s.0 == h)
+            .and_then(|s| std::fs::read_to_string(&s.2).ok())
+            .unwrap_or_default()
+    }
+
+    /// `boadd --status` of host `h`'s service, run in that host.
+    pub fn status(&self, hosts: &boad_test_support::sshhosts::SshHosts, h: usize) -> String {
+        let out = hosts
+            .command_in(h, boadd())
+            .args(["--status", "--socket", &self.name])
+            .output()
+            .expect("boadd --status");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Checks that every service holds no job and no communicator (within moments of a job's
+    /// end, when each service has seen its connections close).
+    pub fn assert_idle(&self, hosts: &boad_test_support::sshhosts::SshHosts) {
+        for &(h, _, _) in &self.services {
+            let start = Instant::now();
+            loop {
+                let status = self.status(hosts, h);
+                if status.contains("boadd: 0 jobs, communicators 0/") {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "host {h}: {status}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// SIGTERM to each service, which must end cleanly.
+    pub fn stop(mut self) {
+        for (h, child, _) in &mut self.services {
+            // SAFETY: kill only sends a signal to our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let status = child.wait().expect("wait boadd");
+            assert!(status.success(), "boadd of host {h}: {status}");
+        }
+        self.services.clear();
+    }
+}
+
+impl Drop for HostServices {
+    fn drop(&mut self) {
+        for (_, child, _) in &mut self.services {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
