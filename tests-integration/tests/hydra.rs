@@ -2,7 +2,7 @@
 //! each rank joins through Hydra's PMI-1 server on `PMI_FD`. On one host (every collective on the
 //! udp and shm paths, and `auto`); across three namespace hosts running real sshd
 //! (`boad_test_support::sshhosts`), Hydra starting its proxies over ssh (udp and hierarchical
-//! paths); a rank killed mid-job; and `PMI_FD` naming something that is no PMI server.
+//! paths, and the kernel path through a kernel service on each host); a rank killed mid-job; and `PMI_FD` naming something that is no PMI server.
 //!
 //! Every job runs with a time limit; whatever it started (mpiexec, Hydra's proxies, the ranks) is
 //! found by a marker in its environment and must be gone when it ends. The tests with mpiexec need
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use boad_test_support::sshhosts::SshHosts;
 use boad_test_support::Need;
-use common::{count, rank_lines, serial, Job};
+use common::{count, rank_lines, serial, HostServices, Job};
 
 /// How long one mpiexec job may run.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -181,9 +181,17 @@ fn every_collective_across_three_ssh_hosts_under_mpiexec() {
     let hosts: Vec<String> = h.hosts()[1..4].iter().map(|a| a.to_string()).collect();
     let hosts = hosts.join(",");
     let ssh = ssh.display().to_string();
-    for (transport, path, senders) in [
-        ("udp", "udp", (0..9).collect::<Vec<usize>>()),
-        ("shm", "hier", vec![0, 3, 6]),
+    // A kernel service in each of the ranks' hosts (Hydra passes BOAD_SERVICE_SOCKET on).
+    let services = HostServices::start_on(&h, h.dir(), &[1, 2, 3]);
+    let via = [
+        ("BOAD_SERVICE_SOCKET", services.name.as_str()),
+        ("BOAD_STATS", "1"),
+    ];
+    for (transport, path, senders, kernel) in [
+        ("udp", "udp", (0..9).collect::<Vec<usize>>(), vec![]),
+        ("shm", "hier", vec![0, 3, 6], vec![]),
+        ("kernel", "kernel", (0..9).collect(), (0..9).collect()),
+        ("auto", "hier-kernel", vec![0, 3, 6], vec![0, 3, 6]),
     ] {
         // mpiexec on host 0; its proxies reach it back on host 0's eth0 (`-iface`).
         let mut cmd = h.command_in(0, "mpiexec.hydra");
@@ -204,8 +212,14 @@ fn every_collective_across_three_ssh_hosts_under_mpiexec() {
             "matrix",
             "--quick",
         ]);
-        let job = run(cmd, &[("BOAD_TRANSPORT", transport)], LIMIT);
+        let job = run(cmd, &[("BOAD_TRANSPORT", transport), via[0], via[1]], LIMIT);
         let lines = job.assert_every_rank_exact(9);
+        let on_kernel: Vec<usize> = lines
+            .iter()
+            .filter(|l| l.get("collectives_kernel") > 0)
+            .map(|l| l.rank)
+            .collect();
+        assert_eq!(on_kernel, kernel, "{transport}: {lines:#?}");
         assert_eq!(
             count(&lines, |l| l.path == path),
             9,
@@ -219,13 +233,25 @@ fn every_collective_across_three_ssh_hosts_under_mpiexec() {
         assert_eq!(sent, senders, "{transport}: {lines:#?}");
         // The hosts' ssh sessions end with the job: nothing of it runs on any host.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while (1..4).any(|i| !h.processes(i).is_empty()) && Instant::now() < deadline {
+        let job_left = |i: usize| {
+            h.processes(i)
+                .into_iter()
+                .any(|p| !services.pids().contains(&p))
+        };
+        while (1..4).any(job_left) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         for i in 1..4 {
-            assert_eq!(h.processes(i), Vec::<u32>::new(), "host {i} after the job");
+            let left: Vec<u32> = h
+                .processes(i)
+                .into_iter()
+                .filter(|p| !services.pids().contains(p))
+                .collect();
+            assert_eq!(left, Vec::<u32>::new(), "host {i} after the job");
         }
     }
+    services.assert_idle(&h);
+    services.stop();
 }
 
 #[test]

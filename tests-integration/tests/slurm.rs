@@ -3,7 +3,7 @@
 //! hosts (`boad_test_support::sshhosts`: host `h` is node `n<h>` at 198.18.1.(h+1)), so that
 //! `srun --mpi=pmi2 -N 3 -n 9 boad-check ...` runs three ranks on each of three "nodes" that
 //! meet through Slurm's PMI-2 server. Checks every collective on each path (UDP, shared memory,
-//! hierarchical) at 9 ranks, a rank killed mid-job (the others fail naming it), and srun without
+//! hierarchical, and the kernel path through a kernel service on each node) at 9 ranks, a rank killed mid-job (the others fail naming it), and srun without
 //! `--mpi=pmi2` (each rank fails saying what to do).
 //!
 //! Everything lives in the fixture's private directory (`/tmp/boad-sshhosts-*`, mode 0700): the
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use boad_test_support::sshhosts::{self, SshHosts};
 use boad_test_support::{require, Need};
-use common::{count, lines_of, ranks_of, run_cmd, Job, RankLine};
+use common::{count, lines_of, ranks_of, run_cmd, HostServices, Job, RankLine};
 
 /// Nodes of the test cluster.
 const NODES: usize = 3;
@@ -359,6 +359,35 @@ fn srun_with_pmi2_runs_every_collective_on_three_nodes() {
         vec![0, 3, 6],
         "one leader per node uses the network"
     );
+
+    // The kernel path through a kernel service on each node (`boadd --socket @NAME --iface eth0`
+    // in the node's namespace; srun passes BOAD_SERVICE_SOCKET on): `kernel` puts every rank on it
+    // with the same communicator ids from the three services, `auto` the nodes' leaders; every
+    // service holds nothing once the job ended.
+    let services = HostServices::start(&slurm.hosts, slurm.hosts.dir());
+    let via = [
+        ("BOAD_SERVICE_SOCKET", services.name.as_str()),
+        ("BOAD_STATS", "1"),
+    ];
+    let job = slurm.srun(&refs(&three), &["matrix", "--quick"], "kernel", &via);
+    let lines = assert_exact_on(&job, "kernel");
+    assert_eq!(
+        count(&lines, |l| l.get("collectives_kernel") > 0),
+        n,
+        "{lines:#?}"
+    );
+    assert!(!job.stderr().contains("kernel path"), "{}", job.stderr());
+    let job = slurm.srun(&refs(&three), &["matrix", "--quick"], "auto", &via);
+    let lines = assert_exact_on(&job, "hier-kernel");
+    let kernel: Vec<usize> = lines
+        .iter()
+        .filter(|l| l.get("collectives_kernel") > 0)
+        .map(|l| l.rank)
+        .collect();
+    assert_eq!(kernel, [0, 3, 6], "{lines:#?}");
+    services.assert_idle(&slurm.hosts);
+    services.stop();
+    assert_no_new_segments(&before, "the kernel-path jobs");
 
     // One node of nine ranks: shared memory only.
     let one = pmi2_on(1, n);

@@ -576,6 +576,11 @@ impl HostServices {
         }
     }
 
+    /// The services' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.services.iter().map(|s| s.1.id()).collect()
+    }
+
     /// SIGTERM to each service, which must end cleanly.
     pub fn stop(mut self) {
         for (h, child, _) in &mut self.services {
