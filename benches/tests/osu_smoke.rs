@@ -172,8 +172,16 @@ fn syscall_pass_with_the_ebpf_counter() {
         assert!(r.ctxsw_root.is_some_and(|v| v >= 0.0), "{r:?}");
         assert!(r.ctxsw_other.is_some_and(|v| v >= 0.0), "{r:?}");
         assert!(r.cpu_us_ranks.is_some_and(|v| v > 0.0), "{r:?}");
-        assert!(r.machine_cpu_us.is_some_and(|v| v >= 0.0), "{r:?}");
-        assert!(r.softirq_us.is_some_and(|v| v >= 0.0), "{r:?}");
+        // The machine's CPU, unless the loop was too short for /proc/stat's ticks (said so).
+        let coarse = r
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("no machine CPU"));
+        assert!(
+            coarse || r.machine_cpu_us.is_some_and(|v| v >= 0.0),
+            "{r:?}"
+        );
+        assert_eq!(r.softirq_us.is_some(), r.machine_cpu_us.is_some(), "{r:?}");
     }
     // The naive root of a bcast makes one sendto per receiver (2), a receiver one recvfrom; the
     // counter also counts each rank's helper threads (boad's), a few calls over the loop.

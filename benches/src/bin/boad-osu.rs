@@ -265,6 +265,10 @@ fn agree(
     }))
 }
 
+/// Fewest busy `/proc/stat` ticks over a loop for its machine CPU to be recorded (10: one tick is
+/// then at most 10% of it).
+const MIN_TICKS: u64 = 10;
+
 /// The eBPF system call counter watching this process (feature `ebpf`, root).
 struct Counter {
     #[cfg(feature = "ebpf")]
@@ -766,10 +770,19 @@ impl Worker {
                     .iter()
                     .all(|v| v[2] >= 0.0)
                     .then(|| all.iter().map(|v| v[2]).sum::<f64>() / it / 1e3);
+                let mut coarse = None;
                 if let (Some(a), Some(b)) = (m0, m1) {
                     let d = b.since(&a);
-                    r.machine_cpu_us = Some(cost::ticks_to_us(d.busy()) / it);
-                    r.softirq_us = Some(cost::ticks_to_us(d.softirq) / it);
+                    // /proc/stat counts whole ticks: under MIN_TICKS the number says little.
+                    if d.busy() >= MIN_TICKS {
+                        r.machine_cpu_us = Some(cost::ticks_to_us(d.busy()) / it);
+                        r.softirq_us = Some(cost::ticks_to_us(d.softirq) / it);
+                    } else {
+                        coarse = Some(format!(
+                            "no machine CPU: the loop took {} busy ticks of /proc/stat, under {MIN_TICKS}",
+                            d.busy()
+                        ));
+                    }
                 }
                 if let (Some(a), Some(b)) = (s0, s1) {
                     let progs = bpf_delta(&a, &b, iters);
@@ -777,9 +790,13 @@ impl Worker {
                 }
                 let how = "eBPF counter (raw_syscalls/sys_enter, every thread of each rank), \
                            back to back from root 0; receiver = last rank";
+                let how = match coarse {
+                    Some(c) => format!("{how}; {c}"),
+                    None => how.into(),
+                };
                 r.note = Some(match r.note.take() {
                     Some(n) => format!("{n}; {how}"),
-                    None => how.into(),
+                    None => how,
                 });
                 self.put(r);
             }
