@@ -1,7 +1,9 @@
 //! Build script of `boad-ebpf-loader`. Without the `programs` feature it does nothing. With it, it
 //! builds the eBPF crate `collectives-ebpf` (pinned nightly, `-Z build-std=core`, bpf-linker;
 //! install them with `scripts/install-ebpf-toolchain.sh`) through `aya-build` into
-//! `OUT_DIR/boad-collectives-ebpf`, which the loader embeds.
+//! `OUT_DIR/boad-collectives-ebpf` (the fast path) and `OUT_DIR/boad-syscount` (the benchmarks'
+//! system call counter; aya-build builds every `[[bin]]` of the crate and copies each to `OUT_DIR`
+//! under its name), which the loader embeds.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

@@ -56,9 +56,38 @@ pub struct Record {
     /// System calls per collective at the root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syscalls_root: Option<f64>,
-    /// System calls per collective at one receiver (a non-root rank).
+    /// System calls per collective at one receiver (a non-root rank: the last one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syscalls_receiver: Option<f64>,
+    /// System calls per collective, mean over the ranks other than the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscalls_other: Option<f64>,
+    /// What counted the system calls: `ebpf` (`boad_ebpf_loader::SyscallCounter`, every thread of
+    /// each rank) or `strace` (the fallback; slows every call it traces). Absent in older records
+    /// (strace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall_counter: Option<String>,
+    /// Context switches (voluntary + involuntary, `getrusage`) per collective at the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctxsw_root: Option<f64>,
+    /// Context switches per collective, mean over the other ranks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctxsw_other: Option<f64>,
+    /// CPU time (user + sys, `CLOCK_PROCESS_CPUTIME_ID`) per collective summed over all ranks, µs
+    /// (the whole loop, not only inside the calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_us_ranks: Option<f64>,
+    /// The machine's busy CPU time per collective over all CPUs (`/proc/stat` user + nice + system
+    /// + irq + softirq), µs: the ranks, the kernel's softirq work, and anything else running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_cpu_us: Option<f64>,
+    /// The machine's softirq time per collective over all CPUs (`/proc/stat`), µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub softirq_us: Option<f64>,
+    /// eBPF programs' runs and run time during the loop (`bpf_stats`): the job's kernel-path
+    /// programs and the root's system call counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf: Option<Vec<BpfProg>>,
     /// Applications: total wall time, seconds (max over ranks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_s: Option<f64>,
@@ -71,6 +100,18 @@ pub struct Record {
     /// Anything a reader must know about this number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// One eBPF program's accounting over a measured loop (`bpf_stats`; programs of one name summed).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BpfProg {
+    /// The program's name (`boad_xdp`, `boad_tc_bcast`, `boad_sys_enter`; a tail-called fold
+    /// program's time is its caller's).
+    pub name: String,
+    /// Runs (packets for XDP and TC, system calls for the counter) per collective.
+    pub runs_per_coll: f64,
+    /// Mean run time, ns per run.
+    pub ns_per_run: f64,
 }
 
 /// Appends `records` to a JSON-lines file, creating it.
@@ -224,5 +265,41 @@ mod tests {
         assert!(!text.contains("p99_us"), "{text}");
         assert_eq!(read(&file).unwrap(), vec![r]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cost_fields_round_trip_and_old_records_parse() {
+        let r = Record {
+            bench: "syscalls".into(),
+            implementation: "boad-kernel".into(),
+            coll: "bcast".into(),
+            bytes: 4,
+            ranks: 9,
+            hosts: 3,
+            iters: 1000,
+            syscalls_root: Some(1.01),
+            syscalls_other: Some(2.2),
+            syscall_counter: Some("ebpf".into()),
+            ctxsw_root: Some(0.5),
+            ctxsw_other: Some(1.5),
+            cpu_us_ranks: Some(120.0),
+            machine_cpu_us: Some(150.0),
+            softirq_us: Some(20.0),
+            bpf: Some(vec![BpfProg {
+                name: "boad_tc_bcast".into(),
+                runs_per_coll: 1.0,
+                ns_per_run: 2500.0,
+            }]),
+            ..Default::default()
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(line.contains("\"syscall_counter\":\"ebpf\""), "{line}");
+        assert!(line.contains("\"ns_per_run\":2500.0"), "{line}");
+        assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), r);
+        // A line written before these fields existed still reads, with them absent.
+        let old = r#"{"bench":"syscalls","implementation":"naive","coll":"bcast","bytes":4,"ranks":9,"hosts":3,"iters":200,"syscalls_root":8.0,"syscalls_receiver":1.0,"note":"strace -f between markers"}"#;
+        let o: Record = serde_json::from_str(old).unwrap();
+        assert_eq!(o.syscalls_root, Some(8.0));
+        assert_eq!((o.syscall_counter, o.ctxsw_root, o.bpf), (None, None, None));
     }
 }

@@ -322,6 +322,20 @@ fn summary_local(records: &[Record]) -> Vec<Measure> {
         }
     }
     out.extend(syscalls_over_fanout(records));
+    for coll in SIZE_COLLECTIVES {
+        let field: Field = |r| r.machine_cpu_us;
+        let rs = config(records, &["syscalls"], true, |r| {
+            r.coll == coll && field(r).is_some()
+        });
+        for base in COST_REFERENCES {
+            out.extend(ratio(
+                format!("machine-cpu/{coll}/boad-kernel/{}", key_part(base)),
+                last(&rs, "boad-kernel", field),
+                last(&rs, base, field),
+                us,
+            ));
+        }
+    }
     out.extend(one_host(records));
     out.extend(applications(records, secs));
     out
@@ -837,6 +851,7 @@ pub fn render(
     fanout_section(&mut out, &local);
     throughput_section(&mut out, &local);
     cost_section(&mut out, &local);
+    machine_cost_section(&mut out, &local);
     apps_section(&mut out, &local);
     notes_section(&mut out, records);
     out
@@ -1301,6 +1316,120 @@ fn cost_section(out: &mut String, records: &[Record]) {
     table_aligned(out, &header, |i| (6..10).contains(&i), &body);
 }
 
+/// What the machine-cost tables give ratios to, where the same run measured them: the userspace
+/// baselines, boad's UDP path and Open MPI (over TCP, else shared memory).
+pub const COST_REFERENCES: [&str; 5] = ["naive", "epoll", "boad-udp", "ompi-tcp", "ompi-shm"];
+
+/// Values of the machine-cost tables, with their column names.
+const COST_FIELDS: [(&str, Field); 7] = [
+    ("root syscalls", |r| r.syscalls_root),
+    ("other syscalls (mean)", |r| r.syscalls_other),
+    ("root ctx switches", |r| r.ctxsw_root),
+    ("other ctx switches (mean)", |r| r.ctxsw_other),
+    ("ranks' CPU µs", |r| r.cpu_us_ranks),
+    ("machine CPU µs", |r| r.machine_cpu_us),
+    ("softirq µs", |r| r.softirq_us),
+];
+
+/// Per configuration and collective: system calls (eBPF counter), context switches, CPU of the
+/// ranks and of the machine per collective, the ratios of each to the references measured in the
+/// same configuration, and the eBPF programs' run time per run.
+fn machine_cost_section(out: &mut String, records: &[Record]) {
+    let _ = writeln!(
+        out,
+        "## Machine cost per collective
+"
+    );
+    type Group = ((usize, String), u64, u32, u32);
+    let mut groups: BTreeMap<Group, BTreeMap<(usize, String), &Record>> = BTreeMap::new();
+    for r in records.iter().filter(|r| {
+        matches!(r.bench.as_str(), "syscalls" | "fanout")
+            && (r.machine_cpu_us.is_some() || r.ctxsw_root.is_some() || r.cpu_us_ranks.is_some())
+    }) {
+        groups
+            .entry((coll_key(&r.coll), r.bytes, r.ranks, r.hosts))
+            .or_default()
+            .insert(implementation_key(&who(r)), r);
+    }
+    if groups.is_empty() {
+        let _ = writeln!(
+            out,
+            "No data (no records with machine_cpu_us, ctxsw_root or cpu_us_ranks: the pass \
+             measures them with the eBPF system call counter only).\n"
+        );
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "Per collective, from the system call pass (back to back from root 0, no barrier): \
+         system calls counted by the eBPF counter (every thread of a rank) at the root and the \
+         mean over the other ranks; context switches (`getrusage`) likewise; the CPU time of all \
+         ranks summed; the machine's busy CPU time (`/proc/stat`, every process on every CPU, \
+         10 ms ticks) and its softirq part. Then each implementation's values over those of {} \
+         where the same configuration has them (below 1: cheaper), and the eBPF programs' \
+         run time (`bpf_stats`; a tail-called fold counts in `boad_xdp`; `boad_sys_enter` is the \
+         root's system call counter, which runs on every system call of the machine).\n",
+        COST_REFERENCES.join(", ")
+    );
+    let two = |v: f64| format!("{v:.2}");
+    for (((_, coll), bytes, ranks, hosts), by) in &groups {
+        let _ = writeln!(
+            out,
+            "### {coll}, {bytes} B: {ranks} ranks on {}\n",
+            hosts_text(*hosts)
+        );
+        let mut header = vec!["implementation".to_string()];
+        header.extend(COST_FIELDS.iter().map(|(n, _)| n.to_string()));
+        let mut body: Vec<Vec<String>> = by
+            .iter()
+            .map(|((_, imp), r)| {
+                let mut row = vec![imp.clone()];
+                row.extend(COST_FIELDS.iter().map(|(n, f)| {
+                    let fmt = if n.contains("µs") { fmt_us } else { two };
+                    fmt_opt(f(r), fmt)
+                }));
+                row
+            })
+            .collect();
+        for ((_, imp), r) in by {
+            for base in COST_REFERENCES.iter().filter(|b| **b != imp.as_str()) {
+                let Some(b) = by.get(&implementation_key(base)) else {
+                    continue;
+                };
+                let mut row = vec![format!("{imp} / {base}")];
+                row.extend(COST_FIELDS.iter().map(|(_, f)| fmt_ratio(f(r), f(b))));
+                body.push(row);
+            }
+        }
+        table(out, &header, 1, &body);
+        let progs: Vec<Vec<String>> = by
+            .iter()
+            .flat_map(|((_, imp), r)| {
+                r.bpf.iter().flatten().map(move |p| {
+                    vec![
+                        imp.clone(),
+                        p.name.clone(),
+                        format!("{:.2}", p.runs_per_coll),
+                        format!("{:.0}", p.ns_per_run),
+                        fmt_us(p.runs_per_coll * p.ns_per_run / 1e3),
+                    ]
+                })
+            })
+            .collect();
+        if !progs.is_empty() {
+            let header = [
+                "implementation",
+                "eBPF program",
+                "runs per collective",
+                "ns per run",
+                "µs per collective",
+            ]
+            .map(String::from);
+            table(out, &header, 2, &progs);
+        }
+    }
+}
+
 /// The "; "-separated clauses that occur in at least half of `notes` (and in three or more),
 /// in order of first appearance: a table states them once instead of on every row.
 fn recurring_clauses(notes: &[&str]) -> Vec<String> {
@@ -1474,6 +1603,75 @@ mod tests {
         let mut r = rec("throughput", imp, coll, 4, 9, 3);
         r.ops_per_s = Some(v);
         r
+    }
+
+    #[test]
+    fn machine_cost_is_ratios_to_the_references_of_the_same_configuration() {
+        let cost = |imp: &str, calls: f64, machine: f64| {
+            let mut r = rec("syscalls", imp, "bcast", 4, 9, 3);
+            r.syscalls_root = Some(calls);
+            r.syscalls_other = Some(calls / 2.0);
+            r.syscall_counter = Some("ebpf".into());
+            r.ctxsw_root = Some(1.0);
+            r.ctxsw_other = Some(2.0);
+            r.cpu_us_ranks = Some(machine * 0.8);
+            r.machine_cpu_us = Some(machine);
+            r.softirq_us = Some(machine / 10.0);
+            r
+        };
+        let mut kernel = cost("boad-kernel", 1.0, 50.0);
+        kernel.bpf = Some(vec![crate::record::BpfProg {
+            name: "boad_tc_bcast".into(),
+            runs_per_coll: 1.0,
+            ns_per_run: 3000.0,
+        }]);
+        let records = vec![
+            kernel,
+            cost("boad-udp", 8.0, 200.0),
+            cost("naive", 8.0, 100.0),
+            cost("epoll", 8.0, 125.0),
+            // Another configuration: not a reference for the 9-rank one.
+            {
+                let mut r = cost("ompi-tcp", 3.0, 25.0);
+                r.ranks = 2;
+                r.hosts = 1;
+                r
+            },
+        ];
+        let m = summary(&records);
+        assert!(close(
+            get(&m, "machine-cpu/bcast/boad-kernel/naive").value,
+            0.5
+        ));
+        assert!(close(
+            get(&m, "machine-cpu/bcast/boad-kernel/epoll").value,
+            0.4
+        ));
+        assert!(close(
+            get(&m, "machine-cpu/bcast/boad-kernel/boad-udp").value,
+            0.25
+        ));
+        assert!(!m
+            .iter()
+            .any(|m| m.key.contains("machine-cpu/bcast/boad-kernel/ompi")));
+        let text = render(&records, "r.jsonl", &[], &[], None);
+        let section = text
+            .split("## Machine cost per collective")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .unwrap();
+        for want in [
+            "### bcast, 4 B: 9 ranks on 3 hosts",
+            "| boad-kernel | 1.00 | 0.50 | 1.00 | 2.00 | 40.0 | 50.0 | 5.00 |",
+            "| boad-kernel / naive | 0.12 | 0.12 | 1.00 | 1.00 | 0.50 | 0.50 | 0.50 |",
+            "| boad-kernel / boad-udp | 0.12 | 0.12 | 1.00 | 1.00 | 0.25 | 0.25 | 0.25 |",
+            "| naive / epoll |",
+            "| boad-kernel | boad_tc_bcast | 1.00 | 3000 | 3.00 |",
+            "### bcast, 4 B: 2 ranks on one host",
+        ] {
+            assert!(section.contains(want), "missing {want:?} in {section}");
+        }
+        assert!(!section.contains("/ ompi-tcp"), "{section}");
     }
 
     fn get<'a>(m: &'a [Measure], key: &str) -> &'a Measure {

@@ -66,8 +66,9 @@ fn check_latency(recs: &[Record], implementation: &str) {
 
 #[test]
 fn udp_with_baselines_and_shm() {
-    // System calls are counted with strace: without it the test fails (or, with BOAD_ALLOW_SKIP,
-    // records the skip), rather than passing without the check.
+    // System calls are counted with strace here (the fallback; the eBPF counter has its own test
+    // below): without strace the test fails (or, with BOAD_ALLOW_SKIP, records the skip), rather
+    // than passing without the check.
     let have_strace = boad_test_support::require(&[boad_test_support::Need::Program("strace")]);
     if !have_strace {
         return;
@@ -83,6 +84,7 @@ fn udp_with_baselines_and_shm() {
         "50",
     ];
     extra.extend(["--syscall-colls", "bcast,reduce", "--syscall-iters", "10"]);
+    extra.extend(["--syscall-counter", "strace"]);
     let recs = run("udp", "boad,naive,epoll", &extra);
     for imp in ["boad-udp", "naive", "epoll"] {
         check_latency(&recs, imp);
@@ -115,6 +117,7 @@ fn udp_with_baselines_and_shm() {
         let colls: Vec<&str> = sys.iter().map(|r| r.coll.as_str()).collect();
         assert_eq!(colls, ["bcast", "reduce"], "{imp}: {sys:?}");
         for r in sys {
+            assert_eq!(r.syscall_counter.as_deref(), Some("strace"), "{r:?}");
             let (sender, receiver) = match r.coll.as_str() {
                 "bcast" => (r.syscalls_root, r.syscalls_receiver),
                 _ => (r.syscalls_receiver, r.syscalls_root),
@@ -136,4 +139,60 @@ fn udp_with_baselines_and_shm() {
     check_latency(&shm, "boad-shm");
     assert_eq!(shm.len(), 8, "latency only: {shm:?}");
     assert!(shm.iter().all(|r| r.path.as_deref() == Some("shm")));
+}
+
+/// The system call pass with the eBPF counter (root; it attaches a tracepoint program, so run it
+/// under the kernel lock on a shared machine): counts, context switches, CPU and the machine's CPU
+/// in every record, and the naive bcast's known calls.
+#[test]
+fn syscall_pass_with_the_ebpf_counter() {
+    if !boad_test_support::require_root() {
+        return;
+    }
+    let extra = [
+        "--syscall-colls",
+        "bcast,reduce",
+        "--syscall-iters",
+        "300",
+        "--syscall-counter",
+        "ebpf",
+    ];
+    let recs = run("udp", "boad,naive", &extra);
+    let sys: Vec<&Record> = recs.iter().filter(|r| r.bench == "syscalls").collect();
+    assert_eq!(sys.len(), 4, "{sys:?}");
+    for r in &sys {
+        assert_eq!(r.syscall_counter.as_deref(), Some("ebpf"), "{r:?}");
+        let (sender, receiver) = match r.coll.as_str() {
+            "bcast" => (r.syscalls_root, r.syscalls_receiver),
+            _ => (r.syscalls_receiver, r.syscalls_root),
+        };
+        assert!(sender.is_some_and(|v| v > 0.0), "{r:?}");
+        assert!(receiver.is_some_and(|v| v >= 0.0), "{r:?}");
+        assert!(r.syscalls_other.is_some_and(|v| v > 0.0), "{r:?}");
+        assert!(r.ctxsw_root.is_some_and(|v| v >= 0.0), "{r:?}");
+        assert!(r.ctxsw_other.is_some_and(|v| v >= 0.0), "{r:?}");
+        assert!(r.cpu_us_ranks.is_some_and(|v| v > 0.0), "{r:?}");
+        // The machine's CPU, unless the loop was too short for /proc/stat's ticks (said so).
+        let coarse = r
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("no machine CPU"));
+        assert!(
+            coarse || r.machine_cpu_us.is_some_and(|v| v >= 0.0),
+            "{r:?}"
+        );
+        assert_eq!(r.softirq_us.is_some(), r.machine_cpu_us.is_some(), "{r:?}");
+    }
+    // The naive root of a bcast makes one sendto per receiver (2), a receiver one recvfrom; the
+    // counter also counts each rank's helper threads (boad's), a few calls over the loop.
+    let naive = sys
+        .iter()
+        .find(|r| r.implementation == "naive" && r.coll == "bcast")
+        .expect("naive bcast");
+    let (root, recv) = (
+        naive.syscalls_root.unwrap(),
+        naive.syscalls_receiver.unwrap(),
+    );
+    assert!((2.0..2.2).contains(&root), "{naive:?}");
+    assert!((1.0..1.2).contains(&recv), "{naive:?}");
 }

@@ -76,6 +76,13 @@
 //! * Everything attached is detached when the [`KernelPath`] is dropped (or by
 //!   [`KernelPath::detach_all`]); nothing is pinned, so nothing outlives the process.
 //! * Needs root (CAP_BPF + CAP_NET_ADMIN) and a kernel with BTF, bpf_spin_lock and TCX (6.6+).
+//!
+//! # The benchmarks' system call counter
+//!
+//! [`SyscallCounter`] (feature `programs`) is no part of the fast path: a tracepoint program on
+//! `raw_syscalls/sys_enter` (`collectives-ebpf/src/syscount.rs`, its own object) that counts the
+//! system calls of the processes it is told to watch, for `boad-osu`. See its module docs. So is
+//! [`stats`]: the run time per run of loaded programs (`bpf_stats`).
 #![deny(missing_docs)]
 
 pub mod readback;
@@ -84,3 +91,9 @@ pub mod readback;
 mod programs;
 #[cfg(feature = "programs")]
 pub use programs::*;
+#[cfg(feature = "programs")]
+pub mod stats;
+#[cfg(feature = "programs")]
+mod syscount;
+#[cfg(feature = "programs")]
+pub use syscount::{SyscallCounter, MAX_WATCHED};

@@ -72,6 +72,9 @@ pub enum KernelError {
     /// Writing a sysctl failed.
     #[error("setting a sysctl: {0}")]
     Sysctl(#[source] std::io::Error),
+    /// Turning the programs' run-time accounting (`BPF_ENABLE_STATS`) on failed.
+    #[error("enabling bpf_stats: {0}")]
+    Stats(#[source] std::io::Error),
 }
 
 /// Result of the kernel path's operations.

@@ -108,7 +108,8 @@ impl Plan {
                 fanout_ranks: vec![3, 5, 9, 17, 33, 65],
                 fanout_iters: 600,
                 pass_iters: 3000,
-                syscall_iters: 200,
+                // Long enough for /proc/stat's 10 ms ticks (the machine's CPU per collective).
+                syscall_iters: 1000,
                 app_vertices: 50_000,
                 hosts_sizes: sizes(4, 1 << 20, 4),
                 hosts_iters: 300,

@@ -12,10 +12,18 @@
 //! - `cpu` (`--cpu-colls`): collectives back to back from root 0 (a barrier every 16); this
 //!   process's CPU time (user + sys, `CLOCK_PROCESS_CPUTIME_ID`) read before and after each call,
 //!   summed, per collective, at the root and the mean of the others.
-//! - `syscalls` (`--syscall-colls`): at the end, rank 0 (the root) and the last rank (a receiver, on
-//!   another host on a virtual cluster) attach `strace` to themselves; each loop of collectives from
-//!   root 0 is bracketed by marker calls, and the calls between them are counted
-//!   (`boad_benches::strace`) and divided by the iterations.
+//! - `syscalls` (`--syscall-colls`): what a collective costs, at the end: for each collective,
+//!   `--syscall-iters` of them from root 0 back to back (no barrier), with every rank reading right
+//!   before and after its loop its system calls (the eBPF counter `boad_ebpf_loader::SyscallCounter`
+//!   on `raw_syscalls/sys_enter`, which each rank attaches for itself, watching its own process:
+//!   every thread is counted, the liveness and other helper threads too), its context switches
+//!   (`getrusage`) and its CPU time; rank 0 also reads the machine's CPU time (`/proc/stat`,
+//!   `boad_benches::cost`) and, where it finds the job's eBPF programs (held by the `boadrun` that
+//!   started it: the kernel path), their run time per run with `bpf_stats` on, and its counter's.
+//!   Where the counter cannot attach (not root, or built without the `ebpf` feature;
+//!   `--syscall-counter strace` forces it), rank 0 and the last rank attach `strace` to themselves
+//!   instead, each loop is bracketed by marker calls and only system calls are counted
+//!   (`boad_benches::strace`). The record's `syscall_counter` says which.
 //!
 //! With `--fanout`, the latency, CPU and system call numbers of each (implementation, collective,
 //! size) are merged into one `fanout` record. Reductions are `i32` sums (the kernel folds those).
@@ -31,7 +39,8 @@ use std::time::{Duration, Instant};
 
 use boad::{Communicator, DType, Op};
 use boad_benches::baseline::{Baseline, Flavor};
-use boad_benches::record::Record;
+use boad_benches::cost::{self, MachineCpu};
+use boad_benches::record::{BpfProg, Record};
 use boad_benches::stats::{max_over_ranks, summarize, Summary};
 use boad_benches::strace::{mark, Calls, Tracer};
 use clap::Parser;
@@ -91,6 +100,14 @@ struct Args {
     /// How long a baseline waits for a datagram before its collective fails.
     #[arg(long, default_value_t = 2000)]
     timeout_ms: u64,
+    /// What counts the system calls: `auto` (the eBPF counter where it attaches, i.e. as root,
+    /// else strace), `ebpf` (fail without it) or `strace`.
+    #[arg(long, default_value = "auto")]
+    syscall_counter: String,
+    /// Attach the eBPF system call counter at the start and keep it for the whole run (to
+    /// measure whether it changes the latency), not only during the system call pass.
+    #[arg(long)]
+    counter_always: bool,
     /// Where the strace output goes (default: the temporary directory).
     #[arg(long)]
     trace_dir: Option<PathBuf>,
@@ -227,12 +244,144 @@ fn gather(comm: &mut Communicator, vals: &[f64]) -> boad::Result<Vec<Vec<f64>>> 
 
 /// The first failure any rank reports (each rank passes its own, or None).
 fn agree_failure(comm: &mut Communicator, mine: &Option<String>) -> boad::Result<Option<String>> {
+    agree(
+        comm,
+        mine,
+        "failed (lost datagram: the baseline has no loss recovery)",
+    )
+}
+
+/// The first trouble any rank reports; a rank that only learns of another's says `rank R WHAT`.
+fn agree(
+    comm: &mut Communicator,
+    mine: &Option<String>,
+    what: &str,
+) -> boad::Result<Option<String>> {
     let flags = gather(comm, &[if mine.is_some() { 1.0 } else { 0.0 }])?;
     let first = flags.iter().position(|f| f[0] != 0.0);
     Ok(first.map(|r| match (r == comm.rank(), mine) {
         (true, Some(m)) => m.clone(),
-        _ => format!("rank {r} failed (lost datagram: the baseline has no loss recovery)"),
+        _ => format!("rank {r} {what}"),
     }))
+}
+
+/// Fewest busy `/proc/stat` ticks over a loop for its machine CPU to be recorded (10: one tick is
+/// then at most 10% of it).
+const MIN_TICKS: u64 = 10;
+
+/// The eBPF system call counter watching this process (feature `ebpf`, root).
+struct Counter {
+    #[cfg(feature = "ebpf")]
+    inner: boad_ebpf_loader::SyscallCounter,
+    pid: u32,
+}
+
+impl Counter {
+    #[cfg(feature = "ebpf")]
+    fn attach() -> Result<Counter, String> {
+        let chain = |e: &dyn std::error::Error| {
+            let mut s = e.to_string();
+            let mut src = e.source();
+            while let Some(x) = src {
+                s.push_str(&format!(": {x}"));
+                src = x.source();
+            }
+            s
+        };
+        let pid = std::process::id();
+        let mut inner = boad_ebpf_loader::SyscallCounter::attach().map_err(|e| chain(&e))?;
+        inner.watch(pid).map_err(|e| chain(&e))?;
+        Ok(Counter { inner, pid })
+    }
+
+    #[cfg(not(feature = "ebpf"))]
+    fn attach() -> Result<Counter, String> {
+        Err("boad-osu was built without the ebpf feature".into())
+    }
+
+    /// This process's system calls so far (this read included), if readable.
+    fn read(&self) -> Option<u64> {
+        #[cfg(feature = "ebpf")]
+        return self.inner.count(self.pid).ok().flatten();
+        #[cfg(not(feature = "ebpf"))]
+        return {
+            let _ = self.pid;
+            None
+        };
+    }
+
+    fn program_id(&self) -> Option<u32> {
+        #[cfg(feature = "ebpf")]
+        return self.inner.program_id().ok();
+        #[cfg(not(feature = "ebpf"))]
+        return None;
+    }
+}
+
+/// `bpf_stats` on while this lives (rank 0 of the system call pass), for the programs `ids`.
+struct BpfStats {
+    #[cfg(feature = "ebpf")]
+    _on: boad_ebpf_loader::stats::RunTimeStats,
+    ids: Vec<u32>,
+}
+
+impl BpfStats {
+    fn enable(ids: Vec<u32>) -> Option<BpfStats> {
+        if ids.is_empty() {
+            return None;
+        }
+        #[cfg(feature = "ebpf")]
+        return match boad_ebpf_loader::stats::RunTimeStats::enable() {
+            Ok(on) => Some(BpfStats { _on: on, ids }),
+            Err(e) => {
+                eprintln!("boad-osu: no bpf_stats: {e}");
+                None
+            }
+        };
+        #[cfg(not(feature = "ebpf"))]
+        return None;
+    }
+
+    /// Name -> (run time ns, runs), summed over programs of one name.
+    fn snapshot(&self) -> BTreeMap<String, (u64, u64)> {
+        #[cfg(feature = "ebpf")]
+        {
+            let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+            for &id in &self.ids {
+                if let Ok(Some(r)) = boad_ebpf_loader::stats::program_runs(id) {
+                    let e = out.entry(r.name).or_default();
+                    e.0 = e.0.saturating_add(r.run_time_ns);
+                    e.1 = e.1.saturating_add(r.run_cnt);
+                }
+            }
+            out
+        }
+        #[cfg(not(feature = "ebpf"))]
+        {
+            let _ = &self.ids;
+            BTreeMap::new()
+        }
+    }
+}
+
+/// Per program name: runs per collective and ns per run between two snapshots.
+fn bpf_delta(
+    before: &BTreeMap<String, (u64, u64)>,
+    after: &BTreeMap<String, (u64, u64)>,
+    iters: u64,
+) -> Vec<BpfProg> {
+    after
+        .iter()
+        .filter_map(|(name, &(t1, n1))| {
+            let (t0, n0) = before.get(name).copied().unwrap_or((0, 0));
+            let (t, n) = (t1.saturating_sub(t0), n1.saturating_sub(n0));
+            (n > 0).then(|| BpfProg {
+                name: name.clone(),
+                runs_per_coll: n as f64 / iters.max(1) as f64,
+                ns_per_run: t as f64 / n as f64,
+            })
+        })
+        .collect()
 }
 
 struct Worker {
@@ -241,6 +390,8 @@ struct Worker {
     out: Vec<Record>,
     /// Path boad took for the last measured case.
     path: Option<String>,
+    /// The eBPF system call counter, while attached.
+    counter: Option<Counter>,
 }
 
 impl Worker {
@@ -293,6 +444,14 @@ impl Worker {
                 o.cpu_us_other = o.cpu_us_other.or(r.cpu_us_other);
                 o.syscalls_root = o.syscalls_root.or(r.syscalls_root);
                 o.syscalls_receiver = o.syscalls_receiver.or(r.syscalls_receiver);
+                o.syscalls_other = o.syscalls_other.or(r.syscalls_other);
+                o.syscall_counter = o.syscall_counter.take().or(r.syscall_counter);
+                o.ctxsw_root = o.ctxsw_root.or(r.ctxsw_root);
+                o.ctxsw_other = o.ctxsw_other.or(r.ctxsw_other);
+                o.cpu_us_ranks = o.cpu_us_ranks.or(r.cpu_us_ranks);
+                o.machine_cpu_us = o.machine_cpu_us.or(r.machine_cpu_us);
+                o.softirq_us = o.softirq_us.or(r.softirq_us);
+                o.bpf = o.bpf.take().or(r.bpf);
                 o.note = match (o.note.take(), r.note) {
                     (Some(a), Some(b)) if a != b => Some(format!("{a}; {b}")),
                     (a, b) => a.or(b),
@@ -483,8 +642,171 @@ impl Worker {
         Ok(())
     }
 
-    /// The system call pass over every implementation (root 0, receiver = the last rank).
+    /// The system call pass over every implementation: the eBPF counter where it attaches
+    /// (`--syscall-counter auto|ebpf`), else strace.
     fn syscalls(&mut self, imps: &mut [Imp]) -> Result<(), Failure> {
+        let want = self.a.syscall_counter.clone();
+        if !matches!(want.as_str(), "auto" | "ebpf" | "strace") {
+            return Err(Failure::Baseline(format!(
+                "--syscall-counter {want}: not auto, ebpf or strace"
+            )));
+        }
+        let mut trouble = None;
+        if want != "strace" && self.counter.is_none() {
+            match Counter::attach() {
+                Ok(c) => self.counter = Some(c),
+                Err(e) => trouble = Some(e),
+            }
+        }
+        let trouble = agree(
+            &mut self.comm,
+            &trouble,
+            "could not attach the eBPF system call counter",
+        )?;
+        let r = match (want.as_str(), trouble) {
+            ("strace", _) => self.syscalls_strace(imps, None),
+            ("ebpf", Some(t)) => {
+                return Err(Failure::Baseline(format!("--syscall-counter ebpf: {t}")))
+            }
+            (_, Some(t)) => self.syscalls_strace(imps, Some(t)),
+            (_, None) => self.syscalls_ebpf(imps),
+        };
+        if !self.a.counter_always {
+            self.counter = None;
+        }
+        r
+    }
+
+    /// The cost pass with the eBPF counter: for every implementation and collective, `iters`
+    /// collectives from root 0 back to back (no barrier); every rank reads its system calls, its
+    /// context switches and its CPU time right before and after its loop, rank 0 the machine's
+    /// CPU (`/proc/stat`, around the loop and the barriers that bracket it) and, where the job's
+    /// programs are found, their `bpf_stats`.
+    fn syscalls_ebpf(&mut self, imps: &mut [Imp]) -> Result<(), Failure> {
+        let (p, me) = (self.comm.size(), self.comm.rank());
+        let (bytes, iters) = (self.a.pass_bytes, self.a.syscall_iters);
+        let stats = if me == 0 {
+            let mut ids = cost::job_bpf_programs();
+            ids.extend(self.counter.as_ref().and_then(Counter::program_id));
+            BpfStats::enable(ids)
+        } else {
+            None
+        };
+        let colls = self.a.syscall_colls.clone();
+        for imp in imps.iter_mut() {
+            for coll in &colls {
+                let mut b = Bufs::new(bytes as usize, p, me);
+                let mut failed = None;
+                // A few untimed ones first.
+                for _ in 0..iters.min(10) {
+                    match op(&mut self.comm, imp, coll, 0, &mut b) {
+                        Ok(()) => {}
+                        Err(Failure::Baseline(e)) => {
+                            failed = Some(e);
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                self.comm.barrier()?;
+                let m0 = (me == 0).then(MachineCpu::now).and_then(|m| m.ok());
+                let s0 = stats.as_ref().map(BpfStats::snapshot);
+                self.comm.barrier()?;
+                let cs0 = cost::context_switches().ok();
+                let c0 = cost::process_cpu_ns().ok();
+                let n0 = self.counter.as_ref().and_then(Counter::read);
+                if failed.is_none() {
+                    for _ in 0..iters {
+                        match op(&mut self.comm, imp, coll, 0, &mut b) {
+                            Ok(()) => {}
+                            Err(Failure::Baseline(e)) => {
+                                failed = Some(e);
+                                break;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                let n1 = self.counter.as_ref().and_then(Counter::read);
+                let c1 = cost::process_cpu_ns().ok();
+                let cs1 = cost::context_switches().ok();
+                self.comm.barrier()?;
+                let m1 = (me == 0).then(MachineCpu::now).and_then(|m| m.ok());
+                let s1 = stats.as_ref().map(BpfStats::snapshot);
+                self.note_path(imp);
+                let failed = agree_failure(&mut self.comm, &failed)?;
+                if failed.is_some() {
+                    reset(imp);
+                }
+                // The second read counts itself: the calls between the reads are n1 - n0 - 1.
+                let delta = |a: Option<u64>, b: Option<u64>, less: u64| match (a, b) {
+                    (Some(a), Some(b)) if b >= a + less => (b - a - less) as f64,
+                    _ => -1.0,
+                };
+                let mine = [delta(n0, n1, 1), delta(cs0, cs1, 0), delta(c0, c1, 0)];
+                let all = gather(&mut self.comm, &mine)?;
+                self.comm.barrier()?;
+                let mut r = self.record(imp.name(), "syscalls", coll, bytes, iters);
+                r.syscall_counter = Some("ebpf".into());
+                if let Some(f) = failed {
+                    r.note = Some(format!("failed: {f}"));
+                    self.put(r);
+                    continue;
+                }
+                let it = iters.max(1) as f64;
+                let per = |c: f64| (c >= 0.0).then(|| c / it);
+                // Mean over the ranks other than the root, if every one was measured.
+                let others = |k: usize| {
+                    let v: Vec<f64> = all.iter().skip(1).map(|v| v[k]).collect();
+                    (!v.is_empty() && v.iter().all(|&x| x >= 0.0))
+                        .then(|| v.iter().sum::<f64>() / v.len() as f64 / it)
+                };
+                r.syscalls_root = per(all[0][0]);
+                r.syscalls_receiver = per(all[p - 1][0]);
+                r.syscalls_other = others(0);
+                r.ctxsw_root = per(all[0][1]);
+                r.ctxsw_other = others(1);
+                r.cpu_us_ranks = all
+                    .iter()
+                    .all(|v| v[2] >= 0.0)
+                    .then(|| all.iter().map(|v| v[2]).sum::<f64>() / it / 1e3);
+                let mut coarse = None;
+                if let (Some(a), Some(b)) = (m0, m1) {
+                    let d = b.since(&a);
+                    // /proc/stat counts whole ticks: under MIN_TICKS the number says little.
+                    if d.busy() >= MIN_TICKS {
+                        r.machine_cpu_us = Some(cost::ticks_to_us(d.busy()) / it);
+                        r.softirq_us = Some(cost::ticks_to_us(d.softirq) / it);
+                    } else {
+                        coarse = Some(format!(
+                            "no machine CPU: the loop took {} busy ticks of /proc/stat, under {MIN_TICKS}",
+                            d.busy()
+                        ));
+                    }
+                }
+                if let (Some(a), Some(b)) = (s0, s1) {
+                    let progs = bpf_delta(&a, &b, iters);
+                    r.bpf = (!progs.is_empty()).then_some(progs);
+                }
+                let how = "eBPF counter (raw_syscalls/sys_enter, every thread of each rank), \
+                           back to back from root 0; receiver = last rank";
+                let how = match coarse {
+                    Some(c) => format!("{how}; {c}"),
+                    None => how.into(),
+                };
+                r.note = Some(match r.note.take() {
+                    Some(n) => format!("{n}; {how}"),
+                    None => how,
+                });
+                self.put(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// The system call pass with strace (root 0 and the last rank), when the eBPF counter is
+    /// not used (`why`: the reason, when it was wanted).
+    fn syscalls_strace(&mut self, imps: &mut [Imp], why: Option<String>) -> Result<(), Failure> {
         let (p, me) = (self.comm.size(), self.comm.rank());
         let (bytes, iters) = (self.a.pass_bytes, self.a.syscall_iters);
         let traced = me == 0 || me == p - 1;
@@ -556,6 +878,7 @@ impl Worker {
         for (i, (label, name, coll, failed, path)) in labels.into_iter().enumerate() {
             self.path = path;
             let mut r = self.record(name, "syscalls", &coll, bytes, iters);
+            r.syscall_counter = Some("strace".into());
             let per = |c: f64| (c >= 0.0).then(|| c / iters as f64);
             if let Some(t) = &trouble {
                 r.note = Some(format!("no strace: {t}"));
@@ -570,6 +893,10 @@ impl Worker {
                         c.breakdown(iters)
                     ),
                     None => "strace -f between markers, root 0 and receiver = last rank".into(),
+                };
+                let how = match &why {
+                    Some(w) => format!("{how} (no eBPF counter: {w})"),
+                    None => how,
                 };
                 r.note = Some(match r.note.take() {
                     Some(n) => format!("{n}; {how}"),
@@ -646,7 +973,14 @@ fn run(a: Args) -> Result<(), Failure> {
         comm,
         out: vec![],
         path: None,
+        counter: None,
     };
+    if w.a.counter_always {
+        match Counter::attach() {
+            Ok(c) => w.counter = Some(c),
+            Err(e) => eprintln!("boad-osu: rank {}: --counter-always: {e}", w.comm.rank()),
+        }
+    }
     let mut imps = vec![];
     for name in w.a.impls.clone() {
         imps.push(match name.as_str() {
