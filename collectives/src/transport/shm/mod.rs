@@ -38,6 +38,7 @@
 //! map of that file.
 
 mod segment;
+mod slots;
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
@@ -49,7 +50,7 @@ use segment::{OpenError, Segment};
 use super::gone::{PortProbe, ProcWatch};
 use super::launcher::LauncherFeed;
 use super::ledger::{self, check_peer, Exit, Ledger, Life};
-use super::{Ctx, Level, Service, Session, Stats, Transport};
+use super::{Ctx, Level, Service, Session, SlotOps, Stats, Transport};
 use crate::config::Config;
 use crate::error::{CollectiveError, Error, Result, UsageError};
 use crate::join::JobInfo;
@@ -348,6 +349,14 @@ pub(crate) struct Shm {
     gather_blocks: usize,
     /// The largest message a call of this rank needs (see [`read_ring`]).
     prealloc: usize,
+    /// The largest collective (bytes per rank) that goes through the slots (the segment says).
+    slot_limit: usize,
+    /// Per slot of this rank: the collective it holds, if any.
+    slot_posted: [Option<u32>; segment::SLOTS],
+    /// What the slot wait going on waits for (see [`Shm::has_work`]).
+    slot_waiting: Option<slots::SlotWait>,
+    /// Where a slot's data is copied to before it is handed on (kept between calls).
+    slot_buf: Vec<u8>,
 }
 
 impl Shm {
@@ -377,7 +386,7 @@ impl Shm {
             let path = boad_proto::shm::segment_path(info.job, info.host_id);
             let tag = boad_proto::shm::segment_tag(info.job, info.host_id);
             let seg = if rank == 0 {
-                Segment::create(&path, tag, size).map_err(|e| {
+                Segment::create(&path, tag, size, cfg.shm_slot_bytes).map_err(|e| {
                     let what = if e.kind() == ErrorKind::AlreadyExists {
                         "creating the shared-memory segment: its name in /dev/shm is taken by a file \
                          this job did not create (refusing to use it; BOAD_TRANSPORT=udp avoids shared \
@@ -456,7 +465,12 @@ impl Shm {
             job_ranks: Vec::new(),
             gather_blocks: size,
             prealloc: 0,
+            slot_limit: 0,
+            slot_posted: [None; segment::SLOTS],
+            slot_waiting: None,
+            slot_buf: Vec::new(),
         };
+        t.slot_limit = t.seg.slot_limit();
         t.read_launcher();
         Ok(t)
     }
@@ -658,8 +672,12 @@ impl Shm {
         Ok((moved, None))
     }
 
-    /// True if a ring has data for us, a pending message has room, or a peer posted an abort.
+    /// True if a ring has data for us, a pending message has room, a peer posted an abort, or
+    /// what a slot wait waits for happened.
     fn has_work(&self) -> bool {
+        if self.slot_waiting.is_some_and(|w| self.slot_ready(w)) {
+            return true;
+        }
         (0..self.size).filter(|&r| r != self.rank).any(|r| {
             self.seg.ring(r, self.rank).available() > 0
                 || self.out[r].front().is_some_and(|m| {
@@ -891,6 +909,10 @@ impl Session for Shm {
         self.prealloc = self.prealloc.max(need);
         let (w0, w1) = sig_words(&ctx.sig);
         self.seg.publish_call(self.rank, ctx.seq, w0, w1);
+        if self.slot_limit > 0 {
+            // A peer may wait for this rank to leave a collective whose slot it writes again.
+            self.seg.wake_reusers(self.rank);
+        }
         self.seg.beat(self.rank);
         self.progress()?;
         self.ledger.settle(self.rank, ctx)
@@ -1036,6 +1058,16 @@ impl Transport for Shm {
             }
             slow = self.idle(&mut idle);
         }
+    }
+    fn slots(&mut self) -> Option<&mut dyn SlotOps> {
+        self.slot_ops()
+    }
+}
+
+impl Shm {
+    /// Every rank of this transport is on this host: the slots are there for the small calls.
+    fn slot_ops(&mut self) -> Option<&mut dyn SlotOps> {
+        (self.slot_limit > 0 && self.size > 1).then_some(self as &mut dyn SlotOps)
     }
 }
 
