@@ -18,6 +18,23 @@
 //! transport (`recv`, `flush`) keeps writing pending data and reading every incoming ring, so no two
 //! ranks can wait for each other's ring space.
 //!
+//! Slots: collectives of at most `BOAD_SHM_SLOT_BYTES` (4096, the most) bytes per rank skip the
+//! rings ([`SlotOps`], algorithms in `algorithms/shm_slots.rs`). Each rank has [`segment::SLOTS`]
+//! slots in the segment and uses slot `seq % SLOTS` for collective `seq`: it writes its data, its
+//! call and the length, then the collective's number with a release store; a reader polls that
+//! one word with acquire loads, checks the call (another call is a `Mismatch`) and the length, and
+//! copies the data. So a broadcast is one post by the root and one copy by every other rank, a
+//! reduce one post per non-root and the root's fold of all of them (in the binomial tree's order:
+//! the bits of the message algorithms), allreduce and allgather one post per rank and a read of
+//! all, a barrier one post per rank. A rank writes a slot again only after every other rank has
+//! started a later collective than the one the slot holds (their current collective in the
+//! segment; one that waits for this sets a flag in its bell line, and a rank that starts a
+//! collective wakes it). Slot waits are the transport's waits: they keep moving ring data, and end
+//! on aborts, a peer's different call (its published call, as for `recv`), exits and timeouts. The
+//! limit is the one of the segment's creator (rank 0 of the host), so every rank of the job
+//! decides the same; the decision depends only on the call, so ranks that make the same call take
+//! the same path, and ranks that do not see a `Mismatch` whichever path each took.
+//!
 //! Waiting: a short spin polling the rings, then `sched_yield`s, then a futex sleep on this rank's
 //! word in the segment (woken by a peer that writes to or drains a ring of ours, or posts an abort),
 //! with a 20 ms timeout to read `EXIT` lines, bump the heartbeat and check the timeout (yield rounds
@@ -328,8 +345,10 @@ pub(crate) struct Shm {
     /// How long a wait polls before it yields, and polls and yields before it sleeps.
     spin: Duration,
     yields: Duration,
-    /// When the current wait went idle.
+    /// When the current wait went idle (its first slow round, see [`Shm::idle`]).
     idle_since: Instant,
+    /// Whether `idle_since` was set for the current wait.
+    idle_timed: bool,
     /// Idle polls between slow rounds: SLOW_EVERY, or SLOW_EVERY_CROWDED.
     slow_every: u32,
     /// When slow rounds next read the launcher connection and the heartbeats.
@@ -452,6 +471,7 @@ impl Shm {
             spin,
             yields,
             idle_since: now,
+            idle_timed: false,
             slow_every: if crowded {
                 SLOW_EVERY_CROWDED
             } else {
@@ -738,7 +758,9 @@ impl Shm {
     /// checks (peer status) this round.
     fn idle(&mut self, idle: &mut u32) -> bool {
         if *idle == 0 {
-            self.idle_since = Instant::now();
+            // The clock is read from the first slow round on: most waits end before it, and a
+            // clock read costs about what a whole small collective does.
+            self.idle_timed = false;
             self.slept = false;
         }
         *idle += 1;
@@ -746,7 +768,13 @@ impl Shm {
             std::hint::spin_loop();
             return false;
         }
-        let waited = self.idle_since.elapsed();
+        let waited = if self.idle_timed {
+            self.idle_since.elapsed()
+        } else {
+            self.idle_timed = true;
+            self.idle_since = Instant::now();
+            Duration::ZERO
+        };
         let (spin, yields) = (
             self.spin * (1 << self.boost),
             self.yields * (1 << self.boost),
