@@ -589,6 +589,32 @@ mod tests {
         });
     }
 
+    /// A slot whose header is garbage (words that are no call, or a length the call does not
+    /// have) is an error naming its owner, never a read past the slot.
+    #[test]
+    fn a_slot_with_garbage_is_refused() {
+        for (w0, len) in [(u64::MAX, 4usize), (0, 8), (0, SLOT_BYTES)] {
+            on_ranks(2, |t| {
+                let c = ctx(0, Coll::Bcast, None, 1, 1);
+                if t.rank() == 1 {
+                    let (good, w1) = sig_words(&c.sig);
+                    t.seg
+                        .slot_post(1, 0, if w0 == 0 { good } else { w0 }, w1, &vec![7; len]);
+                    return;
+                }
+                let mut buf = vec![0u8; 4];
+                let e = run(t, &c, |t| bcast_flat(t, &c, &mut buf, 1)).expect_err("refused");
+                let want = if w0 == 0 {
+                    format!("rank 1 posted {len} bytes where 4 were expected")
+                } else {
+                    "rank 1 posted a call no rank makes".to_string()
+                };
+                assert!(e.to_string().contains(&want), "{e}");
+                assert_eq!(buf, [0; 4]);
+            });
+        }
+    }
+
     /// A rank waiting on a slot (long enough to sleep on its futex) fails at once when the rank
     /// it waits for gives the collective up.
     #[test]
