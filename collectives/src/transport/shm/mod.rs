@@ -36,11 +36,12 @@
 //! the same path, and ranks that do not see a `Mismatch` whichever path each took.
 //!
 //! Waiting: a short spin polling the rings, then `sched_yield`s, then a futex sleep on this rank's
-//! word in the segment (woken by a peer that writes to or drains a ring of ours, or posts an abort),
+//! word in the segment (woken by a peer that writes to or drains a ring of ours, posts into its
+//! slot, starts a collective while we wait to write our slot again, or posts an abort),
 //! with a 20 ms timeout to read `EXIT` lines, bump the heartbeat and check the timeout (yield rounds
 //! read `EXIT` lines and peers' heartbeats at most every millisecond, so that a round costs little
-//! more than the yield). With more ranks than cores there is no spin (a few polls, then yields), so
-//! a waiting rank gives its core to the rank it waits for at once.
+//! more than the yield). With more ranks than cores there is no spin (a few polls, then yields for
+//! up to 10 ms before it sleeps), so a waiting rank gives its core to the rank it waits for at once.
 //!
 //! Lifetime of the segment: rank 0 creates it, the others open it, and the last rank to map it
 //! unlinks it, so once a job has started nothing is left in `/dev/shm` whatever happens later (even
@@ -94,9 +95,13 @@ const YIELD: Duration = Duration::ZERO;
 const MAX_BOOST: u32 = 4;
 /// The same with more ranks than cores: the rank waited for may need this core, so a wait yields
 /// it at once (after SLOW_EVERY_CROWDED idle polls). Handing the core over costs about 1.7 µs on the
-/// 2-core machines here; a 2 µs spin first doubled the cost of every hand-over.
+/// 2-core machines here; a 2 µs spin first doubled the cost of every hand-over. It then keeps
+/// yielding (as Open MPI does when oversubscribed) for 10 ms before it sleeps: on a busy host a
+/// yield can take longer than 100 µs, after which a rank that sleeps costs its waker a
+/// `FUTEX_WAKE` and itself a wake-up; small collectives of 4 ranks on 2 busy cores took 2-3 times
+/// longer with 100 µs than with 10 ms.
 const SPIN_CROWDED: Duration = Duration::ZERO;
-const YIELD_CROWDED: Duration = Duration::from_micros(100);
+const YIELD_CROWDED: Duration = Duration::from_millis(10);
 
 /// A call as two words: (coll, op, dtype, root) and count.
 fn sig_words(sig: &Signature) -> (u64, u64) {

@@ -21,6 +21,10 @@ pub(super) enum SlotWait {
     Left { seq: u32 },
 }
 
+/// Polls of the awaited word per round of a slot wait (a round also reads the rings, the peers'
+/// aborts, and may yield or sleep).
+const SLOT_POLLS: u32 = 16;
+
 /// Whether collective `cur` comes after `seq` (in the window of 2^31 collectives).
 fn after(cur: u32, seq: u32) -> bool {
     let d = cur.wrapping_sub(seq);
@@ -67,11 +71,16 @@ impl Shm {
         // The peer whose silence counts, from the first slow round on (as in `recv`).
         let mut watching = None;
         loop {
-            self.scan_aborts();
-            if self.slot_ready(w) {
-                self.adapt();
-                return Ok(());
+            // Polls of the one word first (a load of a line the poster writes), then the rest of a
+            // round: the word is seen within a few nanoseconds of its store.
+            for _ in 0..SLOT_POLLS {
+                if self.slot_ready(w) {
+                    self.adapt();
+                    return Ok(());
+                }
+                std::hint::spin_loop();
             }
+            self.scan_aborts();
             // Messages of other collectives still move: a peer may wait for this rank's ring data
             // or ring space.
             if self.progress()? {
