@@ -177,7 +177,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "BOAD_SHM_YIELD_US",
-        default: "0 (10000 with more ranks than cores)",
+        default: "0 (with more ranks than cores: 10000 up to 2 ranks per core, 100 above)",
         meaning: "shared memory: how long a waiting rank polls between sched_yields before it \
                   sleeps on its futex",
     },

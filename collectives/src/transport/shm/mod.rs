@@ -41,7 +41,8 @@
 //! with a 20 ms timeout to read `EXIT` lines, bump the heartbeat and check the timeout (yield rounds
 //! read `EXIT` lines and peers' heartbeats at most every millisecond, so that a round costs little
 //! more than the yield). With more ranks than cores there is no spin (a few polls, then yields for
-//! up to 10 ms before it sleeps), so a waiting rank gives its core to the rank it waits for at once.
+//! 10 ms with at most 2 ranks per core, 100 µs with more, before it sleeps), so a waiting rank gives
+//! its core to the rank it waits for at once.
 //!
 //! Lifetime of the segment: rank 0 creates it, the others open it, and the last rank to map it
 //! unlinks it, so once a job has started nothing is left in `/dev/shm` whatever happens later (even
@@ -95,13 +96,18 @@ const YIELD: Duration = Duration::ZERO;
 const MAX_BOOST: u32 = 4;
 /// The same with more ranks than cores: the rank waited for may need this core, so a wait yields
 /// it at once (after SLOW_EVERY_CROWDED idle polls). Handing the core over costs about 1.7 µs on the
-/// 2-core machines here; a 2 µs spin first doubled the cost of every hand-over. It then keeps
-/// yielding (as Open MPI does when oversubscribed) for 10 ms before it sleeps: on a busy host a
-/// yield can take longer than 100 µs, after which a rank that sleeps costs its waker a
-/// `FUTEX_WAKE` and itself a wake-up; small collectives of 4 ranks on 2 busy cores took 2-3 times
-/// longer with 100 µs than with 10 ms.
+/// 2-core machines here; a 2 µs spin first doubled the cost of every hand-over. It then yields for
+/// YIELD_CROWDED before it sleeps...
 const SPIN_CROWDED: Duration = Duration::ZERO;
-const YIELD_CROWDED: Duration = Duration::from_millis(10);
+const YIELD_CROWDED: Duration = Duration::from_micros(100);
+/// ... or, with at most 2 ranks per core, for YIELD_PAIRED (as Open MPI, which never sleeps when
+/// oversubscribed): there a yield hands the core to the one other rank of the core, and a rank that
+/// sleeps costs its waker a `FUTEX_WAKE` and itself a wake-up (small collectives of 4 ranks on 2
+/// cores took 1.5-2.5 times longer with 100 µs than with 10 ms). With more ranks per core a yield
+/// also runs every other yielding rank, and the processes of other jobs for a whole time slice:
+/// there, on a busy host, yielding for 10 ms gave 9 ranks on 2 cores p99 latencies of 1-3 ms where
+/// sleeping after 100 µs kept them under 0.2 ms.
+const YIELD_PAIRED: Duration = Duration::from_millis(10);
 
 /// A call as two words: (coll, op, dtype, root) and count.
 fn sig_words(sig: &Signature) -> (u64, u64) {
@@ -437,7 +443,10 @@ impl Shm {
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let crowded = info.local_size.max(size) > cores;
-        let (spin, yields) = cfg.shm_spin.unwrap_or(if crowded {
+        let paired = info.local_size.max(size) <= 2 * cores;
+        let (spin, yields) = cfg.shm_spin.unwrap_or(if crowded && paired {
+            (SPIN_CROWDED, YIELD_PAIRED)
+        } else if crowded {
             (SPIN_CROWDED, YIELD_CROWDED)
         } else {
             (SPIN, YIELD)
