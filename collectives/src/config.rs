@@ -30,7 +30,8 @@ pub struct Config {
     pub transport: TransportKind,
     /// `BOAD_SHM_SPIN_US`, `BOAD_SHM_YIELD_US` (shm transport): how long a waiting rank polls, then
     /// polls between `sched_yield`s, before it sleeps on its futex. Default (None): 100 and 0 µs
-    /// with at most one rank per core, 0 µs and 10 ms with more ranks than cores but at most 2 per core, 0 and 100 µs with more.
+    /// with at most one rank per core; with more ranks than cores, 0 µs and 10 ms up to 2 ranks
+    /// per core, 0 and 100 µs above.
     pub shm_spin: Option<(Duration, Duration)>,
     /// `BOAD_SHM_SLOT_BYTES` (default and most 4096; 0: none): the largest collective (bytes per
     /// rank) that goes through each rank's slot in shared memory instead of the rings. The value
