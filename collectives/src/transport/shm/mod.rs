@@ -108,6 +108,11 @@ const YIELD_CROWDED: Duration = Duration::from_micros(100);
 /// there, on a busy host, yielding for 10 ms gave 9 ranks on 2 cores p99 latencies of 1-3 ms where
 /// sleeping after 100 µs kept them under 0.2 ms.
 const YIELD_PAIRED: Duration = Duration::from_millis(10);
+/// A yield that takes longer than this ran a process of another job (a rank's turn between two
+/// polls is a few µs)...
+const BUSY_YIELD: Duration = Duration::from_micros(500);
+/// ... and then waits yield at most YIELD_CROWDED before they sleep, for this long.
+const BUSY_FOR: Duration = Duration::from_millis(100);
 
 /// A call as two words: (coll, op, dtype, root) and count.
 fn sig_words(sig: &Signature) -> (u64, u64) {
@@ -360,6 +365,10 @@ pub(crate) struct Shm {
     idle_since: Instant,
     /// Whether `idle_since` was set for the current wait.
     idle_timed: bool,
+    /// When the last slow round yielded (cleared by the next one, which measures the yield).
+    yielded_at: Option<Instant>,
+    /// Until when yields are short because one took long (see BUSY_YIELD).
+    busy_until: Option<Instant>,
     /// Idle polls between slow rounds: SLOW_EVERY, or SLOW_EVERY_CROWDED.
     slow_every: u32,
     /// When slow rounds next read the launcher connection and the heartbeats.
@@ -486,6 +495,8 @@ impl Shm {
             yields,
             idle_since: now,
             idle_timed: false,
+            yielded_at: None,
+            busy_until: None,
             slow_every: if crowded {
                 SLOW_EVERY_CROWDED
             } else {
@@ -775,6 +786,7 @@ impl Shm {
             // The clock is read from the first slow round on: most waits end before it, and a
             // clock read costs about what a whole small collective does.
             self.idle_timed = false;
+            self.yielded_at = None;
             self.slept = false;
         }
         *idle += 1;
@@ -782,22 +794,37 @@ impl Shm {
             std::hint::spin_loop();
             return false;
         }
+        let now = Instant::now();
         let waited = if self.idle_timed {
-            self.idle_since.elapsed()
+            now - self.idle_since
         } else {
             self.idle_timed = true;
-            self.idle_since = Instant::now();
+            self.idle_since = now;
             Duration::ZERO
         };
+        // A yield that came back after more than BUSY_YIELD ran another process for a time
+        // slice: this host is busy beyond this job, and long yields would hand it the cores
+        // (see YIELD_PAIRED). Then waits yield no longer than YIELD_CROWDED for BUSY_FOR.
+        if let Some(at) = self.yielded_at.take() {
+            if now - at > BUSY_YIELD {
+                self.busy_until = Some(now + BUSY_FOR);
+            }
+        }
+        let busy = self.busy_until.is_some_and(|u| now < u);
         let (spin, yields) = (
             self.spin * (1 << self.boost),
-            self.yields * (1 << self.boost),
+            if busy {
+                self.yields.min(YIELD_CROWDED)
+            } else {
+                self.yields
+            } * (1 << self.boost),
         );
         if waited < spin {
             std::hint::spin_loop();
         } else {
             if waited < spin + yields {
                 std::thread::yield_now();
+                self.yielded_at = Some(now);
             } else if self.seg.sleep(self.rank, SLEEP, || !self.has_work()) {
                 self.stats.futex_waits += 1;
                 self.slept = true;
