@@ -42,7 +42,8 @@
 //! read `EXIT` lines and peers' heartbeats at most every millisecond, so that a round costs little
 //! more than the yield). With more ranks than cores there is no spin (a few polls, then yields for
 //! 10 ms with at most 2 ranks per core, 100 µs with more, before it sleeps), so a waiting rank gives
-//! its core to the rank it waits for at once.
+//! its core to the rank it waits for at once; a yield that took over 500 µs (another job's process
+//! ran) makes waits sleep after 100 µs of yields for the next 100 ms.
 //!
 //! Lifetime of the segment: rank 0 creates it, the others open it, and the last rank to map it
 //! unlinks it, so once a job has started nothing is left in `/dev/shm` whatever happens later (even
