@@ -1,7 +1,8 @@
 /* The osu-style benchmark of boad-osu, for MPI (Open MPI, MPICH): prints the same JSON records
  * (benches/src/record.rs) on rank 0's stdout, one per line.
  *
- *   latency     bcast, reduce, allreduce, allgather at 4 B .. MAX bytes (x4), root 0: warm-up, then
+ *   latency     bcast, reduce, allreduce, allgather at 4 B .. MAX bytes (x4), and barrier (one record,
+ *               under 4 B), root 0: warm-up, then
  *               timed iterations with a barrier between them (only the collective is timed); each
  *               rank's mean, p50, p99; the record holds the max over ranks of each.
  *   throughput  bcast, reduce, allreduce of 4 B back to back, no barrier, roots rotating for bcast and
@@ -25,7 +26,7 @@
 #include <string.h>
 #include <time.h>
 
-static const char *names[4] = {"bcast", "reduce", "allreduce", "allgather"};
+static const char *names[5] = {"bcast", "reduce", "allreduce", "allgather", "barrier"};
 static const char *impl = "mpi";
 static int rank, size;
 
@@ -53,7 +54,8 @@ static void one(int coll, int *buf, int *out, int n, int root) {
     case 0: MPI_Bcast(buf, n, MPI_INT, root, MPI_COMM_WORLD); break;
     case 1: MPI_Reduce(buf, out, n, MPI_INT, MPI_SUM, root, MPI_COMM_WORLD); break;
     case 2: MPI_Allreduce(buf, out, n, MPI_INT, MPI_SUM, MPI_COMM_WORLD); break;
-    default: MPI_Allgather(buf, n, MPI_INT, out, n, MPI_INT, MPI_COMM_WORLD); break;
+    case 3: MPI_Allgather(buf, n, MPI_INT, out, n, MPI_INT, MPI_COMM_WORLD); break;
+    default: MPI_Barrier(MPI_COMM_WORLD); break;
     }
 }
 
@@ -141,8 +143,9 @@ int main(int argc, char **argv) {
     long iters = argc > 2 ? atol(argv[2]) : 200, warm = argc > 3 ? atol(argv[3]) : 20;
     long max = argc > 4 ? atol(argv[4]) : 1 << 20, pass = argc > 5 ? atol(argv[5]) : 1000;
     if (iters < 5) iters = 5;
-    for (int c = 0; c < 4; c++) {
-        for (long bytes = 4; bytes <= max; bytes *= 4) {
+    for (int c = 0; c < 5; c++) {
+        /* The barrier moves no data: one record, under the smallest size (as boad-osu's). */
+        for (long bytes = 4; bytes <= (c == 4 ? 4 : max); bytes *= 4) {
             long div = bytes <= 16384 ? 1 : bytes <= 131072 ? 4 : 10;
             long it = iters / div < 5 ? 5 : iters / div, w = warm / div < 2 ? 2 : warm / div;
             latency(c, bytes, it, w);

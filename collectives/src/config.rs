@@ -6,6 +6,9 @@ pub use boad_proto::TransportKind;
 
 use crate::error::UsageError;
 
+/// The most `BOAD_SHM_SLOT_BYTES` can be: the data bytes of a slot (`transport::shm`).
+pub const SHM_SLOT_BYTES_MAX: usize = 4096;
+
 /// Settings, from `BOAD_*` environment variables.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -27,8 +30,13 @@ pub struct Config {
     pub transport: TransportKind,
     /// `BOAD_SHM_SPIN_US`, `BOAD_SHM_YIELD_US` (shm transport): how long a waiting rank polls, then
     /// polls between `sched_yield`s, before it sleeps on its futex. Default (None): 100 and 0 µs
-    /// with at most one rank per core, 0 and 100 µs with more ranks than cores.
+    /// with at most one rank per core; with more ranks than cores, 0 µs and 10 ms up to 2 ranks
+    /// per core, 0 and 100 µs above.
     pub shm_spin: Option<(Duration, Duration)>,
+    /// `BOAD_SHM_SLOT_BYTES` (default and most 4096; 0: none): the largest collective (bytes per
+    /// rank) that goes through each rank's slot in shared memory instead of the rings. The value
+    /// of the rank that creates the segment (rank 0 of the host) holds for the whole job.
+    pub shm_slot_bytes: usize,
     /// `BOAD_FOLD_THREADS`: threads a rank folds a large buffer on (1: the calling thread only).
     /// Default (None, or `auto`): the cores each rank of this host has to itself, when that is at
     /// least 2, else 1 ([`crate::ops::par::auto_threads`]).
@@ -49,6 +57,7 @@ impl Default for Config {
             stats: false,
             transport: TransportKind::Auto,
             shm_spin: None,
+            shm_slot_bytes: SHM_SLOT_BYTES_MAX,
             fold_threads: None,
             fold_par_bytes: None,
         }
@@ -144,6 +153,15 @@ impl Config {
                 Duration::from_micros(spin.unwrap_or(0)),
                 Duration::from_micros(yields.unwrap_or(0)),
             ));
+        }
+        if let Some(b) = parse::<usize>("BOAD_SHM_SLOT_BYTES")? {
+            check(
+                b <= SHM_SLOT_BYTES_MAX,
+                "BOAD_SHM_SLOT_BYTES",
+                b,
+                &format!("must be at most {SHM_SLOT_BYTES_MAX}"),
+            )?;
+            c.shm_slot_bytes = b;
         }
         match parse::<String>("BOAD_FOLD_THREADS")?.as_deref() {
             None | Some("auto") => {}

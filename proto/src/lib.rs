@@ -177,9 +177,15 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "BOAD_SHM_YIELD_US",
-        default: "0 (100 with more ranks than cores)",
+        default: "0 (with more ranks than cores: 10000 up to 2 ranks per core, 100 above)",
         meaning: "shared memory: how long a waiting rank polls between sched_yields before it \
                   sleeps on its futex",
+    },
+    Setting {
+        name: "BOAD_SHM_SLOT_BYTES",
+        default: "4096 (the most)",
+        meaning: "shared memory: the largest collective (bytes per rank) that goes through the \
+                  ranks' slots instead of the rings; 0: never (rank 0's value holds for the job)",
     },
     Setting {
         name: "BOAD_FOLD_THREADS",

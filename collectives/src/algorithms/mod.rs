@@ -14,6 +14,7 @@ mod flat;
 mod hier_shm_net;
 mod kernel_tc_xdp;
 mod reduce_binomial;
+mod shm_slots;
 #[cfg(test)]
 mod tests;
 
@@ -32,6 +33,9 @@ pub(crate) use kernel_tc_xdp::{
     allgather_tc, allreduce_xdp_tc, barrier_xdp_tc, bcast_tc, reduce_xdp,
 };
 pub(crate) use reduce_binomial::reduce_binomial;
+pub(crate) use shm_slots::{
+    allgather_slots, allreduce_slots, barrier_slots, bcast_slots, reduce_slots,
+};
 
 use crate::error::{Error, Result};
 use crate::ops::par::fold_planned;

@@ -503,6 +503,7 @@ impl Session for Hier {
             shm_messages_sent: l.shm_messages_sent,
             shm_messages_received: l.shm_messages_received,
             shm_bytes_sent: l.shm_bytes_sent,
+            shm_slot_posts: l.shm_slot_posts,
             futex_waits: l.futex_waits,
             collectives_hier: self.collectives,
             ..n

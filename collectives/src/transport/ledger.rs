@@ -136,15 +136,27 @@ impl Ledger {
     pub fn start(&mut self, ctx: &Ctx) {
         self.sig_log.push(ctx);
         let cutoff = ctx.seq.saturating_sub(SIG_LOG as u32);
-        self.my_aborts.retain(|s, _| *s >= cutoff);
-        self.aborts.retain(|s, _| *s >= cutoff);
-        self.failures.retain(|_, (s, _)| *s >= cutoff);
-        self.reported.retain(|s| *s >= cutoff);
+        // Usually all empty: `retain` would still visit every bucket of their capacity.
+        if !self.my_aborts.is_empty() {
+            self.my_aborts.retain(|s, _| *s >= cutoff);
+        }
+        if !self.aborts.is_empty() {
+            self.aborts.retain(|s, _| *s >= cutoff);
+        }
+        if !self.failures.is_empty() {
+            self.failures.retain(|_, (s, _)| *s >= cutoff);
+        }
+        if !self.reported.is_empty() {
+            self.reported.retain(|s| *s >= cutoff);
+        }
     }
 
     /// After the transport read what was waiting: notes mismatches in leftovers of finished
     /// collectives, drops them, and fails `ctx` at once if a message for it shows another call.
     pub fn settle(&mut self, rank: usize, ctx: &Ctx) -> Result<()> {
+        if self.inbox.is_empty() {
+            return Ok(());
+        }
         self.note_leftover_mismatches(ctx.seq);
         self.inbox.retain(|(_, s, _), _| *s >= ctx.seq);
         let early = self
@@ -160,6 +172,9 @@ impl Ledger {
 
     /// Messages of finished collectives nobody consumed that show a different call (another root).
     fn note_leftover_mismatches(&mut self, seq: u32) {
+        if self.inbox.is_empty() {
+            return;
+        }
         for ((src, s, _), (theirs, _)) in &self.inbox {
             if *s < seq && self.sig_of(*s).is_some_and(|mine| mine != *theirs) {
                 self.mismatches.entry(*s).or_insert((*src, *theirs));
@@ -214,6 +229,10 @@ impl Ledger {
 
     /// [`deferred`](Self::deferred), then forgets mismatches too old to matter.
     pub fn take_deferred(&mut self, rank: usize, seq: u32) -> Option<Error> {
+        if self.inbox.is_empty() && self.aborts.is_empty() && self.mismatches.is_empty() {
+            // Nothing to report, nothing to drop.
+            return None;
+        }
         let e = self.deferred(rank, seq);
         let cutoff = seq.saturating_sub(SIG_LOG as u32);
         self.mismatches.retain(|s, _| *s >= cutoff);

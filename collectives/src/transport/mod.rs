@@ -114,6 +114,8 @@ stats! {
     shm_messages_received,
     /// Payload bytes of the messages written to shared-memory rings.
     shm_bytes_sent,
+    /// Collectives this rank posted its part of into its slot in shared memory (small calls).
+    shm_slot_posts,
     /// Times this rank slept on its futex waiting for a peer (shared-memory path).
     futex_waits,
     /// Collectives completed on the hierarchical path (shared memory inside hosts, UDP between
@@ -138,6 +140,29 @@ pub(crate) trait KernelOps {
     fn bcast_send(&mut self, ctx: &Ctx, data: &[u8]) -> Result<()>;
     /// Receives `root`'s broadcast into `buf`.
     fn bcast_recv(&mut self, ctx: &Ctx, root: usize, buf: &mut [u8]) -> Result<()>;
+}
+
+/// Collectives through one slot per rank in shared memory (the shm transport, see
+/// `transport::shm`): a rank posts its data once into its own slot, and every rank that needs it
+/// reads it from there. Contract: `fits` depends only on the call and the job, so every rank of a
+/// correct program makes the same choice; `post` and `read` end like `recv` does (a peer's
+/// different call is a `Mismatch`, aborts, exits and timeouts end a wait), and a rank reads a
+/// peer's slot only for the collective it is in.
+pub(crate) trait SlotOps {
+    /// Whether a call `sig` over `bytes` bytes per rank goes through the slots.
+    fn fits(&self, sig: &Signature, bytes: usize) -> bool;
+    /// Publishes `data` as this rank's part of collective `ctx` (first waiting, if need be, until
+    /// the readers of what its slot held before are done with it).
+    fn post(&mut self, ctx: &Ctx, data: &[u8]) -> Result<()>;
+    /// Waits for `src`'s part of collective `ctx`, which must be `len` bytes, and hands it to
+    /// `take`.
+    fn read(
+        &mut self,
+        ctx: &Ctx,
+        src: usize,
+        len: usize,
+        take: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()>;
 }
 
 /// A data path collectives run on, as the communicator drives it: collective numbering, failures,
@@ -214,6 +239,10 @@ pub(crate) trait Transport: Session {
     }
     /// The kernel path, when attached.
     fn kernel(&mut self) -> Option<&mut dyn KernelOps> {
+        None
+    }
+    /// The slots of shared memory, when the transport has them.
+    fn slots(&mut self) -> Option<&mut dyn SlotOps> {
         None
     }
 }

@@ -18,12 +18,32 @@
 //! transport (`recv`, `flush`) keeps writing pending data and reading every incoming ring, so no two
 //! ranks can wait for each other's ring space.
 //!
+//! Slots: collectives of at most `BOAD_SHM_SLOT_BYTES` (4096, the most) bytes per rank skip the
+//! rings ([`SlotOps`], algorithms in `algorithms/shm_slots.rs`). Each rank has [`segment::SLOTS`]
+//! slots in the segment and uses slot `seq % SLOTS` for collective `seq`: it writes its data, its
+//! call and the length, then the collective's number with a release store; a reader polls that
+//! one word with acquire loads, checks the call (another call is a `Mismatch`) and the length, and
+//! copies the data. So a broadcast is one post by the root and one copy by every other rank, a
+//! reduce one post per non-root and the root's fold of all of them (in the binomial tree's order:
+//! the bits of the message algorithms), allreduce and allgather one post per rank and a read of
+//! all, a barrier one post per rank. A rank writes a slot again only after every other rank has
+//! started a later collective than the one the slot holds (their current collective in the
+//! segment; one that waits for this sets a flag in its bell line, and a rank that starts a
+//! collective wakes it). Slot waits are the transport's waits: they keep moving ring data, and end
+//! on aborts, a peer's different call (its published call, as for `recv`), exits and timeouts. The
+//! limit is the one of the segment's creator (rank 0 of the host), so every rank of the job
+//! decides the same; the decision depends only on the call, so ranks that make the same call take
+//! the same path, and ranks that do not see a `Mismatch` whichever path each took.
+//!
 //! Waiting: a short spin polling the rings, then `sched_yield`s, then a futex sleep on this rank's
-//! word in the segment (woken by a peer that writes to or drains a ring of ours, or posts an abort),
+//! word in the segment (woken by a peer that writes to or drains a ring of ours, posts into its
+//! slot, starts a collective while we wait to write our slot again, or posts an abort),
 //! with a 20 ms timeout to read `EXIT` lines, bump the heartbeat and check the timeout (yield rounds
 //! read `EXIT` lines and peers' heartbeats at most every millisecond, so that a round costs little
-//! more than the yield). With more ranks than cores there is no spin (a few polls, then yields), so
-//! a waiting rank gives its core to the rank it waits for at once.
+//! more than the yield). With more ranks than cores there is no spin (a few polls, then yields for
+//! 10 ms with at most 2 ranks per core, 100 µs with more, before it sleeps), so a waiting rank gives
+//! its core to the rank it waits for at once; a yield that took over 500 µs (another job's process
+//! ran) makes waits sleep after 100 µs of yields for the next 100 ms.
 //!
 //! Lifetime of the segment: rank 0 creates it, the others open it, and the last rank to map it
 //! unlinks it, so once a job has started nothing is left in `/dev/shm` whatever happens later (even
@@ -38,6 +58,7 @@
 //! map of that file.
 
 mod segment;
+mod slots;
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
@@ -49,7 +70,7 @@ use segment::{OpenError, Segment};
 use super::gone::{PortProbe, ProcWatch};
 use super::launcher::LauncherFeed;
 use super::ledger::{self, check_peer, Exit, Ledger, Life};
-use super::{Ctx, Level, Service, Session, Stats, Transport};
+use super::{Ctx, Level, Service, Session, SlotOps, Stats, Transport};
 use crate::config::Config;
 use crate::error::{CollectiveError, Error, Result, UsageError};
 use crate::join::JobInfo;
@@ -76,9 +97,23 @@ const YIELD: Duration = Duration::ZERO;
 const MAX_BOOST: u32 = 4;
 /// The same with more ranks than cores: the rank waited for may need this core, so a wait yields
 /// it at once (after SLOW_EVERY_CROWDED idle polls). Handing the core over costs about 1.7 µs on the
-/// 2-core machines here; a 2 µs spin first doubled the cost of every hand-over.
+/// 2-core machines here; a 2 µs spin first doubled the cost of every hand-over. It then yields for
+/// YIELD_CROWDED before it sleeps...
 const SPIN_CROWDED: Duration = Duration::ZERO;
 const YIELD_CROWDED: Duration = Duration::from_micros(100);
+/// ... or, with at most 2 ranks per core, for YIELD_PAIRED (as Open MPI, which never sleeps when
+/// oversubscribed): there a yield hands the core to the one other rank of the core, and a rank that
+/// sleeps costs its waker a `FUTEX_WAKE` and itself a wake-up (small collectives of 4 ranks on 2
+/// cores took 1.5-2.5 times longer with 100 µs than with 10 ms). With more ranks per core a yield
+/// also runs every other yielding rank, and the processes of other jobs for a whole time slice:
+/// there, on a busy host, yielding for 10 ms gave 9 ranks on 2 cores p99 latencies of 1-3 ms where
+/// sleeping after 100 µs kept them under 0.2 ms.
+const YIELD_PAIRED: Duration = Duration::from_millis(10);
+/// A yield that takes longer than this ran a process of another job (a rank's turn between two
+/// polls is a few µs)...
+const BUSY_YIELD: Duration = Duration::from_micros(500);
+/// ... and then waits yield at most YIELD_CROWDED before they sleep, for this long.
+const BUSY_FOR: Duration = Duration::from_millis(100);
 
 /// A call as two words: (coll, op, dtype, root) and count.
 fn sig_words(sig: &Signature) -> (u64, u64) {
@@ -327,8 +362,14 @@ pub(crate) struct Shm {
     /// How long a wait polls before it yields, and polls and yields before it sleeps.
     spin: Duration,
     yields: Duration,
-    /// When the current wait went idle.
+    /// When the current wait went idle (its first slow round, see [`Shm::idle`]).
     idle_since: Instant,
+    /// Whether `idle_since` was set for the current wait.
+    idle_timed: bool,
+    /// When the last slow round yielded (cleared by the next one, which measures the yield).
+    yielded_at: Option<Instant>,
+    /// Until when yields are short because one took long (see BUSY_YIELD).
+    busy_until: Option<Instant>,
     /// Idle polls between slow rounds: SLOW_EVERY, or SLOW_EVERY_CROWDED.
     slow_every: u32,
     /// When slow rounds next read the launcher connection and the heartbeats.
@@ -348,6 +389,14 @@ pub(crate) struct Shm {
     gather_blocks: usize,
     /// The largest message a call of this rank needs (see [`read_ring`]).
     prealloc: usize,
+    /// The largest collective (bytes per rank) that goes through the slots (the segment says).
+    slot_limit: usize,
+    /// Per slot of this rank: the collective it holds, if any.
+    slot_posted: [Option<u32>; segment::SLOTS],
+    /// What the slot wait going on waits for (see [`Shm::has_work`]).
+    slot_waiting: Option<slots::SlotWait>,
+    /// Where a slot's data is copied to before it is handed on (kept between calls).
+    slot_buf: Vec<u8>,
 }
 
 impl Shm {
@@ -377,7 +426,7 @@ impl Shm {
             let path = boad_proto::shm::segment_path(info.job, info.host_id);
             let tag = boad_proto::shm::segment_tag(info.job, info.host_id);
             let seg = if rank == 0 {
-                Segment::create(&path, tag, size).map_err(|e| {
+                Segment::create(&path, tag, size, cfg.shm_slot_bytes).map_err(|e| {
                     let what = if e.kind() == ErrorKind::AlreadyExists {
                         "creating the shared-memory segment: its name in /dev/shm is taken by a file \
                          this job did not create (refusing to use it; BOAD_TRANSPORT=udp avoids shared \
@@ -404,7 +453,10 @@ impl Shm {
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let crowded = info.local_size.max(size) > cores;
-        let (spin, yields) = cfg.shm_spin.unwrap_or(if crowded {
+        let paired = info.local_size.max(size) <= 2 * cores;
+        let (spin, yields) = cfg.shm_spin.unwrap_or(if crowded && paired {
+            (SPIN_CROWDED, YIELD_PAIRED)
+        } else if crowded {
             (SPIN_CROWDED, YIELD_CROWDED)
         } else {
             (SPIN, YIELD)
@@ -443,6 +495,9 @@ impl Shm {
             spin,
             yields,
             idle_since: now,
+            idle_timed: false,
+            yielded_at: None,
+            busy_until: None,
             slow_every: if crowded {
                 SLOW_EVERY_CROWDED
             } else {
@@ -456,7 +511,12 @@ impl Shm {
             job_ranks: Vec::new(),
             gather_blocks: size,
             prealloc: 0,
+            slot_limit: 0,
+            slot_posted: [None; segment::SLOTS],
+            slot_waiting: None,
+            slot_buf: Vec::new(),
         };
+        t.slot_limit = t.seg.slot_limit();
         t.read_launcher();
         Ok(t)
     }
@@ -658,8 +718,12 @@ impl Shm {
         Ok((moved, None))
     }
 
-    /// True if a ring has data for us, a pending message has room, or a peer posted an abort.
+    /// True if a ring has data for us, a pending message has room, a peer posted an abort, or
+    /// what a slot wait waits for happened.
     fn has_work(&self) -> bool {
+        if self.slot_waiting.is_some_and(|w| self.slot_ready(w)) {
+            return true;
+        }
         (0..self.size).filter(|&r| r != self.rank).any(|r| {
             self.seg.ring(r, self.rank).available() > 0
                 || self.out[r].front().is_some_and(|m| {
@@ -720,7 +784,10 @@ impl Shm {
     /// checks (peer status) this round.
     fn idle(&mut self, idle: &mut u32) -> bool {
         if *idle == 0 {
-            self.idle_since = Instant::now();
+            // The clock is read from the first slow round on: most waits end before it, and a
+            // clock read costs about what a whole small collective does.
+            self.idle_timed = false;
+            self.yielded_at = None;
             self.slept = false;
         }
         *idle += 1;
@@ -728,16 +795,37 @@ impl Shm {
             std::hint::spin_loop();
             return false;
         }
-        let waited = self.idle_since.elapsed();
+        let now = Instant::now();
+        let waited = if self.idle_timed {
+            now - self.idle_since
+        } else {
+            self.idle_timed = true;
+            self.idle_since = now;
+            Duration::ZERO
+        };
+        // A yield that came back after more than BUSY_YIELD ran another process for a time
+        // slice: this host is busy beyond this job, and long yields would hand it the cores
+        // (see YIELD_PAIRED). Then waits yield no longer than YIELD_CROWDED for BUSY_FOR.
+        if let Some(at) = self.yielded_at.take() {
+            if now - at > BUSY_YIELD {
+                self.busy_until = Some(now + BUSY_FOR);
+            }
+        }
+        let busy = self.busy_until.is_some_and(|u| now < u);
         let (spin, yields) = (
             self.spin * (1 << self.boost),
-            self.yields * (1 << self.boost),
+            if busy {
+                self.yields.min(YIELD_CROWDED)
+            } else {
+                self.yields
+            } * (1 << self.boost),
         );
         if waited < spin {
             std::hint::spin_loop();
         } else {
             if waited < spin + yields {
                 std::thread::yield_now();
+                self.yielded_at = Some(now);
             } else if self.seg.sleep(self.rank, SLEEP, || !self.has_work()) {
                 self.stats.futex_waits += 1;
                 self.slept = true;
@@ -891,6 +979,10 @@ impl Session for Shm {
         self.prealloc = self.prealloc.max(need);
         let (w0, w1) = sig_words(&ctx.sig);
         self.seg.publish_call(self.rank, ctx.seq, w0, w1);
+        if self.slot_limit > 0 {
+            // A peer may wait for this rank to leave a collective whose slot it writes again.
+            self.seg.wake_reusers(self.rank);
+        }
         self.seg.beat(self.rank);
         self.progress()?;
         self.ledger.settle(self.rank, ctx)
@@ -1036,6 +1128,16 @@ impl Transport for Shm {
             }
             slow = self.idle(&mut idle);
         }
+    }
+    fn slots(&mut self) -> Option<&mut dyn SlotOps> {
+        self.slot_ops()
+    }
+}
+
+impl Shm {
+    /// Every rank of this transport is on this host: the slots are there for the small calls.
+    fn slot_ops(&mut self) -> Option<&mut dyn SlotOps> {
+        (self.slot_limit > 0 && self.size > 1).then_some(self as &mut dyn SlotOps)
     }
 }
 

@@ -8,11 +8,20 @@
 //! outside the mapping.
 //!
 //! ```text
-//! [header, 128 B] [RankBlock × size] [ring (src → dst) × size·(size − 1)]
-//! RankBlock: bell line (futex word, sleeping flag: written by anyone) | status line (heartbeat,
-//!            current collective: owner) | abort count | 16 abort slots | 64 call slots
+//! [header, 128 B] [RankBlock × size] [slot × SLOTS × size] [ring (src → dst) × size·(size − 1)]
+//! RankBlock: bell line (futex word, sleeping flag, slot-reuse wait flag: written by anyone) |
+//!            status line (heartbeat, current collective: owner) | abort count | 16 abort slots |
+//!            64 call slots
+//! slot:      collective, call (2 words), length | SLOT_BYTES data bytes (owner writes, all read)
 //! ring:      producer line (tail, messages queued) | consumer line (head) | cap data bytes
 //! ```
+//!
+//! Slots carry the small collectives (`transport::shm`, "Slots"): rank `r` writes slot
+//! `seq % SLOTS` of its own for collective `seq` (data, call and length first, then the collective
+//! word with a release store); readers poll that one word with acquire loads. The slot's first
+//! cache line holds the header and the first 32 data bytes, so a message of up to 32 bytes moves
+//! as one line. The owner writes a slot again only once every reader has started a later
+//! collective (their `current`), which it waits for.
 //!
 //! Rings are single-producer single-consumer byte streams: positions grow forever (u64), a byte at
 //! position `i` lives at `data[i % cap]`; the producer publishes with a release store of `tail`, the
@@ -57,6 +66,10 @@ struct Header {
     size: AtomicU64,
     cap: AtomicU64,
     attached: AtomicU32,
+    _pad: AtomicU32,
+    /// The largest collective (bytes per rank) that goes through the slots, chosen by the rank
+    /// that created the segment for the whole job (0: slots unused).
+    slot_limit: AtomicU64,
 }
 
 #[repr(C)]
@@ -65,6 +78,30 @@ struct Bell {
     word: AtomicU32,
     /// Non-zero while the owner is (about to be) asleep on `word`.
     sleeping: AtomicU32,
+    /// Non-zero while the owner waits for its readers to leave a collective whose slot it wants
+    /// to write again: then a rank that starts a collective wakes it.
+    reusing: AtomicU32,
+}
+
+/// Data bytes of a slot: the largest collective (bytes per rank) the slots carry.
+pub(super) const SLOT_BYTES: usize = crate::config::SHM_SLOT_BYTES_MAX;
+/// Slots per rank: a rank uses slot `seq % SLOTS` for collective `seq`, so it can post one
+/// collective while readers still read the one before.
+pub(super) const SLOTS: usize = 2;
+/// Bytes of a slot's header (the rest of its first cache line holds data).
+const SLOT_HEAD: usize = 32;
+/// Bytes of a slot: header and data, rounded up to whole 128-byte lines.
+const SLOT_TOTAL: usize = (SLOT_HEAD + SLOT_BYTES).div_ceil(128) * 128;
+
+#[repr(C)]
+struct SlotHead {
+    /// 1 + the collective whose data the slot holds (0: none yet). Written last, with release.
+    seq: AtomicU64,
+    /// The owner's call for it (see `sig_words`).
+    w0: AtomicU64,
+    w1: AtomicU64,
+    /// Data bytes.
+    len: AtomicU64,
 }
 
 #[repr(C)]
@@ -121,10 +158,22 @@ const RING_CTL_BYTES: usize = std::mem::size_of::<RingCtl>();
 const _: () =
     assert!(HEADER_BYTES == 128 && RANK_BYTES.is_multiple_of(128) && RING_CTL_BYTES == 256);
 const _: () = assert!(std::mem::size_of::<AbortSlot>() == 256);
+const _: () =
+    assert!(std::mem::size_of::<SlotHead>() == SLOT_HEAD && SLOT_TOTAL >= SLOT_HEAD + SLOT_BYTES);
+
+/// Where the slots start.
+fn slots_offset(size: usize) -> usize {
+    HEADER_BYTES + size * RANK_BYTES
+}
+
+/// Where the rings start.
+fn rings_offset(size: usize) -> usize {
+    slots_offset(size) + size * SLOTS * SLOT_TOTAL
+}
 
 /// Bytes of a segment for `size` ranks with rings of `cap` bytes.
 fn total_bytes(size: usize, cap: usize) -> usize {
-    HEADER_BYTES + size * RANK_BYTES + size * size.saturating_sub(1) * (RING_CTL_BYTES + cap)
+    rings_offset(size) + size * size.saturating_sub(1) * (RING_CTL_BYTES + cap)
 }
 
 /// Ring capacity for a job of `size` ranks: a power of two, 16 KiB to 4 MiB, all rings together at
@@ -176,7 +225,7 @@ impl Segment {
 
     /// Creates the segment file at `path` (it must not exist: a file there is an `AlreadyExists`
     /// error), owner-only, sized and initialised for `size` ranks of the job whose tag is `tag`.
-    pub fn create(path: &Path, tag: u64, size: usize) -> io::Result<Segment> {
+    pub fn create(path: &Path, tag: u64, size: usize, slot_limit: usize) -> io::Result<Segment> {
         let cap = ring_capacity(size);
         let len = total_bytes(size, cap);
         let file = OpenOptions::new()
@@ -207,6 +256,8 @@ impl Segment {
         h.tag.store(tag, Ordering::Relaxed);
         h.size.store(size as u64, Ordering::Relaxed);
         h.cap.store(cap as u64, Ordering::Relaxed);
+        h.slot_limit
+            .store(slot_limit.min(SLOT_BYTES) as u64, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
         Ok(s)
     }
@@ -297,8 +348,7 @@ impl Segment {
     /// first pass through a ring is microseconds per message). Best effort: a kernel without
     /// `MADV_POPULATE_WRITE` (before 5.14) faults them in on first use as before.
     pub fn prefault(&self, r: usize) {
-        let rings = HEADER_BYTES + self.size * RANK_BYTES;
-        self.populate(0, rings);
+        self.populate(0, rings_offset(self.size));
         for o in (0..self.size).filter(|&o| o != r) {
             for (src, dst) in [(r, o), (o, r)] {
                 let off = self.ring_offset(src, dst);
@@ -361,7 +411,106 @@ impl Segment {
     fn ring_offset(&self, src: usize, dst: usize) -> usize {
         assert!(src < self.size && dst < self.size && src != dst);
         let k = src * (self.size - 1) + if dst < src { dst } else { dst - 1 };
-        HEADER_BYTES + self.size * RANK_BYTES + k * (RING_CTL_BYTES + self.cap)
+        rings_offset(self.size) + k * (RING_CTL_BYTES + self.cap)
+    }
+
+    // ----- slots -----
+
+    /// The largest collective (bytes per rank) the job's slots carry, as the segment's creator
+    /// chose it (never more than [`SLOT_BYTES`]; 0: none).
+    pub fn slot_limit(&self) -> usize {
+        let l = self.header().slot_limit.load(Ordering::Relaxed);
+        usize::try_from(l).map_or(0, |l| l.min(SLOT_BYTES))
+    }
+
+    /// Where `r`'s slot for collective `seq` starts.
+    fn slot_offset(&self, r: usize, seq: u32) -> usize {
+        assert!(r < self.size, "rank {r} out of range");
+        slots_offset(self.size) + (r * SLOTS + seq as usize % SLOTS) * SLOT_TOTAL
+    }
+
+    fn slot_head(&self, r: usize, seq: u32) -> &SlotHead {
+        self.at::<SlotHead>(self.slot_offset(r, seq))
+    }
+
+    /// Writes `data` (at most [`SLOT_BYTES`]) and the call `(w0, w1)` into `r`'s slot for
+    /// collective `seq`, then publishes it. `r` must be this rank, and every reader of what the
+    /// slot held before must be done with it.
+    pub fn slot_post(&self, r: usize, seq: u32, w0: u64, w1: u64, data: &[u8]) {
+        assert!(data.len() <= SLOT_BYTES, "{} bytes for a slot", data.len());
+        let off = self.slot_offset(r, seq);
+        let h = self.at::<SlotHead>(off);
+        h.w0.store(w0, Ordering::Relaxed);
+        h.w1.store(w1, Ordering::Relaxed);
+        h.len.store(data.len() as u64, Ordering::Relaxed);
+        // SAFETY: the data area of the slot (SLOT_BYTES from `off + SLOT_HEAD`) lies inside the
+        // mapping and `data.len() <= SLOT_BYTES`; only this rank writes it, and no reader reads it
+        // until the release store below publishes it (the caller waited for the readers of what it
+        // held before); `data` is process-local memory, so the ranges do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.map.as_mut_ptr().add(off + SLOT_HEAD),
+                data.len(),
+            );
+        }
+        h.seq.store(u64::from(seq) + 1, Ordering::Release);
+    }
+
+    /// If `r`'s slot holds collective `seq`: the call `(w0, w1)` and the length it was posted
+    /// with (a length is whatever the owner wrote: the caller checks it).
+    pub fn slot_peek(&self, r: usize, seq: u32) -> Option<(u64, u64, u64)> {
+        let h = self.slot_head(r, seq);
+        if h.seq.load(Ordering::Acquire) != u64::from(seq) + 1 {
+            return None;
+        }
+        Some((
+            h.w0.load(Ordering::Relaxed),
+            h.w1.load(Ordering::Relaxed),
+            h.len.load(Ordering::Relaxed),
+        ))
+    }
+
+    /// Copies the first `out.len()` (at most [`SLOT_BYTES`]) data bytes of `r`'s slot for
+    /// collective `seq` into `out`. Call after [`slot_peek`](Self::slot_peek) found it there.
+    pub fn slot_copy(&self, r: usize, seq: u32, out: &mut [u8]) {
+        assert!(out.len() <= SLOT_BYTES, "{} bytes from a slot", out.len());
+        let off = self.slot_offset(r, seq);
+        // SAFETY: the bytes read lie in the slot's data area inside the mapping; the owner wrote
+        // them before the release store `slot_peek` acquired and writes them again only after this
+        // rank has started a later collective; `out` is process-local memory. (A peer that writes
+        // garbage can only make these bytes wrong.)
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.map.as_mut_ptr().add(off + SLOT_HEAD),
+                out.as_mut_ptr(),
+                out.len(),
+            );
+        }
+    }
+
+    /// Sets or clears `r`'s (this rank's) flag that it waits for readers of its slot.
+    pub fn set_reusing(&self, r: usize, on: bool) {
+        self.block(r)
+            .bell
+            .0
+            .reusing
+            .store(u32::from(on), Ordering::Relaxed);
+    }
+
+    /// Wakes every rank but `me` that waits to write its slot again (call after publishing a new
+    /// current collective of `me`).
+    pub fn wake_reusers(&self, me: usize) {
+        fence(Ordering::SeqCst);
+        for r in (0..self.size).filter(|&r| r != me) {
+            let bell = &self.block(r).bell.0;
+            if bell.reusing.load(Ordering::Relaxed) != 0
+                && bell.sleeping.load(Ordering::Relaxed) != 0
+            {
+                bell.word.fetch_add(1, Ordering::SeqCst);
+                futex(&bell.word, libc::FUTEX_WAKE, i32::MAX as u32, None);
+            }
+        }
     }
 
     // ----- status -----
@@ -487,6 +636,19 @@ impl Segment {
         bell.word.fetch_add(1, Ordering::SeqCst);
         futex(&bell.word, libc::FUTEX_WAKE, i32::MAX as u32, None);
         true
+    }
+
+    /// Wakes every rank but `me` that sleeps (one fence for all). Call after publishing what they
+    /// may wait for.
+    pub fn notify_others(&self, me: usize) {
+        fence(Ordering::SeqCst);
+        for r in (0..self.size).filter(|&r| r != me) {
+            let bell = &self.block(r).bell.0;
+            if bell.sleeping.load(Ordering::Relaxed) != 0 {
+                bell.word.fetch_add(1, Ordering::SeqCst);
+                futex(&bell.word, libc::FUTEX_WAKE, i32::MAX as u32, None);
+            }
+        }
     }
 
     /// Sleeps up to `timeout` on `r`'s futex word (`r` is this rank), unless `idle()` — called after
@@ -674,12 +836,16 @@ impl Segment {
             .len(total_bytes(size, cap))
             .map_anon()?
             .into();
-        Ok(Segment {
+        let s = Segment {
             map,
             size,
             cap,
             _file: None,
-        })
+        };
+        s.header()
+            .slot_limit
+            .store(SLOT_BYTES as u64, Ordering::Relaxed);
+        Ok(s)
     }
 
     /// Copies `bytes` into the mapping from `off` on, wrapping around its end.
@@ -724,13 +890,15 @@ mod tests {
         let path = dir.path().join("seg");
         // SAFETY: umask has no preconditions; the old mask is restored below.
         let old = unsafe { libc::umask(0) };
-        let made = Segment::create(&path, 7, 3);
+        let made = Segment::create(&path, 7, 3, SLOT_BYTES);
         // SAFETY: as above.
         unsafe { libc::umask(old) };
         let seg = made.expect("create");
         let mode = std::fs::metadata(&path).expect("stat").mode() & 0o777;
         assert_eq!(mode, 0o600, "created with mode {mode:o} under umask 000");
-        let again = Segment::create(&path, 7, 3).err().map(|e| e.kind());
+        let again = Segment::create(&path, 7, 3, SLOT_BYTES)
+            .err()
+            .map(|e| e.kind());
         assert_eq!(again, Some(io::ErrorKind::AlreadyExists));
         assert!(Segment::open(&path, 7, 3).is_ok());
         assert!(bad(Segment::open(&path, 8, 3)).contains("another job"));
@@ -744,7 +912,7 @@ mod tests {
         std::os::unix::fs::symlink(&path, &link).expect("symlink");
         assert!(bad(Segment::open(&link, 7, 3)).contains("symbolic link"));
         assert!(
-            Segment::create(&link, 7, 3).is_err(),
+            Segment::create(&link, 7, 3, SLOT_BYTES).is_err(),
             "created through a link"
         );
         // Not created yet, and created but not sized yet.
